@@ -1,0 +1,461 @@
+//! The partition table as written: typed structures that the TOML file deserializes into,
+//! every item remembering its span. After [`crate::validate`] found nothing wrong, the same
+//! structures are the validated model that [`crate::load`] hands out.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::size::Size;
+use crate::source::{Located, Span};
+
+/// A whole partition table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The file's text (spans index into it).
+    pub text: String,
+    pub platform: Platform,
+    pub hypervisor: Hypervisor,
+    /// The `[[partition]]` entries, in table order.
+    pub partitions: Vec<Partition>,
+    /// The `[[channel]]` entries, in table order.
+    pub channels: Vec<Channel>,
+    /// The runner's expectations (`[run]`); the hypervisor ignores them.
+    pub run: Run,
+}
+
+impl Table {
+    /// The directory relative boot-image paths are resolved against.
+    pub fn directory(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// Resolves a path written in the table (relative to the table's directory).
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.directory().join(path)
+        }
+    }
+
+    /// The platform device with this name.
+    pub fn device(&self, name: &str) -> Option<&NamedDevice> {
+        self.platform
+            .devices
+            .iter()
+            .find(|device| *device.name == name)
+    }
+
+    /// The index of the partition with this name.
+    pub fn partition_index(&self, name: &str) -> Option<usize> {
+        self.partitions
+            .iter()
+            .position(|partition| *partition.name == name)
+    }
+
+    /// The devices a partition owns, in the order it lists them (unknown names skipped).
+    pub fn partition_devices<'table>(
+        &'table self,
+        partition: &'table Partition,
+    ) -> impl Iterator<Item = &'table NamedDevice> + 'table {
+        partition
+            .devices
+            .iter()
+            .filter_map(|name| self.device(name))
+    }
+}
+
+/// The top level of the TOML document.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct Document {
+    pub platform: Platform,
+    pub hypervisor: Hypervisor,
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<Partition>,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub run: Run,
+}
+
+/// `[platform]`: the machine the table is written for.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Platform {
+    pub name: Located<String>,
+    /// x2APIC IDs of the cores that exist.
+    pub cpus: Vec<Located<u32>>,
+    /// Usable physical RAM.
+    pub ram: Vec<Located<AddressRange>>,
+    #[serde(default)]
+    pub ioapic: Option<Located<Ioapic>>,
+    /// `[platform.devices]`, in table order.
+    #[serde(default)]
+    pub devices: Devices,
+}
+
+/// `ioapic = { base, pins }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Ioapic {
+    pub base: Located<u64>,
+    pub pins: Located<u32>,
+}
+
+/// `{ base = …, size = … }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AddressRange {
+    pub base: Located<u64>,
+    pub size: Located<Size>,
+}
+
+impl AddressRange {
+    /// One past the last byte, or `None` if the range wraps around 2^64.
+    pub fn end(&self) -> Option<u64> {
+        self.base.value.checked_add(self.size.value.0)
+    }
+    /// The plain `(base, size)` pair.
+    pub fn to_abi(&self) -> tessera_abi::table::Range {
+        tessera_abi::table::Range::new(*self.base, self.size.0)
+    }
+}
+
+/// A partition's memory region: a host-physical range and, optionally, where the guest sees it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MemoryRegion {
+    pub base: Located<u64>,
+    pub size: Located<Size>,
+    #[serde(default)]
+    pub guest: Option<Located<u64>>,
+}
+
+impl MemoryRegion {
+    pub fn end(&self) -> Option<u64> {
+        self.base.value.checked_add(self.size.value.0)
+    }
+    pub fn to_abi(&self) -> tessera_abi::table::Range {
+        tessera_abi::table::Range::new(*self.base, self.size.0)
+    }
+}
+
+/// The devices of `[platform.devices]` in the order the table lists them.
+#[derive(Clone, Debug, Default)]
+pub struct Devices(pub Vec<NamedDevice>);
+
+impl std::ops::Deref for Devices {
+    type Target = [NamedDevice];
+    fn deref(&self) -> &[NamedDevice] {
+        &self.0
+    }
+}
+
+/// One entry of `[platform.devices]`.
+#[derive(Clone, Debug)]
+pub struct NamedDevice {
+    pub name: Located<String>,
+    pub device: Located<Device>,
+}
+
+impl<'de> Deserialize<'de> for Devices {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DevicesVisitor;
+        impl<'de> Visitor<'de> for DevicesVisitor {
+            type Value = Devices;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(formatter, "a table of devices by name")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Devices, A::Error> {
+                let mut devices = Vec::new();
+                while let Some(name) = map.next_key::<Located<String>>()? {
+                    let device = map.next_value::<Located<Device>>()?;
+                    devices.push(NamedDevice { name, device });
+                }
+                Ok(Devices(devices))
+            }
+        }
+        deserializer.deserialize_map(DevicesVisitor)
+    }
+}
+
+/// A device a partition may own.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Device {
+    /// I/O port ranges.
+    #[serde(default)]
+    pub ports: Vec<Located<AddressRange>>,
+    /// MMIO windows.
+    #[serde(default)]
+    pub mmio: Vec<Located<AddressRange>>,
+    /// PCI function.
+    #[serde(default)]
+    pub pci: Option<Located<PciAddress>>,
+    /// IOAPIC pin.
+    #[serde(default)]
+    pub irq: Option<Located<u32>>,
+}
+
+/// A PCI function address `bb:dd.f` (hexadecimal bus and device, function 0–7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciAddress {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+/// Why a PCI address could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PciAddressError {
+    /// Not of the form `bb:dd.f`.
+    Shape,
+    /// The device number is above 0x1f.
+    DeviceTooLarge,
+    /// The function number is above 7.
+    FunctionTooLarge,
+}
+
+impl fmt::Display for PciAddressError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shape => write!(
+                formatter,
+                "a PCI address is written \"bb:dd.f\" (hexadecimal)"
+            ),
+            Self::DeviceTooLarge => write!(formatter, "the PCI device number is at most 1f"),
+            Self::FunctionTooLarge => write!(formatter, "the PCI function number is at most 7"),
+        }
+    }
+}
+
+impl std::error::Error for PciAddressError {}
+
+impl std::str::FromStr for PciAddress {
+    type Err = PciAddressError;
+    fn from_str(text: &str) -> Result<Self, PciAddressError> {
+        let (bus, rest) = text.split_once(':').ok_or(PciAddressError::Shape)?;
+        let (device, function) = rest.split_once('.').ok_or(PciAddressError::Shape)?;
+        let hex = |part: &str, width: usize| {
+            if part.is_empty() || part.len() > width {
+                return Err(PciAddressError::Shape);
+            }
+            u8::from_str_radix(part, 16).map_err(|_| PciAddressError::Shape)
+        };
+        let address = Self {
+            bus: hex(bus, 2)?,
+            device: hex(device, 2)?,
+            function: hex(function, 1)?,
+        };
+        if address.device > 0x1f {
+            return Err(PciAddressError::DeviceTooLarge);
+        }
+        if address.function > 7 {
+            return Err(PciAddressError::FunctionTooLarge);
+        }
+        Ok(address)
+    }
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{:02x}:{:02x}.{:x}",
+            self.bus, self.device, self.function
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for PciAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// `[hypervisor]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Hypervisor {
+    /// The image (with guest images), stacks, page tables.
+    pub memory: Located<AddressRange>,
+    /// The device the hypervisor writes its console to.
+    pub console: Located<String>,
+}
+
+/// One `[[partition]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Partition {
+    pub name: Located<String>,
+    /// Dedicated cores (x2APIC IDs); the first is the boot core.
+    pub cpus: Vec<Located<u32>>,
+    pub memory: Vec<Located<MemoryRegion>>,
+    #[serde(default)]
+    pub devices: Vec<Located<String>>,
+    pub boot: Located<Boot>,
+    pub on_fault: Located<OnFault>,
+    /// `verb:object` strings; see [`Capability`].
+    #[serde(default)]
+    pub capabilities: Vec<Located<String>>,
+}
+
+/// What happens when a partition faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFault {
+    Halt,
+    Restart,
+}
+
+/// The boot protocol of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootKind {
+    /// An ELF guest entered through PVH.
+    Elf,
+    /// A Linux bzImage with an initrd (not supported by the hypervisor yet).
+    Linux,
+}
+
+/// `boot = { kind = …, … }`. Which keys belong to which kind is checked by validation
+/// (`boot-incomplete`, `boot-extra-key`), so one table reports every such mistake.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Boot {
+    pub kind: Located<BootKind>,
+    /// `elf`: the guest image.
+    #[serde(default)]
+    pub image: Option<Located<PathBuf>>,
+    /// `linux`: the bzImage.
+    #[serde(default)]
+    pub kernel: Option<Located<PathBuf>>,
+    /// `linux`: the initial RAM disk.
+    #[serde(default)]
+    pub initrd: Option<Located<PathBuf>>,
+    /// The guest's command line (both kinds).
+    #[serde(default)]
+    pub cmdline: Option<Located<String>>,
+}
+
+/// A parsed capability string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// `power`.
+    Power,
+    /// `stats:<partition>` or `stats:*`.
+    Stats(CapabilityTarget),
+    /// `halt:<partition>`.
+    Halt(String),
+    /// `restart:<partition>`.
+    Restart(String),
+}
+
+/// The object of a `stats:` capability.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapabilityTarget {
+    Every,
+    Partition(String),
+}
+
+/// Why a capability string could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapabilityError {
+    UnknownVerb(String),
+    MissingObject(String),
+    UnexpectedObject(String),
+    WildcardNotAllowed(String),
+}
+
+impl fmt::Display for CapabilityError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownVerb(verb) => write!(formatter, "unknown capability `{verb}`"),
+            Self::MissingObject(verb) => {
+                write!(
+                    formatter,
+                    "capability `{verb}` needs an object: `{verb}:<partition>`"
+                )
+            }
+            Self::UnexpectedObject(verb) => {
+                write!(formatter, "capability `{verb}` takes no object")
+            }
+            Self::WildcardNotAllowed(verb) => {
+                write!(
+                    formatter,
+                    "`{verb}:*` is not allowed; only `stats:*` takes `*`"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CapabilityError {}
+
+impl std::str::FromStr for Capability {
+    type Err = CapabilityError;
+    fn from_str(text: &str) -> Result<Self, CapabilityError> {
+        let (verb, object) = match text.split_once(':') {
+            Some((verb, object)) => (verb, Some(object)),
+            None => (text, None),
+        };
+        let named = |verb: &str| match object {
+            None | Some("") => Err(CapabilityError::MissingObject(verb.to_owned())),
+            Some("*") => Err(CapabilityError::WildcardNotAllowed(verb.to_owned())),
+            Some(object) => Ok(object.to_owned()),
+        };
+        match verb {
+            "power" if object.is_none() => Ok(Self::Power),
+            "power" => Err(CapabilityError::UnexpectedObject(verb.to_owned())),
+            "stats" => match object {
+                Some("*") => Ok(Self::Stats(CapabilityTarget::Every)),
+                _ => named(verb).map(|name| Self::Stats(CapabilityTarget::Partition(name))),
+            },
+            "halt" => named(verb).map(Self::Halt),
+            "restart" => named(verb).map(Self::Restart),
+            other => Err(CapabilityError::UnknownVerb(other.to_owned())),
+        }
+    }
+}
+
+/// One `[[channel]]`: shared memory plus a doorbell between partitions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Channel {
+    pub name: Located<String>,
+    /// Member partitions by name.
+    pub partitions: Vec<Located<String>>,
+    /// Host-physical; mapped into each member.
+    pub memory: Located<AddressRange>,
+    pub doorbell: Located<Doorbell>,
+}
+
+/// `doorbell = { vector = … }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Doorbell {
+    /// Interrupt vector (32–255) a ring delivers to the peer.
+    pub vector: Located<u64>,
+}
+
+/// `[run]`: expectations for the runner and the system tests.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Run {
+    /// Partitions expected to fault (and be contained).
+    #[serde(default)]
+    pub expect_faults: Vec<Located<String>>,
+    /// How long the runner lets the machine run.
+    #[serde(default)]
+    pub seconds: Option<Located<u64>>,
+}
+
+/// A span that covers nothing, for findings about the file as a whole.
+pub const NO_SPAN: Span = Span::new(0, 0);

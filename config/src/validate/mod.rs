@@ -1,0 +1,57 @@
+//! Validation: every rule a table must obey before it can boot. Each check adds
+//! [`Finding`]s and carries on, so one run reports every problem in the table.
+//!
+//! Checks are grouped by subject (names, cores, memory, devices, references, boot); a new
+//! invariant gets a [`Rule`] with a stable identifier and a check in the matching module.
+
+pub(crate) mod boot;
+mod cores;
+mod devices;
+mod memory;
+mod names;
+mod references;
+mod rule;
+pub mod sweep;
+
+pub use rule::Rule;
+
+use crate::diagnostics::Finding;
+use crate::model::Table;
+
+/// Whether validation reads the boot files the table names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileChecks {
+    /// Check that boot files exist and that ELF images fit the partition.
+    Check,
+    /// Skip every check that needs a boot file (for tables away from their images).
+    Skip,
+}
+
+/// Runs every check and returns all findings (empty when the table is valid).
+pub fn validate(table: &Table, files: FileChecks) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    names::check(table, &mut findings);
+    cores::check(table, &mut findings);
+    memory::check(table, &mut findings);
+    devices::check(table, &mut findings);
+    references::check(table, &mut findings);
+    boot::check(table, files, &mut findings);
+    findings
+}
+
+/// Singular or plural, for messages.
+fn plural(count: u64, word: &str) -> String {
+    if count == 1 {
+        format!("{count} {word}")
+    } else {
+        format!("{count} {word}s")
+    }
+}
+
+/// A range for messages: `[0x1000, 0x2000)`.
+fn show_range(base: u64, size: u64) -> String {
+    match base.checked_add(size) {
+        Some(end) => format!("[{base:#x}, {end:#x})"),
+        None => format!("[{base:#x}, wraps)"),
+    }
+}

@@ -1,0 +1,79 @@
+//! The hypercall interface: how a guest asks the hypervisor for something.
+//!
+//! A guest issues `VMMCALL` (AMD) or `VMCALL` (Intel) — the guest runtime tries the one
+//! the CPUID vendor names — with the call number in RAX and arguments in RDI, RSI, RDX.
+//! The result comes back in RAX: a non-negative value on success, or a negative
+//! [`Error`] code. A call from a partition that lacks the needed capability fails with
+//! [`Error::Denied`]; it never stops the caller.
+
+/// CPUID leaf of the hypervisor signature, in the 0x4000_0000 range that hypervisors
+/// share by convention: EAX = highest hypervisor leaf, EBX:ECX:EDX = [`SIGNATURE`].
+pub const CPUID_SIGNATURE_LEAF: u32 = 0x4000_0000;
+/// The 12 signature bytes in EBX, ECX, EDX order.
+pub const SIGNATURE: [u8; 12] = *b"Tessera\0\0\0\0\0";
+
+/// Call numbers (RAX).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Stop the calling partition on all of its cores. RDI = exit status (reported).
+    /// Does not return.
+    StopSelf = 1,
+    /// Power the machine off. Needs the `power` capability. Does not return on success.
+    PowerOff = 2,
+    /// State of partition RDI (index in table order) as a [`PartitionState`].
+    /// Needs `stats:<that partition>`.
+    PartitionState = 3,
+    /// Number of partitions in the table. Always allowed.
+    PartitionCount = 4,
+}
+
+impl Call {
+    pub fn from_number(number: u64) -> Option<Call> {
+        Some(match number {
+            1 => Call::StopSelf,
+            2 => Call::PowerOff,
+            3 => Call::PartitionState,
+            4 => Call::PartitionCount,
+            _ => return None,
+        })
+    }
+}
+
+/// What [`Call::PartitionState`] returns.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionState {
+    /// Not started yet (its cores are still coming up).
+    Starting = 0,
+    Running = 1,
+    /// Stopped itself through [`Call::StopSelf`].
+    Stopped = 2,
+    /// Stopped by the hypervisor after a fault (containment).
+    Faulted = 3,
+}
+
+impl PartitionState {
+    pub fn from_number(number: u64) -> Option<PartitionState> {
+        Some(match number {
+            0 => PartitionState::Starting,
+            1 => PartitionState::Running,
+            2 => PartitionState::Stopped,
+            3 => PartitionState::Faulted,
+            _ => return None,
+        })
+    }
+    /// Whether the partition will run no more guest code.
+    pub fn is_final(self) -> bool {
+        matches!(self, PartitionState::Stopped | PartitionState::Faulted)
+    }
+}
+
+/// Negative results (RAX = -(code)).
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    UnknownCall = -1,
+    Denied = -2,
+    InvalidArgument = -3,
+}

@@ -1,0 +1,157 @@
+//! The static partition table as the hypervisor sees it after lowering.
+//!
+//! Every address is a host-physical byte address unless its name says `guest`.
+//! Lists are sorted and free of overlaps: the config crate's validation guarantees it
+//! and the generated code pins the counts with `const` assertions.
+
+/// A half-open byte range `[base, base + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Range {
+    pub const fn new(base: u64, size: u64) -> Self {
+        Self { base, size }
+    }
+    /// One past the last byte. Validation rules out ranges that wrap.
+    pub const fn end(&self) -> u64 {
+        self.base + self.size
+    }
+    pub const fn contains(&self, address: u64) -> bool {
+        address >= self.base && address - self.base < self.size
+    }
+}
+
+/// Access rights of a stage-2 (nested / extended page table) mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rights {
+    pub read: bool,
+    pub write: bool,
+    pub execute: bool,
+}
+
+impl Rights {
+    pub const RWX: Rights = Rights { read: true, write: true, execute: true };
+    pub const RW: Rights = Rights { read: true, write: true, execute: false };
+}
+
+/// One region of a partition's guest-physical address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryMapping {
+    /// Where the guest sees it.
+    pub guest: u64,
+    /// Where it really is.
+    pub host: Range,
+    pub rights: Rights,
+    /// What the region is, for the guest's memory map and for messages.
+    pub kind: MappingKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    /// Ordinary RAM owned by the partition alone.
+    Ram,
+    /// The shared memory of the channel with this index in [`Machine::channels`].
+    Channel(u16),
+    /// A passthrough device's MMIO window (uncached).
+    DeviceMmio,
+}
+
+/// What to do when a partition faults (touches what it does not own, triple-faults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPolicy {
+    Halt,
+    Restart,
+}
+
+/// A loadable piece of a guest image: bytes `[file_offset, file_offset + file_size)` of
+/// the image go to guest-physical `guest`, followed by `memory_size - file_size` zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub guest: u64,
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub memory_size: u64,
+}
+
+/// How a partition starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Boot {
+    /// An ELF guest entered through the PVH boot protocol (Xen's
+    /// `XEN_ELFNOTE_PHYS32_ENTRY`): 32-bit protected mode, paging off, EBX = guest-physical
+    /// address of an `hvm_start_info` block.
+    Pvh {
+        image: &'static [u8],
+        /// SHA-256 of `image`, computed at build time and checked before the guest starts.
+        sha256: [u8; 32],
+        segments: &'static [Segment],
+        entry: u64,
+        cmdline: &'static str,
+    },
+}
+
+/// The capabilities of a partition (see docs/partition-table.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// May power the machine off or reboot it.
+    Power,
+    /// May read the state and counters of the partition with this index.
+    Stats(u16),
+    /// May halt the partition with this index.
+    Halt(u16),
+    /// May restart the partition with this index.
+    Restart(u16),
+}
+
+/// One partition, lowered.
+#[derive(Debug)]
+pub struct Partition {
+    pub name: &'static str,
+    /// x2APIC IDs of its cores; the first one is the boot core.
+    pub cpus: &'static [u32],
+    /// Sorted by guest address, disjoint.
+    pub memory: &'static [MemoryMapping],
+    /// I/O port ranges passed through; every other port reads all-ones and ignores writes.
+    pub ports: &'static [Range],
+    /// IOAPIC pins its devices own.
+    pub irq_pins: &'static [u8],
+    pub boot: Boot,
+    pub on_fault: FaultPolicy,
+    pub capabilities: &'static [Capability],
+    /// Number of 4 KiB pages its stage-2 page tables need (computed at build time from the
+    /// same plan the hypervisor builds at boot).
+    pub stage2_table_pages: usize,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub name: &'static str,
+    pub memory: Range,
+    /// Partition indices of its members.
+    pub members: &'static [u16],
+    pub doorbell_vector: u8,
+}
+
+/// A UART the hypervisor writes its console to.
+#[derive(Clone, Copy, Debug)]
+pub struct Console {
+    pub port: u16,
+}
+
+/// The whole machine as the table describes it.
+#[derive(Debug)]
+pub struct Machine {
+    /// The table's file name, for the banner.
+    pub table_name: &'static str,
+    pub platform_name: &'static str,
+    /// x2APIC IDs of every core the table uses (hypervisor-only cores included).
+    pub cpus: &'static [u32],
+    /// Platform RAM as the table declares it; the hypervisor checks the firmware map covers it.
+    pub ram: &'static [Range],
+    pub hypervisor_memory: Range,
+    pub console: Console,
+    pub partitions: &'static [Partition],
+    pub channels: &'static [Channel],
+}

@@ -1,0 +1,160 @@
+//! What a guest sees when it executes CPUID: the native result with virtualization
+//! extensions hidden and Tessera's hypervisor leaves added.
+//!
+//! CPUID always exits (AMD APM vol 2 §15.9 when intercepted; Intel SDM vol 3 §27.1.2
+//! unconditionally), the hypervisor executes it natively with the same EAX/ECX and passes the
+//! result through [`filter`].
+
+use tessera_abi::hypercall::SIGNATURE;
+
+/// Leaf 1 ECX bit 5: VMX (Intel SDM vol 2A, CPUID, table "Feature Information").
+pub const LEAF1_ECX_VMX: u32 = 1 << 5;
+/// Leaf 1 ECX bit 21: x2APIC. Kept: Tessera requires guests to use the x2APIC.
+pub const LEAF1_ECX_X2APIC: u32 = 1 << 21;
+/// Leaf 1 ECX bit 31: a hypervisor is present (reserved for this use by both vendors).
+pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 8000_0001h ECX bit 2: SVM (AMD APM vol 3, appendix E.4.2).
+pub const EXT1_ECX_SVM: u32 = 1 << 2;
+
+/// First of the leaves reserved for hypervisors (0x4000_0000–0x4000_00FF by convention).
+pub const HYPERVISOR_LEAF_FIRST: u32 = 0x4000_0000;
+/// Last hypervisor leaf Tessera answers itself.
+pub const HYPERVISOR_LEAF_LAST: u32 = 0x4000_00ff;
+/// The timing leaf of the VMware/KVM convention: EAX = TSC frequency in kHz, EBX = local-APIC
+/// bus (timer) frequency in kHz (0: not reported).
+pub const TIMING_LEAF: u32 = 0x4000_0010;
+/// AMD's SVM feature leaf (AMD APM vol 3, appendix E.4.9).
+pub const SVM_FEATURES_LEAF: u32 = 0x8000_000a;
+
+/// The hypervisor-specific inputs of the filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidView {
+    /// EAX of leaf 0x4000_0000: the highest hypervisor leaf a guest may query.
+    pub max_hypervisor_leaf: u32,
+    /// TSC frequency in kHz, 0 when unknown.
+    pub tsc_khz: u32,
+}
+
+/// The signature as the three little-endian registers EBX, ECX, EDX.
+fn signature_registers() -> [u32; 3] {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            SIGNATURE[i],
+            SIGNATURE[i + 1],
+            SIGNATURE[i + 2],
+            SIGNATURE[i + 3],
+        ])
+    };
+    [word(0), word(4), word(8)]
+}
+
+/// Tessera's answer for a leaf in 0x4000_0000–0x4000_00FF.
+fn hypervisor_leaf(leaf: u32, view: &CpuidView) -> [u32; 4] {
+    match leaf {
+        HYPERVISOR_LEAF_FIRST => {
+            let [b, c, d] = signature_registers();
+            [view.max_hypervisor_leaf, b, c, d]
+        }
+        TIMING_LEAF => [view.tsc_khz, 0, 0, 0],
+        _ => [0; 4],
+    }
+}
+
+/// The CPUID result the guest sees for `leaf`/`subleaf`, given the native result
+/// `[eax, ebx, ecx, edx]`.
+pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u32; 4] {
+    // No leaf Tessera changes has subleaves; the parameter is there for the ones it will.
+    let _ = subleaf;
+    let [eax, ebx, ecx, edx] = native;
+    match leaf {
+        // Hide VMX (no nested virtualization) and announce a hypervisor.
+        1 => [eax, ebx, (ecx & !LEAF1_ECX_VMX) | LEAF1_ECX_HYPERVISOR, edx],
+        // Hide SVM.
+        0x8000_0001 => [eax, ebx, ecx & !EXT1_ECX_SVM, edx],
+        // Nothing to report about a virtualization extension the guest does not have.
+        SVM_FEATURES_LEAF => [0; 4],
+        HYPERVISOR_LEAF_FIRST..=HYPERVISOR_LEAF_LAST => hypervisor_leaf(leaf, view),
+        _ => native,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIEW: CpuidView = CpuidView {
+        max_hypervisor_leaf: 0x4000_0010,
+        tsc_khz: 2_500_000,
+    };
+    const ONES: [u32; 4] = [u32::MAX; 4];
+
+    #[test]
+    fn leaf_1_hides_vmx_and_announces_a_hypervisor() {
+        let [eax, ebx, ecx, edx] = filter(1, 0, ONES, &VIEW);
+        assert_eq!((eax, ebx, edx), (u32::MAX, u32::MAX, u32::MAX));
+        assert_eq!(ecx, !LEAF1_ECX_VMX);
+        let [_, _, ecx, _] = filter(1, 0, [0, 0, LEAF1_ECX_X2APIC, 0], &VIEW);
+        assert_eq!(ecx, LEAF1_ECX_X2APIC | LEAF1_ECX_HYPERVISOR);
+        let [_, _, ecx, _] = filter(1, 0, [0; 4], &VIEW);
+        assert_eq!(ecx, LEAF1_ECX_HYPERVISOR);
+    }
+
+    #[test]
+    fn extended_leaf_hides_svm() {
+        assert_eq!(
+            filter(0x8000_0001, 0, ONES, &VIEW),
+            [u32::MAX, u32::MAX, !EXT1_ECX_SVM, u32::MAX]
+        );
+        assert_eq!(filter(0x8000_0001, 0, [1, 2, 0x4, 3], &VIEW), [1, 2, 0, 3]);
+        assert_eq!(filter(SVM_FEATURES_LEAF, 0, ONES, &VIEW), [0; 4]);
+    }
+
+    #[test]
+    fn hypervisor_leaves() {
+        let [eax, ebx, ecx, edx] = filter(0x4000_0000, 0, ONES, &VIEW);
+        assert_eq!(eax, 0x4000_0010);
+        let mut bytes = [0u8; 12];
+        bytes[0..4].copy_from_slice(&ebx.to_le_bytes());
+        bytes[4..8].copy_from_slice(&ecx.to_le_bytes());
+        bytes[8..12].copy_from_slice(&edx.to_le_bytes());
+        assert_eq!(bytes, SIGNATURE);
+        assert_eq!(&bytes[..7], b"Tessera");
+        assert_eq!(filter(TIMING_LEAF, 0, ONES, &VIEW), [2_500_000, 0, 0, 0]);
+        let unknown = CpuidView {
+            max_hypervisor_leaf: 0x4000_0010,
+            tsc_khz: 0,
+        };
+        assert_eq!(filter(TIMING_LEAF, 0, ONES, &unknown), [0; 4]);
+        for leaf in [
+            0x4000_0001,
+            0x4000_0003,
+            0x4000_000f,
+            0x4000_0011,
+            0x4000_00ff,
+        ] {
+            assert_eq!(filter(leaf, 0, ONES, &VIEW), [0; 4], "{leaf:#x}");
+        }
+    }
+
+    #[test]
+    fn other_leaves_pass_unchanged() {
+        for leaf in [
+            0,
+            2,
+            4,
+            7,
+            0xb,
+            0x15,
+            0x16,
+            0x3fff_ffff,
+            0x4000_0100,
+            0x8000_0000,
+            0x8000_0008,
+        ] {
+            for subleaf in [0, 1] {
+                let native = [leaf, subleaf, 0x1234_5678, 0xffff_ffff];
+                assert_eq!(filter(leaf, subleaf, native, &VIEW), native, "{leaf:#x}");
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The pure decisions of the Tessera hypervisor, kept apart from the code that executes them.
+//!
+//! Everything here is `no_std`, allocation-free and free of `unsafe`, so it builds for the
+//! hypervisor's `x86_64-unknown-none` target and is unit-tested on the host. The hypervisor's
+//! arch/virt modules do the privileged work (write VMCB/VMCS fields, load page-table roots,
+//! send IPIs); the modules below decide *what* to write:
+//!
+//! * [`range`]: address-range arithmetic.
+//! * [`stage2`]: nested (AMD NPT) / extended (Intel EPT) page-table planning, building, walking.
+//! * [`io_bitmap`]: the I/O-port intercept bitmap.
+//! * [`msr`]: the MSR pass-through policy and its SVM / VMX bitmap encodings.
+//! * [`cpuid`]: what a guest sees when it executes CPUID.
+//! * [`icr`]: x2APIC interrupt-command-register decoding and the IPI filter.
+//! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
+//! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
+//! * [`multiboot`]: the Multiboot v1 memory map the loader receives.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod acpi_s5;
+pub mod cpuid;
+pub mod icr;
+pub mod io_bitmap;
+pub mod msr;
+pub mod multiboot;
+pub mod pvh;
+pub mod range;
+pub mod stage2;
+
+// Tests use `std` (vectors for table pools and layouts); the library itself never does.
+#[cfg(test)]
+extern crate std;

@@ -1,0 +1,271 @@
+//! Per-core descriptor tables: a GDT with a TSS (VM entry needs a usable host TR, Intel SDM
+//! vol. 3 §28.2.3; AMD VMSAVE/VMLOAD carry it) and one IDT shared by all cores.
+//!
+//! The hypervisor runs with interrupts off (and, on SVM, the global interrupt flag clear)
+//! except for the instant it lets a held NMI be taken, so the IDT serves two purposes:
+//! report a hypervisor bug (any exception) and swallow an NMI that already caused its exit.
+
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+
+/// Code and data selectors of the hypervisor's GDT.
+pub const CODE_SELECTOR: u16 = 0x08;
+pub const DATA_SELECTOR: u16 = 0x10;
+pub const TSS_SELECTOR: u16 = 0x18;
+
+/// 64-bit task-state segment (Intel SDM vol. 3 §8.7). Used only for the interrupt stack
+/// table: exceptions taken by the hypervisor switch to a known-good stack.
+#[repr(C, packed(4))]
+pub struct TaskStateSegment {
+    reserved0: u32,
+    privilege_stacks: [u64; 3],
+    reserved1: u64,
+    interrupt_stacks: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    io_map_base: u16,
+}
+
+const FAULT_STACK_SIZE: usize = 8192;
+
+/// Everything one core needs for its own descriptor tables.
+#[repr(C, align(16))]
+pub struct CoreDescriptors {
+    gdt: [u64; 5],
+    tss: TaskStateSegment,
+    fault_stack: [u8; FAULT_STACK_SIZE],
+}
+
+impl CoreDescriptors {
+    pub const fn new() -> Self {
+        Self {
+            gdt: [0; 5],
+            tss: TaskStateSegment {
+                reserved0: 0,
+                privilege_stacks: [0; 3],
+                reserved1: 0,
+                interrupt_stacks: [0; 7],
+                reserved2: 0,
+                reserved3: 0,
+                // No I/O permission bitmap: the offset points past the segment limit.
+                io_map_base: core::mem::size_of::<TaskStateSegment>() as u16,
+            },
+            fault_stack: [0; FAULT_STACK_SIZE],
+        }
+    }
+}
+
+#[repr(C, packed(2))]
+struct DescriptorTablePointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Interrupt gate, 64-bit (SDM vol. 3 §6.14.1).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_middle: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+struct Idt(UnsafeCell<[Gate; 32]>);
+// SAFETY: the IDT is written only by the bootstrap core in `init_idt`, before any other core
+// runs Rust code; afterwards it is only read (by the processor).
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new(
+    [Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_middle: 0, offset_high: 0, reserved: 0 }; 32],
+));
+
+extern "C" {
+    static tessera_exception_stubs: [u64; 32];
+}
+
+/// Fills the shared IDT. Called once by the bootstrap core before it starts others.
+pub fn init_idt() {
+    // SAFETY: the stub table is defined in the global_asm! below with 32 entries.
+    let stubs = unsafe { &*(&raw const tessera_exception_stubs) };
+    // SAFETY: only the bootstrap core runs, so this is the only reference to the IDT.
+    let idt = unsafe { &mut *IDT.0.get() };
+    for (vector, gate) in idt.iter_mut().enumerate() {
+        let handler = stubs[vector];
+        *gate = Gate {
+            offset_low: handler as u16,
+            selector: CODE_SELECTOR,
+            // NMI (2), double fault (8) and machine check (18) switch to the fault stack.
+            ist: if matches!(vector, 2 | 8 | 18) { 1 } else { 0 },
+            attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            offset_middle: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        };
+    }
+}
+
+/// Loads this core's GDT, TSS and the shared IDT.
+pub fn load(descriptors: &'static mut CoreDescriptors) {
+    let fault_stack_top = descriptors.fault_stack.as_ptr() as u64 + FAULT_STACK_SIZE as u64;
+    descriptors.tss.interrupt_stacks[0] = fault_stack_top & !0xF;
+    let tss_base = &raw const descriptors.tss as u64;
+    let tss_limit = core::mem::size_of::<TaskStateSegment>() as u64 - 1;
+    descriptors.gdt = [
+        0,
+        0x00AF_9A00_0000_FFFF, // 64-bit code
+        0x00CF_9200_0000_FFFF, // data
+        // 64-bit available TSS (type 9), present: SDM vol. 3 §8.2.3.
+        (tss_limit & 0xFFFF)
+            | ((tss_base & 0xFF_FFFF) << 16)
+            | (0x89 << 40)
+            | (((tss_limit >> 16) & 0xF) << 48)
+            | (((tss_base >> 24) & 0xFF) << 56),
+        tss_base >> 32,
+    ];
+    let gdt_pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of_val(&descriptors.gdt) - 1) as u16,
+        base: descriptors.gdt.as_ptr() as u64,
+    };
+    let idt_pointer = DescriptorTablePointer { limit: (32 * 16 - 1) as u16, base: IDT.0.get() as u64 };
+    // SAFETY: the GDT and TSS live in this core's static descriptors for the rest of the run,
+    // the selectors match the GDT just built, and the IDT was filled by `init_idt`.
+    unsafe {
+        core::arch::asm!(
+            "lgdt [{gdt}]",
+            "push {code}",
+            "lea {scratch}, [rip + 2f]",
+            "push {scratch}",
+            "retfq",
+            "2:",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            "mov ss, {data:x}",
+            "ltr {tss:x}",
+            "lidt [{idt}]",
+            gdt = in(reg) &gdt_pointer,
+            idt = in(reg) &idt_pointer,
+            code = in(reg) u64::from(CODE_SELECTOR),
+            data = in(reg) u64::from(DATA_SELECTOR),
+            tss = in(reg) u64::from(TSS_SELECTOR),
+            scratch = out(reg) _,
+        );
+    }
+}
+
+/// The registers an exception stub saved, as the Rust handler sees them.
+#[repr(C)]
+pub struct ExceptionFrame {
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+#[no_mangle]
+extern "C" fn tessera_exception(frame: &ExceptionFrame) {
+    if frame.vector == 2 {
+        // An NMI whose exit has been handled already (see virt::svm): nothing to do.
+        return;
+    }
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    panic!(
+        "exception {} in the hypervisor: error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}",
+        frame.vector, frame.error_code, frame.rip, frame.rsp, cr2
+    );
+}
+
+// One stub per vector: push a zero error code where the CPU does not (SDM vol. 3 §6.13),
+// push the vector, save the caller-saved registers, call tessera_exception, restore, IRETQ.
+global_asm!(
+    r#"
+    .section .text
+    .macro stub vector, has_error
+    .balign 16
+tessera_exception_stub_\vector:
+    .if \has_error == 0
+    push 0
+    .endif
+    push \vector
+    jmp tessera_exception_common
+    .endm
+
+    stub 0,0
+    stub 1,0
+    stub 2,0
+    stub 3,0
+    stub 4,0
+    stub 5,0
+    stub 6,0
+    stub 7,0
+    stub 8,1
+    stub 9,0
+    stub 10,1
+    stub 11,1
+    stub 12,1
+    stub 13,1
+    stub 14,1
+    stub 15,0
+    stub 16,0
+    stub 17,1
+    stub 18,0
+    stub 19,0
+    stub 20,0
+    stub 21,1
+    stub 22,0
+    stub 23,0
+    stub 24,0
+    stub 25,0
+    stub 26,0
+    stub 27,0
+    stub 28,0
+    stub 29,1
+    stub 30,1
+    stub 31,0
+
+tessera_exception_common:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    push rbp
+    lea rdi, [rsp + 80]
+    mov rbp, rsp
+    and rsp, -16
+    call tessera_exception
+    mov rsp, rbp
+    pop rbp
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    add rsp, 16
+    iretq
+
+    .section .rodata
+    .balign 8
+    .global tessera_exception_stubs
+tessera_exception_stubs:
+    .irp vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad tessera_exception_stub_\vector
+    .endr
+"#
+);

@@ -1,0 +1,24 @@
+//! The leaf modules that touch x86 hardware directly: port I/O, MSRs, CPUID, the x2APIC,
+//! descriptor tables, the TSC. Everything that is policy lives elsewhere, in safe code.
+
+pub mod acpi;
+pub mod cpu;
+pub mod cpuid;
+pub mod msr;
+pub mod port;
+pub mod tsc;
+pub mod x2apic;
+
+/// Stops this core for good: interrupts off and, on SVM, the global interrupt flag stays
+/// clear, so nothing wakes it.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: CLI and HLT only stop this core; no memory is touched.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// A spin-wait hint for busy loops.
+pub fn pause() {
+    core::hint::spin_loop();
+}

@@ -1,0 +1,40 @@
+//! Model-specific registers: the numbers the hypervisor uses and RDMSR/WRMSR.
+
+pub const IA32_APIC_BASE: u32 = 0x1B;
+pub const IA32_EFER: u32 = 0xC000_0080;
+/// AMD APM vol. 2 §15.30.1: VM_CR, bit 4 SVMDIS set by firmware disables SVM.
+pub const AMD_VM_CR: u32 = 0xC001_0114;
+/// AMD APM vol. 2 §15.30.4: physical address of the host state-save area.
+pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
+/// x2APIC MSR block (Intel SDM vol. 3 §11.12.1).
+pub const X2APIC_ICR: u32 = 0x830;
+
+pub const EFER_SVME: u64 = 1 << 12;
+/// APIC_BASE bits: x2APIC enable (bit 10) and xAPIC global enable (bit 11), SDM §11.12.1.
+pub const APIC_BASE_X2APIC_ENABLE: u64 = 1 << 10;
+pub const APIC_BASE_GLOBAL_ENABLE: u64 = 1 << 11;
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+
+/// Reads an MSR.
+///
+/// # Safety
+/// The MSR must exist on this CPU (else #GP, which the hypervisor treats as a bug).
+pub unsafe fn read(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists; RDMSR only reads it.
+    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist and the value must keep the hypervisor's own invariants (paging,
+/// long mode, SVM/VMX enablement, the x2APIC mode) intact.
+pub unsafe fn write(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the write is valid and harmless to the hypervisor.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags))
+    };
+}

@@ -1,0 +1,265 @@
+//! One virtualization interface, two vendors: the per-vCPU trait the backends implement,
+//! the vendor-neutral exit enum, and the exit handlers, written once.
+//!
+//! Backends decode their exit codes into [`Exit`]; everything after that — CPUID filtering,
+//! port and MSR policy, hypercalls, containment — is shared.
+
+pub mod svm;
+
+use crate::partition::{self, Containment};
+use tessera_abi::table::Partition;
+
+/// General-purpose registers a handler may read or write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Register {
+    Rax,
+    Rbx,
+    Rcx,
+    Rdx,
+    Rsi,
+    Rdi,
+}
+
+/// Why the guest stopped running, decoded from the backend's exit code.
+#[derive(Clone, Copy, Debug)]
+pub enum Exit {
+    Cpuid,
+    /// IN/OUT (and their string forms) on a port the partition does not own.
+    Io { port: u16, size: u8, input: bool, string: bool, repeat: bool, next_rip: u64 },
+    MsrRead { msr: u32 },
+    MsrWrite { msr: u32, value: u64 },
+    Hypercall,
+    /// Access to guest-physical memory the partition does not own.
+    NestedPageFault { guest_physical: u64, write: bool, fetch: bool },
+    TripleFault,
+    /// An NMI arrived while the guest ran: the hypervisor's own signal.
+    Nmi,
+    Init,
+    /// VMRUN, VMCALL-family and other virtualization instructions a guest may not use.
+    VirtualizationInstruction,
+    InvalidGuestState,
+    Other(u64),
+}
+
+/// The counters' view of an exit: one slot per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum ExitReason {
+    Cpuid,
+    Io,
+    MsrRead,
+    MsrWrite,
+    Hypercall,
+    NestedPageFault,
+    TripleFault,
+    Nmi,
+    Init,
+    VirtualizationInstruction,
+    InvalidGuestState,
+    Other,
+}
+
+impl ExitReason {
+    pub const COUNT: usize = 12;
+    pub const ALL: [ExitReason; Self::COUNT] = [
+        ExitReason::Cpuid,
+        ExitReason::Io,
+        ExitReason::MsrRead,
+        ExitReason::MsrWrite,
+        ExitReason::Hypercall,
+        ExitReason::NestedPageFault,
+        ExitReason::TripleFault,
+        ExitReason::Nmi,
+        ExitReason::Init,
+        ExitReason::VirtualizationInstruction,
+        ExitReason::InvalidGuestState,
+        ExitReason::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitReason::Cpuid => "cpuid",
+            ExitReason::Io => "io",
+            ExitReason::MsrRead => "msr-read",
+            ExitReason::MsrWrite => "msr-write",
+            ExitReason::Hypercall => "hypercall",
+            ExitReason::NestedPageFault => "npf",
+            ExitReason::TripleFault => "triple-fault",
+            ExitReason::Nmi => "nmi",
+            ExitReason::Init => "init",
+            ExitReason::VirtualizationInstruction => "virt-insn",
+            ExitReason::InvalidGuestState => "invalid-state",
+            ExitReason::Other => "other",
+        }
+    }
+}
+
+impl Exit {
+    pub fn reason(&self) -> ExitReason {
+        match self {
+            Exit::Cpuid => ExitReason::Cpuid,
+            Exit::Io { .. } => ExitReason::Io,
+            Exit::MsrRead { .. } => ExitReason::MsrRead,
+            Exit::MsrWrite { .. } => ExitReason::MsrWrite,
+            Exit::Hypercall => ExitReason::Hypercall,
+            Exit::NestedPageFault { .. } => ExitReason::NestedPageFault,
+            Exit::TripleFault => ExitReason::TripleFault,
+            Exit::Nmi => ExitReason::Nmi,
+            Exit::Init => ExitReason::Init,
+            Exit::VirtualizationInstruction => ExitReason::VirtualizationInstruction,
+            Exit::InvalidGuestState => ExitReason::InvalidGuestState,
+            Exit::Other(_) => ExitReason::Other,
+        }
+    }
+}
+
+/// Exceptions the handlers inject (Intel SDM vol. 3 §6.15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exception {
+    InvalidOpcode,
+    GeneralProtection,
+}
+
+/// One guest vCPU on this core, whatever the vendor.
+pub trait VirtualCpu {
+    /// Enters the guest and returns when it exits.
+    fn run(&mut self) -> Exit;
+    fn register(&self, register: Register) -> u64;
+    fn set_register(&mut self, register: Register, value: u64);
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+    fn rflags(&self) -> u64;
+    /// Skips the instruction that exited, of `length` bytes (the backend may know better).
+    fn skip_instruction(&mut self, length: u64);
+    fn inject_exception(&mut self, exception: Exception);
+    /// Writes the guest's EFER (the backend keeps what it must, e.g. SVM's EFER.SVME).
+    fn write_efer(&mut self, value: u64);
+}
+
+/// RFLAGS.DF: string instructions walk downwards.
+const RFLAGS_DIRECTION: u64 = 1 << 10;
+
+/// What the run loop does after an exit was handled.
+pub enum Flow {
+    Resume,
+    /// Stop the partition (contained fault or by its own request) and park this core.
+    Stop,
+}
+
+/// The state a core's exit handlers need besides the vCPU.
+pub struct CoreContext {
+    pub apic_id: u32,
+    pub partition_index: usize,
+    pub partition: &'static Partition,
+}
+
+/// Handles one exit; shared by both backends.
+pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext) -> Flow {
+    partition::count_exit(context.partition_index, exit.reason());
+    match exit {
+        Exit::Cpuid => {
+            let leaf = vcpu.register(Register::Rax) as u32;
+            let subleaf = vcpu.register(Register::Rcx) as u32;
+            let native = crate::arch::cpuid::query(leaf, subleaf);
+            let view = tessera_policy::cpuid::CpuidView {
+                max_hypervisor_leaf: 0x4000_0010,
+                tsc_khz: crate::arch::tsc::khz() as u32,
+            };
+            let [eax, ebx, ecx, edx] = tessera_policy::cpuid::filter(leaf, subleaf, native, &view);
+            vcpu.set_register(Register::Rax, u64::from(eax));
+            vcpu.set_register(Register::Rbx, u64::from(ebx));
+            vcpu.set_register(Register::Rcx, u64::from(ecx));
+            vcpu.set_register(Register::Rdx, u64::from(edx));
+            vcpu.skip_instruction(2);
+            Flow::Resume
+        }
+        Exit::Io { port, size, input, string, repeat, next_rip } => {
+            handle_io(vcpu, context, port, size, input, string, repeat, next_rip)
+        }
+        Exit::MsrRead { msr } => crate::msr_emulation::read(vcpu, context, msr),
+        Exit::MsrWrite { msr, value } => crate::msr_emulation::write(vcpu, context, msr, value),
+        Exit::Hypercall => crate::hypercall::handle(vcpu, context),
+        Exit::NestedPageFault { guest_physical, write, fetch } => {
+            let access = if fetch { "fetch" } else if write { "write" } else { "read" };
+            partition::contain(
+                context,
+                Containment { reason: "npf", address: guest_physical, detail: access, rip: vcpu.rip() },
+            );
+            Flow::Stop
+        }
+        Exit::TripleFault => {
+            partition::contain(context, Containment { reason: "triple-fault", address: 0, detail: "shutdown", rip: vcpu.rip() });
+            Flow::Stop
+        }
+        Exit::Nmi => {
+            // The hypervisor's own signal: whatever it asked for is in the partition state.
+            if partition::is_stopping(context.partition_index) {
+                Flow::Stop
+            } else {
+                Flow::Resume
+            }
+        }
+        Exit::Init => {
+            partition::contain(context, Containment { reason: "init", address: 0, detail: "INIT signal", rip: vcpu.rip() });
+            Flow::Stop
+        }
+        Exit::VirtualizationInstruction => {
+            vcpu.inject_exception(Exception::InvalidOpcode);
+            Flow::Resume
+        }
+        Exit::InvalidGuestState => {
+            partition::contain(context, Containment { reason: "invalid-state", address: 0, detail: "VM entry refused", rip: vcpu.rip() });
+            Flow::Stop
+        }
+        Exit::Other(code) => {
+            partition::contain(context, Containment { reason: "unexpected-exit", address: code, detail: "exit code", rip: vcpu.rip() });
+            Flow::Stop
+        }
+    }
+}
+
+/// A port the partition does not own: reads see all-ones, writes are dropped (as on a bus
+/// with nothing behind the address). Only ports outside the partition's set exit.
+#[allow(clippy::too_many_arguments)]
+fn handle_io(
+    vcpu: &mut impl VirtualCpu,
+    context: &CoreContext,
+    port: u16,
+    size: u8,
+    input: bool,
+    string: bool,
+    repeat: bool,
+    next_rip: u64,
+) -> Flow {
+    if string {
+        if input {
+            // INS would store all-ones into guest memory through the guest's own page tables;
+            // not emulated yet. Contained rather than silently skipped.
+            partition::contain(context, Containment { reason: "string-io", address: u64::from(port), detail: "INS from an unassigned port", rip: vcpu.rip() });
+            return Flow::Stop;
+        }
+        // OUTS to nothing: consume the source bytes as the instruction would.
+        let count = if repeat { vcpu.register(Register::Rcx) } else { 1 };
+        let step = count.wrapping_mul(u64::from(size));
+        let rsi = vcpu.register(Register::Rsi);
+        let backwards = vcpu.rflags() & RFLAGS_DIRECTION != 0;
+        vcpu.set_register(Register::Rsi, if backwards { rsi.wrapping_sub(step) } else { rsi.wrapping_add(step) });
+        if repeat {
+            vcpu.set_register(Register::Rcx, 0);
+        }
+    } else if input {
+        let mask = match size {
+            1 => 0xFF,
+            2 => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        };
+        let rax = vcpu.register(Register::Rax);
+        // A 32-bit IN zero-extends into RAX; 8/16-bit INs keep the upper bits.
+        let value = if size == 4 { mask } else { (rax & !mask) | mask };
+        vcpu.set_register(Register::Rax, value);
+    }
+    partition::count_unassigned_port(context.partition_index);
+    vcpu.set_rip(next_rip);
+    Flow::Resume
+}
+

@@ -1,0 +1,513 @@
+//! The AMD SVM backend: VMCB layout, VMRUN, exit decoding (AMD APM vol. 2 ch. 15).
+//!
+//! QEMU's TCG implements SVM with nested paging but without NRIP save or decode assists
+//! (shared/EMULATORS.md), so RIP is advanced by known instruction lengths and IOIO exits
+//! take the next RIP from EXITINFO2 (APM §15.10.2).
+
+use super::{Exception, Exit, Register, VirtualCpu};
+use crate::arch::msr;
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+
+/// VMCB control-area offsets (APM vol. 2 appendix B, table B-1).
+mod control {
+    pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
+    pub const INTERCEPT_VECTOR_3: usize = 0x00C;
+    pub const INTERCEPT_VECTOR_4: usize = 0x010;
+    pub const IOPM_BASE: usize = 0x040;
+    pub const MSRPM_BASE: usize = 0x048;
+    pub const GUEST_ASID: usize = 0x058;
+    pub const TLB_CONTROL: usize = 0x05C;
+    pub const EXIT_CODE: usize = 0x070;
+    pub const EXIT_INFO_1: usize = 0x078;
+    pub const EXIT_INFO_2: usize = 0x080;
+    pub const NESTED_PAGING: usize = 0x090;
+    pub const EVENT_INJECTION: usize = 0x0A8;
+    pub const NESTED_CR3: usize = 0x0B0;
+}
+
+/// VMCB state-save-area offsets (APM vol. 2 appendix B, table B-2), from the VMCB start.
+mod state {
+    pub const ES: usize = 0x400;
+    pub const CS: usize = 0x410;
+    pub const SS: usize = 0x420;
+    pub const DS: usize = 0x430;
+    pub const FS: usize = 0x440;
+    pub const GS: usize = 0x450;
+    pub const GDTR: usize = 0x460;
+    pub const LDTR: usize = 0x470;
+    pub const IDTR: usize = 0x480;
+    pub const TR: usize = 0x490;
+    pub const EFER: usize = 0x4D0;
+    pub const CR4: usize = 0x548;
+    pub const CR3: usize = 0x550;
+    pub const CR0: usize = 0x558;
+    pub const DR7: usize = 0x560;
+    pub const DR6: usize = 0x568;
+    pub const RFLAGS: usize = 0x570;
+    pub const RIP: usize = 0x578;
+    pub const RSP: usize = 0x5D8;
+    pub const RAX: usize = 0x5F8;
+    pub const G_PAT: usize = 0x668;
+}
+
+/// Intercept bits (APM vol. 2 §15.9, appendix B).
+mod intercept {
+    pub const NMI: u32 = 1 << 1;
+    pub const INIT: u32 = 1 << 3;
+    pub const CPUID: u32 = 1 << 18;
+    pub const INVD: u32 = 1 << 22;
+    pub const IOIO: u32 = 1 << 27;
+    pub const MSR: u32 = 1 << 28;
+    pub const SHUTDOWN: u32 = 1 << 31;
+    // Vector 4.
+    pub const VMRUN: u32 = 1 << 0;
+    pub const VMMCALL: u32 = 1 << 1;
+    pub const VMLOAD: u32 = 1 << 2;
+    pub const VMSAVE: u32 = 1 << 3;
+    pub const STGI: u32 = 1 << 4;
+    pub const CLGI: u32 = 1 << 5;
+    pub const SKINIT: u32 = 1 << 6;
+}
+
+/// Exit codes (APM vol. 2 appendix C).
+mod exit_code {
+    pub const NMI: u64 = 0x61;
+    pub const INIT: u64 = 0x63;
+    pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
+    pub const IOIO: u64 = 0x7B;
+    pub const MSR: u64 = 0x7C;
+    pub const SHUTDOWN: u64 = 0x7F;
+    pub const VMRUN: u64 = 0x80;
+    pub const VMMCALL: u64 = 0x81;
+    pub const VMLOAD: u64 = 0x82;
+    pub const VMSAVE: u64 = 0x83;
+    pub const STGI: u64 = 0x84;
+    pub const CLGI: u64 = 0x85;
+    pub const SKINIT: u64 = 0x86;
+    pub const NPF: u64 = 0x400;
+    /// VMEXIT_INVALID is -1; QEMU writes it as 0x0000_0000_ffff_ffff, so only the low 32
+    /// bits are compared (shared/EMULATORS.md).
+    pub const INVALID_LOW: u64 = 0xFFFF_FFFF;
+}
+
+/// One 4 KiB VMCB (or host state-save page), accessed by offset.
+#[repr(C, align(4096))]
+pub struct Vmcb([u8; 4096]);
+
+impl Vmcb {
+    pub const fn new() -> Self {
+        Self([0; 4096])
+    }
+    fn read_u64(&self, offset: usize) -> u64 {
+        u64::from_le_bytes(self.0[offset..offset + 8].try_into().unwrap())
+    }
+    fn write_u64(&mut self, offset: usize, value: u64) {
+        self.0[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        self.0[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    /// A segment register in the VMCB format: selector, attributes (type, S, DPL, P in bits
+    /// 0–7; AVL, L, D/B, G in bits 8–11), limit, base (APM vol. 2 §15.5.1, table B-2).
+    fn write_segment(&mut self, offset: usize, selector: u16, attributes: u16, limit: u32, base: u64) {
+        self.0[offset..offset + 2].copy_from_slice(&selector.to_le_bytes());
+        self.0[offset + 2..offset + 4].copy_from_slice(&attributes.to_le_bytes());
+        self.write_u32(offset + 4, limit);
+        self.write_u64(offset + 8, base);
+    }
+    fn physical_address(&self) -> u64 {
+        self as *const Self as u64
+    }
+}
+
+/// The guest registers VMRUN does not keep in the VMCB. Layout shared with `svm_run`.
+#[repr(C)]
+#[derive(Default)]
+struct GuestRegisters {
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    rsi: u64,
+    rdi: u64,
+    rbp: u64,
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+}
+
+/// A partition's SVM permission maps: the I/O permission map (12 KiB, APM §15.10.1) and the
+/// MSR permission map (8 KiB, APM §15.11), both physically contiguous and page-aligned.
+#[repr(C, align(4096))]
+pub struct PermissionMaps {
+    io: [u8; 12288],
+    msr: [u8; 8192],
+}
+
+impl PermissionMaps {
+    pub const fn new() -> Self {
+        Self { io: [0xFF; 12288], msr: [0xFF; 8192] }
+    }
+
+    /// Fills both maps from the partition's ports and the shared MSR policy. Ports above
+    /// 0xFFFF (the third IOPM page, for accesses that wrap) stay intercepted.
+    pub fn build(&mut self, ports: &[tessera_abi::table::Range]) {
+        let mut bitmap = [0u8; 8192];
+        tessera_policy::io_bitmap::build_io_bitmap(ports, &mut bitmap);
+        self.io[..8192].copy_from_slice(&bitmap);
+        self.io[8192..].fill(0xFF);
+        tessera_policy::msr::build_svm_msr_permission_map(&mut self.msr);
+    }
+}
+
+/// The SVM state one core owns: its guest VMCB, a VMCB for the host's VMSAVE state, the
+/// host save area VMRUN uses, and the guest registers.
+#[repr(C, align(4096))]
+pub struct SvmCore {
+    guest: Vmcb,
+    host: Vmcb,
+    host_save_area: Vmcb,
+    registers: GuestRegisters,
+}
+
+impl SvmCore {
+    pub const fn new() -> Self {
+        Self {
+            guest: Vmcb::new(),
+            host: Vmcb::new(),
+            host_save_area: Vmcb::new(),
+            registers: GuestRegisters { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 },
+        }
+    }
+}
+
+/// Why this machine cannot run the SVM backend.
+#[derive(Clone, Copy, Debug)]
+pub enum Unsupported {
+    NoSvm,
+    DisabledByFirmware,
+    NoNestedPaging,
+}
+
+impl Unsupported {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Unsupported::NoSvm => "the CPU lacks AMD SVM (CPUID 8000_0001:ECX bit 2)",
+            Unsupported::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
+            Unsupported::NoNestedPaging => "the CPU lacks nested paging (CPUID 8000_000A:EDX bit 0)",
+        }
+    }
+}
+
+/// Checks what the backend needs on this core.
+pub fn check_support() -> Result<(), Unsupported> {
+    if !crate::arch::cpuid::has_svm() {
+        return Err(Unsupported::NoSvm);
+    }
+    // SAFETY: VM_CR exists on every CPU that reports SVM.
+    if unsafe { msr::read(msr::AMD_VM_CR) } & (1 << 4) != 0 {
+        return Err(Unsupported::DisabledByFirmware);
+    }
+    if !crate::arch::cpuid::has_nested_paging() {
+        return Err(Unsupported::NoNestedPaging);
+    }
+    Ok(())
+}
+
+/// Where a vCPU starts (PVH: 32-bit protected mode, paging off).
+pub struct GuestStart {
+    pub rip: u64,
+    pub rbx: u64,
+    pub nested_cr3: u64,
+    pub permission_maps: u64,
+    pub asid: u32,
+}
+
+/// The guest vCPU of one core.
+pub struct SvmVcpu {
+    core: &'static mut SvmCore,
+}
+
+impl SvmVcpu {
+    /// Enables SVM on this core and prepares the VMCB for a PVH entry.
+    pub fn new(core: &'static mut SvmCore, start: &GuestStart) -> Self {
+        // SAFETY: SVM support was checked; setting EFER.SVME enables SVM instructions (APM
+        // §15.4), and VM_HSAVE_PA points at this core's own page-aligned save area. CLGI
+        // keeps NMIs held while the hypervisor runs (APM §15.17): they cause exits instead.
+        unsafe {
+            msr::write(msr::IA32_EFER, msr::read(msr::IA32_EFER) | msr::EFER_SVME);
+            msr::write(msr::AMD_VM_HSAVE_PA, core.host_save_area.physical_address());
+            core::arch::asm!("clgi", options(nomem, nostack));
+        }
+        let vmcb = &mut core.guest;
+        vmcb.write_u32(control::INTERCEPT_EXCEPTIONS, 0);
+        vmcb.write_u32(
+            control::INTERCEPT_VECTOR_3,
+            intercept::NMI
+                | intercept::INIT
+                | intercept::CPUID
+                | intercept::INVD
+                | intercept::IOIO
+                | intercept::MSR
+                | intercept::SHUTDOWN,
+        );
+        vmcb.write_u32(
+            control::INTERCEPT_VECTOR_4,
+            intercept::VMRUN
+                | intercept::VMMCALL
+                | intercept::VMLOAD
+                | intercept::VMSAVE
+                | intercept::STGI
+                | intercept::CLGI
+                | intercept::SKINIT,
+        );
+        vmcb.write_u64(control::IOPM_BASE, start.permission_maps);
+        vmcb.write_u64(control::MSRPM_BASE, start.permission_maps + 12288);
+        vmcb.write_u32(control::GUEST_ASID, start.asid);
+        vmcb.0[control::TLB_CONTROL] = 1; // flush this ASID on the first VMRUN
+        vmcb.write_u64(control::NESTED_PAGING, 1);
+        vmcb.write_u64(control::NESTED_CR3, start.nested_cr3);
+
+        // PVH entry state (Xen docs/misc/pvh.pandoc): flat 32-bit code and data, CR0.PE,
+        // paging off, TR a 32-bit busy TSS, EBX = start_info.
+        vmcb.write_segment(state::CS, 0x08, 0x0C9B, 0xFFFF_FFFF, 0);
+        for segment in [state::DS, state::ES, state::SS, state::FS, state::GS] {
+            vmcb.write_segment(segment, 0x10, 0x0C93, 0xFFFF_FFFF, 0);
+        }
+        vmcb.write_segment(state::TR, 0x18, 0x008B, 0x67, 0);
+        vmcb.write_segment(state::LDTR, 0, 0x0082, 0xFFFF, 0);
+        vmcb.write_segment(state::GDTR, 0, 0, 0xFFFF, 0);
+        vmcb.write_segment(state::IDTR, 0, 0, 0xFFFF, 0);
+        vmcb.write_u64(state::EFER, msr::EFER_SVME); // APM §15.5.1: the guest EFER.SVME must be set
+        vmcb.write_u64(state::CR0, 0x11); // PE | ET
+        vmcb.write_u64(state::CR3, 0);
+        vmcb.write_u64(state::CR4, 0);
+        vmcb.write_u64(state::DR6, 0xFFFF_0FF0);
+        vmcb.write_u64(state::DR7, 0x400);
+        vmcb.write_u64(state::RFLAGS, 0x2);
+        vmcb.write_u64(state::RIP, start.rip);
+        vmcb.write_u64(state::RSP, 0);
+        vmcb.write_u64(state::RAX, 0);
+        vmcb.write_u64(state::G_PAT, 0x0007_0406_0007_0406); // the power-on PAT
+        core.registers = GuestRegisters { rbx: start.rbx, ..GuestRegisters::default() };
+        Self { core }
+    }
+
+    fn decode_exit(&self) -> Exit {
+        let vmcb = &self.core.guest;
+        let code = vmcb.read_u64(control::EXIT_CODE);
+        let info1 = vmcb.read_u64(control::EXIT_INFO_1);
+        let info2 = vmcb.read_u64(control::EXIT_INFO_2);
+        if code & 0xFFFF_FFFF == exit_code::INVALID_LOW {
+            return Exit::InvalidGuestState;
+        }
+        match code {
+            exit_code::CPUID => Exit::Cpuid,
+            // APM §15.10.2: EXITINFO1 bit 0 = IN, bit 2 = string, bit 3 = REP, bits 4–6 =
+            // operand size one-hot, bits 31:16 = port; EXITINFO2 = next RIP.
+            exit_code::IOIO => Exit::Io {
+                port: (info1 >> 16) as u16,
+                size: if info1 & (1 << 4) != 0 {
+                    1
+                } else if info1 & (1 << 5) != 0 {
+                    2
+                } else {
+                    4
+                },
+                input: info1 & 1 != 0,
+                string: info1 & (1 << 2) != 0,
+                repeat: info1 & (1 << 3) != 0,
+                next_rip: info2,
+            },
+            // APM §15.11: EXITINFO1 = 0 for RDMSR, 1 for WRMSR.
+            exit_code::MSR => {
+                let msr = self.core.registers.rcx as u32;
+                if info1 == 0 {
+                    Exit::MsrRead { msr }
+                } else {
+                    let value = (self.core.registers.rdx << 32) | (vmcb.read_u64(state::RAX) & 0xFFFF_FFFF);
+                    Exit::MsrWrite { msr, value }
+                }
+            }
+            exit_code::VMMCALL => Exit::Hypercall,
+            // APM §15.25.6: EXITINFO1 = page-fault error code, EXITINFO2 = guest-physical
+            // address.
+            exit_code::NPF => Exit::NestedPageFault {
+                guest_physical: info2,
+                write: info1 & (1 << 1) != 0,
+                fetch: info1 & (1 << 4) != 0,
+            },
+            exit_code::SHUTDOWN => Exit::TripleFault,
+            exit_code::NMI => Exit::Nmi,
+            exit_code::INIT => Exit::Init,
+            exit_code::VMRUN
+            | exit_code::VMLOAD
+            | exit_code::VMSAVE
+            | exit_code::STGI
+            | exit_code::CLGI
+            | exit_code::SKINIT
+            | exit_code::INVD => Exit::VirtualizationInstruction,
+            other => Exit::Other(other),
+        }
+    }
+}
+
+extern "C" {
+    /// Runs the guest until its next exit; see the assembly below.
+    fn svm_run(registers: *mut GuestRegisters, guest_vmcb: u64, host_vmcb: u64);
+}
+
+impl VirtualCpu for SvmVcpu {
+    fn run(&mut self) -> Exit {
+        let guest = self.core.guest.physical_address();
+        let host = self.core.host.physical_address();
+        // SAFETY: both VMCBs are this core's own page-aligned statics, set up in `new`; the
+        // register block is this core's. VMRUN returns here on every exit.
+        unsafe { svm_run(&mut self.core.registers, guest, host) };
+        self.core.guest.0[control::TLB_CONTROL] = 0;
+        self.core.guest.write_u64(control::EVENT_INJECTION, 0);
+        let exit = self.decode_exit();
+        if let Exit::Nmi = exit {
+            // The NMI that caused the exit stays pending until GIF is set (APM §15.21.2): let
+            // the host take it now (its IDT entry just returns) so it does not exit again.
+            // SAFETY: STGI/CLGI only toggle the global interrupt flag; RFLAGS.IF stays clear,
+            // so only the pending NMI can be delivered in between.
+            unsafe { core::arch::asm!("stgi", "clgi", options(nomem, nostack)) };
+        }
+        exit
+    }
+
+    fn register(&self, register: Register) -> u64 {
+        let registers = &self.core.registers;
+        match register {
+            Register::Rax => self.core.guest.read_u64(state::RAX),
+            Register::Rbx => registers.rbx,
+            Register::Rcx => registers.rcx,
+            Register::Rdx => registers.rdx,
+            Register::Rsi => registers.rsi,
+            Register::Rdi => registers.rdi,
+        }
+    }
+
+    fn set_register(&mut self, register: Register, value: u64) {
+        let registers = &mut self.core.registers;
+        match register {
+            Register::Rax => self.core.guest.write_u64(state::RAX, value),
+            Register::Rbx => registers.rbx = value,
+            Register::Rcx => registers.rcx = value,
+            Register::Rdx => registers.rdx = value,
+            Register::Rsi => registers.rsi = value,
+            Register::Rdi => registers.rdi = value,
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.core.guest.read_u64(state::RIP)
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.core.guest.write_u64(state::RIP, rip);
+    }
+
+    fn rflags(&self) -> u64 {
+        self.core.guest.read_u64(state::RFLAGS)
+    }
+
+    fn skip_instruction(&mut self, length: u64) {
+        // No NRIP save under QEMU: the caller knows the length of the instruction it handled.
+        self.set_rip(self.rip().wrapping_add(length));
+    }
+
+    fn inject_exception(&mut self, exception: Exception) {
+        // EVENTINJ (APM §15.20): vector, type 3 = exception, bit 11 = error code valid, bit 31
+        // = valid, error code in bits 63:32 (zero here).
+        let event = match exception {
+            Exception::InvalidOpcode => 6 | (3 << 8) | (1 << 31),
+            Exception::GeneralProtection => 13 | (3 << 8) | (1 << 11) | (1 << 31),
+        };
+        self.core.guest.write_u64(control::EVENT_INJECTION, event);
+    }
+
+    fn write_efer(&mut self, value: u64) {
+        self.core.guest.write_u64(state::EFER, value | msr::EFER_SVME);
+    }
+}
+
+/// Cell for per-partition permission maps built by the bootstrap core before other cores run.
+pub struct PermissionMapsCell(pub UnsafeCell<PermissionMaps>);
+// SAFETY: written only by the bootstrap core during boot, before any other core starts;
+// afterwards read only by the processor (through IOPM_BASE/MSRPM_BASE).
+unsafe impl Sync for PermissionMapsCell {}
+
+// svm_run(registers: rdi, guest_vmcb: rsi, host_vmcb: rdx)
+// Saves the host's callee-saved registers and the host state VMRUN does not switch (FS, GS,
+// TR, LDTR, KernelGSBase, STAR family, SYSENTER: VMSAVE/VMLOAD, APM §15.5.2), loads the
+// guest's, runs it, and stores the guest's GPRs back.
+global_asm!(
+    r#"
+    .section .text
+    .global svm_run
+svm_run:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+    push rdx
+    mov rax, rdx
+    vmsave rax
+    mov rax, rsi
+    vmload rax
+    mov rbx, [rdi + 0]
+    mov rcx, [rdi + 8]
+    mov rdx, [rdi + 16]
+    mov rsi, [rdi + 24]
+    mov rbp, [rdi + 40]
+    mov r8,  [rdi + 48]
+    mov r9,  [rdi + 56]
+    mov r10, [rdi + 64]
+    mov r11, [rdi + 72]
+    mov r12, [rdi + 80]
+    mov r13, [rdi + 88]
+    mov r14, [rdi + 96]
+    mov r15, [rdi + 104]
+    mov rdi, [rdi + 32]
+    vmrun rax
+    vmsave rax
+    push rdi
+    mov rdi, [rsp + 16]
+    mov [rdi + 0], rbx
+    mov [rdi + 8], rcx
+    mov [rdi + 16], rdx
+    mov [rdi + 24], rsi
+    mov [rdi + 40], rbp
+    mov [rdi + 48], r8
+    mov [rdi + 56], r9
+    mov [rdi + 64], r10
+    mov [rdi + 72], r11
+    mov [rdi + 80], r12
+    mov [rdi + 88], r13
+    mov [rdi + 96], r14
+    mov [rdi + 104], r15
+    pop rax
+    mov [rdi + 32], rax
+    pop rax
+    vmload rax
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+"#
+);

@@ -1,0 +1,260 @@
+//! The demo guest: one ELF, run in several partitions, each told by its command line
+//! what to show.
+//!
+//! Always: a banner with the core it runs on, whether it runs on Tessera, the RAM the
+//! memory map gives it, and a write-then-verify walk over all of that RAM (except its
+//! own image and the loader's boot data). Then, by command-line word, in this order:
+//!
+//! * `probe-outside=0x<address>`: read a guest-physical address outside its memory; the
+//!   hypervisor must stop the partition (exit status 2 if the read returns);
+//! * `wait-for-others`: wait until every other partition has stopped or faulted
+//!   (status 3 on time-out);
+//! * `power-off`: power the machine off (status 4 if that fails);
+//!
+//! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1.
+#![no_std]
+#![no_main]
+
+use tessera_abi::hypercall::PartitionState;
+use tessera_guest::memory::{for_each_piece_outside, MemoryRange};
+use tessera_guest::{boot, hypercall, println, processor, BootInfo};
+
+tessera_guest::entry!(main);
+
+/// Exit statuses, as reported through StopSelf.
+const EXIT_MEMORY_MISMATCH: u64 = 1;
+const EXIT_ISOLATION_BROKEN: u64 = 2;
+const EXIT_WAIT_TIMED_OUT: u64 = 3;
+const EXIT_POWER_OFF_FAILED: u64 = 4;
+
+/// How long to wait for the other partitions, in TSC ticks (about 7 s at 3 GHz; about
+/// 20 billion guest instructions under the deterministic emulator modes).
+const WAIT_TIMEOUT_TICKS: u64 = 20_000_000_000;
+/// PAUSE iterations between two rounds of state queries: each query is a VM exit.
+const WAIT_PAUSE_ITERATIONS: u32 = 100_000;
+/// Pattern mixed into each word's address by the memory walk.
+const WALK_PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+/// At most this many ranges are left out of the memory walk.
+const MAX_WALK_EXCLUSIONS: usize = 16;
+
+fn main(info: &BootInfo) {
+    let command_line = info.command_line();
+    let core = processor::current_core();
+    match command_line.value("name") {
+        Some(name) => println!("partition {name}: hello from core {core}"),
+        None => println!("hello from partition on core {core}"),
+    }
+    report_hypervisor();
+    report_memory(info);
+    walk_memory(info);
+
+    if let Some(text) = command_line.value("probe-outside") {
+        probe_outside(text);
+    }
+    if command_line.has_flag("wait-for-others") {
+        wait_for_others();
+    }
+    if command_line.has_flag("power-off") {
+        println!("powering off");
+        let result = hypercall::power_off();
+        println!(
+            "power off failed: {result} ({})",
+            hypercall::result_name(result)
+        );
+        hypercall::stop_self(EXIT_POWER_OFF_FAILED);
+    }
+    println!("done");
+    hypercall::stop_self(0);
+}
+
+fn report_hypervisor() {
+    match processor::hypervisor_signature() {
+        Some(_) if processor::running_on_tessera() => println!("hypervisor: Tessera"),
+        Some(signature) => {
+            let printable = signature.map(|byte| match byte {
+                0x20..=0x7e => byte,
+                _ => b'.',
+            });
+            let text = core::str::from_utf8(&printable).unwrap_or("?");
+            println!("hypervisor: not Tessera (signature \"{text}\")");
+        }
+        None => println!("hypervisor: none detected"),
+    }
+}
+
+fn report_memory(info: &BootInfo) {
+    let mut total = 0;
+    for entry in info.memory_map() {
+        let range = entry.range;
+        if entry.is_ram() {
+            println!(
+                "ram: {:#x}-{:#x} ({} KiB)",
+                range.start,
+                range.end,
+                range.size() / 1024
+            );
+            total += range.size();
+        } else {
+            println!(
+                "not ram: {:#x}-{:#x} (type {})",
+                range.start, range.end, entry.kind
+            );
+        }
+    }
+    if info.memory_map_entries_dropped() != 0 {
+        println!(
+            "memory map: {} entries beyond the first {} ignored",
+            info.memory_map_entries_dropped(),
+            info.memory_map().len()
+        );
+    }
+    println!("ram total: {} KiB", total / 1024);
+}
+
+/// The value the walk writes at `address`: different for every word, so aliased pages
+/// (two guest-physical pages backed by one host page) show up as mismatches.
+fn walk_pattern(address: u64) -> u64 {
+    address ^ WALK_PATTERN
+}
+
+/// Writes a per-address pattern to every RAM word the guest may touch, then reads all
+/// of it back.
+fn walk_memory(info: &BootInfo) {
+    // Never overwrite the image (code, data, page tables, stack) or the loader's data.
+    let mut exclusions = [MemoryRange::new(0, 0); MAX_WALK_EXCLUSIONS];
+    let mut exclusion_count = 0;
+    for range in
+        core::iter::once(boot::image_range()).chain(info.boot_data_ranges().iter().copied())
+    {
+        if exclusion_count < MAX_WALK_EXCLUSIONS {
+            exclusions[exclusion_count] = range;
+            exclusion_count += 1;
+        }
+    }
+    let exclusions = &exclusions[..exclusion_count];
+
+    let walk = |visit: &mut dyn FnMut(MemoryRange)| {
+        for ram in info.ram_ranges() {
+            // Only the identity map is reachable; RAM above it is left alone.
+            let reachable = ram.clip_below(boot::IDENTITY_MAP_END);
+            for_each_piece_outside(reachable, exclusions, |piece| {
+                let words = piece.shrink_to_alignment(8);
+                if !words.is_empty() {
+                    visit(words);
+                }
+            });
+        }
+    };
+
+    let mut bytes_written = 0;
+    walk(&mut |piece| {
+        for address in (piece.start..piece.end).step_by(8) {
+            // SAFETY: `address` is 8-aligned RAM that the memory map gives this guest,
+            // below the identity map's end, and outside the image, the stack and the
+            // loader's data: nothing in this program refers to it.
+            unsafe { core::ptr::write_volatile(address as *mut u64, walk_pattern(address)) };
+        }
+        bytes_written += piece.size();
+    });
+
+    let mut mismatch = None;
+    walk(&mut |piece| {
+        if mismatch.is_some() {
+            return;
+        }
+        for address in (piece.start..piece.end).step_by(8) {
+            // SAFETY: the same words as written above: aligned, mapped, unaliased.
+            let value = unsafe { core::ptr::read_volatile(address as *const u64) };
+            if value != walk_pattern(address) {
+                mismatch = Some((address, value));
+                return;
+            }
+        }
+    });
+
+    if let Some((address, value)) = mismatch {
+        println!(
+            "memory walk: MISMATCH at {address:#x}: read {value:#x}, wrote {:#x}",
+            walk_pattern(address)
+        );
+        hypercall::stop_self(EXIT_MEMORY_MISMATCH);
+    }
+    println!(
+        "memory walk: {} KiB written and verified",
+        bytes_written / 1024
+    );
+}
+
+/// Reads a word outside the partition's memory; the hypervisor must stop the partition.
+fn probe_outside(text: &str) {
+    let Some(address) = tessera_guest::command_line::parse_number(text) else {
+        println!("probe-outside: cannot read the address {text:?}");
+        hypercall::stop_self(EXIT_ISOLATION_BROKEN);
+    };
+    if address.saturating_add(8) > boot::IDENTITY_MAP_END {
+        println!("probe-outside: {address:#x} lies beyond the guest's identity map");
+        hypercall::stop_self(EXIT_ISOLATION_BROKEN);
+    }
+    println!("probing {address:#x}, outside my memory; the hypervisor must stop me");
+    let value: u64;
+    // SAFETY: the address lies in the identity map of the first 4 GiB, so the load
+    // cannot page-fault; it is a plain 8-byte read (no alignment requirement for MOV)
+    // that changes no memory. Whatever backs the address — nothing, another partition's
+    // memory or device — the guest only reads it, and the hypervisor is expected to stop
+    // the partition before the value arrives.
+    unsafe {
+        core::arch::asm!(
+            "mov {value}, qword ptr [{address}]",
+            address = in(reg) address,
+            value = lateout(reg) value,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    println!("probe returned {value:#x}: isolation broken!");
+    hypercall::stop_self(EXIT_ISOLATION_BROKEN);
+}
+
+/// Waits until all partitions but this one are in a final state (Stopped or Faulted).
+///
+/// The guest does not know its own index, but its own state is Running while it asks:
+/// so the others are done when exactly one partition is not final.
+fn wait_for_others() {
+    let count = hypercall::partition_count();
+    if count < 0 {
+        println!(
+            "partition count failed: {count} ({})",
+            hypercall::result_name(count)
+        );
+        hypercall::stop_self(EXIT_WAIT_TIMED_OUT);
+    }
+    let count = count as u64;
+    println!("waiting for {} partitions", count.saturating_sub(1));
+    let started = processor::rdtsc();
+    loop {
+        let mut not_final = 0;
+        for index in 0..count {
+            let result = hypercall::partition_state(index);
+            if result < 0 {
+                println!(
+                    "partition state of {index} failed: {result} ({})",
+                    hypercall::result_name(result)
+                );
+                hypercall::stop_self(EXIT_WAIT_TIMED_OUT);
+            }
+            let is_final =
+                PartitionState::from_number(result as u64).is_some_and(PartitionState::is_final);
+            if !is_final {
+                not_final += 1;
+            }
+        }
+        if not_final <= 1 {
+            println!("all other partitions stopped");
+            return;
+        }
+        if processor::rdtsc().wrapping_sub(started) > WAIT_TIMEOUT_TICKS {
+            println!("timed out waiting for other partitions");
+            hypercall::stop_self(EXIT_WAIT_TIMED_OUT);
+        }
+        processor::pause(WAIT_PAUSE_ITERATIONS);
+    }
+}
