@@ -15,7 +15,8 @@ fn main() {
     };
 
     println!("cargo:rerun-if-changed={}", table.display());
-    let lowered = match tessera_config::load(&table).and_then(|table| tessera_config::lower(&table)) {
+    let lowered = match tessera_config::load(&table).and_then(|table| tessera_config::lower(&table))
+    {
         Ok(lowered) => lowered,
         Err(diagnostics) => {
             // Cargo shows a failing build script's stderr: the same rendering as the CLI.

@@ -75,7 +75,7 @@ fn demo_table_lowers() {
     } = &worker.boot;
     assert_eq!(*entry, 0x10_0000);
     assert_eq!(segments.len(), 1);
-    assert_eq!(cmdline, "console=0x2f8");
+    assert_eq!(cmdline, "name=worker console=0x2f8");
     assert!(image.is_absolute());
     assert_ne!(*sha256, [0; 32]);
 

@@ -40,7 +40,9 @@ impl Uart {
         // SAFETY: as in `init`: the hypervisor owns this UART.
         unsafe {
             let mut spins = 0u32;
-            while port::read_u8(self.base + Self::LINE_STATUS) & Self::LINE_STATUS_THR_EMPTY == 0 && spins < 1_000_000 {
+            while port::read_u8(self.base + Self::LINE_STATUS) & Self::LINE_STATUS_THR_EMPTY == 0
+                && spins < 1_000_000
+            {
                 spins += 1;
             }
             port::write_u8(self.base + Self::TRANSMIT, byte);
@@ -51,7 +53,10 @@ impl Uart {
     pub fn drain(&mut self) {
         for _ in 0..10_000_000u32 {
             // SAFETY: as in `init`.
-            if unsafe { port::read_u8(self.base + Self::LINE_STATUS) } & Self::LINE_STATUS_TRANSMITTER_EMPTY != 0 {
+            if unsafe { port::read_u8(self.base + Self::LINE_STATUS) }
+                & Self::LINE_STATUS_TRANSMITTER_EMPTY
+                != 0
+            {
                 return;
             }
         }

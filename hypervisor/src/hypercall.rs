@@ -27,13 +27,18 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
             if has(context, Capability::Power) {
                 crate::power::power_off(context.partition.name);
             }
-            log::info!("refused: partition={} power-off without the power capability", context.partition.name);
+            log::info!(
+                "refused: partition={} power-off without the power capability",
+                context.partition.name
+            );
             Error::Denied as i64
         }
         Some(Call::PartitionCount) => MACHINE.partitions.len() as i64,
         Some(Call::PartitionState) => match u16::try_from(argument) {
             Ok(index) if usize::from(index) < MACHINE.partitions.len() => {
-                if usize::from(index) == context.partition_index || has(context, Capability::Stats(index)) {
+                if usize::from(index) == context.partition_index
+                    || has(context, Capability::Stats(index))
+                {
                     partition::state(usize::from(index)) as i64
                 } else {
                     Error::Denied as i64

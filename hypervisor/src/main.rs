@@ -65,18 +65,27 @@ fn read_multiboot_info(address: u32) -> MultibootInfo {
     // SAFETY: a Multiboot loader (checked by the magic) left a valid information block at
     // this address, below 4 GiB, which the boot page tables identity-map; it is only read.
     let words = unsafe { core::slice::from_raw_parts(address as usize as *const u32, 13) };
-    MultibootInfo { flags: words[0], mmap_length: words[11], mmap_address: words[12] }
+    MultibootInfo {
+        flags: words[0],
+        mmap_length: words[11],
+        mmap_address: words[12],
+    }
 }
 
 /// Checks that the firmware's memory map has every byte the table uses as RAM.
 fn check_memory(info: &MultibootInfo) {
     if info.flags & (1 << 6) == 0 {
-        refuse(format_args!("the boot loader gave no memory map (Multiboot flag 6)"));
+        refuse(format_args!(
+            "the boot loader gave no memory map (Multiboot flag 6)"
+        ));
     }
     // SAFETY: flag 6 says mmap_address/mmap_length describe the loader's memory map, in
     // identity-mapped memory below 4 GiB; it is only read.
     let map = unsafe {
-        core::slice::from_raw_parts(info.mmap_address as usize as *const u8, info.mmap_length as usize)
+        core::slice::from_raw_parts(
+            info.mmap_address as usize as *const u8,
+            info.mmap_length as usize,
+        )
     };
     let available = || {
         tessera_policy::multiboot::parse_memory_map(map)
@@ -178,7 +187,9 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     console::init(MACHINE.console.port);
     arch::cpu::init_idt();
     if magic != tessera_loader::MULTIBOOT_BOOTLOADER_MAGIC {
-        refuse(format_args!("not started by a Multiboot loader (EAX = {magic:#x})"));
+        refuse(format_args!(
+            "not started by a Multiboot loader (EAX = {magic:#x})"
+        ));
     }
     let backend = match cpuid::vendor() {
         cpuid::Vendor::Amd => {
@@ -187,16 +198,25 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
             }
             "svm"
         }
-        cpuid::Vendor::Intel => refuse(format_args!("Intel VMX: this build has only the AMD SVM backend so far")),
-        cpuid::Vendor::Other => refuse(format_args!("unknown CPU vendor: neither AMD SVM nor Intel VMX")),
+        cpuid::Vendor::Intel => refuse(format_args!(
+            "Intel VMX: this build has only the AMD SVM backend so far"
+        )),
+        cpuid::Vendor::Other => refuse(format_args!(
+            "unknown CPU vendor: neither AMD SVM nor Intel VMX"
+        )),
     };
     if !cpuid::has_x2apic() {
-        refuse(format_args!("the CPU lacks x2APIC (CPUID 1:ECX bit 21), which Tessera requires"));
+        refuse(format_args!(
+            "the CPU lacks x2APIC (CPUID 1:ECX bit 21), which Tessera requires"
+        ));
     }
     x2apic::enable();
     let bsp = cpuid::x2apic_id();
     let Some(bsp_index) = table::cpu_index(bsp) else {
-        refuse(format_args!("the boot core (x2APIC ID {bsp}) is not among the table's cores {:?}", MACHINE.cpus));
+        refuse(format_args!(
+            "the boot core (x2APIC ID {bsp}) is not among the table's cores {:?}",
+            MACHINE.cpus
+        ));
     };
     check_cores();
     check_memory(&read_multiboot_info(info));
@@ -205,9 +225,10 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
 
     let roots = match memory::build_stage2_tables(cpuid::has_1gib_pages()) {
         Ok(roots) => roots,
-        Err((index, error)) => {
-            refuse(format_args!("stage-2 tables of {}: {:?}", MACHINE.partitions[index].name, error))
-        }
+        Err((index, error)) => refuse(format_args!(
+            "stage-2 tables of {}: {:?}",
+            MACHINE.partitions[index].name, error
+        )),
     };
     let mut entries = [None; table::PARTITION_COUNT];
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
@@ -238,13 +259,19 @@ extern "C" fn tessera_ap_entry(index: u64) -> ! {
 /// Records the first guest entry and reports it once.
 pub fn note_guest_entry(partition: &str, apic_id: u32, entry: u64) {
     let now = tsc::read();
-    let first = FIRST_GUEST_ENTRY_TSC.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire).is_ok();
+    let first = FIRST_GUEST_ENTRY_TSC
+        .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
     log::info!(
         "started: partition={} core={} entry={:#x} tsc={}{}",
         partition,
         apic_id,
         entry,
         now,
-        if first { " (first guest instruction)" } else { "" }
+        if first {
+            " (first guest instruction)"
+        } else {
+            ""
+        }
     );
 }

@@ -33,7 +33,9 @@ pub enum SetupError {
 }
 
 /// Builds every partition's nested page tables; returns each root's physical address.
-pub fn build_stage2_tables(allow_1gib: bool) -> Result<[u64; crate::table::PARTITION_COUNT], (usize, SetupError)> {
+pub fn build_stage2_tables(
+    allow_1gib: bool,
+) -> Result<[u64; crate::table::PARTITION_COUNT], (usize, SetupError)> {
     // SAFETY: only the bootstrap core runs (module comment): this is the only reference.
     let pool = unsafe { &mut *STAGE2_POOL.0.get() };
     let base = pool.as_ptr() as u64;
@@ -73,28 +75,51 @@ unsafe fn host_bytes(host: u64, length: u64) -> &'static mut [u8] {
 /// Clears a partition's RAM, checks its image against the build-time SHA-256, copies the
 /// segments in and writes the PVH start block. Returns the entry point.
 pub fn load_partition(partition: &Partition) -> Result<u64, SetupError> {
-    for mapping in partition.memory.iter().filter(|mapping| mapping.kind == MappingKind::Ram) {
+    for mapping in partition
+        .memory
+        .iter()
+        .filter(|mapping| mapping.kind == MappingKind::Ram)
+    {
         // SAFETY: the partition has not started; its RAM is its own (see host_bytes).
         unsafe { host_bytes(mapping.host.base, mapping.host.size) }.fill(0);
     }
-    let Boot::Pvh { image, sha256, segments, entry, cmdline } = partition.boot;
+    let Boot::Pvh {
+        image,
+        sha256,
+        segments,
+        entry,
+        cmdline,
+    } = partition.boot;
     let digest = Sha256::digest(image);
     if digest.as_slice() != sha256 {
         return Err(SetupError::ImageDigestMismatch);
     }
     for segment in segments {
-        let host = host_range(partition.memory, segment.guest, segment.memory_size)
-            .ok_or(SetupError::SegmentOutsideMemory { guest: segment.guest })?;
+        let host = host_range(partition.memory, segment.guest, segment.memory_size).ok_or(
+            SetupError::SegmentOutsideMemory {
+                guest: segment.guest,
+            },
+        )?;
         // SAFETY: as above; the range lies inside one RAM mapping of this partition.
         let target = unsafe { host_bytes(host, segment.memory_size) };
-        let source = &image[segment.file_offset as usize..(segment.file_offset + segment.file_size) as usize];
+        let source = &image
+            [segment.file_offset as usize..(segment.file_offset + segment.file_size) as usize];
         target[..source.len()].copy_from_slice(source);
     }
     let mut block = [0u8; START_INFO_BYTES];
-    let start_info = tessera_policy::pvh::write_start_info(&mut block, START_INFO_GUEST_ADDRESS, cmdline, partition.memory)
-        .map_err(|_| SetupError::StartInfo)?;
-    let host = host_range(partition.memory, START_INFO_GUEST_ADDRESS, START_INFO_BYTES as u64)
-        .ok_or(SetupError::StartInfo)?;
+    let start_info = tessera_policy::pvh::write_start_info(
+        &mut block,
+        START_INFO_GUEST_ADDRESS,
+        cmdline,
+        partition.memory,
+    )
+    .map_err(|_| SetupError::StartInfo)?;
+    let host = host_range(
+        partition.memory,
+        START_INFO_GUEST_ADDRESS,
+        START_INFO_BYTES as u64,
+    )
+    .ok_or(SetupError::StartInfo)?;
     // SAFETY: as above.
     unsafe { host_bytes(host, START_INFO_BYTES as u64) }.copy_from_slice(&block);
     debug_assert_eq!(start_info, START_INFO_GUEST_ADDRESS);

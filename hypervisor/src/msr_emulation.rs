@@ -53,10 +53,15 @@ pub fn write(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32, val
             let request = icr::Icr::decode(value);
             match icr::filter(&request, context.apic_id, context.partition.cpus) {
                 IcrDecision::Forward(icr) => crate::arch::x2apic::send_raw(icr),
-                IcrDecision::ForwardEach { including_self, template } => {
+                IcrDecision::ForwardEach {
+                    including_self,
+                    template,
+                } => {
                     for &apic_id in context.partition.cpus {
                         if including_self || apic_id != context.apic_id {
-                            crate::arch::x2apic::send_raw((template & 0xFFFF_FFFF) | (u64::from(apic_id) << 32));
+                            crate::arch::x2apic::send_raw(
+                                (template & 0xFFFF_FFFF) | (u64::from(apic_id) << 32),
+                            );
                         }
                     }
                 }

@@ -51,11 +51,15 @@ pub fn count_exit(partition: usize, reason: ExitReason) {
 }
 
 pub fn count_unassigned_port(partition: usize) {
-    RUNTIME[partition].unassigned_ports.fetch_add(1, Ordering::Relaxed);
+    RUNTIME[partition]
+        .unassigned_ports
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn count_dropped_ipi(partition: usize) {
-    RUNTIME[partition].dropped_ipis.fetch_add(1, Ordering::Relaxed);
+    RUNTIME[partition]
+        .dropped_ipis
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn exit_count(partition: usize, reason: ExitReason) -> u64 {
@@ -99,7 +103,12 @@ pub fn contain(context: &CoreContext, containment: Containment) {
 /// The partition asked to stop (hypercall StopSelf).
 pub fn stop_by_request(context: &CoreContext, status: u64) {
     if transition(context.partition_index, PartitionState::Stopped) {
-        log::info!("stopped: partition={} status={} core={}", context.partition.name, status, context.apic_id);
+        log::info!(
+            "stopped: partition={} status={} core={}",
+            context.partition.name,
+            status,
+            context.apic_id
+        );
         signal_other_cores(context);
     }
 }
@@ -108,11 +117,15 @@ fn transition(partition: usize, to: PartitionState) -> bool {
     let runtime = &RUNTIME[partition];
     let mut current = runtime.state.load(Ordering::Acquire);
     loop {
-        let state = PartitionState::from_number(u64::from(current)).unwrap_or(PartitionState::Faulted);
+        let state =
+            PartitionState::from_number(u64::from(current)).unwrap_or(PartitionState::Faulted);
         if state.is_final() {
             return false;
         }
-        match runtime.state.compare_exchange(current, to as u8, Ordering::AcqRel, Ordering::Acquire) {
+        match runtime
+            .state
+            .compare_exchange(current, to as u8, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => return true,
             Err(actual) => current = actual,
         }
@@ -136,7 +149,11 @@ pub fn print_counters() {
         let mut line = heapless::String::<512>::new();
         let _ = core::fmt::write(
             &mut line,
-            format_args!("exits: partition={} state={:?}", partition.name, state(index)),
+            format_args!(
+                "exits: partition={} state={:?}",
+                partition.name,
+                state(index)
+            ),
         );
         let mut total = 0;
         for reason in ExitReason::ALL {

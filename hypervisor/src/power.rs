@@ -25,6 +25,8 @@ pub fn power_off(requested_by: &str) -> ! {
     // The chipset acts on SLP_EN asynchronously (QEMU finishes the current instructions);
     // give it a second before calling the attempt failed.
     crate::arch::tsc::delay_microseconds(1_000_000);
-    crate::console::write_line_unlocked(format_args!("PANIC: ACPI power-off did not take effect; halting"));
+    crate::console::write_line_unlocked(format_args!(
+        "PANIC: ACPI power-off did not take effect; halting"
+    ));
     crate::arch::halt_forever()
 }

@@ -32,7 +32,11 @@ unsafe impl Sync for CoreSlot {}
 
 static CORES: [CoreSlot; CPU_COUNT] = [const {
     CoreSlot {
-        state: UnsafeCell::new(CoreState { svm: SvmCore::new(), descriptors: CoreDescriptors::new(), stack: [0; STACK_SIZE] }),
+        state: UnsafeCell::new(CoreState {
+            svm: SvmCore::new(),
+            descriptors: CoreDescriptors::new(),
+            stack: [0; STACK_SIZE],
+        }),
         claimed: AtomicBool::new(false),
     }
 }; CPU_COUNT];
@@ -40,7 +44,10 @@ static CORES: [CoreSlot; CPU_COUNT] = [const {
 /// This core's own state; each index can be claimed once.
 fn claim(index: usize) -> &'static mut CoreState {
     let slot = &CORES[index];
-    assert!(!slot.claimed.swap(true, Ordering::AcqRel), "core slot {index} claimed twice");
+    assert!(
+        !slot.claimed.swap(true, Ordering::AcqRel),
+        "core slot {index} claimed twice"
+    );
     // SAFETY: the flag above makes this the only reference ever handed out for the slot.
     unsafe { &mut *slot.state.get() }
 }
@@ -71,9 +78,12 @@ pub fn start_application_processors(bsp_index: usize) {
     let trampoline = tessera_loader::ap_trampoline();
     // SAFETY: the page at AP_TRAMPOLINE_ADDRESS is below 1 MiB, identity-mapped, and given to
     // no partition (validation reserves it); no AP runs yet, so nothing else uses it.
-    let target = unsafe { core::slice::from_raw_parts_mut(AP_TRAMPOLINE_ADDRESS as *mut u8, trampoline.len()) };
+    let target = unsafe {
+        core::slice::from_raw_parts_mut(AP_TRAMPOLINE_ADDRESS as *mut u8, trampoline.len())
+    };
     target.copy_from_slice(trampoline);
-    let parameters = (AP_TRAMPOLINE_ADDRESS as usize + tessera_loader::ap_parameters_offset()) as *mut ApStartParameters;
+    let parameters = (AP_TRAMPOLINE_ADDRESS as usize + tessera_loader::ap_parameters_offset())
+        as *mut ApStartParameters;
 
     for (index, &apic_id) in MACHINE.cpus.iter().enumerate() {
         if index == bsp_index {
@@ -89,7 +99,11 @@ pub fn start_application_processors(bsp_index: usize) {
         // SAFETY: the parameter block lies inside the trampoline copied above; the previous
         // AP has finished reading it (we waited for `started`).
         unsafe {
-            parameters.write_volatile(ApStartParameters { stack_top, cpu_index: index as u64, started: 0 });
+            parameters.write_volatile(ApStartParameters {
+                stack_top,
+                cpu_index: index as u64,
+                started: 0,
+            });
         }
         x2apic::send_init(apic_id);
         tsc::delay_microseconds(10_000);
@@ -99,7 +113,7 @@ pub fn start_application_processors(bsp_index: usize) {
         x2apic::send_startup(apic_id, vector);
         let start = tsc::read();
         let budget = tsc::khz().max(1_000_000) * 1000; // about a second
-        // SAFETY: as above; `started` is written by the AP, hence the volatile read.
+                                                       // SAFETY: as above; `started` is written by the AP, hence the volatile read.
         while unsafe { core::ptr::addr_of!((*parameters).started).read_volatile() } == 0 {
             if tsc::read().wrapping_sub(start) > budget {
                 log::info!("core {} did not start after INIT-SIPI-SIPI", apic_id);
@@ -125,7 +139,9 @@ pub fn core_main(index: usize) -> ! {
         // emulates it); until then they stay parked, as an AP does before its SIPI.
         arch::halt_forever()
     }
-    let plan = BOOT_PLAN.get().expect("the bootstrap core sets the plan before starting cores");
+    let plan = BOOT_PLAN
+        .get()
+        .expect("the bootstrap core sets the plan before starting cores");
     let Some(entry) = plan.entries[partition_index] else {
         partition::mark_failed(partition_index);
         arch::halt_forever()
@@ -141,7 +157,11 @@ pub fn core_main(index: usize) -> ! {
         asid: 1,
     };
     let mut vcpu = SvmVcpu::new(&mut state.svm, &start);
-    let context = CoreContext { apic_id, partition_index, partition };
+    let context = CoreContext {
+        apic_id,
+        partition_index,
+        partition,
+    };
     partition::set_running(partition_index);
     crate::note_guest_entry(partition.name, apic_id, entry);
     run(&mut vcpu, &context)

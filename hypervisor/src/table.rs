@@ -3,7 +3,6 @@
 
 include!(concat!(env!("OUT_DIR"), "/machine.rs"));
 
-
 /// Table pages for every partition's stage-2 page tables, laid end to end.
 pub const STAGE2_TABLE_PAGES: usize = {
     let mut total = 0;
@@ -24,7 +23,15 @@ pub fn cpu_index(apic_id: u32) -> Option<usize> {
 
 /// The partition that owns core `apic_id`, and the core's position within the partition.
 pub fn partition_of_cpu(apic_id: u32) -> Option<(usize, usize)> {
-    MACHINE.partitions.iter().enumerate().find_map(|(partition, description)| {
-        description.cpus.iter().position(|&id| id == apic_id).map(|position| (partition, position))
-    })
+    MACHINE
+        .partitions
+        .iter()
+        .enumerate()
+        .find_map(|(partition, description)| {
+            description
+                .cpus
+                .iter()
+                .position(|&id| id == apic_id)
+                .map(|position| (partition, position))
+        })
 }

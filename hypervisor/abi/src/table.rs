@@ -33,8 +33,16 @@ pub struct Rights {
 }
 
 impl Rights {
-    pub const RWX: Rights = Rights { read: true, write: true, execute: true };
-    pub const RW: Rights = Rights { read: true, write: true, execute: false };
+    pub const RWX: Rights = Rights {
+        read: true,
+        write: true,
+        execute: true,
+    };
+    pub const RW: Rights = Rights {
+        read: true,
+        write: true,
+        execute: false,
+    };
 }
 
 /// One region of a partition's guest-physical address space.

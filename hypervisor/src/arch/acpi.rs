@@ -35,7 +35,9 @@ fn find_rsdp() -> Option<&'static [u8]> {
     let ebda = physical_bytes(0x40E, 2).map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])) << 4);
     let areas = [(ebda.unwrap_or(0), 1024usize), (0xE0000, 0x20000)];
     for (base, length) in areas {
-        let Some(area) = physical_bytes(base, length) else { continue };
+        let Some(area) = physical_bytes(base, length) else {
+            continue;
+        };
         for offset in (0..length.saturating_sub(20)).step_by(16) {
             if &area[offset..offset + 8] == b"RSD PTR " && checksum_ok(&area[offset..offset + 20]) {
                 return Some(&area[offset..]);
@@ -63,7 +65,11 @@ pub fn find_table(signature: &[u8; 4]) -> Option<&'static [u8]> {
         (table_at(u64::from(read_u32(rsdp, 16)))?, 4)
     };
     root[36..].chunks_exact(entry_size).find_map(|entry| {
-        let address = if entry_size == 8 { read_u64(entry, 0) } else { u64::from(read_u32(entry, 0)) };
+        let address = if entry_size == 8 {
+            read_u64(entry, 0)
+        } else {
+            u64::from(read_u32(entry, 0))
+        };
         table_at(address).filter(|table| &table[0..4] == signature)
     })
 }
@@ -72,7 +78,9 @@ pub fn find_table(signature: &[u8; 4]) -> Option<&'static [u8]> {
 /// processor local APIC entries (type 0) and local x2APIC entries (type 9), ACPI 6.5 §5.2.12.
 /// Returns false when there is no MADT.
 pub fn for_each_core(mut found: impl FnMut(u32)) -> bool {
-    let Some(madt) = find_table(b"APIC") else { return false };
+    let Some(madt) = find_table(b"APIC") else {
+        return false;
+    };
     let mut offset = 44;
     while offset + 2 <= madt.len() {
         let (kind, length) = (madt[offset], madt[offset + 1] as usize);
@@ -110,5 +118,9 @@ pub fn power_off_method() -> Option<PowerOff> {
     };
     let dsdt = table_at(dsdt_address)?;
     let sleep_type = tessera_policy::acpi_s5::find_s5_sleep_type(&dsdt[36..])?;
-    (pm1a != 0).then_some(PowerOff { pm1a_control_port: pm1a, pm1b_control_port: pm1b, sleep_type })
+    (pm1a != 0).then_some(PowerOff {
+        pm1a_control_port: pm1a,
+        pm1b_control_port: pm1b,
+        sleep_type,
+    })
 }

@@ -47,8 +47,8 @@ impl CoreDescriptors {
                 interrupt_stacks: [0; 7],
                 reserved2: 0,
                 reserved3: 0,
-                // No I/O permission bitmap: the offset points past the segment limit.
-                io_map_base: core::mem::size_of::<TaskStateSegment>() as u16,
+                // Set in `load`, so that the whole structure is zero and lives in .bss.
+                io_map_base: 0,
             },
             fault_stack: [0; FAULT_STACK_SIZE],
         }
@@ -80,7 +80,15 @@ struct Idt(UnsafeCell<[Gate; 32]>);
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new(
-    [Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_middle: 0, offset_high: 0, reserved: 0 }; 32],
+    [Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_middle: 0,
+        offset_high: 0,
+        reserved: 0,
+    }; 32],
 ));
 
 extern "C" {
@@ -112,6 +120,8 @@ pub fn init_idt() {
 pub fn load(descriptors: &'static mut CoreDescriptors) {
     let fault_stack_top = descriptors.fault_stack.as_ptr() as u64 + FAULT_STACK_SIZE as u64;
     descriptors.tss.interrupt_stacks[0] = fault_stack_top & !0xF;
+    // No I/O permission bitmap: the offset points past the segment limit.
+    descriptors.tss.io_map_base = core::mem::size_of::<TaskStateSegment>() as u16;
     let tss_base = &raw const descriptors.tss as u64;
     let tss_limit = core::mem::size_of::<TaskStateSegment>() as u64 - 1;
     descriptors.gdt = [
@@ -130,7 +140,10 @@ pub fn load(descriptors: &'static mut CoreDescriptors) {
         limit: (core::mem::size_of_val(&descriptors.gdt) - 1) as u16,
         base: descriptors.gdt.as_ptr() as u64,
     };
-    let idt_pointer = DescriptorTablePointer { limit: (32 * 16 - 1) as u16, base: IDT.0.get() as u64 };
+    let idt_pointer = DescriptorTablePointer {
+        limit: (32 * 16 - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
     // SAFETY: the GDT and TSS live in this core's static descriptors for the rest of the run,
     // the selectors match the GDT just built, and the IDT was filled by `init_idt`.
     unsafe {

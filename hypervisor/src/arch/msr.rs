@@ -22,7 +22,9 @@ pub const APIC_BASE_BSP: u64 = 1 << 8;
 pub unsafe fn read(msr: u32) -> u64 {
     let (low, high): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists; RDMSR only reads it.
-    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(high) << 32) | u64::from(low)
 }
 

@@ -13,7 +13,9 @@
 pub unsafe fn read_u8(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller guarantees the port is ours to use; IN has no memory effects.
-    unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -23,7 +25,9 @@ pub unsafe fn read_u8(port: u16) -> u8 {
 /// As for [`read_u8`].
 pub unsafe fn write_u8(port: u16, value: u8) {
     // SAFETY: the caller guarantees the port is ours to use; OUT has no memory effects.
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes one 16-bit word to `port`.
@@ -32,7 +36,9 @@ pub unsafe fn write_u8(port: u16, value: u8) {
 /// As for [`read_u8`].
 pub unsafe fn write_u16(port: u16, value: u16) {
     // SAFETY: the caller guarantees the port is ours to use; OUT has no memory effects.
-    unsafe { core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes one 32-bit word to `port`.
@@ -41,5 +47,7 @@ pub unsafe fn write_u16(port: u16, value: u16) {
 /// As for [`read_u8`].
 pub unsafe fn write_u32(port: u16, value: u32) {
     // SAFETY: the caller guarantees the port is ours to use; OUT has no memory effects.
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }

@@ -43,7 +43,11 @@ pub fn calibrate() -> u64 {
         }
     }
     let elapsed = read() - start;
-    let khz = if spins > 1_000_000_000 { 0 } else { elapsed / MILLISECONDS };
+    let khz = if spins > 1_000_000_000 {
+        0
+    } else {
+        elapsed / MILLISECONDS
+    };
     TSC_KHZ.store(khz, Ordering::Relaxed);
     khz
 }
@@ -51,7 +55,11 @@ pub fn calibrate() -> u64 {
 /// Busy-waits about `microseconds` (at least; at most a spin budget when uncalibrated).
 pub fn delay_microseconds(microseconds: u64) {
     let khz = khz();
-    let cycles = if khz == 0 { microseconds * 3000 } else { microseconds * khz / 1000 };
+    let cycles = if khz == 0 {
+        microseconds * 3000
+    } else {
+        microseconds * khz / 1000
+    };
     let start = read();
     while read().wrapping_sub(start) < cycles {
         super::pause();

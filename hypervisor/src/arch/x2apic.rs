@@ -17,7 +17,10 @@ pub fn enable() {
     unsafe {
         let base = msr::read(msr::IA32_APIC_BASE);
         msr::write(msr::IA32_APIC_BASE, base | msr::APIC_BASE_GLOBAL_ENABLE);
-        msr::write(msr::IA32_APIC_BASE, base | msr::APIC_BASE_GLOBAL_ENABLE | msr::APIC_BASE_X2APIC_ENABLE);
+        msr::write(
+            msr::IA32_APIC_BASE,
+            base | msr::APIC_BASE_GLOBAL_ENABLE | msr::APIC_BASE_X2APIC_ENABLE,
+        );
     }
 }
 
@@ -39,7 +42,10 @@ pub fn send_init(apic_id: u32) {
 
 /// Start-up IPI with `vector` = trampoline address >> 12.
 pub fn send_startup(apic_id: u32, vector: u8) {
-    send_raw(with_destination(apic_id, DELIVERY_STARTUP | LEVEL_ASSERT | u64::from(vector)));
+    send_raw(with_destination(
+        apic_id,
+        DELIVERY_STARTUP | LEVEL_ASSERT | u64::from(vector),
+    ));
 }
 
 /// NMI to one core: how the hypervisor signals its own cores (it intercepts NMIs).

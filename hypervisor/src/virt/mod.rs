@@ -25,12 +25,28 @@ pub enum Register {
 pub enum Exit {
     Cpuid,
     /// IN/OUT (and their string forms) on a port the partition does not own.
-    Io { port: u16, size: u8, input: bool, string: bool, repeat: bool, next_rip: u64 },
-    MsrRead { msr: u32 },
-    MsrWrite { msr: u32, value: u64 },
+    Io {
+        port: u16,
+        size: u8,
+        input: bool,
+        string: bool,
+        repeat: bool,
+        next_rip: u64,
+    },
+    MsrRead {
+        msr: u32,
+    },
+    MsrWrite {
+        msr: u32,
+        value: u64,
+    },
     Hypercall,
     /// Access to guest-physical memory the partition does not own.
-    NestedPageFault { guest_physical: u64, write: bool, fetch: bool },
+    NestedPageFault {
+        guest_physical: u64,
+        write: bool,
+        fetch: bool,
+    },
     TripleFault,
     /// An NMI arrived while the guest ran: the hypervisor's own signal.
     Nmi,
@@ -173,22 +189,50 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
             vcpu.skip_instruction(2);
             Flow::Resume
         }
-        Exit::Io { port, size, input, string, repeat, next_rip } => {
-            handle_io(vcpu, context, port, size, input, string, repeat, next_rip)
-        }
+        Exit::Io {
+            port,
+            size,
+            input,
+            string,
+            repeat,
+            next_rip,
+        } => handle_io(vcpu, context, port, size, input, string, repeat, next_rip),
         Exit::MsrRead { msr } => crate::msr_emulation::read(vcpu, context, msr),
         Exit::MsrWrite { msr, value } => crate::msr_emulation::write(vcpu, context, msr, value),
         Exit::Hypercall => crate::hypercall::handle(vcpu, context),
-        Exit::NestedPageFault { guest_physical, write, fetch } => {
-            let access = if fetch { "fetch" } else if write { "write" } else { "read" };
+        Exit::NestedPageFault {
+            guest_physical,
+            write,
+            fetch,
+        } => {
+            let access = if fetch {
+                "fetch"
+            } else if write {
+                "write"
+            } else {
+                "read"
+            };
             partition::contain(
                 context,
-                Containment { reason: "npf", address: guest_physical, detail: access, rip: vcpu.rip() },
+                Containment {
+                    reason: "npf",
+                    address: guest_physical,
+                    detail: access,
+                    rip: vcpu.rip(),
+                },
             );
             Flow::Stop
         }
         Exit::TripleFault => {
-            partition::contain(context, Containment { reason: "triple-fault", address: 0, detail: "shutdown", rip: vcpu.rip() });
+            partition::contain(
+                context,
+                Containment {
+                    reason: "triple-fault",
+                    address: 0,
+                    detail: "shutdown",
+                    rip: vcpu.rip(),
+                },
+            );
             Flow::Stop
         }
         Exit::Nmi => {
@@ -200,7 +244,15 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
             }
         }
         Exit::Init => {
-            partition::contain(context, Containment { reason: "init", address: 0, detail: "INIT signal", rip: vcpu.rip() });
+            partition::contain(
+                context,
+                Containment {
+                    reason: "init",
+                    address: 0,
+                    detail: "INIT signal",
+                    rip: vcpu.rip(),
+                },
+            );
             Flow::Stop
         }
         Exit::VirtualizationInstruction => {
@@ -208,11 +260,27 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
             Flow::Resume
         }
         Exit::InvalidGuestState => {
-            partition::contain(context, Containment { reason: "invalid-state", address: 0, detail: "VM entry refused", rip: vcpu.rip() });
+            partition::contain(
+                context,
+                Containment {
+                    reason: "invalid-state",
+                    address: 0,
+                    detail: "VM entry refused",
+                    rip: vcpu.rip(),
+                },
+            );
             Flow::Stop
         }
         Exit::Other(code) => {
-            partition::contain(context, Containment { reason: "unexpected-exit", address: code, detail: "exit code", rip: vcpu.rip() });
+            partition::contain(
+                context,
+                Containment {
+                    reason: "unexpected-exit",
+                    address: code,
+                    detail: "exit code",
+                    rip: vcpu.rip(),
+                },
+            );
             Flow::Stop
         }
     }
@@ -235,15 +303,34 @@ fn handle_io(
         if input {
             // INS would store all-ones into guest memory through the guest's own page tables;
             // not emulated yet. Contained rather than silently skipped.
-            partition::contain(context, Containment { reason: "string-io", address: u64::from(port), detail: "INS from an unassigned port", rip: vcpu.rip() });
+            partition::contain(
+                context,
+                Containment {
+                    reason: "string-io",
+                    address: u64::from(port),
+                    detail: "INS from an unassigned port",
+                    rip: vcpu.rip(),
+                },
+            );
             return Flow::Stop;
         }
         // OUTS to nothing: consume the source bytes as the instruction would.
-        let count = if repeat { vcpu.register(Register::Rcx) } else { 1 };
+        let count = if repeat {
+            vcpu.register(Register::Rcx)
+        } else {
+            1
+        };
         let step = count.wrapping_mul(u64::from(size));
         let rsi = vcpu.register(Register::Rsi);
         let backwards = vcpu.rflags() & RFLAGS_DIRECTION != 0;
-        vcpu.set_register(Register::Rsi, if backwards { rsi.wrapping_sub(step) } else { rsi.wrapping_add(step) });
+        vcpu.set_register(
+            Register::Rsi,
+            if backwards {
+                rsi.wrapping_sub(step)
+            } else {
+                rsi.wrapping_add(step)
+            },
+        );
         if repeat {
             vcpu.set_register(Register::Rcx, 0);
         }
@@ -255,11 +342,14 @@ fn handle_io(
         };
         let rax = vcpu.register(Register::Rax);
         // A 32-bit IN zero-extends into RAX; 8/16-bit INs keep the upper bits.
-        let value = if size == 4 { mask } else { (rax & !mask) | mask };
+        let value = if size == 4 {
+            mask
+        } else {
+            (rax & !mask) | mask
+        };
         vcpu.set_register(Register::Rax, value);
     }
     partition::count_unassigned_port(context.partition_index);
     vcpu.set_rip(next_rip);
     Flow::Resume
 }
-

@@ -111,7 +111,14 @@ impl Vmcb {
     }
     /// A segment register in the VMCB format: selector, attributes (type, S, DPL, P in bits
     /// 0–7; AVL, L, D/B, G in bits 8–11), limit, base (APM vol. 2 §15.5.1, table B-2).
-    fn write_segment(&mut self, offset: usize, selector: u16, attributes: u16, limit: u32, base: u64) {
+    fn write_segment(
+        &mut self,
+        offset: usize,
+        selector: u16,
+        attributes: u16,
+        limit: u32,
+        base: u64,
+    ) {
         self.0[offset..offset + 2].copy_from_slice(&selector.to_le_bytes());
         self.0[offset + 2..offset + 4].copy_from_slice(&attributes.to_le_bytes());
         self.write_u32(offset + 4, limit);
@@ -152,7 +159,11 @@ pub struct PermissionMaps {
 
 impl PermissionMaps {
     pub const fn new() -> Self {
-        Self { io: [0xFF; 12288], msr: [0xFF; 8192] }
+        // Zero (so the maps live in .bss); `build` writes every byte before use.
+        Self {
+            io: [0; 12288],
+            msr: [0; 8192],
+        }
     }
 
     /// Fills both maps from the partition's ports and the shared MSR policy. Ports above
@@ -182,7 +193,22 @@ impl SvmCore {
             guest: Vmcb::new(),
             host: Vmcb::new(),
             host_save_area: Vmcb::new(),
-            registers: GuestRegisters { rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0 },
+            registers: GuestRegisters {
+                rbx: 0,
+                rcx: 0,
+                rdx: 0,
+                rsi: 0,
+                rdi: 0,
+                rbp: 0,
+                r8: 0,
+                r9: 0,
+                r10: 0,
+                r11: 0,
+                r12: 0,
+                r13: 0,
+                r14: 0,
+                r15: 0,
+            },
         }
     }
 }
@@ -200,7 +226,9 @@ impl Unsupported {
         match self {
             Unsupported::NoSvm => "the CPU lacks AMD SVM (CPUID 8000_0001:ECX bit 2)",
             Unsupported::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
-            Unsupported::NoNestedPaging => "the CPU lacks nested paging (CPUID 8000_000A:EDX bit 0)",
+            Unsupported::NoNestedPaging => {
+                "the CPU lacks nested paging (CPUID 8000_000A:EDX bit 0)"
+            }
         }
     }
 }
@@ -295,7 +323,10 @@ impl SvmVcpu {
         vmcb.write_u64(state::RSP, 0);
         vmcb.write_u64(state::RAX, 0);
         vmcb.write_u64(state::G_PAT, 0x0007_0406_0007_0406); // the power-on PAT
-        core.registers = GuestRegisters { rbx: start.rbx, ..GuestRegisters::default() };
+        core.registers = GuestRegisters {
+            rbx: start.rbx,
+            ..GuestRegisters::default()
+        };
         Self { core }
     }
 
@@ -331,7 +362,8 @@ impl SvmVcpu {
                 if info1 == 0 {
                     Exit::MsrRead { msr }
                 } else {
-                    let value = (self.core.registers.rdx << 32) | (vmcb.read_u64(state::RAX) & 0xFFFF_FFFF);
+                    let value =
+                        (self.core.registers.rdx << 32) | (vmcb.read_u64(state::RAX) & 0xFFFF_FFFF);
                     Exit::MsrWrite { msr, value }
                 }
             }
@@ -435,7 +467,9 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn write_efer(&mut self, value: u64) {
-        self.core.guest.write_u64(state::EFER, value | msr::EFER_SVME);
+        self.core
+            .guest
+            .write_u64(state::EFER, value | msr::EFER_SVME);
     }
 }
 

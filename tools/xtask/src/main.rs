@@ -139,10 +139,17 @@ fn run(arguments: &RunArguments) -> Result<ExitCode> {
         seconds_explicit: arguments.seconds.is_some(),
         deterministic: arguments.deterministic,
     };
-    let image = image::build(&root, &table)?;
-    let transcript = run::boot(&image::target_directory(&root), &table, &image, settings)?;
-    let failures = run::judge(&transcript, &table, settings);
-    println!("{}", run::summary(&transcript, &failures));
+    let booted = image::build(&root, &table)
+        .and_then(|image| run::boot(&image::target_directory(&root), &table, &image, settings));
+    let (failures, summary) = match booted {
+        Ok(transcript) => {
+            let failures = run::judge(&transcript, &table, settings);
+            let summary = run::summary(&transcript, &failures);
+            (failures, summary)
+        }
+        Err(error) => (vec![error.to_string()], format!("run: FAILED: {error:#}")),
+    };
+    println!("{summary}");
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -157,6 +164,8 @@ fn test() -> Result<ExitCode> {
 
     println!("== system test: {DEFAULT_TABLE} in QEMU");
     if qemu::ensure_installed(&root)? == Installation::UserMustInstall {
+        println!("system test demo: FAILED (no usable QEMU)");
+        println!("{} passed, {} failed", counts.passed, counts.failed + 1);
         return Ok(ExitCode::from(2));
     }
     match demo_system_test(&root) {

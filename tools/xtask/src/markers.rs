@@ -8,6 +8,7 @@
 //! |---------------|-------------------------------------------------------------------|
 //! | boot banner   | starts with `Tessera`, contains `backend=svm` or `backend=vmx`     |
 //! | panic         | starts with `PANIC:`                                              |
+//! | refusal       | starts with `REFUSED:` (the machine cannot run the table)         |
 //! | containment   | contains `contained: partition=<name> ` then `core=… reason=… address=…` |
 //! | stop          | contains `stopped: partition=<name> status=<n>`                   |
 //! | power-off     | contains `power-off: requested by <name>`                         |
@@ -17,6 +18,8 @@
 
 /// A hypervisor panic: the rest of the line is the panic message.
 pub const PANIC_PREFIX: &str = "PANIC:";
+/// The hypervisor refused to start: the machine lacks what the table needs.
+pub const REFUSED_PREFIX: &str = "REFUSED:";
 /// The boot banner starts with the product name …
 pub const BANNER_PREFIX: &str = "Tessera";
 /// … and names the virtualization backend chosen from CPUID.
@@ -51,6 +54,9 @@ pub enum Marker {
     Panic {
         message: String,
     },
+    Refused {
+        reason: String,
+    },
     Contained {
         partition: String,
     },
@@ -72,6 +78,11 @@ pub fn parse(line: &str) -> Option<Marker> {
     if let Some(message) = line.strip_prefix(PANIC_PREFIX) {
         return Some(Marker::Panic {
             message: message.trim().to_string(),
+        });
+    }
+    if let Some(reason) = line.strip_prefix(REFUSED_PREFIX) {
+        return Some(Marker::Refused {
+            reason: reason.trim().to_string(),
         });
     }
     if line.starts_with(BANNER_PREFIX) {

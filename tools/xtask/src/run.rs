@@ -108,8 +108,12 @@ pub fn boot(
 /// Prints and keeps one line; returns the time if it is the hypervisor's panic marker.
 fn record(lines: &mut Vec<TranscriptLine>, source: &str, text: String) -> Option<Instant> {
     println!("[{source}] {text}");
-    let panicked =
-        source == HYPERVISOR && matches!(markers::parse(&text), Some(Marker::Panic { .. }));
+    // A panic or a refusal ends the run: the hypervisor halts after either.
+    let panicked = source == HYPERVISOR
+        && matches!(
+            markers::parse(&text),
+            Some(Marker::Panic { .. } | Marker::Refused { .. })
+        );
     lines.push(TranscriptLine {
         source: source.to_string(),
         text,
@@ -131,6 +135,7 @@ pub fn judge(transcript: &Transcript, table: &TableInfo, settings: RunSettings) 
     for marker in transcript.markers() {
         match marker {
             Marker::Panic { message } => failures.push(format!("hypervisor panic: {message}")),
+            Marker::Refused { reason } => failures.push(format!("hypervisor refused: {reason}")),
             Marker::Contained { partition } if !table.expects_fault(&partition) => {
                 failures.push(format!(
                     "unexpected fault: partition {partition} was contained"

@@ -1,6 +1,7 @@
 //! What a correct boot of the demo table looks like, checked against a run's transcript.
 //!
-//! The demo guest prints, on its own UART: `hello from core …`, a `memory walk: … verified`
+//! The demo guest prints, on its own UART: `hello from core …` (or, without a `name=` on its
+//! command line, `hello from partition on core …`), a `memory walk: … verified`
 //! line, and `done` when it stops itself (the partition that waits for the others prints
 //! `all other partitions stopped` and powers the machine off). The hypervisor's part is
 //! the console markers of [`crate::markers`].
@@ -26,8 +27,10 @@ pub fn check_demo_transcript(
         None => failures.push("no boot banner naming backend=svm on the hypervisor console".into()),
     }
     for marker in &markers {
-        if let Marker::Panic { message } = marker {
-            failures.push(format!("hypervisor panic: {message}"));
+        match marker {
+            Marker::Panic { message } => failures.push(format!("hypervisor panic: {message}")),
+            Marker::Refused { reason } => failures.push(format!("hypervisor refused: {reason}")),
+            _ => {}
         }
     }
 
@@ -39,7 +42,7 @@ pub fn check_demo_transcript(
         if lines.is_empty() {
             failures.push(format!("partition {name} printed nothing"));
         } else {
-            if !printed(&|line| line.contains("hello from core")) {
+            if !printed(&is_greeting) {
                 failures.push(format!("partition {name} did not print `hello from core`"));
             }
             if !printed(&is_verified_memory_walk) {
@@ -123,6 +126,13 @@ pub fn check_demo_transcript(
     }
 }
 
+/// `hello from core N`, also as the guest words it without a partition name
+/// (`hello from partition on core N`).
+fn is_greeting(line: &str) -> bool {
+    line.find("hello from")
+        .is_some_and(|start| has_word(&line[start..], "core"))
+}
+
 fn is_verified_memory_walk(line: &str) -> bool {
     line.find("memory walk:")
         .is_some_and(|start| line[start..].contains("verified"))
@@ -164,7 +174,7 @@ mod tests {
             (HYPERVISOR, "Tessera 0.1.0 on 4 cores, backend=svm"),
             ("control", "hello from core 0"),
             ("worker", "hello from core 1"),
-            ("intruder", "hello from core 2"),
+            ("intruder", "hello from partition on core 2"),
             ("control", "memory walk: 16 MiB verified"),
             ("worker", "memory walk: 12 MiB in 2 regions verified"),
             ("intruder", "memory walk: 16 MiB verified"),
