@@ -192,15 +192,14 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
         ));
     }
     let backend = match cpuid::vendor() {
-        cpuid::Vendor::Amd => {
-            if let Err(missing) = virt::svm::check_support() {
-                refuse(format_args!("{}", missing.describe()));
-            }
-            "svm"
-        }
-        cpuid::Vendor::Intel => refuse(format_args!(
-            "Intel VMX: this build has only the AMD SVM backend so far"
-        )),
+        cpuid::Vendor::Amd => match virt::svm::check_support() {
+            Ok(()) => virt::Backend::Svm,
+            Err(missing) => refuse(format_args!("{}", missing.describe())),
+        },
+        cpuid::Vendor::Intel => match virt::vmx::check_support() {
+            Ok(capabilities) => virt::Backend::Vmx(capabilities),
+            Err(missing) => refuse(format_args!("{missing}")),
+        },
         cpuid::Vendor::Other => refuse(format_args!(
             "unknown CPU vendor: neither AMD SVM nor Intel VMX"
         )),
@@ -221,9 +220,9 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     check_cores();
     check_memory(&read_multiboot_info(info));
     tsc::calibrate();
-    print_banner(backend);
+    print_banner(backend.name());
 
-    let roots = match memory::build_stage2_tables(cpuid::has_1gib_pages()) {
+    let roots = match memory::build_stage2_tables(&backend) {
         Ok(roots) => roots,
         Err((index, error)) => refuse(format_args!(
             "stage-2 tables of {}: {:?}",
@@ -232,19 +231,19 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     };
     let mut entries = [None; table::PARTITION_COUNT];
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
-        smp::build_permission_maps(index, partition);
+        smp::build_permission_maps(&backend, index, partition);
         match memory::load_partition(partition) {
             Ok(entry) => entries[index] = Some(entry),
             // One partition's broken image stops that partition, not the machine.
             Err(error) => log::info!(
-                "contained: partition={} core={} reason=load address=0x0 access={:?} rip=0x0; not started",
+                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not started",
                 partition.name,
                 partition.cpus[0],
                 error
             ),
         }
     }
-    smp::set_boot_plan(roots, entries);
+    smp::set_boot_plan(backend, roots, entries);
     smp::start_application_processors(bsp_index);
     smp::core_main(bsp_index)
 }

@@ -5,10 +5,11 @@
 //! runs, so the static pools below have a single writer.
 
 use crate::table::{MACHINE, STAGE2_TABLE_PAGES};
+use crate::virt::Backend;
 use core::cell::UnsafeCell;
 use sha2::{Digest, Sha256};
 use tessera_abi::table::{Boot, MappingKind, MemoryMapping, Partition};
-use tessera_policy::stage2::{self, Npt, TablePool};
+use tessera_policy::stage2::{self, Ept, Npt, TablePool};
 
 /// Guest-physical address of the PVH start-info block: page 1 of the partition, below the
 /// 1 MiB where ELF guests are linked and clear of the real-mode IVT at 0.
@@ -32,10 +33,28 @@ pub enum SetupError {
     StartInfo,
 }
 
-/// Builds every partition's nested page tables; returns each root's physical address.
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            SetupError::Stage2(error) => write!(formatter, "stage-2 tables: {error:?}"),
+            SetupError::ImageDigestMismatch => formatter.write_str("guest image SHA-256 mismatch"),
+            SetupError::SegmentOutsideMemory { guest } => {
+                write!(
+                    formatter,
+                    "image segment at guest {guest:#x} outside the partition's RAM"
+                )
+            }
+            SetupError::StartInfo => formatter.write_str("no room for the PVH start-info block"),
+        }
+    }
+}
+
+/// Builds every partition's stage-2 tables in the backend's format; returns for each what
+/// the backend loads: the NPT root (nCR3) or the EPT pointer.
 pub fn build_stage2_tables(
-    allow_1gib: bool,
+    backend: &Backend,
 ) -> Result<[u64; crate::table::PARTITION_COUNT], (usize, SetupError)> {
+    let allow_1gib = backend.allows_1gib_pages();
     // SAFETY: only the bootstrap core runs (module comment): this is the only reference.
     let pool = unsafe { &mut *STAGE2_POOL.0.get() };
     let base = pool.as_ptr() as u64;
@@ -44,8 +63,12 @@ pub fn build_stage2_tables(
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let pages = &mut pool[offset..offset + partition.stage2_table_pages];
         let mut table_pool = TablePool::new(pages, base + (offset as u64) * 4096);
-        roots[index] = stage2::build::<Npt>(partition.memory, allow_1gib, &mut table_pool)
-            .map_err(|error| (index, SetupError::Stage2(error)))?;
+        let built = match backend {
+            Backend::Svm => stage2::build::<Npt>(partition.memory, allow_1gib, &mut table_pool),
+            Backend::Vmx(_) => stage2::build::<Ept>(partition.memory, allow_1gib, &mut table_pool)
+                .map(Ept::pointer),
+        };
+        roots[index] = built.map_err(|error| (index, SetupError::Stage2(error)))?;
         offset += partition.stage2_table_pages;
     }
     Ok(roots)

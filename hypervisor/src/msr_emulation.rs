@@ -19,6 +19,7 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
             let is_boot_core = context.partition.cpus.first() == Some(&context.apic_id);
             (host & !msr::APIC_BASE_BSP) | if is_boot_core { msr::APIC_BASE_BSP } else { 0 }
         }
+        msr::IA32_EFER => vcpu.read_efer(),
         _ => {
             vcpu.inject_exception(Exception::GeneralProtection);
             return Flow::Resume;

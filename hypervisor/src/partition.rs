@@ -62,10 +62,6 @@ pub fn count_dropped_ipi(partition: usize) {
         .fetch_add(1, Ordering::Relaxed);
 }
 
-pub fn exit_count(partition: usize, reason: ExitReason) -> u64 {
-    RUNTIME[partition].exits[reason as usize].load(Ordering::Relaxed)
-}
-
 /// A fault the hypervisor contains, for the log.
 pub struct Containment {
     /// Stable short name of the reason (`npf`, `triple-fault`, …).

@@ -4,8 +4,9 @@
 use crate::arch::{self, cpu::CoreDescriptors, tsc, x2apic};
 use crate::partition;
 use crate::table::{self, CPU_COUNT, MACHINE, PARTITION_COUNT};
-use crate::virt::svm::{GuestStart, PermissionMaps, PermissionMapsCell, SvmCore, SvmVcpu};
-use crate::virt::{handle_exit, CoreContext, Flow, VirtualCpu};
+use crate::virt::svm::{self, SvmCore, SvmVcpu};
+use crate::virt::vmx::{self, VmxCore, VmxVcpu};
+use crate::virt::{handle_exit, Backend, CoreContext, Flow, VirtualCpu};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use tessera_abi::table::Partition;
@@ -17,6 +18,7 @@ const STACK_SIZE: usize = 64 * 1024;
 #[repr(C, align(4096))]
 struct CoreState {
     svm: SvmCore,
+    vmx: VmxCore,
     descriptors: CoreDescriptors,
     stack: [u8; STACK_SIZE],
 }
@@ -34,6 +36,7 @@ static CORES: [CoreSlot; CPU_COUNT] = [const {
     CoreSlot {
         state: UnsafeCell::new(CoreState {
             svm: SvmCore::new(),
+            vmx: VmxCore::new(),
             descriptors: CoreDescriptors::new(),
             stack: [0; STACK_SIZE],
         }),
@@ -52,25 +55,48 @@ fn claim(index: usize) -> &'static mut CoreState {
     unsafe { &mut *slot.state.get() }
 }
 
-static PERMISSION_MAPS: [PermissionMapsCell; PARTITION_COUNT] =
-    [const { PermissionMapsCell(UnsafeCell::new(PermissionMaps::new())) }; PARTITION_COUNT];
+static SVM_PERMISSION_MAPS: [svm::PermissionMapsCell; PARTITION_COUNT] =
+    [const { svm::PermissionMapsCell(UnsafeCell::new(svm::PermissionMaps::new())) };
+        PARTITION_COUNT];
+static VMX_PERMISSION_MAPS: [vmx::PermissionMapsCell; PARTITION_COUNT] =
+    [const { vmx::PermissionMapsCell(UnsafeCell::new(vmx::PermissionMaps::new())) };
+        PARTITION_COUNT];
 
 /// Fills a partition's I/O and MSR permission maps (bootstrap core, before other cores run).
-pub fn build_permission_maps(index: usize, partition: &Partition) {
-    // SAFETY: only the bootstrap core runs during boot (PermissionMapsCell's contract).
-    unsafe { &mut *PERMISSION_MAPS[index].0.get() }.build(partition.ports);
+pub fn build_permission_maps(backend: &Backend, index: usize, partition: &Partition) {
+    match backend {
+        Backend::Svm => {
+            // SAFETY: only the bootstrap core runs during boot (PermissionMapsCell's contract).
+            let maps = unsafe { &mut *SVM_PERMISSION_MAPS[index].0.get() };
+            maps.build(partition.ports);
+        }
+        Backend::Vmx(_) => {
+            // SAFETY: as above.
+            let maps = unsafe { &mut *VMX_PERMISSION_MAPS[index].0.get() };
+            maps.build(partition.ports);
+        }
+    }
 }
 
 /// What the bootstrap core prepared for each partition: stage-2 root and entry point.
 struct BootPlan {
+    backend: Backend,
     roots: [u64; PARTITION_COUNT],
     entries: [Option<u64>; PARTITION_COUNT],
 }
 
 static BOOT_PLAN: spin::Once<BootPlan> = spin::Once::new();
 
-pub fn set_boot_plan(roots: [u64; PARTITION_COUNT], entries: [Option<u64>; PARTITION_COUNT]) {
-    BOOT_PLAN.call_once(|| BootPlan { roots, entries });
+pub fn set_boot_plan(
+    backend: Backend,
+    roots: [u64; PARTITION_COUNT],
+    entries: [Option<u64>; PARTITION_COUNT],
+) {
+    BOOT_PLAN.call_once(|| BootPlan {
+        backend,
+        roots,
+        entries,
+    });
 }
 
 /// Starts every other core of the table, one at a time.
@@ -127,7 +153,7 @@ pub fn start_application_processors(bsp_index: usize) {
 /// The life of one core: load its descriptors, then run its partition's vCPU or wait.
 pub fn core_main(index: usize) -> ! {
     let state = claim(index);
-    arch::cpu::load(&mut state.descriptors);
+    let descriptors = arch::cpu::load(&mut state.descriptors);
     let apic_id = MACHINE.cpus[index];
     let Some((partition_index, position)) = table::partition_of_cpu(apic_id) else {
         // A core the table lists but gives to no partition stays with the hypervisor, idle.
@@ -146,25 +172,51 @@ pub fn core_main(index: usize) -> ! {
         partition::mark_failed(partition_index);
         arch::halt_forever()
     };
-    // SAFETY: the maps were filled during boot and are never written again; only their
-    // physical address is taken here.
-    let maps = PERMISSION_MAPS[partition_index].0.get() as u64;
-    let start = GuestStart {
-        rip: entry,
-        rbx: crate::memory::START_INFO_GUEST_ADDRESS,
-        nested_cr3: plan.roots[partition_index],
-        permission_maps: maps,
-        asid: 1,
-    };
-    let mut vcpu = SvmVcpu::new(&mut state.svm, &start);
     let context = CoreContext {
         apic_id,
         partition_index,
         partition,
     };
-    partition::set_running(partition_index);
-    crate::note_guest_entry(partition.name, apic_id, entry);
-    run(&mut vcpu, &context)
+    let root = plan.roots[partition_index];
+    let start_info = crate::memory::START_INFO_GUEST_ADDRESS;
+    // The permission maps were filled during boot and are never written again; only their
+    // physical address is taken here.
+    match plan.backend {
+        Backend::Svm => {
+            let start = svm::GuestStart {
+                rip: entry,
+                rbx: start_info,
+                nested_cr3: root,
+                permission_maps: SVM_PERMISSION_MAPS[partition_index].0.get() as u64,
+                asid: 1,
+            };
+            let mut vcpu = SvmVcpu::new(&mut state.svm, &start);
+            enter(&mut vcpu, &context, entry)
+        }
+        Backend::Vmx(capabilities) => {
+            let start = vmx::GuestStart {
+                rip: entry,
+                rbx: start_info,
+                ept_pointer: root,
+                permission_maps: VMX_PERMISSION_MAPS[partition_index].0.get() as u64,
+                vpid: 1 + index as u16,
+            };
+            match VmxVcpu::new(&mut state.vmx, descriptors, &capabilities, &start) {
+                Ok(mut vcpu) => enter(&mut vcpu, &context, entry),
+                Err(missing) => {
+                    log::info!("core {}: VMX cannot start: {}", apic_id, missing);
+                    partition::mark_failed(partition_index);
+                    arch::halt_forever()
+                }
+            }
+        }
+    }
+}
+
+fn enter(vcpu: &mut impl VirtualCpu, context: &CoreContext, entry: u64) -> ! {
+    partition::set_running(context.partition_index);
+    crate::note_guest_entry(context.partition.name, context.apic_id, entry);
+    run(vcpu, context)
 }
 
 fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> ! {

@@ -14,6 +14,7 @@
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
 //! * [`multiboot`]: the Multiboot v1 memory map the loader receives.
+//! * [`vmx`]: fitting VMX controls to the processor, naming VM-instruction errors.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod multiboot;
 pub mod pvh;
 pub mod range;
 pub mod stage2;
+pub mod vmx;
 
 // Tests use `std` (vectors for table pools and layouts); the library itself never does.
 #[cfg(test)]

@@ -55,6 +55,22 @@ impl CoreDescriptors {
     }
 }
 
+impl CoreDescriptors {
+    /// Linear address of this core's GDT (host state for VM exits).
+    pub fn gdt_base(&self) -> u64 {
+        self.gdt.as_ptr() as u64
+    }
+    /// Linear address of this core's TSS.
+    pub fn tss_base(&self) -> u64 {
+        &raw const self.tss as u64
+    }
+}
+
+/// Linear address of the shared IDT.
+pub fn idt_base() -> u64 {
+    IDT.0.get() as u64
+}
+
 #[repr(C, packed(2))]
 struct DescriptorTablePointer {
     limit: u16,
@@ -98,7 +114,7 @@ extern "C" {
 /// Fills the shared IDT. Called once by the bootstrap core before it starts others.
 pub fn init_idt() {
     // SAFETY: the stub table is defined in the global_asm! below with 32 entries.
-    let stubs = unsafe { &*(&raw const tessera_exception_stubs) };
+    let stubs = unsafe { &tessera_exception_stubs };
     // SAFETY: only the bootstrap core runs, so this is the only reference to the IDT.
     let idt = unsafe { &mut *IDT.0.get() };
     for (vector, gate) in idt.iter_mut().enumerate() {
@@ -116,8 +132,9 @@ pub fn init_idt() {
     }
 }
 
-/// Loads this core's GDT, TSS and the shared IDT.
-pub fn load(descriptors: &'static mut CoreDescriptors) {
+/// Loads this core's GDT, TSS and the shared IDT. The tables stay in use for the rest of the
+/// run, so they are only readable from now on.
+pub fn load(descriptors: &'static mut CoreDescriptors) -> &'static CoreDescriptors {
     let fault_stack_top = descriptors.fault_stack.as_ptr() as u64 + FAULT_STACK_SIZE as u64;
     descriptors.tss.interrupt_stacks[0] = fault_stack_top & !0xF;
     // No I/O permission bitmap: the offset points past the segment limit.
@@ -167,6 +184,7 @@ pub fn load(descriptors: &'static mut CoreDescriptors) {
             scratch = out(reg) _,
         );
     }
+    descriptors
 }
 
 /// The registers an exception stub saved, as the Rust handler sees them.

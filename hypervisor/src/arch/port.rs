@@ -40,14 +40,3 @@ pub unsafe fn write_u16(port: u16, value: u16) {
         core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
     };
 }
-
-/// Writes one 32-bit word to `port`.
-///
-/// # Safety
-/// As for [`read_u8`].
-pub unsafe fn write_u32(port: u16, value: u32) {
-    // SAFETY: the caller guarantees the port is ours to use; OUT has no memory effects.
-    unsafe {
-        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
-}

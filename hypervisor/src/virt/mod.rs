@@ -5,9 +5,35 @@
 //! port and MSR policy, hypercalls, containment — is shared.
 
 pub mod svm;
+pub mod vmx;
 
 use crate::partition::{self, Containment};
 use tessera_abi::table::Partition;
+
+/// The virtualization extension chosen at boot from CPUID.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Svm,
+    Vmx(vmx::Capabilities),
+}
+
+impl Backend {
+    /// The name the boot banner prints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Svm => "svm",
+            Backend::Vmx(_) => "vmx",
+        }
+    }
+
+    /// Whether stage-2 tables may use 1 GiB pages on this machine.
+    pub fn allows_1gib_pages(&self) -> bool {
+        match self {
+            Backend::Svm => crate::arch::cpuid::has_1gib_pages(),
+            Backend::Vmx(capabilities) => capabilities.ept_1gib_pages,
+        }
+    }
+}
 
 /// General-purpose registers a handler may read or write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +176,8 @@ pub trait VirtualCpu {
     fn inject_exception(&mut self, exception: Exception);
     /// Writes the guest's EFER (the backend keeps what it must, e.g. SVM's EFER.SVME).
     fn write_efer(&mut self, value: u64);
+    /// The guest's EFER (reads are intercepted where the vendor keeps EFER in its VMCS).
+    fn read_efer(&self) -> u64;
 }
 
 /// RFLAGS.DF: string instructions walk downwards.

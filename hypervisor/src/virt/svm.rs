@@ -471,6 +471,10 @@ impl VirtualCpu for SvmVcpu {
             .guest
             .write_u64(state::EFER, value | msr::EFER_SVME);
     }
+
+    fn read_efer(&self) -> u64 {
+        self.core.guest.read_u64(state::EFER)
+    }
 }
 
 /// Cell for per-partition permission maps built by the bootstrap core before other cores run.
