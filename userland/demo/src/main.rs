@@ -5,6 +5,9 @@
 //! memory map gives it, and a write-then-verify walk over all of that RAM (except its
 //! own image and the loader's boot data). Then, by command-line word, in this order:
 //!
+//! * `measure-exits=<N>`: time N round trips of two exits the hypervisor handles (CPUID
+//!   and a hypercall) with RDTSC and print `measure: …` (under the deterministic emulator
+//!   modes the TSC counts instructions, so the figures are path lengths);
 //! * `probe-outside=0x<address>`: read a guest-physical address outside its memory; the
 //!   hypervisor must stop the partition (exit status 2 if the read returns);
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
@@ -26,6 +29,7 @@ const EXIT_MEMORY_MISMATCH: u64 = 1;
 const EXIT_ISOLATION_BROKEN: u64 = 2;
 const EXIT_WAIT_TIMED_OUT: u64 = 3;
 const EXIT_POWER_OFF_FAILED: u64 = 4;
+const EXIT_MEASURE_FAILED: u64 = 5;
 
 /// How long to wait for the other partitions, in TSC ticks (about 7 s at 3 GHz; about
 /// 20 billion guest instructions under the deterministic emulator modes).
@@ -48,6 +52,9 @@ fn main(info: &BootInfo) {
     report_memory(info);
     walk_memory(info);
 
+    if let Some(text) = command_line.value("measure-exits") {
+        measure_exits(text);
+    }
     if let Some(text) = command_line.value("probe-outside") {
         probe_outside(text);
     }
@@ -257,4 +264,43 @@ fn wait_for_others() {
         }
         processor::pause(WAIT_PAUSE_ITERATIONS);
     }
+}
+
+/// Cost of one run of `operation`, in TSC ticks: the minimum and the mean over `rounds`,
+/// each minus the cost of timing nothing (two back-to-back RDTSCs).
+fn time_round_trips(rounds: u64, mut operation: impl FnMut()) -> (u64, u64) {
+    let mut baseline = u64::MAX;
+    for _ in 0..16 {
+        let start = processor::rdtsc();
+        let end = processor::rdtsc();
+        baseline = baseline.min(end.wrapping_sub(start));
+    }
+    let mut minimum = u64::MAX;
+    let mut total = 0u64;
+    for _ in 0..rounds {
+        let start = processor::rdtsc();
+        operation();
+        let elapsed = processor::rdtsc().wrapping_sub(start).saturating_sub(baseline);
+        minimum = minimum.min(elapsed);
+        total = total.wrapping_add(elapsed);
+    }
+    (minimum, total / rounds.max(1))
+}
+
+/// Times exits the hypervisor handles: CPUID (intercepted, answered from the policy) and
+/// the cheapest hypercall (PartitionCount).
+fn measure_exits(text: &str) {
+    let Some(rounds) = tessera_guest::command_line::parse_number(text).filter(|&n| n > 0) else {
+        println!("measure-exits: cannot read the round count {text:?}");
+        hypercall::stop_self(EXIT_MEASURE_FAILED);
+    };
+    let (cpuid_minimum, cpuid_mean) = time_round_trips(rounds, || {
+        core::hint::black_box(core::arch::x86_64::__cpuid(0));
+    });
+    let (hypercall_minimum, hypercall_mean) = time_round_trips(rounds, || {
+        core::hint::black_box(hypercall::partition_count());
+    });
+    println!(
+        "measure: rounds={rounds} cpuid-exit-min={cpuid_minimum} cpuid-exit-mean={cpuid_mean} hypercall-min={hypercall_minimum} hypercall-mean={hypercall_mean}"
+    );
 }
