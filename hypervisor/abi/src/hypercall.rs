@@ -26,6 +26,18 @@ pub enum Call {
     PartitionState = 3,
     /// Number of partitions in the table. Always allowed.
     PartitionCount = 4,
+    /// Ring the doorbell of channel RDI (index in table order): the channel's vector is
+    /// raised as a fixed interrupt on the boot core of every other member partition that
+    /// runs. Needs membership of the channel. Returns the number of partitions signalled.
+    RingDoorbell = 5,
+    /// Guest-physical base address of channel RDI's shared memory in the caller's address
+    /// space. Needs membership of the channel.
+    ChannelAddress = 6,
+    /// The doorbell vector of channel RDI. Needs membership of the channel.
+    ChannelVector = 7,
+    /// Exits the calling partition has caused so far, all cores and reasons, this call
+    /// included. Always allowed: a partition may watch its own overhead.
+    OwnExitCount = 8,
 }
 
 impl Call {
@@ -35,6 +47,10 @@ impl Call {
             2 => Call::PowerOff,
             3 => Call::PartitionState,
             4 => Call::PartitionCount,
+            5 => Call::RingDoorbell,
+            6 => Call::ChannelAddress,
+            7 => Call::ChannelVector,
+            8 => Call::OwnExitCount,
             _ => return None,
         })
     }
