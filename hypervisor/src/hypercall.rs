@@ -4,8 +4,9 @@
 use crate::partition;
 use crate::table::MACHINE;
 use crate::virt::{CoreContext, Flow, Register, VirtualCpu};
+use tessera_abi::hypercall::PartitionState;
 use tessera_abi::hypercall::{Call, Error};
-use tessera_abi::table::Capability;
+use tessera_abi::table::{Capability, MappingKind};
 
 /// VMMCALL and VMCALL are both three bytes long.
 const INSTRUCTION_LENGTH: u64 = 3;
@@ -46,8 +47,57 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
             }
             _ => Error::InvalidArgument as i64,
         },
+        Some(Call::RingDoorbell) => match member_channel(context, argument) {
+            Some(channel) => ring_doorbell(context, channel),
+            None => Error::Denied as i64,
+        },
+        Some(Call::ChannelAddress) => match member_channel(context, argument) {
+            Some(channel) => context
+                .partition
+                .memory
+                .iter()
+                .find(|mapping| mapping.kind == MappingKind::Channel(channel as u16))
+                .map_or(Error::InvalidArgument as i64, |mapping| {
+                    mapping.guest as i64
+                }),
+            None => Error::Denied as i64,
+        },
+        Some(Call::ChannelVector) => match member_channel(context, argument) {
+            Some(channel) => i64::from(MACHINE.channels[channel].doorbell_vector),
+            None => Error::Denied as i64,
+        },
+        Some(Call::OwnExitCount) => partition::total_exits(context.partition_index) as i64,
         None => Error::UnknownCall as i64,
     };
     vcpu.set_register(Register::Rax, result as u64);
     Flow::Resume
+}
+
+/// The channel with index `argument` if the caller is one of its members.
+fn member_channel(context: &CoreContext, argument: u64) -> Option<usize> {
+    let index = usize::try_from(argument).ok()?;
+    let channel = MACHINE.channels.get(index)?;
+    channel
+        .members
+        .contains(&(context.partition_index as u16))
+        .then_some(index)
+}
+
+/// Raises the channel's vector on the boot core of every other member that runs: one
+/// fixed, physical-destination IPI each (Intel SDM vol. 3 §11.12.9). The destination is
+/// chosen here, from the table, never by the guest.
+fn ring_doorbell(context: &CoreContext, channel: usize) -> i64 {
+    let channel = &MACHINE.channels[channel];
+    let mut signalled = 0;
+    for &member in channel.members {
+        let member = usize::from(member);
+        if member == context.partition_index || partition::state(member) != PartitionState::Running
+        {
+            continue;
+        }
+        let core = MACHINE.partitions[member].cpus[0];
+        crate::arch::x2apic::send_fixed(core, channel.doorbell_vector);
+        signalled += 1;
+    }
+    signalled
 }

@@ -255,8 +255,12 @@ extern "C" fn tessera_ap_entry(index: u64) -> ! {
     smp::core_main(index as usize)
 }
 
-/// Records the first guest entry and reports it once.
-pub fn note_guest_entry(partition: &str, apic_id: u32, entry: u64) {
+/// Reports a vCPU (re)start, and records the first guest entry of the machine.
+pub fn note_guest_entry(partition: &str, apic_id: u32, start: virt::StartState) {
+    let entry = match start {
+        virt::StartState::Pvh { entry, .. } => entry,
+        virt::StartState::StartUp { vector } => u64::from(vector) << 12,
+    };
     let now = tsc::read();
     let first = FIRST_GUEST_ENTRY_TSC
         .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)

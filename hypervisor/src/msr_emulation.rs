@@ -5,8 +5,9 @@
 
 use crate::arch::msr;
 use crate::partition;
+use crate::smp::{self, Message};
 use crate::virt::{CoreContext, Exception, Flow, Register, VirtualCpu};
-use tessera_policy::icr::{self, IcrDecision};
+use tessera_policy::icr::{self, IcrAction};
 
 const INSTRUCTION_LENGTH: u64 = 2; // RDMSR and WRMSR are 0F 32 / 0F 30
 
@@ -51,22 +52,30 @@ pub fn write(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32, val
         }
         msr::IA32_EFER => vcpu.write_efer(value),
         msr::X2APIC_ICR => {
-            let request = icr::Icr::decode(value);
-            match icr::filter(&request, context.apic_id, context.partition.cpus) {
-                IcrDecision::Forward(icr) => crate::arch::x2apic::send_raw(icr),
-                IcrDecision::ForwardEach {
-                    including_self,
-                    template,
-                } => {
-                    for &apic_id in context.partition.cpus {
-                        if including_self || apic_id != context.apic_id {
-                            crate::arch::x2apic::send_raw(
-                                (template & 0xFFFF_FFFF) | (u64::from(apic_id) << 32),
-                            );
-                        }
+            let decision = icr::filter(
+                &icr::Icr::decode(value),
+                context.apic_id,
+                context.partition.cpus,
+            );
+            let targets = decision.targets.apic_ids(context.partition.cpus);
+            match decision.action {
+                IcrAction::Send { icr_template } => {
+                    for apic_id in targets {
+                        crate::arch::x2apic::send_raw(icr::with_destination(icr_template, apic_id));
                     }
                 }
-                IcrDecision::Drop(_) => partition::count_dropped_ipi(context.partition_index),
+                IcrAction::Init => {
+                    targets.for_each(|apic_id| smp::signal(apic_id, Some(Message::Init)))
+                }
+                IcrAction::StartUp { vector } => targets
+                    .for_each(|apic_id| smp::signal(apic_id, Some(Message::StartUp { vector }))),
+                IcrAction::Drop(_) => {}
+            }
+            if decision.dropped_destinations != 0 {
+                partition::count_dropped_ipis(
+                    context.partition_index,
+                    decision.dropped_destinations,
+                );
             }
         }
         _ => {

@@ -1,7 +1,6 @@
 //! Partitions at run time: their state, their exit counters, and containment — stopping
 //! one partition on all of its cores while every other partition runs on.
 
-use crate::arch::x2apic;
 use crate::table::{MACHINE, PARTITION_COUNT};
 use crate::virt::{CoreContext, ExitReason};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -50,16 +49,25 @@ pub fn count_exit(partition: usize, reason: ExitReason) {
     RUNTIME[partition].exits[reason as usize].fetch_add(1, Ordering::Relaxed);
 }
 
+/// Every exit the partition has caused so far.
+pub fn total_exits(partition: usize) -> u64 {
+    RUNTIME[partition]
+        .exits
+        .iter()
+        .map(|count| count.load(Ordering::Relaxed))
+        .sum()
+}
+
 pub fn count_unassigned_port(partition: usize) {
     RUNTIME[partition]
         .unassigned_ports
         .fetch_add(1, Ordering::Relaxed);
 }
 
-pub fn count_dropped_ipi(partition: usize) {
+pub fn count_dropped_ipis(partition: usize, count: u32) {
     RUNTIME[partition]
         .dropped_ipis
-        .fetch_add(1, Ordering::Relaxed);
+        .fetch_add(u64::from(count), Ordering::Relaxed);
 }
 
 /// A fault the hypervisor contains, for the log.
@@ -133,7 +141,7 @@ fn transition(partition: usize, to: PartitionState) -> bool {
 fn signal_other_cores(context: &CoreContext) {
     for &apic_id in context.partition.cpus {
         if apic_id != context.apic_id {
-            x2apic::send_nmi(apic_id);
+            crate::smp::signal(apic_id, None);
         }
     }
 }

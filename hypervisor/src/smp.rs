@@ -6,9 +6,9 @@ use crate::partition;
 use crate::table::{self, CPU_COUNT, MACHINE, PARTITION_COUNT};
 use crate::virt::svm::{self, SvmCore, SvmVcpu};
 use crate::virt::vmx::{self, VmxCore, VmxVcpu};
-use crate::virt::{handle_exit, Backend, CoreContext, Flow, VirtualCpu};
+use crate::virt::{handle_exit, Backend, CoreContext, Flow, StartState, VirtualCpu};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use tessera_abi::table::Partition;
 use tessera_loader::{ApStartParameters, AP_TRAMPOLINE_ADDRESS};
 
@@ -150,7 +150,7 @@ pub fn start_application_processors(bsp_index: usize) {
     }
 }
 
-/// The life of one core: load its descriptors, then run its partition's vCPU or wait.
+/// The life of one core: load its descriptors, then run its partition's vCPU.
 pub fn core_main(index: usize) -> ! {
     let state = claim(index);
     let descriptors = arch::cpu::load(&mut state.descriptors);
@@ -160,11 +160,6 @@ pub fn core_main(index: usize) -> ! {
         arch::halt_forever()
     };
     let partition = &MACHINE.partitions[partition_index];
-    if position != 0 {
-        // A partition's further cores wait for the guest's INIT-SIPI-SIPI (a later issue
-        // emulates it); until then they stay parked, as an AP does before its SIPI.
-        arch::halt_forever()
-    }
     let plan = BOOT_PLAN
         .get()
         .expect("the bootstrap core sets the plan before starting cores");
@@ -174,35 +169,37 @@ pub fn core_main(index: usize) -> ! {
     };
     let context = CoreContext {
         apic_id,
+        core_index: index,
         partition_index,
         partition,
     };
+    // The boot core enters at the PVH entry; the partition's other cores wait, as an
+    // application processor does, for the guest's INIT-SIPI-SIPI.
+    let start = (position == 0).then_some(StartState::Pvh {
+        entry,
+        start_info: crate::memory::START_INFO_GUEST_ADDRESS,
+    });
     let root = plan.roots[partition_index];
-    let start_info = crate::memory::START_INFO_GUEST_ADDRESS;
     // The permission maps were filled during boot and are never written again; only their
     // physical address is taken here.
     match plan.backend {
         Backend::Svm => {
-            let start = svm::GuestStart {
-                rip: entry,
-                rbx: start_info,
+            let confinement = svm::Confinement {
                 nested_cr3: root,
                 permission_maps: SVM_PERMISSION_MAPS[partition_index].0.get() as u64,
                 asid: 1,
             };
-            let mut vcpu = SvmVcpu::new(&mut state.svm, &start);
-            enter(&mut vcpu, &context, entry)
+            let mut vcpu = SvmVcpu::new(&mut state.svm, &confinement);
+            run(&mut vcpu, &context, start)
         }
         Backend::Vmx(capabilities) => {
-            let start = vmx::GuestStart {
-                rip: entry,
-                rbx: start_info,
+            let confinement = vmx::Confinement {
                 ept_pointer: root,
                 permission_maps: VMX_PERMISSION_MAPS[partition_index].0.get() as u64,
                 vpid: 1 + index as u16,
             };
-            match VmxVcpu::new(&mut state.vmx, descriptors, &capabilities, &start) {
-                Ok(mut vcpu) => enter(&mut vcpu, &context, entry),
+            match VmxVcpu::new(&mut state.vmx, descriptors, &capabilities, &confinement) {
+                Ok(mut vcpu) => run(&mut vcpu, &context, start),
                 Err(missing) => {
                     log::info!("core {}: VMX cannot start: {}", apic_id, missing);
                     partition::mark_failed(partition_index);
@@ -213,16 +210,35 @@ pub fn core_main(index: usize) -> ! {
     }
 }
 
-fn enter(vcpu: &mut impl VirtualCpu, context: &CoreContext, entry: u64) -> ! {
-    partition::set_running(context.partition_index);
-    crate::note_guest_entry(context.partition.name, context.apic_id, entry);
-    run(vcpu, context)
-}
-
-fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> ! {
+/// Runs the vCPU of this core until its partition stops. `start` is where it begins; None
+/// means it waits for a start-up IPI first.
+fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartState>) -> ! {
+    let signals = &SIGNALS[context.core_index];
+    let mut waiting_for_startup = true;
+    if let Some(start) = start {
+        vcpu.reset(&start);
+        waiting_for_startup = false;
+        partition::set_running(context.partition_index);
+        crate::note_guest_entry(context.partition.name, context.apic_id, start);
+    }
     loop {
         if partition::is_stopping(context.partition_index) {
             arch::halt_forever();
+        }
+        match signals.take_message() {
+            Some(Message::Init) => waiting_for_startup = true,
+            Some(Message::StartUp { vector }) if waiting_for_startup => {
+                let start = StartState::StartUp { vector };
+                vcpu.reset(&start);
+                waiting_for_startup = false;
+                crate::note_guest_entry(context.partition.name, context.apic_id, start);
+            }
+            // A start-up IPI to a running core is ignored, as on hardware (SDM §10.4.4.1).
+            Some(Message::StartUp { .. }) | None => {}
+        }
+        if waiting_for_startup {
+            arch::pause();
+            continue;
         }
         let exit = vcpu.run();
         match handle_exit(vcpu, exit, context) {
@@ -230,4 +246,92 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> ! {
             Flow::Stop => arch::halt_forever(),
         }
     }
+}
+
+/// What one core asks another to do to its vCPU (INIT and SIPI, emulated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    Init,
+    StartUp { vector: u8 },
+}
+
+/// The hypervisor's signals to one core: a message slot, a count of NMIs the hypervisor
+/// sent it (to tell them from the guest's own NMIs), and a guest NMI that arrived while
+/// the core was in the hypervisor.
+pub struct CoreSignals {
+    message: AtomicU32,
+    hypervisor_nmis: AtomicU32,
+    guest_nmi_pending: AtomicBool,
+}
+
+const NO_MESSAGE: u32 = 0;
+const MESSAGE_INIT: u32 = 1;
+const MESSAGE_STARTUP: u32 = 0x100;
+
+impl CoreSignals {
+    const fn new() -> Self {
+        Self {
+            message: AtomicU32::new(NO_MESSAGE),
+            hypervisor_nmis: AtomicU32::new(0),
+            guest_nmi_pending: AtomicBool::new(false),
+        }
+    }
+
+    fn take_message(&self) -> Option<Message> {
+        match self.message.swap(NO_MESSAGE, Ordering::AcqRel) {
+            NO_MESSAGE => None,
+            MESSAGE_INIT => Some(Message::Init),
+            value => Some(Message::StartUp {
+                vector: value as u8,
+            }),
+        }
+    }
+
+    /// After an NMI exit: whether the guest should receive an NMI (its own, not ours).
+    pub fn guest_nmi_after_exit(&self) -> bool {
+        let hypervisor = self.hypervisor_nmis.swap(0, Ordering::AcqRel) > 0;
+        let guest = self.guest_nmi_pending.swap(false, Ordering::AcqRel);
+        guest || !hypervisor
+    }
+}
+
+static SIGNALS: [CoreSignals; CPU_COUNT] = [const { CoreSignals::new() }; CPU_COUNT];
+
+pub fn signals(core_index: usize) -> &'static CoreSignals {
+    &SIGNALS[core_index]
+}
+
+/// Leaves `message` for the core and brings it out of the guest with an NMI. Without a
+/// message the NMI alone makes the core look at its partition's state.
+pub fn signal(apic_id: u32, message: Option<Message>) {
+    let Some(index) = table::cpu_index(apic_id) else {
+        return;
+    };
+    let signals = &SIGNALS[index];
+    if let Some(message) = message {
+        let value = match message {
+            Message::Init => MESSAGE_INIT,
+            Message::StartUp { vector } => MESSAGE_STARTUP | u32::from(vector),
+        };
+        signals.message.store(value, Ordering::Release);
+    }
+    signals.hypervisor_nmis.fetch_add(1, Ordering::AcqRel);
+    x2apic::send_nmi(apic_id);
+}
+
+/// An NMI taken by the hypervisor itself (not as a VM exit). On SVM this happens only in
+/// the instant after an NMI exit when the hypervisor lets the held NMI through; on VMX an
+/// NMI arriving while the core is in the hypervisor is delivered here, and the core must
+/// still leave the guest promptly after its next entry, so the backend arranges an
+/// immediate exit.
+pub fn host_nmi() {
+    let apic_id = x2apic::current_id();
+    let Some(index) = table::cpu_index(apic_id) else {
+        return;
+    };
+    let signals = &SIGNALS[index];
+    if signals.hypervisor_nmis.load(Ordering::Acquire) == 0 {
+        signals.guest_nmi_pending.store(true, Ordering::Release);
+    }
+    vmx::exit_soon_after_entry();
 }

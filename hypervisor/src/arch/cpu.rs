@@ -202,7 +202,7 @@ pub struct ExceptionFrame {
 #[no_mangle]
 extern "C" fn tessera_exception(frame: &ExceptionFrame) {
     if frame.vector == 2 {
-        // An NMI whose exit has been handled already (see virt::svm): nothing to do.
+        crate::smp::host_nmi();
         return;
     }
     let cr2: u64;

@@ -24,6 +24,13 @@ pub fn enable() {
     }
 }
 
+/// This core's x2APIC ID, from the x2APIC ID register (MSR 0x802, SDM §11.12.5.1).
+pub fn current_id() -> u32 {
+    // SAFETY: every core runs in x2APIC mode once `enable` ran (before any NMI can be sent
+    // to it); reading the ID register has no side effects.
+    unsafe { msr::read(0x802) as u32 }
+}
+
 /// Writes the ICR: in x2APIC mode one 64-bit WRMSR sends the IPI (SDM §11.12.9).
 pub fn send_raw(icr: u64) {
     // SAFETY: in x2APIC mode the ICR MSR exists; an IPI has no memory effect on this core.
@@ -46,6 +53,11 @@ pub fn send_startup(apic_id: u32, vector: u8) {
         apic_id,
         DELIVERY_STARTUP | LEVEL_ASSERT | u64::from(vector),
     ));
+}
+
+/// A fixed interrupt with `vector` to one core (edge, physical destination).
+pub fn send_fixed(apic_id: u32, vector: u8) {
+    send_raw(with_destination(apic_id, LEVEL_ASSERT | u64::from(vector)));
 }
 
 /// NMI to one core: how the hypervisor signals its own cores (it intercepts NMIs).

@@ -35,6 +35,98 @@ impl Backend {
     }
 }
 
+/// A segment register in the AMD VMCB's compressed attribute format (type, S, DPL, P in
+/// bits 0–7; AVL, L, D/B, G in bits 8–11: APM vol. 2 appendix B); [`Segment::vmx_rights`]
+/// converts to Intel's access-rights layout (SDM §25.4.1, table 25-2).
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub selector: u16,
+    pub base: u64,
+    pub limit: u32,
+    pub attributes: u16,
+}
+
+impl Segment {
+    pub fn vmx_rights(&self) -> u64 {
+        u64::from(self.attributes & 0xFF) | (u64::from(self.attributes & 0xF00) << 4)
+    }
+}
+
+/// The architectural state a vCPU (re)starts in.
+#[derive(Clone, Copy, Debug)]
+pub enum StartState {
+    /// The PVH entry (Xen docs/misc/pvh.pandoc): 32-bit protected mode, paging off, flat
+    /// segments, EBX = guest-physical address of the start-info block.
+    Pvh { entry: u64, start_info: u64 },
+    /// After INIT and a start-up IPI: real mode at CS = vector << 8, IP 0 (Intel SDM vol. 3
+    /// §9.1.1 table 9-1 for the INIT state, §10.4.4.1 for the SIPI vector).
+    StartUp { vector: u8 },
+}
+
+/// The registers a start state sets; everything else starts as after INIT (zero).
+pub struct ArchitecturalState {
+    pub code: Segment,
+    pub data: Segment,
+    /// TR: a busy TSS, as VM entry requires a usable one.
+    pub task: Segment,
+    pub cr0: u64,
+    pub rip: u64,
+    pub rbx: u64,
+}
+
+impl StartState {
+    pub fn architectural(&self) -> ArchitecturalState {
+        match *self {
+            StartState::Pvh { entry, start_info } => ArchitecturalState {
+                code: Segment {
+                    selector: 0x08,
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    attributes: 0x0C9B,
+                },
+                data: Segment {
+                    selector: 0x10,
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    attributes: 0x0C93,
+                },
+                task: Segment {
+                    selector: 0x18,
+                    base: 0,
+                    limit: 0x67,
+                    attributes: 0x008B,
+                },
+                cr0: 0x11, // PE | ET
+                rip: entry,
+                rbx: start_info,
+            },
+            StartState::StartUp { vector } => ArchitecturalState {
+                code: Segment {
+                    selector: u16::from(vector) << 8,
+                    base: u64::from(vector) << 12,
+                    limit: 0xFFFF,
+                    attributes: 0x009B,
+                },
+                data: Segment {
+                    selector: 0,
+                    base: 0,
+                    limit: 0xFFFF,
+                    attributes: 0x0093,
+                },
+                task: Segment {
+                    selector: 0,
+                    base: 0,
+                    limit: 0xFFFF,
+                    attributes: 0x008B,
+                },
+                cr0: 0x6000_0010, // CD | NW | ET
+                rip: 0,
+                rbx: 0,
+            },
+        }
+    }
+}
+
 /// General-purpose registers a handler may read or write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Register {
@@ -178,6 +270,10 @@ pub trait VirtualCpu {
     fn write_efer(&mut self, value: u64);
     /// The guest's EFER (reads are intercepted where the vendor keeps EFER in its VMCS).
     fn read_efer(&self) -> u64;
+    /// Puts the vCPU into a start state: every register as after INIT, then `start`.
+    fn reset(&mut self, start: &StartState);
+    /// Delivers an NMI to the guest at the next entry.
+    fn inject_nmi(&mut self);
 }
 
 /// RFLAGS.DF: string instructions walk downwards.
@@ -193,6 +289,8 @@ pub enum Flow {
 /// The state a core's exit handlers need besides the vCPU.
 pub struct CoreContext {
     pub apic_id: u32,
+    /// Position of this core in the table's core list.
+    pub core_index: usize,
     pub partition_index: usize,
     pub partition: &'static Partition,
 }
@@ -264,12 +362,13 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
             Flow::Stop
         }
         Exit::Nmi => {
-            // The hypervisor's own signal: whatever it asked for is in the partition state.
-            if partition::is_stopping(context.partition_index) {
-                Flow::Stop
-            } else {
-                Flow::Resume
+            // The hypervisor's own NMIs are signals (what they ask for is in the partition
+            // state or the core's message slot, read by the run loop); the guest's own NMIs
+            // (an NMI IPI inside the partition, LVT NMI) are delivered to it.
+            if crate::smp::signals(context.core_index).guest_nmi_after_exit() {
+                vcpu.inject_nmi();
             }
+            Flow::Resume
         }
         Exit::Init => {
             partition::contain(

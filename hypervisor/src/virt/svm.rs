@@ -4,7 +4,7 @@
 //! (shared/EMULATORS.md), so RIP is advanced by known instruction lengths and IOIO exits
 //! take the next RIP from EXITINFO2 (APM §15.10.2).
 
-use super::{Exception, Exit, Register, VirtualCpu};
+use super::{Exception, Exit, Register, Segment, StartState, VirtualCpu};
 use crate::arch::msr;
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -248,10 +248,8 @@ pub fn check_support() -> Result<(), Unsupported> {
     Ok(())
 }
 
-/// Where a vCPU starts (PVH: 32-bit protected mode, paging off).
-pub struct GuestStart {
-    pub rip: u64,
-    pub rbx: u64,
+/// What confines a vCPU: its stage-2 tables, permission maps and address-space ID.
+pub struct Confinement {
     pub nested_cr3: u64,
     pub permission_maps: u64,
     pub asid: u32,
@@ -264,7 +262,7 @@ pub struct SvmVcpu {
 
 impl SvmVcpu {
     /// Enables SVM on this core and prepares the VMCB for a PVH entry.
-    pub fn new(core: &'static mut SvmCore, start: &GuestStart) -> Self {
+    pub fn new(core: &'static mut SvmCore, start: &Confinement) -> Self {
         // SAFETY: SVM support was checked; setting EFER.SVME enables SVM instructions (APM
         // §15.4), and VM_HSAVE_PA points at this core's own page-aligned save area. CLGI
         // keeps NMIs held while the hypervisor runs (APM §15.17): they cause exits instead.
@@ -302,31 +300,6 @@ impl SvmVcpu {
         vmcb.write_u64(control::NESTED_PAGING, 1);
         vmcb.write_u64(control::NESTED_CR3, start.nested_cr3);
 
-        // PVH entry state (Xen docs/misc/pvh.pandoc): flat 32-bit code and data, CR0.PE,
-        // paging off, TR a 32-bit busy TSS, EBX = start_info.
-        vmcb.write_segment(state::CS, 0x08, 0x0C9B, 0xFFFF_FFFF, 0);
-        for segment in [state::DS, state::ES, state::SS, state::FS, state::GS] {
-            vmcb.write_segment(segment, 0x10, 0x0C93, 0xFFFF_FFFF, 0);
-        }
-        vmcb.write_segment(state::TR, 0x18, 0x008B, 0x67, 0);
-        vmcb.write_segment(state::LDTR, 0, 0x0082, 0xFFFF, 0);
-        vmcb.write_segment(state::GDTR, 0, 0, 0xFFFF, 0);
-        vmcb.write_segment(state::IDTR, 0, 0, 0xFFFF, 0);
-        vmcb.write_u64(state::EFER, msr::EFER_SVME); // APM §15.5.1: the guest EFER.SVME must be set
-        vmcb.write_u64(state::CR0, 0x11); // PE | ET
-        vmcb.write_u64(state::CR3, 0);
-        vmcb.write_u64(state::CR4, 0);
-        vmcb.write_u64(state::DR6, 0xFFFF_0FF0);
-        vmcb.write_u64(state::DR7, 0x400);
-        vmcb.write_u64(state::RFLAGS, 0x2);
-        vmcb.write_u64(state::RIP, start.rip);
-        vmcb.write_u64(state::RSP, 0);
-        vmcb.write_u64(state::RAX, 0);
-        vmcb.write_u64(state::G_PAT, 0x0007_0406_0007_0406); // the power-on PAT
-        core.registers = GuestRegisters {
-            rbx: start.rbx,
-            ..GuestRegisters::default()
-        };
         Self { core }
     }
 
@@ -474,6 +447,52 @@ impl VirtualCpu for SvmVcpu {
 
     fn read_efer(&self) -> u64 {
         self.core.guest.read_u64(state::EFER)
+    }
+
+    fn reset(&mut self, start: &StartState) {
+        let registers = start.architectural();
+        let vmcb = &mut self.core.guest;
+        let segment = |vmcb: &mut Vmcb, offset, segment: Segment| {
+            vmcb.write_segment(
+                offset,
+                segment.selector,
+                segment.attributes,
+                segment.limit,
+                segment.base,
+            )
+        };
+        segment(vmcb, state::CS, registers.code);
+        for offset in [state::DS, state::ES, state::SS, state::FS, state::GS] {
+            segment(vmcb, offset, registers.data);
+        }
+        segment(vmcb, state::TR, registers.task);
+        vmcb.write_segment(state::LDTR, 0, 0x0082, 0xFFFF, 0);
+        vmcb.write_segment(state::GDTR, 0, 0, 0xFFFF, 0);
+        vmcb.write_segment(state::IDTR, 0, 0, 0xFFFF, 0);
+        vmcb.write_u64(state::EFER, msr::EFER_SVME); // APM §15.5.1: the guest EFER.SVME must be set
+        vmcb.write_u64(state::CR0, registers.cr0);
+        vmcb.write_u64(state::CR3, 0);
+        vmcb.write_u64(state::CR4, 0);
+        vmcb.write_u64(state::DR6, 0xFFFF_0FF0);
+        vmcb.write_u64(state::DR7, 0x400);
+        vmcb.write_u64(state::RFLAGS, 0x2);
+        vmcb.write_u64(state::RIP, registers.rip);
+        vmcb.write_u64(state::RSP, 0);
+        vmcb.write_u64(state::RAX, 0);
+        vmcb.write_u64(state::G_PAT, 0x0007_0406_0007_0406); // the power-on PAT
+        vmcb.write_u64(control::EVENT_INJECTION, 0);
+        vmcb.0[control::TLB_CONTROL] = 1; // a fresh start: flush the ASID's translations
+        self.core.registers = GuestRegisters {
+            rbx: registers.rbx,
+            ..GuestRegisters::default()
+        };
+    }
+
+    fn inject_nmi(&mut self) {
+        // EVENTINJ type 2 = NMI, vector 2 (APM §15.20).
+        self.core
+            .guest
+            .write_u64(control::EVENT_INJECTION, 2 | (2 << 8) | (1 << 31));
     }
 }
 

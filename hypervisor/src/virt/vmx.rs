@@ -6,10 +6,11 @@
 //! guest runs as an unrestricted guest (real and protected mode without paging run
 //! natively, SDM §26.6.2) under EPT, with its own VPID.
 
-use super::{Exception, Exit, Register, VirtualCpu};
+use super::{Exception, Exit, Register, StartState, VirtualCpu};
 use crate::arch::{cpu::CoreDescriptors, cpuid, msr};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
 use tessera_policy::vmx::{self as policy, ControlRegisterAccess, ControlWord, MissingControl};
 
 /// Capability and control MSRs (SDM appendix A).
@@ -69,15 +70,14 @@ mod field {
     pub const EXIT_INSTRUCTION_LENGTH: u64 = 0x440C;
     pub const GUEST_ES_LIMIT: u64 = 0x4800;
     pub const GUEST_LDTR_LIMIT: u64 = 0x480C;
-    pub const GUEST_TR_LIMIT: u64 = 0x480E;
     pub const GUEST_GDTR_LIMIT: u64 = 0x4810;
     pub const GUEST_IDTR_LIMIT: u64 = 0x4812;
     pub const GUEST_ES_ACCESS_RIGHTS: u64 = 0x4814;
-    pub const GUEST_LDTR_ACCESS_RIGHTS: u64 = 0x4820;
     pub const GUEST_TR_ACCESS_RIGHTS: u64 = 0x4822;
     pub const GUEST_INTERRUPTIBILITY: u64 = 0x4824;
     pub const GUEST_ACTIVITY_STATE: u64 = 0x4826;
     pub const GUEST_SYSENTER_CS: u64 = 0x482A;
+    pub const GUEST_PREEMPTION_TIMER: u64 = 0x482E;
     pub const HOST_SYSENTER_CS: u64 = 0x4C00;
     pub const CR0_GUEST_HOST_MASK: u64 = 0x6000;
     pub const CR4_GUEST_HOST_MASK: u64 = 0x6002;
@@ -88,7 +88,6 @@ mod field {
     pub const GUEST_CR3: u64 = 0x6802;
     pub const GUEST_CR4: u64 = 0x6804;
     pub const GUEST_ES_BASE: u64 = 0x6806;
-    pub const GUEST_LDTR_BASE: u64 = 0x6812;
     pub const GUEST_TR_BASE: u64 = 0x6814;
     pub const GUEST_GDTR_BASE: u64 = 0x6816;
     pub const GUEST_IDTR_BASE: u64 = 0x6818;
@@ -128,6 +127,7 @@ mod exit_reason {
     pub const RDMSR: u32 = 31;
     pub const WRMSR: u32 = 32;
     pub const EPT_VIOLATION: u32 = 48;
+    pub const PREEMPTION_TIMER: u32 = 52;
     pub const INVEPT: u32 = 50;
     pub const INVVPID: u32 = 53;
     pub const XSETBV: u32 = 55;
@@ -139,6 +139,7 @@ mod control {
     pub const PIN_EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const PIN_NMI_EXITING: u32 = 1 << 3;
     pub const PIN_VIRTUAL_NMIS: u32 = 1 << 5;
+    pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
     pub const PRIMARY_USE_IO_BITMAPS: u32 = 1 << 25;
     pub const PRIMARY_USE_MSR_BITMAPS: u32 = 1 << 28;
     pub const PRIMARY_ACTIVATE_SECONDARY: u32 = 1 << 31;
@@ -211,6 +212,9 @@ pub struct Capabilities {
     pub ept_1gib_pages: bool,
     invept_all_contexts: bool,
     invvpid_all_contexts: bool,
+    /// The VMX-preemption timer exists (how a core that took the hypervisor's NMI while in
+    /// the hypervisor still leaves the guest right after its next entry).
+    preemption_timer: bool,
 }
 
 fn read_msr(number: u32) -> u64 {
@@ -253,6 +257,8 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
         control::PIN_VIRTUAL_NMIS,
         control::PIN_EXTERNAL_INTERRUPT_EXITING,
     )?;
+    let preemption_timer =
+        (read_msr(pin_msr) >> 32) & u64::from(control::PIN_PREEMPTION_TIMER) != 0;
     let primary = fit(
         ControlWord::PrimaryProcessorBased,
         primary_msr,
@@ -318,6 +324,7 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
         ept_1gib_pages: ept & (1 << 17) != 0,
         invept_all_contexts: ept & (1 << 20) != 0 && ept & (1 << 26) != 0,
         invvpid_all_contexts: ept & (1 << 32) != 0 && ept & (1 << 42) != 0,
+        preemption_timer,
     })
 }
 
@@ -409,6 +416,28 @@ fn vmwrite(field: u64, value: u64) {
         "VMWRITE of field {field:#x} failed: {}",
         policy::instruction_error_name(vmread(field::INSTRUCTION_ERROR) as u32)
     );
+}
+
+/// Per core: whether its VMCS is current and whether the preemption timer may be armed
+/// (0 = no VMCS, 1 = VMCS without timer, 2 = VMCS with timer). Read by the NMI handler.
+static VMCS_STATE: [AtomicU8; crate::table::CPU_COUNT] =
+    [const { AtomicU8::new(0) }; crate::table::CPU_COUNT];
+
+/// Called from the hypervisor's NMI handler: makes the next VM entry on this core exit at
+/// once (VMX-preemption timer armed at zero, SDM §26.7.4), so a signal that arrived while
+/// the core was in the hypervisor is seen before the guest runs on.
+pub fn exit_soon_after_entry() {
+    let Some(index) = crate::table::cpu_index(crate::arch::x2apic::current_id()) else {
+        return;
+    };
+    if VMCS_STATE[index].load(Ordering::Acquire) == 2 {
+        vmwrite(field::GUEST_PREEMPTION_TIMER, 0);
+        let pin_based = vmread(field::PIN_BASED_CONTROLS);
+        vmwrite(
+            field::PIN_BASED_CONTROLS,
+            pin_based | u64::from(control::PIN_PREEMPTION_TIMER),
+        );
+    }
 }
 
 #[repr(C, align(4096))]
@@ -530,10 +559,8 @@ impl VmxCore {
     }
 }
 
-/// Where a vCPU starts (PVH: 32-bit protected mode, paging off) and what confines it.
-pub struct GuestStart {
-    pub rip: u64,
-    pub rbx: u64,
+/// What confines a vCPU: its EPT, permission maps and VPID.
+pub struct Confinement {
     pub ept_pointer: u64,
     pub permission_maps: u64,
     pub vpid: u16,
@@ -559,7 +586,7 @@ impl VmxVcpu {
         core: &'static mut VmxCore,
         descriptors: &CoreDescriptors,
         capabilities: &Capabilities,
-        start: &GuestStart,
+        start: &Confinement,
     ) -> Result<Self, Unsupported> {
         enable(capabilities, &mut core.vmxon_region)?;
         core.vmcs.0[0..4].copy_from_slice(&capabilities.revision.to_le_bytes());
@@ -581,7 +608,13 @@ impl VmxVcpu {
         let unrestricted = CR0_PE | CR0_PG;
         let cr0_owned = (capabilities.cr0_fixed0 & !unrestricted) | !capabilities.cr0_fixed1;
         let cr4_owned = capabilities.cr4_fixed0 | !capabilities.cr4_fixed1;
-        let vcpu = Self {
+        if let Some(index) = crate::table::cpu_index(crate::arch::x2apic::current_id()) {
+            VMCS_STATE[index].store(
+                if capabilities.preemption_timer { 2 } else { 1 },
+                Ordering::Release,
+            );
+        }
+        let mut vcpu = Self {
             core,
             capabilities: *capabilities,
             cr0_owned: cr0_owned & 0xFFFF_FFFF,
@@ -589,16 +622,13 @@ impl VmxVcpu {
         };
         vcpu.write_controls(start);
         vcpu.write_host_state(descriptors);
-        vcpu.write_guest_state(start);
-        vcpu.core.registers = GuestRegisters {
-            rbx: start.rbx,
-            ..GuestRegisters::default()
-        };
+        // A complete guest state from the start, even for a core that waits for its SIPI.
+        vcpu.reset(&StartState::StartUp { vector: 0 });
         vcpu.core.launched = false;
         Ok(vcpu)
     }
 
-    fn write_controls(&self, start: &GuestStart) {
+    fn write_controls(&self, start: &Confinement) {
         let capabilities = &self.capabilities;
         vmwrite(field::PIN_BASED_CONTROLS, u64::from(capabilities.pin_based));
         vmwrite(field::PRIMARY_CONTROLS, u64::from(capabilities.primary));
@@ -645,79 +675,6 @@ impl VmxVcpu {
         vmwrite(field::HOST_EFER, efer);
         vmwrite(field::HOST_PAT, pat);
         vmwrite(field::HOST_RIP, vmx_exit as *const () as u64);
-    }
-
-    /// The PVH entry state (Xen docs/misc/pvh.pandoc), as an unrestricted guest.
-    fn write_guest_state(&self, start: &GuestStart) {
-        // Eight segment registers from ES (0x800, 0x4800, 0x4814, 0x6806), two apart, in the
-        // order ES, CS, SS, DS, FS, GS, LDTR, TR.
-        const CS: u64 = 1;
-        const LDTR: u64 = 6;
-        const TR: u64 = 7;
-        for segment in 0..8u64 {
-            let (selector, limit, rights) = match segment {
-                CS => (0x08, 0xFFFF_FFFF, 0xC09B),
-                LDTR => (0, 0xFFFF, 0x1_0000), // unusable
-                TR => (0x18, 0x67, 0x008B),    // 32-bit busy TSS
-                _ => (0x10, 0xFFFF_FFFF, 0xC093),
-            };
-            vmwrite(field::GUEST_ES_SELECTOR + 2 * segment, selector);
-            vmwrite(field::GUEST_ES_LIMIT + 2 * segment, limit);
-            vmwrite(field::GUEST_ES_ACCESS_RIGHTS + 2 * segment, rights);
-            vmwrite(field::GUEST_ES_BASE + 2 * segment, 0);
-        }
-        debug_assert_eq!(field::GUEST_ES_LIMIT + 2 * LDTR, field::GUEST_LDTR_LIMIT);
-        debug_assert_eq!(field::GUEST_ES_LIMIT + 2 * TR, field::GUEST_TR_LIMIT);
-        debug_assert_eq!(
-            field::GUEST_ES_ACCESS_RIGHTS + 2 * LDTR,
-            field::GUEST_LDTR_ACCESS_RIGHTS
-        );
-        debug_assert_eq!(
-            field::GUEST_ES_ACCESS_RIGHTS + 2 * TR,
-            field::GUEST_TR_ACCESS_RIGHTS
-        );
-        debug_assert_eq!(field::GUEST_ES_BASE + 2 * LDTR, field::GUEST_LDTR_BASE);
-        debug_assert_eq!(field::GUEST_ES_BASE + 2 * TR, field::GUEST_TR_BASE);
-        vmwrite(field::GUEST_GDTR_BASE, 0);
-        vmwrite(field::GUEST_GDTR_LIMIT, 0xFFFF);
-        vmwrite(field::GUEST_IDTR_BASE, 0);
-        vmwrite(field::GUEST_IDTR_LIMIT, 0xFFFF);
-        let cr0 = 0x11; // PE | ET, as the guest sees it
-        vmwrite(field::CR0_READ_SHADOW, cr0);
-        vmwrite(
-            field::GUEST_CR0,
-            policy::apply_fixed_bits(
-                cr0,
-                self.capabilities.cr0_fixed0,
-                self.capabilities.cr0_fixed1,
-                CR0_PE | CR0_PG,
-            ),
-        );
-        vmwrite(field::CR4_READ_SHADOW, 0);
-        vmwrite(
-            field::GUEST_CR4,
-            policy::apply_fixed_bits(
-                0,
-                self.capabilities.cr4_fixed0,
-                self.capabilities.cr4_fixed1,
-                0,
-            ),
-        );
-        vmwrite(field::GUEST_CR3, 0);
-        vmwrite(field::GUEST_DR7, 0x400);
-        vmwrite(field::GUEST_RSP, 0);
-        vmwrite(field::GUEST_RIP, start.rip);
-        vmwrite(field::GUEST_RFLAGS, 0x2);
-        vmwrite(field::GUEST_PENDING_DEBUG, 0);
-        vmwrite(field::GUEST_INTERRUPTIBILITY, 0);
-        vmwrite(field::GUEST_ACTIVITY_STATE, 0);
-        vmwrite(field::GUEST_SYSENTER_CS, 0);
-        vmwrite(field::GUEST_SYSENTER_ESP, 0);
-        vmwrite(field::GUEST_SYSENTER_EIP, 0);
-        vmwrite(field::GUEST_DEBUGCTL, 0);
-        vmwrite(field::GUEST_EFER, 0);
-        vmwrite(field::GUEST_PAT, 0x0007_0406_0007_0406); // the power-on PAT
-        vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
     }
 
     /// A MOV to CR0/CR4 that touched a bit VMX fixes: keep the fixed bits in the real
@@ -826,6 +783,15 @@ impl VmxVcpu {
                 fetch: qualification & (1 << 2) != 0,
             },
             exit_reason::TRIPLE_FAULT => Exit::TripleFault,
+            // Armed by `exit_soon_after_entry`: disarm; the run loop looks at its signals.
+            exit_reason::PREEMPTION_TIMER => {
+                let pin_based = vmread(field::PIN_BASED_CONTROLS);
+                vmwrite(
+                    field::PIN_BASED_CONTROLS,
+                    pin_based & !u64::from(control::PIN_PREEMPTION_TIMER),
+                );
+                Exit::Nmi
+            }
             exit_reason::INIT => Exit::Init,
             // With NMI exiting, an NMI exits with reason 0 and interruption type 2 (§28.2.2).
             exit_reason::EXCEPTION_OR_NMI
@@ -956,6 +922,94 @@ impl VirtualCpu for VmxVcpu {
 
     fn read_efer(&self) -> u64 {
         vmread(field::GUEST_EFER)
+    }
+
+    /// The start state as an unrestricted guest (real mode and protected mode without paging
+    /// run natively, SDM §26.6.2).
+    fn reset(&mut self, start: &StartState) {
+        let registers = start.architectural();
+        // Eight segment registers from ES (0x800, 0x4800, 0x4814, 0x6806), two apart, in the
+        // order ES, CS, SS, DS, FS, GS, LDTR, TR.
+        const CS: u64 = 1;
+        const LDTR: u64 = 6;
+        const TR: u64 = 7;
+        for index in 0..8u64 {
+            let (selector, base, limit, rights) = match index {
+                CS => {
+                    let code = registers.code;
+                    (code.selector, code.base, code.limit, code.vmx_rights())
+                }
+                LDTR => (0, 0, 0xFFFF, 0x1_0000), // unusable
+                TR => {
+                    let task = registers.task;
+                    (task.selector, task.base, task.limit, task.vmx_rights())
+                }
+                _ => {
+                    let data = registers.data;
+                    (data.selector, data.base, data.limit, data.vmx_rights())
+                }
+            };
+            vmwrite(field::GUEST_ES_SELECTOR + 2 * index, u64::from(selector));
+            vmwrite(field::GUEST_ES_LIMIT + 2 * index, u64::from(limit));
+            vmwrite(field::GUEST_ES_ACCESS_RIGHTS + 2 * index, rights);
+            vmwrite(field::GUEST_ES_BASE + 2 * index, base);
+        }
+        debug_assert_eq!(field::GUEST_ES_LIMIT + 2 * LDTR, field::GUEST_LDTR_LIMIT);
+        debug_assert_eq!(
+            field::GUEST_ES_ACCESS_RIGHTS + 2 * TR,
+            field::GUEST_TR_ACCESS_RIGHTS
+        );
+        debug_assert_eq!(field::GUEST_ES_BASE + 2 * TR, field::GUEST_TR_BASE);
+        vmwrite(field::GUEST_GDTR_BASE, 0);
+        vmwrite(field::GUEST_GDTR_LIMIT, 0xFFFF);
+        vmwrite(field::GUEST_IDTR_BASE, 0);
+        vmwrite(field::GUEST_IDTR_LIMIT, 0xFFFF);
+        let capabilities = &self.capabilities;
+        vmwrite(field::CR0_READ_SHADOW, registers.cr0);
+        vmwrite(
+            field::GUEST_CR0,
+            policy::apply_fixed_bits(
+                registers.cr0,
+                capabilities.cr0_fixed0,
+                capabilities.cr0_fixed1,
+                CR0_PE | CR0_PG,
+            ),
+        );
+        vmwrite(field::CR4_READ_SHADOW, 0);
+        vmwrite(
+            field::GUEST_CR4,
+            policy::apply_fixed_bits(0, capabilities.cr4_fixed0, capabilities.cr4_fixed1, 0),
+        );
+        vmwrite(field::GUEST_CR3, 0);
+        vmwrite(field::GUEST_DR7, 0x400);
+        vmwrite(field::GUEST_RSP, 0);
+        vmwrite(field::GUEST_RIP, registers.rip);
+        vmwrite(field::GUEST_RFLAGS, 0x2);
+        vmwrite(field::GUEST_PENDING_DEBUG, 0);
+        vmwrite(field::GUEST_INTERRUPTIBILITY, 0);
+        vmwrite(field::GUEST_ACTIVITY_STATE, 0);
+        vmwrite(field::GUEST_SYSENTER_CS, 0);
+        vmwrite(field::GUEST_SYSENTER_ESP, 0);
+        vmwrite(field::GUEST_SYSENTER_EIP, 0);
+        vmwrite(field::GUEST_DEBUGCTL, 0);
+        vmwrite(field::GUEST_EFER, 0);
+        vmwrite(field::GUEST_PAT, 0x0007_0406_0007_0406); // the power-on PAT
+        vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
+        vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
+        // Real mode needs "IA-32e mode guest" clear; a previous run may have left it set.
+        vmwrite(field::ENTRY_CONTROLS, u64::from(capabilities.entry));
+        self.core.registers = GuestRegisters {
+            rbx: registers.rbx,
+            ..GuestRegisters::default()
+        };
+    }
+
+    fn inject_nmi(&mut self) {
+        // Interruption type 2 = NMI, vector 2 (SDM §25.8.3). Skipped while the guest blocks
+        // NMIs (interruptibility bit 3): entry would fail (SDM §26.3.1.5).
+        if vmread(field::GUEST_INTERRUPTIBILITY) & (1 << 3) == 0 {
+            vmwrite(field::ENTRY_INTERRUPTION_INFO, 2 | (2 << 8) | (1 << 31));
+        }
     }
 }
 
