@@ -14,7 +14,10 @@ qemu_ok() {
 }
 qemu_ok || need_qemu=1
 command -v bochs >/dev/null 2>&1 || need_apt+=(bochs bochsbios vgabios)
-command -v grub-mkrescue >/dev/null 2>&1 || need_apt+=(grub-pc-bin grub-common)
+# Bochs' headless display (`display_library: term`) is a separate package; without it Bochs
+# stops with "display library 'term' not available".
+[ -e /usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so ] || need_apt+=(bochs-term)
+{ command -v grub-mkrescue >/dev/null 2>&1 && [ -d /usr/lib/grub/i386-pc ]; } || need_apt+=(grub-pc-bin grub-common)
 command -v xorriso >/dev/null 2>&1 || need_apt+=(xorriso)
 command -v mformat >/dev/null 2>&1 || need_apt+=(mtools)
 

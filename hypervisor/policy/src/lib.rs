@@ -11,6 +11,9 @@
 //! * [`msr`]: the MSR pass-through policy and its SVM / VMX bitmap encodings.
 //! * [`cpuid`]: what a guest sees when it executes CPUID.
 //! * [`icr`]: x2APIC interrupt-command-register decoding and the IPI filter.
+//! * [`ioapic`]: a partition's view of the IOAPIC register window.
+//! * [`mmio_decode`]: decoding the MOV instruction behind a trapped MMIO access.
+//! * [`guest_walk`]: a software walk of a guest's page tables.
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
 //! * [`multiboot`]: the Multiboot v1 memory map the loader receives.
@@ -20,8 +23,11 @@
 
 pub mod acpi_s5;
 pub mod cpuid;
+pub mod guest_walk;
 pub mod icr;
 pub mod io_bitmap;
+pub mod ioapic;
+pub mod mmio_decode;
 pub mod msr;
 pub mod multiboot;
 pub mod pvh;

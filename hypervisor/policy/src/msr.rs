@@ -72,6 +72,9 @@ const PASS_THROUGH: &[PassThrough] = &[
     both(0x174, 0x176),
     // IA32_PAT: guest state in the VMCB (g_pat) / VMCS (load/save IA32_PAT controls).
     both(0x277, 0x277),
+    // IA32_TSC_DEADLINE: the partition's own LAPIC timer in TSC-deadline mode (Intel SDM
+    // vol 3 §11.5.4.1); passing it through keeps timer ticks free of exits.
+    both(0x6e0, 0x6e0),
     // x2APIC registers 0x800–0x82F (ID, version, TPR, PPR, EOI, LDR, SVR, ISR, TMR, IRR, ESR,
     // LVT CMCI): the partition owns its cores' local APICs.
     both(0x800, 0x82f),

@@ -1,15 +1,20 @@
-//! `cargo xtask`: Tessera's developer runner — build an image for a partition table, boot it
-//! in QEMU, run the host and system tests.
+//! `cargo xtask`: Tessera's developer runner — build an image for a partition table (and a
+//! GRUB ISO around it), boot it in QEMU or Bochs, run the host and system tests.
 //!
 //! Principles: every decision that can be a pure function is one and is unit-tested (the
-//! QEMU command line, the transcript checks, line splitting); the partition table is read
-//! in one module ([`table`]); the hypervisor's console markers are named in one module
-//! ([`markers`]). Exit status 0 means everything passed, 1 a failure, 2 a usage problem or
-//! a missing tool the user has to install.
+//! QEMU command line, the bochsrc, the stop rules, the transcript checks, line splitting);
+//! the partition table is read in one module ([`table`]); the hypervisor's console markers
+//! are named in one module ([`markers`]); streaming, stopping and judging a run is one code
+//! path for both emulators ([`run`]). Exit status 0 means everything passed, 1 a failure,
+//! 2 a usage problem or a missing tool the user has to install, 130 an interrupted run.
 
+mod bochs;
 mod host_tests;
 mod image;
+mod install;
+mod iso;
 mod markers;
+mod process;
 mod qemu;
 mod run;
 mod serial;
@@ -19,21 +24,30 @@ mod transcript;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::qemu::Installation;
-use crate::run::RunSettings;
+use crate::install::Installation;
+use crate::markers::Backend;
+use crate::run::{BootMedium, BootMethod, Emulator, RunSettings};
 use crate::table::TableInfo;
+use crate::transcript::{EmulatorExit, Transcript};
 
 /// The table used when none is given, relative to the workspace root.
 const DEFAULT_TABLE: &str = "partitions/demo.toml";
 /// `cargo xtask run`'s time bound when neither `--seconds` nor the table's `[run] seconds`
 /// gives one.
 const DEFAULT_RUN_SECONDS: u64 = 120;
-/// The demo system test's time bound.
-const SYSTEM_TEST_SECONDS: u64 = 180;
+/// The time bound of a demo run in QEMU in the system tests.
+const QEMU_TEST_SECONDS: u64 = 180;
+/// The time bound of a demo run in Bochs in the system tests (Bochs is ~20× slower).
+const BOCHS_TEST_SECONDS: u64 = 300;
+/// The time bound of a run that must end in a refusal (it comes within seconds).
+const REFUSAL_TEST_SECONDS: u64 = 60;
+/// The exit status of an interrupted run (128 + SIGINT, as a shell reports it).
+const INTERRUPTED_STATUS: u8 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -50,9 +64,12 @@ struct Cli {
 enum Commands {
     /// Build the guests and the hypervisor image for a partition table.
     Build(TableArgument),
+    /// Build the image, then a GRUB boot ISO around it: target/tessera/<table>.iso.
+    Iso(TableArgument),
     /// Build, then boot the image in an emulator and stream every UART.
     Run(RunArguments),
-    /// Run the host tests, then boot the demo table in QEMU and check its output.
+    /// Run the host tests, then boot the demo table in QEMU and on every Bochs model of the
+    /// feature matrix, and check that deterministic runs repeat byte for byte.
     Test,
 }
 
@@ -63,18 +80,36 @@ struct TableArgument {
     table: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EmulatorChoice {
+    /// QEMU TCG: AMD SVM + NPT.
+    Qemu,
+    /// Bochs: Intel VMX + EPT (or AMD SVM with an AMD --cpu model); boots the GRUB ISO.
+    Bochs,
+}
+
 #[derive(Args)]
 struct RunArguments {
     #[command(flatten)]
     table: TableArgument,
-    /// The emulator (only `qemu` for now; `bochs` comes with the VMX lane).
-    #[arg(long, default_value = "qemu")]
-    emulator: String,
+    /// The emulator.
+    #[arg(long, value_enum, default_value = "qemu")]
+    emulator: EmulatorChoice,
+    /// The CPU: a Bochs model [default: corei7_haswell_4770] or a QEMU `-cpu` value
+    /// [default: qemu64,+svm,+npt,+x2apic].
+    #[arg(long, value_name = "MODEL")]
+    cpu: Option<String>,
+    /// How the image is booted: `kernel` (QEMU `-kernel`) or `grub` (the GRUB ISO from a
+    /// CD-ROM) [default: kernel for QEMU; Bochs always boots the ISO].
+    #[arg(long, value_enum)]
+    boot: Option<BootMethod>,
     /// Stop the emulator after this many seconds; running out is then no failure
     /// [default: the table's `[run] seconds`, else 120; running out of it is a failure].
     #[arg(long, value_name = "N")]
     seconds: Option<u64>,
-    /// Count instructions instead of real time: output and TSC values repeat exactly.
+    /// Make the run repeat exactly: QEMU counts instructions instead of real time
+    /// (`-icount shift=0,align=off,sleep=off`). Bochs always runs this way
+    /// (`clock: sync=none, time0=1`), with or without this flag.
     #[arg(long)]
     deterministic: bool,
 }
@@ -83,6 +118,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Build(arguments) => build(&arguments),
+        Commands::Iso(arguments) => make_iso(&arguments),
         Commands::Run(arguments) => run(&arguments),
         Commands::Test => test(),
     };
@@ -118,17 +154,39 @@ fn build(arguments: &TableArgument) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(arguments: &RunArguments) -> Result<ExitCode> {
-    if arguments.emulator != "qemu" {
-        eprintln!(
-            "error: emulator `{}` is not supported yet; use --emulator qemu",
-            arguments.emulator
-        );
+fn make_iso(arguments: &TableArgument) -> Result<ExitCode> {
+    let root = workspace_root()?;
+    let table = load_table(&root, arguments)?;
+    if iso::ensure_installed(&root)? == Installation::UserMustInstall {
         return Ok(ExitCode::from(2));
     }
+    let image = image::build(&root, &table)?;
+    iso::build(&root, &table, &image)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(arguments: &RunArguments) -> Result<ExitCode> {
+    let emulator = match arguments.emulator {
+        EmulatorChoice::Qemu => Emulator::Qemu {
+            boot: arguments.boot.unwrap_or(BootMethod::Kernel),
+            cpu: arguments.cpu.clone(),
+        },
+        EmulatorChoice::Bochs => {
+            if arguments.boot == Some(BootMethod::Kernel) {
+                eprintln!("error: Bochs cannot load the image directly; it boots the GRUB ISO");
+                return Ok(ExitCode::from(2));
+            }
+            Emulator::Bochs {
+                cpu: arguments
+                    .cpu
+                    .clone()
+                    .unwrap_or_else(|| bochs::DEFAULT_CPU.into()),
+            }
+        }
+    };
     let root = workspace_root()?;
     let table = load_table(&root, &arguments.table)?;
-    if qemu::ensure_installed(&root)? == Installation::UserMustInstall {
+    if emulator.ensure_installed(&root)? == Installation::UserMustInstall {
         return Ok(ExitCode::from(2));
     }
     let settings = RunSettings {
@@ -139,67 +197,284 @@ fn run(arguments: &RunArguments) -> Result<ExitCode> {
         seconds_explicit: arguments.seconds.is_some(),
         deterministic: arguments.deterministic,
     };
-    let booted = image::build(&root, &table)
-        .and_then(|image| run::boot(&image::target_directory(&root), &table, &image, settings));
-    let (failures, summary) = match booted {
+    let booted = run::prepare(&root, &table, &emulator).and_then(|medium| {
+        run::boot(
+            &image::target_directory(&root),
+            &table,
+            &emulator,
+            &medium,
+            settings,
+        )
+    });
+    let (failures, summary, interrupted) = match booted {
         Ok(transcript) => {
             let failures = run::judge(&transcript, &table, settings);
             let summary = run::summary(&transcript, &failures);
-            (failures, summary)
+            let interrupted = transcript.emulator_exit == EmulatorExit::Interrupted;
+            (failures, summary, interrupted)
         }
-        Err(error) => (vec![error.to_string()], format!("run: FAILED: {error:#}")),
+        Err(error) => (
+            vec![error.to_string()],
+            format!("run: FAILED: {error:#}"),
+            false,
+        ),
     };
     println!("{summary}");
-    Ok(if failures.is_empty() {
+    Ok(if interrupted {
+        ExitCode::from(INTERRUPTED_STATUS)
+    } else if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
+
+/// One system test's outcome: `Err` holds the failures.
+type Outcome = Result<(), Vec<String>>;
 
 fn test() -> Result<ExitCode> {
     let root = workspace_root()?;
     println!("== host tests: cargo test");
     let mut counts = host_tests::run(&root)?;
+    let started = Instant::now();
 
-    println!("== system test: {DEFAULT_TABLE} in QEMU");
-    if qemu::ensure_installed(&root)? == Installation::UserMustInstall {
-        println!("system test demo: FAILED (no usable QEMU)");
-        println!("{} passed, {} failed", counts.passed, counts.failed + 1);
-        return Ok(ExitCode::from(2));
-    }
-    match demo_system_test(&root) {
+    let mut report = |name: &str, seconds: f64, outcome: Outcome| match outcome {
         Ok(()) => {
-            println!("system test demo: ok");
+            println!("system test {name}: ok ({seconds:.1} s)");
             counts.passed += 1;
         }
         Err(failures) => {
-            println!("system test demo: FAILED");
+            println!("system test {name}: FAILED ({seconds:.1} s)");
             for failure in failures {
                 println!("  - {failure}");
             }
             counts.failed += 1;
         }
+    };
+
+    let systems = SystemTests::prepare(&root);
+    for (name, test) in system_tests() {
+        if process::interrupted() {
+            report(&name, 0.0, Err(vec!["not run: interrupted".into()]));
+            continue;
+        }
+        println!("== system test {name}");
+        let test_started = Instant::now();
+        let outcome = test(&systems);
+        report(&name, test_started.elapsed().as_secs_f64(), outcome);
     }
+    println!("system tests took {:.0} s", started.elapsed().as_secs_f64());
     println!("{} passed, {} failed", counts.passed, counts.failed);
-    Ok(if counts.failed == 0 {
+    Ok(if process::interrupted() {
+        ExitCode::from(INTERRUPTED_STATUS)
+    } else if counts.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-/// Builds and boots the demo table and checks its transcript.
-fn demo_system_test(root: &Path) -> Result<(), Vec<String>> {
-    let as_failure = |error: anyhow::Error| vec![format!("{error:#}")];
-    let table = table::load(&root.join(DEFAULT_TABLE)).map_err(as_failure)?;
-    let image = image::build(root, &table).map_err(as_failure)?;
-    let settings = RunSettings {
-        seconds: SYSTEM_TEST_SECONDS,
-        seconds_explicit: false,
-        deterministic: false,
-    };
-    let transcript =
-        run::boot(&image::target_directory(root), &table, &image, settings).map_err(as_failure)?;
-    system_test::check_demo_transcript(&transcript, &table)
+/// A system test: a name and what it runs.
+type SystemTest = (String, Box<dyn Fn(&SystemTests) -> Outcome>);
+
+/// The system tests in the order they run. The whole Bochs feature matrix runs: a demo run
+/// takes about 3 s of Bochs, a refusal about 4 s.
+fn system_tests() -> Vec<SystemTest> {
+    let mut tests: Vec<SystemTest> = vec![
+        (
+            "demo-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                systems.demo(
+                    &Emulator::Qemu {
+                        boot: BootMethod::Kernel,
+                        cpu: None,
+                    },
+                    Backend::Svm,
+                )
+            }),
+        ),
+        (
+            "demo-qemu-grub".into(),
+            Box::new(|systems: &SystemTests| {
+                systems.demo(
+                    &Emulator::Qemu {
+                        boot: BootMethod::Grub,
+                        cpu: None,
+                    },
+                    Backend::Svm,
+                )
+            }),
+        ),
+        (
+            format!("demo-bochs-{}", bochs::DEFAULT_CPU),
+            Box::new(|systems: &SystemTests| {
+                systems.demo(&bochs_model(bochs::DEFAULT_CPU), Backend::Vmx)
+            }),
+        ),
+        (
+            "deterministic-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                systems.deterministic(&Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                })
+            }),
+        ),
+        (
+            "deterministic-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                systems.deterministic(&bochs_model(bochs::DEFAULT_CPU))
+            }),
+        ),
+    ];
+    // The default model has run in the demo test already.
+    for model in bochs::VMX_MODELS {
+        if model != bochs::DEFAULT_CPU {
+            tests.push((
+                format!("matrix-bochs-{model}"),
+                Box::new(move |systems: &SystemTests| {
+                    systems.demo(&bochs_model(model), Backend::Vmx)
+                }),
+            ));
+        }
+    }
+    for (model, missing) in bochs::REFUSING_MODELS {
+        tests.push((
+            format!("matrix-bochs-{model}-refuses"),
+            Box::new(move |systems: &SystemTests| systems.refusal(model, missing)),
+        ));
+    }
+    tests
+}
+
+fn bochs_model(model: &str) -> Emulator {
+    Emulator::Bochs { cpu: model.into() }
+}
+
+/// What the system tests share: the demo table, its image and ISO (built once), and which
+/// emulators are installed.
+struct SystemTests {
+    root: PathBuf,
+    /// The table and its image and ISO, or why they could not be made.
+    built: Result<(TableInfo, PathBuf, PathBuf), String>,
+    /// Why QEMU, or Bochs, cannot run, if it cannot (with the command that installs it).
+    qemu_missing: Option<String>,
+    bochs_missing: Option<String>,
+}
+
+impl SystemTests {
+    fn prepare(root: &Path) -> Self {
+        let missing = |emulator: &Emulator, command: &str| -> Option<String> {
+            match emulator.ensure_installed(root) {
+                Ok(Installation::Ready) => None,
+                Ok(Installation::UserMustInstall) => Some(format!(
+                    "{} is not installed; install it as root with `bash ci/install-deps.sh` ({command})",
+                    emulator.name()
+                )),
+                Err(error) => Some(format!("{error:#}")),
+            }
+        };
+        let qemu_missing = missing(
+            &Emulator::Qemu {
+                boot: BootMethod::Grub,
+                cpu: None,
+            },
+            qemu::INSTALL_COMMAND,
+        );
+        let bochs_missing = missing(
+            &bochs_model(bochs::DEFAULT_CPU),
+            &format!("{}; {}", bochs::INSTALL_COMMAND, iso::INSTALL_COMMAND),
+        );
+        let built = (|| -> Result<_> {
+            let table = table::load(&root.join(DEFAULT_TABLE))?;
+            let image = image::build(root, &table)?;
+            let iso = iso::build(root, &table, &image)?;
+            Ok((table, image, iso))
+        })()
+        .map_err(|error| format!("{error:#}"));
+        Self {
+            root: root.to_path_buf(),
+            built,
+            qemu_missing,
+            bochs_missing,
+        }
+    }
+
+    /// Boots the demo once in `emulator` with `settings`.
+    fn boot(
+        &self,
+        emulator: &Emulator,
+        seconds: u64,
+        deterministic: bool,
+    ) -> Result<(Transcript, TableInfo), Vec<String>> {
+        let missing = match emulator {
+            Emulator::Qemu { .. } => &self.qemu_missing,
+            Emulator::Bochs { .. } => &self.bochs_missing,
+        };
+        if let Some(missing) = missing {
+            return Err(vec![missing.clone()]);
+        }
+        let (table, image, iso) = self.built.as_ref().map_err(|error| vec![error.clone()])?;
+        let medium = match emulator.boot_method() {
+            BootMethod::Kernel => BootMedium::Kernel(image.clone()),
+            BootMethod::Grub => BootMedium::Cdrom(iso.clone()),
+        };
+        let settings = RunSettings {
+            seconds,
+            seconds_explicit: false,
+            deterministic,
+        };
+        let transcript = run::boot(
+            &image::target_directory(&self.root),
+            table,
+            emulator,
+            &medium,
+            settings,
+        )
+        .map_err(|error| vec![format!("{error:#}")])?;
+        Ok((transcript, table.clone()))
+    }
+
+    fn seconds(emulator: &Emulator) -> u64 {
+        match emulator {
+            Emulator::Qemu { .. } => QEMU_TEST_SECONDS,
+            Emulator::Bochs { .. } => BOCHS_TEST_SECONDS,
+        }
+    }
+
+    /// The demo runs correctly and the banner names `backend`.
+    fn demo(&self, emulator: &Emulator, backend: Backend) -> Outcome {
+        let (transcript, table) = self.boot(emulator, Self::seconds(emulator), false)?;
+        system_test::check_demo_transcript(&transcript, &table, backend)
+    }
+
+    /// The demo on `model` ends in a clean refusal naming `missing`.
+    fn refusal(&self, model: &str, missing: &str) -> Outcome {
+        let (transcript, _) = self.boot(&bochs_model(model), REFUSAL_TEST_SECONDS, false)?;
+        system_test::check_refusal(&transcript, missing)
+    }
+
+    /// Two deterministic runs of the demo write the same bytes to every UART.
+    fn deterministic(&self, emulator: &Emulator) -> Outcome {
+        let mut outputs = Vec::new();
+        for _ in 0..2 {
+            let (transcript, _) = self.boot(emulator, Self::seconds(emulator), true)?;
+            let mut files = Vec::new();
+            for (label, path) in &transcript.uart_files {
+                let bytes = std::fs::read(path).unwrap_or_default();
+                files.push((label.clone(), bytes));
+            }
+            if files.iter().all(|(_, bytes)| bytes.is_empty()) {
+                return Err(vec!["the run printed nothing on any UART".into()]);
+            }
+            if transcript.emulator_exit == EmulatorExit::Interrupted {
+                return Err(vec!["interrupted".into()]);
+            }
+            outputs.push(files);
+        }
+        match system_test::first_difference(&outputs[0], &outputs[1]) {
+            None => Ok(()),
+            Some(difference) => Err(vec![format!("two deterministic runs differ: {difference}")]),
+        }
+    }
 }

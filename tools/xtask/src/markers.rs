@@ -13,6 +13,7 @@
 //! | stop          | contains `stopped: partition=<name> status=<n>`                   |
 //! | power-off     | contains `power-off: requested by <name>`                         |
 //! | exit counters | starts with `exits: partition=<name>` (printed at power-off)      |
+//! | switching off | is `Tessera: power off` (the last line before the ACPI power-off)  |
 //!
 //! Partition names are `[a-z0-9-]+`, so a name ends at the first whitespace.
 
@@ -37,6 +38,8 @@ pub const STOPPED_STATUS: &str = "status=";
 pub const POWER_OFF: &str = "power-off: requested by ";
 /// One partition's exit counters, printed at power-off; the partition's name follows.
 pub const EXITS_PREFIX: &str = "exits: partition=";
+/// The hypervisor's last line: it switches the machine off through ACPI next.
+pub const SWITCHING_OFF: &str = "Tessera: power off";
 
 /// The virtualization backend the banner names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +73,8 @@ pub enum Marker {
     Exits {
         partition: String,
     },
+    /// The last line before the ACPI power-off ([`SWITCHING_OFF`]).
+    SwitchingOff,
 }
 
 /// Recognises one hypervisor console line (without its line ending).
@@ -84,6 +89,9 @@ pub fn parse(line: &str) -> Option<Marker> {
         return Some(Marker::Refused {
             reason: reason.trim().to_string(),
         });
+    }
+    if line == SWITCHING_OFF {
+        return Some(Marker::SwitchingOff);
     }
     if line.starts_with(BANNER_PREFIX) {
         if line.contains(BANNER_BACKEND_SVM) {
@@ -175,6 +183,7 @@ mod tests {
                 partition: "worker".into()
             })
         );
+        assert_eq!(parse("Tessera: power off\r"), Some(Marker::SwitchingOff));
     }
 
     #[test]

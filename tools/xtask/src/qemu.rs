@@ -1,90 +1,88 @@
 //! The QEMU command line for a table, and making sure a recent enough QEMU is installed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
+use crate::install::{self, Installation};
+use crate::run::{BootMedium, Launch};
+use crate::serial::{FollowedFile, SerialCapture};
 use crate::table::TableInfo;
-use crate::transcript::HYPERVISOR;
 
 pub const BINARY: &str = "qemu-system-x86_64";
+/// The CPU: AMD with SVM, nested paging and x2APIC (`--cpu` replaces it).
+pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt,+x2apic";
 /// x2APIC under TCG arrived in QEMU 8.1.
 pub const MINIMUM_VERSION: (u32, u32) = (8, 1);
-/// The ISA UARTs in the order of QEMU's `-serial` options: the first option is the UART at
-/// 0x3f8 (COM1), the second 0x2f8 (COM2), then 0x3e8 (COM3) and 0x2e8 (COM4).
-pub const ISA_UART_PORTS: [u64; 4] = [0x3f8, 0x2f8, 0x3e8, 0x2e8];
 /// How QEMU gets installed, as ci/install-deps.sh does it (Debian 12).
 pub const INSTALL_COMMAND: &str =
     "echo 'deb http://deb.debian.org/debian bookworm-backports main' \
 > /etc/apt/sources.list.d/backports.list && apt-get update && \
 apt-get install -y -t bookworm-backports qemu-system-x86";
 
-/// One ISA UART whose output is captured: `label` is whose it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SerialCapture {
-    /// Position in [`ISA_UART_PORTS`].
-    pub index: usize,
-    pub label: String,
-    pub file: PathBuf,
+/// How QEMU is started for one run: its output goes to `qemu.txt` in `directory`, which is
+/// also streamed as its messages.
+pub fn launch(
+    table: &TableInfo,
+    medium: &BootMedium,
+    cpu: Option<&str>,
+    captures: &[SerialCapture],
+    deterministic: bool,
+    directory: &Path,
+) -> Launch {
+    let arguments = arguments(table, medium, cpu, captures, deterministic);
+    let output = directory.join("qemu.txt");
+    let mut command = Command::new(BINARY);
+    command.args(&arguments);
+    Launch {
+        command,
+        shown: format!("{BINARY} {}", arguments.join(" ")),
+        messages: vec![FollowedFile::new("qemu", output.clone())],
+        output,
+    }
 }
 
-/// The UARTs the table gives to the hypervisor console or to a partition, by index, with the
-/// file each one is written to (`comN.txt`, N = index + 1, in `directory`).
-pub fn serial_captures(table: &TableInfo, directory: &Path) -> Vec<SerialCapture> {
-    let owner = |port: u64| -> Option<String> {
-        if table.console_port == Some(port) {
-            return Some(HYPERVISOR.to_string());
-        }
-        table
-            .partitions
-            .iter()
-            .find(|partition| partition.device_ports.contains(&port))
-            .map(|partition| partition.name.clone())
-    };
-    ISA_UART_PORTS
-        .iter()
-        .enumerate()
-        .filter_map(|(index, &port)| {
-            owner(port).map(|label| SerialCapture {
-                index,
-                label,
-                file: directory.join(format!("com{}.txt", index + 1)),
-            })
-        })
-        .collect()
-}
-
-/// The arguments (after the program name) that boot `image` with the table's cores and the
-/// given UART captures; UARTs below the highest captured one that nobody owns go to `null`.
+/// The arguments (after the program name) that boot `medium` with the table's cores, the
+/// CPU (default [`DEFAULT_CPU`]) and the given UART captures; UARTs below the highest
+/// captured one that nobody owns go to `null`.
 pub fn arguments(
     table: &TableInfo,
-    image: &Path,
+    medium: &BootMedium,
+    cpu: Option<&str>,
     captures: &[SerialCapture],
     deterministic: bool,
 ) -> Vec<String> {
+    let boot: Vec<String> = match medium {
+        BootMedium::Kernel(image) => vec!["-kernel".into(), image.display().to_string()],
+        BootMedium::Cdrom(iso) => vec![
+            "-cdrom".into(),
+            iso.display().to_string(),
+            "-boot".into(),
+            "d".into(),
+        ],
+    };
     let mut arguments: Vec<String> = [
         "-machine",
         "q35",
         "-accel",
         "tcg",
         "-cpu",
-        "qemu64,+svm,+npt,+x2apic",
+        cpu.unwrap_or(DEFAULT_CPU),
         "-smp",
         &table.cpu_count.to_string(),
         "-m",
         "512",
-        "-kernel",
-        &image.display().to_string(),
-        "-display",
-        "none",
-        "-no-reboot",
-        "-monitor",
-        "none",
     ]
     .iter()
     .map(|argument| argument.to_string())
     .collect();
+    arguments.extend(boot);
+    arguments.extend(
+        ["-display", "none", "-no-reboot", "-monitor", "none"]
+            .iter()
+            .map(|argument| argument.to_string()),
+    );
     let highest = captures.iter().map(|capture| capture.index).max();
     for index in highest.map_or(0..0, |highest| 0..highest + 1) {
         arguments.push("-serial".into());
@@ -125,58 +123,24 @@ fn problem() -> Option<String> {
     }
 }
 
-/// Whether the runner could install packages itself.
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
-}
-
-/// The outcome of [`ensure_installed`] that is not an error of the runner itself.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Installation {
-    Ready,
-    /// QEMU is missing or old and the runner may not install it; the user was told how.
-    UserMustInstall,
-}
-
 /// Checks for QEMU ≥ 8.1; as root, runs ci/install-deps.sh when it is missing.
 pub fn ensure_installed(root: &Path) -> Result<Installation> {
-    let Some(problem) = problem() else {
-        return Ok(Installation::Ready);
-    };
-    let script = root.join("ci/install-deps.sh");
-    if !running_as_root() {
-        eprintln!("error: {problem}");
-        eprintln!("install it as root with:  bash {}", script.display());
-        eprintln!("(which does: {INSTALL_COMMAND})");
-        return Ok(Installation::UserMustInstall);
-    }
-    eprintln!("{problem}: running {}", script.display());
-    let status = Command::new("bash")
-        .arg(&script)
-        .status()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
-    match self::problem() {
-        None => Ok(Installation::Ready),
-        Some(problem) => bail!("{problem}, even after {}", script.display()),
-    }
+    install::ensure(root, problem, INSTALL_COMMAND)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serial::serial_captures;
     use crate::table::PartitionInfo;
+    use std::path::PathBuf;
 
     fn table(partitions: &[(&str, &[u64])], console_port: Option<u64>) -> TableInfo {
         TableInfo {
             path: PathBuf::from("/w/partitions/t.toml"),
             stem: "t".into(),
             cpu_count: 4,
+            ram_end: 0x2000_0000,
             partitions: partitions
                 .iter()
                 .map(|(name, ports)| PartitionInfo {
@@ -206,7 +170,8 @@ mod tests {
             .map(|capture| capture.label.as_str())
             .collect();
         assert_eq!(labels, ["control", "worker", "hv", "intruder"]);
-        let arguments = arguments(&table, Path::new("/img/t.elf"), &captures, false);
+        let kernel = BootMedium::Kernel("/img/t.elf".into());
+        let arguments = arguments(&table, &kernel, None, &captures, false);
         assert_eq!(
             arguments.join(" "),
             "-machine q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic -smp 4 -m 512 \
@@ -221,7 +186,8 @@ mod tests {
         // The console on COM2, one partition on COM3 (plus a non-UART device), COM1 unused.
         let table = table(&[("solo", &[0x1000, 0x3e8])], Some(0x2f8));
         let captures = serial_captures(&table, Path::new("/run"));
-        let arguments = arguments(&table, Path::new("/i.elf"), &captures, true);
+        let kernel = BootMedium::Kernel("/i.elf".into());
+        let arguments = arguments(&table, &kernel, None, &captures, true);
         let tail = arguments[arguments.iter().position(|a| a == "-serial").unwrap()..].join(" ");
         assert_eq!(
             tail,
@@ -237,8 +203,23 @@ mod tests {
         let table = table(&[("quiet", &[])], None);
         let captures = serial_captures(&table, Path::new("/run"));
         assert!(captures.is_empty());
-        let arguments = arguments(&table, Path::new("/i.elf"), &captures, false);
+        let kernel = BootMedium::Kernel("/i.elf".into());
+        let arguments = arguments(&table, &kernel, None, &captures, false);
         assert!(!arguments.iter().any(|argument| argument == "-serial"));
+    }
+
+    #[test]
+    fn boots_an_iso_from_the_cdrom_with_another_cpu() {
+        let table = table(&[("solo", &[0x3f8])], None);
+        let captures = serial_captures(&table, Path::new("/run"));
+        let iso = BootMedium::Cdrom(PathBuf::from("/img/t.iso"));
+        let arguments = arguments(&table, &iso, Some("EPYC,+x2apic"), &captures, false);
+        assert_eq!(
+            arguments.join(" "),
+            "-machine q35 -accel tcg -cpu EPYC,+x2apic -smp 4 -m 512 \
+             -cdrom /img/t.iso -boot d -display none -no-reboot -monitor none \
+             -serial file:/run/com1.txt"
+        );
     }
 
     #[test]

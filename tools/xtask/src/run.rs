@@ -1,23 +1,139 @@
-//! Booting an image in QEMU: streaming every UART, bounding the time, judging the outcome.
+//! Booting an image in an emulator: streaming every UART, bounding the time, judging the
+//! outcome.
+//!
+//! Everything here serves QEMU and Bochs alike; they differ only in how the emulator is
+//! started ([`qemu::launch`], [`bochs::launch`]) and in whether it exits by itself on the
+//! hypervisor's ACPI power-off ([`Emulator::exits_on_power_off`]). Stopping is always the
+//! same: kill every process group the emulator made ([`process::stop_group`]).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::markers::{self, Marker};
-use crate::qemu;
-use crate::serial::FollowedFile;
+use crate::serial::{self, FollowedFile};
 use crate::table::TableInfo;
-use crate::transcript::{EmulatorExit, Transcript, TranscriptLine, EMULATOR, HYPERVISOR};
+use crate::transcript::{EmulatorExit, Transcript, TranscriptLine, HYPERVISOR};
+use crate::{bochs, image, install, iso, process, qemu};
 
 /// How often the output files are read.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// How long the console keeps being read after a hypervisor panic before QEMU is stopped
-/// (a panicked hypervisor halts; waiting for the time bound would only waste it).
+/// How long the console keeps being read after a hypervisor panic or refusal before the
+/// emulator is stopped (the hypervisor halts after either; waiting for the time bound would
+/// only waste it).
 const PANIC_GRACE: Duration = Duration::from_secs(1);
+/// For an emulator that may not act on ACPI power-off: how long after the hypervisor's last
+/// line (`Tessera: power off`) it is stopped …
+const SWITCHING_OFF_GRACE: Duration = Duration::from_millis(500);
+/// … and how long after `power-off: requested by` if that last line never comes.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(5);
+/// For an emulator that exits by itself on power-off (QEMU): how long it may take.
+const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
+
+/// How an emulator gets the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootMethod {
+    /// The ELF image itself, as a Multiboot kernel (QEMU `-kernel`).
+    Kernel,
+    /// A GRUB ISO (`cargo xtask iso`) holding the image, booted from a CD-ROM drive.
+    Grub,
+}
+
+/// The emulator and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Emulator {
+    /// QEMU TCG: AMD SVM + NPT. `cpu` replaces the `-cpu` value.
+    Qemu {
+        boot: BootMethod,
+        cpu: Option<String>,
+    },
+    /// Bochs: Intel VMX + EPT or AMD SVM, by CPU model; always boots the GRUB ISO.
+    Bochs { cpu: String },
+}
+
+impl Emulator {
+    /// The name in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Emulator::Qemu { .. } => "QEMU",
+            Emulator::Bochs { .. } => "Bochs",
+        }
+    }
+
+    /// Whether it exits by itself, with status 0, when the hypervisor powers off through
+    /// ACPI. Bochs' exit status is always 1, so it is judged by the markers alone.
+    pub fn exits_on_power_off(&self) -> bool {
+        matches!(self, Emulator::Qemu { .. })
+    }
+
+    pub fn boot_method(&self) -> BootMethod {
+        match self {
+            Emulator::Qemu { boot, .. } => *boot,
+            Emulator::Bochs { .. } => BootMethod::Grub,
+        }
+    }
+
+    /// The run directory's name under `target/tessera/run/`: the table's stem, then what
+    /// tells this emulator's runs apart (`demo`, `demo-qemu-grub`, `demo-bochs`,
+    /// `demo-bochs-corei7_skylake_x`).
+    pub fn run_directory_name(&self, stem: &str) -> String {
+        match self {
+            Emulator::Qemu {
+                boot: BootMethod::Kernel,
+                ..
+            } => stem.to_string(),
+            Emulator::Qemu {
+                boot: BootMethod::Grub,
+                ..
+            } => format!("{stem}-qemu-grub"),
+            Emulator::Bochs { cpu } if cpu == bochs::DEFAULT_CPU => format!("{stem}-bochs"),
+            Emulator::Bochs { cpu } => format!("{stem}-bochs-{cpu}"),
+        }
+    }
+
+    /// Checks that the emulator (and for an ISO, GRUB's tools) is installed; as root
+    /// installs what is missing.
+    pub fn ensure_installed(&self, root: &Path) -> Result<install::Installation> {
+        let emulator = match self {
+            Emulator::Qemu { .. } => qemu::ensure_installed(root)?,
+            Emulator::Bochs { .. } => bochs::ensure_installed(root)?,
+        };
+        if emulator != install::Installation::Ready || self.boot_method() == BootMethod::Kernel {
+            return Ok(emulator);
+        }
+        iso::ensure_installed(root)
+    }
+}
+
+/// What the emulator boots: the image's path, or the ISO's that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootMedium {
+    Kernel(PathBuf),
+    Cdrom(PathBuf),
+}
+
+/// Builds what `emulator` boots for `table`: the image, and for GRUB the ISO around it.
+pub fn prepare(root: &Path, table: &TableInfo, emulator: &Emulator) -> Result<BootMedium> {
+    let image = image::build(root, table)?;
+    Ok(match emulator.boot_method() {
+        BootMethod::Kernel => BootMedium::Kernel(image),
+        BootMethod::Grub => BootMedium::Cdrom(iso::build(root, table, &image)?),
+    })
+}
+
+/// How to start one emulator, made by [`qemu::launch`] or [`bochs::launch`].
+pub struct Launch {
+    pub command: Command,
+    /// The command line as shown to the user.
+    pub shown: String,
+    /// The file that takes the emulator's standard output and error.
+    pub output: PathBuf,
+    /// The emulator's own messages, streamed under its label.
+    pub messages: Vec<FollowedFile>,
+}
 
 /// How to run one image.
 #[derive(Clone, Copy, Debug)]
@@ -26,19 +142,24 @@ pub struct RunSettings {
     pub seconds: u64,
     /// Whether the user chose the time bound: running out of it is then no failure.
     pub seconds_explicit: bool,
-    /// Instruction counting instead of real time (reproducible output).
+    /// Reproducible output: QEMU counts instructions instead of real time (Bochs always
+    /// does, with `clock: sync=none, time0=1`).
     pub deterministic: bool,
 }
 
-/// Boots `image` in QEMU, streams its output as `[source] line` and returns it all.
-/// The output files go to `target/tessera/run/<table stem>/`, emptied first.
+/// Boots `medium` in `emulator`, streams its output as `[source] line` and returns it all.
+/// The output files go to `target/tessera/run/<run directory name>/`, emptied first.
 pub fn boot(
     target: &Path,
     table: &TableInfo,
-    image: &Path,
+    emulator: &Emulator,
+    medium: &BootMedium,
     settings: RunSettings,
 ) -> Result<Transcript> {
-    let directory = target.join("tessera").join("run").join(&table.stem);
+    let directory = target
+        .join("tessera")
+        .join("run")
+        .join(emulator.run_directory_name(&table.stem));
     if directory.exists() {
         std::fs::remove_dir_all(&directory)
             .with_context(|| format!("cannot clear {}", directory.display()))?;
@@ -46,51 +167,69 @@ pub fn boot(
     std::fs::create_dir_all(&directory)
         .with_context(|| format!("cannot create {}", directory.display()))?;
 
-    let captures = qemu::serial_captures(table, &directory);
-    let arguments = qemu::arguments(table, image, &captures, settings.deterministic);
-    println!("running: {} {}", qemu::BINARY, arguments.join(" "));
+    let captures = serial::serial_captures(table, &directory);
+    let launch = match emulator {
+        Emulator::Qemu { cpu, .. } => qemu::launch(
+            table,
+            medium,
+            cpu.as_deref(),
+            &captures,
+            settings.deterministic,
+            &directory,
+        ),
+        Emulator::Bochs { cpu } => bochs::launch(table, medium, cpu, &captures, &directory)?,
+    };
+    println!("running: {}", launch.shown);
 
-    let emulator_output_path = directory.join("qemu.txt");
-    let emulator_output = File::create(&emulator_output_path)
-        .with_context(|| format!("cannot create {}", emulator_output_path.display()))?;
+    let uart_files = captures
+        .iter()
+        .map(|capture| (capture.label.clone(), capture.file.clone()))
+        .collect();
     let mut followed: Vec<FollowedFile> = captures
         .into_iter()
         .map(|capture| FollowedFile::new(capture.label, capture.file))
         .collect();
-    followed.push(FollowedFile::new(EMULATOR, emulator_output_path));
+    followed.extend(launch.messages);
 
-    let mut child = Command::new(qemu::BINARY)
-        .args(&arguments)
+    let output = File::create(&launch.output)
+        .with_context(|| format!("cannot create {}", launch.output.display()))?;
+    let mut command = launch.command;
+    command
         .stdin(Stdio::null())
-        .stdout(emulator_output.try_clone()?)
-        .stderr(emulator_output)
-        .spawn()
-        .with_context(|| format!("cannot start {}", qemu::BINARY))?;
+        .stdout(output.try_clone()?)
+        .stderr(output);
+    process::catch_interruptions();
+    let mut child = process::spawn_group(&mut command)
+        .with_context(|| format!("cannot start {}", emulator.name()))?;
 
     let mut lines = Vec::new();
     let started = Instant::now();
-    let limit = Duration::from_secs(settings.seconds);
-    let mut panicked_at: Option<Instant> = None;
+    let mut progress = Progress::default();
+    let watch = Watch {
+        exits_on_power_off: emulator.exits_on_power_off(),
+        seconds: settings.seconds,
+    };
     let emulator_exit = loop {
         for file in &mut followed {
             for text in file.poll()? {
-                panicked_at = panicked_at.or(record(&mut lines, &file.label, text));
+                let now = started.elapsed();
+                progress.note(record(&mut lines, &file.label, text).as_ref(), now);
             }
         }
-        if let Some(status) = child.try_wait()? {
-            break status
-                .code()
-                .map_or(EmulatorExit::Signalled, EmulatorExit::Exited);
-        }
-        if panicked_at.is_some_and(|at| at.elapsed() >= PANIC_GRACE) {
-            stop(&mut child)?;
-            break EmulatorExit::StoppedAfterPanic;
-        }
-        if started.elapsed() >= limit {
-            stop(&mut child)?;
-            break EmulatorExit::TimedOut {
-                seconds: settings.seconds,
-            };
+        let state = match child.try_wait()? {
+            Some(status) => ProcessState::Exited(status.code()),
+            None => ProcessState::Running,
+        };
+        if let Some(exit) = decide(
+            &progress,
+            started.elapsed(),
+            state,
+            watch,
+            process::interrupted(),
+        ) {
+            // Also when it exited by itself: a process it started may still be running.
+            process::stop_group(&mut child)?;
+            break exit;
         }
         std::thread::sleep(POLL_INTERVAL);
     };
@@ -100,32 +239,109 @@ pub fn boot(
         }
     }
     Ok(Transcript {
+        emulator: emulator.name(),
         lines,
         emulator_exit,
+        uart_files,
     })
 }
 
-/// Prints and keeps one line; returns the time if it is the hypervisor's panic marker.
-fn record(lines: &mut Vec<TranscriptLine>, source: &str, text: String) -> Option<Instant> {
+/// Prints and keeps one line; returns its marker if it is a hypervisor console marker.
+fn record(lines: &mut Vec<TranscriptLine>, source: &str, text: String) -> Option<Marker> {
     println!("[{source}] {text}");
-    // A panic or a refusal ends the run: the hypervisor halts after either.
-    let panicked = source == HYPERVISOR
-        && matches!(
-            markers::parse(&text),
-            Some(Marker::Panic { .. } | Marker::Refused { .. })
-        );
+    let marker = (source == HYPERVISOR)
+        .then(|| markers::parse(&text))
+        .flatten();
     lines.push(TranscriptLine {
         source: source.to_string(),
         text,
     });
-    panicked.then(Instant::now)
+    marker
 }
 
-fn stop(child: &mut std::process::Child) -> Result<()> {
-    // The child may have exited between the last check and now; kill then fails harmlessly.
-    let _ = child.kill();
-    child.wait().context("cannot wait for QEMU")?;
-    Ok(())
+/// When, since the start of the run, the markers that end a run first appeared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `PANIC:` or `REFUSED:`: the hypervisor halts.
+    pub ended: Option<Duration>,
+    /// `power-off: requested by …`.
+    pub power_off: Option<Duration>,
+    /// `Tessera: power off`, the hypervisor's last line.
+    pub switching_off: Option<Duration>,
+}
+
+impl Progress {
+    /// Notes a hypervisor console marker seen `now`.
+    pub fn note(&mut self, marker: Option<&Marker>, now: Duration) {
+        let slot = match marker {
+            Some(Marker::Panic { .. } | Marker::Refused { .. }) => &mut self.ended,
+            Some(Marker::PowerOff { .. }) => &mut self.power_off,
+            Some(Marker::SwitchingOff) => &mut self.switching_off,
+            _ => return,
+        };
+        slot.get_or_insert(now);
+    }
+}
+
+/// Whether the emulator process is still there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    Running,
+    /// It exited, with this status (`None`: a signal ended it).
+    Exited(Option<i32>),
+}
+
+/// What the stop rules need to know about the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Watch {
+    /// See [`Emulator::exits_on_power_off`].
+    pub exits_on_power_off: bool,
+    /// The time bound.
+    pub seconds: u64,
+}
+
+/// The stop rules: `Some(how the run ended)` once it has ended or must be stopped.
+pub fn decide(
+    progress: &Progress,
+    now: Duration,
+    state: ProcessState,
+    watch: Watch,
+    interrupted: bool,
+) -> Option<EmulatorExit> {
+    let passed =
+        |since: Option<Duration>, grace: Duration| since.is_some_and(|at| now >= at + grace);
+    if let ProcessState::Exited(status) = state {
+        return Some(match status {
+            _ if !watch.exits_on_power_off && progress.power_off.is_some() => {
+                EmulatorExit::PoweredOff
+            }
+            Some(status) => EmulatorExit::Exited(status),
+            None => EmulatorExit::Signalled,
+        });
+    }
+    if interrupted {
+        return Some(EmulatorExit::Interrupted);
+    }
+    if passed(progress.ended, PANIC_GRACE) {
+        return Some(EmulatorExit::StoppedAfterPanic);
+    }
+    if watch.exits_on_power_off {
+        if passed(progress.power_off, POWER_OFF_WAIT) {
+            return Some(EmulatorExit::StillRunningAfterPowerOff {
+                seconds: POWER_OFF_WAIT.as_secs(),
+            });
+        }
+    } else if passed(progress.switching_off, SWITCHING_OFF_GRACE)
+        || passed(progress.power_off, POWER_OFF_GRACE)
+    {
+        return Some(EmulatorExit::PoweredOff);
+    }
+    if now >= Duration::from_secs(watch.seconds) {
+        return Some(EmulatorExit::TimedOut {
+            seconds: watch.seconds,
+        });
+    }
+    None
 }
 
 /// What went wrong in a run, judged by the rules of `cargo xtask run`; empty when it passed.
@@ -146,12 +362,15 @@ pub fn judge(transcript: &Transcript, table: &TableInfo, settings: RunSettings) 
         }
     }
     match transcript.emulator_exit {
-        EmulatorExit::Exited(0) if powered_off => {}
-        EmulatorExit::Exited(0) => failures.push("QEMU exited before the power-off marker".into()),
+        EmulatorExit::Exited(0) | EmulatorExit::PoweredOff if powered_off => {}
+        EmulatorExit::Exited(0) => failures.push(format!(
+            "{} exited before the power-off marker",
+            transcript.emulator
+        )),
         EmulatorExit::TimedOut { .. } if settings.seconds_explicit => {}
-        // The panic is already reported above.
+        // The panic or refusal is already reported above.
         EmulatorExit::StoppedAfterPanic => {}
-        exit => failures.push(exit.to_string()),
+        _ => failures.push(transcript.describe_exit()),
     }
     failures
 }
@@ -179,6 +398,7 @@ mod tests {
             path: "/w/partitions/demo.toml".into(),
             stem: "demo".into(),
             cpu_count: 2,
+            ram_end: 0x2000_0000,
             partitions: ["control", "intruder"]
                 .iter()
                 .map(|name| PartitionInfo {
@@ -192,8 +412,13 @@ mod tests {
         }
     }
 
-    fn transcript(hypervisor_lines: &[&str], emulator_exit: EmulatorExit) -> Transcript {
+    fn run_of(
+        emulator: &'static str,
+        hypervisor_lines: &[&str],
+        emulator_exit: EmulatorExit,
+    ) -> Transcript {
         Transcript {
+            emulator,
             lines: hypervisor_lines
                 .iter()
                 .map(|text| TranscriptLine {
@@ -202,7 +427,12 @@ mod tests {
                 })
                 .collect(),
             emulator_exit,
+            uart_files: vec![],
         }
+    }
+
+    fn transcript(hypervisor_lines: &[&str], emulator_exit: EmulatorExit) -> Transcript {
+        run_of("QEMU", hypervisor_lines, emulator_exit)
     }
 
     const DEFAULT: RunSettings = RunSettings {
@@ -227,6 +457,12 @@ mod tests {
         );
         assert!(judge(&run, &table(), DEFAULT).is_empty());
         assert_eq!(summary(&run, &[]), "run: ok (powered off cleanly)");
+        let bochs = run_of(
+            "Bochs",
+            &["power-off: requested by control", "Tessera: power off"],
+            EmulatorExit::PoweredOff,
+        );
+        assert!(judge(&bochs, &table(), DEFAULT).is_empty());
     }
 
     #[test]
@@ -260,6 +496,20 @@ mod tests {
             judge(&run, &table(), DEFAULT),
             ["QEMU exited before the power-off marker"]
         );
+        let run = run_of("Bochs", &["Tessera backend=vmx"], EmulatorExit::Exited(1));
+        assert_eq!(
+            judge(&run, &table(), DEFAULT),
+            ["Bochs exited with status 1"]
+        );
+        let run = run_of(
+            "Bochs",
+            &["REFUSED: the CPU lacks x2APIC"],
+            EmulatorExit::StoppedAfterPanic,
+        );
+        assert_eq!(
+            judge(&run, &table(), DEFAULT),
+            ["hypervisor refused: the CPU lacks x2APIC"]
+        );
     }
 
     #[test]
@@ -271,5 +521,202 @@ mod tests {
         assert_eq!(judge(&run, &table(), DEFAULT), ["timed out after 5 s"]);
         assert!(judge(&run, &table(), EXPLICIT).is_empty());
         assert!(summary(&run, &[]).starts_with("run: ok (stopped at the 5 s time limit"));
+        let run = transcript(&[], EmulatorExit::Interrupted);
+        assert_eq!(judge(&run, &table(), EXPLICIT), ["interrupted"]);
+    }
+
+    const QEMU: Watch = Watch {
+        exits_on_power_off: true,
+        seconds: 60,
+    };
+    const BOCHS: Watch = Watch {
+        exits_on_power_off: false,
+        seconds: 60,
+    };
+
+    fn seconds(value: f64) -> Duration {
+        Duration::from_secs_f64(value)
+    }
+
+    #[test]
+    fn records_when_each_ending_marker_first_appeared() {
+        let mut progress = Progress::default();
+        progress.note(None, seconds(1.0));
+        progress.note(
+            Some(&Marker::Banner {
+                backend: markers::Backend::Vmx,
+            }),
+            seconds(1.0),
+        );
+        assert_eq!(progress, Progress::default());
+        let power_off = Marker::PowerOff {
+            requested_by: "control".into(),
+        };
+        progress.note(Some(&power_off), seconds(2.0));
+        progress.note(Some(&power_off), seconds(3.0));
+        progress.note(Some(&Marker::SwitchingOff), seconds(4.0));
+        progress.note(Some(&Marker::Refused { reason: "x".into() }), seconds(5.0));
+        assert_eq!(
+            progress,
+            Progress {
+                ended: Some(seconds(5.0)),
+                power_off: Some(seconds(2.0)),
+                switching_off: Some(seconds(4.0)),
+            }
+        );
+    }
+
+    #[test]
+    fn an_emulator_that_exits_by_itself_is_waited_for() {
+        let running = ProcessState::Running;
+        let nothing = Progress::default();
+        assert_eq!(decide(&nothing, seconds(59.9), running, QEMU, false), None);
+        assert_eq!(
+            decide(&nothing, seconds(60.0), running, QEMU, false),
+            Some(EmulatorExit::TimedOut { seconds: 60 })
+        );
+        let powering_off = Progress {
+            power_off: Some(seconds(10.0)),
+            switching_off: Some(seconds(10.0)),
+            ..Progress::default()
+        };
+        // QEMU is given time to act on ACPI power-off …
+        assert_eq!(
+            decide(&powering_off, seconds(19.0), running, QEMU, false),
+            None
+        );
+        assert_eq!(
+            decide(&powering_off, seconds(20.0), running, QEMU, false),
+            Some(EmulatorExit::StillRunningAfterPowerOff { seconds: 10 })
+        );
+        // … and its exit status counts.
+        assert_eq!(
+            decide(
+                &powering_off,
+                seconds(11.0),
+                ProcessState::Exited(Some(0)),
+                QEMU,
+                false
+            ),
+            Some(EmulatorExit::Exited(0))
+        );
+        assert_eq!(
+            decide(
+                &nothing,
+                seconds(1.0),
+                ProcessState::Exited(None),
+                QEMU,
+                false
+            ),
+            Some(EmulatorExit::Signalled)
+        );
+    }
+
+    #[test]
+    fn bochs_is_stopped_shortly_after_the_power_off_marker() {
+        let running = ProcessState::Running;
+        let requested = Progress {
+            power_off: Some(seconds(10.0)),
+            ..Progress::default()
+        };
+        assert_eq!(
+            decide(&requested, seconds(14.9), running, BOCHS, false),
+            None
+        );
+        assert_eq!(
+            decide(&requested, seconds(15.0), running, BOCHS, false),
+            Some(EmulatorExit::PoweredOff)
+        );
+        let switching = Progress {
+            switching_off: Some(seconds(10.2)),
+            ..requested
+        };
+        assert_eq!(
+            decide(&switching, seconds(10.6), running, BOCHS, false),
+            None
+        );
+        assert_eq!(
+            decide(&switching, seconds(10.7), running, BOCHS, false),
+            Some(EmulatorExit::PoweredOff)
+        );
+        // Bochs' exit status (always 1) counts for nothing after the marker …
+        assert_eq!(
+            decide(
+                &requested,
+                seconds(10.1),
+                ProcessState::Exited(Some(1)),
+                BOCHS,
+                false
+            ),
+            Some(EmulatorExit::PoweredOff)
+        );
+        // … and is an early exit before it.
+        assert_eq!(
+            decide(
+                &Progress::default(),
+                seconds(3.0),
+                ProcessState::Exited(Some(1)),
+                BOCHS,
+                false
+            ),
+            Some(EmulatorExit::Exited(1))
+        );
+        // The `Tessera: power off` line alone, without the request line, does not count as
+        // a power-off the hypervisor announced.
+        let only_last_line = Progress {
+            switching_off: Some(seconds(1.0)),
+            ..Progress::default()
+        };
+        assert_eq!(
+            decide(
+                &only_last_line,
+                seconds(2.0),
+                ProcessState::Exited(Some(1)),
+                BOCHS,
+                false
+            ),
+            Some(EmulatorExit::Exited(1))
+        );
+    }
+
+    #[test]
+    fn panics_refusals_and_interruptions_stop_either_emulator() {
+        let running = ProcessState::Running;
+        let refused = Progress {
+            ended: Some(seconds(2.0)),
+            ..Progress::default()
+        };
+        for watch in [QEMU, BOCHS] {
+            assert_eq!(decide(&refused, seconds(2.5), running, watch, false), None);
+            assert_eq!(
+                decide(&refused, seconds(3.0), running, watch, false),
+                Some(EmulatorExit::StoppedAfterPanic)
+            );
+            assert_eq!(
+                decide(&Progress::default(), seconds(0.1), running, watch, true),
+                Some(EmulatorExit::Interrupted)
+            );
+        }
+    }
+
+    #[test]
+    fn run_directories_tell_emulators_apart() {
+        let qemu = |boot| Emulator::Qemu { boot, cpu: None };
+        let bochs = |cpu: &str| Emulator::Bochs { cpu: cpu.into() };
+        assert_eq!(qemu(BootMethod::Kernel).run_directory_name("demo"), "demo");
+        assert_eq!(
+            qemu(BootMethod::Grub).run_directory_name("demo"),
+            "demo-qemu-grub"
+        );
+        assert_eq!(
+            bochs(bochs::DEFAULT_CPU).run_directory_name("demo"),
+            "demo-bochs"
+        );
+        assert_eq!(
+            bochs("ryzen").run_directory_name("demo"),
+            "demo-bochs-ryzen"
+        );
+        assert_eq!(bochs("ryzen").boot_method(), BootMethod::Grub);
+        assert!(!bochs("ryzen").exits_on_power_off());
     }
 }

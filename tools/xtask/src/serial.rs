@@ -1,8 +1,51 @@
-//! Following the serial output files QEMU writes, complete line by complete line.
+//! The UARTs an emulator writes to files, and following those files (and the emulator's own
+//! output) complete line by complete line.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::table::TableInfo;
+use crate::transcript::HYPERVISOR;
+
+/// The ISA UARTs COM1 to COM4, the same in both emulators: QEMU's `-serial` options in this
+/// order (the first is the UART at 0x3f8), Bochs' `com1:` to `com4:`.
+pub const ISA_UART_PORTS: [u64; 4] = [0x3f8, 0x2f8, 0x3e8, 0x2e8];
+
+/// One ISA UART whose output is captured: `label` is whose it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SerialCapture {
+    /// Position in [`ISA_UART_PORTS`].
+    pub index: usize,
+    pub label: String,
+    pub file: PathBuf,
+}
+
+/// The UARTs the table gives to the hypervisor console or to a partition, by index, with the
+/// file each one is written to (`comN.txt`, N = index + 1, in `directory`).
+pub fn serial_captures(table: &TableInfo, directory: &Path) -> Vec<SerialCapture> {
+    let owner = |port: u64| -> Option<String> {
+        if table.console_port == Some(port) {
+            return Some(HYPERVISOR.to_string());
+        }
+        table
+            .partitions
+            .iter()
+            .find(|partition| partition.device_ports.contains(&port))
+            .map(|partition| partition.name.clone())
+    };
+    ISA_UART_PORTS
+        .iter()
+        .enumerate()
+        .filter_map(|(index, &port)| {
+            owner(port).map(|label| SerialCapture {
+                index,
+                label,
+                file: directory.join(format!("com{}.txt", index + 1)),
+            })
+        })
+        .collect()
+}
 
 /// Cuts a byte stream into lines, holding back a trailing partial line until it completes.
 ///
@@ -50,15 +93,23 @@ pub struct FollowedFile {
     path: PathBuf,
     offset: u64,
     splitter: LineSplitter,
+    /// Which lines are passed on (the rest of a chatty log stays in its file).
+    keep: fn(&str) -> bool,
 }
 
 impl FollowedFile {
     pub fn new(label: impl Into<String>, path: PathBuf) -> Self {
+        Self::filtered(label, path, |_| true)
+    }
+
+    /// Follows `path` but passes on only the lines for which `keep` is true.
+    pub fn filtered(label: impl Into<String>, path: PathBuf, keep: fn(&str) -> bool) -> Self {
         Self {
             label: label.into(),
             path,
             offset: 0,
             splitter: LineSplitter::default(),
+            keep,
         }
     }
 
@@ -73,13 +124,15 @@ impl FollowedFile {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         self.offset += bytes.len() as u64;
-        Ok(self.splitter.push(&bytes))
+        let mut lines = self.splitter.push(&bytes);
+        lines.retain(|line| (self.keep)(line));
+        Ok(lines)
     }
 
     /// The rest of the file, including a final line without a line ending.
     pub fn finish(&mut self) -> io::Result<Vec<String>> {
         let mut lines = self.poll()?;
-        lines.extend(self.splitter.finish());
+        lines.extend(self.splitter.finish().filter(|line| (self.keep)(line)));
         Ok(lines)
     }
 }
@@ -127,6 +180,8 @@ mod tests {
         std::fs::write(&path, b"one\ntwo\nthree").unwrap();
         assert_eq!(followed.poll().unwrap(), ["two"]);
         assert_eq!(followed.finish().unwrap(), ["three"]);
+        let mut filtered = FollowedFile::filtered("log", path.clone(), |line| line.contains('e'));
+        assert_eq!(filtered.finish().unwrap(), ["one", "three"]);
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }

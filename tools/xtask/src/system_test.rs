@@ -4,27 +4,44 @@
 //! command line, `hello from partition on core …`), a `memory walk: … verified`
 //! line, and `done` when it stops itself (the partition that waits for the others prints
 //! `all other partitions stopped` and powers the machine off). The hypervisor's part is
-//! the console markers of [`crate::markers`].
+//! the console markers of [`crate::markers`]. Also here: what a clean refusal looks like
+//! (a Bochs model that lacks a feature) and comparing two runs' UART output byte for byte.
 
 use crate::markers::{Backend, Marker};
 use crate::table::TableInfo;
 use crate::transcript::{EmulatorExit, Transcript};
 
-/// Every way the demo run can be wrong, as messages; `Ok` when there is none.
+/// The banner's word for a backend.
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Svm => "svm",
+        Backend::Vmx => "vmx",
+    }
+}
+
+/// Every way the demo run can be wrong, as messages; `Ok` when there is none. `expected`
+/// is the backend the boot banner must name (svm in QEMU, vmx on a Bochs Intel model).
 pub fn check_demo_transcript(
     transcript: &Transcript,
     table: &TableInfo,
+    expected: Backend,
 ) -> Result<(), Vec<String>> {
     let mut failures = Vec::new();
     let markers: Vec<Marker> = transcript.markers().collect();
 
+    let wanted = backend_name(expected);
     match markers.iter().find_map(|marker| match marker {
         Marker::Banner { backend } => Some(*backend),
         _ => None,
     }) {
-        Some(Backend::Svm) => {}
-        Some(Backend::Vmx) => failures.push("the boot banner names backend=vmx, not svm".into()),
-        None => failures.push("no boot banner naming backend=svm on the hypervisor console".into()),
+        Some(backend) if backend == expected => {}
+        Some(backend) => failures.push(format!(
+            "the boot banner names backend={}, not {wanted}",
+            backend_name(backend)
+        )),
+        None => failures.push(format!(
+            "no boot banner naming backend={wanted} on the hypervisor console"
+        )),
     }
     for marker in &markers {
         match marker {
@@ -112,10 +129,10 @@ pub fn check_demo_transcript(
     {
         failures.push("no power-off marker on the hypervisor console".into());
     }
-    if transcript.emulator_exit != EmulatorExit::Exited(0) {
+    if !transcript.emulator_exit.is_clean_power_off() {
         failures.push(format!(
-            "{}, expected it to exit with status 0",
-            transcript.emulator_exit
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
         ));
     }
 
@@ -124,6 +141,92 @@ pub fn check_demo_transcript(
     } else {
         Err(failures)
     }
+}
+
+/// What a clean refusal looks like: a `REFUSED:` line on the hypervisor console naming
+/// `missing` (compared without case), no panic, no boot banner, and the run ended by the
+/// refusal rather than by the time bound.
+pub fn check_refusal(transcript: &Transcript, missing: &str) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let markers: Vec<Marker> = transcript.markers().collect();
+    let reasons: Vec<&str> = markers
+        .iter()
+        .filter_map(|marker| match marker {
+            Marker::Refused { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    match reasons.as_slice() {
+        [] => failures.push("no `REFUSED:` line on the hypervisor console".into()),
+        [reason] if reason.to_lowercase().contains(&missing.to_lowercase()) => {}
+        [reason] => failures.push(format!(
+            "the refusal does not name the missing {missing}: `REFUSED: {reason}`"
+        )),
+        _ => failures.push(format!("{} `REFUSED:` lines, expected one", reasons.len())),
+    }
+    for marker in &markers {
+        match marker {
+            Marker::Panic { message } => failures.push(format!("hypervisor panic: {message}")),
+            Marker::Banner { backend } => failures.push(format!(
+                "the hypervisor booted (backend={}) instead of refusing",
+                backend_name(*backend)
+            )),
+            _ => {}
+        }
+    }
+    if transcript.emulator_exit != EmulatorExit::StoppedAfterPanic {
+        failures.push(format!(
+            "{}, expected the refusal to end the run",
+            transcript.describe_exit()
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// The first difference between two runs' UART files (`(label, content)` in port order), or
+/// `None` when they are byte for byte the same.
+pub fn first_difference(
+    first: &[(String, Vec<u8>)],
+    second: &[(String, Vec<u8>)],
+) -> Option<String> {
+    let labels = |run: &[(String, Vec<u8>)]| -> Vec<String> {
+        run.iter().map(|(label, _)| label.clone()).collect()
+    };
+    if labels(first) != labels(second) {
+        return Some(format!(
+            "the runs captured different UARTs: {:?} and {:?}",
+            labels(first),
+            labels(second)
+        ));
+    }
+    for ((label, one), (_, other)) in first.iter().zip(second) {
+        if one == other {
+            continue;
+        }
+        let one_lines: Vec<&[u8]> = one.split(|&byte| byte == b'\n').collect();
+        let other_lines: Vec<&[u8]> = other.split(|&byte| byte == b'\n').collect();
+        let index = (0..one_lines.len().max(other_lines.len()))
+            .find(|&index| one_lines.get(index) != other_lines.get(index))
+            .unwrap_or(0);
+        let show = |line: Option<&&[u8]>| match line {
+            Some(bytes) => format!(
+                "{:?}",
+                String::from_utf8_lossy(bytes).trim_end_matches('\r')
+            ),
+            None => "(end of output)".into(),
+        };
+        return Some(format!(
+            "[{label}] line {}: first run {}, second run {}",
+            index + 1,
+            show(one_lines.get(index)),
+            show(other_lines.get(index))
+        ));
+    }
+    None
 }
 
 /// `hello from core N`, also as the guest words it without a partition name
@@ -155,6 +258,7 @@ mod tests {
             path: "/w/partitions/demo.toml".into(),
             stem: "demo".into(),
             cpu_count: 4,
+            ram_end: 0x2000_0000,
             partitions: [("control", 0x3f8), ("worker", 0x2f8), ("intruder", 0x2e8)]
                 .iter()
                 .map(|(name, port)| PartitionInfo {
@@ -204,6 +308,8 @@ mod tests {
 
     fn transcript(lines: &[(&str, &str)], emulator_exit: EmulatorExit) -> Transcript {
         Transcript {
+            emulator: "QEMU",
+            uart_files: vec![],
             lines: lines
                 .iter()
                 .map(|(source, text)| TranscriptLine {
@@ -216,8 +322,12 @@ mod tests {
     }
 
     fn failures(lines: &[(&str, &str)], emulator_exit: EmulatorExit) -> Vec<String> {
-        check_demo_transcript(&transcript(lines, emulator_exit), &demo_table())
-            .expect_err("the check must fail")
+        check_demo_transcript(
+            &transcript(lines, emulator_exit),
+            &demo_table(),
+            Backend::Svm,
+        )
+        .expect_err("the check must fail")
     }
 
     #[test]
@@ -225,10 +335,94 @@ mod tests {
         assert_eq!(
             check_demo_transcript(
                 &transcript(&good_lines(), EmulatorExit::Exited(0)),
-                &demo_table()
+                &demo_table(),
+                Backend::Svm
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_good_vmx_run_on_bochs_passes_and_an_svm_banner_there_fails() {
+        let mut lines = good_lines();
+        lines[0] = (HYPERVISOR, "Tessera 0.1.0 backend=vmx table=demo.toml");
+        lines.push((HYPERVISOR, "Tessera: power off"));
+        let mut run = transcript(&lines, EmulatorExit::PoweredOff);
+        run.emulator = "Bochs";
+        assert_eq!(
+            check_demo_transcript(&run, &demo_table(), Backend::Vmx),
+            Ok(())
+        );
+        assert_eq!(
+            check_demo_transcript(&run, &demo_table(), Backend::Svm),
+            Err(vec![
+                "the boot banner names backend=vmx, not svm".to_string()
+            ])
+        );
+        run.emulator_exit = EmulatorExit::Exited(1);
+        assert_eq!(
+            check_demo_transcript(&run, &demo_table(), Backend::Vmx),
+            Err(vec![
+                "Bochs exited with status 1, expected a clean power-off".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn a_clean_refusal_names_the_missing_feature() {
+        let refusal = |text: &str, exit| {
+            let mut run = transcript(&[(HYPERVISOR, text)], exit);
+            run.emulator = "Bochs";
+            run
+        };
+        let good = refusal(
+            "REFUSED: the CPU lacks x2APIC (CPUID 1:ECX bit 21), which Tessera requires",
+            EmulatorExit::StoppedAfterPanic,
+        );
+        assert_eq!(check_refusal(&good, "x2APIC"), Ok(()));
+        assert_eq!(
+            check_refusal(&good, "secondary"),
+            Err(vec![
+                "the refusal does not name the missing secondary: `REFUSED: the CPU lacks \
+                 x2APIC (CPUID 1:ECX bit 21), which Tessera requires`"
+                    .to_string()
+            ])
+        );
+        let hung = refusal(
+            "Tessera 0.1.0 backend=vmx",
+            EmulatorExit::TimedOut { seconds: 60 },
+        );
+        assert_eq!(
+            check_refusal(&hung, "x2APIC"),
+            Err(vec![
+                "no `REFUSED:` line on the hypervisor console".to_string(),
+                "the hypervisor booted (backend=vmx) instead of refusing".to_string(),
+                "timed out after 60 s, expected the refusal to end the run".to_string(),
+            ])
+        );
+    }
+
+    #[test]
+    fn finds_the_first_differing_line() {
+        let run = |hv: &str, control: &str| {
+            vec![
+                ("control".to_string(), control.as_bytes().to_vec()),
+                ("hv".to_string(), hv.as_bytes().to_vec()),
+            ]
+        };
+        let one = run("a\r\nb\r\nc\r\n", "x\n");
+        assert_eq!(first_difference(&one, &one.clone()), None);
+        assert_eq!(
+            first_difference(&one, &run("a\r\nB\r\nc\r\n", "x\n")),
+            Some("[hv] line 2: first run \"b\", second run \"B\"".into())
+        );
+        assert_eq!(
+            first_difference(&one, &run("a\r\nb\r\nc\r\n", "x\ny")),
+            Some("[control] line 2: first run \"\", second run \"y\"".into())
+        );
+        assert!(first_difference(&one, &one[..1])
+            .unwrap()
+            .contains("different UARTs"));
     }
 
     #[test]
@@ -303,7 +497,7 @@ mod tests {
             [
                 "no stop or power-off marker for partition control",
                 "no power-off marker on the hypervisor console",
-                "timed out after 180 s, expected it to exit with status 0",
+                "timed out after 180 s, expected a clean power-off",
             ]
         );
     }
@@ -320,7 +514,7 @@ mod tests {
                 "the boot banner names backend=vmx, not svm",
                 "hypervisor panic: at hypervisor/src/main.rs:1",
                 "no exit counters (`exits: partition=worker`) on the console",
-                "QEMU exited with status 1, expected it to exit with status 0",
+                "QEMU exited with status 1, expected a clean power-off",
             ]
         );
     }

@@ -18,6 +18,8 @@ pub struct TableInfo {
     pub stem: String,
     /// How many cores the platform has (`platform.cpus`).
     pub cpu_count: usize,
+    /// One past the highest byte of the platform's RAM (`platform.ram`), 0 if it has none.
+    pub ram_end: u64,
     /// The partitions in table order.
     pub partitions: Vec<PartitionInfo>,
     /// First port of the hypervisor console device, if it has ports.
@@ -74,6 +76,13 @@ pub fn load(path: &Path) -> Result<TableInfo> {
         path: path.to_path_buf(),
         stem,
         cpu_count: table.platform.cpus.len(),
+        ram_end: table
+            .platform
+            .ram
+            .iter()
+            .filter_map(|range| range.end())
+            .max()
+            .unwrap_or(0),
         partitions,
         console_port: first_port(&table.hypervisor.console),
         expect_faults: table
@@ -96,6 +105,7 @@ mod tests {
         let table = load(&path).expect("the demo table loads");
         assert_eq!(table.stem, "demo");
         assert_eq!(table.cpu_count, 4);
+        assert_eq!(table.ram_end, 0x2000_0000 - 0x10_0000);
         assert_eq!(table.console_port, Some(0x3e8));
         assert_eq!(table.expect_faults, ["intruder"]);
         assert_eq!(table.run_seconds, None);

@@ -1,13 +1,14 @@
 //! Everything one emulator run printed, by source, and how the emulator ended.
 
+use std::path::PathBuf;
+
 use crate::markers::{self, Marker};
 
 /// The label of the hypervisor console's lines.
 pub const HYPERVISOR: &str = "hv";
-/// The label of the emulator's own output (its error messages).
-pub const EMULATOR: &str = "qemu";
 
-/// One line of output: `source` is a partition's name, [`HYPERVISOR`] or [`EMULATOR`].
+/// One line of output: `source` is a partition's name, [`HYPERVISOR`] or the emulator's label
+/// (`qemu`, `bochs`: its own messages).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TranscriptLine {
     pub source: String,
@@ -17,25 +18,45 @@ pub struct TranscriptLine {
 /// How the emulator process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EmulatorExit {
-    /// It exited by itself with this status.
+    /// It exited by itself with this status (before the power-off marker, for an emulator
+    /// whose exit status means nothing).
     Exited(i32),
     /// A signal ended it that the runner did not send.
     Signalled,
     /// The runner stopped it when the time bound ran out.
     TimedOut { seconds: u64 },
-    /// The runner stopped it shortly after the hypervisor panicked.
+    /// The runner stopped it shortly after the hypervisor panicked or refused to start.
     StoppedAfterPanic,
+    /// The hypervisor powered the machine off and the emulator ended, by itself or stopped by
+    /// the runner (Bochs: its exit status is always 1 and it may not act on ACPI power-off).
+    PoweredOff,
+    /// The emulator should exit by itself on power-off but was still running this many
+    /// seconds after the power-off marker; the runner stopped it.
+    StillRunningAfterPowerOff { seconds: u64 },
+    /// The user (Ctrl-C) or a supervisor (SIGTERM, SIGHUP) interrupted the run.
+    Interrupted,
 }
 
-impl std::fmt::Display for EmulatorExit {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl EmulatorExit {
+    /// Whether the run ended the way a correct run ends: the machine switched off.
+    pub fn is_clean_power_off(self) -> bool {
+        matches!(self, EmulatorExit::Exited(0) | EmulatorExit::PoweredOff)
+    }
+
+    /// The exit in words, naming the emulator (`QEMU`, `Bochs`).
+    pub fn describe(self, emulator: &str) -> String {
         match self {
-            EmulatorExit::Exited(status) => write!(formatter, "QEMU exited with status {status}"),
-            EmulatorExit::Signalled => write!(formatter, "QEMU was killed by a signal"),
-            EmulatorExit::TimedOut { seconds } => write!(formatter, "timed out after {seconds} s"),
+            EmulatorExit::Exited(status) => format!("{emulator} exited with status {status}"),
+            EmulatorExit::Signalled => format!("{emulator} was killed by a signal"),
+            EmulatorExit::TimedOut { seconds } => format!("timed out after {seconds} s"),
             EmulatorExit::StoppedAfterPanic => {
-                write!(formatter, "QEMU was stopped after the hypervisor panicked")
+                format!("{emulator} was stopped after the hypervisor panicked or refused")
             }
+            EmulatorExit::PoweredOff => format!("{emulator} powered off"),
+            EmulatorExit::StillRunningAfterPowerOff { seconds } => {
+                format!("{emulator} was still running {seconds} s after the power-off marker")
+            }
+            EmulatorExit::Interrupted => "interrupted".into(),
         }
     }
 }
@@ -43,8 +64,12 @@ impl std::fmt::Display for EmulatorExit {
 /// The whole output of one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transcript {
+    /// The emulator's name for messages (`QEMU`, `Bochs`).
+    pub emulator: &'static str,
     pub lines: Vec<TranscriptLine>,
     pub emulator_exit: EmulatorExit,
+    /// Each captured UART's file, with whose output it is, in port order (COM1 first).
+    pub uart_files: Vec<(String, PathBuf)>,
 }
 
 impl Transcript {
@@ -59,5 +84,10 @@ impl Transcript {
     /// The markers on the hypervisor console, in order.
     pub fn markers(&self) -> impl Iterator<Item = Marker> + '_ {
         self.lines_of(HYPERVISOR).filter_map(markers::parse)
+    }
+
+    /// How the emulator ended, in words.
+    pub fn describe_exit(&self) -> String {
+        self.emulator_exit.describe(self.emulator)
     }
 }

@@ -1,0 +1,302 @@
+//! The Bochs configuration for a table, starting Bochs headless, and making sure it is
+//! installed.
+//!
+//! Bochs has no `-kernel`: it boots the GRUB ISO from a CD-ROM drive. Its only display that
+//! needs no window is `term`, which wants a terminal, so it runs under
+//! `script -qec "bochs …" /dev/null` with the screen going to `terminal.txt`. Debian's Bochs
+//! has the internal debugger, which stops before the first instruction: `-rc cont.rc`
+//! (holding `c`) continues at once. Its exit status is always 1; the runner decides from
+//! the hypervisor console.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::install::{self, Installation};
+use crate::run::{BootMedium, Launch};
+use crate::serial::{FollowedFile, SerialCapture};
+use crate::table::TableInfo;
+
+pub const BINARY: &str = "bochs";
+/// The CPU model when `--cpu` names none.
+pub const DEFAULT_CPU: &str = "corei7_haswell_4770";
+/// The Intel models with VMX, EPT and x2APIC: each must run the demo. (Bochs' own names, as
+/// `bochs -help cpu` lists them.)
+pub const VMX_MODELS: [&str; 7] = [
+    "corei7_ivy_bridge_3770k",
+    "corei7_haswell_4770",
+    "broadwell_ult",
+    "corei7_skylake_x",
+    "corei3_cnl",
+    "corei7_icelake_u",
+    "tigerlake",
+];
+/// Models that lack something Tessera needs, with a word the hypervisor's `REFUSED:` line
+/// must contain (compared without case) to name the missing feature.
+pub const REFUSING_MODELS: [(&str, &str); 3] = [
+    ("corei7_sandy_bridge_2600k", "x2APIC"),
+    ("core2_penryn_t9600", "secondary"),
+    // AMD: SVM and NPT, but no x2APIC.
+    ("ryzen", "x2APIC"),
+];
+/// How Bochs gets installed (Debian 12), as ci/install-deps.sh does it. `bochs-term` holds
+/// the `term` display; without it Bochs stops with "display library 'term' not available".
+pub const INSTALL_COMMAND: &str = "apt-get install -y bochs bochs-term bochsbios vgabios";
+/// Where Debian's Bochs keeps its plugins.
+const PLUGIN_DIRECTORY: &str = "/usr/lib/x86_64-linux-gnu/bochs/plugins";
+/// The BIOS images (packages bochsbios, vgabios).
+const ROM_IMAGE: &str = "/usr/share/bochs/BIOS-bochs-latest";
+const VGA_ROM_IMAGE: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
+/// RAM above the table's highest RAM byte for the firmware: the Bochs BIOS puts its ACPI
+/// tables at the top of memory, which must not land in a partition's RAM.
+const FIRMWARE_HEADROOM: u64 = 1 << 20;
+/// Bochs' RAM is a whole number of these.
+const RAM_GRANULE: u64 = 32 << 20;
+
+/// `megs:` for a table: its highest RAM byte plus [`FIRMWARE_HEADROOM`], rounded up to
+/// [`RAM_GRANULE`] (the demo, RAM up to 511 MiB: 512).
+pub fn megabytes(table: &TableInfo) -> u64 {
+    let bytes = (table.ram_end + FIRMWARE_HEADROOM).div_ceil(RAM_GRANULE) * RAM_GRANULE;
+    bytes >> 20
+}
+
+/// The bochsrc for `table` booting `iso` on `cpu` with `count=` the table's cores. The
+/// UART captures become `comN:` in file mode (the same ports as QEMU's `-serial`: com1 =
+/// 0x3f8, com2 = 0x2f8, com3 = 0x3e8, com4 = 0x2e8); file names are relative to the
+/// directory Bochs runs in.
+pub fn config(table: &TableInfo, iso: &Path, cpu: &str, captures: &[SerialCapture]) -> String {
+    let mut text = String::new();
+    let mut line = |line: String| {
+        text.push_str(&line);
+        text.push('\n');
+    };
+    line("# Written by `cargo xtask run --emulator bochs`; runs again with".into());
+    line("#   script -qec \"bochs -q -f bochsrc -rc cont.rc\" /dev/null </dev/null".into());
+    line(format!("megs: {}", megabytes(table)));
+    line(format!(
+        "cpu: model={cpu}, count={}, ips=1000000, reset_on_triple_fault=0, ignore_bad_msrs=1",
+        table.cpu_count
+    ));
+    line(format!("romimage: file={ROM_IMAGE}"));
+    line(format!("vgaromimage: file={VGA_ROM_IMAGE}"));
+    line(format!(
+        "ata0-master: type=cdrom, path={}, status=inserted",
+        iso.display()
+    ));
+    line("boot: cdrom".into());
+    line("display_library: term".into());
+    for capture in captures {
+        let file = capture
+            .file
+            .file_name()
+            .map_or_else(|| capture.file.clone(), PathBuf::from);
+        line(format!(
+            "com{}: enabled=1, mode=file, dev={}",
+            capture.index + 1,
+            file.display()
+        ));
+    }
+    line("log: bochs.log".into());
+    line("panic: action=fatal".into());
+    // Virtual time from retired instructions, starting at a fixed date: runs repeat exactly.
+    line("clock: sync=none, time0=1".into());
+    // Debian's sound plugin (ALSA) aborts with "buffer overflow detected" on a machine
+    // without a sound card; nothing here needs sound.
+    line("sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy".into());
+    line("speaker: enabled=0".into());
+    text
+}
+
+/// Whether a line of `bochs.log` or of the terminal is worth streaming: errors and panics
+/// (`00065820445e[CPU0  ] …`, `…p[…] >>PANIC<< …`) and the message Bochs exits with.
+pub fn is_message(line: &str) -> bool {
+    let level = line.trim_start_matches(|character: char| character.is_ascii_digit());
+    let timestamped = level.len() < line.len();
+    (timestamped && (level.starts_with("e[") || level.starts_with("p[")))
+        || line.starts_with("Bochs is exiting")
+        || line.contains("buffer overflow detected")
+}
+
+/// How Bochs is started for one run: `bochsrc` and `cont.rc` are written to `directory`,
+/// Bochs runs there under `script`, its screen goes to `terminal.txt`; errors from
+/// `bochs.log` and the terminal are streamed as its messages.
+pub fn launch(
+    table: &TableInfo,
+    medium: &BootMedium,
+    cpu: &str,
+    captures: &[SerialCapture],
+    directory: &Path,
+) -> Result<Launch> {
+    let BootMedium::Cdrom(iso) = medium else {
+        anyhow::bail!("Bochs boots only the GRUB ISO, not the image directly");
+    };
+    // Relative to the run directory when it can be: Bochs' option syntax has no quoting.
+    let iso = match (directory.parent().and_then(Path::parent), iso.file_name()) {
+        (Some(above), Some(name)) if iso.parent() == Some(above) => Path::new("../..").join(name),
+        _ => iso.clone(),
+    };
+    let bochsrc = config(table, &iso, cpu, captures);
+    let bochsrc_path = directory.join("bochsrc");
+    std::fs::write(&bochsrc_path, bochsrc)
+        .with_context(|| format!("cannot write {}", bochsrc_path.display()))?;
+    std::fs::write(directory.join("cont.rc"), "c\n")
+        .with_context(|| format!("cannot write cont.rc in {}", directory.display()))?;
+
+    let inner = format!("{BINARY} -q -f bochsrc -rc cont.rc");
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &inner, "/dev/null"])
+        .current_dir(directory);
+    Ok(Launch {
+        command,
+        shown: format!(
+            "(cd {} && script -qec \"{inner}\" /dev/null </dev/null)",
+            directory.display()
+        ),
+        output: directory.join("terminal.txt"),
+        messages: vec![
+            FollowedFile::filtered("bochs", directory.join("bochs.log"), is_message),
+            FollowedFile::filtered("bochs", directory.join("terminal.txt"), is_message),
+        ],
+    })
+}
+
+/// What is missing to run Bochs, if anything.
+fn problem() -> Option<String> {
+    if !install::on_path(BINARY) {
+        return Some(format!("{BINARY} is not installed"));
+    }
+    if !install::on_path("script") {
+        return Some("script (package bsdutils) is not installed".into());
+    }
+    for file in [ROM_IMAGE, VGA_ROM_IMAGE] {
+        if !Path::new(file).is_file() {
+            return Some(format!("the Bochs BIOS {file} is not installed"));
+        }
+    }
+    let plugins = Path::new(PLUGIN_DIRECTORY);
+    if plugins.is_dir() && !plugins.join("libbx_term_gui.so").exists() {
+        return Some("Bochs' term display (package bochs-term) is not installed".into());
+    }
+    None
+}
+
+/// Checks for Bochs, its BIOS and its term display; as root installs them when missing.
+pub fn ensure_installed(root: &Path) -> Result<Installation> {
+    install::ensure(root, problem, INSTALL_COMMAND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serial::serial_captures;
+    use crate::table::PartitionInfo;
+
+    fn demo_table() -> TableInfo {
+        TableInfo {
+            path: "/w/partitions/demo.toml".into(),
+            stem: "demo".into(),
+            cpu_count: 4,
+            ram_end: 0x2000_0000 - 0x10_0000,
+            partitions: [("control", 0x3f8), ("worker", 0x2f8), ("intruder", 0x2e8)]
+                .iter()
+                .map(|(name, port)| PartitionInfo {
+                    name: name.to_string(),
+                    device_ports: vec![*port],
+                })
+                .collect(),
+            console_port: Some(0x3e8),
+            expect_faults: vec!["intruder".into()],
+            run_seconds: None,
+        }
+    }
+
+    #[test]
+    fn the_demo_bochsrc() {
+        let table = demo_table();
+        let captures = serial_captures(&table, Path::new("/w/target/tessera/run/demo-bochs"));
+        let text = config(&table, Path::new("../../demo.iso"), DEFAULT_CPU, &captures);
+        let settings: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
+        assert_eq!(
+            settings,
+            [
+                "megs: 512",
+                "cpu: model=corei7_haswell_4770, count=4, ips=1000000, \
+                 reset_on_triple_fault=0, ignore_bad_msrs=1",
+                "romimage: file=/usr/share/bochs/BIOS-bochs-latest",
+                "vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest",
+                "ata0-master: type=cdrom, path=../../demo.iso, status=inserted",
+                "boot: cdrom",
+                "display_library: term",
+                "com1: enabled=1, mode=file, dev=com1.txt",
+                "com2: enabled=1, mode=file, dev=com2.txt",
+                "com3: enabled=1, mode=file, dev=com3.txt",
+                "com4: enabled=1, mode=file, dev=com4.txt",
+                "log: bochs.log",
+                "panic: action=fatal",
+                "clock: sync=none, time0=1",
+                "sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy",
+                "speaker: enabled=0",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_table_uarts_and_cores_appear() {
+        let mut table = demo_table();
+        table.cpu_count = 2;
+        table.partitions.truncate(1);
+        table.console_port = Some(0x2e8);
+        let captures = serial_captures(&table, Path::new("/run"));
+        let text = config(&table, Path::new("t.iso"), "corei7_skylake_x", &captures);
+        let uarts: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("com"))
+            .collect();
+        assert_eq!(
+            uarts,
+            [
+                "com1: enabled=1, mode=file, dev=com1.txt",
+                "com4: enabled=1, mode=file, dev=com4.txt"
+            ]
+        );
+        assert!(text.contains("cpu: model=corei7_skylake_x, count=2,"));
+    }
+
+    #[test]
+    fn ram_covers_the_table_with_room_for_the_firmware() {
+        let mut table = demo_table();
+        assert_eq!(megabytes(&table), 512);
+        // RAM right up to 512 MiB leaves no room for the BIOS' ACPI tables: one more granule.
+        table.ram_end = 512 << 20;
+        assert_eq!(megabytes(&table), 544);
+        table.ram_end = 0;
+        assert_eq!(megabytes(&table), 32);
+    }
+
+    #[test]
+    fn streams_only_errors_and_the_exit_message() {
+        assert!(is_message(
+            "00065820445e[CPU0  ] RDMSR: Unknown register 0xc0010114"
+        ));
+        assert!(is_message(
+            "00000000000p[      ] >>PANIC<< bochsrc:7: display library 'term' not available"
+        ));
+        assert!(is_message("Bochs is exiting with the following message:"));
+        assert!(!is_message("00000000000i[MEM0  ] 512.00MB"));
+        assert!(!is_message("e[CPU0] no timestamp"));
+        assert!(!is_message("\u{1b}[H\u{1b}[J  Booting `Tessera'"));
+    }
+
+    #[test]
+    fn every_matrix_model_is_named_once() {
+        let mut models: Vec<&str> = VMX_MODELS.to_vec();
+        models.extend(REFUSING_MODELS.iter().map(|(model, _)| *model));
+        let count = models.len();
+        models.sort_unstable();
+        models.dedup();
+        assert_eq!(models.len(), count);
+        assert!(VMX_MODELS.contains(&DEFAULT_CPU));
+    }
+}
