@@ -86,6 +86,17 @@ pub fn generate_rust(lowered: &Lowered) -> String {
         "    console: {TABLE}::Console {{ port: {:#x} }},",
         lowered.console_port
     );
+    match lowered.ioapic {
+        Some((base, pins)) => {
+            let _ = writeln!(
+                out,
+                "    ioapic: Some({TABLE}::Ioapic {{ base: {base:#x}, pins: {pins} }}),"
+            );
+        }
+        None => {
+            let _ = writeln!(out, "    ioapic: None,");
+        }
+    }
     let _ = writeln!(out, "    partitions: &[");
     for partition in &lowered.partitions {
         write_partition(&mut out, partition, &images);

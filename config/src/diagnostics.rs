@@ -98,6 +98,50 @@ impl Diagnostics {
     pub fn render(&self) -> String {
         render(self)
     }
+
+    /// The same findings as JSON, for CI systems: `{ "file", "findings": [ { "rule",
+    /// "message", "line", "column", "end_line", "end_column", "label", "related", "hint" } ] }`
+    /// (lines and columns 1-based; `related` is `null` or `{ line, column, end_line,
+    /// end_column, label }`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let position = |span: Span| {
+            let start = line_column(&self.text, span.start);
+            let end = line_column(&self.text, span.end.max(span.start));
+            (start, end)
+        };
+        let findings: Vec<serde_json::Value> = self
+            .findings
+            .iter()
+            .map(|finding| {
+                let (start, end) = position(finding.span);
+                let related = finding.related.as_ref().map(|related| {
+                    let (start, end) = position(related.span);
+                    serde_json::json!({
+                        "line": start.line,
+                        "column": start.column,
+                        "end_line": end.line,
+                        "end_column": end.column,
+                        "label": related.label,
+                    })
+                });
+                serde_json::json!({
+                    "rule": finding.rule.id(),
+                    "message": finding.message,
+                    "line": start.line,
+                    "column": start.column,
+                    "end_line": end.line,
+                    "end_column": end.column,
+                    "label": finding.label,
+                    "related": related,
+                    "hint": finding.hint,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "file": self.path.display().to_string(),
+            "findings": findings,
+        })
+    }
 }
 
 impl fmt::Display for Diagnostics {

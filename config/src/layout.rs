@@ -74,14 +74,8 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
         });
     }
     let mut cursor = align_up(ram_end, CHANNEL_ALIGNMENT);
-    for (channel_index, channel) in table.channels.iter().enumerate() {
-        if !channel
-            .partitions
-            .iter()
-            .any(|member| **member == *partition.name)
-        {
-            continue;
-        }
+    for &channel_index in table.channels_of(&partition.name) {
+        let channel = &table.channels[channel_index];
         let Some(guest) = cursor else { break };
         let size = channel.memory.size.0;
         cursor = guest

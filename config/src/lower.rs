@@ -22,6 +22,8 @@ pub struct Lowered {
     pub ram: Vec<Range>,
     pub hypervisor_memory: Range,
     pub console_port: u16,
+    /// The IOAPIC, if the platform declares one: base and number of pins.
+    pub ioapic: Option<(u64, u8)>,
     pub partitions: Vec<LoweredPartition>,
     pub channels: Vec<LoweredChannel>,
     /// Every file the result depends on (the table and the boot images).
@@ -96,11 +98,7 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
         if !files.contains(image) {
             files.push(image.clone());
         }
-        let mut memory: Vec<MemoryMapping> = plan_partition(table, index)
-            .into_iter()
-            .map(|planned| planned.mapping)
-            .collect();
-        memory.sort_by_key(|mapping| mapping.guest);
+        let memory = memory_map(table, index);
         let devices: Vec<&model::NamedDevice> = table.partition_devices(partition).collect();
         let mut ports: Vec<Range> = devices
             .iter()
@@ -157,6 +155,11 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
             .collect(),
         hypervisor_memory: table.hypervisor.memory.to_abi(),
         console_port,
+        ioapic: table
+            .platform
+            .ioapic
+            .as_ref()
+            .map(|ioapic| (*ioapic.base, u8::try_from(*ioapic.pins).unwrap_or(u8::MAX))),
         partitions,
         channels: table
             .channels
@@ -175,6 +178,18 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
             .collect(),
         files,
     })
+}
+
+/// The lowered guest-physical memory map of partition `index`, sorted by guest address:
+/// what the hypervisor's stage-2 builder receives. Needs no boot file, so translation
+/// validation and the fuzz target can run it on tables checked without their images.
+pub fn memory_map(table: &Table, index: usize) -> Vec<MemoryMapping> {
+    let mut memory: Vec<MemoryMapping> = plan_partition(table, index)
+        .into_iter()
+        .map(|planned| planned.mapping)
+        .collect();
+    memory.sort_by_key(|mapping| mapping.guest);
+    memory
 }
 
 fn lower_boot(table: &Table, index: usize) -> Result<LoweredBoot, Box<Finding>> {

@@ -2,6 +2,7 @@
 //! every item remembering its span. After [`crate::validate`] found nothing wrong, the same
 //! structures are the validated model that [`crate::load`] hands out.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,52 @@ pub struct Table {
     pub channels: Vec<Channel>,
     /// The runner's expectations (`[run]`); the hypervisor ignores them.
     pub run: Run,
+    /// Name lookups, so that validation and lowering stay O(n log n) on large tables.
+    pub(crate) names: NameIndex,
+}
+
+/// Name → position lookups built once per table (the first of duplicate names wins, as a
+/// linear search would find it).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NameIndex {
+    devices: HashMap<String, usize>,
+    partitions: HashMap<String, usize>,
+    /// Channel indices (in channel order) by member name.
+    channels_by_member: HashMap<String, Vec<usize>>,
+}
+
+impl NameIndex {
+    pub(crate) fn build(
+        platform: &Platform,
+        partitions: &[Partition],
+        channels: &[Channel],
+    ) -> Self {
+        let mut index = NameIndex::default();
+        for (position, device) in platform.devices.iter().enumerate() {
+            index
+                .devices
+                .entry(device.name.value.clone())
+                .or_insert(position);
+        }
+        for (position, partition) in partitions.iter().enumerate() {
+            index
+                .partitions
+                .entry(partition.name.value.clone())
+                .or_insert(position);
+        }
+        for (position, channel) in channels.iter().enumerate() {
+            for member in &channel.partitions {
+                let list = index
+                    .channels_by_member
+                    .entry(member.value.clone())
+                    .or_default();
+                if list.last() != Some(&position) {
+                    list.push(position);
+                }
+            }
+        }
+        index
+    }
 }
 
 impl Table {
@@ -45,17 +92,23 @@ impl Table {
 
     /// The platform device with this name.
     pub fn device(&self, name: &str) -> Option<&NamedDevice> {
-        self.platform
+        self.names
             .devices
-            .iter()
-            .find(|device| *device.name == name)
+            .get(name)
+            .map(|&position| &self.platform.devices[position])
     }
 
     /// The index of the partition with this name.
     pub fn partition_index(&self, name: &str) -> Option<usize> {
-        self.partitions
-            .iter()
-            .position(|partition| *partition.name == name)
+        self.names.partitions.get(name).copied()
+    }
+
+    /// The indices of the channels that list `partition` as a member, in channel order.
+    pub fn channels_of(&self, partition: &str) -> &[usize] {
+        self.names
+            .channels_by_member
+            .get(partition)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The devices a partition owns, in the order it lists them (unknown names skipped).
@@ -95,6 +148,12 @@ pub struct Platform {
     pub ram: Vec<Located<AddressRange>>,
     #[serde(default)]
     pub ioapic: Option<Located<Ioapic>>,
+    /// Optional PCI Express configuration window (ECAM, 1 MiB per bus from bus 0).
+    #[serde(default)]
+    pub ecam: Option<Located<AddressRange>>,
+    /// Optional IOMMU register windows (AMD-Vi / VT-d units).
+    #[serde(default)]
+    pub iommu: Vec<Located<AddressRange>>,
     /// `[platform.devices]`, in table order.
     #[serde(default)]
     pub devices: Devices,
@@ -346,7 +405,7 @@ pub struct Boot {
 }
 
 /// A parsed capability string.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
     /// `power`.
     Power,
@@ -359,7 +418,7 @@ pub enum Capability {
 }
 
 /// The object of a `stats:` capability.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CapabilityTarget {
     Every,
     Partition(String),

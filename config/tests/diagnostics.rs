@@ -84,7 +84,7 @@ fn unknown_key_is_rejected_with_line_and_column() {
 fn bad_size_unit_is_reported_at_the_value() {
     let text = BASE.replace("\"255 MiB\"", "\"255 MB\"");
     let diagnostics = check("bad-unit", &text).unwrap_err();
-    assert_eq!(rule_ids(&diagnostics), ["syntax"]);
+    assert_eq!(rule_ids(&diagnostics), ["size-unit"]);
     assert!(diagnostics.findings[0]
         .message
         .contains("unknown size unit `MB`"));

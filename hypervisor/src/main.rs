@@ -16,6 +16,7 @@
 mod arch;
 mod console;
 mod hypercall;
+mod ioapic_emulation;
 mod memory;
 mod msr_emulation;
 mod partition;
@@ -220,6 +221,11 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     check_cores();
     check_memory(&read_multiboot_info(info));
     tsc::calibrate();
+    if let Err((table_pins, hardware_pins)) = ioapic_emulation::init() {
+        refuse(format_args!(
+            "the table gives the IOAPIC {table_pins} pins; the hardware has {hardware_pins}"
+        ));
+    }
     print_banner(backend.name());
 
     let roots = match memory::build_stage2_tables(&backend) {

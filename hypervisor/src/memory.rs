@@ -148,3 +148,21 @@ pub fn load_partition(partition: &Partition) -> Result<u64, SetupError> {
     debug_assert_eq!(start_info, START_INFO_GUEST_ADDRESS);
     Ok(entry)
 }
+
+/// Reads an aligned 8-byte word of a partition's RAM or channel memory by guest-physical
+/// address (for walking its page tables); None outside them.
+pub fn read_guest_u64(partition: &Partition, guest: u64) -> Option<u64> {
+    if guest % 8 != 0 {
+        return None;
+    }
+    let host = partition.memory.iter().find_map(|mapping| {
+        let offset = guest.checked_sub(mapping.guest)?;
+        (mapping.kind != MappingKind::DeviceMmio && offset < mapping.host.size)
+            .then_some(mapping.host.base + offset)
+    })?;
+    // SAFETY: the word lies inside memory the table gives this partition (validated disjoint
+    // from the hypervisor), identity-mapped below 4 GiB (checked at boot); an aligned u64
+    // read of plain memory cannot fault, and a concurrent guest write only makes the value
+    // stale, which the guest could do to itself anyway.
+    Some(unsafe { core::ptr::read_volatile(host as *const u64) })
+}

@@ -11,6 +11,7 @@ struct Runtime {
     exits: [AtomicU64; ExitReason::COUNT],
     unassigned_ports: AtomicU64,
     dropped_ipis: AtomicU64,
+    refused_ioapic_writes: AtomicU64,
 }
 
 impl Runtime {
@@ -20,6 +21,7 @@ impl Runtime {
             exits: [const { AtomicU64::new(0) }; ExitReason::COUNT],
             unassigned_ports: AtomicU64::new(0),
             dropped_ipis: AtomicU64::new(0),
+            refused_ioapic_writes: AtomicU64::new(0),
         }
     }
 }
@@ -61,6 +63,12 @@ pub fn total_exits(partition: usize) -> u64 {
 pub fn count_unassigned_port(partition: usize) {
     RUNTIME[partition]
         .unassigned_ports
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn count_refused_ioapic_write(partition: usize) {
+    RUNTIME[partition]
+        .refused_ioapic_writes
         .fetch_add(1, Ordering::Relaxed);
 }
 
@@ -170,10 +178,11 @@ pub fn print_counters() {
         let _ = core::fmt::write(
             &mut line,
             format_args!(
-                " total={} unassigned-port-accesses={} dropped-ipis={}",
+                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={}",
                 total,
                 runtime.unassigned_ports.load(Ordering::Relaxed),
-                runtime.dropped_ipis.load(Ordering::Relaxed)
+                runtime.dropped_ipis.load(Ordering::Relaxed),
+                runtime.refused_ioapic_writes.load(Ordering::Relaxed)
             ),
         );
         log::info!("{}", line);

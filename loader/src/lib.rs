@@ -111,6 +111,10 @@ tessera_entry32:
     mov eax, ecx
     shl eax, 21
     or eax, 0x83                         /* present, writable, page size */
+    cmp ecx, 1536                        /* the 4th GiB holds the APICs and device MMIO: */
+    jb 5f
+    or eax, 0x18                         /* uncached (PCD | PWT) */
+5:
     mov [__tessera_boot_pd + ecx * 8], eax
     mov eax, ecx
     shr eax, 11                          /* bits 63:32 of the address */

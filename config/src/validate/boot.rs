@@ -1,5 +1,6 @@
-//! Boot: the keys fit the kind; boot files exist; ELF images are PVH guests whose loadable
-//! segments and entry point lie inside the partition's guest-physical RAM.
+//! Boot: the keys fit the kind; guest RAM holds the PVH start-info page; boot files exist;
+//! ELF images are PVH guests whose loadable segments and entry point lie inside the
+//! partition's guest-physical RAM and keep off the start-info page.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,10 @@ use crate::source::{Located, Span};
 type Needed<'a> = (&'a str, bool);
 /// A key of another kind, and where it was written if it was.
 type Foreign<'a> = (&'a str, Option<Span>);
+
+/// The guest-physical page where the hypervisor writes the PVH `hvm_start_info` block, the
+/// command line and the memory map (see docs/architecture.md).
+pub const START_INFO_PAGE: u64 = 0x1000;
 
 pub(super) fn check(table: &Table, files: FileChecks, findings: &mut Vec<Finding>) {
     for (index, partition) in table.partitions.iter().enumerate() {
@@ -67,6 +72,23 @@ pub(super) fn check(table: &Table, files: FileChecks, findings: &mut Vec<Finding
                     .related(boot.kind.span, format!("kind `{kind}`")),
                 );
             }
+        }
+        if *boot.kind == BootKind::Elf
+            && !partition.memory.is_empty()
+            && !covered(&guest_ram(table, index), START_INFO_PAGE, 0x1000)
+        {
+            findings.push(
+                Finding::new(
+                    Rule::BootStartInfo,
+                    partition.name.span,
+                    format!(
+                        "partition `{}`: guest RAM does not cover guest-physical 0x1000–0x1fff, where the hypervisor writes the PVH start-info block",
+                        *partition.name
+                    ),
+                )
+                .label("no start-info page")
+                .hint("let the first region start at guest-physical 0 (the default packing) and be at least 8 KiB"),
+            );
         }
         if files == FileChecks::Skip {
             continue;
@@ -171,6 +193,27 @@ pub(crate) fn check_elf(
                 .label("this image")
                 .related(partition.name.span, format!("guest RAM: {}", ram_text()))
                 .hint("link the guest inside the partition's guest-physical RAM (regions are packed from 0)"),
+            ));
+        }
+    }
+    let start_info_end = START_INFO_PAGE + 0x1000;
+    for (number, segment) in elf.segments.iter().enumerate() {
+        let end = segment.guest.saturating_add(segment.memory_size);
+        if segment.memory_size > 0 && segment.guest < start_info_end && START_INFO_PAGE < end {
+            return Err(Box::new(
+                Finding::new(
+                    Rule::BootStartInfo,
+                    image.span,
+                    format!(
+                        "segment {} of {} (guest {}) overlaps the start-info page 0x1000–0x1fff of partition `{}`",
+                        number + 1,
+                        path.display(),
+                        show_range(segment.guest, segment.memory_size),
+                        *partition.name
+                    ),
+                )
+                .label("this image")
+                .hint("the hypervisor writes the PVH start-info block there; link the guest at 1 MiB"),
             ));
         }
     }

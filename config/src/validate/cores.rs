@@ -1,4 +1,5 @@
-//! Cores exist in `platform.cpus` and are owned by at most one partition.
+//! Cores exist in `platform.cpus` and are owned by at most one partition; the table has
+//! partitions, each with a core.
 
 use std::collections::HashMap;
 
@@ -25,6 +26,16 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
         }
     }
 
+    if table.partitions.is_empty() {
+        findings.push(
+            Finding::new(
+                Rule::PartitionNone,
+                crate::model::NO_SPAN,
+                "the table defines no partition",
+            )
+            .hint("add a [[partition]] with a name, cpus, memory, boot and on-fault"),
+        );
+    }
     let mut owners: HashMap<u32, (usize, Span)> = HashMap::new();
     for (index, partition) in table.partitions.iter().enumerate() {
         if partition.cpus.is_empty() {

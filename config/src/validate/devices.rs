@@ -1,30 +1,43 @@
 //! Devices: named devices exist and have one owner; the hypervisor console is an existing,
-//! unowned device with a port; port ranges and IRQ pins of different owners do not collide.
+//! unowned device with a port; port ranges, PCI functions and IRQ pins of different owners
+//! do not collide, also when two device names describe the same hardware. (MMIO windows
+//! are swept with the rest of host-physical memory in [`super::memory`].)
 
 use std::collections::HashMap;
 
 use super::sweep::{overlapping_pairs, Interval};
-use super::{show_range, Rule};
+use super::{owner_name, show_range, Owner, Rule};
 use crate::diagnostics::Finding;
-use crate::model::Table;
+use crate::model::{NamedDevice, Table};
 use crate::source::Span;
 
 /// I/O ports are 16-bit.
 const PORT_SPACE: u64 = 0x1_0000;
-
-/// Who owns a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Owner {
-    Hypervisor,
-    Partition(usize),
-}
+/// The IOAPIC redirection entries a pin number can select (the lowered table keeps pins as
+/// bytes).
+const MAX_PINS: u64 = 256;
+/// ECAM gives each bus 1 MiB of configuration space.
+const ECAM_BUS_BYTES: u64 = 1 << 20;
 
 pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
-    let pins = table
+    check_device_values(table, findings);
+    let owners = check_ownership(table, findings);
+    check_same_hardware(table, &owners, findings);
+}
+
+/// Each device on its own: port ranges inside the port space, IRQ pins that exist, PCI
+/// buses the ECAM window covers.
+fn check_device_values(table: &Table, findings: &mut Vec<Finding>) {
+    let ioapic_pins = table
         .platform
         .ioapic
         .as_ref()
-        .map_or(256, |ioapic| u64::from(*ioapic.pins).min(256));
+        .map(|ioapic| u64::from(*ioapic.pins).min(MAX_PINS));
+    let ecam_buses = table
+        .platform
+        .ecam
+        .as_ref()
+        .map(|ecam| ecam.size.0 / ECAM_BUS_BYTES);
     for device in table.platform.devices.iter() {
         for range in &device.device.ports {
             let end = range.base.checked_add(range.size.0);
@@ -44,8 +57,20 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
             }
         }
         if let Some(irq) = &device.device.irq {
-            if u64::from(**irq) >= pins {
-                findings.push(
+            match ioapic_pins {
+                None => findings.push(
+                    Finding::new(
+                        Rule::IrqNoIoapic,
+                        irq.span,
+                        format!(
+                            "device `{}` uses IRQ pin {}, but the platform declares no IOAPIC",
+                            *device.name, **irq
+                        ),
+                    )
+                    .label("no IOAPIC to route it")
+                    .hint("add `ioapic = { base = 0xfec00000, pins = 24 }` to [platform]"),
+                ),
+                Some(pins) if u64::from(**irq) >= pins => findings.push(
                     Finding::new(
                         Rule::IrqPin,
                         irq.span,
@@ -54,13 +79,41 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                             *device.name, **irq
                         ),
                     )
-                    .label("no such pin"),
+                    .label("no such pin")
+                    .hint(format!("pins are 0–{}", pins.saturating_sub(1))),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let (Some(pci), Some(buses), Some(ecam)) =
+            (&device.device.pci, ecam_buses, &table.platform.ecam)
+        {
+            if u64::from(pci.bus) >= buses {
+                findings.push(
+                    Finding::new(
+                        Rule::PciOutsideEcam,
+                        pci.span,
+                        format!(
+                            "device `{}` is on PCI bus {:#04x}, but the ECAM window covers buses 0–{:#x}",
+                            *device.name,
+                            pci.bus,
+                            buses.saturating_sub(1)
+                        ),
+                    )
+                    .label("bus beyond ECAM")
+                    .related(ecam.span, format!("ECAM: {} (1 MiB per bus)", crate::Size(ecam.size.0))),
                 );
             }
         }
     }
+}
 
-    // Ownership.
+/// Devices named by partitions exist, have one owner and are not the console; the console
+/// exists and has a port. Returns each owned device's owner.
+fn check_ownership<'table>(
+    table: &'table Table,
+    findings: &mut Vec<Finding>,
+) -> HashMap<&'table str, Owner> {
     let mut owners: HashMap<&str, (Owner, Span)> = HashMap::new();
     let console = &table.hypervisor.console;
     match table.device(console) {
@@ -94,14 +147,25 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
     for (index, partition) in table.partitions.iter().enumerate() {
         for name in &partition.devices {
             if table.device(name).is_none() {
-                findings.push(
-                    Finding::new(
-                        Rule::DeviceUnknown,
-                        name.span,
-                        format!("partition `{}` names device `{}`, which platform.devices does not define", *partition.name, **name),
-                    )
-                    .label("no such device"),
-                );
+                let mut finding = Finding::new(
+                    Rule::DeviceUnknown,
+                    name.span,
+                    format!(
+                        "partition `{}` names device `{}`, which platform.devices does not define",
+                        *partition.name, **name
+                    ),
+                )
+                .label("no such device");
+                let known: Vec<&str> = table
+                    .platform
+                    .devices
+                    .iter()
+                    .map(|device| device.name.as_str())
+                    .collect();
+                if let Some(suggestion) = crate::schema::did_you_mean(name, &known) {
+                    finding = finding.hint(format!("did you mean `{suggestion}`?"));
+                }
+                findings.push(finding);
                 continue;
             }
             match owners.get(name.as_str()) {
@@ -114,6 +178,7 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                             *partition.name, **name
                         ),
                     )
+                    .label("again")
                     .related(earlier, "first listed here"),
                 ),
                 Some(&(Owner::Partition(owner), earlier)) => findings.push(
@@ -151,16 +216,20 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
             }
         }
     }
+    owners
+        .into_iter()
+        .map(|(name, (owner, _))| (name, owner))
+        .collect()
+}
 
-    // Port ranges and IRQ pins of devices with different owners.
-    let owner_name = |owner: Owner| match owner {
-        Owner::Hypervisor => "the hypervisor".to_owned(),
-        Owner::Partition(index) => format!("partition `{}`", *table.partitions[index].name),
-    };
-    let mut ports = Vec::new();
-    let mut irqs: HashMap<u32, (Owner, &str, Span)> = HashMap::new();
+/// Port ranges, PCI functions and IRQ pins of devices with different owners: the same
+/// hardware must not reach two owners under two names.
+fn check_same_hardware(table: &Table, owners: &HashMap<&str, Owner>, findings: &mut Vec<Finding>) {
+    let mut ports: Vec<Interval<(Owner, &NamedDevice, Span)>> = Vec::new();
+    let mut pci: HashMap<_, (Owner, &NamedDevice, Span)> = HashMap::new();
+    let mut irqs: HashMap<u32, (Owner, &NamedDevice, Span)> = HashMap::new();
     for device in table.platform.devices.iter() {
-        let Some(&(owner, _)) = owners.get(device.name.as_str()) else {
+        let Some(&owner) = owners.get(device.name.as_str()) else {
             continue;
         };
         for range in &device.device.ports {
@@ -172,23 +241,53 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                 });
             }
         }
+        if let Some(address) = &device.device.pci {
+            match pci.get(&**address) {
+                Some(&(other_owner, other, other_span)) if other_owner != owner => findings.push(
+                    Finding::new(
+                        Rule::PciShared,
+                        address.span,
+                        format!(
+                            "PCI function {} is device `{}` of {} and device `{}` of {}",
+                            **address,
+                            *device.name,
+                            owner_name(table, owner),
+                            *other.name,
+                            owner_name(table, other_owner)
+                        ),
+                    )
+                    .label(format!("`{}`", *device.name))
+                    .related(other_span, format!("`{}`, the same function", *other.name))
+                    .hint("two device names describe the same PCI function; give it to one owner"),
+                ),
+                Some(_) => {}
+                None => {
+                    pci.insert(**address, (owner, device, address.span));
+                }
+            }
+        }
         if let Some(irq) = &device.device.irq {
             match irqs.get(&**irq) {
-                Some(&(other_owner, other_device, other_span)) if other_owner != owner => findings.push(
+                Some(&(other_owner, other, other_span)) if other_owner != owner => findings.push(
                     Finding::new(
                         Rule::IrqShared,
                         irq.span,
                         format!(
-                            "IRQ pin {} is used by device `{}` of {} and device `{other_device}` of {}",
-                            **irq, *device.name, owner_name(owner), owner_name(other_owner)
+                            "IRQ pin {} is used by device `{}` of {} and device `{}` of {}",
+                            **irq,
+                            *device.name,
+                            owner_name(table, owner),
+                            *other.name,
+                            owner_name(table, other_owner)
                         ),
                     )
                     .label(format!("`{}`", *device.name))
-                    .related(other_span, format!("`{other_device}`")),
+                    .related(other_span, format!("`{}`", *other.name))
+                    .hint("an IOAPIC pin is routed only by its owner; the hypervisor cannot split a pin"),
                 ),
                 Some(_) => {}
                 None => {
-                    irqs.insert(**irq, (owner, device.name.as_str(), irq.span));
+                    irqs.insert(**irq, (owner, device, irq.span));
                 }
             }
         }
@@ -196,7 +295,7 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
     for (first, second) in overlapping_pairs(&ports) {
         let ((first_owner, first_device, first_span), (second_owner, second_device, second_span)) =
             (ports[first].item, ports[second].item);
-        if first_owner == second_owner || first_device.name == second_device.name {
+        if first_owner == second_owner {
             continue;
         }
         findings.push(
@@ -206,9 +305,9 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                 format!(
                     "ports of device `{}` ({}) overlap ports of device `{}` ({})",
                     *second_device.name,
-                    owner_name(second_owner),
+                    owner_name(table, second_owner),
                     *first_device.name,
-                    owner_name(first_owner)
+                    owner_name(table, first_owner)
                 ),
             )
             .label(format!(
@@ -223,7 +322,8 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                     *first_device.name,
                     show_range(ports[first].start, ports[first].end - ports[first].start)
                 ),
-            ),
+            )
+            .hint("an I/O port belongs to one owner; two device names describe the same ports"),
         );
     }
 }

@@ -15,6 +15,8 @@ pub mod sweep;
 
 pub use rule::Rule;
 
+use std::collections::HashMap;
+
 use crate::diagnostics::Finding;
 use crate::model::Table;
 
@@ -37,6 +39,42 @@ pub fn validate(table: &Table, files: FileChecks) -> Vec<Finding> {
     references::check(table, &mut findings);
     boot::check(table, files, &mut findings);
     findings
+}
+
+/// Who owns a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    /// The hypervisor (its console).
+    Hypervisor,
+    /// The partition with this index.
+    Partition(usize),
+}
+
+/// The owner of each owned device: the hypervisor for its console, else the first partition
+/// that lists it (a second owner is a `device-shared` finding).
+pub(crate) fn device_owners(table: &Table) -> HashMap<&str, Owner> {
+    let mut owners = HashMap::new();
+    if table.device(&table.hypervisor.console).is_some() {
+        owners.insert(table.hypervisor.console.as_str(), Owner::Hypervisor);
+    }
+    for (index, partition) in table.partitions.iter().enumerate() {
+        for name in &partition.devices {
+            if table.device(name).is_some() {
+                owners
+                    .entry(name.as_str())
+                    .or_insert(Owner::Partition(index));
+            }
+        }
+    }
+    owners
+}
+
+/// "the hypervisor" or "partition `name`", for messages.
+pub(crate) fn owner_name(table: &Table, owner: Owner) -> String {
+    match owner {
+        Owner::Hypervisor => "the hypervisor".to_owned(),
+        Owner::Partition(index) => format!("partition `{}`", *table.partitions[index].name),
+    }
 }
 
 /// Singular or plural, for messages.

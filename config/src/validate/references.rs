@@ -1,5 +1,6 @@
 //! References between items: capabilities, channel members, doorbell vectors and the
-//! runner's `expect-faults` name things that exist.
+//! runner's `[run]` section name things that exist; channels have two or more members and
+//! doorbells a member can tell apart.
 
 use std::collections::HashMap;
 
@@ -28,7 +29,26 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
     };
 
     for partition in &table.partitions {
+        let mut seen: HashMap<Capability, Span> = HashMap::new();
         for text in &partition.capabilities {
+            if let Ok(capability) = text.parse::<Capability>() {
+                if let Some(&earlier) = seen.get(&capability) {
+                    findings.push(
+                        Finding::new(
+                            Rule::CapabilityDuplicate,
+                            text.span,
+                            format!(
+                                "partition `{}` lists capability `{}` twice",
+                                *partition.name, **text
+                            ),
+                        )
+                        .label("again")
+                        .related(earlier, "first listed here"),
+                    );
+                } else {
+                    seen.insert(capability, text.span);
+                }
+            }
             match text.parse::<Capability>() {
                 Err(error) => findings.push(
                     Finding::new(Rule::CapabilitySyntax, text.span, error.to_string())
@@ -54,6 +74,8 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
         }
     }
 
+    // (member partition, vector) → the first channel that rings it.
+    let mut doorbells: HashMap<(&str, u64), (&str, Span)> = HashMap::new();
     for channel in &table.channels {
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for member in &channel.partitions {
@@ -81,7 +103,45 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                 seen.insert(member.as_str(), member.span);
             }
         }
+        if seen.len() < 2 {
+            findings.push(
+                Finding::new(
+                    Rule::ChannelMemberCount,
+                    channel.name.span,
+                    format!(
+                        "channel `{}` has {} distinct member{}; a channel connects two or more partitions",
+                        *channel.name,
+                        seen.len(),
+                        if seen.len() == 1 { "" } else { "s" }
+                    ),
+                )
+                .label("too few members")
+                .hint("list at least two partitions in `partitions`; memory for one partition belongs in its `memory`"),
+            );
+        }
         let vector = &channel.doorbell.vector;
+        let mut members: Vec<(&str, Span)> = seen.into_iter().collect();
+        members.sort_by_key(|(_, span)| span.start);
+        for (member, _) in members {
+            match doorbells.get(&(member, **vector)) {
+                Some(&(other, other_span)) => findings.push(
+                    Finding::new(
+                        Rule::DoorbellShared,
+                        vector.span,
+                        format!(
+                            "channels `{other}` and `{}` both ring partition `{member}` with vector {}",
+                            *channel.name, **vector
+                        ),
+                    )
+                    .label(format!("vector {} of `{}`", **vector, *channel.name))
+                    .related(other_span, format!("vector {} of `{other}`", **vector))
+                    .hint(format!("give each channel of `{member}` its own vector")),
+                ),
+                None => {
+                    doorbells.insert((member, **vector), (channel.name.as_str(), vector.span));
+                }
+            }
+        }
         if !(32..=255).contains(&**vector) {
             findings.push(
                 Finding::new(
@@ -98,6 +158,15 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
         }
     }
 
+    if let Some(seconds) = &table.run.seconds {
+        if **seconds == 0 {
+            findings.push(
+                Finding::new(Rule::RunSeconds, seconds.span, "run.seconds is zero")
+                    .label("no time to run")
+                    .hint("give the runner at least one second, or leave `seconds` out"),
+            );
+        }
+    }
     for name in &table.run.expect_faults {
         if table.partition_index(name).is_none() {
             findings.push(missing_partition(

@@ -1,109 +1,143 @@
 //! The rules a partition table must obey, each with a stable identifier that appears in
-//! diagnostics, documentation and tests. Identifiers never change meaning; new rules get
-//! new identifiers.
+//! diagnostics, documentation (docs/validation.md) and tests. Identifiers never change
+//! meaning; new rules get new identifiers.
 
 use std::fmt;
 
-/// One rule of the partition table. [`Rule::id`] is its stable identifier.
+/// One rule of the partition table. [`Rule::id`] is its stable identifier,
+/// [`Rule::meaning`] its one-sentence meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {
-    // The file itself.
-    /// The table file could not be read.
+    // file
+    /// The table file cannot be read as UTF-8 text.
     TableUnreadable,
-    /// The text is not valid TOML or does not have the table's shape (wrong types, bad sizes).
+    /// The text is not valid TOML (or, after the schema pass, does not deserialize).
     Syntax,
-    /// A key the format does not know.
+    /// A key the format does not know; unknown keys are errors, never ignored.
     UnknownKey,
-    /// A required key is missing.
+    /// A key the format requires is absent.
     MissingKey,
-
-    // Names.
-    /// Names are `[a-z0-9-]+`.
+    /// A value has the wrong TOML type (e.g. a string where an integer belongs).
+    WrongType,
+    /// An integer is negative or too large for its key (core IDs and pins are 32-bit).
+    IntegerRange,
+    /// A size string is not a decimal number with a binary unit (B, KiB, MiB, GiB, TiB).
+    SizeUnit,
+    /// A PCI address is not `bb:dd.f` with device at most 1f and function at most 7.
+    PciSyntax,
+    /// A string is not one of the values its key allows (`on-fault`, `boot.kind`).
+    UnknownValue,
+    // names
+    /// Partition, channel and device names are `[a-z0-9-]+`.
     NameSyntax,
-    /// Partition, channel and device names are unique.
+    /// Partition, channel and device names are unique within their kind.
     NameDuplicate,
-
-    // Cores.
-    /// A core listed twice (in `platform.cpus` or in one partition).
+    // cores
+    /// A core is listed twice in `platform.cpus` or in one partition.
     CoreDuplicate,
     /// A partition names a core that `platform.cpus` does not list.
     CoreUnknown,
-    /// A core owned by more than one partition.
+    /// A core is owned by more than one partition.
     CoreShared,
-    /// A partition without cores.
+    /// A partition has no core.
     PartitionNoCore,
-
-    // Memory.
-    /// A range of size zero.
+    /// The table defines no partition at all.
+    PartitionNone,
+    // memory
+    /// A memory range (RAM, partition, channel, hypervisor, MMIO, window) has size zero.
     MemoryEmpty,
-    /// A memory range (host or guest) not aligned to 4 KiB.
+    /// A memory range's base or size, or a region's `guest` address, is not a multiple of 4 KiB.
     MemoryAlignment,
-    /// A range that wraps around the end of the address space.
+    /// A range's base plus size overflows 64 bits (the range wraps around the address space).
     MemoryWrap,
-    /// Partition, channel or hypervisor memory outside platform RAM.
+    /// A host-physical range ends beyond 2^52, the architectural physical address width.
+    MemoryAddressWidth,
+    /// Partition, channel or hypervisor memory is not inside the platform's RAM.
     MemoryOutsideRam,
-    /// Host-physical ranges of partitions, channels, the hypervisor or device MMIO overlap.
+    /// Host-physical memory of partitions, channels, the hypervisor or device MMIO overlaps.
     MemoryOverlap,
+    /// A range overlaps a platform window the hypervisor keeps: the local APIC (0xfee00000, 1 MiB), the IOAPIC page, ECAM or an IOMMU.
+    MemoryWindow,
+    /// Partition or channel memory overlaps a page the hypervisor reserves: 0x0–0xfff or its AP trampoline 0x8000–0x8fff.
+    MemoryReserved,
     /// Two platform RAM ranges overlap.
     RamOverlap,
-    /// Guest-physical ranges inside one partition overlap.
+    /// Guest-physical ranges (RAM, channels, MMIO) inside one partition overlap.
     GuestOverlap,
-    /// A partition without memory.
+    /// A guest-physical range ends beyond 2^48, which four-level stage-2 tables cannot translate.
+    GuestAddressWidth,
+    /// A partition has no memory region.
     PartitionNoMemory,
-
-    // Devices.
-    /// A device name that `platform.devices` does not define.
+    // devices
+    /// A partition names a device that `platform.devices` does not define.
     DeviceUnknown,
-    /// A device owned by more than one partition.
+    /// A device is owned by more than one partition.
     DeviceShared,
-    /// A device listed twice by one partition.
+    /// A partition lists the same device twice.
     DeviceDuplicate,
-    /// An I/O port range outside 0..=0xffff or empty.
+    /// An I/O port range is empty or extends beyond port 0xffff.
     PortRange,
-    /// Port ranges of devices owned by different partitions overlap.
+    /// Port ranges of devices with different owners overlap (the same hardware under two names).
     PortOverlap,
-    /// An IRQ pin beyond the IOAPIC's pins.
+    /// MMIO windows of devices with different owners overlap (the same hardware under two names).
+    MmioOverlap,
+    /// One PCI function is named by devices with different owners (the same hardware under two names).
+    PciShared,
+    /// A device's PCI bus lies beyond the buses the declared ECAM window covers.
+    PciOutsideEcam,
+    /// A device's IRQ pin is not below the IOAPIC's pin count.
     IrqPin,
-    /// One IOAPIC pin used by devices of different partitions.
+    /// One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.
     IrqShared,
-    /// The hypervisor console names no existing device.
+    /// A device has an IRQ pin but the platform declares no IOAPIC.
+    IrqNoIoapic,
+    // console
+    /// The hypervisor console names no device of `platform.devices`.
     ConsoleUnknown,
-    /// The hypervisor console device is owned by a partition.
+    /// The hypervisor console device is also given to a partition.
     ConsoleOwned,
     /// The hypervisor console device has no I/O port.
     ConsoleNoPort,
-
-    // Capabilities.
-    /// A capability string that is not `power`, `stats:…`, `halt:…` or `restart:…`.
+    // capabilities
+    /// A capability is not `power`, `stats:<partition|*>`, `halt:<partition>` or `restart:<partition>`.
     CapabilitySyntax,
     /// A capability names a partition that does not exist.
     CapabilityTarget,
-
-    // Channels.
-    /// A channel member that is not a partition, or listed twice.
+    /// A partition lists the same capability twice.
+    CapabilityDuplicate,
+    // channels
+    /// A channel member is not a partition, or is listed twice.
     ChannelMember,
-    /// A doorbell vector outside 32–255.
+    /// A channel has fewer than two distinct member partitions.
+    ChannelMemberCount,
+    /// A channel's memory size is zero or not a multiple of 4 KiB.
+    ChannelSize,
+    /// A doorbell vector is outside 32–255.
     DoorbellVector,
-
-    // Boot.
-    /// A boot key the kind needs is missing.
+    /// Two channels with a common member use the same doorbell vector, so the member cannot tell them apart.
+    DoorbellShared,
+    // boot
+    /// A boot key the kind needs is missing (`image` for elf; `kernel`, `initrd` for linux).
     BootIncomplete,
-    /// A boot key that does not belong to the kind.
+    /// A boot key does not belong to the kind.
     BootExtraKey,
-    /// A boot file that does not exist or cannot be read.
+    /// A boot file does not exist or cannot be read.
     BootFileMissing,
-    /// A boot image that is not an ELF64 x86-64 PVH guest.
+    /// A boot image is not an ELF64 x86-64 executable with a PVH entry note.
     BootImageFormat,
-    /// A loadable segment outside the partition's guest-physical RAM.
+    /// A loadable ELF segment lies outside the partition's guest-physical RAM.
     BootSegmentOutside,
-    /// An entry point outside the partition's guest-physical RAM.
+    /// The PVH entry point lies outside the partition's guest-physical RAM.
     BootEntryOutside,
-    /// A boot kind the hypervisor cannot start yet.
+    /// Guest RAM does not cover guest-physical 0x1000–0x1fff, where the hypervisor writes the PVH start-info block, or an ELF segment overlaps that page.
+    BootStartInfo,
+    /// The boot kind cannot be started by the hypervisor yet (`linux`).
     BootUnsupported,
-
-    // Runner.
+    // run
     /// `run.expect-faults` names a partition that does not exist.
     RunUnknownPartition,
+    /// `run.seconds` is zero.
+    RunSeconds,
 }
 
 impl Rule {
@@ -113,42 +147,62 @@ impl Rule {
         Rule::Syntax,
         Rule::UnknownKey,
         Rule::MissingKey,
+        Rule::WrongType,
+        Rule::IntegerRange,
+        Rule::SizeUnit,
+        Rule::PciSyntax,
+        Rule::UnknownValue,
         Rule::NameSyntax,
         Rule::NameDuplicate,
         Rule::CoreDuplicate,
         Rule::CoreUnknown,
         Rule::CoreShared,
         Rule::PartitionNoCore,
+        Rule::PartitionNone,
         Rule::MemoryEmpty,
         Rule::MemoryAlignment,
         Rule::MemoryWrap,
+        Rule::MemoryAddressWidth,
         Rule::MemoryOutsideRam,
         Rule::MemoryOverlap,
+        Rule::MemoryWindow,
+        Rule::MemoryReserved,
         Rule::RamOverlap,
         Rule::GuestOverlap,
+        Rule::GuestAddressWidth,
         Rule::PartitionNoMemory,
         Rule::DeviceUnknown,
         Rule::DeviceShared,
         Rule::DeviceDuplicate,
         Rule::PortRange,
         Rule::PortOverlap,
+        Rule::MmioOverlap,
+        Rule::PciShared,
+        Rule::PciOutsideEcam,
         Rule::IrqPin,
         Rule::IrqShared,
+        Rule::IrqNoIoapic,
         Rule::ConsoleUnknown,
         Rule::ConsoleOwned,
         Rule::ConsoleNoPort,
         Rule::CapabilitySyntax,
         Rule::CapabilityTarget,
+        Rule::CapabilityDuplicate,
         Rule::ChannelMember,
+        Rule::ChannelMemberCount,
+        Rule::ChannelSize,
         Rule::DoorbellVector,
+        Rule::DoorbellShared,
         Rule::BootIncomplete,
         Rule::BootExtraKey,
         Rule::BootFileMissing,
         Rule::BootImageFormat,
         Rule::BootSegmentOutside,
         Rule::BootEntryOutside,
+        Rule::BootStartInfo,
         Rule::BootUnsupported,
         Rule::RunUnknownPartition,
+        Rule::RunSeconds,
     ];
 
     /// The stable identifier, e.g. `memory-overlap`.
@@ -158,42 +212,194 @@ impl Rule {
             Rule::Syntax => "syntax",
             Rule::UnknownKey => "unknown-key",
             Rule::MissingKey => "missing-key",
+            Rule::WrongType => "wrong-type",
+            Rule::IntegerRange => "integer-range",
+            Rule::SizeUnit => "size-unit",
+            Rule::PciSyntax => "pci-syntax",
+            Rule::UnknownValue => "unknown-value",
             Rule::NameSyntax => "name-syntax",
             Rule::NameDuplicate => "name-duplicate",
             Rule::CoreDuplicate => "core-duplicate",
             Rule::CoreUnknown => "core-unknown",
             Rule::CoreShared => "core-shared",
             Rule::PartitionNoCore => "partition-no-core",
+            Rule::PartitionNone => "partition-none",
             Rule::MemoryEmpty => "memory-empty",
             Rule::MemoryAlignment => "memory-alignment",
             Rule::MemoryWrap => "memory-wrap",
+            Rule::MemoryAddressWidth => "memory-address-width",
             Rule::MemoryOutsideRam => "memory-outside-ram",
             Rule::MemoryOverlap => "memory-overlap",
+            Rule::MemoryWindow => "memory-window",
+            Rule::MemoryReserved => "memory-reserved",
             Rule::RamOverlap => "ram-overlap",
             Rule::GuestOverlap => "guest-overlap",
+            Rule::GuestAddressWidth => "guest-address-width",
             Rule::PartitionNoMemory => "partition-no-memory",
             Rule::DeviceUnknown => "device-unknown",
             Rule::DeviceShared => "device-shared",
             Rule::DeviceDuplicate => "device-duplicate",
             Rule::PortRange => "port-range",
             Rule::PortOverlap => "port-overlap",
+            Rule::MmioOverlap => "mmio-overlap",
+            Rule::PciShared => "pci-shared",
+            Rule::PciOutsideEcam => "pci-outside-ecam",
             Rule::IrqPin => "irq-pin",
             Rule::IrqShared => "irq-shared",
+            Rule::IrqNoIoapic => "irq-no-ioapic",
             Rule::ConsoleUnknown => "console-unknown",
             Rule::ConsoleOwned => "console-owned",
             Rule::ConsoleNoPort => "console-no-port",
             Rule::CapabilitySyntax => "capability-syntax",
             Rule::CapabilityTarget => "capability-target",
+            Rule::CapabilityDuplicate => "capability-duplicate",
             Rule::ChannelMember => "channel-member",
+            Rule::ChannelMemberCount => "channel-member-count",
+            Rule::ChannelSize => "channel-size",
             Rule::DoorbellVector => "doorbell-vector",
+            Rule::DoorbellShared => "doorbell-shared",
             Rule::BootIncomplete => "boot-incomplete",
             Rule::BootExtraKey => "boot-extra-key",
             Rule::BootFileMissing => "boot-file-missing",
             Rule::BootImageFormat => "boot-image-format",
             Rule::BootSegmentOutside => "boot-segment-outside",
             Rule::BootEntryOutside => "boot-entry-outside",
+            Rule::BootStartInfo => "boot-start-info",
             Rule::BootUnsupported => "boot-unsupported",
             Rule::RunUnknownPartition => "run-unknown-partition",
+            Rule::RunSeconds => "run-seconds",
+        }
+    }
+
+    /// The subject the rule belongs to (a section of docs/validation.md).
+    pub const fn subject(self) -> &'static str {
+        match self {
+            Rule::TableUnreadable => "file",
+            Rule::Syntax => "file",
+            Rule::UnknownKey => "file",
+            Rule::MissingKey => "file",
+            Rule::WrongType => "file",
+            Rule::IntegerRange => "file",
+            Rule::SizeUnit => "file",
+            Rule::PciSyntax => "file",
+            Rule::UnknownValue => "file",
+            Rule::NameSyntax => "names",
+            Rule::NameDuplicate => "names",
+            Rule::CoreDuplicate => "cores",
+            Rule::CoreUnknown => "cores",
+            Rule::CoreShared => "cores",
+            Rule::PartitionNoCore => "cores",
+            Rule::PartitionNone => "cores",
+            Rule::MemoryEmpty => "memory",
+            Rule::MemoryAlignment => "memory",
+            Rule::MemoryWrap => "memory",
+            Rule::MemoryAddressWidth => "memory",
+            Rule::MemoryOutsideRam => "memory",
+            Rule::MemoryOverlap => "memory",
+            Rule::MemoryWindow => "memory",
+            Rule::MemoryReserved => "memory",
+            Rule::RamOverlap => "memory",
+            Rule::GuestOverlap => "memory",
+            Rule::GuestAddressWidth => "memory",
+            Rule::PartitionNoMemory => "memory",
+            Rule::DeviceUnknown => "devices",
+            Rule::DeviceShared => "devices",
+            Rule::DeviceDuplicate => "devices",
+            Rule::PortRange => "devices",
+            Rule::PortOverlap => "devices",
+            Rule::MmioOverlap => "devices",
+            Rule::PciShared => "devices",
+            Rule::PciOutsideEcam => "devices",
+            Rule::IrqPin => "devices",
+            Rule::IrqShared => "devices",
+            Rule::IrqNoIoapic => "devices",
+            Rule::ConsoleUnknown => "console",
+            Rule::ConsoleOwned => "console",
+            Rule::ConsoleNoPort => "console",
+            Rule::CapabilitySyntax => "capabilities",
+            Rule::CapabilityTarget => "capabilities",
+            Rule::CapabilityDuplicate => "capabilities",
+            Rule::ChannelMember => "channels",
+            Rule::ChannelMemberCount => "channels",
+            Rule::ChannelSize => "channels",
+            Rule::DoorbellVector => "channels",
+            Rule::DoorbellShared => "channels",
+            Rule::BootIncomplete => "boot",
+            Rule::BootExtraKey => "boot",
+            Rule::BootFileMissing => "boot",
+            Rule::BootImageFormat => "boot",
+            Rule::BootSegmentOutside => "boot",
+            Rule::BootEntryOutside => "boot",
+            Rule::BootStartInfo => "boot",
+            Rule::BootUnsupported => "boot",
+            Rule::RunUnknownPartition => "run",
+            Rule::RunSeconds => "run",
+        }
+    }
+
+    /// One sentence saying what the rule requires.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Rule::TableUnreadable => "The table file cannot be read as UTF-8 text.",
+            Rule::Syntax => "The text is not valid TOML (or, after the schema pass, does not deserialize).",
+            Rule::UnknownKey => "A key the format does not know; unknown keys are errors, never ignored.",
+            Rule::MissingKey => "A key the format requires is absent.",
+            Rule::WrongType => "A value has the wrong TOML type (e.g. a string where an integer belongs).",
+            Rule::IntegerRange => "An integer is negative or too large for its key (core IDs and pins are 32-bit).",
+            Rule::SizeUnit => "A size string is not a decimal number with a binary unit (B, KiB, MiB, GiB, TiB).",
+            Rule::PciSyntax => "A PCI address is not `bb:dd.f` with device at most 1f and function at most 7.",
+            Rule::UnknownValue => "A string is not one of the values its key allows (`on-fault`, `boot.kind`).",
+            Rule::NameSyntax => "Partition, channel and device names are `[a-z0-9-]+`.",
+            Rule::NameDuplicate => "Partition, channel and device names are unique within their kind.",
+            Rule::CoreDuplicate => "A core is listed twice in `platform.cpus` or in one partition.",
+            Rule::CoreUnknown => "A partition names a core that `platform.cpus` does not list.",
+            Rule::CoreShared => "A core is owned by more than one partition.",
+            Rule::PartitionNoCore => "A partition has no core.",
+            Rule::PartitionNone => "The table defines no partition at all.",
+            Rule::MemoryEmpty => "A memory range (RAM, partition, channel, hypervisor, MMIO, window) has size zero.",
+            Rule::MemoryAlignment => "A memory range's base or size, or a region's `guest` address, is not a multiple of 4 KiB.",
+            Rule::MemoryWrap => "A range's base plus size overflows 64 bits (the range wraps around the address space).",
+            Rule::MemoryAddressWidth => "A host-physical range ends beyond 2^52, the architectural physical address width.",
+            Rule::MemoryOutsideRam => "Partition, channel or hypervisor memory is not inside the platform's RAM.",
+            Rule::MemoryOverlap => "Host-physical memory of partitions, channels, the hypervisor or device MMIO overlaps.",
+            Rule::MemoryWindow => "A range overlaps a platform window the hypervisor keeps: the local APIC (0xfee00000, 1 MiB), the IOAPIC page, ECAM or an IOMMU.",
+            Rule::MemoryReserved => "Partition or channel memory overlaps a page the hypervisor reserves: 0x0–0xfff or its AP trampoline 0x8000–0x8fff.",
+            Rule::RamOverlap => "Two platform RAM ranges overlap.",
+            Rule::GuestOverlap => "Guest-physical ranges (RAM, channels, MMIO) inside one partition overlap.",
+            Rule::GuestAddressWidth => "A guest-physical range ends beyond 2^48, which four-level stage-2 tables cannot translate.",
+            Rule::PartitionNoMemory => "A partition has no memory region.",
+            Rule::DeviceUnknown => "A partition names a device that `platform.devices` does not define.",
+            Rule::DeviceShared => "A device is owned by more than one partition.",
+            Rule::DeviceDuplicate => "A partition lists the same device twice.",
+            Rule::PortRange => "An I/O port range is empty or extends beyond port 0xffff.",
+            Rule::PortOverlap => "Port ranges of devices with different owners overlap (the same hardware under two names).",
+            Rule::MmioOverlap => "MMIO windows of devices with different owners overlap (the same hardware under two names).",
+            Rule::PciShared => "One PCI function is named by devices with different owners (the same hardware under two names).",
+            Rule::PciOutsideEcam => "A device's PCI bus lies beyond the buses the declared ECAM window covers.",
+            Rule::IrqPin => "A device's IRQ pin is not below the IOAPIC's pin count.",
+            Rule::IrqShared => "One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.",
+            Rule::IrqNoIoapic => "A device has an IRQ pin but the platform declares no IOAPIC.",
+            Rule::ConsoleUnknown => "The hypervisor console names no device of `platform.devices`.",
+            Rule::ConsoleOwned => "The hypervisor console device is also given to a partition.",
+            Rule::ConsoleNoPort => "The hypervisor console device has no I/O port.",
+            Rule::CapabilitySyntax => "A capability is not `power`, `stats:<partition|*>`, `halt:<partition>` or `restart:<partition>`.",
+            Rule::CapabilityTarget => "A capability names a partition that does not exist.",
+            Rule::CapabilityDuplicate => "A partition lists the same capability twice.",
+            Rule::ChannelMember => "A channel member is not a partition, or is listed twice.",
+            Rule::ChannelMemberCount => "A channel has fewer than two distinct member partitions.",
+            Rule::ChannelSize => "A channel's memory size is zero or not a multiple of 4 KiB.",
+            Rule::DoorbellVector => "A doorbell vector is outside 32–255.",
+            Rule::DoorbellShared => "Two channels with a common member use the same doorbell vector, so the member cannot tell them apart.",
+            Rule::BootIncomplete => "A boot key the kind needs is missing (`image` for elf; `kernel`, `initrd` for linux).",
+            Rule::BootExtraKey => "A boot key does not belong to the kind.",
+            Rule::BootFileMissing => "A boot file does not exist or cannot be read.",
+            Rule::BootImageFormat => "A boot image is not an ELF64 x86-64 executable with a PVH entry note.",
+            Rule::BootSegmentOutside => "A loadable ELF segment lies outside the partition's guest-physical RAM.",
+            Rule::BootEntryOutside => "The PVH entry point lies outside the partition's guest-physical RAM.",
+            Rule::BootStartInfo => "Guest RAM does not cover guest-physical 0x1000–0x1fff, where the hypervisor writes the PVH start-info block, or an ELF segment overlaps that page.",
+            Rule::BootUnsupported => "The boot kind cannot be started by the hypervisor yet (`linux`).",
+            Rule::RunUnknownPartition => "`run.expect-faults` names a partition that does not exist.",
+            Rule::RunSeconds => "`run.seconds` is zero.",
         }
     }
 
@@ -218,6 +424,7 @@ mod tests {
         let mut ids: Vec<&str> = Rule::ALL.iter().map(|rule| rule.id()).collect();
         for rule in Rule::ALL {
             assert_eq!(Rule::from_id(rule.id()), Some(*rule));
+            assert!(!rule.meaning().is_empty());
         }
         ids.sort_unstable();
         ids.dedup();

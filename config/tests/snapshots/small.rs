@@ -18,6 +18,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
     ram: &[::tessera_abi::table::Range { base: 0x100000, size: 0x3ff00000 }],
     hypervisor_memory: ::tessera_abi::table::Range { base: 0x100000, size: 0xf00000 },
     console: ::tessera_abi::table::Console { port: 0x2f8 },
+    ioapic: Some(::tessera_abi::table::Ioapic { base: 0xfec00000, pins: 24 }),
     partitions: &[
         ::tessera_abi::table::Partition {
             name: "alpha",

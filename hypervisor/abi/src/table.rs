@@ -148,6 +148,13 @@ pub struct Console {
     pub port: u16,
 }
 
+/// The I/O APIC: its register page and number of input pins.
+#[derive(Clone, Copy, Debug)]
+pub struct Ioapic {
+    pub base: u64,
+    pub pins: u8,
+}
+
 /// The whole machine as the table describes it.
 #[derive(Debug)]
 pub struct Machine {
@@ -160,6 +167,7 @@ pub struct Machine {
     pub ram: &'static [Range],
     pub hypervisor_memory: Range,
     pub console: Console,
+    pub ioapic: Option<Ioapic>,
     pub partitions: &'static [Partition],
     pub channels: &'static [Channel],
 }

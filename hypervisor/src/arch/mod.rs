@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod cpu;
 pub mod cpuid;
+pub mod ioapic;
 pub mod msr;
 pub mod port;
 pub mod tsc;

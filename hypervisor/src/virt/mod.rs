@@ -127,6 +127,33 @@ impl StartState {
     }
 }
 
+/// Where the current instruction is and how to reach it through the guest's page tables.
+pub struct InstructionContext {
+    /// CS base + RIP.
+    pub rip_linear: u64,
+    pub mode: tessera_policy::mmio_decode::CpuMode,
+    pub paging: tessera_policy::guest_walk::PagingRegisters,
+}
+
+impl InstructionContext {
+    /// The decoder's mode from EFER.LMA and CS.L / CS.D (Intel SDM vol. 3 §5.2.1).
+    pub fn mode_of(
+        cr0: u64,
+        efer: u64,
+        code_long: bool,
+        code_default_32: bool,
+    ) -> tessera_policy::mmio_decode::CpuMode {
+        use tessera_policy::mmio_decode::CpuMode;
+        if efer & (1 << 10) != 0 && code_long {
+            CpuMode::Long64
+        } else if cr0 & 1 != 0 && code_default_32 {
+            CpuMode::Protected32
+        } else {
+            CpuMode::Real16
+        }
+    }
+}
+
 /// General-purpose registers a handler may read or write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Register {
@@ -185,6 +212,8 @@ pub enum ExitReason {
     MsrWrite,
     Hypercall,
     NestedPageFault,
+    /// A nested page fault on the IOAPIC page: an emulated IOAPIC access.
+    Ioapic,
     TripleFault,
     Nmi,
     Init,
@@ -194,7 +223,7 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::Cpuid,
         ExitReason::Io,
@@ -202,6 +231,7 @@ impl ExitReason {
         ExitReason::MsrWrite,
         ExitReason::Hypercall,
         ExitReason::NestedPageFault,
+        ExitReason::Ioapic,
         ExitReason::TripleFault,
         ExitReason::Nmi,
         ExitReason::Init,
@@ -218,6 +248,7 @@ impl ExitReason {
             ExitReason::MsrWrite => "msr-write",
             ExitReason::Hypercall => "hypercall",
             ExitReason::NestedPageFault => "npf",
+            ExitReason::Ioapic => "ioapic",
             ExitReason::TripleFault => "triple-fault",
             ExitReason::Nmi => "nmi",
             ExitReason::Init => "init",
@@ -236,6 +267,11 @@ impl Exit {
             Exit::MsrRead { .. } => ExitReason::MsrRead,
             Exit::MsrWrite { .. } => ExitReason::MsrWrite,
             Exit::Hypercall => ExitReason::Hypercall,
+            Exit::NestedPageFault { guest_physical, .. }
+                if crate::ioapic_emulation::covers(*guest_physical) =>
+            {
+                ExitReason::Ioapic
+            }
             Exit::NestedPageFault { .. } => ExitReason::NestedPageFault,
             Exit::TripleFault => ExitReason::TripleFault,
             Exit::Nmi => ExitReason::Nmi,
@@ -270,6 +306,11 @@ pub trait VirtualCpu {
     fn write_efer(&mut self, value: u64);
     /// The guest's EFER (reads are intercepted where the vendor keeps EFER in its VMCS).
     fn read_efer(&self) -> u64;
+    /// A general-purpose register by its instruction encoding (0 = RAX … 4 = RSP … 15 = R15).
+    fn register_number(&self, number: u8) -> u64;
+    fn set_register_number(&mut self, number: u8, value: u64);
+    /// What fetching and decoding the current instruction needs.
+    fn instruction_context(&self) -> InstructionContext;
     /// Puts the vCPU into a start state: every register as after INIT, then `start`.
     fn reset(&mut self, start: &StartState);
     /// Delivers an NMI to the guest at the next entry.
@@ -326,6 +367,11 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
         Exit::MsrRead { msr } => crate::msr_emulation::read(vcpu, context, msr),
         Exit::MsrWrite { msr, value } => crate::msr_emulation::write(vcpu, context, msr, value),
         Exit::Hypercall => crate::hypercall::handle(vcpu, context),
+        Exit::NestedPageFault { guest_physical, .. }
+            if crate::ioapic_emulation::covers(guest_physical) =>
+        {
+            crate::ioapic_emulation::handle(vcpu, context, guest_physical)
+        }
         Exit::NestedPageFault {
             guest_physical,
             write,

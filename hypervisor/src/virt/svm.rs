@@ -4,10 +4,11 @@
 //! (shared/EMULATORS.md), so RIP is advanced by known instruction lengths and IOIO exits
 //! take the next RIP from EXITINFO2 (APM §15.10.2).
 
-use super::{Exception, Exit, Register, Segment, StartState, VirtualCpu};
+use super::{Exception, Exit, InstructionContext, Register, Segment, StartState, VirtualCpu};
 use crate::arch::msr;
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
+use tessera_policy::guest_walk::PagingRegisters;
 
 /// VMCB control-area offsets (APM vol. 2 appendix B, table B-1).
 mod control {
@@ -447,6 +448,74 @@ impl VirtualCpu for SvmVcpu {
 
     fn read_efer(&self) -> u64 {
         self.core.guest.read_u64(state::EFER)
+    }
+
+    fn register_number(&self, number: u8) -> u64 {
+        let registers = &self.core.registers;
+        match number {
+            0 => self.core.guest.read_u64(state::RAX),
+            1 => registers.rcx,
+            2 => registers.rdx,
+            3 => registers.rbx,
+            4 => self.core.guest.read_u64(state::RSP),
+            5 => registers.rbp,
+            6 => registers.rsi,
+            7 => registers.rdi,
+            8 => registers.r8,
+            9 => registers.r9,
+            10 => registers.r10,
+            11 => registers.r11,
+            12 => registers.r12,
+            13 => registers.r13,
+            14 => registers.r14,
+            _ => registers.r15,
+        }
+    }
+
+    fn set_register_number(&mut self, number: u8, value: u64) {
+        let registers = &mut self.core.registers;
+        match number {
+            0 => self.core.guest.write_u64(state::RAX, value),
+            1 => registers.rcx = value,
+            2 => registers.rdx = value,
+            3 => registers.rbx = value,
+            4 => self.core.guest.write_u64(state::RSP, value),
+            5 => registers.rbp = value,
+            6 => registers.rsi = value,
+            7 => registers.rdi = value,
+            8 => registers.r8 = value,
+            9 => registers.r9 = value,
+            10 => registers.r10 = value,
+            11 => registers.r11 = value,
+            12 => registers.r12 = value,
+            13 => registers.r13 = value,
+            14 => registers.r14 = value,
+            _ => registers.r15 = value,
+        }
+    }
+
+    fn instruction_context(&self) -> InstructionContext {
+        let vmcb = &self.core.guest;
+        let code_attributes = u16::from_le_bytes([vmcb.0[state::CS + 2], vmcb.0[state::CS + 3]]);
+        let paging = PagingRegisters {
+            cr0: vmcb.read_u64(state::CR0),
+            cr3: vmcb.read_u64(state::CR3),
+            cr4: vmcb.read_u64(state::CR4),
+            efer: vmcb.read_u64(state::EFER),
+        };
+        InstructionContext {
+            rip_linear: vmcb
+                .read_u64(state::CS + 8)
+                .wrapping_add(vmcb.read_u64(state::RIP)),
+            // VMCB attributes: L is bit 9, D/B bit 10.
+            mode: InstructionContext::mode_of(
+                paging.cr0,
+                paging.efer,
+                code_attributes & (1 << 9) != 0,
+                code_attributes & (1 << 10) != 0,
+            ),
+            paging,
+        }
     }
 
     fn reset(&mut self, start: &StartState) {

@@ -6,11 +6,12 @@
 //! guest runs as an unrestricted guest (real and protected mode without paging run
 //! natively, SDM §26.6.2) under EPT, with its own VPID.
 
-use super::{Exception, Exit, Register, StartState, VirtualCpu};
+use super::{Exception, Exit, InstructionContext, Register, StartState, VirtualCpu};
 use crate::arch::{cpu::CoreDescriptors, cpuid, msr};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
+use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::vmx::{self as policy, ControlRegisterAccess, ControlWord, MissingControl};
 
 /// Capability and control MSRs (SDM appendix A).
@@ -922,6 +923,59 @@ impl VirtualCpu for VmxVcpu {
 
     fn read_efer(&self) -> u64 {
         vmread(field::GUEST_EFER)
+    }
+
+    fn register_number(&self, number: u8) -> u64 {
+        if number == 4 {
+            return vmread(field::GUEST_RSP);
+        }
+        let registers = &self.core.registers;
+        match number {
+            0 => registers.rax,
+            1 => registers.rcx,
+            2 => registers.rdx,
+            3 => registers.rbx,
+            5 => registers.rbp,
+            6 => registers.rsi,
+            7 => registers.rdi,
+            8 => registers.r8,
+            9 => registers.r9,
+            10 => registers.r10,
+            11 => registers.r11,
+            12 => registers.r12,
+            13 => registers.r13,
+            14 => registers.r14,
+            _ => registers.r15,
+        }
+    }
+
+    fn set_register_number(&mut self, number: u8, value: u64) {
+        if number == 4 {
+            vmwrite(field::GUEST_RSP, value);
+        } else if let Some(register) = self.core.registers.by_number(number & 0xF) {
+            *register = value;
+        }
+    }
+
+    fn instruction_context(&self) -> InstructionContext {
+        let rights = vmread(field::GUEST_ES_ACCESS_RIGHTS + 2);
+        let paging = PagingRegisters {
+            cr0: vmread(field::GUEST_CR0),
+            cr3: vmread(field::GUEST_CR3),
+            cr4: vmread(field::GUEST_CR4),
+            efer: vmread(field::GUEST_EFER),
+        };
+        InstructionContext {
+            rip_linear: vmread(field::GUEST_ES_BASE + 2).wrapping_add(self.rip()),
+            // VMX access rights: L is bit 13, D/B bit 14 (SDM §25.4.1).
+            mode: InstructionContext::mode_of(
+                paging.cr0,
+                paging.efer,
+                rights & (1 << 13) != 0,
+                rights & (1 << 14) != 0,
+            ),
+            paging,
+        }
     }
 
     /// The start state as an unrestricted guest (real mode and protected mode without paging

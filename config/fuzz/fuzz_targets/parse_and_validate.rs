@@ -1,0 +1,37 @@
+//! Arbitrary bytes as partition-table text: parsing, validation, rendering and lowering must
+//! never panic; a table the validator accepts must give every partition a memory map the
+//! stage-2 planner accepts; and the schema pass must foresee every deserialization error.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use tessera_config::{check_text, memory_map, FileChecks, SCHEMA_GAP};
+use tessera_policy::stage2::check_mappings;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match check_text(Path::new("fuzz.toml"), text.to_owned(), FileChecks::Skip) {
+        Ok(table) => {
+            for index in 0..table.partitions.len() {
+                let map = memory_map(&table, index);
+                if let Err(error) = check_mappings(&map) {
+                    panic!("a valid table gives partition {index} an invalid stage-2 plan: {error:?} {map:?}");
+                }
+            }
+        }
+        Err(diagnostics) => {
+            std::hint::black_box(diagnostics.render());
+            std::hint::black_box(diagnostics.to_json());
+            if let Some(finding) = diagnostics
+                .findings
+                .iter()
+                .find(|finding| finding.message.starts_with(SCHEMA_GAP))
+            {
+                panic!("the schema pass missed: {}", finding.message);
+            }
+        }
+    }
+});

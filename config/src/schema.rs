@@ -1,0 +1,594 @@
+//! The schema pass: before the table is deserialized, its TOML document is walked against a
+//! description of every key, so that one run reports every unknown key (with a "did you
+//! mean" suggestion), every missing key and every mistyped value, each at its own span.
+//! Serde's deserializer stops at the first such problem; this pass does not.
+//!
+//! The schema here and the serde structures of [`crate::model`] describe the same format;
+//! a document that passes this pass deserializes (the fuzz target and the corpus tests keep
+//! the two in step: a serde error after a clean schema pass is reported as `syntax`).
+
+use toml_edit::{ImDocument, Item, Table, Value};
+
+use crate::diagnostics::Finding;
+use crate::model::{PciAddress, NO_SPAN};
+use crate::size::parse_size;
+use crate::source::Span;
+use crate::validate::Rule;
+
+/// What a value must look like.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    String,
+    /// A non-negative integer at most `max`.
+    Integer {
+        max: u64,
+    },
+    /// Bytes as an integer, or a string with a binary unit.
+    Size,
+    /// A PCI function address `bb:dd.f`.
+    Pci,
+    /// One of these strings.
+    Choice(&'static [&'static str]),
+    /// An array whose elements have this shape.
+    Array(&'static Shape),
+    /// A table with these keys.
+    Table(&'static [Field]),
+    /// A table whose keys are names chosen by the author, each value of this shape.
+    Map(&'static Shape),
+}
+
+/// One key of a table.
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    key: &'static str,
+    shape: Shape,
+    required: bool,
+}
+
+const fn required(key: &'static str, shape: Shape) -> Field {
+    Field {
+        key,
+        shape,
+        required: true,
+    }
+}
+
+const fn optional(key: &'static str, shape: Shape) -> Field {
+    Field {
+        key,
+        shape,
+        required: false,
+    }
+}
+
+const ADDRESS: Shape = Shape::Integer {
+    max: i64::MAX as u64,
+};
+const U32: Shape = Shape::Integer {
+    max: u32::MAX as u64,
+};
+const U32_LIST: Shape = Shape::Array(&U32);
+const STRING_LIST: Shape = Shape::Array(&Shape::String);
+const RANGE: Shape = Shape::Table(&[required("base", ADDRESS), required("size", Shape::Size)]);
+const RANGE_LIST: Shape = Shape::Array(&RANGE);
+const IOAPIC: Shape = Shape::Table(&[required("base", ADDRESS), required("pins", U32)]);
+const DEVICE: Shape = Shape::Table(&[
+    optional("ports", RANGE_LIST),
+    optional("mmio", RANGE_LIST),
+    optional("pci", Shape::Pci),
+    optional("irq", U32),
+]);
+const PLATFORM: Shape = Shape::Table(&[
+    required("name", Shape::String),
+    required("cpus", U32_LIST),
+    required("ram", RANGE_LIST),
+    optional("ioapic", IOAPIC),
+    optional("ecam", RANGE),
+    optional("iommu", RANGE_LIST),
+    optional("devices", Shape::Map(&DEVICE)),
+]);
+const HYPERVISOR: Shape = Shape::Table(&[
+    required("memory", RANGE),
+    required("console", Shape::String),
+]);
+const REGION: Shape = Shape::Table(&[
+    required("base", ADDRESS),
+    required("size", Shape::Size),
+    optional("guest", ADDRESS),
+]);
+const BOOT: Shape = Shape::Table(&[
+    required("kind", Shape::Choice(&["elf", "linux"])),
+    optional("image", Shape::String),
+    optional("kernel", Shape::String),
+    optional("initrd", Shape::String),
+    optional("cmdline", Shape::String),
+]);
+const PARTITION: Shape = Shape::Table(&[
+    required("name", Shape::String),
+    required("cpus", U32_LIST),
+    required("memory", Shape::Array(&REGION)),
+    optional("devices", STRING_LIST),
+    required("boot", BOOT),
+    required("on-fault", Shape::Choice(&["halt", "restart"])),
+    optional("capabilities", STRING_LIST),
+]);
+const CHANNEL: Shape = Shape::Table(&[
+    required("name", Shape::String),
+    required("partitions", STRING_LIST),
+    required("memory", RANGE),
+    required("doorbell", Shape::Table(&[required("vector", ADDRESS)])),
+]);
+const RUN: Shape = Shape::Table(&[
+    optional("expect-faults", STRING_LIST),
+    optional("seconds", ADDRESS),
+]);
+const DOCUMENT: &[Field] = &[
+    required("platform", PLATFORM),
+    required("hypervisor", HYPERVISOR),
+    optional("partition", Shape::Array(&PARTITION)),
+    optional("channel", Shape::Array(&CHANNEL)),
+    optional("run", RUN),
+];
+
+/// How messages name the document's top level.
+const TOP_LEVEL: &str = "the top level";
+
+/// Parses `text` as TOML and checks it against the schema. Returns every finding (empty
+/// when the document has the table's shape).
+pub fn check(text: &str) -> Vec<Finding> {
+    let document = match ImDocument::parse(text) {
+        Ok(document) => document,
+        Err(error) => {
+            let span = error.span().map(Span::from).unwrap_or(NO_SPAN);
+            return vec![
+                Finding::new(Rule::Syntax, span, error.message().trim().to_owned())
+                    .label("not valid TOML"),
+            ];
+        }
+    };
+    let mut findings = Vec::new();
+    let root: &Table = document.as_table();
+    let mut checker = Checker {
+        text,
+        findings: &mut findings,
+    };
+    checker.entries(Entries::Table(root), DOCUMENT, TOP_LEVEL, NO_SPAN);
+    findings.sort_by_key(|finding| finding.span.start);
+    findings
+}
+
+/// A table's entries, whether written as a `[table]` or as an inline `{ … }`.
+#[derive(Clone, Copy)]
+enum Entries<'a> {
+    Table(&'a Table),
+    Inline(&'a toml_edit::InlineTable),
+}
+
+/// One entry: key, the key's span and the value.
+struct Entry<'a> {
+    key: &'a str,
+    key_span: Span,
+    value: Node<'a>,
+}
+
+impl<'a> Entries<'a> {
+    fn list(self) -> Vec<Entry<'a>> {
+        match self {
+            Entries::Table(table) => table
+                .iter()
+                .filter(|(_, item)| !item.is_none())
+                .map(|(key, item)| Entry {
+                    key,
+                    key_span: table
+                        .key(key)
+                        .and_then(|key| key.span())
+                        .map(Span::from)
+                        .unwrap_or(NO_SPAN),
+                    value: Node::Item(item),
+                })
+                .collect(),
+            Entries::Inline(table) => table
+                .iter()
+                .map(|(key, value)| Entry {
+                    key,
+                    key_span: table
+                        .key(key)
+                        .and_then(|key| key.span())
+                        .map(Span::from)
+                        .unwrap_or(NO_SPAN),
+                    value: Node::Value(value),
+                })
+                .collect(),
+        }
+    }
+
+    /// The table's span; for a `[table]`, only its header line.
+    fn span(self, text: &str) -> Option<Span> {
+        match self {
+            Entries::Table(table) => table.span().map(|range| {
+                let line_end = text
+                    .get(range.clone())
+                    .and_then(|written| written.find('\n'))
+                    .map_or(range.end, |newline| range.start + newline);
+                Span::new(range.start, line_end)
+            }),
+            Entries::Inline(table) => table.span().map(Span::from),
+        }
+    }
+
+    /// The value of a `name = "…"` entry, to name array elements in messages.
+    fn name(self) -> Option<&'a str> {
+        match self {
+            Entries::Table(table) => table.get("name").and_then(Item::as_str),
+            Entries::Inline(table) => table.get("name").and_then(Value::as_str),
+        }
+    }
+}
+
+/// A value anywhere in the document.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Item(&'a Item),
+    Value(&'a Value),
+    Table(&'a Table),
+}
+
+impl<'a> Node<'a> {
+    fn value(self) -> Option<&'a Value> {
+        match self {
+            Node::Item(Item::Value(value)) | Node::Value(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    fn span(self) -> Option<Span> {
+        let range = match self {
+            Node::Item(Item::Value(value)) | Node::Value(value) => value.span(),
+            Node::Item(Item::Table(table)) | Node::Table(table) => table.span(),
+            Node::Item(Item::ArrayOfTables(array)) => array.span(),
+            Node::Item(Item::None) => None,
+        };
+        range.map(Span::from)
+    }
+
+    fn entries(self) -> Option<Entries<'a>> {
+        match self {
+            Node::Item(Item::Table(table)) | Node::Table(table) => Some(Entries::Table(table)),
+            Node::Item(Item::Value(Value::InlineTable(table)))
+            | Node::Value(Value::InlineTable(table)) => Some(Entries::Inline(table)),
+            _ => None,
+        }
+    }
+
+    fn elements(self) -> Option<Vec<Node<'a>>> {
+        match self {
+            Node::Item(Item::Value(Value::Array(array))) | Node::Value(Value::Array(array)) => {
+                Some(array.iter().map(Node::Value).collect())
+            }
+            Node::Item(Item::ArrayOfTables(array)) => Some(array.iter().map(Node::Table).collect()),
+            _ => None,
+        }
+    }
+
+    /// "a string", "an integer", … for messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Node::Item(Item::Value(value)) | Node::Value(value) => match value {
+                Value::String(_) => "a string",
+                Value::Integer(_) => "an integer",
+                Value::Float(_) => "a float",
+                Value::Boolean(_) => "a boolean",
+                Value::Datetime(_) => "a date-time",
+                Value::Array(_) => "an array",
+                Value::InlineTable(_) => "a table",
+            },
+            Node::Item(Item::Table(_)) | Node::Table(_) => "a table",
+            Node::Item(Item::ArrayOfTables(_)) => "an array of tables",
+            Node::Item(Item::None) => "nothing",
+        }
+    }
+}
+
+fn expected(shape: Shape) -> &'static str {
+    match shape {
+        Shape::String | Shape::Choice(_) => "a string",
+        Shape::Integer { .. } => "an integer",
+        Shape::Size => "a size (an integer number of bytes or a string like \"16 MiB\")",
+        Shape::Pci => "a PCI address string \"bb:dd.f\"",
+        Shape::Array(_) => "an array",
+        Shape::Table(_) | Shape::Map(_) => "a table",
+    }
+}
+
+/// Walks the document, collecting findings.
+struct Checker<'a> {
+    text: &'a str,
+    findings: &'a mut Vec<Finding>,
+}
+
+impl Checker<'_> {
+    fn entries(&mut self, entries: Entries, fields: &[Field], context: &str, fallback: Span) {
+        let table_span = entries.span(self.text).unwrap_or(fallback);
+        let list = entries.list();
+        for entry in &list {
+            match fields.iter().find(|field| field.key == entry.key) {
+                Some(field) => {
+                    let span = entry.value.span().unwrap_or(entry.key_span);
+                    // `[[partition]]` and `[[channel]]` read better than `partition`.
+                    let what = match (context == TOP_LEVEL, field.shape) {
+                        (true, Shape::Array(Shape::Table(_))) => format!("[[{}]]", entry.key),
+                        (true, Shape::Table(_)) => format!("[{}]", entry.key),
+                        _ => format!("`{}`", entry.key),
+                    };
+                    self.node(entry.value, field.shape, &what, span);
+                }
+                None => {
+                    let known: Vec<&str> = fields.iter().map(|field| field.key).collect();
+                    let mut finding = Finding::new(
+                        Rule::UnknownKey,
+                        entry.key_span,
+                        format!("unknown key `{}` in {context}", entry.key),
+                    )
+                    .label("unknown key");
+                    finding = match did_you_mean(entry.key, &known) {
+                        Some(suggestion) => finding.hint(format!("did you mean `{suggestion}`?")),
+                        None => finding.hint(format!(
+                            "the keys of {context} are {}",
+                            known
+                                .iter()
+                                .map(|key| format!("`{key}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    };
+                    self.findings.push(finding);
+                }
+            }
+        }
+        for field in fields.iter().filter(|field| field.required) {
+            if !list.iter().any(|entry| entry.key == field.key) {
+                self.findings.push(
+                    Finding::new(
+                        Rule::MissingKey,
+                        table_span,
+                        format!("{context} needs the key `{}`", field.key),
+                    )
+                    .label(format!("no `{}` here", field.key))
+                    .hint(match (context == TOP_LEVEL, field.shape) {
+                        (true, Shape::Table(_)) => {
+                            format!("add a `[{}]` table; see docs/partition-table.md", field.key)
+                        }
+                        _ => format!(
+                            "add `{} = …` ({}); see docs/partition-table.md",
+                            field.key,
+                            expected(field.shape)
+                        ),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn node(&mut self, node: Node, shape: Shape, what: &str, fallback: Span) {
+        let span = node.span().unwrap_or(fallback);
+        let findings = &mut *self.findings;
+        let wrong_type = |findings: &mut Vec<Finding>| {
+            findings.push(
+                Finding::new(
+                    Rule::WrongType,
+                    span,
+                    format!(
+                        "{what} must be {}, not {}",
+                        expected(shape),
+                        node.describe()
+                    ),
+                )
+                .label(format!("expected {}", expected(shape))),
+            );
+        };
+        match shape {
+            Shape::String => {
+                if !matches!(node.value(), Some(Value::String(_))) {
+                    wrong_type(findings);
+                }
+            }
+            Shape::Integer { max } => match node.value() {
+                Some(Value::Integer(integer)) => {
+                    let value = *integer.value();
+                    if value < 0 || value as u64 > max {
+                        findings.push(
+                            Finding::new(
+                                Rule::IntegerRange,
+                                span,
+                                format!("{what} is {value}, outside 0..={max:#x}"),
+                            )
+                            .label("out of range"),
+                        );
+                    }
+                }
+                _ => wrong_type(findings),
+            },
+            Shape::Size => match node.value() {
+                Some(Value::Integer(integer)) => {
+                    if *integer.value() < 0 {
+                        findings.push(
+                            Finding::new(
+                                Rule::IntegerRange,
+                                span,
+                                format!("{what} is negative ({})", integer.value()),
+                            )
+                            .label("a size cannot be negative"),
+                        );
+                    }
+                }
+                Some(Value::String(text)) => {
+                    if let Err(error) = parse_size(text.value()) {
+                        findings.push(
+                        Finding::new(
+                            Rule::SizeUnit,
+                            span,
+                            format!("{what}: invalid size \"{}\": {error}", text.value()),
+                        )
+                        .label("not a size")
+                        .hint("write bytes as an integer, or a number with B, KiB, MiB, GiB or TiB (\"16 MiB\")"),
+                    );
+                    }
+                }
+                _ => wrong_type(findings),
+            },
+            Shape::Pci => match node.value() {
+                Some(Value::String(text)) => {
+                    if let Err(error) = text.value().parse::<PciAddress>() {
+                        findings.push(
+                        Finding::new(
+                            Rule::PciSyntax,
+                            span,
+                            format!("{what}: invalid PCI address \"{}\": {error}", text.value()),
+                        )
+                        .label("not bb:dd.f")
+                        .hint("bus and device in hexadecimal, device ≤ 1f, function ≤ 7: \"00:1f.3\""),
+                    );
+                    }
+                }
+                _ => wrong_type(findings),
+            },
+            Shape::Choice(choices) => match node.value() {
+                Some(Value::String(text)) => {
+                    if !choices.contains(&text.value().as_str()) {
+                        let listed = choices
+                            .iter()
+                            .map(|choice| format!("\"{choice}\""))
+                            .collect::<Vec<_>>()
+                            .join(" or ");
+                        let mut finding = Finding::new(
+                            Rule::UnknownValue,
+                            span,
+                            format!("{what} is \"{}\", but must be {listed}", text.value()),
+                        )
+                        .label("unknown value");
+                        if let Some(suggestion) = did_you_mean(text.value(), choices) {
+                            finding = finding.hint(format!("did you mean \"{suggestion}\"?"));
+                        }
+                        findings.push(finding);
+                    }
+                }
+                _ => wrong_type(findings),
+            },
+            Shape::Array(element) => match node.elements() {
+                Some(elements) => {
+                    for (number, element_node) in elements.into_iter().enumerate() {
+                        // Name an element by its `name` when it has one.
+                        let description = match element_node.entries().and_then(Entries::name) {
+                            Some(name) => format!("{what} `{name}`"),
+                            None => format!("element {} of {what}", number + 1),
+                        };
+                        self.node(element_node, *element, &description, span);
+                    }
+                }
+                None => wrong_type(findings),
+            },
+            Shape::Table(fields) => match node.entries() {
+                Some(entries) => self.entries(entries, fields, what, span),
+                None => wrong_type(findings),
+            },
+            Shape::Map(value_shape) => match node.entries() {
+                Some(entries) => {
+                    for entry in entries.list() {
+                        let entry_span = entry.value.span().unwrap_or(entry.key_span);
+                        self.node(
+                            entry.value,
+                            *value_shape,
+                            &format!("`{}`", entry.key),
+                            entry_span,
+                        );
+                    }
+                }
+                None => wrong_type(findings),
+            },
+        }
+    }
+}
+
+/// The known word closest to `word`, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    known
+        .iter()
+        .map(|candidate| (strsim::levenshtein(word, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+        .or_else(|| {
+            // Case or separator mix-ups (`on_fault`, `OnFault`).
+            let normalized = word.to_ascii_lowercase().replace('_', "-");
+            known
+                .iter()
+                .copied()
+                .find(|candidate| candidate.replace('-', "") == normalized.replace('-', ""))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> Vec<&'static str> {
+        check(text)
+            .iter()
+            .map(|finding| finding.rule.id())
+            .collect()
+    }
+
+    #[test]
+    fn suggests_close_keys() {
+        assert_eq!(
+            did_you_mean("on_fault", &["on-fault", "name"]),
+            Some("on-fault")
+        );
+        assert_eq!(
+            did_you_mean("capabilites", &["capabilities"]),
+            Some("capabilities")
+        );
+        assert_eq!(did_you_mean("colour", &["cpus", "memory"]), None);
+    }
+
+    #[test]
+    fn reports_every_problem_of_a_document() {
+        let text = r#"
+[platform]
+nme = "x"
+cpus = [0, -1, "two"]
+ram = [ { base = 0, size = "4 KB" } ]
+[hypervisor]
+memory = { base = 0, size = 4096 }
+[[partition]]
+name = "a"
+cpus = [0]
+memory = []
+boot = { kind = "elfs" }
+on-fault = 3
+"#;
+        let mut found = rules(text);
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            [
+                "integer-range",
+                "missing-key",
+                "missing-key",
+                "size-unit",
+                "unknown-key",
+                "unknown-value",
+                "wrong-type",
+                "wrong-type"
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_span() {
+        let findings = check("[platform\nname = 1");
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rule, Rule::Syntax);
+    }
+}

@@ -1,0 +1,136 @@
+//! The IOAPIC as a partition sees it: the page is trapped (it is in no stage-2 table), the
+//! faulting MOV is fetched through the guest's page tables and decoded, and the access goes
+//! through the partition's view (tessera_policy::ioapic), which lets a partition program
+//! only the pins its devices own, toward its own cores.
+
+use crate::arch::ioapic;
+use crate::partition;
+use crate::table::{MACHINE, PARTITION_COUNT};
+use crate::virt::{CoreContext, Flow, VirtualCpu};
+use spin::Mutex;
+use tessera_policy::guest_walk::{self, WalkAccess};
+use tessera_policy::ioapic::{IoapicView, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET, MASKED};
+use tessera_policy::mmio_decode::{self, MmioAccess, MAX_LENGTH};
+
+/// Each partition's view (its IOREGSEL value), shared by its cores.
+static VIEWS: [Mutex<IoapicView>; PARTITION_COUNT] =
+    [const { Mutex::new(IoapicView::new()) }; PARTITION_COUNT];
+
+/// Masks every pin, so no entry the firmware left unmasked escapes the checks below, and
+/// checks the table's pin count against the hardware's (82093AA §3.2.2: version register
+/// bits 23:16 = highest redirection entry).
+pub fn init() -> Result<(), (u8, u8)> {
+    let Some(table) = MACHINE.ioapic else {
+        return Ok(());
+    };
+    ioapic::init(table.base);
+    ioapic::with(|registers| {
+        let hardware_pins = ((registers.read(1) >> 16) & 0xFF) as u8 + 1;
+        if table.pins > hardware_pins {
+            return Err((table.pins, hardware_pins));
+        }
+        for pin in 0..table.pins {
+            let low = tessera_policy::ioapic::redirection_low(pin);
+            registers.write(low, MASKED);
+        }
+        Ok(())
+    })
+    .unwrap_or(Ok(()))
+}
+
+/// Whether a guest-physical address lies in the IOAPIC page.
+pub fn covers(guest_physical: u64) -> bool {
+    MACHINE
+        .ioapic
+        .is_some_and(|ioapic| guest_physical.wrapping_sub(ioapic.base) < 0x1000)
+}
+
+/// Emulates the MOV that touched the IOAPIC page at `guest_physical`.
+pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext, guest_physical: u64) -> Flow {
+    let Some(table) = MACHINE.ioapic else {
+        return Flow::Resume;
+    };
+    let instruction_context = vcpu.instruction_context();
+    let mut bytes = [0u8; MAX_LENGTH];
+    let read_memory = |address| crate::memory::read_guest_u64(context.partition, address);
+    // An instruction near the end of a page may be shorter than 15 bytes: fetch what can be.
+    let fetched = (1..=MAX_LENGTH).rev().find(|&length| {
+        guest_walk::read_guest_bytes(
+            &instruction_context.paging,
+            instruction_context.rip_linear,
+            WalkAccess::FETCH,
+            &mut bytes[..length],
+            read_memory,
+        )
+        .is_ok()
+    });
+    let decoded = fetched
+        .and_then(|length| mmio_decode::decode(&bytes[..length], instruction_context.mode).ok());
+    let Some(instruction) = decoded else {
+        partition::contain(
+            context,
+            partition::Containment {
+                reason: "mmio-decode",
+                address: guest_physical,
+                detail: "IOAPIC access by an instruction the hypervisor cannot decode",
+                rip: vcpu.rip(),
+            },
+        );
+        return Flow::Stop;
+    };
+    let offset = guest_physical - table.base;
+    let owned_pins = context.partition.irq_pins;
+    let mut view = VIEWS[context.partition_index].lock();
+    match instruction.access {
+        MmioAccess::Load { register, .. } => {
+            let value = match (offset, instruction.size) {
+                (IOREGSEL_OFFSET, 4) => view.read_select(),
+                (IOWIN_OFFSET, 4) => ioapic::with(|registers| {
+                    view.read_window(owned_pins, table.pins, |index| registers.read(index))
+                })
+                .unwrap_or(u32::MAX),
+                // Other offsets and sizes read as nothing is there.
+                _ => u32::MAX,
+            };
+            let old = vcpu.register_number(register);
+            if let Some(new) = instruction.load_result(old, u64::from(value)) {
+                vcpu.set_register_number(register, new);
+            }
+        }
+        MmioAccess::Store { .. } => {
+            let value = instruction
+                .store_value(|register| vcpu.register_number(register))
+                .unwrap_or(0) as u32;
+            match (offset, instruction.size) {
+                (IOREGSEL_OFFSET, 4) => view.write_select(value),
+                (IOWIN_OFFSET, 4) => {
+                    let outcome = ioapic::with(|registers| {
+                        let outcome = view.write_window(
+                            value,
+                            owned_pins,
+                            context.partition.cpus,
+                            table.pins,
+                            |index| registers.read(index),
+                        );
+                        if let WindowWrite::Hardware { register, value } = outcome {
+                            registers.write(register, value);
+                        }
+                        outcome
+                    });
+                    if let Some(WindowWrite::Refused(refusal)) = outcome {
+                        partition::count_refused_ioapic_write(context.partition_index);
+                        log::info!(
+                            "refused: partition={} core={} IOAPIC write {:?}",
+                            context.partition.name,
+                            context.apic_id,
+                            refusal
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    vcpu.set_rip(vcpu.rip() + u64::from(instruction.length));
+    Flow::Resume
+}

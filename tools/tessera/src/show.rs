@@ -1,0 +1,213 @@
+//! `tessera show`: the partitions, the sorted host-physical memory map (who owns which
+//! range, the gaps between them, shared channels) and the devices of a table, as text.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use tessera_config::{Size, Table};
+
+use crate::check::load_for_display;
+use crate::map::{memory_map, Owner};
+use crate::Outcome;
+
+/// `tessera show TABLE`.
+pub fn show(path: &Path) -> Outcome {
+    match load_for_display(path) {
+        Ok(table) => Outcome {
+            code: crate::EXIT_VALID,
+            stdout: describe(&table),
+            stderr: String::new(),
+        },
+        Err(outcome) => outcome,
+    }
+}
+
+fn size(bytes: u64) -> String {
+    Size(bytes).to_string()
+}
+
+/// The text `show` prints.
+pub fn describe(table: &Table) -> String {
+    let mut out = String::new();
+    let ram: u64 = table.platform.ram.iter().map(|range| range.size.0).sum();
+    let _ = writeln!(
+        out,
+        "table {}: platform `{}`, {} cores, {} of RAM",
+        table.path.display(),
+        *table.platform.name,
+        table.platform.cpus.len(),
+        size(ram)
+    );
+    let console = table.device(&table.hypervisor.console);
+    let _ = writeln!(
+        out,
+        "hypervisor: memory {}, console `{}`{}",
+        range_text(table.hypervisor.memory.to_abi()),
+        *table.hypervisor.console,
+        console
+            .and_then(|device| device.device.ports.first())
+            .map_or(String::new(), |port| format!(" (port {:#x})", *port.base))
+    );
+
+    let _ = writeln!(out, "\npartitions:");
+    let rows: Vec<[String; 7]> = table
+        .partitions
+        .iter()
+        .map(|partition| {
+            let memory: u64 = partition.memory.iter().map(|region| region.size.0).sum();
+            [
+                partition.name.value.clone(),
+                join(partition.cpus.iter().map(|cpu| cpu.to_string())),
+                format!(
+                    "{} in {} region{}",
+                    size(memory),
+                    partition.memory.len(),
+                    if partition.memory.len() == 1 { "" } else { "s" }
+                ),
+                join(partition.devices.iter().map(|device| device.value.clone())),
+                match *partition.boot.kind {
+                    tessera_config::model::BootKind::Elf => "elf".to_owned(),
+                    tessera_config::model::BootKind::Linux => "linux".to_owned(),
+                },
+                match *partition.on_fault {
+                    tessera_config::model::OnFault::Halt => "halt".to_owned(),
+                    tessera_config::model::OnFault::Restart => "restart".to_owned(),
+                },
+                join(partition.capabilities.iter().map(|c| c.value.clone())),
+            ]
+        })
+        .collect();
+    table_rows(
+        &mut out,
+        &[
+            "name",
+            "cores",
+            "memory",
+            "devices",
+            "boot",
+            "on-fault",
+            "capabilities",
+        ],
+        &rows,
+    );
+
+    let _ = writeln!(out, "\nmemory map (host-physical, sorted):");
+    let rows: Vec<[String; 4]> = memory_map(table)
+        .into_iter()
+        .map(|band| {
+            let owner = match band.owner {
+                Owner::Hypervisor => "hypervisor".to_owned(),
+                Owner::Partition(index) => table.partitions[index].name.value.clone(),
+                Owner::Channel(_) => "shared".to_owned(),
+                Owner::Device(Some(index)) => table.partitions[index].name.value.clone(),
+                Owner::Device(None) => "-".to_owned(),
+                Owner::Window => "platform".to_owned(),
+                Owner::FreeRam => "(gap)".to_owned(),
+            };
+            [
+                range_text(band.range),
+                size(band.range.size),
+                owner,
+                band.label,
+            ]
+        })
+        .collect();
+    table_rows(&mut out, &["range", "size", "owner", "what"], &rows);
+
+    let _ = writeln!(out, "\nchannels:");
+    if table.channels.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for channel in &table.channels {
+        let _ = writeln!(
+            out,
+            "  {}: {} {} shared by {}, doorbell vector {:#x}",
+            *channel.name,
+            range_text(channel.memory.to_abi()),
+            size(channel.memory.size.0),
+            join(channel.partitions.iter().map(|m| m.value.clone())),
+            *channel.doorbell.vector
+        );
+    }
+
+    let _ = writeln!(out, "\ndevices:");
+    let rows: Vec<[String; 3]> = table
+        .platform
+        .devices
+        .iter()
+        .map(|device| {
+            let owner = if *table.hypervisor.console == *device.name {
+                "hypervisor (console)".to_owned()
+            } else {
+                table
+                    .partitions
+                    .iter()
+                    .find(|partition| {
+                        partition
+                            .devices
+                            .iter()
+                            .any(|name| name.as_str() == device.name.as_str())
+                    })
+                    .map_or("-".to_owned(), |partition| partition.name.value.clone())
+            };
+            let mut resources = Vec::new();
+            for port in &device.device.ports {
+                resources.push(format!("ports {}", range_text(port.to_abi())));
+            }
+            for window in &device.device.mmio {
+                resources.push(format!("mmio {}", range_text(window.to_abi())));
+            }
+            if let Some(pci) = &device.device.pci {
+                resources.push(format!("pci {}", **pci));
+            }
+            if let Some(irq) = &device.device.irq {
+                resources.push(format!("irq {}", **irq));
+            }
+            [device.name.value.clone(), owner, resources.join(", ")]
+        })
+        .collect();
+    table_rows(&mut out, &["name", "owner", "resources"], &rows);
+    out
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn range_text(range: tessera_abi::table::Range) -> String {
+    format!(
+        "[{:#x}, {:#x})",
+        range.base,
+        range.base.saturating_add(range.size)
+    )
+}
+
+/// Left-aligned columns with a header line.
+fn table_rows<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|title| title.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut String, cells: Vec<&str>| {
+        let mut text = String::from(" ");
+        for (index, cell) in cells.iter().enumerate() {
+            if index + 1 == N {
+                text.push_str(&format!(" {cell}"));
+            } else {
+                text.push_str(&format!(" {cell:<width$}", width = widths[index]));
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(out, header.to_vec());
+    for row in rows {
+        line(out, row.iter().map(String::as_str).collect());
+    }
+}
