@@ -1,5 +1,6 @@
 //! `cargo xtask`: Tessera's developer runner — build an image for a partition table (and a
-//! GRUB ISO around it), boot it in QEMU or Bochs, run the host and system tests.
+//! GRUB ISO around it), boot it in QEMU or Bochs, run the host and system tests, measure the
+//! figures of `cargo xtask bench`.
 //!
 //! Principles: every decision that can be a pure function is one and is unit-tested (the
 //! QEMU command line, the bochsrc, the stop rules, the transcript checks, line splitting);
@@ -8,6 +9,7 @@
 //! path for both emulators ([`run`]). Exit status 0 means everything passed, 1 a failure,
 //! 2 a usage problem or a missing tool the user has to install, 130 an interrupted run.
 
+mod bench;
 mod bochs;
 mod host_tests;
 mod image;
@@ -71,6 +73,19 @@ enum Commands {
     /// Run the host tests, then boot the demo table in QEMU and on every Bochs model of the
     /// feature matrix, and check that deterministic runs repeat byte for byte.
     Test,
+    /// Measure the figures (VM-exit path lengths, code and memory sizes, validation times):
+    /// target/bench/report.json and a table. Emulator figures come from deterministic runs,
+    /// each run twice; the command fails if the two disagree. See docs/benchmarks.md.
+    Bench(BenchArguments),
+}
+
+#[derive(Args)]
+struct BenchArguments {
+    /// Measure only these figures: a figure name (`demo_exits_worker`), a name pattern
+    /// (`demo_exits_{partition}`), a boot (`svm-bench`, `vmx-bench`, `svm-demo`), `image`
+    /// or `validation`.
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    only: Vec<String>,
 }
 
 #[derive(Args)]
@@ -121,6 +136,9 @@ fn main() -> ExitCode {
         Commands::Iso(arguments) => make_iso(&arguments),
         Commands::Run(arguments) => run(&arguments),
         Commands::Test => test(),
+        Commands::Bench(arguments) => {
+            workspace_root().and_then(|root| bench::run(&root, &arguments.only))
+        }
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");

@@ -3,20 +3,47 @@
 //!
 //! Always: a banner with the core it runs on, whether it runs on Tessera, the RAM the
 //! memory map gives it, and a write-then-verify walk over all of that RAM (except its
-//! own image and the loader's boot data). Then, by command-line word, in this order:
+//! own image and the loader's boot data). The runtime reads `console=0x<port>` (the
+//! UART) and `uart-irq=<pin>` (interrupt-driven output through that I/O APIC pin;
+//! polled without it). Then, by command-line word, in this order:
 //!
 //! * `measure-exits=<N>`: time N round trips of two exits the hypervisor handles (CPUID
 //!   and a hypercall) with RDTSC and print `measure: …` (under the deterministic emulator
 //!   modes the TSC counts instructions, so the figures are path lengths);
 //! * `probe-outside=0x<address>`: read a guest-physical address outside its memory; the
 //!   hypervisor must stop the partition (exit status 2 if the read returns);
+//! * `start-core=<apic id>`: start that core of the same partition by INIT-SIPI-SIPI;
+//!   it prints `core <id> up`, runs a small loop and sets a flag, on which this core
+//!   waits and prints `second core started` (status 7 on failure);
+//! * `attack-ipi=<apic id>`: send a fixed IPI (vector 0xee), an NMI and an INIT to a core
+//!   of another partition, then print `attack-ipi: sent` (the hypervisor must drop them;
+//!   the victim treats vector 0xee or an NMI as unexpected and would stop with status 6);
+//! * `attack-ioapic=<pin>[,<own pin>,<foreign apic id>]`: try to route a pin this
+//!   partition does not own to itself, and (optionally) one of its own pins to a core
+//!   outside it; print `attack-ioapic: pin <p> …read-back=…` per attempt and then
+//!   `attack-ioapic: refused` or `attack-ioapic: ACCEPTED` (status 2 on Tessera);
+//! * `timer-loop=<milliseconds>`: run the local APIC timer at 1 kHz (periodic; the second
+//!   half in TSC-deadline mode if CPUID 1 ECX bit 24 offers it) with compute between
+//!   ticks; print `timer: tsc-hz=… apic-timer-hz=… periodic-ticks=… tsc-deadline-ticks=…`
+//!   and `timer: ticks=<n> period=<tsc> max-jitter=<tsc> exits-during-loop=<n>`, the
+//!   exits counted with OwnExitCount (`n/a` without Tessera; status 8 on failure);
+//! * `ping=<channel>,<rounds>`: doorbell ping-pong over channel `<channel>` (table
+//!   order): wait for the peer's ready mark, then `rounds` times write a sequence number,
+//!   ring, HLT until the answer; print `ping-pong: rounds=<n> round-trip-min=<tsc>
+//!   round-trip-mean=<tsc>` (status 9 on failure);
+//! * `pong=<channel>`: answer pings until the pinger says it is finished; print
+//!   `pong: answered <n>` (status 9 on failure);
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
 //!   (status 3 on time-out);
 //! * `power-off`: power the machine off (status 4 if that fails);
 //!
-//! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1.
+//! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1; an
+//! unexpected exception or interrupt with status 6 (the runtime).
 #![no_std]
 #![no_main]
+
+mod channel;
+mod interrupt_modes;
 
 use tessera_abi::hypercall::PartitionState;
 use tessera_guest::memory::{for_each_piece_outside, MemoryRange};
@@ -30,6 +57,10 @@ const EXIT_ISOLATION_BROKEN: u64 = 2;
 const EXIT_WAIT_TIMED_OUT: u64 = 3;
 const EXIT_POWER_OFF_FAILED: u64 = 4;
 const EXIT_MEASURE_FAILED: u64 = 5;
+// 6 is the runtime's: unexpected exception or interrupt.
+const EXIT_CORE_START_FAILED: u64 = 7;
+const EXIT_TIMER_FAILED: u64 = 8;
+const EXIT_CHANNEL_FAILED: u64 = 9;
 
 /// How long to wait for the other partitions, in TSC ticks (about 7 s at 3 GHz; about
 /// 20 billion guest instructions under the deterministic emulator modes).
@@ -57,6 +88,24 @@ fn main(info: &BootInfo) {
     }
     if let Some(text) = command_line.value("probe-outside") {
         probe_outside(text);
+    }
+    if let Some(text) = command_line.value("start-core") {
+        interrupt_modes::start_core(info, text);
+    }
+    if let Some(text) = command_line.value("attack-ipi") {
+        interrupt_modes::attack_ipi(text);
+    }
+    if let Some(text) = command_line.value("attack-ioapic") {
+        interrupt_modes::attack_ioapic(text);
+    }
+    if let Some(text) = command_line.value("timer-loop") {
+        interrupt_modes::timer_loop(text);
+    }
+    if let Some(text) = command_line.value("ping") {
+        channel::ping(text);
+    }
+    if let Some(text) = command_line.value("pong") {
+        channel::pong(text);
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
@@ -280,7 +329,9 @@ fn time_round_trips(rounds: u64, mut operation: impl FnMut()) -> (u64, u64) {
     for _ in 0..rounds {
         let start = processor::rdtsc();
         operation();
-        let elapsed = processor::rdtsc().wrapping_sub(start).saturating_sub(baseline);
+        let elapsed = processor::rdtsc()
+            .wrapping_sub(start)
+            .saturating_sub(baseline);
         minimum = minimum.min(elapsed);
         total = total.wrapping_add(elapsed);
     }

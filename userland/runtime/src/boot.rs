@@ -9,12 +9,17 @@
 //!
 //! 1. loads its own GDT and flat data segments, sets its own stack and zeroes .bss;
 //! 2. identity-maps the first 4 GiB of guest-physical space with 2 MiB pages (one PML4,
-//!    one PDPT, four page directories, all in .bss);
+//!    one PDPT, four page directories, all in .bss); the top 32 MiB (0xFE000000 and up:
+//!    I/O APIC, local APIC, HPET, firmware) are mapped uncached (PCD | PWT, which
+//!    selects UC with the power-on PAT);
 //! 3. enables PAE (CR4.PAE), long mode (EFER.LME, Intel SDM Vol. 3A 10.8.5 "Initializing
 //!    IA-32e Mode"; AMD APM Vol. 2 14.6 "Enabling and Activating Long Mode") and paging,
 //!    far-returns into a 64-bit code segment;
-//! 4. calls [`tessera_guest_start`] with the start_info address, which parses it, opens
-//!    the console and calls the function the guest named with [`entry!`](crate::entry).
+//! 4. calls [`tessera_guest_start`] with the start_info address, which loads the IDT
+//!    ([`crate::interrupts`]), parses the start_info, opens the console, switches it to
+//!    interrupt-driven output if the command line has `uart-irq=<pin>` (enabling the
+//!    x2APIC and interrupts), and calls the function the guest named with
+//!    [`entry!`](crate::entry).
 
 use crate::memory::MemoryRange;
 #[cfg(target_os = "none")]
@@ -92,6 +97,14 @@ tessera_pvh_start32:
     cmp ecx, 2048
     jb .Lfill_page_directories
 
+    /* Entries 2032..2048 (0xFE000000 and up, the MMIO window): PCD | PWT. */
+    mov ecx, 2032
+.Lmark_uncached:
+    or dword ptr [tessera_page_directories + ecx * 8], 0x18
+    inc ecx
+    cmp ecx, 2048
+    jb .Lmark_uncached
+
     /* CR4.PAE, CR3, EFER.LME, then CR0.PG (+PE) activates IA-32e mode. */
     mov eax, cr4
     or eax, 0x20
@@ -140,6 +153,7 @@ tessera_gdt:
     .quad 0x00cf93000000ffff        /* 0x10: flat 4 GiB data, DPL 0 */
 tessera_gdt_end:
     .balign 8
+    .global tessera_gdt_pointer
 tessera_gdt_pointer:
     .short tessera_gdt_end - tessera_gdt - 1
     .quad tessera_gdt
@@ -188,6 +202,7 @@ extern "Rust" {
 #[cfg(target_os = "none")]
 #[no_mangle]
 extern "C" fn tessera_guest_start(start_info_address: u64) -> ! {
+    crate::interrupts::load();
     // SAFETY: the loader passes the address of a start_info structure in EBX, and the
     // identity map covers all of the first 4 GiB, where EBX can point; the structures it
     // names are only read, before any of the guest's own code runs.
@@ -199,10 +214,31 @@ extern "C" fn tessera_guest_start(start_info_address: u64) -> ! {
     if let Some(port) = info.command_line().console_port() {
         crate::console::open(port);
     }
+    if let Some(pin) = info.command_line().number("uart-irq") {
+        enable_interrupt_driven_console(pin);
+    }
     // SAFETY: the guest binary defines this symbol through `entry!`, which fixes its
     // signature to `fn(&BootInfo)`; both sides are Rust functions of this one build.
     unsafe { __tessera_guest_main(&info) };
     crate::hypercall::stop_self(0)
+}
+
+/// Switches the console to interrupt-driven output through I/O APIC `pin`; on failure
+/// says why and stays polled.
+#[cfg(target_os = "none")]
+fn enable_interrupt_driven_console(pin: u64) {
+    let Ok(pin) = u8::try_from(pin) else {
+        crate::println!("console: uart-irq={pin} is not a pin; polling");
+        return;
+    };
+    if let Err(error) = crate::x2apic::enable() {
+        crate::println!("console: uart-irq={pin}: {error:?}; polling");
+        return;
+    }
+    match crate::console::enable_interrupt_output(pin) {
+        Ok(()) => crate::processor::enable_interrupts(),
+        Err(error) => crate::println!("console: uart-irq={pin}: {error:?}; polling"),
+    }
 }
 
 #[cfg(target_os = "none")]

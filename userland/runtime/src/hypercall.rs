@@ -35,8 +35,8 @@ fn instruction() -> u8 {
 /// Issues hypercall `call` with up to three arguments and returns RAX.
 ///
 /// Safe: no call of the ABI takes a pointer, and the hypervisor checks every argument
-/// and capability. Without a hypervisor the instruction raises #UD, which (with no IDT)
-/// resets the machine — a stop, not memory unsafety.
+/// and capability. Without a hypervisor the instruction raises #UD, which the runtime's
+/// exception handler reports before stopping — a stop, not memory unsafety.
 pub fn hypercall(call: Call, argument0: u64, argument1: u64, argument2: u64) -> i64 {
     let result: u64;
     if instruction() == INSTRUCTION_VMMCALL {
@@ -72,19 +72,61 @@ pub fn hypercall(call: Call, argument0: u64, argument1: u64, argument2: u64) -> 
     result as i64
 }
 
-/// Stops this partition on all its cores, reporting `status`. If the hypercall returns
-/// (it should not), halts this core for good.
+/// Stops this partition on all its cores, reporting `status`, after sending what the
+/// console still holds. If the hypercall returns (it should not), halts this core for
+/// good. Without Tessera (bare QEMU) there is no one to report to: the machine is shut
+/// down instead, by a triple fault (which QEMU's `-no-reboot` turns into an exit).
 pub fn stop_self(status: u64) -> ! {
-    hypercall(Call::StopSelf, status, 0, 0);
+    crate::console::flush();
+    if processor::running_on_tessera() {
+        hypercall(Call::StopSelf, status, 0, 0);
+    } else {
+        shut_down_by_triple_fault();
+    }
+    processor::disable_interrupts();
     loop {
         processor::halt();
     }
 }
 
-/// Powers the machine off (needs the `power` capability). Returns only on failure,
-/// with the negative error code.
+/// Loads an empty IDT and raises an exception: no handler can be found, which is a
+/// triple fault, which resets (or, with `-no-reboot`, stops) the machine.
+fn shut_down_by_triple_fault() -> ! {
+    let empty = [0u16; 5];
+    // SAFETY: this deliberately ends the run: with a zero-limit IDT the INT3 cannot be
+    // delivered, and the processor shuts down. Nothing runs after it.
+    unsafe {
+        core::arch::asm!("cli", "lidt [{pointer}]", "int3", pointer = in(reg) &raw const empty,
+            options(noreturn));
+    }
+}
+
+/// Powers the machine off (needs the `power` capability), after sending what the
+/// console still holds. Returns only on failure, with the negative error code.
 pub fn power_off() -> i64 {
+    crate::console::flush();
     hypercall(Call::PowerOff, 0, 0, 0)
+}
+
+/// Rings the doorbell of channel `channel` (table order): its vector is raised on the
+/// boot core of every other member. Returns the number of partitions signalled.
+pub fn ring_doorbell(channel: u64) -> i64 {
+    hypercall(Call::RingDoorbell, channel, 0, 0)
+}
+
+/// Guest-physical base of channel `channel`'s shared memory.
+pub fn channel_address(channel: u64) -> i64 {
+    hypercall(Call::ChannelAddress, channel, 0, 0)
+}
+
+/// The doorbell vector of channel `channel`.
+pub fn channel_vector(channel: u64) -> i64 {
+    hypercall(Call::ChannelVector, channel, 0, 0)
+}
+
+/// VM exits this partition has caused so far, this call included.
+pub fn own_exit_count() -> i64 {
+    hypercall(Call::OwnExitCount, 0, 0, 0)
 }
 
 /// Number of partitions in the table.
