@@ -1,4 +1,5 @@
-//! Turns the partition table into the hypervisor's static tables and linker script.
+//! Turns the partition table into the hypervisor's static tables, the blobs the build
+//! generates for them (Linux boot data, ACPI tables) and the linker script.
 //!
 //! The table comes from `TESSERA_TABLE` (a path), or partitions/demo.toml by default so that
 //! a plain `cargo build` works. An invalid table stops the build with the validator's
@@ -27,6 +28,11 @@ fn main() {
     };
     for path in &lowered.files {
         println!("cargo:rerun-if-changed={}", path.display());
+    }
+    // Generated blobs go to OUT_DIR first: machine.rs include_bytes!s them from there.
+    if let Err(error) = tessera_config::write_generated(&lowered, &out_dir) {
+        eprintln!("{error}");
+        std::process::exit(1);
     }
     let source = tessera_config::generate_rust(&lowered);
     std::fs::write(out_dir.join("machine.rs"), source).expect("write machine.rs");

@@ -1,13 +1,17 @@
 //! Code generation: the lowered machine as Rust source defining
 //! `pub static MACHINE: ::tessera_abi::table::Machine`, for the hypervisor's build script to
 //! write to `OUT_DIR/machine.rs` and the hypervisor to `include!`.
+//!
+//! Every distinct blob is one `const BLOB_<n>: &[u8]`: a file of the table by its absolute
+//! path, a generated blob from `OUT_DIR`, where [`crate::write_generated`] put it.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use tessera_abi::table::{Capability, FaultPolicy, MappingKind, MemoryMapping, Range, Rights};
+use tessera_abi::table::{
+    Capability, Entry, FaultPolicy, MappingKind, MemoryMapping, Range, Rights,
+};
 
-use crate::lower::{Lowered, LoweredBoot, LoweredChannel, LoweredPartition};
+use crate::lower::{BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredPartition};
 
 const TABLE: &str = "::tessera_abi::table";
 
@@ -39,15 +43,18 @@ pub fn generate_rust(lowered: &Lowered) -> String {
         lowered.channels.len()
     );
     out.push('\n');
-    let images = guest_images(lowered);
-    for (index, image) in images.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "const GUEST_IMAGE_{index}: &[u8] = include_bytes!({});",
-            string(&image.to_string_lossy())
-        );
+    let blobs = distinct_blobs(lowered);
+    for (index, (source, _)) in blobs.iter().enumerate() {
+        let path = match source {
+            BlobSource::File(path) => string(&path.to_string_lossy()),
+            BlobSource::Generated { file_name, .. } => format!(
+                "concat!(env!(\"OUT_DIR\"), {})",
+                string(&format!("/{file_name}"))
+            ),
+        };
+        let _ = writeln!(out, "const BLOB_{index}: &[u8] = include_bytes!({path});");
     }
-    if !images.is_empty() {
+    if !blobs.is_empty() {
         out.push('\n');
     }
     let _ = writeln!(
@@ -99,7 +106,7 @@ pub fn generate_rust(lowered: &Lowered) -> String {
     }
     let _ = writeln!(out, "    partitions: &[");
     for partition in &lowered.partitions {
-        write_partition(&mut out, partition, &images);
+        write_partition(&mut out, partition, &blobs);
     }
     let _ = writeln!(out, "    ],");
     let _ = writeln!(out, "    channels: &[");
@@ -128,22 +135,47 @@ pub fn generate_rust(lowered: &Lowered) -> String {
             partition.cpus.len()
         );
     }
+    // A blob that changed between lowering and compilation fails the build here rather
+    // than the digest check at boot.
+    for (index, (_, size)) in blobs.iter().enumerate() {
+        let _ = writeln!(out, "const _: () = assert!(BLOB_{index}.len() == {size});");
+    }
     out
 }
 
-/// The distinct guest images, in first-use order (each is included once).
-fn guest_images(lowered: &Lowered) -> Vec<&Path> {
-    let mut images: Vec<&Path> = Vec::new();
+/// The distinct blob sources with their sizes, in first-use order (each is included once).
+fn distinct_blobs(lowered: &Lowered) -> Vec<(&BlobSource, u64)> {
+    let mut blobs: Vec<(&BlobSource, u64)> = Vec::new();
     for partition in &lowered.partitions {
-        let LoweredBoot::Pvh { image, .. } = &partition.boot;
-        if !images.contains(&image.as_path()) {
-            images.push(image);
+        for blob in &partition.boot.blobs {
+            if !blobs
+                .iter()
+                .any(|(known, _)| same_source(known, &blob.source))
+            {
+                blobs.push((&blob.source, blob.size));
+            }
         }
     }
-    images
+    blobs
 }
 
-fn write_partition(out: &mut String, partition: &LoweredPartition, images: &[&Path]) {
+/// Whether two sources name the same bytes (files by path, generated blobs by file name).
+fn same_source(first: &BlobSource, second: &BlobSource) -> bool {
+    match (first, second) {
+        (BlobSource::File(first), BlobSource::File(second)) => first == second,
+        (
+            BlobSource::Generated {
+                file_name: first, ..
+            },
+            BlobSource::Generated {
+                file_name: second, ..
+            },
+        ) => first == second,
+        _ => false,
+    }
+}
+
+fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&BlobSource, u64)]) {
     let _ = writeln!(out, "        {TABLE}::Partition {{");
     let _ = writeln!(out, "            name: {},", string(&partition.name));
     let _ = writeln!(out, "            cpus: &{:?},", partition.cpus);
@@ -163,40 +195,7 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, images: &[&Pa
             .join(", ")
     );
     let _ = writeln!(out, "            irq_pins: &{:?},", partition.irq_pins);
-    match &partition.boot {
-        LoweredBoot::Pvh {
-            image,
-            sha256,
-            segments,
-            entry,
-            cmdline,
-        } => {
-            let _ = writeln!(out, "            boot: {TABLE}::Boot::Pvh {{");
-            let number = images
-                .iter()
-                .position(|known| known == image)
-                .unwrap_or_default();
-            let _ = writeln!(out, "                image: GUEST_IMAGE_{number},");
-            let _ = writeln!(out, "                sha256: [");
-            for chunk in sha256.chunks(8) {
-                let bytes: Vec<String> = chunk.iter().map(|byte| format!("{byte:#04x}")).collect();
-                let _ = writeln!(out, "                    {},", bytes.join(", "));
-            }
-            let _ = writeln!(out, "                ],");
-            let _ = writeln!(out, "                segments: &[");
-            for segment in segments {
-                let _ = writeln!(
-                    out,
-                    "                    {TABLE}::Segment {{ guest: {:#x}, file_offset: {:#x}, file_size: {:#x}, memory_size: {:#x} }},",
-                    segment.guest, segment.file_offset, segment.file_size, segment.memory_size
-                );
-            }
-            let _ = writeln!(out, "                ],");
-            let _ = writeln!(out, "                entry: {entry:#x},");
-            let _ = writeln!(out, "                cmdline: {},", string(cmdline));
-            let _ = writeln!(out, "            }},");
-        }
-    }
+    write_boot(out, &partition.boot, blobs);
     let policy = match partition.on_fault {
         FaultPolicy::Halt => "Halt",
         FaultPolicy::Restart => "Restart",
@@ -218,6 +217,67 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, images: &[&Pa
         partition.stage2_table_pages
     );
     let _ = writeln!(out, "        }},");
+}
+
+fn write_boot(out: &mut String, boot: &LoweredBoot, blobs: &[(&BlobSource, u64)]) {
+    let _ = writeln!(out, "            boot: {TABLE}::Boot {{");
+    let _ = writeln!(out, "                blobs: &[");
+    for blob in &boot.blobs {
+        let number = blobs
+            .iter()
+            .position(|(known, _)| same_source(known, &blob.source))
+            .unwrap_or_default();
+        let _ = writeln!(out, "                    {TABLE}::Blob {{");
+        let _ = writeln!(out, "                        bytes: BLOB_{number},");
+        let _ = writeln!(out, "                        sha256: [");
+        for chunk in blob.sha256.chunks(8) {
+            let bytes: Vec<String> = chunk.iter().map(|byte| format!("{byte:#04x}")).collect();
+            let _ = writeln!(out, "                            {},", bytes.join(", "));
+        }
+        let _ = writeln!(out, "                        ],");
+        let _ = writeln!(out, "                    }},");
+    }
+    let _ = writeln!(out, "                ],");
+    let _ = writeln!(out, "                segments: &[");
+    for segment in &boot.segments {
+        let _ = writeln!(
+            out,
+            "                    {TABLE}::Segment {{ guest: {:#x}, blob: {}, file_offset: {:#x}, file_size: {:#x}, memory_size: {:#x} }},",
+            segment.guest, segment.blob, segment.file_offset, segment.file_size, segment.memory_size
+        );
+    }
+    let _ = writeln!(out, "                ],");
+    match boot.entry {
+        Entry::Pvh { entry } => {
+            let _ = writeln!(
+                out,
+                "                entry: {TABLE}::Entry::Pvh {{ entry: {entry:#x} }},"
+            );
+        }
+        Entry::Linux64 {
+            entry,
+            boot_params,
+            page_tables,
+            gdt,
+        } => {
+            let _ = writeln!(
+                out,
+                "                entry: {TABLE}::Entry::Linux64 {{ entry: {entry:#x}, boot_params: {boot_params:#x}, page_tables: {page_tables:#x}, gdt: {gdt:#x} }},"
+            );
+        }
+    }
+    let _ = writeln!(out, "                cmdline: {},", string(&boot.cmdline));
+    let _ = writeln!(
+        out,
+        "                cmdline_guest: {:#x},",
+        boot.cmdline_guest
+    );
+    let _ = writeln!(
+        out,
+        "                cmdline_capacity: {},",
+        boot.cmdline_capacity
+    );
+    let _ = writeln!(out, "            }},");
 }
 
 fn write_channel(out: &mut String, channel: &LoweredChannel) {

@@ -19,7 +19,8 @@ pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// What the hypervisor needs to know of a guest image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElfImage {
-    /// The `PT_LOAD` segments in program-header order (guest = `p_paddr`).
+    /// The `PT_LOAD` segments in program-header order (guest = `p_paddr`; `blob` 0, the
+    /// image itself).
     pub segments: Vec<Segment>,
     /// The PVH entry point (guest-physical, entered in 32-bit protected mode).
     pub pvh_entry: u64,
@@ -178,6 +179,7 @@ pub fn parse_pvh_elf(bytes: &[u8]) -> Result<ElfImage, ElfError> {
         }
         segments.push(Segment {
             guest: physical,
+            blob: 0,
             file_offset: offset,
             file_size,
             memory_size,

@@ -3,15 +3,19 @@
 //! static tables and generate the Rust source the hypervisor includes.
 //!
 //! Entry points: [`load`] / [`load_without_files`] for the validated [`Table`], [`lower`]
-//! for the [`Lowered`] machine, [`generate_rust`] for the code and [`build_script_main`]
-//! for the hypervisor's build script.
+//! for the [`Lowered`] machine, [`write_generated`] for the build-generated blobs (Linux
+//! boot data, ACPI tables), [`generate_rust`] for the code and [`build_script_main`] for
+//! all of it at once.
 #![forbid(unsafe_code)]
 
+pub mod acpi;
 pub mod bench;
+pub mod bzimage;
 pub mod codegen;
 pub mod diagnostics;
 pub mod elf;
 pub mod layout;
+pub mod linux;
 pub mod lower;
 pub mod model;
 pub mod schema;
@@ -24,7 +28,10 @@ use std::path::{Path, PathBuf};
 
 pub use codegen::generate_rust;
 pub use diagnostics::{render, Diagnostics, Finding, Related};
-pub use lower::{lower, memory_map, Lowered, LoweredBoot, LoweredChannel, LoweredPartition};
+pub use lower::{
+    lower, memory_map, BlobSource, Lowered, LoweredBlob, LoweredBoot, LoweredChannel,
+    LoweredPartition,
+};
 pub use model::Table;
 pub use size::Size;
 pub use source::{Located, Span};
@@ -125,17 +132,68 @@ pub fn parse(path: &Path, text: String) -> Result<Table, Diagnostics> {
 /// (the fuzz target treats one as a bug).
 pub const SCHEMA_GAP: &str = "the table does not have the expected shape: ";
 
-/// Everything the hypervisor's build script does: parse, validate, lower, generate and
-/// write `out_dir/machine.rs`. Returns the files to watch (`cargo:rerun-if-changed`) or
-/// the rendered diagnostics.
+/// Why a generated blob could not be written.
+#[derive(Debug)]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub error: std::io::Error,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "error: cannot write {}: {}",
+            self.path.display(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Writes `contents` to `path` unless the file already holds exactly that (so that Cargo
+/// does not rebuild for an unchanged output).
+fn write_if_changed(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+    if std::fs::read(path).ok().as_deref() == Some(contents) {
+        return Ok(());
+    }
+    std::fs::write(path, contents).map_err(|error| WriteError {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Writes every build-generated blob of `lowered` to `out_dir/<file_name>`, where the code
+/// of [`generate_rust`] includes it from (`concat!(env!("OUT_DIR"), …)`). Returns the paths
+/// written.
+pub fn write_generated(lowered: &Lowered, out_dir: &Path) -> Result<Vec<PathBuf>, WriteError> {
+    let mut written = Vec::new();
+    for partition in &lowered.partitions {
+        for blob in &partition.boot.blobs {
+            if let BlobSource::Generated { file_name, bytes } = &blob.source {
+                let path = out_dir.join(file_name);
+                write_if_changed(&path, bytes)?;
+                written.push(path);
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Everything the hypervisor's build script does: parse, validate, lower, write the
+/// generated blobs and `out_dir/machine.rs`. Returns the files to watch
+/// (`cargo:rerun-if-changed`) or the rendered diagnostics.
 pub fn build_script_main(table_path: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, String> {
     let table = load(table_path).map_err(|diagnostics| diagnostics.render())?;
     let lowered = lower(&table).map_err(|diagnostics| diagnostics.render())?;
+    write_generated(&lowered, out_dir).map_err(|error| error.to_string())?;
     let source = generate_rust(&lowered);
-    let output = out_dir.join("machine.rs");
-    if std::fs::read_to_string(&output).ok().as_deref() != Some(source.as_str()) {
-        std::fs::write(&output, source)
-            .map_err(|error| format!("error: cannot write {}: {error}", output.display()))?;
-    }
+    write_if_changed(&out_dir.join("machine.rs"), source.as_bytes())
+        .map_err(|error| error.to_string())?;
     Ok(lowered.files)
 }

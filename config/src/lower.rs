@@ -1,14 +1,17 @@
 //! Lowering: the validated model becomes an owned, host-side mirror of
-//! [`tessera_abi::table::Machine`] (indices instead of names, resolved guest layouts, loaded
-//! guest images with their SHA-256).
+//! [`tessera_abi::table::Machine`] (indices instead of names, resolved guest layouts, the
+//! blobs each partition boots from with their SHA-256: guest files, and for Linux
+//! partitions the build-generated boot data and ACPI tables).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tessera_abi::table::{Capability, Console, FaultPolicy, MemoryMapping, Range, Segment};
+use tessera_abi::table::{Capability, Console, Entry, FaultPolicy, MemoryMapping, Range, Segment};
 
+use crate::acpi::{self, AcpiMachine, Uart};
 use crate::diagnostics::{Diagnostics, Finding};
 use crate::layout::{merge_ranges, plan_partition};
+use crate::linux;
 use crate::model::{self, BootKind, CapabilityTarget, OnFault, Table};
 use crate::validate::Rule;
 
@@ -26,7 +29,7 @@ pub struct Lowered {
     pub ioapic: Option<(u64, u8)>,
     pub partitions: Vec<LoweredPartition>,
     pub channels: Vec<LoweredChannel>,
-    /// Every file the result depends on (the table and the boot images).
+    /// Every file the result depends on (the table and the boot files).
     pub files: Vec<PathBuf>,
 }
 
@@ -57,15 +60,64 @@ pub struct LoweredPartition {
 
 /// How a partition starts (mirrors [`tessera_abi::table::Boot`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LoweredBoot {
-    Pvh {
-        /// Absolute path of the image (the generated code `include_bytes!`s it).
-        image: PathBuf,
-        sha256: [u8; 32],
-        segments: Vec<Segment>,
-        entry: u64,
-        cmdline: String,
-    },
+pub struct LoweredBoot {
+    /// What [`Segment::blob`] indexes.
+    pub blobs: Vec<LoweredBlob>,
+    pub segments: Vec<Segment>,
+    pub entry: Entry,
+    pub cmdline: String,
+    /// Linux: where the hypervisor writes the command line; 0 for PVH.
+    pub cmdline_guest: u64,
+    /// Linux: the bytes there for the command line, the appended `tsc_early_khz=` and the
+    /// NUL; 0 for PVH.
+    pub cmdline_capacity: u64,
+}
+
+/// A blob a partition boots from (mirrors [`tessera_abi::table::Blob`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoweredBlob {
+    pub source: BlobSource,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+impl LoweredBlob {
+    /// A file of the table, with its bytes as read.
+    pub fn file(path: PathBuf, bytes: &[u8]) -> Self {
+        Self {
+            source: BlobSource::File(path),
+            sha256: Sha256::digest(bytes).into(),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// Bytes made by the build, to be written to `OUT_DIR/<file_name>`.
+    pub fn generated(file_name: String, bytes: Vec<u8>) -> Self {
+        Self {
+            sha256: Sha256::digest(&bytes).into(),
+            size: bytes.len() as u64,
+            source: BlobSource::Generated { file_name, bytes },
+        }
+    }
+
+    /// The file a generated blob is written to in `out_dir`, or the file itself.
+    pub fn path_in(&self, out_dir: &Path) -> PathBuf {
+        match &self.source {
+            BlobSource::File(path) => path.clone(),
+            BlobSource::Generated { file_name, .. } => out_dir.join(file_name),
+        }
+    }
+}
+
+/// Where a blob's bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobSource {
+    /// A file the table names (absolute path); the generated code `include_bytes!`s it.
+    File(PathBuf),
+    /// Bytes made by the build (boot parameters, GDT and page tables, ACPI tables):
+    /// [`crate::write_generated`] writes them to `OUT_DIR/<file_name>` and the generated
+    /// code `include_bytes!`s them from there.
+    Generated { file_name: String, bytes: Vec<u8> },
 }
 
 /// One channel, lowered (mirrors [`tessera_abi::table::Channel`]).
@@ -94,9 +146,12 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
                 continue;
             }
         };
-        let LoweredBoot::Pvh { image, .. } = &boot;
-        if !files.contains(image) {
-            files.push(image.clone());
+        for blob in &boot.blobs {
+            if let BlobSource::File(path) = &blob.source {
+                if !files.contains(path) {
+                    files.push(path.clone());
+                }
+            }
         }
         let memory = memory_map(table, index);
         let devices: Vec<&model::NamedDevice> = table.partition_devices(partition).collect();
@@ -195,19 +250,23 @@ pub fn memory_map(table: &Table, index: usize) -> Vec<MemoryMapping> {
 fn lower_boot(table: &Table, index: usize) -> Result<LoweredBoot, Box<Finding>> {
     let partition = &table.partitions[index];
     let boot = &partition.boot;
+    let cmdline = boot
+        .cmdline
+        .as_ref()
+        .map(|cmdline| cmdline.value.clone())
+        .unwrap_or_default();
     match (*boot.kind, &boot.image) {
         (BootKind::Elf, Some(image)) => {
             let (path, bytes, elf) = crate::validate::boot::check_elf(table, index, image)?;
-            Ok(LoweredBoot::Pvh {
-                image: path,
-                sha256: Sha256::digest(&bytes).into(),
+            Ok(LoweredBoot {
+                blobs: vec![LoweredBlob::file(path, &bytes)],
                 segments: elf.segments,
-                entry: elf.pvh_entry,
-                cmdline: boot
-                    .cmdline
-                    .as_ref()
-                    .map(|cmdline| cmdline.value.clone())
-                    .unwrap_or_default(),
+                entry: Entry::Pvh {
+                    entry: elf.pvh_entry,
+                },
+                cmdline,
+                cmdline_guest: 0,
+                cmdline_capacity: 0,
             })
         }
         (BootKind::Elf, None) => Err(Box::new(Finding::new(
@@ -218,18 +277,112 @@ fn lower_boot(table: &Table, index: usize) -> Result<LoweredBoot, Box<Finding>> 
                 *partition.name
             ),
         ))),
-        (BootKind::Linux, _) => Err(Box::new(
-            Finding::new(
-                Rule::BootUnsupported,
-                boot.kind.span,
-                format!(
-                    "partition `{}`: the hypervisor cannot boot `linux` partitions yet",
-                    *partition.name
-                ),
-            )
-            .label("not supported yet")
-            .hint("use `kind = \"elf\"` with a PVH guest"),
-        )),
+        (BootKind::Linux, _) => {
+            let files = crate::validate::boot::check_linux(table, index)?;
+            Ok(lower_linux(table, index, files, cmdline))
+        }
+    }
+}
+
+/// The blobs and segments of a Linux partition: the kernel file, the initrd file, the boot
+/// data (zero page, GDT, page tables) and the ACPI tables (see docs/linux-guest.md).
+fn lower_linux(
+    table: &Table,
+    index: usize,
+    files: crate::validate::boot::LinuxFiles,
+    cmdline: String,
+) -> LoweredBoot {
+    const KERNEL: u16 = 0;
+    const INITRD: u16 = 1;
+    const BOOT_DATA: u16 = 2;
+    const ACPI_TABLES: u16 = 3;
+    let name = &table.partitions[index].name;
+    let layout = files.layout;
+    let mut boot_data = linux::boot_params(&files.kernel, &layout, &files.e820);
+    let boot_params_size = boot_data.len() as u64;
+    let tables_size = linux::BOOT_DATA_END - linux::GDT_GUEST;
+    boot_data.extend(linux::gdt_and_page_tables());
+    let acpi = acpi::build_tables(&acpi_machine(table, index));
+    let acpi_size = acpi.bytes.len() as u64;
+
+    let whole = |guest, blob, file_offset, size| Segment {
+        guest,
+        blob,
+        file_offset,
+        file_size: size,
+        memory_size: size,
+    };
+    let mut segments = vec![
+        whole(linux::BOOT_PARAMS_GUEST, BOOT_DATA, 0, boot_params_size),
+        whole(linux::GDT_GUEST, BOOT_DATA, boot_params_size, tables_size),
+        whole(acpi::TABLES_GUEST, ACPI_TABLES, 0, acpi_size),
+        whole(
+            layout.kernel_load,
+            KERNEL,
+            files.kernel.kernel_offset,
+            files.kernel.kernel_size,
+        ),
+    ];
+    if layout.initrd.size > 0 {
+        segments.push(whole(layout.initrd.base, INITRD, 0, layout.initrd.size));
+    }
+    LoweredBoot {
+        blobs: vec![
+            LoweredBlob::file(files.kernel_path, &files.kernel_bytes),
+            LoweredBlob::file(files.initrd_path, &files.initrd_bytes),
+            LoweredBlob::generated(format!("partition-{}-boot-data.bin", **name), boot_data),
+            LoweredBlob::generated(format!("partition-{}-acpi.bin", **name), acpi.bytes),
+        ],
+        segments,
+        entry: Entry::Linux64 {
+            entry: layout.entry,
+            boot_params: linux::BOOT_PARAMS_GUEST,
+            page_tables: linux::PAGE_TABLES_GUEST,
+            gdt: linux::GDT_GUEST,
+        },
+        cmdline,
+        cmdline_guest: linux::CMDLINE_GUEST,
+        cmdline_capacity: layout.cmdline_capacity,
+    }
+}
+
+/// What partition `index`'s ACPI tables describe: its cores, its IOAPIC view if it owns
+/// pins, and its UARTs — owned devices with exactly one port range, of 8 ports (a 16550),
+/// once per base port.
+pub fn acpi_machine(table: &Table, index: usize) -> AcpiMachine {
+    let partition = &table.partitions[index];
+    let mut uarts: Vec<Uart> = Vec::new();
+    let mut owns_pins = false;
+    for device in table.partition_devices(partition) {
+        owns_pins |= device.device.irq.is_some();
+        let [range] = device.device.ports.as_slice() else {
+            continue;
+        };
+        let (Ok(port), 8) = (u16::try_from(*range.base), range.size.0) else {
+            continue;
+        };
+        if uarts.iter().any(|uart| uart.port == port) {
+            continue;
+        }
+        uarts.push(Uart {
+            port,
+            irq: device
+                .device
+                .irq
+                .as_ref()
+                .and_then(|irq| u8::try_from(**irq).ok()),
+        });
+    }
+    AcpiMachine {
+        cpus: partition.cpus.iter().map(|cpu| cpu.value).collect(),
+        // The MADT's I/O APIC address is 32-bit; IOAPICs sit at 0xfec00000 in practice.
+        ioapic: table
+            .platform
+            .ioapic
+            .as_ref()
+            .filter(|_| owns_pins)
+            .and_then(|ioapic| u32::try_from(*ioapic.base).ok()),
+        uarts,
     }
 }
 

@@ -3,8 +3,9 @@
 //! every table in `corpus/valid/` is accepted; together the invalid tables cover every rule.
 //!
 //! A header `# files: check` validates with boot files (and lowers, as the build does);
-//! otherwise the table is checked like `tessera check --no-files`. The tiny ELF images the
-//! tables name live in `corpus/images/` and are rewritten from `common::elf_builder` here.
+//! otherwise the table is checked like `tessera check --no-files`. The tiny ELF images,
+//! bzImages and initrd the tables name live in `corpus/images/` and are rewritten from
+//! `common::elf_builder` and `common::bzimage_builder` here.
 //! Regenerate the snapshots with `UPDATE_SNAPSHOTS=1 cargo test -p tessera-config --test corpus`.
 
 mod common;
@@ -12,6 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::bzimage_builder::{build_bzimage, BzImageSpec};
 use common::elf_builder::{build_pvh_elf, ElfSpec};
 use tessera_config::{load_with, lower, Diagnostics, FileChecks, Rule};
 
@@ -56,8 +58,50 @@ fn write_images() {
             },
         ),
     ];
-    for (name, spec) in images {
-        let bytes = build_pvh_elf(&spec);
+    let kernel = BzImageSpec::default();
+    let kernels = [
+        ("bzImage", kernel.clone()),
+        (
+            "bzImage-2.11",
+            BzImageSpec {
+                version: 0x020b,
+                ..kernel.clone()
+            },
+        ),
+        (
+            "bzImage-at-1gib",
+            BzImageSpec {
+                preferred_address: 0x4000_0000,
+                ..kernel.clone()
+            },
+        ),
+        (
+            "bzImage-init-31mib",
+            BzImageSpec {
+                preferred_address: 0x10_0000,
+                init_size: 0x1f0_0000,
+                ..kernel.clone()
+            },
+        ),
+        (
+            "bzImage-cmdline-64",
+            BzImageSpec {
+                cmdline_size: 64,
+                ..kernel
+            },
+        ),
+    ];
+    let initrd: Vec<u8> = (0..0x1800u32).map(|index| (index % 241) as u8).collect();
+    let files = images
+        .into_iter()
+        .map(|(name, spec)| (name, build_pvh_elf(&spec)))
+        .chain(
+            kernels
+                .into_iter()
+                .map(|(name, spec)| (name, build_bzimage(&spec))),
+        )
+        .chain([("initrd.img", initrd)]);
+    for (name, bytes) in files {
         let path = directory.join(name);
         if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
             std::fs::create_dir_all(&directory).unwrap();

@@ -2,8 +2,9 @@
 
 mod common;
 
+use tessera_abi::table::Entry;
 use tessera_abi::table::{Capability, FaultPolicy, MappingKind, Range, Rights};
-use tessera_config::{load, load_without_files, lower, LoweredBoot};
+use tessera_config::{load, load_without_files, lower, BlobSource};
 
 #[test]
 fn demo_table_validates_without_files() {
@@ -66,18 +67,18 @@ fn demo_table_lowers() {
     );
     assert!(worker.memory.iter().all(|m| m.kind == MappingKind::Ram));
     assert!(worker.capabilities.is_empty());
-    let LoweredBoot::Pvh {
-        entry,
-        segments,
-        cmdline,
-        sha256,
-        image,
-    } = &worker.boot;
-    assert_eq!(*entry, 0x10_0000);
-    assert_eq!(segments.len(), 1);
-    assert_eq!(cmdline, "name=worker console=0x2f8");
+    let boot = &worker.boot;
+    assert_eq!(boot.entry, Entry::Pvh { entry: 0x10_0000 });
+    assert_eq!(boot.segments.len(), 1);
+    assert_eq!(boot.segments[0].blob, 0);
+    assert_eq!(boot.cmdline, "name=worker console=0x2f8");
+    assert_eq!((boot.cmdline_guest, boot.cmdline_capacity), (0, 0));
+    assert_eq!(boot.blobs.len(), 1);
+    let BlobSource::File(image) = &boot.blobs[0].source else {
+        panic!("an ELF guest boots from its file");
+    };
     assert!(image.is_absolute());
-    assert_ne!(*sha256, [0; 32]);
+    assert_ne!(boot.blobs[0].sha256, [0; 32]);
 
     let intruder = &lowered.partitions[2];
     assert_eq!(intruder.cpus, [2, 3]);

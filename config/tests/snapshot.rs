@@ -1,5 +1,6 @@
-//! The generated Rust for a small table, compared with `tests/snapshots/small.rs`.
-//! Regenerate the expected file with `UPDATE_SNAPSHOTS=1 cargo test -p tessera-config`.
+//! The generated Rust for a small table and for a table with a Linux partition, compared
+//! with `tests/snapshots/small.rs` and `tests/snapshots/linux.rs`. Regenerate the expected
+//! files with `UPDATE_SNAPSHOTS=1 cargo test -p tessera-config --test snapshot`.
 
 mod common;
 
@@ -58,10 +59,25 @@ fn generated_rust_matches_the_snapshot() {
     let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
     let directory = std::fs::canonicalize(&directory).unwrap();
     let generated = generate_rust(&lowered).replace(&directory.display().to_string(), "@SCRATCH@");
+    compare_with_snapshot(&generated, "small.rs");
+}
 
-    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/small.rs");
+#[test]
+fn generated_rust_for_linux_matches_the_snapshot() {
+    let (path, _, _) = common::linux_table::write_linux_table("snapshot-linux");
+    let table = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let directory = std::fs::canonicalize(path.parent().unwrap()).unwrap();
+    let generated = generate_rust(&lowered).replace(&directory.display().to_string(), "@SCRATCH@");
+    compare_with_snapshot(&generated, "linux.rs");
+}
+
+fn compare_with_snapshot(generated: &str, name: &str) {
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&snapshot, &generated).unwrap();
+        std::fs::write(&snapshot, generated).unwrap();
     }
     let expected = std::fs::read_to_string(&snapshot)
         .expect("snapshot missing: run with UPDATE_SNAPSHOTS=1 to create it");

@@ -21,7 +21,7 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
     vcpu.skip_instruction(INSTRUCTION_LENGTH);
     let result: i64 = match Call::from_number(number) {
         Some(Call::StopSelf) => {
-            partition::stop_by_request(context, argument);
+            partition::stop_by_request(context, argument, "stop-self");
             return Flow::Stop;
         }
         Some(Call::PowerOff) => {

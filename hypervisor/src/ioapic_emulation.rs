@@ -38,6 +38,15 @@ pub fn init() -> Result<(), (u8, u8)> {
     .unwrap_or(Ok(()))
 }
 
+/// Masks the given pins (a partition's, before it restarts).
+pub fn mask_pins(pins: &[u8]) {
+    ioapic::with(|registers| {
+        for &pin in pins {
+            registers.write(tessera_policy::ioapic::redirection_low(pin), MASKED);
+        }
+    });
+}
+
 /// Whether a guest-physical address lies in the IOAPIC page.
 pub fn covers(guest_physical: u64) -> bool {
     MACHINE

@@ -182,11 +182,24 @@ fn print_banner(backend: &str) {
     }
 }
 
+/// Masks both 8259 PICs. The firmware may leave the timer routed through them to core 0's
+/// LINT0 (ExtINT); no partition owns their ports, so a guest could never mask them, and an
+/// ExtINT request with nothing behind it reaches the guest as a bogus interrupt.
+fn mask_legacy_pics() {
+    // SAFETY: ports 0x21 and 0xA1 are the interrupt-mask registers of the master and slave
+    // 8259 (OCW1); masking every line only stops legacy interrupts nobody uses.
+    unsafe {
+        arch::port::write_u8(0x21, 0xFF);
+        arch::port::write_u8(0xA1, 0xFF);
+    }
+}
+
 /// Where the bootstrap core arrives from the loader, in 64-bit mode on the boot stack.
 #[no_mangle]
 extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     console::init(MACHINE.console.port);
     arch::cpu::init_idt();
+    mask_legacy_pics();
     if magic != tessera_loader::MULTIBOOT_BOOTLOADER_MAGIC {
         refuse(format_args!(
             "not started by a Multiboot loader (EAX = {magic:#x})"
@@ -238,7 +251,7 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     let mut entries = [None; table::PARTITION_COUNT];
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         smp::build_permission_maps(&backend, index, partition);
-        match memory::load_partition(partition) {
+        match memory::load_partition(partition, 0) {
             Ok(entry) => entries[index] = Some(entry),
             // One partition's broken image stops that partition, not the machine.
             Err(error) => log::info!(
@@ -266,6 +279,7 @@ pub fn note_guest_entry(partition: &str, apic_id: u32, start: virt::StartState) 
     let entry = match start {
         virt::StartState::Pvh { entry, .. } => entry,
         virt::StartState::StartUp { vector } => u64::from(vector) << 12,
+        virt::StartState::Linux64 { entry, .. } => entry,
     };
     let now = tsc::read();
     let first = FIRST_GUEST_ENTRY_TSC

@@ -6,9 +6,10 @@
 
 use crate::table::{MACHINE, STAGE2_TABLE_PAGES};
 use crate::virt::Backend;
+use crate::virt::StartState;
 use core::cell::UnsafeCell;
 use sha2::{Digest, Sha256};
-use tessera_abi::table::{Boot, MappingKind, MemoryMapping, Partition};
+use tessera_abi::table::{Entry, MappingKind, MemoryMapping, Partition};
 use tessera_policy::stage2::{self, Ept, Npt, TablePool};
 
 /// Guest-physical address of the PVH start-info block: page 1 of the partition, below the
@@ -28,7 +29,8 @@ static STAGE2_POOL: Stage2Pool = Stage2Pool(UnsafeCell::new([[0; 512]; STAGE2_TA
 #[derive(Clone, Copy, Debug)]
 pub enum SetupError {
     Stage2(stage2::BuildError),
-    ImageDigestMismatch,
+    BlobDigestMismatch { blob: usize },
+    CommandLineTooLong,
     SegmentOutsideMemory { guest: u64 },
     StartInfo,
 }
@@ -37,7 +39,13 @@ impl core::fmt::Display for SetupError {
     fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
         match self {
             SetupError::Stage2(error) => write!(formatter, "stage-2 tables: {error:?}"),
-            SetupError::ImageDigestMismatch => formatter.write_str("guest image SHA-256 mismatch"),
+            SetupError::BlobDigestMismatch { blob } => {
+                write!(
+                    formatter,
+                    "boot blob {blob}: SHA-256 differs from the build's"
+                )
+            }
+            SetupError::CommandLineTooLong => formatter.write_str("the command line does not fit"),
             SetupError::SegmentOutsideMemory { guest } => {
                 write!(
                     formatter,
@@ -95,58 +103,97 @@ unsafe fn host_bytes(host: u64, length: u64) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(host as *mut u8, length as usize) }
 }
 
-/// Clears a partition's RAM, checks its image against the build-time SHA-256, copies the
-/// segments in and writes the PVH start block. Returns the entry point.
-pub fn load_partition(partition: &Partition) -> Result<u64, SetupError> {
+/// Clears a partition's RAM, checks every blob against its build-time SHA-256, copies the
+/// segments in and writes what the entry protocol needs at boot (PVH: the start-info
+/// block; Linux: the command line with the calibrated TSC frequency). Returns where the
+/// boot core starts.
+pub fn load_partition(partition: &Partition, restarts: u32) -> Result<StartState, SetupError> {
     for mapping in partition
         .memory
         .iter()
         .filter(|mapping| mapping.kind == MappingKind::Ram)
     {
-        // SAFETY: the partition has not started; its RAM is its own (see host_bytes).
+        // SAFETY: the partition does not run; its RAM is its own (see host_bytes).
         unsafe { host_bytes(mapping.host.base, mapping.host.size) }.fill(0);
     }
-    let Boot::Pvh {
-        image,
-        sha256,
-        segments,
-        entry,
-        cmdline,
-    } = partition.boot;
-    let digest = Sha256::digest(image);
-    if digest.as_slice() != sha256 {
-        return Err(SetupError::ImageDigestMismatch);
+    let boot = &partition.boot;
+    for (index, blob) in boot.blobs.iter().enumerate() {
+        if Sha256::digest(blob.bytes).as_slice() != blob.sha256 {
+            return Err(SetupError::BlobDigestMismatch { blob: index });
+        }
     }
-    for segment in segments {
-        let host = host_range(partition.memory, segment.guest, segment.memory_size).ok_or(
-            SetupError::SegmentOutsideMemory {
-                guest: segment.guest,
-            },
-        )?;
+    for segment in boot.segments {
+        let outside = SetupError::SegmentOutsideMemory {
+            guest: segment.guest,
+        };
+        let host =
+            host_range(partition.memory, segment.guest, segment.memory_size).ok_or(outside)?;
+        let blob = boot.blobs.get(usize::from(segment.blob)).ok_or(outside)?;
+        let start = segment.file_offset as usize;
+        let source = blob
+            .bytes
+            .get(start..start + segment.file_size as usize)
+            .ok_or(outside)?;
         // SAFETY: as above; the range lies inside one RAM mapping of this partition.
         let target = unsafe { host_bytes(host, segment.memory_size) };
-        let source = &image
-            [segment.file_offset as usize..(segment.file_offset + segment.file_size) as usize];
         target[..source.len()].copy_from_slice(source);
     }
-    let mut block = [0u8; START_INFO_BYTES];
-    let start_info = tessera_policy::pvh::write_start_info(
-        &mut block,
-        START_INFO_GUEST_ADDRESS,
-        cmdline,
-        partition.memory,
-    )
-    .map_err(|_| SetupError::StartInfo)?;
-    let host = host_range(
-        partition.memory,
-        START_INFO_GUEST_ADDRESS,
-        START_INFO_BYTES as u64,
-    )
-    .ok_or(SetupError::StartInfo)?;
-    // SAFETY: as above.
-    unsafe { host_bytes(host, START_INFO_BYTES as u64) }.copy_from_slice(&block);
-    debug_assert_eq!(start_info, START_INFO_GUEST_ADDRESS);
-    Ok(entry)
+    match boot.entry {
+        Entry::Pvh { entry } => {
+            let mut block = [0u8; START_INFO_BYTES];
+            tessera_policy::pvh::write_start_info(
+                &mut block,
+                START_INFO_GUEST_ADDRESS,
+                boot.cmdline,
+                partition.memory,
+            )
+            .map_err(|_| SetupError::StartInfo)?;
+            write_guest(partition, START_INFO_GUEST_ADDRESS, &block)?;
+            Ok(StartState::Pvh {
+                entry,
+                start_info: START_INFO_GUEST_ADDRESS,
+            })
+        }
+        Entry::Linux64 {
+            entry,
+            boot_params,
+            page_tables,
+            gdt,
+        } => {
+            // Debian's 6.1 kernel takes the TSC rate on AMD only from tsc_early_khz=
+            // (shared/LINUX-GUEST.md): give it the rate calibrated at boot. The restart count
+            // lets the guest's userspace tell a first boot from a restart.
+            let mut line = heapless::String::<4096>::new();
+            let written = core::fmt::write(
+                &mut line,
+                format_args!(
+                    "{} tsc_early_khz={} tessera.restarts={}\0",
+                    boot.cmdline,
+                    crate::arch::tsc::khz(),
+                    restarts
+                ),
+            );
+            if written.is_err() || line.len() as u64 > boot.cmdline_capacity {
+                return Err(SetupError::CommandLineTooLong);
+            }
+            write_guest(partition, boot.cmdline_guest, line.as_bytes())?;
+            Ok(StartState::Linux64 {
+                entry,
+                boot_params,
+                page_tables,
+                gdt,
+            })
+        }
+    }
+}
+
+/// Copies `bytes` into the partition's RAM at guest-physical `guest`.
+fn write_guest(partition: &Partition, guest: u64, bytes: &[u8]) -> Result<(), SetupError> {
+    let host = host_range(partition.memory, guest, bytes.len() as u64)
+        .ok_or(SetupError::SegmentOutsideMemory { guest })?;
+    // SAFETY: the partition does not run; the range lies inside one of its RAM mappings.
+    unsafe { host_bytes(host, bytes.len() as u64) }.copy_from_slice(bytes);
+    Ok(())
 }
 
 /// Reads an aligned 8-byte word of a partition's RAM or channel memory by guest-physical

@@ -21,6 +21,19 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
             (host & !msr::APIC_BASE_BSP) | if is_boot_core { msr::APIC_BASE_BSP } else { 0 }
         }
         msr::IA32_EFER => vcpu.read_efer(),
+        // The x2APIC lock (Intel SDM vol. 4, IA32_ARCH_CAPABILITIES bit 21 XAPIC_DISABLE
+        // and IA32_XAPIC_DISABLE_STATUS bit 0): Linux ≥ 6.0 then keeps x2APIC mode even with
+        // an IOAPIC and no interrupt remapping, which the trap model needs (docs/linux-guest.md).
+        msr::IA32_ARCH_CAPABILITIES => {
+            let native = if crate::arch::cpuid::query(7, 0)[3] & (1 << 29) != 0 {
+                // SAFETY: CPUID.7.0:EDX[29] says the MSR exists.
+                unsafe { msr::read(msr::IA32_ARCH_CAPABILITIES) }
+            } else {
+                0
+            };
+            native | msr::ARCH_CAPABILITIES_XAPIC_DISABLE
+        }
+        msr::IA32_XAPIC_DISABLE_STATUS => msr::XAPIC_DISABLE_STATUS_LEGACY_DISABLED,
         _ => {
             vcpu.inject_exception(Exception::GeneralProtection);
             return Flow::Resume;

@@ -3,8 +3,9 @@
 
 use crate::table::{MACHINE, PARTITION_COUNT};
 use crate::virt::{CoreContext, ExitReason};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use tessera_abi::hypercall::PartitionState;
+use tessera_abi::table::FaultPolicy;
 
 struct Runtime {
     state: AtomicU8,
@@ -12,6 +13,13 @@ struct Runtime {
     unassigned_ports: AtomicU64,
     dropped_ipis: AtomicU64,
     refused_ioapic_writes: AtomicU64,
+    /// Bumped by every restart request; each core compares it with the last it saw.
+    generation: AtomicU32,
+    /// Cores that have parked for the restart of the current generation.
+    parked: AtomicU32,
+    /// The generation whose restart the boot core has completed.
+    released: AtomicU32,
+    restarts: AtomicU32,
 }
 
 impl Runtime {
@@ -22,6 +30,10 @@ impl Runtime {
             unassigned_ports: AtomicU64::new(0),
             dropped_ipis: AtomicU64::new(0),
             refused_ioapic_writes: AtomicU64::new(0),
+            generation: AtomicU32::new(0),
+            parked: AtomicU32::new(0),
+            released: AtomicU32::new(0),
+            restarts: AtomicU32::new(0),
         }
     }
 }
@@ -88,16 +100,10 @@ pub struct Containment {
     pub rip: u64,
 }
 
-/// Stops the partition of `context` after a fault it caused. Only the first stop of a
-/// partition is logged and acted on; later cores just park.
+/// Stops the partition of `context` after a fault it caused, or restarts it, per its
+/// `on-fault` policy. Only the first stop of a partition is logged and acted on.
 pub fn contain(context: &CoreContext, containment: Containment) {
-    let policy = match context.partition.on_fault {
-        tessera_abi::table::FaultPolicy::Halt => "halted",
-        // Restarting needs the image reloaded and memory scrubbed: a later issue. Until then
-        // a restart policy halts too, and says so.
-        tessera_abi::table::FaultPolicy::Restart => "halted (restart not implemented yet)",
-    };
-    if transition(context.partition_index, PartitionState::Faulted) {
+    let log_line = |outcome: &str| {
         log::info!(
             "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
             context.partition.name,
@@ -106,22 +112,121 @@ pub fn contain(context: &CoreContext, containment: Containment) {
             containment.address,
             containment.detail,
             containment.rip,
-            policy
+            outcome
+        )
+    };
+    match context.partition.on_fault {
+        FaultPolicy::Restart
+            if !state(context.partition_index).is_final()
+                && restarts(context.partition_index) < RESTART_LIMIT =>
+        {
+            log_line("restarting");
+            request_restart(context);
+        }
+        FaultPolicy::Restart => {
+            if transition(context.partition_index, PartitionState::Faulted) {
+                log_line("halted (restart limit reached)");
+                signal_other_cores(context);
+            }
+        }
+        FaultPolicy::Halt => {
+            if transition(context.partition_index, PartitionState::Faulted) {
+                log_line("halted");
+                signal_other_cores(context);
+            }
+        }
+    }
+}
+
+/// The partition asked to stop: hypercall StopSelf (`status`) or its ACPI power-off.
+pub fn stop_by_request(context: &CoreContext, status: u64, reason: &str) {
+    if transition(context.partition_index, PartitionState::Stopped) {
+        log::info!(
+            "stopped: partition={} status={} reason={} core={}",
+            context.partition.name,
+            status,
+            reason,
+            context.apic_id
         );
         signal_other_cores(context);
     }
 }
 
-/// The partition asked to stop (hypercall StopSelf).
-pub fn stop_by_request(context: &CoreContext, status: u64) {
-    if transition(context.partition_index, PartitionState::Stopped) {
+/// The partition asked to be reset (its ACPI reset register): restarted under the
+/// `restart` policy, stopped under `halt`.
+pub fn reset_by_request(context: &CoreContext) {
+    match context.partition.on_fault {
+        FaultPolicy::Restart if restarts(context.partition_index) < RESTART_LIMIT => {
+            log::info!(
+                "restarting: partition={} reason=reset-request core={}",
+                context.partition.name,
+                context.apic_id
+            );
+            request_restart(context);
+        }
+        FaultPolicy::Restart | FaultPolicy::Halt => stop_by_request(context, 0, "reset-request"),
+    }
+}
+
+/// Restarts a partition gets before a fault halts it instead: a guest that faults at once
+/// after every start would otherwise keep its cores busy restarting forever.
+pub const RESTART_LIMIT: u32 = 16;
+
+/// Asks every core of the partition to take part in a restart (see [`restart_rendezvous`]).
+fn request_restart(context: &CoreContext) {
+    RUNTIME[context.partition_index]
+        .generation
+        .fetch_add(1, Ordering::AcqRel);
+    signal_other_cores(context);
+}
+
+/// How often the partition has been restarted.
+pub fn restarts(partition: usize) -> u32 {
+    RUNTIME[partition].restarts.load(Ordering::Acquire)
+}
+
+/// The restart generation a core compares with the one it last saw.
+pub fn generation(partition: usize) -> u32 {
+    RUNTIME[partition].generation.load(Ordering::Acquire)
+}
+
+/// What a core does when it sees a new restart generation. Every core of the partition
+/// parks; the boot core waits for the others (bounded: a core that never answers is one
+/// that never ran), calls `reload`, counts the restart and releases the others, which then
+/// wait for a start-up IPI as after INIT.
+pub fn restart_rendezvous(
+    context: &CoreContext,
+    is_boot_core: bool,
+    generation: u32,
+    reload: impl FnOnce(),
+) {
+    let runtime = &RUNTIME[context.partition_index];
+    runtime.parked.fetch_add(1, Ordering::AcqRel);
+    if is_boot_core {
+        let cores = context.partition.cpus.len() as u32;
+        let start = crate::arch::tsc::read();
+        let budget = crate::arch::tsc::khz().max(1_000_000) * 1000;
+        while runtime.parked.load(Ordering::Acquire) < cores
+            && crate::arch::tsc::read().wrapping_sub(start) < budget
+        {
+            crate::arch::pause();
+        }
+        runtime.parked.store(0, Ordering::Release);
+        reload();
+        let count = runtime.restarts.fetch_add(1, Ordering::AcqRel) + 1;
         log::info!(
-            "stopped: partition={} status={} core={}",
+            "restarted: partition={} restarts={} core={}",
             context.partition.name,
-            status,
+            count,
             context.apic_id
         );
-        signal_other_cores(context);
+        runtime.released.store(generation, Ordering::Release);
+    } else {
+        while runtime.released.load(Ordering::Acquire) != generation
+            && !is_stopping(context.partition_index)
+        {
+            crate::arch::pause();
+        }
     }
 }
 
@@ -178,11 +283,12 @@ pub fn print_counters() {
         let _ = core::fmt::write(
             &mut line,
             format_args!(
-                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={}",
+                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={}",
                 total,
                 runtime.unassigned_ports.load(Ordering::Relaxed),
                 runtime.dropped_ipis.load(Ordering::Relaxed),
-                runtime.refused_ioapic_writes.load(Ordering::Relaxed)
+                runtime.refused_ioapic_writes.load(Ordering::Relaxed),
+                runtime.restarts.load(Ordering::Relaxed)
             ),
         );
         log::info!("{}", line);

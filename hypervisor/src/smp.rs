@@ -82,7 +82,7 @@ pub fn build_permission_maps(backend: &Backend, index: usize, partition: &Partit
 struct BootPlan {
     backend: Backend,
     roots: [u64; PARTITION_COUNT],
-    entries: [Option<u64>; PARTITION_COUNT],
+    entries: [Option<StartState>; PARTITION_COUNT],
 }
 
 static BOOT_PLAN: spin::Once<BootPlan> = spin::Once::new();
@@ -90,7 +90,7 @@ static BOOT_PLAN: spin::Once<BootPlan> = spin::Once::new();
 pub fn set_boot_plan(
     backend: Backend,
     roots: [u64; PARTITION_COUNT],
-    entries: [Option<u64>; PARTITION_COUNT],
+    entries: [Option<StartState>; PARTITION_COUNT],
 ) {
     BOOT_PLAN.call_once(|| BootPlan {
         backend,
@@ -175,10 +175,7 @@ pub fn core_main(index: usize) -> ! {
     };
     // The boot core enters at the PVH entry; the partition's other cores wait, as an
     // application processor does, for the guest's INIT-SIPI-SIPI.
-    let start = (position == 0).then_some(StartState::Pvh {
-        entry,
-        start_info: crate::memory::START_INFO_GUEST_ADDRESS,
-    });
+    let start = (position == 0).then_some(entry);
     let root = plan.roots[partition_index];
     // The permission maps were filled during boot and are never written again; only their
     // physical address is taken here.
@@ -214,6 +211,8 @@ pub fn core_main(index: usize) -> ! {
 /// means it waits for a start-up IPI first.
 fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartState>) -> ! {
     let signals = &SIGNALS[context.core_index];
+    let is_boot_core = start.is_some();
+    let mut seen_generation = partition::generation(context.partition_index);
     let mut waiting_for_startup = true;
     if let Some(start) = start {
         vcpu.reset(&start);
@@ -224,6 +223,24 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
     loop {
         if partition::is_stopping(context.partition_index) {
             arch::halt_forever();
+        }
+        let generation = partition::generation(context.partition_index);
+        if generation != seen_generation {
+            seen_generation = generation;
+            let mut restarted = None;
+            partition::restart_rendezvous(context, is_boot_core, generation, || {
+                restarted = restart_partition(context);
+            });
+            signals.take_message();
+            match restarted {
+                Some(start) => {
+                    vcpu.reset(&start);
+                    waiting_for_startup = false;
+                    crate::note_guest_entry(context.partition.name, context.apic_id, start);
+                }
+                None => waiting_for_startup = true,
+            }
+            continue;
         }
         match signals.take_message() {
             Some(Message::Init) => waiting_for_startup = true,
@@ -243,7 +260,31 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
         let exit = vcpu.run();
         match handle_exit(vcpu, exit, context) {
             Flow::Resume => {}
-            Flow::Stop => arch::halt_forever(),
+            // Stopped for good, or a restart was requested: the loop's top decides.
+            Flow::Stop => {}
+        }
+    }
+}
+
+/// Reloads a partition for a restart (its cores are parked): its IOAPIC pins masked, its
+/// memory cleared and its boot blobs checked and copied in again. None if that fails,
+/// which stops the partition.
+fn restart_partition(context: &CoreContext) -> Option<StartState> {
+    crate::ioapic_emulation::mask_pins(context.partition.irq_pins);
+    match crate::memory::load_partition(
+        context.partition,
+        partition::restarts(context.partition_index) + 1,
+    ) {
+        Ok(start) => Some(start),
+        Err(error) => {
+            log::info!(
+                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not restarted",
+                context.partition.name,
+                context.apic_id,
+                error
+            );
+            partition::mark_failed(context.partition_index);
+            None
         }
     }
 }

@@ -1,13 +1,19 @@
 //! Boot: the keys fit the kind; guest RAM holds the PVH start-info page; boot files exist;
 //! ELF images are PVH guests whose loadable segments and entry point lie inside the
-//! partition's guest-physical RAM and keep off the start-info page.
+//! partition's guest-physical RAM and keep off the start-info page; Linux partitions have
+//! low memory for the boot data, a bzImage with the 64-bit entry, room for the kernel and
+//! the initrd, a command line that fits and an e820 map that fits boot_params.
 
 use std::path::PathBuf;
 
+use tessera_abi::table::{MappingKind, Range};
+
 use super::{plural, show_range, FileChecks, Rule};
+use crate::bzimage::{parse_bzimage, BzImage};
 use crate::diagnostics::Finding;
 use crate::elf::{parse_pvh_elf, ElfImage};
-use crate::layout::{covered, guest_ram};
+use crate::layout::{covered, guest_ram, plan_partition};
+use crate::linux::{self, LinuxLayout, LinuxLayoutError};
 use crate::model::{BootKind, Table};
 use crate::source::{Located, Span};
 
@@ -90,6 +96,20 @@ pub(super) fn check(table: &Table, files: FileChecks, findings: &mut Vec<Finding
                 .hint("let the first region start at guest-physical 0 (the default packing) and be at least 8 KiB"),
             );
         }
+        let mut linux_memory_ok = true;
+        if *boot.kind == BootKind::Linux && !partition.memory.is_empty() {
+            let (ram, channels) = linux_memory(table, index);
+            for error in [
+                linux::check_low_memory(&ram).err(),
+                linux::e820_map(&ram, &channels).err(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                linux_memory_ok = false;
+                findings.push(*linux_finding(table, index, &error));
+            }
+        }
         if files == FileChecks::Skip {
             continue;
         }
@@ -102,14 +122,172 @@ pub(super) fn check(table: &Table, files: FileChecks, findings: &mut Vec<Finding
                 }
             }
             BootKind::Linux => {
-                for file in [&boot.kernel, &boot.initrd].into_iter().flatten() {
-                    if let Err(finding) = read_boot_file(table, file) {
-                        findings.push(*finding);
+                if let (Some(kernel), Some(initrd)) = (&boot.kernel, &boot.initrd) {
+                    let files = read_boot_file(table, kernel)
+                        .and_then(|kernel| Ok((kernel, read_boot_file(table, initrd)?)));
+                    match files {
+                        Err(finding) => findings.push(*finding),
+                        // Low-memory and memory-map findings are reported above already.
+                        Ok(_) if !linux_memory_ok => {}
+                        Ok((kernel, initrd)) => {
+                            if let Err(finding) = check_linux_files(table, index, kernel, initrd) {
+                                findings.push(*finding);
+                            }
+                        }
+                    }
+                } else {
+                    // The missing key is `boot-incomplete`; still check the file given.
+                    for file in [&boot.kernel, &boot.initrd].into_iter().flatten() {
+                        if let Err(finding) = read_boot_file(table, file) {
+                            findings.push(*finding);
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// A Linux partition's boot files, read and checked, with its layout.
+#[derive(Clone, Debug)]
+pub(crate) struct LinuxFiles {
+    pub kernel_path: PathBuf,
+    pub kernel_bytes: Vec<u8>,
+    pub kernel: BzImage,
+    pub initrd_path: PathBuf,
+    pub initrd_bytes: Vec<u8>,
+    pub layout: LinuxLayout,
+    /// The guest's e820 map.
+    pub e820: Vec<linux::E820Entry>,
+}
+
+/// The guest RAM (sorted, merged) and channel ranges of partition `index`.
+pub(crate) fn linux_memory(table: &Table, index: usize) -> (Vec<Range>, Vec<Range>) {
+    let channels = plan_partition(table, index)
+        .into_iter()
+        .filter(|planned| matches!(planned.mapping.kind, MappingKind::Channel(_)))
+        .map(|planned| Range::new(planned.mapping.guest, planned.mapping.host.size))
+        .collect();
+    (guest_ram(table, index), channels)
+}
+
+/// Reads and checks the kernel and initrd of Linux partition `index` and lays it out.
+pub(crate) fn check_linux(table: &Table, index: usize) -> Result<LinuxFiles, Box<Finding>> {
+    let partition = &table.partitions[index];
+    let boot = &partition.boot;
+    let (Some(kernel), Some(initrd)) = (&boot.kernel, &boot.initrd) else {
+        return Err(Box::new(Finding::new(
+            Rule::BootIncomplete,
+            boot.span,
+            format!(
+                "partition `{}`: boot kind `linux` needs `kernel` and `initrd`",
+                *partition.name
+            ),
+        )));
+    };
+    let kernel = read_boot_file(table, kernel)?;
+    let initrd = read_boot_file(table, initrd)?;
+    let (ram, channels) = linux_memory(table, index);
+    linux::check_low_memory(&ram).map_err(|error| linux_finding(table, index, &error))?;
+    linux::e820_map(&ram, &channels).map_err(|error| linux_finding(table, index, &error))?;
+    check_linux_files(table, index, kernel, initrd)
+}
+
+/// Checks the kernel and initrd (already read) of Linux partition `index`.
+fn check_linux_files(
+    table: &Table,
+    index: usize,
+    (kernel_path, kernel_bytes): (PathBuf, Vec<u8>),
+    (initrd_path, initrd_bytes): (PathBuf, Vec<u8>),
+) -> Result<LinuxFiles, Box<Finding>> {
+    let partition = &table.partitions[index];
+    let boot = &partition.boot;
+    let kernel_span = boot.kernel.as_ref().map_or(boot.span, |kernel| kernel.span);
+    let kernel = parse_bzimage(&kernel_bytes).map_err(|error| {
+        Box::new(
+            Finding::new(
+                Rule::BootKernelFormat,
+                kernel_span,
+                format!(
+                    "kernel {} of partition `{}`: {error}",
+                    kernel_path.display(),
+                    *partition.name
+                ),
+            )
+            .label("this kernel")
+            .hint("use an x86-64 bzImage (boot protocol 2.12 or later), e.g. Debian's /boot/vmlinuz-*"),
+        )
+    })?;
+    let (ram, channels) = linux_memory(table, index);
+    let cmdline = boot.cmdline.as_ref().map_or("", |cmdline| cmdline.as_str());
+    let layout = linux::plan(&kernel, initrd_bytes.len() as u64, cmdline, &ram)
+        .map_err(|error| linux_finding(table, index, &error))?;
+    let e820 =
+        linux::e820_map(&ram, &channels).map_err(|error| linux_finding(table, index, &error))?;
+    Ok(LinuxFiles {
+        kernel_path,
+        kernel_bytes,
+        kernel,
+        initrd_path,
+        initrd_bytes,
+        layout,
+        e820,
+    })
+}
+
+/// The finding for a Linux layout error of partition `index`.
+fn linux_finding(table: &Table, index: usize, error: &LinuxLayoutError) -> Box<Finding> {
+    let partition = &table.partitions[index];
+    let boot = &partition.boot;
+    let ram_text = || {
+        guest_ram(table, index)
+            .iter()
+            .map(|r| show_range(r.base, r.size))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let message = format!("partition `{}`: {error}", *partition.name);
+    let finding = match error {
+        LinuxLayoutError::LowMemoryNotCovered => Finding::new(
+            Rule::BootLowMemory,
+            partition.name.span,
+            message,
+        )
+        .label("no low memory")
+        .related(boot.span, "boot kind `linux`")
+        .hint("let the first region start at guest-physical 0 (the default packing); see docs/linux-guest.md for the layout"),
+        LinuxLayoutError::TooManyMemoryRanges { .. } => Finding::new(
+            Rule::BootMemoryMap,
+            partition.name.span,
+            message,
+        )
+        .label("too many memory ranges")
+        .hint("use fewer, larger memory regions or fewer channels"),
+        LinuxLayoutError::KernelOutside { .. } => Finding::new(
+            Rule::BootKernelPlacement,
+            boot.kernel.as_ref().map_or(boot.span, |kernel| kernel.span),
+            message,
+        )
+        .label("this kernel")
+        .related(partition.name.span, format!("guest RAM: {}", ram_text()))
+        .hint("give the partition guest RAM from 0 up to at least pref_address + init_size (Debian's kernel: 16 MiB + about 64 MiB)"),
+        LinuxLayoutError::InitrdDoesNotFit { .. } => Finding::new(
+            Rule::BootInitrdPlacement,
+            boot.initrd.as_ref().map_or(boot.span, |initrd| initrd.span),
+            message,
+        )
+        .label("this initrd")
+        .related(partition.name.span, format!("guest RAM: {}", ram_text()))
+        .hint("give the partition more guest RAM"),
+        LinuxLayoutError::CmdlineTooLong { .. } => Finding::new(
+            Rule::BootCmdlineLength,
+            boot.cmdline.as_ref().map_or(boot.span, |cmdline| cmdline.span),
+            message,
+        )
+        .label("this command line")
+        .hint("the hypervisor appends ` tsc_early_khz=<kHz>` at boot; shorten the command line"),
+    };
+    Box::new(finding)
 }
 
 /// Reads a boot file named in the table, relative to the table's directory.

@@ -1,9 +1,12 @@
 //! Devices: named devices exist and have one owner; the hypervisor console is an existing,
 //! unowned device with a port; port ranges, PCI functions and IRQ pins of different owners
-//! do not collide, also when two device names describe the same hardware. (MMIO windows
+//! do not collide, also when two device names describe the same hardware; no partition owns
+//! a port of the virtual platform. (MMIO windows
 //! are swept with the rest of host-physical memory in [`super::memory`].)
 
 use std::collections::HashMap;
+
+use tessera_abi::virtual_platform::RESERVED_PORTS;
 
 use super::sweep::{overlapping_pairs, Interval};
 use super::{owner_name, show_range, Owner, Rule};
@@ -23,6 +26,51 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
     check_device_values(table, findings);
     let owners = check_ownership(table, findings);
     check_same_hardware(table, &owners, findings);
+    check_reserved_ports(table, findings);
+}
+
+/// No partition's device reaches a port of the virtual platform: the hypervisor traps its
+/// ACPI sleep and reset registers for every partition (see docs/linux-guest.md).
+fn check_reserved_ports(table: &Table, findings: &mut Vec<Finding>) {
+    let mut reported = std::collections::HashSet::new();
+    for partition in &table.partitions {
+        for name in &partition.devices {
+            let Some(device) = table.device(name) else {
+                continue;
+            };
+            if !reported.insert(device.name.as_str()) {
+                continue;
+            }
+            for range in &device.device.ports {
+                let reserved: Vec<String> = RESERVED_PORTS
+                    .iter()
+                    .filter(|&&port| {
+                        u64::from(port) >= *range.base
+                            && u64::from(port) - *range.base < range.size.0
+                    })
+                    .map(|port| format!("{port:#x}"))
+                    .collect();
+                if reserved.is_empty() {
+                    continue;
+                }
+                findings.push(
+                    Finding::new(
+                        Rule::PortReserved,
+                        range.span,
+                        format!(
+                            "ports {} of device `{}` include {}, which the hypervisor keeps for every partition's ACPI sleep and reset registers",
+                            show_range(*range.base, range.size.0),
+                            *device.name,
+                            reserved.join(", ")
+                        ),
+                    )
+                    .label("reserved port")
+                    .related(name.span, format!("owned by partition `{}`", *partition.name))
+                    .hint("the virtual platform's ports are 0x510, 0x511 (sleep control and status) and 0xcf9 (reset); leave them out of partition devices"),
+                );
+            }
+        }
+    }
 }
 
 /// Each device on its own: port ranges inside the port space, IRQ pins that exist, PCI

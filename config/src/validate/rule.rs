@@ -1,6 +1,7 @@
 //! The rules a partition table must obey, each with a stable identifier that appears in
 //! diagnostics, documentation (docs/validation.md) and tests. Identifiers never change
-//! meaning; new rules get new identifiers.
+//! meaning; new rules get new identifiers. Retired identifiers (see [`Rule::RETIRED`]) are
+//! never reused.
 
 use std::fmt;
 
@@ -91,6 +92,8 @@ pub enum Rule {
     IrqShared,
     /// A device has an IRQ pin but the platform declares no IOAPIC.
     IrqNoIoapic,
+    /// A partition's device owns a port of the virtual platform (ACPI sleep and reset registers: 0x510, 0x511, 0xcf9), which the hypervisor keeps.
+    PortReserved,
     // console
     /// The hypervisor console names no device of `platform.devices`.
     ConsoleUnknown,
@@ -131,8 +134,18 @@ pub enum Rule {
     BootEntryOutside,
     /// Guest RAM does not cover guest-physical 0x1000–0x1fff, where the hypervisor writes the PVH start-info block, or an ELF segment overlaps that page.
     BootStartInfo,
-    /// The boot kind cannot be started by the hypervisor yet (`linux`).
-    BootUnsupported,
+    /// A Linux kernel is not a bzImage with boot protocol 2.12 or later and the 64-bit entry point (XLF_KERNEL_64).
+    BootKernelFormat,
+    /// A linux partition's guest RAM does not cover guest-physical 0–1 MiB (boot parameters, command line, GDT, page tables, ACPI tables).
+    BootLowMemory,
+    /// The kernel's `pref_address` plus `init_size` is not inside one guest RAM range between 1 MiB and 4 GiB.
+    BootKernelPlacement,
+    /// The initrd fits nowhere in guest RAM between 1 MiB and the kernel's `initrd_addr_max`, clear of the kernel.
+    BootInitrdPlacement,
+    /// A linux command line plus ` tsc_early_khz=4294967295` and its NUL exceeds the kernel's `cmdline_size` + 1 (at most 4096 bytes).
+    BootCmdlineLength,
+    /// A linux partition's memory map needs more than the 128 e820 entries boot_params holds.
+    BootMemoryMap,
     // run
     /// `run.expect-faults` names a partition that does not exist.
     RunUnknownPartition,
@@ -182,6 +195,7 @@ impl Rule {
         Rule::IrqPin,
         Rule::IrqShared,
         Rule::IrqNoIoapic,
+        Rule::PortReserved,
         Rule::ConsoleUnknown,
         Rule::ConsoleOwned,
         Rule::ConsoleNoPort,
@@ -200,10 +214,19 @@ impl Rule {
         Rule::BootSegmentOutside,
         Rule::BootEntryOutside,
         Rule::BootStartInfo,
-        Rule::BootUnsupported,
+        Rule::BootKernelFormat,
+        Rule::BootLowMemory,
+        Rule::BootKernelPlacement,
+        Rule::BootInitrdPlacement,
+        Rule::BootCmdlineLength,
+        Rule::BootMemoryMap,
         Rule::RunUnknownPartition,
         Rule::RunSeconds,
     ];
+
+    /// Identifiers of rules that no longer exist, never to be given to a new rule:
+    /// `boot-unsupported` (linux partitions could not be started before issue 6).
+    pub const RETIRED: &'static [&'static str] = &["boot-unsupported"];
 
     /// The stable identifier, e.g. `memory-overlap`.
     pub const fn id(self) -> &'static str {
@@ -247,6 +270,7 @@ impl Rule {
             Rule::IrqPin => "irq-pin",
             Rule::IrqShared => "irq-shared",
             Rule::IrqNoIoapic => "irq-no-ioapic",
+            Rule::PortReserved => "port-reserved",
             Rule::ConsoleUnknown => "console-unknown",
             Rule::ConsoleOwned => "console-owned",
             Rule::ConsoleNoPort => "console-no-port",
@@ -265,7 +289,12 @@ impl Rule {
             Rule::BootSegmentOutside => "boot-segment-outside",
             Rule::BootEntryOutside => "boot-entry-outside",
             Rule::BootStartInfo => "boot-start-info",
-            Rule::BootUnsupported => "boot-unsupported",
+            Rule::BootKernelFormat => "boot-kernel-format",
+            Rule::BootLowMemory => "boot-low-memory",
+            Rule::BootKernelPlacement => "boot-kernel-placement",
+            Rule::BootInitrdPlacement => "boot-initrd-placement",
+            Rule::BootCmdlineLength => "boot-cmdline-length",
+            Rule::BootMemoryMap => "boot-memory-map",
             Rule::RunUnknownPartition => "run-unknown-partition",
             Rule::RunSeconds => "run-seconds",
         }
@@ -313,6 +342,7 @@ impl Rule {
             Rule::IrqPin => "devices",
             Rule::IrqShared => "devices",
             Rule::IrqNoIoapic => "devices",
+            Rule::PortReserved => "devices",
             Rule::ConsoleUnknown => "console",
             Rule::ConsoleOwned => "console",
             Rule::ConsoleNoPort => "console",
@@ -331,7 +361,12 @@ impl Rule {
             Rule::BootSegmentOutside => "boot",
             Rule::BootEntryOutside => "boot",
             Rule::BootStartInfo => "boot",
-            Rule::BootUnsupported => "boot",
+            Rule::BootKernelFormat => "boot",
+            Rule::BootLowMemory => "boot",
+            Rule::BootKernelPlacement => "boot",
+            Rule::BootInitrdPlacement => "boot",
+            Rule::BootCmdlineLength => "boot",
+            Rule::BootMemoryMap => "boot",
             Rule::RunUnknownPartition => "run",
             Rule::RunSeconds => "run",
         }
@@ -379,6 +414,7 @@ impl Rule {
             Rule::IrqPin => "A device's IRQ pin is not below the IOAPIC's pin count.",
             Rule::IrqShared => "One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.",
             Rule::IrqNoIoapic => "A device has an IRQ pin but the platform declares no IOAPIC.",
+            Rule::PortReserved => "A partition's device owns a port of the virtual platform (ACPI sleep and reset registers: 0x510, 0x511, 0xcf9), which the hypervisor keeps.",
             Rule::ConsoleUnknown => "The hypervisor console names no device of `platform.devices`.",
             Rule::ConsoleOwned => "The hypervisor console device is also given to a partition.",
             Rule::ConsoleNoPort => "The hypervisor console device has no I/O port.",
@@ -397,7 +433,12 @@ impl Rule {
             Rule::BootSegmentOutside => "A loadable ELF segment lies outside the partition's guest-physical RAM.",
             Rule::BootEntryOutside => "The PVH entry point lies outside the partition's guest-physical RAM.",
             Rule::BootStartInfo => "Guest RAM does not cover guest-physical 0x1000–0x1fff, where the hypervisor writes the PVH start-info block, or an ELF segment overlaps that page.",
-            Rule::BootUnsupported => "The boot kind cannot be started by the hypervisor yet (`linux`).",
+            Rule::BootKernelFormat => "A Linux kernel is not a bzImage with boot protocol 2.12 or later and the 64-bit entry point (XLF_KERNEL_64).",
+            Rule::BootLowMemory => "A linux partition's guest RAM does not cover guest-physical 0–1 MiB (boot parameters, command line, GDT, page tables, ACPI tables).",
+            Rule::BootKernelPlacement => "The kernel's `pref_address` plus `init_size` is not inside one guest RAM range between 1 MiB and 4 GiB.",
+            Rule::BootInitrdPlacement => "The initrd fits nowhere in guest RAM between 1 MiB and the kernel's `initrd_addr_max`, clear of the kernel.",
+            Rule::BootCmdlineLength => "A linux command line plus ` tsc_early_khz=4294967295` and its NUL exceeds the kernel's `cmdline_size` + 1 (at most 4096 bytes).",
+            Rule::BootMemoryMap => "A linux partition's memory map needs more than the 128 e820 entries boot_params holds.",
             Rule::RunUnknownPartition => "`run.expect-faults` names a partition that does not exist.",
             Rule::RunSeconds => "`run.seconds` is zero.",
         }
@@ -429,5 +470,8 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), Rule::ALL.len());
+        for retired in Rule::RETIRED {
+            assert_eq!(Rule::from_id(retired), None, "`{retired}` is retired");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: scratch directories and fake PVH guest images.
 #![allow(dead_code)]
 
+pub mod bzimage_builder;
 pub mod elf_builder;
+pub mod linux_table;
 
 use std::path::{Path, PathBuf};
 

@@ -8,7 +8,7 @@ pub const CPU_COUNT: usize = 3;
 /// Number of channels in [`MACHINE`].
 pub const CHANNEL_COUNT: usize = 1;
 
-const GUEST_IMAGE_0: &[u8] = include_bytes!("@SCRATCH@/guest.elf");
+const BLOB_0: &[u8] = include_bytes!("@SCRATCH@/guest.elf");
 
 /// The machine described by `small.toml`.
 pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machine {
@@ -31,19 +31,25 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             ],
             ports: &[::tessera_abi::table::Range { base: 0x3f8, size: 0x8 }],
             irq_pins: &[4],
-            boot: ::tessera_abi::table::Boot::Pvh {
-                image: GUEST_IMAGE_0,
-                sha256: [
-                    0x0c, 0xe0, 0x2d, 0x7c, 0xe3, 0x63, 0x58, 0x45,
-                    0xb9, 0xbe, 0x53, 0x95, 0x81, 0xd9, 0x35, 0xe0,
-                    0x0f, 0xe4, 0x4c, 0x47, 0xc7, 0x3e, 0xbf, 0x5a,
-                    0x52, 0xaa, 0x5c, 0xea, 0x44, 0xe4, 0x60, 0x8e,
+            boot: ::tessera_abi::table::Boot {
+                blobs: &[
+                    ::tessera_abi::table::Blob {
+                        bytes: BLOB_0,
+                        sha256: [
+                            0x0c, 0xe0, 0x2d, 0x7c, 0xe3, 0x63, 0x58, 0x45,
+                            0xb9, 0xbe, 0x53, 0x95, 0x81, 0xd9, 0x35, 0xe0,
+                            0x0f, 0xe4, 0x4c, 0x47, 0xc7, 0x3e, 0xbf, 0x5a,
+                            0x52, 0xaa, 0x5c, 0xea, 0x44, 0xe4, 0x60, 0x8e,
+                        ],
+                    },
                 ],
                 segments: &[
-                    ::tessera_abi::table::Segment { guest: 0x100000, file_offset: 0xb0, file_size: 0x10, memory_size: 0x2000 },
+                    ::tessera_abi::table::Segment { guest: 0x100000, blob: 0, file_offset: 0xb0, file_size: 0x10, memory_size: 0x2000 },
                 ],
-                entry: 0x100000,
+                entry: ::tessera_abi::table::Entry::Pvh { entry: 0x100000 },
                 cmdline: "console=0x3f8 \"quoted\"",
+                cmdline_guest: 0x0,
+                cmdline_capacity: 0,
             },
             on_fault: ::tessera_abi::table::FaultPolicy::Restart,
             capabilities: &[::tessera_abi::table::Capability::Power, ::tessera_abi::table::Capability::Stats(0), ::tessera_abi::table::Capability::Stats(1), ::tessera_abi::table::Capability::Restart(1)],
@@ -58,19 +64,25 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             ],
             ports: &[::tessera_abi::table::Range { base: 0x400, size: 0x8 }],
             irq_pins: &[9],
-            boot: ::tessera_abi::table::Boot::Pvh {
-                image: GUEST_IMAGE_0,
-                sha256: [
-                    0x0c, 0xe0, 0x2d, 0x7c, 0xe3, 0x63, 0x58, 0x45,
-                    0xb9, 0xbe, 0x53, 0x95, 0x81, 0xd9, 0x35, 0xe0,
-                    0x0f, 0xe4, 0x4c, 0x47, 0xc7, 0x3e, 0xbf, 0x5a,
-                    0x52, 0xaa, 0x5c, 0xea, 0x44, 0xe4, 0x60, 0x8e,
+            boot: ::tessera_abi::table::Boot {
+                blobs: &[
+                    ::tessera_abi::table::Blob {
+                        bytes: BLOB_0,
+                        sha256: [
+                            0x0c, 0xe0, 0x2d, 0x7c, 0xe3, 0x63, 0x58, 0x45,
+                            0xb9, 0xbe, 0x53, 0x95, 0x81, 0xd9, 0x35, 0xe0,
+                            0x0f, 0xe4, 0x4c, 0x47, 0xc7, 0x3e, 0xbf, 0x5a,
+                            0x52, 0xaa, 0x5c, 0xea, 0x44, 0xe4, 0x60, 0x8e,
+                        ],
+                    },
                 ],
                 segments: &[
-                    ::tessera_abi::table::Segment { guest: 0x100000, file_offset: 0xb0, file_size: 0x10, memory_size: 0x2000 },
+                    ::tessera_abi::table::Segment { guest: 0x100000, blob: 0, file_offset: 0xb0, file_size: 0x10, memory_size: 0x2000 },
                 ],
-                entry: 0x100000,
+                entry: ::tessera_abi::table::Entry::Pvh { entry: 0x100000 },
                 cmdline: "",
+                cmdline_guest: 0x0,
+                cmdline_capacity: 0,
             },
             on_fault: ::tessera_abi::table::FaultPolicy::Halt,
             capabilities: &[::tessera_abi::table::Capability::Stats(0)],
@@ -92,3 +104,4 @@ const _: () = assert!(MACHINE.cpus.len() == CPU_COUNT);
 const _: () = assert!(MACHINE.channels.len() == CHANNEL_COUNT);
 const _: () = assert!(MACHINE.partitions[0].cpus.len() == 2);
 const _: () = assert!(MACHINE.partitions[1].cpus.len() == 1);
+const _: () = assert!(BLOB_0.len() == 212);

@@ -12,3 +12,4 @@
 
 pub mod hypercall;
 pub mod table;
+pub mod virtual_platform;

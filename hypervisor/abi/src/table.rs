@@ -74,30 +74,58 @@ pub enum FaultPolicy {
     Restart,
 }
 
-/// A loadable piece of a guest image: bytes `[file_offset, file_offset + file_size)` of
-/// the image go to guest-physical `guest`, followed by `memory_size - file_size` zeros.
+/// A file (or build-generated block) the image carries for a partition: a guest ELF, a
+/// Linux kernel, an initrd, boot parameters, page tables, ACPI tables.
+#[derive(Clone, Copy, Debug)]
+pub struct Blob {
+    pub bytes: &'static [u8],
+    /// SHA-256 of `bytes`, computed at build time and checked before the partition starts.
+    pub sha256: [u8; 32],
+}
+
+/// A loadable piece of a blob: bytes `[file_offset, file_offset + file_size)` of blob
+/// `blob` go to guest-physical `guest`, followed by `memory_size - file_size` zeros.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub guest: u64,
+    pub blob: u16,
     pub file_offset: u64,
     pub file_size: u64,
     pub memory_size: u64,
 }
 
+/// The boot protocol a partition's first core enters by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// PVH (Xen's `XEN_ELFNOTE_PHYS32_ENTRY`): 32-bit protected mode, paging off, EBX =
+    /// guest-physical address of the `hvm_start_info` block the hypervisor writes at boot
+    /// (command line and memory map included).
+    Pvh { entry: u64 },
+    /// The Linux x86-64 boot protocol (Documentation/arch/x86/boot.rst, "64-bit boot
+    /// protocol"): long mode, paging on with the identity map at `page_tables` (a CR3
+    /// value; the tables are a segment), a GDT at `gdt` (32 bytes: null, null, __BOOT_CS =
+    /// 0x10 64-bit code, __BOOT_DS = 0x18 data; a segment), RSI = `boot_params` (the zero
+    /// page, a segment).
+    Linux64 {
+        entry: u64,
+        boot_params: u64,
+        page_tables: u64,
+        gdt: u64,
+    },
+}
+
 /// How a partition starts.
 #[derive(Clone, Copy, Debug)]
-pub enum Boot {
-    /// An ELF guest entered through the PVH boot protocol (Xen's
-    /// `XEN_ELFNOTE_PHYS32_ENTRY`): 32-bit protected mode, paging off, EBX = guest-physical
-    /// address of an `hvm_start_info` block.
-    Pvh {
-        image: &'static [u8],
-        /// SHA-256 of `image`, computed at build time and checked before the guest starts.
-        sha256: [u8; 32],
-        segments: &'static [Segment],
-        entry: u64,
-        cmdline: &'static str,
-    },
+pub struct Boot {
+    pub blobs: &'static [Blob],
+    pub segments: &'static [Segment],
+    pub entry: Entry,
+    /// The command line. PVH: the hypervisor puts it in the start-info block. Linux: it is
+    /// written NUL-terminated at `cmdline_guest` (where boot_params.cmd_line_ptr points),
+    /// with ` tsc_early_khz=<calibrated>` appended at boot, within `cmdline_capacity` bytes.
+    pub cmdline: &'static str,
+    pub cmdline_guest: u64,
+    pub cmdline_capacity: u64,
 }
 
 /// The capabilities of a partition (see docs/partition-table.md).

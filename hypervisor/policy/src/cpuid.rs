@@ -15,6 +15,20 @@ pub const LEAF1_ECX_X2APIC: u32 = 1 << 21;
 pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// Leaf 8000_0001h ECX bit 2: SVM (AMD APM vol 3, appendix E.4.2).
 pub const EXT1_ECX_SVM: u32 = 1 << 2;
+/// Leaf 1 ECX bit 15: PDCM (IA32_PERF_CAPABILITIES); EDX bits 7 (MCE), 12 (MTRR), 14 (MCA).
+/// Partitions get no machine-check, MTRR or performance-monitoring MSRs: the machine's
+/// MTRRs are the firmware's, shared by every partition, and machine checks are the
+/// hypervisor's to handle.
+pub const LEAF1_ECX_PDCM: u32 = 1 << 15;
+pub const LEAF1_EDX_MCE: u32 = 1 << 7;
+pub const LEAF1_EDX_MTRR: u32 = 1 << 12;
+pub const LEAF1_EDX_MCA: u32 = 1 << 14;
+/// Leaf 7 EDX bit 29: IA32_ARCH_CAPABILITIES exists. Tessera always offers it, with the
+/// x2APIC-lock bit set (see the msr module), so guests keep x2APIC mode.
+pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+/// The TSC/crystal leaf and the frequency leaf (Intel SDM vol. 2A, CPUID 15H and 16H).
+pub const TSC_CRYSTAL_LEAF: u32 = 0x15;
+pub const FREQUENCY_LEAF: u32 = 0x16;
 
 /// First of the leaves reserved for hypervisors (0x4000_0000–0x4000_00FF by convention).
 pub const HYPERVISOR_LEAF_FIRST: u32 = 0x4000_0000;
@@ -33,6 +47,8 @@ pub struct CpuidView {
     pub max_hypervisor_leaf: u32,
     /// TSC frequency in kHz, 0 when unknown.
     pub tsc_khz: u32,
+    /// CPUID.0:EAX of the real processor: leaves above it up to 0x16 are synthesised.
+    pub native_max_basic_leaf: u32,
 }
 
 /// The signature as the three little-endian registers EBX, ECX, EDX.
@@ -63,12 +79,29 @@ fn hypervisor_leaf(leaf: u32, view: &CpuidView) -> [u32; 4] {
 /// The CPUID result the guest sees for `leaf`/`subleaf`, given the native result
 /// `[eax, ebx, ecx, edx]`.
 pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u32; 4] {
-    // No leaf Tessera changes has subleaves; the parameter is there for the ones it will.
-    let _ = subleaf;
     let [eax, ebx, ecx, edx] = native;
     match leaf {
-        // Hide VMX (no nested virtualization) and announce a hypervisor.
-        1 => [eax, ebx, (ecx & !LEAF1_ECX_VMX) | LEAF1_ECX_HYPERVISOR, edx],
+        // Reach at least the frequency leaf, which is synthesised below.
+        0 => [eax.max(FREQUENCY_LEAF), ebx, ecx, edx],
+        // Hide VMX (no nested virtualization), PDCM, MCE, MTRR and MCA; announce a hypervisor.
+        1 => [
+            eax,
+            ebx,
+            (ecx & !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM)) | LEAF1_ECX_HYPERVISOR,
+            edx & !(LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA),
+        ],
+        7 if subleaf == 0 && view.native_max_basic_leaf >= 7 => {
+            [eax, ebx, ecx, edx | LEAF7_EDX_ARCH_CAPABILITIES]
+        }
+        // No architectural performance monitoring.
+        0xA => [0; 4],
+        // TSC = crystal × EBX / EAX with the crystal in ECX (SDM CPUID 15H): crystal = TSC.
+        TSC_CRYSTAL_LEAF if view.tsc_khz != 0 => [1, 1, view.tsc_khz.saturating_mul(1000), 0],
+        FREQUENCY_LEAF if view.tsc_khz != 0 => {
+            let megahertz = view.tsc_khz / 1000;
+            [megahertz, megahertz, 100, 0]
+        }
+        2..=FREQUENCY_LEAF if leaf > view.native_max_basic_leaf => [0; 4],
         // Hide SVM.
         0x8000_0001 => [eax, ebx, ecx & !EXT1_ECX_SVM, edx],
         // Nothing to report about a virtualization extension the guest does not have.
@@ -85,18 +118,47 @@ mod tests {
     const VIEW: CpuidView = CpuidView {
         max_hypervisor_leaf: 0x4000_0010,
         tsc_khz: 2_500_000,
+        native_max_basic_leaf: 0xd,
     };
     const ONES: [u32; 4] = [u32::MAX; 4];
 
     #[test]
     fn leaf_1_hides_vmx_and_announces_a_hypervisor() {
         let [eax, ebx, ecx, edx] = filter(1, 0, ONES, &VIEW);
-        assert_eq!((eax, ebx, edx), (u32::MAX, u32::MAX, u32::MAX));
-        assert_eq!(ecx, !LEAF1_ECX_VMX);
+        assert_eq!((eax, ebx), (u32::MAX, u32::MAX));
+        assert_eq!(edx, !(LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA));
+        assert_eq!(ecx, !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM));
         let [_, _, ecx, _] = filter(1, 0, [0, 0, LEAF1_ECX_X2APIC, 0], &VIEW);
         assert_eq!(ecx, LEAF1_ECX_X2APIC | LEAF1_ECX_HYPERVISOR);
         let [_, _, ecx, _] = filter(1, 0, [0; 4], &VIEW);
         assert_eq!(ecx, LEAF1_ECX_HYPERVISOR);
+    }
+
+    #[test]
+    fn timing_leaves_are_synthesised_above_the_native_maximum() {
+        assert_eq!(filter(0, 0, [0xd, 1, 2, 3], &VIEW)[0], FREQUENCY_LEAF);
+        assert_eq!(filter(0, 0, [0x20, 1, 2, 3], &VIEW)[0], 0x20);
+        assert_eq!(
+            filter(TSC_CRYSTAL_LEAF, 0, ONES, &VIEW),
+            [1, 1, 2_500_000_000, 0]
+        );
+        assert_eq!(filter(FREQUENCY_LEAF, 0, ONES, &VIEW), [2500, 2500, 100, 0]);
+        assert_eq!(filter(0xe, 0, ONES, &VIEW), [0; 4]);
+        let native_has_more = CpuidView {
+            native_max_basic_leaf: 0x20,
+            ..VIEW
+        };
+        assert_eq!(filter(0xe, 0, ONES, &native_has_more), ONES);
+    }
+
+    #[test]
+    fn leaf_1_hides_machine_checks_mtrrs_and_perfmon_and_leaf_7_offers_arch_capabilities() {
+        let [_, _, ecx, edx] = filter(1, 0, ONES, &VIEW);
+        assert_eq!(ecx & LEAF1_ECX_PDCM, 0);
+        assert_eq!(edx & (LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA), 0);
+        assert_eq!(filter(7, 0, [0; 4], &VIEW)[3], LEAF7_EDX_ARCH_CAPABILITIES);
+        assert_eq!(filter(7, 1, [0; 4], &VIEW)[3], 0);
+        assert_eq!(filter(0xA, 0, ONES, &VIEW), [0; 4]);
     }
 
     #[test]
@@ -123,6 +185,7 @@ mod tests {
         let unknown = CpuidView {
             max_hypervisor_leaf: 0x4000_0010,
             tsc_khz: 0,
+            native_max_basic_leaf: 0xd,
         };
         assert_eq!(filter(TIMING_LEAF, 0, ONES, &unknown), [0; 4]);
         for leaf in [
@@ -139,13 +202,9 @@ mod tests {
     #[test]
     fn other_leaves_pass_unchanged() {
         for leaf in [
-            0,
             2,
             4,
-            7,
             0xb,
-            0x15,
-            0x16,
             0x3fff_ffff,
             0x4000_0100,
             0x8000_0000,

@@ -221,7 +221,15 @@ impl IoapicView {
             | IoapicRegister::None => return WindowWrite::Ignored,
         };
         if !owns(owned_pins, pin) {
-            return WindowWrite::Refused(IoapicRefusal::PinNotOwned { pin });
+            // A pin the partition does not own reads as masked; a write that keeps it masked
+            // (any high dword, a low dword with the mask bit) changes nothing the partition
+            // can see and is dropped quietly: Linux masks every pin at boot. An attempt to
+            // unmask it is refused.
+            return if !low || value & MASKED != 0 {
+                WindowWrite::Ignored
+            } else {
+                WindowWrite::Refused(IoapicRefusal::PinNotOwned { pin })
+            };
         }
         let (low_value, high_value, written) = if low {
             let mode = ((value & DELIVERY_MODE_MASK) >> 8) as u8;
@@ -397,13 +405,20 @@ mod tests {
     }
 
     #[test]
-    fn pins_of_others_are_refused() {
+    fn pins_of_others_refuse_unmasking_and_ignore_the_rest() {
         for register in [0x10, 0x11, 0x16, 0x17, 0x3e, 0x3f] {
             let pin = (register - 0x10) / 2;
-            for value in [MASKED, 0, 0x0200_0000] {
+            let is_low = register % 2 == 0;
+            for value in [MASKED, 0, 0x0200_0000, 0x0000_00ee] {
+                let expected = if is_low && value & MASKED == 0 {
+                    WindowWrite::Refused(IoapicRefusal::PinNotOwned { pin })
+                } else {
+                    WindowWrite::Ignored
+                };
                 assert_eq!(
                     view(register).write_window(value, &OWNED, &OWN_CPUS, PINS, no_hardware),
-                    WindowWrite::Refused(IoapicRefusal::PinNotOwned { pin })
+                    expected,
+                    "register {register:#x} value {value:#x}"
                 );
             }
         }

@@ -17,6 +17,7 @@
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
 //! * [`multiboot`]: the Multiboot v1 memory map the loader receives.
+//! * [`virtual_platform`]: the partition's ACPI sleep and reset ports.
 //! * [`vmx`]: fitting VMX controls to the processor, naming VM-instruction errors.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod multiboot;
 pub mod pvh;
 pub mod range;
 pub mod stage2;
+pub mod virtual_platform;
 pub mod vmx;
 
 // Tests use `std` (vectors for table pools and layouts); the library itself never does.

@@ -56,6 +56,16 @@ const fn read_only(first: u32, last: u32) -> PassThrough {
     }
 }
 
+const fn write_only(first: u32, last: u32) -> PassThrough {
+    PassThrough {
+        first,
+        last,
+        read: false,
+        write: true,
+        only_on: None,
+    }
+}
+
 const fn on(vendor: Vendor, rule: PassThrough) -> PassThrough {
     PassThrough {
         only_on: Some(vendor),
@@ -68,6 +78,12 @@ const PASS_THROUGH: &[PassThrough] = &[
     // IA32_TIME_STAMP_COUNTER: reads are as cheap as RDTSC, which is not intercepted either;
     // a write would move the TSC under the other partitions' cores' feet.
     read_only(0x10, 0x10),
+    // IA32_SPEC_CTRL: speculation controls of the guest's own code on its own cores (Intel
+    // SDM vol. 4; AMD has the same MSR). IA32_PRED_CMD (IBPB) and IA32_FLUSH_CMD (L1D flush)
+    // are write-only commands that affect only the core that writes them.
+    both(0x48, 0x48),
+    write_only(0x49, 0x49),
+    write_only(0x10b, 0x10b),
     // IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP: guest state in the VMCB/VMCS.
     both(0x174, 0x176),
     // IA32_PAT: guest state in the VMCB (g_pat) / VMCS (load/save IA32_PAT controls).

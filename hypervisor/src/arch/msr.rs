@@ -2,6 +2,12 @@
 
 pub const IA32_APIC_BASE: u32 = 0x1B;
 pub const IA32_EFER: u32 = 0xC000_0080;
+pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
+pub const IA32_XAPIC_DISABLE_STATUS: u32 = 0xBD;
+/// IA32_ARCH_CAPABILITIES bit 21: IA32_XAPIC_DISABLE_STATUS exists.
+pub const ARCH_CAPABILITIES_XAPIC_DISABLE: u64 = 1 << 21;
+/// IA32_XAPIC_DISABLE_STATUS bit 0: the legacy xAPIC is disabled (x2APIC locked on).
+pub const XAPIC_DISABLE_STATUS_LEGACY_DISABLED: u64 = 1;
 /// AMD APM vol. 2 §15.30.1: VM_CR, bit 4 SVMDIS set by firmware disables SVM.
 pub const AMD_VM_CR: u32 = 0xC001_0114;
 /// AMD APM vol. 2 §15.30.4: physical address of the host state-save area.

@@ -61,6 +61,15 @@ pub enum StartState {
     /// After INIT and a start-up IPI: real mode at CS = vector << 8, IP 0 (Intel SDM vol. 3
     /// §9.1.1 table 9-1 for the INIT state, §10.4.4.1 for the SIPI vector).
     StartUp { vector: u8 },
+    /// The Linux x86-64 boot protocol: long mode with paging on (identity map at
+    /// `page_tables`), GDT at `gdt` with __BOOT_CS = 0x10 and __BOOT_DS = 0x18, RSI =
+    /// `boot_params` (Documentation/arch/x86/boot.rst, "64-bit boot protocol").
+    Linux64 {
+        entry: u64,
+        boot_params: u64,
+        page_tables: u64,
+        gdt: u64,
+    },
 }
 
 /// The registers a start state sets; everything else starts as after INIT (zero).
@@ -70,8 +79,15 @@ pub struct ArchitecturalState {
     /// TR: a busy TSS, as VM entry requires a usable one.
     pub task: Segment,
     pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    /// EFER as the guest sees it (backends add what they need, e.g. SVM's SVME).
+    pub efer: u64,
+    /// GDTR base and limit.
+    pub gdt: (u64, u32),
     pub rip: u64,
     pub rbx: u64,
+    pub rsi: u64,
 }
 
 impl StartState {
@@ -97,8 +113,13 @@ impl StartState {
                     attributes: 0x008B,
                 },
                 cr0: 0x11, // PE | ET
+                cr3: 0,
+                cr4: 0,
+                efer: 0,
+                gdt: (0, 0xFFFF),
                 rip: entry,
                 rbx: start_info,
+                rsi: 0,
             },
             StartState::StartUp { vector } => ArchitecturalState {
                 code: Segment {
@@ -120,8 +141,47 @@ impl StartState {
                     attributes: 0x008B,
                 },
                 cr0: 0x6000_0010, // CD | NW | ET
+                cr3: 0,
+                cr4: 0,
+                efer: 0,
+                gdt: (0, 0xFFFF),
                 rip: 0,
                 rbx: 0,
+                rsi: 0,
+            },
+            StartState::Linux64 {
+                entry,
+                boot_params,
+                page_tables,
+                gdt,
+            } => ArchitecturalState {
+                // 64-bit code: L set, D clear (Intel SDM vol. 3 §5.2.1).
+                code: Segment {
+                    selector: 0x10,
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    attributes: 0x0A9B,
+                },
+                data: Segment {
+                    selector: 0x18,
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    attributes: 0x0C93,
+                },
+                task: Segment {
+                    selector: 0,
+                    base: 0,
+                    limit: 0xFFFF,
+                    attributes: 0x008B,
+                },
+                cr0: 0x8000_0011, // PG | ET | PE
+                cr3: page_tables,
+                cr4: 0x20,   // PAE
+                efer: 0x500, // LME | LMA
+                gdt: (gdt, 31),
+                rip: entry,
+                rbx: 0,
+                rsi: boot_params,
             },
         }
     }
@@ -347,6 +407,7 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
             let view = tessera_policy::cpuid::CpuidView {
                 max_hypervisor_leaf: 0x4000_0010,
                 tsc_khz: crate::arch::tsc::khz() as u32,
+                native_max_basic_leaf: crate::arch::cpuid::query(0, 0)[0],
             };
             let [eax, ebx, ecx, edx] = tessera_policy::cpuid::filter(leaf, subleaf, native, &view);
             vcpu.set_register(Register::Rax, u64::from(eax));
@@ -472,6 +533,36 @@ fn handle_io(
     repeat: bool,
     next_rip: u64,
 ) -> Flow {
+    if !string {
+        use tessera_policy::virtual_platform::{self, PlatformRequest};
+        let mask = match size {
+            1 => 0xFF,
+            2 => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        };
+        if input {
+            if let Some(value) = virtual_platform::read(port, size) {
+                let rax = vcpu.register(Register::Rax);
+                vcpu.set_register(Register::Rax, (rax & !mask) | u64::from(value));
+                vcpu.set_rip(next_rip);
+                return Flow::Resume;
+            }
+        } else {
+            let value = (vcpu.register(Register::Rax) & mask) as u32;
+            match virtual_platform::classify_write(port, value, size) {
+                Some(PlatformRequest::PowerOff) => {
+                    partition::stop_by_request(context, 0, "acpi-power-off");
+                    return Flow::Stop;
+                }
+                Some(PlatformRequest::Reset) => {
+                    vcpu.set_rip(next_rip);
+                    partition::reset_by_request(context);
+                    return Flow::Stop;
+                }
+                None => {}
+            }
+        }
+    }
     if string {
         if input {
             // INS would store all-ones into guest memory through the guest's own page tables;

@@ -536,12 +536,13 @@ impl VirtualCpu for SvmVcpu {
         }
         segment(vmcb, state::TR, registers.task);
         vmcb.write_segment(state::LDTR, 0, 0x0082, 0xFFFF, 0);
-        vmcb.write_segment(state::GDTR, 0, 0, 0xFFFF, 0);
+        vmcb.write_segment(state::GDTR, 0, 0, registers.gdt.1, registers.gdt.0);
         vmcb.write_segment(state::IDTR, 0, 0, 0xFFFF, 0);
-        vmcb.write_u64(state::EFER, msr::EFER_SVME); // APM §15.5.1: the guest EFER.SVME must be set
+        // APM §15.5.1: the guest's EFER.SVME must be set.
+        vmcb.write_u64(state::EFER, registers.efer | msr::EFER_SVME);
         vmcb.write_u64(state::CR0, registers.cr0);
-        vmcb.write_u64(state::CR3, 0);
-        vmcb.write_u64(state::CR4, 0);
+        vmcb.write_u64(state::CR3, registers.cr3);
+        vmcb.write_u64(state::CR4, registers.cr4);
         vmcb.write_u64(state::DR6, 0xFFFF_0FF0);
         vmcb.write_u64(state::DR7, 0x400);
         vmcb.write_u64(state::RFLAGS, 0x2);
@@ -553,6 +554,7 @@ impl VirtualCpu for SvmVcpu {
         vmcb.0[control::TLB_CONTROL] = 1; // a fresh start: flush the ASID's translations
         self.core.registers = GuestRegisters {
             rbx: registers.rbx,
+            rsi: registers.rsi,
             ..GuestRegisters::default()
         };
     }

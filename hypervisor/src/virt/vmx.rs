@@ -155,6 +155,7 @@ mod control {
     pub const EXIT_LOAD_PAT: u32 = 1 << 19;
     pub const EXIT_SAVE_EFER: u32 = 1 << 20;
     pub const EXIT_LOAD_EFER: u32 = 1 << 21;
+    pub const ENTRY_IA32E_MODE_GUEST: u32 = 1 << 9;
     pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
     pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
 }
@@ -162,6 +163,7 @@ mod control {
 const CR0_PE: u64 = 1 << 0;
 const CR0_PG: u64 = 1 << 31;
 const CR4_VMXE: u64 = 1 << 13;
+const EFER_LMA: u64 = 1 << 10;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// Why this machine cannot run the VMX backend.
@@ -1014,8 +1016,8 @@ impl VirtualCpu for VmxVcpu {
             field::GUEST_TR_ACCESS_RIGHTS
         );
         debug_assert_eq!(field::GUEST_ES_BASE + 2 * TR, field::GUEST_TR_BASE);
-        vmwrite(field::GUEST_GDTR_BASE, 0);
-        vmwrite(field::GUEST_GDTR_LIMIT, 0xFFFF);
+        vmwrite(field::GUEST_GDTR_BASE, registers.gdt.0);
+        vmwrite(field::GUEST_GDTR_LIMIT, u64::from(registers.gdt.1));
         vmwrite(field::GUEST_IDTR_BASE, 0);
         vmwrite(field::GUEST_IDTR_LIMIT, 0xFFFF);
         let capabilities = &self.capabilities;
@@ -1029,12 +1031,17 @@ impl VirtualCpu for VmxVcpu {
                 CR0_PE | CR0_PG,
             ),
         );
-        vmwrite(field::CR4_READ_SHADOW, 0);
+        vmwrite(field::CR4_READ_SHADOW, registers.cr4);
         vmwrite(
             field::GUEST_CR4,
-            policy::apply_fixed_bits(0, capabilities.cr4_fixed0, capabilities.cr4_fixed1, 0),
+            policy::apply_fixed_bits(
+                registers.cr4,
+                capabilities.cr4_fixed0,
+                capabilities.cr4_fixed1,
+                0,
+            ),
         );
-        vmwrite(field::GUEST_CR3, 0);
+        vmwrite(field::GUEST_CR3, registers.cr3);
         vmwrite(field::GUEST_DR7, 0x400);
         vmwrite(field::GUEST_RSP, 0);
         vmwrite(field::GUEST_RIP, registers.rip);
@@ -1046,14 +1053,24 @@ impl VirtualCpu for VmxVcpu {
         vmwrite(field::GUEST_SYSENTER_ESP, 0);
         vmwrite(field::GUEST_SYSENTER_EIP, 0);
         vmwrite(field::GUEST_DEBUGCTL, 0);
-        vmwrite(field::GUEST_EFER, 0);
+        vmwrite(field::GUEST_EFER, registers.efer);
         vmwrite(field::GUEST_PAT, 0x0007_0406_0007_0406); // the power-on PAT
         vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
         vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
-        // Real mode needs "IA-32e mode guest" clear; a previous run may have left it set.
-        vmwrite(field::ENTRY_CONTROLS, u64::from(capabilities.entry));
+        // "IA-32e mode guest" must equal EFER.LMA at entry (SDM §26.3.1.1); a previous run
+        // may have left it set.
+        let long_mode = if registers.efer & EFER_LMA != 0 {
+            control::ENTRY_IA32E_MODE_GUEST
+        } else {
+            0
+        };
+        vmwrite(
+            field::ENTRY_CONTROLS,
+            u64::from(capabilities.entry | long_mode),
+        );
         self.core.registers = GuestRegisters {
             rbx: registers.rbx,
+            rsi: registers.rsi,
             ..GuestRegisters::default()
         };
     }
