@@ -199,7 +199,7 @@ fn write_guest(partition: &Partition, guest: u64, bytes: &[u8]) -> Result<(), Se
 /// Reads an aligned 8-byte word of a partition's RAM or channel memory by guest-physical
 /// address (for walking its page tables); None outside them.
 pub fn read_guest_u64(partition: &Partition, guest: u64) -> Option<u64> {
-    if guest % 8 != 0 {
+    if !guest.is_multiple_of(8) {
         return None;
     }
     let host = partition.memory.iter().find_map(|mapping| {
