@@ -39,6 +39,15 @@ pub const HYPERVISOR_LEAF_LAST: u32 = 0x4000_00ff;
 pub const TIMING_LEAF: u32 = 0x4000_0010;
 /// AMD's SVM feature leaf (AMD APM vol 3, appendix E.4.9).
 pub const SVM_FEATURES_LEAF: u32 = 0x8000_000a;
+/// A second hypervisor range at 0x4000_0100 carries the KVM signature with no features.
+/// Linux scans 0x4000_0000–0x4001_0000 in steps of 0x100 for it (hypervisor_cpuid_base)
+/// and then trusts x2APIC without interrupt remapping (x86_init.hyper.x2apic_available):
+/// the one hint Debian 6.1 honours, since its x2APIC-lock path clears x2apic_mode before
+/// it checks the lock (docs/linux-guest.md). With no feature bit, Linux uses none of the
+/// KVM paravirtual interfaces.
+pub const KVM_COMPATIBLE_LEAF: u32 = 0x4000_0100;
+pub const KVM_COMPATIBLE_LEAF_LAST: u32 = 0x4000_01ff;
+pub const KVM_SIGNATURE: [u8; 12] = *b"KVMKVMKVM\0\0\0";
 
 /// The hypervisor-specific inputs of the filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +116,19 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
         // Nothing to report about a virtualization extension the guest does not have.
         SVM_FEATURES_LEAF => [0; 4],
         HYPERVISOR_LEAF_FIRST..=HYPERVISOR_LEAF_LAST => hypervisor_leaf(leaf, view),
+        KVM_COMPATIBLE_LEAF => {
+            let word = |i: usize| {
+                u32::from_le_bytes([
+                    KVM_SIGNATURE[i],
+                    KVM_SIGNATURE[i + 1],
+                    KVM_SIGNATURE[i + 2],
+                    KVM_SIGNATURE[i + 3],
+                ])
+            };
+            [KVM_COMPATIBLE_LEAF + 1, word(0), word(4), word(8)]
+        }
+        // KVM_CPUID_FEATURES and the rest: no paravirtual feature at all.
+        0x4000_0101..=KVM_COMPATIBLE_LEAF_LAST => [0; 4],
         _ => native,
     }
 }
@@ -162,6 +184,18 @@ mod tests {
     }
 
     #[test]
+    fn kvm_compatible_leaves_say_kvm_with_no_features() {
+        let [eax, ebx, ecx, edx] = filter(KVM_COMPATIBLE_LEAF, 0, ONES, &VIEW);
+        assert_eq!(eax, KVM_COMPATIBLE_LEAF + 1);
+        let mut bytes = [0u8; 12];
+        bytes[0..4].copy_from_slice(&ebx.to_le_bytes());
+        bytes[4..8].copy_from_slice(&ecx.to_le_bytes());
+        bytes[8..12].copy_from_slice(&edx.to_le_bytes());
+        assert_eq!(&bytes, b"KVMKVMKVM\0\0\0");
+        assert_eq!(filter(KVM_COMPATIBLE_LEAF + 1, 0, ONES, &VIEW), [0; 4]);
+    }
+
+    #[test]
     fn extended_leaf_hides_svm() {
         assert_eq!(
             filter(0x8000_0001, 0, ONES, &VIEW),
@@ -206,7 +240,7 @@ mod tests {
             4,
             0xb,
             0x3fff_ffff,
-            0x4000_0100,
+            0x4000_0200,
             0x8000_0000,
             0x8000_0008,
         ] {
