@@ -20,6 +20,11 @@ command -v bochs >/dev/null 2>&1 || need_apt+=(bochs bochsbios vgabios)
 { command -v grub-mkrescue >/dev/null 2>&1 && [ -d /usr/lib/grub/i386-pc ]; } || need_apt+=(grub-pc-bin grub-common)
 command -v xorriso >/dev/null 2>&1 || need_apt+=(xorriso)
 command -v mformat >/dev/null 2>&1 || need_apt+=(mtools)
+# `cargo xtask linux-images` (userland/linux): apt-get download, then dpkg-deb | tar and gzip.
+# All are in a Debian base system; listed so a trimmed image gets them back.
+command -v dpkg-deb >/dev/null 2>&1 || need_apt+=(dpkg)
+command -v tar >/dev/null 2>&1 || need_apt+=(tar)
+command -v gzip >/dev/null 2>&1 || need_apt+=(gzip)
 
 if [ "${need_qemu:-0}" = 1 ] || [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

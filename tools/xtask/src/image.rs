@@ -23,6 +23,8 @@ pub fn target_directory(root: &Path) -> PathBuf {
 /// Builds the guests and the hypervisor with `table` compiled in, copies the image to
 /// `target/tessera/<table stem>.elf` and returns that path.
 pub fn build(root: &Path, table: &TableInfo) -> Result<PathBuf> {
+    // A table that boots Linux from target/linux needs those files before the build reads them.
+    crate::linux::ensure_for_table(root, table)?;
     let mut guests = cargo_build(root);
     for package in GUEST_PACKAGES {
         guests.args(["--package", package]);

@@ -14,7 +14,9 @@ mod bochs;
 mod host_tests;
 mod image;
 mod install;
+mod irq_test;
 mod iso;
+mod linux;
 mod markers;
 mod process;
 mod qemu;
@@ -24,6 +26,7 @@ mod system_test;
 mod table;
 mod transcript;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -77,6 +80,9 @@ enum Commands {
     /// target/bench/report.json and a table. Emulator figures come from deterministic runs,
     /// each run twice; the command fails if the two disagree. See docs/benchmarks.md.
     Bench(BenchArguments),
+    /// Fetch Debian's stock kernel and busybox-static (apt-get download, pinned, cached) and
+    /// build target/linux/vmlinuz and target/linux/initramfs.cpio.gz (userland/linux).
+    LinuxImages,
 }
 
 #[derive(Args)]
@@ -123,7 +129,8 @@ struct RunArguments {
     #[arg(long, value_name = "N")]
     seconds: Option<u64>,
     /// Make the run repeat exactly: QEMU counts instructions instead of real time
-    /// (`-icount shift=0,align=off,sleep=off`). Bochs always runs this way
+    /// (`-icount shift=0,align=off,sleep=off`, with `-accel tcg,one-insn-per-tb=on` so the
+    /// x2APIC timer MSRs work under -icount). Bochs always runs this way
     /// (`clock: sync=none, time0=1`), with or without this flag.
     #[arg(long)]
     deterministic: bool,
@@ -136,6 +143,9 @@ fn main() -> ExitCode {
         Commands::Iso(arguments) => make_iso(&arguments),
         Commands::Run(arguments) => run(&arguments),
         Commands::Test => test(),
+        Commands::LinuxImages => workspace_root()
+            .and_then(|root| linux::images::ensure(&root))
+            .map(|_| ExitCode::SUCCESS),
         Commands::Bench(arguments) => {
             workspace_root().and_then(|root| bench::run(&root, &arguments.only))
         }
@@ -362,6 +372,90 @@ fn system_tests() -> Vec<SystemTest> {
             Box::new(move |systems: &SystemTests| systems.refusal(model, missing)),
         ));
     }
+    tests.extend(interrupt_tests());
+    // Issue 6: Debian's kernel in a partition beside a real-time guest (QEMU only; minutes).
+    tests.push((
+        "linux-rt-qemu".into(),
+        Box::new(|systems: &SystemTests| match &systems.qemu_missing {
+            Some(missing) => Err(vec![missing.clone()]),
+            None => linux::system_test(&systems.root),
+        }),
+    ));
+    tests
+}
+
+/// The interrupt tests (issue 5) on QEMU (SVM) and on Bochs' default model (VMX). The
+/// tests of one emulator share one boot of partitions/irq-demo.toml (the first of them
+/// boots it, so its time includes the boot); the timer test boots
+/// partitions/irq-timer.toml.
+fn interrupt_tests() -> Vec<SystemTest> {
+    let emulators = [
+        (
+            "qemu",
+            Emulator::Qemu {
+                boot: BootMethod::Kernel,
+                cpu: None,
+            },
+            Backend::Svm,
+        ),
+        ("bochs", bochs_model(bochs::DEFAULT_CPU), Backend::Vmx),
+    ];
+    let mut tests: Vec<SystemTest> = Vec::new();
+    for (suffix, emulator, backend) in emulators {
+        let demo = emulator.clone();
+        tests.push((
+            format!("irq-demo-{suffix}"),
+            Box::new(move |systems: &SystemTests| {
+                let (transcript, table) = systems.boot_once(irq_test::IRQ_DEMO_TABLE, &demo)?;
+                system_test::check_demo_transcript(&transcript, &table, backend)
+            }),
+        ));
+        let smp = emulator.clone();
+        tests.push((
+            format!("irq-second-core-{suffix}"),
+            Box::new(move |systems: &SystemTests| {
+                let (transcript, _) = systems.boot_once(irq_test::IRQ_DEMO_TABLE, &smp)?;
+                irq_test::check_second_core(
+                    &transcript,
+                    irq_test::SMP_PARTITION,
+                    irq_test::SMP_SECOND_CORE,
+                )
+            }),
+        ));
+        let attack = emulator.clone();
+        tests.push((
+            format!("irq-attack-refused-{suffix}"),
+            Box::new(move |systems: &SystemTests| {
+                let (transcript, _) = systems.boot_once(irq_test::IRQ_DEMO_TABLE, &attack)?;
+                irq_test::check_attack(&transcript, irq_test::ATTACKER, irq_test::VICTIM)
+            }),
+        ));
+        let ping = emulator.clone();
+        tests.push((
+            format!("irq-ping-pong-{suffix}"),
+            Box::new(move |systems: &SystemTests| {
+                let (transcript, _) = systems.boot_once(irq_test::IRQ_DEMO_TABLE, &ping)?;
+                irq_test::check_ping_pong(
+                    &transcript,
+                    irq_test::PINGER,
+                    irq_test::PONGER,
+                    irq_test::PING_ROUNDS,
+                )
+            }),
+        ));
+        let timer = emulator;
+        tests.push((
+            format!("irq-timer-no-exits-{suffix}"),
+            Box::new(move |systems: &SystemTests| {
+                let (transcript, _) = systems.boot_once(irq_test::IRQ_TIMER_TABLE, &timer)?;
+                irq_test::check_timer_loop(
+                    &transcript,
+                    irq_test::TIMER_PARTITION,
+                    irq_test::TIMER_TICKS,
+                )
+            }),
+        ));
+    }
     tests
 }
 
@@ -378,7 +472,12 @@ struct SystemTests {
     /// Why QEMU, or Bochs, cannot run, if it cannot (with the command that installs it).
     qemu_missing: Option<String>,
     bochs_missing: Option<String>,
+    /// The boots of [`SystemTests::boot_once`], by table and run directory.
+    boots: RefCell<Vec<(String, BootResult)>>,
 }
+
+/// A boot's transcript and table, or why there is none.
+type BootResult = Result<(Transcript, TableInfo), Vec<String>>;
 
 impl SystemTests {
     fn prepare(root: &Path) -> Self {
@@ -415,7 +514,50 @@ impl SystemTests {
             built,
             qemu_missing,
             bochs_missing,
+            boots: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Builds `table` (relative to the workspace root) and boots it in `emulator` once;
+    /// later calls with the same table and emulator return the same run.
+    fn boot_once(&self, table: &str, emulator: &Emulator) -> BootResult {
+        let key = format!("{table} {}", emulator.run_directory_name(table));
+        if let Some((_, result)) = self.boots.borrow().iter().find(|(known, _)| *known == key) {
+            return result.clone();
+        }
+        let result = self.boot_table(table, emulator);
+        self.boots.borrow_mut().push((key, result.clone()));
+        result
+    }
+
+    fn boot_table(&self, table: &str, emulator: &Emulator) -> BootResult {
+        let missing = match emulator {
+            Emulator::Qemu { .. } => &self.qemu_missing,
+            Emulator::Bochs { .. } => &self.bochs_missing,
+        };
+        if let Some(missing) = missing {
+            return Err(vec![missing.clone()]);
+        }
+        let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+        let table = table::load(&self.root.join(table)).map_err(failed)?;
+        let medium = run::prepare(&self.root, &table, emulator).map_err(failed)?;
+        let settings = RunSettings {
+            seconds: Self::seconds(emulator),
+            seconds_explicit: false,
+            deterministic: false,
+        };
+        let transcript = run::boot(
+            &image::target_directory(&self.root),
+            &table,
+            emulator,
+            &medium,
+            settings,
+        )
+        .map_err(failed)?;
+        if transcript.emulator_exit == EmulatorExit::Interrupted {
+            return Err(vec!["interrupted".into()]);
+        }
+        Ok((transcript, table))
     }
 
     /// Boots the demo once in `emulator` with `settings`.

@@ -7,9 +7,13 @@
 //! UART) and `uart-irq=<pin>` (interrupt-driven output through that I/O APIC pin;
 //! polled without it). Then, by command-line word, in this order:
 //!
-//! * `measure-exits=<N>`: time N round trips of two exits the hypervisor handles (CPUID
-//!   and a hypercall) with RDTSC and print `measure: …` (under the deterministic emulator
-//!   modes the TSC counts instructions, so the figures are path lengths);
+//! * `measure-exits=<N>[,<apic id>]`: time N round trips of two exits the hypervisor
+//!   handles (CPUID and a hypercall) with RDTSC and print `measure: rounds=<N>
+//!   cpuid-exit-min=… cpuid-exit-mean=… hypercall-min=… hypercall-mean=…` (under the
+//!   deterministic emulator modes the TSC counts instructions, so the figures are path
+//!   lengths); with an APIC ID of a core outside the partition also N x2APIC ICR writes of
+//!   a fixed IPI to it (dropped by the hypervisor), appended as `icr-exit-min=…
+//!   icr-exit-mean=…`;
 //! * `probe-outside=0x<address>`: read a guest-physical address outside its memory; the
 //!   hypervisor must stop the partition (exit status 2 if the read returns);
 //! * `start-core=<apic id>`: start that core of the same partition by INIT-SIPI-SIPI;
@@ -30,7 +34,9 @@
 //! * `ping=<channel>,<rounds>`: doorbell ping-pong over channel `<channel>` (table
 //!   order): wait for the peer's ready mark, then `rounds` times write a sequence number,
 //!   ring, HLT until the answer; print `ping-pong: rounds=<n> round-trip-min=<tsc>
-//!   round-trip-mean=<tsc>` (status 9 on failure);
+//!   round-trip-mean=<tsc> exits-during=<n>`, the last the exits of this partition over the
+//!   `rounds` round trips (OwnExitCount before and after, the second read not counted; one
+//!   per ring is the goal) (status 9 on failure);
 //! * `pong=<channel>`: answer pings until the pinger says it is finished; print
 //!   `pong: answered <n>` (status 9 on failure);
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
@@ -71,6 +77,9 @@ const WAIT_PAUSE_ITERATIONS: u32 = 100_000;
 const WALK_PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 /// At most this many ranges are left out of the memory walk.
 const MAX_WALK_EXCLUSIONS: usize = 16;
+/// Vector of the IPIs `measure-exits` sends to a core outside the partition (dropped by
+/// the hypervisor; no partition handles it).
+const MEASURE_IPI_VECTOR: u8 = 0xee;
 
 fn main(info: &BootInfo) {
     let command_line = info.command_line();
@@ -338,20 +347,62 @@ fn time_round_trips(rounds: u64, mut operation: impl FnMut()) -> (u64, u64) {
     (minimum, total / rounds.max(1))
 }
 
-/// Times exits the hypervisor handles: CPUID (intercepted, answered from the policy) and
-/// the cheapest hypercall (PartitionCount).
+/// Times exits the hypervisor handles: CPUID (intercepted, answered from the policy), the
+/// cheapest hypercall (PartitionCount) and, with `,<apic id>` of a core outside the
+/// partition, an x2APIC ICR write (WRMSR 0x830) of a fixed IPI to it, which the hypervisor
+/// filters out and drops: the whole round trip is the exit path.
 fn measure_exits(text: &str) {
-    let Some(rounds) = tessera_guest::command_line::parse_number(text).filter(|&n| n > 0) else {
+    let (rounds_text, foreign_core) = match text.split_once(',') {
+        Some((rounds, core)) => (rounds, Some(core)),
+        None => (text, None),
+    };
+    let Some(rounds) = tessera_guest::command_line::parse_number(rounds_text).filter(|&n| n > 0)
+    else {
         println!("measure-exits: cannot read the round count {text:?}");
         hypercall::stop_self(EXIT_MEASURE_FAILED);
     };
+    let foreign_core = foreign_core.map(|core| {
+        match tessera_guest::command_line::parse_number(core)
+            .and_then(|core| u32::try_from(core).ok())
+        {
+            Some(core) => core,
+            None => {
+                println!("measure-exits: cannot read the APIC ID {core:?}");
+                hypercall::stop_self(EXIT_MEASURE_FAILED);
+            }
+        }
+    });
     let (cpuid_minimum, cpuid_mean) = time_round_trips(rounds, || {
         core::hint::black_box(core::arch::x86_64::__cpuid(0));
     });
     let (hypercall_minimum, hypercall_mean) = time_round_trips(rounds, || {
         core::hint::black_box(hypercall::partition_count());
     });
+    let Some(foreign_core) = foreign_core else {
+        println!(
+            "measure: rounds={rounds} cpuid-exit-min={cpuid_minimum} cpuid-exit-mean={cpuid_mean} hypercall-min={hypercall_minimum} hypercall-mean={hypercall_mean}"
+        );
+        return;
+    };
+    let apic = match tessera_guest::x2apic::enable() {
+        Ok(apic) => apic,
+        Err(error) => {
+            println!("measure-exits: cannot use the x2APIC: {error:?}");
+            hypercall::stop_self(EXIT_MEASURE_FAILED);
+        }
+    };
+    if foreign_core == apic.id() {
+        println!("measure-exits: core {foreign_core} is this core, not one outside the partition");
+        hypercall::stop_self(EXIT_MEASURE_FAILED);
+    }
+    let (icr_minimum, icr_mean) = time_round_trips(rounds, || {
+        apic.send_ipi(
+            foreign_core,
+            tessera_guest::x2apic::DeliveryMode::Fixed,
+            MEASURE_IPI_VECTOR,
+        );
+    });
     println!(
-        "measure: rounds={rounds} cpuid-exit-min={cpuid_minimum} cpuid-exit-mean={cpuid_mean} hypercall-min={hypercall_minimum} hypercall-mean={hypercall_mean}"
+        "measure: rounds={rounds} cpuid-exit-min={cpuid_minimum} cpuid-exit-mean={cpuid_mean} hypercall-min={hypercall_minimum} hypercall-mean={hypercall_mean} icr-exit-min={icr_minimum} icr-exit-mean={icr_mean}"
     );
 }

@@ -48,7 +48,9 @@ impl Boot {
     /// How the boot runs, for a figure's `method`.
     pub fn describe(&self) -> String {
         let emulator = match self.emulator {
-            BenchEmulator::Qemu => "QEMU TCG -icount shift=0,align=off,sleep=off (SVM)".to_string(),
+            BenchEmulator::Qemu => {
+                "QEMU TCG one-insn-per-tb -icount shift=0,align=off,sleep=off (SVM)".to_string()
+            }
             BenchEmulator::Bochs => format!(
                 "Bochs {} clock: sync=none (VMX), TSC = retired instructions",
                 bochs::DEFAULT_CPU
@@ -87,10 +89,6 @@ pub enum Value {
     Group,
     /// Computed from the pattern's groups (e.g. a rate from a count and a duration);
     /// `None` when the groups do not make a number.
-    #[allow(
-        dead_code,
-        reason = "for the rate figures of issue 5 (steady_exits_per_second); tested"
-    )]
     Computed(fn(&Captures) -> Option<f64>),
 }
 
@@ -291,6 +289,61 @@ mod tests {
             read("vmx_hypercall_round_trip_instructions").unwrap()[0].1,
             283.0
         );
+    }
+
+    #[test]
+    fn reads_the_interrupt_figures() {
+        let measure = format!("{MEASURE} icr-exit-min=435 icr-exit-mean=436");
+        let read = |name, lines: &[&str]| source(name).extract_from(lines.iter().copied());
+        assert_eq!(
+            read("ipi_exit_instructions", &[measure.as_str()]),
+            Ok(vec![("ipi_exit_instructions".into(), 435.0)])
+        );
+        assert_eq!(
+            read("svm_ipi_exit_instructions", &[measure.as_str()]).unwrap()[0].1,
+            435.0
+        );
+        // A measure line without the ICR fields (no APIC ID given) has no ICR figure.
+        assert!(read("ipi_exit_instructions", &[MEASURE]).is_err());
+
+        let timer = [
+            "timer: tsc-hz=999931000 (cpuid-0x40000010) apic-timer-hz=999929800 periodic-ticks=1000 tsc-deadline-ticks=0",
+            "timer: ticks=1000 period=999931 max-jitter=17 exits-during-loop=0",
+        ];
+        assert_eq!(
+            read("steady_exits_per_second", &timer),
+            Ok(vec![("steady_exits_per_second".into(), 0.0)])
+        );
+        assert_eq!(
+            read("timer_jitter_instructions", &timer),
+            Ok(vec![("timer_jitter_instructions".into(), 17.0)])
+        );
+        let exiting = ["timer: ticks=500 period=999931 max-jitter=3 exits-during-loop=1000"];
+        assert_eq!(
+            read("steady_exits_per_second", &exiting).unwrap()[0].1,
+            2000.0
+        );
+        let no_ticks = ["timer: ticks=0 period=999931 max-jitter=0 exits-during-loop=0"];
+        assert!(read("steady_exits_per_second", &no_ticks)
+            .unwrap_err()
+            .contains("no number"));
+        // Off Tessera the guest prints `n/a`: no figure.
+        let elsewhere = ["timer: ticks=1000 period=1 max-jitter=1 exits-during-loop=n/a"];
+        assert!(read("steady_exits_per_second", &elsewhere).is_err());
+
+        let ping =
+            ["ping-pong: rounds=1000 round-trip-min=310 round-trip-mean=357 exits-during=1000"];
+        assert_eq!(
+            read("exits_per_doorbell", &ping),
+            Ok(vec![("exits_per_doorbell".into(), 1.0)])
+        );
+        assert_eq!(
+            read("doorbell_round_trip_instructions", &ping),
+            Ok(vec![("doorbell_round_trip_instructions".into(), 310.0)])
+        );
+        let costly =
+            ["ping-pong: rounds=1000 round-trip-min=3 round-trip-mean=3 exits-during=3000"];
+        assert_eq!(read("exits_per_doorbell", &costly).unwrap()[0].1, 3.0);
     }
 
     #[test]

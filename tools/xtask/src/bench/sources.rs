@@ -30,10 +30,67 @@ pub const SVM_DEMO: Boot = Boot {
     backend: Backend::Svm,
 };
 
+/// partitions/irq-timer.toml (one core: the 1 kHz timer loop, then power-off) on QEMU.
+pub const SVM_IRQ_TIMER: Boot = Boot {
+    id: "svm-irq-timer",
+    table: "partitions/irq-timer.toml",
+    emulator: BenchEmulator::Qemu,
+    backend: Backend::Svm,
+};
+
+/// partitions/irq-pingpong.toml (two single-core partitions, 1000 doorbell round trips)
+/// on QEMU.
+pub const SVM_PINGPONG: Boot = Boot {
+    id: "svm-pingpong",
+    table: "partitions/irq-pingpong.toml",
+    emulator: BenchEmulator::Qemu,
+    backend: Backend::Svm,
+};
+
+/// The same table on Bochs' default Intel model.
+pub const VMX_PINGPONG: Boot = Boot {
+    id: "vmx-pingpong",
+    table: "partitions/irq-pingpong.toml",
+    emulator: BenchEmulator::Bochs,
+    backend: Backend::Vmx,
+};
+
 /// The guest's `measure-exits` line (userland/demo): `measure: rounds=<n>
-/// cpuid-exit-min=<tsc> cpuid-exit-mean=<tsc> hypercall-min=<tsc> hypercall-mean=<tsc>`.
+/// cpuid-exit-min=<tsc> cpuid-exit-mean=<tsc> hypercall-min=<tsc> hypercall-mean=<tsc>
+/// icr-exit-min=<tsc> icr-exit-mean=<tsc>` (the last two with `measure-exits=<n>,<apic id>`).
 const CPUID_MIN: &str = r"^measure: .*\bcpuid-exit-min=(?P<value>\d+)\b";
 const HYPERCALL_MIN: &str = r"^measure: .*\bhypercall-min=(?P<value>\d+)\b";
+const ICR_MIN: &str = r"^measure: .*\bicr-exit-min=(?P<value>\d+)\b";
+const ICR_METHOD: &str = "guest-timed x2APIC ICR write (WRMSR 0x830) of a fixed IPI to APIC \
+    ID 1, a core outside the partition: intercepted, run through the ICR filter and dropped \
+    (counted in `dropped-ipis`), so the round trip is exactly the hypervisor's path of one \
+    filtered ICR write; minimum over 1000 rounds of RDTSC before/after minus two \
+    back-to-back RDTSCs, TSC = instructions (`icr-exit-min` of the measure line)";
+/// The timer loop's result line (userland/demo `timer-loop`): `timer: ticks=<n>
+/// period=<tsc> max-jitter=<tsc> exits-during-loop=<n>`.
+const TIMER_LINE: &str = r"^timer: ticks=(?P<ticks>\d+) period=\d+ max-jitter=(?P<jitter>\d+) exits-during-loop=(?P<exits>\d+)\b";
+/// The pinger's result line (userland/demo `ping`): `ping-pong: rounds=<n>
+/// round-trip-min=<tsc> round-trip-mean=<tsc> exits-during=<n>`.
+const PING_LINE: &str = r"^ping-pong: rounds=(?P<rounds>\d+) round-trip-min=(?P<value>\d+) round-trip-mean=\d+ exits-during=(?P<exits>\d+)\b";
+
+/// The loop's exits per second: it ticks at 1 kHz, so it lasted `ticks / 1000` s.
+fn exits_per_second(captures: &regex::Captures) -> Option<f64> {
+    let exits: f64 = captures.name("exits")?.as_str().parse().ok()?;
+    let ticks: f64 = captures.name("ticks")?.as_str().parse().ok()?;
+    (ticks > 0.0).then(|| exits * 1000.0 / ticks)
+}
+
+/// The largest deviation of a tick from the nominal period.
+fn max_jitter(captures: &regex::Captures) -> Option<f64> {
+    captures.name("jitter")?.as_str().parse().ok()
+}
+
+/// The pinger's exits over the exchange per doorbell it rang (one per round).
+fn exits_per_ring(captures: &regex::Captures) -> Option<f64> {
+    let exits: f64 = captures.name("exits")?.as_str().parse().ok()?;
+    let rounds: f64 = captures.name("rounds")?.as_str().parse().ok()?;
+    (rounds > 0.0).then(|| exits / rounds)
+}
 const EXIT_METHOD: &str = "guest-timed CPUID(0) round trip (intercepted, answered by the \
     hypervisor): minimum over 1000 rounds of RDTSC before/after minus two back-to-back \
     RDTSCs; the TSC counts instructions here, so this is the path length guest -> \
@@ -113,13 +170,75 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
         method: "the partition's VM-exit count over the whole demo run (`total=` of its \
                  `exits: partition=…` line, printed at power-off)",
     },
-    // Issue 5 (interrupts, doorbells) adds here, each with a boot of its table:
-    //   steady_exits_per_second           timer-loop partition, `timer: … exits-during-loop=<n>`
-    //                                     over the loop's length (a Value::Computed rate)
-    //   exits_per_doorbell                ping-pong exits / rounds
-    //   doorbell_round_trip_instructions  `ping-pong: … round-trip-min=<tsc>`, Bochs VMX
-    //   ipi_exit_instructions             a guest-timed filtered ICR write, Bochs VMX
-    //   timer_jitter_instructions         `timer: … max-jitter=<tsc>`, QEMU -icount
+    // Issue 5: interrupts, IPIs and doorbells.
+    ConsoleFigure {
+        name: "steady_exits_per_second",
+        boot: &SVM_IRQ_TIMER,
+        console: Console::Partition("timer"),
+        pattern: TIMER_LINE,
+        value: Value::Computed(exits_per_second),
+        unit: "exits/s",
+        method: "the timer partition's VM exits while it runs a 1 kHz local APIC timer loop \
+                 with compute between ticks (1000 ticks, after boot): `exits-during-loop` \
+                 (OwnExitCount read before and after the loop, the second read not \
+                 counted) divided by the loop's length, ticks / 1000 s; the goal is 0",
+    },
+    ConsoleFigure {
+        name: "timer_jitter_instructions",
+        boot: &SVM_IRQ_TIMER,
+        console: Console::Partition("timer"),
+        pattern: TIMER_LINE,
+        value: Value::Computed(max_jitter),
+        unit: "instructions",
+        method: "largest deviation of the interval between two ticks of the 1 kHz local \
+                 APIC timer loop from its nominal period (TSC at each tick handler's entry; \
+                 `max-jitter` of the timer line); TSC = instructions",
+    },
+    ConsoleFigure {
+        name: "exits_per_doorbell",
+        boot: &SVM_PINGPONG,
+        console: Console::Partition("ping"),
+        pattern: PING_LINE,
+        value: Value::Computed(exits_per_ring),
+        unit: "exits",
+        method: "the pinger's VM exits over 1000 doorbell round trips (OwnExitCount before \
+                 and after, the second read not counted: `exits-during` of the ping-pong \
+                 line) divided by the doorbells it rang in that time (one per round: \
+                 RingDoorbell; HLT, the incoming doorbell interrupt and its EOI do not \
+                 exit); the goal is 1",
+    },
+    ConsoleFigure {
+        name: "doorbell_round_trip_instructions",
+        boot: &VMX_PINGPONG,
+        console: Console::Partition("ping"),
+        pattern: PING_LINE,
+        value: Value::Group,
+        unit: "instructions",
+        method: "guest-timed doorbell round trip between two partitions on two cores: the \
+                 pinger writes a sequence number to the channel memory, rings \
+                 (RingDoorbell hypercall -> the channel vector on the ponger's core), HLTs \
+                 until the ponger has echoed it and rung back; minimum over 1000 rounds of \
+                 RDTSC before/after (`round-trip-min` of the ping-pong line); TSC = \
+                 retired instructions of the pinger's core",
+    },
+    ConsoleFigure {
+        name: "ipi_exit_instructions",
+        boot: &VMX_BENCH,
+        console: Console::Partition("bench"),
+        pattern: ICR_MIN,
+        value: Value::Group,
+        unit: "instructions",
+        method: ICR_METHOD,
+    },
+    ConsoleFigure {
+        name: "svm_ipi_exit_instructions",
+        boot: &SVM_BENCH,
+        console: Console::Partition("bench"),
+        pattern: ICR_MIN,
+        value: Value::Group,
+        unit: "instructions",
+        method: ICR_METHOD,
+    },
 ];
 
 /// The demo table, whose image the figures of [`IMAGE_FIGURES`] are read from.
