@@ -16,6 +16,7 @@ mod image;
 mod install;
 mod irq_test;
 mod iso;
+mod lint;
 mod linux;
 mod markers;
 mod process;
@@ -73,8 +74,10 @@ enum Commands {
     Iso(TableArgument),
     /// Build, then boot the image in an emulator and stream every UART.
     Run(RunArguments),
-    /// Run the host tests, then boot the demo table in QEMU and on every Bochs model of the
-    /// feature matrix, and check that deterministic runs repeat byte for byte.
+    /// Run the host tests and the lints (fmt, clippy), then the system tests: the demo in
+    /// QEMU (SVM, also through GRUB) and on every Bochs model of the feature matrix (VMX),
+    /// deterministic runs repeating byte for byte, the interrupt tables on both emulators and
+    /// Linux beside a real-time guest.
     Test,
     /// Measure the figures (VM-exit path lengths, code and memory sizes, validation times):
     /// target/bench/report.json and a table. Emulator figures come from deterministic runs,
@@ -83,6 +86,35 @@ enum Commands {
     /// Fetch Debian's stock kernel and busybox-static (apt-get download, pinned, cached) and
     /// build target/linux/vmlinuz and target/linux/initramfs.cpio.gz (userland/linux).
     LinuxImages,
+    /// Validate partition tables: `check [--no-files] [--format human|json] TABLE...`
+    /// (the `tessera` tool; exit 0 valid, 1 invalid, 2 unreadable).
+    #[command(disable_help_flag = true)]
+    Check(ToolArguments),
+    /// Print a table's partitions and sorted memory map (the `tessera` tool).
+    #[command(disable_help_flag = true)]
+    Show(ToolArguments),
+    /// Draw a table as SVG: `graph TABLE -o FILE.svg` (the `tessera` tool).
+    #[command(disable_help_flag = true)]
+    Graph(ToolArguments),
+    /// Run the partition-table fuzz target for a bounded time (cargo-fuzz on nightly;
+    /// installed when missing).
+    Fuzz(FuzzArguments),
+    /// cargo fmt --check and cargo clippy -D warnings over host and bare-metal crates.
+    Lint,
+}
+
+/// Arguments handed unchanged to the `tessera` tool.
+#[derive(Args)]
+struct ToolArguments {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    arguments: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args)]
+struct FuzzArguments {
+    /// How long to fuzz.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
 }
 
 #[derive(Args)]
@@ -149,11 +181,27 @@ fn main() -> ExitCode {
         Commands::Bench(arguments) => {
             workspace_root().and_then(|root| bench::run(&root, &arguments.only))
         }
+        Commands::Check(arguments) => Ok(tool("check", arguments)),
+        Commands::Show(arguments) => Ok(tool("show", arguments)),
+        Commands::Graph(arguments) => Ok(tool("graph", arguments)),
+        Commands::Fuzz(arguments) => {
+            workspace_root().and_then(|root| lint::fuzz(&root, arguments.seconds))
+        }
+        Commands::Lint => workspace_root().and_then(|root| lint::lint(&root)),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
         ExitCode::FAILURE
     })
+}
+
+/// Runs one subcommand of the `tessera` tool (tools/tessera) with the given arguments.
+fn tool(subcommand: &str, arguments: ToolArguments) -> ExitCode {
+    let arguments = ["tessera", subcommand]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .chain(arguments.arguments);
+    ExitCode::from(tessera::main_with_args(arguments).clamp(0, 255) as u8)
 }
 
 /// The workspace root: xtask lives in tools/xtask.
@@ -264,6 +312,15 @@ fn test() -> Result<ExitCode> {
     let root = workspace_root()?;
     println!("== host tests: cargo test");
     let mut counts = host_tests::run(&root)?;
+    println!("== lint: cargo fmt --check, cargo clippy -D warnings");
+    for (name, passed) in lint::lint_results(&root)? {
+        println!("lint {name}: {}", if passed { "ok" } else { "FAILED" });
+        if passed {
+            counts.passed += 1;
+        } else {
+            counts.failed += 1;
+        }
+    }
     let started = Instant::now();
 
     let mut report = |name: &str, seconds: f64, outcome: Outcome| match outcome {

@@ -134,7 +134,7 @@ fn header(
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -143,8 +143,11 @@ fn pad(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    /// Reads an archive back: (name, mode, rdev, data) per entry, without the trailer.
-    fn read(mut bytes: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// One entry read back: name, mode, device (major, minor), data.
+    type ReadEntry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads an archive back, one entry per member, without the trailer.
+    fn read(mut bytes: &[u8]) -> Vec<ReadEntry> {
         let total = bytes.len();
         let mut entries = Vec::new();
         loop {
