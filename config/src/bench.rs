@@ -62,25 +62,25 @@ pub fn validation_figures() -> Vec<(String, f64, String, String)> {
     };
     vec![
         (
-            "validate 1000 partitions / 10000 regions".to_owned(),
+            "validation_1000_partitions_10000_regions_ms".to_owned(),
             large_seconds * 1e3,
             "ms".to_owned(),
             how(7),
         ),
         (
-            "validate 3 partitions / 4 regions".to_owned(),
+            "validation_3_partitions_us".to_owned(),
             small_seconds * 1e6,
             "us".to_owned(),
             how(101),
         ),
         (
-            "validation time ratio 1000-partition / 3-partition".to_owned(),
+            "validation_ratio_1000_to_3_partitions".to_owned(),
             large_seconds / small_seconds,
             "x".to_owned(),
             "ratio of the two medians above".to_owned(),
         ),
         (
-            "validation growth 500→1000 partitions (5000→10000 regions)".to_owned(),
+            "validation_growth_500_to_1000_partitions".to_owned(),
             large_seconds / half_seconds,
             "x".to_owned(),
             format!(
@@ -88,19 +88,19 @@ pub fn validation_figures() -> Vec<(String, f64, String, String)> {
             ),
         ),
         (
-            "rules alone (after parsing), 1000 partitions / 10000 regions".to_owned(),
+            "validation_rules_only_1000_partitions_ms".to_owned(),
             median_rule_seconds(&large, 7) * 1e3,
             "ms".to_owned(),
             format!("tessera_config::validate::validate on the parsed table; median of 7 runs, {profile}"),
         ),
         (
-            "rules alone, growth 500→1000 partitions".to_owned(),
+            "validation_rules_only_growth_500_to_1000_partitions".to_owned(),
             median_rule_seconds(&large, 7) / median_rule_seconds(&half, 7),
             "x".to_owned(),
             format!("ratio of medians of 7 runs each; 2 is linear, 4 would be all pairs; {profile}"),
         ),
         (
-            "validation time per region at 10000 regions".to_owned(),
+            "validation_per_region_at_10000_regions_ns".to_owned(),
             large_seconds * 1e9 / 10_000.0,
             "ns".to_owned(),
             "the 1000-partition median divided by 10000".to_owned(),
