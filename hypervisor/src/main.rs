@@ -197,6 +197,7 @@ fn mask_legacy_pics() {
 /// Where the bootstrap core arrives from the loader, in 64-bit mode on the boot stack.
 #[no_mangle]
 extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
+    let entered = tsc::read();
     console::init(MACHINE.console.port);
     arch::cpu::init_idt();
     mask_legacy_pics();
@@ -240,6 +241,7 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
         ));
     }
     print_banner(backend.name());
+    log::info!("boot: hypervisor entered at tsc={}", entered);
 
     let roots = match memory::build_stage2_tables(&backend) {
         Ok(roots) => roots,

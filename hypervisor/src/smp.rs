@@ -111,10 +111,21 @@ pub fn start_application_processors(bsp_index: usize) {
     let parameters = (AP_TRAMPOLINE_ADDRESS as usize + tessera_loader::ap_parameters_offset())
         as *mut ApStartParameters;
 
-    for (index, &apic_id) in MACHINE.cpus.iter().enumerate() {
-        if index == bsp_index {
-            continue;
-        }
+    // INIT every application processor at once and wait the 10 ms of the universal start-up
+    // algorithm once (SDM vol. 3 §9.4.4.1); then start them one at a time, since they share
+    // the trampoline's parameter block.
+    let others = || {
+        MACHINE
+            .cpus
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| *index != bsp_index)
+    };
+    for (_, &apic_id) in others() {
+        x2apic::send_init(apic_id);
+    }
+    tsc::delay_microseconds(10_000);
+    for (index, &apic_id) in others() {
         let stack_top = {
             // Only the address is taken: the AP owns the stack from the moment it starts.
             let state = CORES[index].state.get();
@@ -131,8 +142,6 @@ pub fn start_application_processors(bsp_index: usize) {
                 started: 0,
             });
         }
-        x2apic::send_init(apic_id);
-        tsc::delay_microseconds(10_000);
         let vector = (AP_TRAMPOLINE_ADDRESS >> 12) as u8;
         x2apic::send_startup(apic_id, vector);
         tsc::delay_microseconds(200);
