@@ -352,25 +352,47 @@ pub fn table_needs_images(root: &Path, path: &Path) -> bool {
         // Building reports the table's problems.
         return false;
     };
-    let wanted = directory(root);
-    let wanted = wanted.canonicalize().unwrap_or(wanted);
+    // Compared lexically: on a fresh checkout target/linux does not exist yet, so the paths
+    // cannot be canonicalised.
+    let wanted = lexically_normal(&std::path::absolute(directory(root)).unwrap_or_default());
     table.partitions.iter().any(|partition| {
         let boot = &*partition.boot;
         [boot.kernel.as_ref(), boot.initrd.as_ref()]
             .into_iter()
             .flatten()
             .any(|file| {
-                let resolved = table.resolve_path(file);
-                let parent = resolved.parent().map(Path::to_path_buf).unwrap_or_default();
-                let parent = parent.canonicalize().unwrap_or(parent);
-                parent == wanted
+                let resolved = std::path::absolute(table.resolve_path(file)).unwrap_or_default();
+                resolved.parent().map(lexically_normal) == Some(wanted.clone())
             })
     })
+}
+
+/// The path with `.` and `..` components resolved without touching the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_compare_without_the_file_system() {
+        assert_eq!(
+            lexically_normal(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+    }
 
     #[test]
     fn deb_file_names_escape_the_epoch() {
