@@ -214,16 +214,28 @@ impl InstructionContext {
     }
 }
 
-/// General-purpose registers a handler may read or write.
+/// General-purpose registers a handler may read or write, by their instruction encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Register {
-    Rax,
-    Rbx,
-    Rcx,
-    Rdx,
-    Rsi,
-    Rdi,
+    Rax = 0,
+    Rcx = 1,
+    Rdx = 2,
+    Rbx = 3,
+    Rsi = 6,
+    Rdi = 7,
 }
+
+/// The guest's general-purpose registers in instruction-encoding order (Intel SDM vol. 2A
+/// §2.1.5, table 2-2): 0 RAX, 1 RCX, 2 RDX, 3 RBX, 4 RSP, 5 RBP, 6 RSI, 7 RDI, 8–15 R8–R15.
+/// The backends' entry assembly saves and restores register n at offset n × 8; RSP lives in
+/// the VMCB/VMCS (and RAX in the VMCB on SVM), so their slots are unused there.
+#[repr(C)]
+#[derive(Default)]
+pub struct GeneralRegisters(pub [u64; 16]);
+
+/// Encoding of RSP, the one register no backend keeps in [`GeneralRegisters`].
+pub const RSP: u8 = 4;
 
 /// Why the guest stopped running, decoded from the backend's exit code.
 #[derive(Clone, Copy, Debug)]
@@ -354,8 +366,12 @@ pub enum Exception {
 pub trait VirtualCpu {
     /// Enters the guest and returns when it exits.
     fn run(&mut self) -> Exit;
-    fn register(&self, register: Register) -> u64;
-    fn set_register(&mut self, register: Register, value: u64);
+    fn register(&self, register: Register) -> u64 {
+        self.register_number(register as u8)
+    }
+    fn set_register(&mut self, register: Register, value: u64) {
+        self.set_register_number(register as u8, value)
+    }
     fn rip(&self) -> u64;
     fn set_rip(&mut self, rip: u64);
     fn rflags(&self) -> u64;

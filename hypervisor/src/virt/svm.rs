@@ -4,7 +4,10 @@
 //! (shared/EMULATORS.md), so RIP is advanced by known instruction lengths and IOIO exits
 //! take the next RIP from EXITINFO2 (APM §15.10.2).
 
-use super::{Exception, Exit, InstructionContext, Register, Segment, StartState, VirtualCpu};
+use super::{
+    Exception, Exit, GeneralRegisters, InstructionContext, Register, Segment, StartState,
+    VirtualCpu, RSP,
+};
 use crate::arch::msr;
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -130,26 +133,6 @@ impl Vmcb {
     }
 }
 
-/// The guest registers VMRUN does not keep in the VMCB. Layout shared with `svm_run`.
-#[repr(C)]
-#[derive(Default)]
-struct GuestRegisters {
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
-}
-
 /// A partition's SVM permission maps: the I/O permission map (12 KiB, APM §15.10.1) and the
 /// MSR permission map (8 KiB, APM §15.11), both physically contiguous and page-aligned.
 #[repr(C, align(4096))]
@@ -185,7 +168,7 @@ pub struct SvmCore {
     guest: Vmcb,
     host: Vmcb,
     host_save_area: Vmcb,
-    registers: GuestRegisters,
+    registers: GeneralRegisters,
 }
 
 impl SvmCore {
@@ -194,22 +177,7 @@ impl SvmCore {
             guest: Vmcb::new(),
             host: Vmcb::new(),
             host_save_area: Vmcb::new(),
-            registers: GuestRegisters {
-                rbx: 0,
-                rcx: 0,
-                rdx: 0,
-                rsi: 0,
-                rdi: 0,
-                rbp: 0,
-                r8: 0,
-                r9: 0,
-                r10: 0,
-                r11: 0,
-                r12: 0,
-                r13: 0,
-                r14: 0,
-                r15: 0,
-            },
+            registers: GeneralRegisters([0; 16]),
         }
     }
 }
@@ -332,12 +300,12 @@ impl SvmVcpu {
             },
             // APM §15.11: EXITINFO1 = 0 for RDMSR, 1 for WRMSR.
             exit_code::MSR => {
-                let msr = self.core.registers.rcx as u32;
+                let msr = self.register(Register::Rcx) as u32;
                 if info1 == 0 {
                     Exit::MsrRead { msr }
                 } else {
-                    let value =
-                        (self.core.registers.rdx << 32) | (vmcb.read_u64(state::RAX) & 0xFFFF_FFFF);
+                    let value = (self.register(Register::Rdx) << 32)
+                        | (self.register(Register::Rax) & 0xFFFF_FFFF);
                     Exit::MsrWrite { msr, value }
                 }
             }
@@ -366,7 +334,7 @@ impl SvmVcpu {
 
 extern "C" {
     /// Runs the guest until its next exit; see the assembly below.
-    fn svm_run(registers: *mut GuestRegisters, guest_vmcb: u64, host_vmcb: u64);
+    fn svm_run(registers: *mut GeneralRegisters, guest_vmcb: u64, host_vmcb: u64);
 }
 
 impl VirtualCpu for SvmVcpu {
@@ -387,30 +355,6 @@ impl VirtualCpu for SvmVcpu {
             unsafe { core::arch::asm!("stgi", "clgi", options(nomem, nostack)) };
         }
         exit
-    }
-
-    fn register(&self, register: Register) -> u64 {
-        let registers = &self.core.registers;
-        match register {
-            Register::Rax => self.core.guest.read_u64(state::RAX),
-            Register::Rbx => registers.rbx,
-            Register::Rcx => registers.rcx,
-            Register::Rdx => registers.rdx,
-            Register::Rsi => registers.rsi,
-            Register::Rdi => registers.rdi,
-        }
-    }
-
-    fn set_register(&mut self, register: Register, value: u64) {
-        let registers = &mut self.core.registers;
-        match register {
-            Register::Rax => self.core.guest.write_u64(state::RAX, value),
-            Register::Rbx => registers.rbx = value,
-            Register::Rcx => registers.rcx = value,
-            Register::Rdx => registers.rdx = value,
-            Register::Rsi => registers.rsi = value,
-            Register::Rdi => registers.rdi = value,
-        }
     }
 
     fn rip(&self) -> u64 {
@@ -451,46 +395,18 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn register_number(&self, number: u8) -> u64 {
-        let registers = &self.core.registers;
-        match number {
+        match number & 0xF {
             0 => self.core.guest.read_u64(state::RAX),
-            1 => registers.rcx,
-            2 => registers.rdx,
-            3 => registers.rbx,
-            4 => self.core.guest.read_u64(state::RSP),
-            5 => registers.rbp,
-            6 => registers.rsi,
-            7 => registers.rdi,
-            8 => registers.r8,
-            9 => registers.r9,
-            10 => registers.r10,
-            11 => registers.r11,
-            12 => registers.r12,
-            13 => registers.r13,
-            14 => registers.r14,
-            _ => registers.r15,
+            RSP => self.core.guest.read_u64(state::RSP),
+            other => self.core.registers.0[usize::from(other)],
         }
     }
 
     fn set_register_number(&mut self, number: u8, value: u64) {
-        let registers = &mut self.core.registers;
-        match number {
+        match number & 0xF {
             0 => self.core.guest.write_u64(state::RAX, value),
-            1 => registers.rcx = value,
-            2 => registers.rdx = value,
-            3 => registers.rbx = value,
-            4 => self.core.guest.write_u64(state::RSP, value),
-            5 => registers.rbp = value,
-            6 => registers.rsi = value,
-            7 => registers.rdi = value,
-            8 => registers.r8 = value,
-            9 => registers.r9 = value,
-            10 => registers.r10 = value,
-            11 => registers.r11 = value,
-            12 => registers.r12 = value,
-            13 => registers.r13 = value,
-            14 => registers.r14 = value,
-            _ => registers.r15 = value,
+            RSP => self.core.guest.write_u64(state::RSP, value),
+            other => self.core.registers.0[usize::from(other)] = value,
         }
     }
 
@@ -552,11 +468,9 @@ impl VirtualCpu for SvmVcpu {
         vmcb.write_u64(state::G_PAT, 0x0007_0406_0007_0406); // the power-on PAT
         vmcb.write_u64(control::EVENT_INJECTION, 0);
         vmcb.0[control::TLB_CONTROL] = 1; // a fresh start: flush the ASID's translations
-        self.core.registers = GuestRegisters {
-            rbx: registers.rbx,
-            rsi: registers.rsi,
-            ..GuestRegisters::default()
-        };
+        self.core.registers = GeneralRegisters::default();
+        self.set_register(Register::Rbx, registers.rbx);
+        self.set_register(Register::Rsi, registers.rsi);
     }
 
     fn inject_nmi(&mut self) {
@@ -574,6 +488,8 @@ pub struct PermissionMapsCell(pub UnsafeCell<PermissionMaps>);
 unsafe impl Sync for PermissionMapsCell {}
 
 // svm_run(registers: rdi, guest_vmcb: rsi, host_vmcb: rdx)
+// The register block is a GeneralRegisters: register n at offset n × 8 (RAX and RSP are in
+// the VMCB).
 // Saves the host's callee-saved registers and the host state VMRUN does not switch (FS, GS,
 // TR, LDTR, KernelGSBase, STAR family, SYSENTER: VMSAVE/VMLOAD, APM §15.5.2), loads the
 // guest's, runs it, and stores the guest's GPRs back.
@@ -594,39 +510,39 @@ svm_run:
     vmsave rax
     mov rax, rsi
     vmload rax
-    mov rbx, [rdi + 0]
     mov rcx, [rdi + 8]
     mov rdx, [rdi + 16]
-    mov rsi, [rdi + 24]
+    mov rbx, [rdi + 24]
     mov rbp, [rdi + 40]
-    mov r8,  [rdi + 48]
-    mov r9,  [rdi + 56]
-    mov r10, [rdi + 64]
-    mov r11, [rdi + 72]
-    mov r12, [rdi + 80]
-    mov r13, [rdi + 88]
-    mov r14, [rdi + 96]
-    mov r15, [rdi + 104]
-    mov rdi, [rdi + 32]
+    mov rsi, [rdi + 48]
+    mov r8,  [rdi + 64]
+    mov r9,  [rdi + 72]
+    mov r10, [rdi + 80]
+    mov r11, [rdi + 88]
+    mov r12, [rdi + 96]
+    mov r13, [rdi + 104]
+    mov r14, [rdi + 112]
+    mov r15, [rdi + 120]
+    mov rdi, [rdi + 56]
     vmrun rax
     vmsave rax
     push rdi
     mov rdi, [rsp + 16]
-    mov [rdi + 0], rbx
     mov [rdi + 8], rcx
     mov [rdi + 16], rdx
-    mov [rdi + 24], rsi
+    mov [rdi + 24], rbx
     mov [rdi + 40], rbp
-    mov [rdi + 48], r8
-    mov [rdi + 56], r9
-    mov [rdi + 64], r10
-    mov [rdi + 72], r11
-    mov [rdi + 80], r12
-    mov [rdi + 88], r13
-    mov [rdi + 96], r14
-    mov [rdi + 104], r15
+    mov [rdi + 48], rsi
+    mov [rdi + 64], r8
+    mov [rdi + 72], r9
+    mov [rdi + 80], r10
+    mov [rdi + 88], r11
+    mov [rdi + 96], r12
+    mov [rdi + 104], r13
+    mov [rdi + 112], r14
+    mov [rdi + 120], r15
     pop rax
-    mov [rdi + 32], rax
+    mov [rdi + 56], rax
     pop rax
     vmload rax
     pop rdi

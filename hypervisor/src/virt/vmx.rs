@@ -6,7 +6,9 @@
 //! guest runs as an unrestricted guest (real and protected mode without paging run
 //! natively, SDM §26.6.2) under EPT, with its own VPID.
 
-use super::{Exception, Exit, InstructionContext, Register, StartState, VirtualCpu};
+use super::{
+    Exception, Exit, GeneralRegisters, InstructionContext, Register, StartState, VirtualCpu, RSP,
+};
 use crate::arch::{cpu::CoreDescriptors, cpuid, msr};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -455,51 +457,6 @@ impl Page {
     }
 }
 
-/// Guest registers the VMCS does not hold. Layout shared with `vmx_run`.
-#[repr(C)]
-#[derive(Default)]
-struct GuestRegisters {
-    rax: u64,
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
-}
-
-impl GuestRegisters {
-    /// The register with the SDM's encoding (0 = RAX … 15 = R15; 4 = RSP lives in the VMCS).
-    fn by_number(&mut self, number: u8) -> Option<&mut u64> {
-        Some(match number {
-            0 => &mut self.rax,
-            1 => &mut self.rcx,
-            2 => &mut self.rdx,
-            3 => &mut self.rbx,
-            5 => &mut self.rbp,
-            6 => &mut self.rsi,
-            7 => &mut self.rdi,
-            8 => &mut self.r8,
-            9 => &mut self.r9,
-            10 => &mut self.r10,
-            11 => &mut self.r11,
-            12 => &mut self.r12,
-            13 => &mut self.r13,
-            14 => &mut self.r14,
-            15 => &mut self.r15,
-            _ => return None,
-        })
-    }
-}
-
 /// A partition's VMX permission maps: I/O bitmaps A and B (SDM §25.6.4) and the MSR bitmap
 /// (§25.6.9), page-aligned.
 #[repr(C, align(4096))]
@@ -531,7 +488,7 @@ unsafe impl Sync for PermissionMapsCell {}
 pub struct VmxCore {
     vmxon_region: Page,
     vmcs: Page,
-    registers: GuestRegisters,
+    registers: GeneralRegisters,
     launched: bool,
 }
 
@@ -540,23 +497,7 @@ impl VmxCore {
         Self {
             vmxon_region: Page::new(),
             vmcs: Page::new(),
-            registers: GuestRegisters {
-                rax: 0,
-                rbx: 0,
-                rcx: 0,
-                rdx: 0,
-                rsi: 0,
-                rdi: 0,
-                rbp: 0,
-                r8: 0,
-                r9: 0,
-                r10: 0,
-                r11: 0,
-                r12: 0,
-                r13: 0,
-                r14: 0,
-                r15: 0,
-            },
+            registers: GeneralRegisters([0; 16]),
             launched: false,
         }
     }
@@ -580,7 +521,7 @@ pub struct VmxVcpu {
 extern "C" {
     /// Enters the guest (VMLAUNCH when `launched` is 0, else VMRESUME) and returns 0 after a
     /// VM exit or 1 when the instruction itself failed. See the assembly below.
-    fn vmx_run(registers: *mut GuestRegisters, launched: u64) -> u64;
+    fn vmx_run(registers: *mut GeneralRegisters, launched: u64) -> u64;
     fn vmx_exit();
 }
 
@@ -690,14 +631,7 @@ impl VmxVcpu {
         else {
             return false;
         };
-        let value = if register == 4 {
-            vmread(field::GUEST_RSP)
-        } else {
-            match self.core.registers.by_number(register) {
-                Some(value) => *value,
-                None => return false,
-            }
-        };
+        let value = self.register_number(register);
         let capabilities = &self.capabilities;
         match control_register {
             0 => {
@@ -734,11 +668,11 @@ impl VmxVcpu {
     /// XSETBV); the hypervisor itself never uses extended state, so the guest's XCR0 can
     /// simply stay loaded.
     fn handle_xsetbv(&mut self) -> bool {
-        let registers = &self.core.registers;
-        let value = (registers.rdx << 32) | (registers.rax & 0xFFFF_FFFF);
+        let value =
+            (self.register(Register::Rdx) << 32) | (self.register(Register::Rax) & 0xFFFF_FFFF);
         let [supported_low, _, _, supported_high] = cpuid::query(0xD, 0);
         let supported = (u64::from(supported_high) << 32) | u64::from(supported_low);
-        let valid = registers.rcx as u32 == 0
+        let valid = self.register(Register::Rcx) as u32 == 0
             && value & 1 != 0
             && value & !supported == 0
             && (value & 0b100 == 0 || value & 0b10 != 0);
@@ -772,11 +706,12 @@ impl VmxVcpu {
                 next_rip: self.rip() + vmread(field::EXIT_INSTRUCTION_LENGTH),
             },
             exit_reason::RDMSR => Exit::MsrRead {
-                msr: self.core.registers.rcx as u32,
+                msr: self.register(Register::Rcx) as u32,
             },
             exit_reason::WRMSR => Exit::MsrWrite {
-                msr: self.core.registers.rcx as u32,
-                value: (self.core.registers.rdx << 32) | (self.core.registers.rax & 0xFFFF_FFFF),
+                msr: self.register(Register::Rcx) as u32,
+                value: (self.register(Register::Rdx) << 32)
+                    | (self.register(Register::Rax) & 0xFFFF_FFFF),
             },
             exit_reason::VMCALL => Exit::Hypercall,
             // SDM §28.2.1 table 28-7: bit 0 read, bit 1 write, bit 2 instruction fetch.
@@ -857,30 +792,6 @@ impl VirtualCpu for VmxVcpu {
         }
     }
 
-    fn register(&self, register: Register) -> u64 {
-        let registers = &self.core.registers;
-        match register {
-            Register::Rax => registers.rax,
-            Register::Rbx => registers.rbx,
-            Register::Rcx => registers.rcx,
-            Register::Rdx => registers.rdx,
-            Register::Rsi => registers.rsi,
-            Register::Rdi => registers.rdi,
-        }
-    }
-
-    fn set_register(&mut self, register: Register, value: u64) {
-        let registers = &mut self.core.registers;
-        match register {
-            Register::Rax => registers.rax = value,
-            Register::Rbx => registers.rbx = value,
-            Register::Rcx => registers.rcx = value,
-            Register::Rdx => registers.rdx = value,
-            Register::Rsi => registers.rsi = value,
-            Register::Rdi => registers.rdi = value,
-        }
-    }
-
     fn rip(&self) -> u64 {
         vmread(field::GUEST_RIP)
     }
@@ -928,34 +839,16 @@ impl VirtualCpu for VmxVcpu {
     }
 
     fn register_number(&self, number: u8) -> u64 {
-        if number == 4 {
-            return vmread(field::GUEST_RSP);
-        }
-        let registers = &self.core.registers;
-        match number {
-            0 => registers.rax,
-            1 => registers.rcx,
-            2 => registers.rdx,
-            3 => registers.rbx,
-            5 => registers.rbp,
-            6 => registers.rsi,
-            7 => registers.rdi,
-            8 => registers.r8,
-            9 => registers.r9,
-            10 => registers.r10,
-            11 => registers.r11,
-            12 => registers.r12,
-            13 => registers.r13,
-            14 => registers.r14,
-            _ => registers.r15,
+        match number & 0xF {
+            RSP => vmread(field::GUEST_RSP),
+            other => self.core.registers.0[usize::from(other)],
         }
     }
 
     fn set_register_number(&mut self, number: u8, value: u64) {
-        if number == 4 {
-            vmwrite(field::GUEST_RSP, value);
-        } else if let Some(register) = self.core.registers.by_number(number & 0xF) {
-            *register = value;
+        match number & 0xF {
+            RSP => vmwrite(field::GUEST_RSP, value),
+            other => self.core.registers.0[usize::from(other)] = value,
         }
     }
 
@@ -1068,11 +961,9 @@ impl VirtualCpu for VmxVcpu {
             field::ENTRY_CONTROLS,
             u64::from(capabilities.entry | long_mode),
         );
-        self.core.registers = GuestRegisters {
-            rbx: registers.rbx,
-            rsi: registers.rsi,
-            ..GuestRegisters::default()
-        };
+        self.core.registers = GeneralRegisters::default();
+        self.set_register(Register::Rbx, registers.rbx);
+        self.set_register(Register::Rsi, registers.rsi);
     }
 
     fn inject_nmi(&mut self) {
@@ -1085,6 +976,7 @@ impl VirtualCpu for VmxVcpu {
 }
 
 // vmx_run(registers: rdi, launched: rsi) -> rax (0 = exited, 1 = VMLAUNCH/VMRESUME failed)
+// The register block is a GeneralRegisters: register n at offset n × 8 (RSP is in the VMCS).
 // HOST_RSP is written here so that at vmx_exit the stack holds, from the top: the register
 // block pointer, then the host's callee-saved registers.
 global_asm!(
@@ -1104,20 +996,20 @@ vmx_run:
     vmwrite rax, rsp
     test rsi, rsi
     mov rax, [rdi + 0]
-    mov rbx, [rdi + 8]
-    mov rcx, [rdi + 16]
-    mov rdx, [rdi + 24]
-    mov rsi, [rdi + 32]
-    mov rbp, [rdi + 48]
-    mov r8,  [rdi + 56]
-    mov r9,  [rdi + 64]
-    mov r10, [rdi + 72]
-    mov r11, [rdi + 80]
-    mov r12, [rdi + 88]
-    mov r13, [rdi + 96]
-    mov r14, [rdi + 104]
-    mov r15, [rdi + 112]
-    mov rdi, [rdi + 40]
+    mov rcx, [rdi + 8]
+    mov rdx, [rdi + 16]
+    mov rbx, [rdi + 24]
+    mov rbp, [rdi + 40]
+    mov rsi, [rdi + 48]
+    mov r8,  [rdi + 64]
+    mov r9,  [rdi + 72]
+    mov r10, [rdi + 80]
+    mov r11, [rdi + 88]
+    mov r12, [rdi + 96]
+    mov r13, [rdi + 104]
+    mov r14, [rdi + 112]
+    mov r15, [rdi + 120]
+    mov rdi, [rdi + 56]
     jnz 2f
     vmlaunch
     jmp 3f
@@ -1139,21 +1031,21 @@ vmx_exit:
     push rdi
     mov rdi, [rsp + 8]
     mov [rdi + 0], rax
-    mov [rdi + 8], rbx
-    mov [rdi + 16], rcx
-    mov [rdi + 24], rdx
-    mov [rdi + 32], rsi
-    mov [rdi + 48], rbp
-    mov [rdi + 56], r8
-    mov [rdi + 64], r9
-    mov [rdi + 72], r10
-    mov [rdi + 80], r11
-    mov [rdi + 88], r12
-    mov [rdi + 96], r13
-    mov [rdi + 104], r14
-    mov [rdi + 112], r15
+    mov [rdi + 8], rcx
+    mov [rdi + 16], rdx
+    mov [rdi + 24], rbx
+    mov [rdi + 40], rbp
+    mov [rdi + 48], rsi
+    mov [rdi + 64], r8
+    mov [rdi + 72], r9
+    mov [rdi + 80], r10
+    mov [rdi + 88], r11
+    mov [rdi + 96], r12
+    mov [rdi + 104], r13
+    mov [rdi + 112], r14
+    mov [rdi + 120], r15
     pop rax
-    mov [rdi + 40], rax
+    mov [rdi + 56], rax
     add rsp, 8
     pop r15
     pop r14
