@@ -206,6 +206,7 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
             "not started by a Multiboot loader (EAX = {magic:#x})"
         ));
     }
+    cpuid::record_max_basic_leaf();
     let backend = match cpuid::vendor() {
         cpuid::Vendor::Amd => match virt::svm::check_support() {
             Ok(()) => virt::Backend::Svm,

@@ -1,6 +1,19 @@
 //! CPUID: the processor features the hypervisor needs and checks before it starts.
 
 use core::arch::x86_64::__cpuid_count;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// CPUID.0:EAX, read once at boot ([`record_max_basic_leaf`]) so exits need not ask again.
+static MAX_BASIC_LEAF: AtomicU32 = AtomicU32::new(0);
+
+pub fn record_max_basic_leaf() {
+    MAX_BASIC_LEAF.store(query(0, 0)[0], Ordering::Relaxed);
+}
+
+/// The highest basic CPUID leaf of the processor (0 before [`record_max_basic_leaf`]).
+pub fn max_basic_leaf() -> u32 {
+    MAX_BASIC_LEAF.load(Ordering::Relaxed)
+}
 
 /// Executes CPUID and returns `[eax, ebx, ecx, edx]`.
 pub fn query(leaf: u32, subleaf: u32) -> [u32; 4] {

@@ -423,7 +423,7 @@ pub fn handle_exit(vcpu: &mut impl VirtualCpu, exit: Exit, context: &CoreContext
             let view = tessera_policy::cpuid::CpuidView {
                 max_hypervisor_leaf: 0x4000_0010,
                 tsc_khz: crate::arch::tsc::khz() as u32,
-                native_max_basic_leaf: crate::arch::cpuid::query(0, 0)[0],
+                native_max_basic_leaf: crate::arch::cpuid::max_basic_leaf(),
             };
             let [eax, ebx, ecx, edx] = tessera_policy::cpuid::filter(leaf, subleaf, native, &view);
             vcpu.set_register(Register::Rax, u64::from(eax));
