@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tessera's build and tests need on a fresh Debian 12 machine:
-# QEMU >= 8.1 (bookworm-backports), Bochs, GRUB tools, and the Rust target.
+# QEMU >= 8.1 (bookworm-backports), Bochs, GRUB tools (BIOS and UEFI), OVMF, and the Rust
+# target.
 # Idempotent: installs only what is missing. Used by .ci/run and by `cargo xtask`.
 set -euo pipefail
 
@@ -18,6 +19,10 @@ command -v bochs >/dev/null 2>&1 || need_apt+=(bochs bochsbios vgabios)
 # stops with "display library 'term' not available".
 [ -e /usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so ] || need_apt+=(bochs-term)
 { command -v grub-mkrescue >/dev/null 2>&1 && [ -d /usr/lib/grub/i386-pc ]; } || need_apt+=(grub-pc-bin grub-common)
+# UEFI: GRUB's UEFI modules make grub-mkrescue's ISOs hybrid (BIOS and UEFI), and OVMF is
+# the firmware of `cargo xtask run --boot uefi` (docs/emulators.md).
+[ -d /usr/lib/grub/x86_64-efi ] || need_apt+=(grub-efi-amd64-bin)
+{ [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] && [ -f /usr/share/OVMF/OVMF_VARS_4M.fd ]; } || need_apt+=(ovmf)
 command -v xorriso >/dev/null 2>&1 || need_apt+=(xorriso)
 command -v mformat >/dev/null 2>&1 || need_apt+=(mtools)
 # `cargo xtask linux-images` (userland/linux): apt-get download, then dpkg-deb | tar and gzip.

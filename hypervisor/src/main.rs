@@ -31,6 +31,7 @@ use tessera_loader as _;
 use arch::{cpuid, tsc, x2apic};
 use core::sync::atomic::{AtomicU64, Ordering};
 use table::MACHINE;
+use tessera_policy::multiboot::{self, AnyMemoryMap, BootProtocol, Rsdp};
 
 /// Stops the boot with a clear console message when the machine cannot run the table.
 fn refuse(reason: core::fmt::Arguments) -> ! {
@@ -55,46 +56,120 @@ extern "C" {
     static __tessera_image_end: u8;
 }
 
-/// Multiboot v1 information fields the hypervisor reads (Multiboot spec §3.3).
-struct MultibootInfo {
-    flags: u32,
-    mmap_length: u32,
-    mmap_address: u32,
+/// What the hypervisor takes from the boot loader's information, read once at entry (the
+/// block itself may lie in memory a partition is loaded into later).
+struct BootInfo {
+    protocol: BootProtocol,
+    /// The firmware memory map, if the loader gave one.
+    memory_map: Option<AnyMemoryMap<'static>>,
+    /// Multiboot2: the ACPI root pointer copy (tag 14 or 15), and its physical address.
+    rsdp: Option<(Rsdp, u32, u64)>,
 }
 
-fn read_multiboot_info(address: u32) -> MultibootInfo {
-    // SAFETY: a Multiboot loader (checked by the magic) left a valid information block at
-    // this address, below 4 GiB, which the boot page tables identity-map; it is only read.
-    let words = unsafe { core::slice::from_raw_parts(address as usize as *const u32, 13) };
-    MultibootInfo {
-        flags: words[0],
-        mmap_length: words[11],
-        mmap_address: words[12],
+/// A view of boot-loader memory below 4 GiB, or `None` when it is at address 0 or would
+/// reach past 4 GiB.
+fn boot_bytes(address: u64, length: usize) -> Option<&'static [u8]> {
+    if address == 0 || address.checked_add(length as u64)? > 0x1_0000_0000 {
+        return None;
     }
+    // SAFETY: a Multiboot loader (checked by the magic) left this information at this
+    // address, below 4 GiB, which the boot page tables identity-map; it is only read, and
+    // only before any partition is loaded.
+    Some(unsafe { core::slice::from_raw_parts(address as usize as *const u8, length) })
 }
 
-/// Checks that the firmware's memory map has every byte the table uses as RAM.
-fn check_memory(info: &MultibootInfo) {
-    if info.flags & (1 << 6) == 0 {
+/// Reads the boot information at `address` in the format `protocol` names: Multiboot v1
+/// (spec 0.6.96 §3.3: `flags`, and `mmap_length`/`mmap_addr` when flag 6 is set) or
+/// Multiboot2 (spec 1.0 §3.6, tags parsed by `tessera_policy::multiboot`).
+fn read_boot_info(protocol: BootProtocol, address: u32) -> BootInfo {
+    let address = u64::from(address);
+    let unreadable = || -> ! {
         refuse(format_args!(
-            "the boot loader gave no memory map (Multiboot flag 6)"
-        ));
+            "the {protocol:?} information at {address:#x} is not readable"
+        ))
+    };
+    match protocol {
+        BootProtocol::Multiboot1 => {
+            let fields = boot_bytes(address, 52).unwrap_or_else(|| unreadable());
+            let word = |index: usize| {
+                u32::from_le_bytes(fields[index * 4..index * 4 + 4].try_into().unwrap())
+            };
+            let memory_map = (word(0) & (1 << 6) != 0).then(|| {
+                let map = boot_bytes(u64::from(word(12)), word(11) as usize)
+                    .unwrap_or_else(|| unreadable());
+                AnyMemoryMap::Multiboot1(multiboot::parse_memory_map(map))
+            });
+            BootInfo {
+                protocol,
+                memory_map,
+                rsdp: None,
+            }
+        }
+        BootProtocol::Multiboot2 => {
+            let header = boot_bytes(address, 8).unwrap_or_else(|| unreadable());
+            let total = multiboot::multiboot2_total_size(header).unwrap_or_else(|error| {
+                refuse(format_args!(
+                    "the Multiboot2 information at {address:#x} is malformed: {error}"
+                ))
+            });
+            let bytes = boot_bytes(address, total).unwrap_or_else(|| unreadable());
+            let info = multiboot::parse_multiboot2(bytes).unwrap_or_else(|error| {
+                refuse(format_args!(
+                    "the Multiboot2 information at {address:#x} is malformed: {error}"
+                ))
+            });
+            BootInfo {
+                protocol,
+                memory_map: info.memory_map.clone().map(AnyMemoryMap::Multiboot2),
+                rsdp: info
+                    .rsdp()
+                    .map(|(rsdp, copy)| (rsdp, copy.tag, address + copy.offset as u64)),
+            }
+        }
     }
-    // SAFETY: flag 6 says mmap_address/mmap_length describe the loader's memory map, in
-    // identity-mapped memory below 4 GiB; it is only read.
-    let map = unsafe {
-        core::slice::from_raw_parts(
-            info.mmap_address as usize as *const u8,
-            info.mmap_length as usize,
-        )
+}
+
+/// Checks that the firmware's memory map has every byte the table uses as RAM: the
+/// hypervisor's image (code, data, static state), the page the application processors start
+/// from, and every partition's memory. The rest of the table's hypervisor range is reserved
+/// but never touched, so firmware ranges there are only reported: OVMF keeps ACPI NVS at
+/// 0x806000 and 0x810000–0x900000, inside the demo's 1–16 MiB hypervisor range.
+fn check_memory(info: &BootInfo) {
+    let Some(map) = &info.memory_map else {
+        refuse(format_args!(
+            "the boot loader gave no memory map ({})",
+            match info.protocol {
+                BootProtocol::Multiboot1 => "Multiboot flag 6",
+                BootProtocol::Multiboot2 => "Multiboot2 tag 6",
+            }
+        ));
     };
     let available = || {
-        tessera_policy::multiboot::parse_memory_map(map)
-            .filter(|(_, kind)| *kind == tessera_policy::multiboot::MemoryKind::Available)
+        map.clone()
+            .filter(|(_, kind)| *kind == multiboot::MemoryKind::Available)
             .map(|(range, _)| range)
     };
     let mut needed = heapless::Vec::<(&str, tessera_abi::table::Range), 64>::new();
-    let _ = needed.push(("the hypervisor", MACHINE.hypervisor_memory));
+    // Only the addresses of the linker symbols are taken.
+    let (image_start, image_end) = (
+        &raw const __tessera_image_start as u64,
+        &raw const __tessera_image_end as u64,
+    );
+    let _ = needed.push((
+        "the hypervisor image",
+        tessera_abi::table::Range::new(image_start, image_end - image_start),
+    ));
+    if MACHINE.cpus.len() > 1 {
+        // Under UEFI low memory is the firmware's to describe; the trampoline page must be
+        // plain RAM there too, or the application processors would run over firmware data.
+        let _ = needed.push((
+            "the AP start-up trampoline",
+            tessera_abi::table::Range::new(
+                tessera_loader::AP_TRAMPOLINE_ADDRESS,
+                tessera_loader::AP_TRAMPOLINE_BYTES,
+            ),
+        ));
+    }
     for partition in MACHINE.partitions {
         for mapping in partition.memory {
             let _ = needed.push((partition.name, mapping.host));
@@ -109,7 +184,7 @@ fn check_memory(info: &MultibootInfo) {
                 owner
             ));
         }
-        if !tessera_policy::multiboot::covers(available(), range) {
+        if !multiboot::covers(available(), range) {
             refuse(format_args!(
                 "memory {:#x}..{:#x} of {} is not RAM on this machine (firmware memory map)",
                 range.base,
@@ -117,6 +192,16 @@ fn check_memory(info: &MultibootInfo) {
                 owner
             ));
         }
+    }
+    let reserved = MACHINE.hypervisor_memory;
+    if !multiboot::covers(available(), reserved) {
+        log::info!(
+            "boot: hypervisor memory {:#x}..{:#x} holds firmware ranges that are not RAM, beyond the image {:#x}..{:#x}; left alone",
+            reserved.base,
+            reserved.end(),
+            image_start,
+            image_end
+        );
     }
 }
 
@@ -126,7 +211,13 @@ fn check_cores() {
     if !arch::acpi::for_each_core(|apic_id| {
         let _ = present.push(apic_id);
     }) {
-        refuse(format_args!("no ACPI MADT: cannot tell which cores exist"));
+        if arch::acpi::has_root_pointer() {
+            refuse(format_args!("no ACPI MADT: cannot tell which cores exist"));
+        }
+        // A UEFI machine booted through Multiboot v1: no BIOS areas, no RSDP handed over.
+        refuse(format_args!(
+            "no ACPI RSDP, neither from the boot loader nor in the BIOS areas: cannot tell which cores exist (on UEFI, boot through GRUB's multiboot2)"
+        ));
     }
     for &apic_id in MACHINE.cpus {
         if !present.contains(&apic_id) {
@@ -201,10 +292,14 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     console::init(MACHINE.console.port);
     arch::cpu::init_idt();
     mask_legacy_pics();
-    if magic != tessera_loader::MULTIBOOT_BOOTLOADER_MAGIC {
+    let Some(protocol) = BootProtocol::from_magic(magic) else {
         refuse(format_args!(
-            "not started by a Multiboot loader (EAX = {magic:#x})"
+            "not started by a Multiboot or Multiboot2 loader (EAX = {magic:#x})"
         ));
+    };
+    let boot_info = read_boot_info(protocol, info);
+    if let Some((rsdp, _, _)) = boot_info.rsdp {
+        arch::acpi::use_root_pointer(rsdp);
     }
     cpuid::record_max_basic_leaf();
     let backend = match cpuid::vendor() {
@@ -234,7 +329,7 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
         ));
     };
     check_cores();
-    check_memory(&read_multiboot_info(info));
+    check_memory(&boot_info);
     tsc::calibrate();
     if let Err((table_pins, hardware_pins)) = ioapic_emulation::init() {
         refuse(format_args!(
@@ -243,6 +338,14 @@ extern "C" fn tessera_bsp_entry(magic: u32, info: u32) -> ! {
     }
     print_banner(backend.name());
     log::info!("boot: hypervisor entered at tsc={}", entered);
+    if let Some((rsdp, tag, address)) = boot_info.rsdp {
+        log::info!(
+            "boot: Multiboot2, ACPI RSDP revision {} from tag {} (copy at {:#x})",
+            rsdp.revision,
+            tag,
+            address
+        );
+    }
 
     let roots = match memory::build_stage2_tables(&backend) {
         Ok(roots) => roots,

@@ -3,6 +3,11 @@
 //! * A Multiboot v1 header with the "a.out kludge" (flag bit 16): QEMU `-kernel` and GRUB's
 //!   `multiboot` command both load the image from it, so one file boots everywhere
 //!   (Multiboot Specification 0.6.96 §3.1).
+//! * Beside it a Multiboot2 header (Multiboot2 Specification 1.0 §3.1) for GRUB's
+//!   `multiboot2` command, on BIOS and UEFI machines: it asks for the memory map and the ACPI
+//!   RSDP copies and names the 32-bit entry; GRUB loads the ELF64 image's one `PT_LOAD`
+//!   itself. GRUB on UEFI leaves the firmware (ExitBootServices) and enters the same 32-bit
+//!   entry in protected mode, as on BIOS.
 //! * A 32-bit entry that identity-maps the first 4 GiB with 2 MiB pages, enables long mode
 //!   (Intel SDM vol. 3 §10.8.5, AMD APM vol. 2 §14.6) and calls the hypervisor's
 //!   `tessera_bsp_entry(magic, info)`.
@@ -16,12 +21,13 @@
 use core::arch::global_asm;
 
 /// Physical address the AP trampoline is copied to. Below 1 MiB (a SIPI vector is
-/// address >> 12), clear of the Multiboot information QEMU (0x9500) and GRUB (0x10000)
-/// leave behind, and of the real-mode IVT/BDA.
+/// address >> 12), clear of the Multiboot information QEMU (0x9500) and GRUB on BIOS
+/// (0x10000) leave behind, and of the real-mode IVT/BDA. The hypervisor checks that the
+/// firmware memory map lists this page as RAM (under UEFI it is ordinary conventional
+/// memory) and refuses to boot otherwise.
 pub const AP_TRAMPOLINE_ADDRESS: u64 = 0x8000;
-
-/// Multiboot v1 magic a compliant loader leaves in EAX.
-pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
+/// The bytes at [`AP_TRAMPOLINE_ADDRESS`] the trampoline may occupy: one page.
+pub const AP_TRAMPOLINE_BYTES: u64 = 0x1000;
 
 /// Parameters the bootstrap processor hands one application processor through the
 /// trampoline's data block; written before each SIPI.
@@ -79,8 +85,41 @@ tessera_multiboot_header:
 "#
 );
 
-// The 32-bit entry. State on entry (Multiboot §3.2): protected mode, paging off, EAX = magic,
-// EBX = physical address of the Multiboot information, interrupts off, no stack.
+// Multiboot2 header (Multiboot2 Specification 1.0 §3.1.1–3.1.6): 8-byte aligned within the
+// first 32 KiB, architecture 0 (i386 protected mode), header length and checksum, then tags,
+// each 8-byte aligned: an information request (memory map 6, ACPI old RSDP 14, ACPI new
+// RSDP 15; required, which GRUB only checks it knows), the entry address (the same 32-bit
+// entry as v1), the end tag. No address tag: GRUB's multiboot2 loader loads ELF64 images by
+// their program headers, here the one PT_LOAD at the table's hypervisor base (its memsz
+// covers .bss, which GRUB zeroes).
+global_asm!(
+    r#"
+    .section .multiboot, "a"
+    .balign 8
+    .global tessera_multiboot2_header
+tessera_multiboot2_header:
+    .long 0xE85250D6
+    .long 0
+    .long tessera_multiboot2_header_end - tessera_multiboot2_header
+    .long -(0xE85250D6 + 0 + (tessera_multiboot2_header_end - tessera_multiboot2_header))
+    .balign 8
+    .short 1, 0                          /* information request, required */
+    .long 20
+    .long 6, 14, 15
+    .balign 8
+    .short 3, 0                          /* entry address */
+    .long 12
+    .long tessera_entry32
+    .balign 8
+    .short 0, 0                          /* end */
+    .long 8
+tessera_multiboot2_header_end:
+"#
+);
+
+// The 32-bit entry. State on entry (Multiboot §3.2, Multiboot2 §3.3): protected mode, paging
+// off, EAX = magic, EBX = physical address of the Multiboot (v1 or v2) information,
+// interrupts off, no stack. The Rust side tells the two protocols apart by the magic.
 global_asm!(
     r#"
     .section .text.boot, "ax"

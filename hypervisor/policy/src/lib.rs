@@ -16,7 +16,7 @@
 //! * [`guest_walk`]: a software walk of a guest's page tables.
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
-//! * [`multiboot`]: the Multiboot v1 memory map the loader receives.
+//! * [`multiboot`]: the boot information (Multiboot v1 memory map, Multiboot2 tags, RSDP).
 //! * [`virtual_platform`]: the partition's ACPI sleep and reset ports.
 //! * [`vmx`]: fitting VMX controls to the processor, naming VM-instruction errors.
 #![no_std]

@@ -4,6 +4,33 @@
 //! The `acpi` crate's no-alloc API stops at raw table mappings and its MADT walk needs an
 //! allocator; what Tessera needs is four lookups, so they are written out here over byte
 //! slices. The only unsafe step is turning a firmware-given physical range into a slice.
+//!
+//! The root pointer (RSDP) comes from the boot loader when it hands one over (Multiboot2
+//! tags 14/15, see [`use_root_pointer`]): on UEFI machines there is no BIOS area to scan.
+//! Otherwise the BIOS areas are scanned, as ACPI 6.5 §5.2.5.1 describes.
+
+use tessera_policy::multiboot::{parse_rsdp, Rsdp};
+
+/// The root pointer the boot loader gave, if any: set once on the bootstrap core, before
+/// any table is read and before the other cores start.
+static GIVEN: spin::Once<Rsdp> = spin::Once::new();
+
+/// Makes every later lookup start from `rsdp`, the root pointer the boot loader copied
+/// into its boot information (the copy holds the RSDT/XSDT addresses; where the original
+/// lies does not matter). The BIOS-area scan is then not made.
+pub fn use_root_pointer(rsdp: Rsdp) {
+    GIVEN.call_once(|| rsdp);
+}
+
+/// Whether there is a root pointer at all (given by the boot loader or in the BIOS areas).
+pub fn has_root_pointer() -> bool {
+    root_pointer().is_some()
+}
+
+/// The root pointer: the one the boot loader gave, else the one found in the BIOS areas.
+fn root_pointer() -> Option<Rsdp> {
+    GIVEN.get().copied().or_else(find_rsdp)
+}
 
 /// A byte view of physical memory the firmware described as an ACPI table.
 fn physical_bytes(address: u64, length: usize) -> Option<&'static [u8]> {
@@ -30,8 +57,8 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
 }
 
 /// The RSDP: in the first KiB of the EBDA or in 0xE0000–0xFFFFF, on a 16-byte boundary
-/// (ACPI 6.5 §5.2.5.1).
-fn find_rsdp() -> Option<&'static [u8]> {
+/// (ACPI 6.5 §5.2.5.1). A candidate must pass [`parse_rsdp`]'s checksums.
+fn find_rsdp() -> Option<Rsdp> {
     let ebda = physical_bytes(0x40E, 2).map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])) << 4);
     let areas = [(ebda.unwrap_or(0), 1024usize), (0xE0000, 0x20000)];
     for (base, length) in areas {
@@ -39,8 +66,8 @@ fn find_rsdp() -> Option<&'static [u8]> {
             continue;
         };
         for offset in (0..length.saturating_sub(20)).step_by(16) {
-            if &area[offset..offset + 8] == b"RSD PTR " && checksum_ok(&area[offset..offset + 20]) {
-                return Some(&area[offset..]);
+            if let Some(rsdp) = parse_rsdp(&area[offset..]) {
+                return Some(rsdp);
             }
         }
     }
@@ -57,12 +84,10 @@ fn table_at(address: u64) -> Option<&'static [u8]> {
 
 /// Finds a system description table by signature through the XSDT (or RSDT).
 pub fn find_table(signature: &[u8; 4]) -> Option<&'static [u8]> {
-    let rsdp = find_rsdp()?;
-    let revision = rsdp[15];
-    let (root, entry_size) = if revision >= 2 && read_u64(rsdp, 24) != 0 {
-        (table_at(read_u64(rsdp, 24))?, 8)
-    } else {
-        (table_at(u64::from(read_u32(rsdp, 16)))?, 4)
+    let rsdp = root_pointer()?;
+    let (root, entry_size) = match rsdp.xsdt_address {
+        Some(xsdt) => (table_at(xsdt)?, 8),
+        None => (table_at(u64::from(rsdp.rsdt_address))?, 4),
     };
     root[36..].chunks_exact(entry_size).find_map(|entry| {
         let address = if entry_size == 8 {

@@ -1,7 +1,7 @@
 //! The interrupt system tests (issue 5), checked against a run's transcript: a partition
-//! starts its second core by INIT-SIPI-SIPI; cross-partition IPIs, NMIs, INITs and I/O APIC
-//! routes are refused and counted while the victim runs on; a doorbell ping-pong completes
-//! its rounds; the 1 kHz timer loop runs without VM exits.
+//! starts its second core by INIT-SIPI-SIPI and delivers an NMI IPI to it; cross-partition
+//! IPIs, NMIs, INITs and I/O APIC routes are refused and counted while the victim runs on;
+//! a doorbell ping-pong completes its rounds; the 1 kHz timer loop runs without VM exits.
 //!
 //! The guest's lines are the demo's (userland/demo, its `//!` header); the hypervisor's
 //! are the console markers of [`crate::markers`] plus the `exits:` counter line, whose
@@ -23,6 +23,17 @@ pub const IRQ_TIMER_TABLE: &str = "partitions/irq-timer.toml";
 /// (`start-core=1`).
 pub const SMP_PARTITION: &str = "smp";
 pub const SMP_SECOND_CORE: u32 = 1;
+/// irq-demo: the word that makes the smp partition send one NMI IPI to its second core.
+pub const NMI_IPI_WORD: &str = "nmi-ipi";
+/// The NMI exits the smp partition's counters may show (`nmi=`), all on its second core.
+/// The hypervisor intercepts every NMI, so the guest's NMI IPI reaches core 1 only through
+/// exactly one NMI exit, after which it is injected: at least 1. Before that, the start-up's
+/// INIT and StartUp IPIs (one or two: the second is sent only if the core has not arrived
+/// 200 µs after the first) reach core 1 as the hypervisor's own NMI signals while it waits in
+/// the hypervisor; they stay pending (SVM: GIF clear) or arm an immediate exit (VMX) and
+/// cost at most one NMI exit each, usually one in all, at its first guest entry: without
+/// `nmi-ipi` a run shows `nmi=1`, with it `nmi=2` (QEMU and Bochs alike). At most 3 + 1.
+pub const SMP_NMI_EXITS: std::ops::RangeInclusive<u64> = 1..=4;
 /// irq-demo: who attacks whom (`attack-ipi=2 attack-ioapic=3,10,2` on core 3; core 2 is
 /// the timer partition's).
 pub const ATTACKER: &str = "attacker";
@@ -206,6 +217,74 @@ pub fn check_second_core(
         failures.push(format!(
             "partition {partition} was contained ({contained} times)"
         ));
+    }
+    outcome(failures)
+}
+
+/// (a′) `partition`'s NMI IPI to its core `core` was delivered: the started core printed
+/// `core <core> received NMI` (from its NMI handler's flag), then the boot core, which waited
+/// for that line, `nmi-ipi: delivered`; no exception stopped the partition; and the
+/// hypervisor counted the NMI exits of [`SMP_NMI_EXITS`].
+pub fn check_nmi_ipi(
+    transcript: &Transcript,
+    partition: &str,
+    core: u32,
+) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    common_failures(transcript, &mut failures);
+    let lines: Vec<&str> = transcript.lines_of(partition).map(str::trim_end).collect();
+    let position = |wanted: &str| lines.iter().position(|line| *line == wanted);
+    let received = format!("core {core} received NMI");
+    let received_at = position(&received);
+    if received_at.is_none() {
+        let reason = lines
+            .iter()
+            .find(|line| line.starts_with(&format!("core {core}: ")))
+            .map(|line| format!(" (it printed `{line}`)"))
+            .unwrap_or_default();
+        failures.push(format!(
+            "partition {partition} did not print `{received}`{reason}"
+        ));
+    }
+    // The boot core's lines start with the command-line word (`nmi-ipi: delivered`).
+    let delivered = format!("{NMI_IPI_WORD}: delivered");
+    match position(&delivered) {
+        Some(delivered_at) => {
+            if received_at.is_some_and(|received_at| received_at > delivered_at) {
+                failures.push(format!(
+                    "partition {partition} printed `{delivered}` before `{received}`"
+                ));
+            }
+        }
+        None => {
+            let reason = lines
+                .iter()
+                .find(|line| line.starts_with(&format!("{NMI_IPI_WORD}:")))
+                .map(|line| format!(" (it printed `{line}`)"))
+                .unwrap_or_default();
+            failures.push(format!(
+                "partition {partition} did not print `{delivered}`{reason}"
+            ));
+        }
+    }
+    if let Some(line) = lines.iter().find(|line| line.starts_with("exception: ")) {
+        failures.push(format!("partition {partition} took an exception: `{line}`"));
+    }
+    match exit_counters(transcript, partition) {
+        None => failures.push(format!(
+            "no exit counters (`exits: partition={partition}`) on the console"
+        )),
+        Some(counters) => {
+            let nmis = counter(&counters, "nmi").unwrap_or(0);
+            if !SMP_NMI_EXITS.contains(&nmis) {
+                failures.push(format!(
+                    "partition {partition}: nmi={nmis} in the hypervisor's counters, expected \
+                     {} to {} (the forwarded NMI IPI's exit and the start-up signals')",
+                    SMP_NMI_EXITS.start(),
+                    SMP_NMI_EXITS.end()
+                ));
+            }
+        }
     }
     outcome(failures)
 }
@@ -473,6 +552,8 @@ mod tests {
                 "started: partition=smp core=1 entry=0x8000 tsc=662421350",
             ),
             ("smp", "second core started"),
+            ("smp", "core 1 received NMI"),
+            ("smp", "nmi-ipi: delivered"),
             (
                 "timer",
                 "timer: ticks=500 period=2600728 max-jitter=11362268 exits-during-loop=0",
@@ -496,7 +577,7 @@ mod tests {
             (HYPERVISOR, "power-off: requested by smp"),
             (
                 HYPERVISOR,
-                "exits: partition=smp state=Running cpuid=14 msr-read=3 msr-write=5 hypercall=128 ioapic=8 nmi=1 total=159 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0",
+                "exits: partition=smp state=Running cpuid=14 msr-read=3 msr-write=6 hypercall=131 ioapic=8 nmi=2 total=164 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0",
             ),
             (
                 HYPERVISOR,
@@ -561,6 +642,10 @@ mod tests {
         check_second_core(&transcript(lines), SMP_PARTITION, SMP_SECOND_CORE)
     }
 
+    fn nmi_ipi(lines: &[(&str, &str)]) -> Result<(), Vec<String>> {
+        check_nmi_ipi(&transcript(lines), SMP_PARTITION, SMP_SECOND_CORE)
+    }
+
     fn attack(lines: &[(&str, &str)]) -> Result<(), Vec<String>> {
         check_attack(&transcript(lines), ATTACKER, VICTIM)
     }
@@ -576,6 +661,7 @@ mod tests {
     #[test]
     fn a_correct_run_passes_every_check() {
         assert_eq!(second_core(&irq_demo()), Ok(()));
+        assert_eq!(nmi_ipi(&irq_demo()), Ok(()));
         assert_eq!(attack(&irq_demo()), Ok(()));
         assert_eq!(ping_pong(&irq_demo()), Ok(()));
         assert_eq!(timer_loop(&irq_timer()), Ok(()));
@@ -630,6 +716,88 @@ mod tests {
         let mut guest_claims = without(irq_demo(), "started: partition=smp core=1");
         guest_claims.push(("smp", "started: partition=smp core=1 entry=0x8000"));
         assert_eq!(second_core(&guest_claims).unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn the_nmi_check_fails_when_the_nmi_is_missing_or_dropped() {
+        // The run before `nmi-ipi` existed: neither line.
+        let missing = without(irq_demo(), "received NMI");
+        let missing = without(missing, "nmi-ipi:");
+        assert_eq!(
+            nmi_ipi(&missing),
+            Err(vec![
+                "partition smp did not print `core 1 received NMI`".to_string(),
+                "partition smp did not print `nmi-ipi: delivered`".to_string(),
+            ])
+        );
+        // The hypervisor dropped it: the started core timed out, the boot core stopped.
+        let dropped = replaced(irq_demo(), "received NMI", "core 1: no NMI arrived");
+        let dropped = replaced(
+            dropped,
+            "nmi-ipi: delivered",
+            "nmi-ipi: NOT delivered (no core took an NMI)",
+        );
+        let dropped = replaced(
+            dropped,
+            "exits: partition=smp",
+            "exits: partition=smp state=Stopped cpuid=14 msr-write=6 nmi=1 total=21",
+        );
+        assert_eq!(
+            nmi_ipi(&dropped),
+            Err(vec![
+                "partition smp did not print `core 1 received NMI` (it printed `core 1: no NMI \
+                 arrived`)"
+                    .to_string(),
+                "partition smp did not print `nmi-ipi: delivered` (it printed `nmi-ipi: NOT \
+                 delivered (no core took an NMI)`)"
+                    .to_string(),
+            ])
+        );
+        // Injected before the handler was installed: the runtime's fatal path.
+        let mut fatal = without(irq_demo(), "received NMI");
+        fatal = without(fatal, "nmi-ipi:");
+        fatal.insert(
+            13,
+            (
+                "smp",
+                "exception: vector 2 (NMI) rip=0x1012a4 error-code=0x0 cr2=0x0 core=1",
+            ),
+        );
+        let found = nmi_ipi(&fatal).unwrap_err();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(
+            found[2],
+            "partition smp took an exception: `exception: vector 2 (NMI) rip=0x1012a4 \
+             error-code=0x0 cr2=0x0 core=1`"
+        );
+        // The guest's word alone is not enough: the hypervisor must have seen an NMI exit.
+        let uncounted = replaced(
+            irq_demo(),
+            "exits: partition=smp",
+            "exits: partition=smp state=Running cpuid=14 msr-write=6 total=20",
+        );
+        assert_eq!(
+            nmi_ipi(&uncounted),
+            Err(vec![
+                "partition smp: nmi=0 in the hypervisor's counters, expected 1 to 4 (the \
+                 forwarded NMI IPI's exit and the start-up signals')"
+                    .to_string()
+            ])
+        );
+        // Out of order: the boot core did not wait for the started core's report.
+        let mut early = irq_demo();
+        let delivered = early
+            .iter()
+            .position(|(_, text)| *text == "nmi-ipi: delivered")
+            .unwrap();
+        early.swap(delivered, delivered - 1);
+        assert_eq!(
+            nmi_ipi(&early),
+            Err(vec![
+                "partition smp printed `nmi-ipi: delivered` before `core 1 received NMI`"
+                    .to_string()
+            ])
+        );
     }
 
     #[test]
@@ -796,6 +964,7 @@ mod tests {
         for word in [
             format!("name={SMP_PARTITION} "),
             format!("start-core={SMP_SECOND_CORE} "),
+            format!(" {NMI_IPI_WORD} "),
             format!("name={ATTACKER} "),
             "attack-ipi=2 ".to_string(),
             "attack-ioapic=3,10,2 ".to_string(),

@@ -70,7 +70,9 @@ struct Cli {
 enum Commands {
     /// Build the guests and the hypervisor image for a partition table.
     Build(TableArgument),
-    /// Build the image, then a GRUB boot ISO around it: target/tessera/<table>.iso.
+    /// Build the image, then the GRUB boot ISOs around it (BIOS, and UEFI when GRUB's UEFI
+    /// modules are installed): target/tessera/<table>.iso (`multiboot`) and
+    /// target/tessera/<table>-multiboot2.iso (`multiboot2`).
     Iso(TableArgument),
     /// Build, then boot the image in an emulator and stream every UART.
     Run(RunArguments),
@@ -152,8 +154,9 @@ struct RunArguments {
     /// [default: qemu64,+svm,+npt,+x2apic].
     #[arg(long, value_name = "MODEL")]
     cpu: Option<String>,
-    /// How the image is booted: `kernel` (QEMU `-kernel`) or `grub` (the GRUB ISO from a
-    /// CD-ROM) [default: kernel for QEMU; Bochs always boots the ISO].
+    /// How the image is booted: `kernel` (QEMU `-kernel`), `grub` (the GRUB ISO from a
+    /// CD-ROM, `multiboot`), `grub2` (the same with `multiboot2`) or `uefi` (the `multiboot2`
+    /// ISO under OVMF UEFI firmware) [default: kernel for QEMU; Bochs always boots `grub`].
     #[arg(long, value_enum)]
     boot: Option<BootMethod>,
     /// Stop the emulator after this many seconds; running out is then no failure
@@ -233,11 +236,12 @@ fn build(arguments: &TableArgument) -> Result<ExitCode> {
 fn make_iso(arguments: &TableArgument) -> Result<ExitCode> {
     let root = workspace_root()?;
     let table = load_table(&root, arguments)?;
-    if iso::ensure_installed(&root)? == Installation::UserMustInstall {
+    if iso::ensure_installed(&root, false)? == Installation::UserMustInstall {
         return Ok(ExitCode::from(2));
     }
     let image = image::build(&root, &table)?;
-    iso::build(&root, &table, &image)?;
+    iso::build(&root, &table, &image, iso::Protocol::Multiboot1)?;
+    iso::build(&root, &table, &image, iso::Protocol::Multiboot2)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -250,6 +254,12 @@ fn run(arguments: &RunArguments) -> Result<ExitCode> {
         EmulatorChoice::Bochs => {
             if arguments.boot == Some(BootMethod::Kernel) {
                 eprintln!("error: Bochs cannot load the image directly; it boots the GRUB ISO");
+                return Ok(ExitCode::from(2));
+            }
+            if arguments.boot.is_some_and(|boot| boot != BootMethod::Grub) {
+                eprintln!(
+                    "error: the Bochs lane boots only the `multiboot` GRUB ISO (--boot grub)"
+                );
                 return Ok(ExitCode::from(2));
             }
             Emulator::Bochs {
@@ -391,6 +401,31 @@ fn system_tests() -> Vec<SystemTest> {
             }),
         ),
         (
+            "demo-qemu-grub2".into(),
+            Box::new(|systems: &SystemTests| {
+                systems.demo(
+                    &Emulator::Qemu {
+                        boot: BootMethod::Grub2,
+                        cpu: None,
+                    },
+                    Backend::Svm,
+                )
+            }),
+        ),
+        (
+            // GRUB's multiboot2 under OVMF: no BIOS areas, the RSDP from the boot information.
+            "demo-qemu-uefi".into(),
+            Box::new(|systems: &SystemTests| {
+                systems.demo(
+                    &Emulator::Qemu {
+                        boot: BootMethod::Uefi,
+                        cpu: None,
+                    },
+                    Backend::Svm,
+                )
+            }),
+        ),
+        (
             format!("demo-bochs-{}", bochs::DEFAULT_CPU),
             Box::new(|systems: &SystemTests| {
                 systems.demo(&bochs_model(bochs::DEFAULT_CPU), Backend::Vmx)
@@ -479,6 +514,18 @@ fn interrupt_tests() -> Vec<SystemTest> {
                 )
             }),
         ));
+        let nmi = emulator.clone();
+        tests.push((
+            format!("irq-nmi-ipi-{suffix}"),
+            Box::new(move |systems: &SystemTests| {
+                let (transcript, _) = systems.boot_once(irq_test::IRQ_DEMO_TABLE, &nmi)?;
+                irq_test::check_nmi_ipi(
+                    &transcript,
+                    irq_test::SMP_PARTITION,
+                    irq_test::SMP_SECOND_CORE,
+                )
+            }),
+        ));
         let attack = emulator.clone();
         tests.push((
             format!("irq-attack-refused-{suffix}"),
@@ -520,15 +567,18 @@ fn bochs_model(model: &str) -> Emulator {
     Emulator::Bochs { cpu: model.into() }
 }
 
-/// What the system tests share: the demo table, its image and ISO (built once), and which
+/// What the system tests share: the demo table, its image and ISOs (built once), and which
 /// emulators are installed.
 struct SystemTests {
     root: PathBuf,
-    /// The table and its image and ISO, or why they could not be made.
-    built: Result<(TableInfo, PathBuf, PathBuf), String>,
+    /// The table, its image and its ISOs (`multiboot`, `multiboot2`), or why they could not
+    /// be made.
+    built: Result<(TableInfo, PathBuf, PathBuf, PathBuf), String>,
     /// Why QEMU, or Bochs, cannot run, if it cannot (with the command that installs it).
     qemu_missing: Option<String>,
     bochs_missing: Option<String>,
+    /// Why QEMU cannot boot UEFI (OVMF, GRUB's UEFI modules), if it cannot.
+    uefi_missing: Option<String>,
     /// The boots of [`SystemTests::boot_once`], by table and run directory.
     boots: RefCell<Vec<(String, BootResult)>>,
 }
@@ -559,11 +609,19 @@ impl SystemTests {
             &bochs_model(bochs::DEFAULT_CPU),
             &format!("{}; {}", bochs::INSTALL_COMMAND, iso::INSTALL_COMMAND),
         );
+        let uefi_missing = missing(
+            &Emulator::Qemu {
+                boot: BootMethod::Uefi,
+                cpu: None,
+            },
+            &format!("{}; {}", iso::INSTALL_COMMAND, qemu::OVMF_INSTALL_COMMAND),
+        );
         let built = (|| -> Result<_> {
             let table = table::load(&root.join(DEFAULT_TABLE))?;
             let image = image::build(root, &table)?;
-            let iso = iso::build(root, &table, &image)?;
-            Ok((table, image, iso))
+            let iso = iso::build(root, &table, &image, iso::Protocol::Multiboot1)?;
+            let iso2 = iso::build(root, &table, &image, iso::Protocol::Multiboot2)?;
+            Ok((table, image, iso, iso2))
         })()
         .map_err(|error| format!("{error:#}"));
         Self {
@@ -571,6 +629,7 @@ impl SystemTests {
             built,
             qemu_missing,
             bochs_missing,
+            uefi_missing,
             boots: RefCell::new(Vec::new()),
         }
     }
@@ -625,16 +684,22 @@ impl SystemTests {
         deterministic: bool,
     ) -> Result<(Transcript, TableInfo), Vec<String>> {
         let missing = match emulator {
-            Emulator::Qemu { .. } => &self.qemu_missing,
-            Emulator::Bochs { .. } => &self.bochs_missing,
+            Emulator::Qemu {
+                boot: BootMethod::Uefi,
+                ..
+            } => self.qemu_missing.as_ref().or(self.uefi_missing.as_ref()),
+            Emulator::Qemu { .. } => self.qemu_missing.as_ref(),
+            Emulator::Bochs { .. } => self.bochs_missing.as_ref(),
         };
         if let Some(missing) = missing {
             return Err(vec![missing.clone()]);
         }
-        let (table, image, iso) = self.built.as_ref().map_err(|error| vec![error.clone()])?;
+        let (table, image, iso, iso2) = self.built.as_ref().map_err(|error| vec![error.clone()])?;
         let medium = match emulator.boot_method() {
             BootMethod::Kernel => BootMedium::Kernel(image.clone()),
             BootMethod::Grub => BootMedium::Cdrom(iso.clone()),
+            BootMethod::Grub2 => BootMedium::Cdrom(iso2.clone()),
+            BootMethod::Uefi => BootMedium::UefiCdrom(iso2.clone()),
         };
         let settings = RunSettings {
             seconds,

@@ -20,6 +20,13 @@ pub const INSTALL_COMMAND: &str =
     "echo 'deb http://deb.debian.org/debian bookworm-backports main' \
 > /etc/apt/sources.list.d/backports.list && apt-get update && \
 apt-get install -y -t bookworm-backports qemu-system-x86";
+/// The UEFI firmware for `--boot uefi` (package ovmf): its code, read-only, and the template
+/// of its variable store. The 4 MiB build: Debian 12 ships it beside the 2 MiB one, later
+/// releases only it.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// How OVMF gets installed, as ci/install-deps.sh does it.
+pub const OVMF_INSTALL_COMMAND: &str = "apt-get install -y ovmf";
 
 /// How QEMU is started for one run: its output goes to `qemu.txt` in `directory`, which is
 /// also streamed as its messages.
@@ -60,6 +67,17 @@ pub fn arguments(
             iso.display().to_string(),
             "-boot".into(),
             "d".into(),
+        ],
+        // OVMF from two flash chips: the code read-only, the variable store writable but
+        // `snapshot=on`, so every run starts from the template and writes go to a temporary
+        // copy QEMU discards at exit. OVMF finds the CD-ROM by itself.
+        BootMedium::UefiCdrom(iso) => vec![
+            "-drive".into(),
+            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,snapshot=on,file={OVMF_VARS}"),
+            "-cdrom".into(),
+            iso.display().to_string(),
         ],
     };
     // Under -icount QEMU (10.0) reads the instruction count for the local APIC timer's
@@ -136,6 +154,19 @@ fn problem() -> Option<String> {
 /// Checks for QEMU ≥ 8.1; as root, runs ci/install-deps.sh when it is missing.
 pub fn ensure_installed(root: &Path) -> Result<Installation> {
     install::ensure(root, problem, INSTALL_COMMAND)
+}
+
+/// What is missing of the UEFI firmware, if anything.
+fn firmware_problem() -> Option<String> {
+    [OVMF_CODE, OVMF_VARS]
+        .into_iter()
+        .find(|file| !Path::new(file).is_file())
+        .map(|file| format!("the UEFI firmware {file} (package ovmf) is not installed"))
+}
+
+/// Checks for OVMF; as root, runs ci/install-deps.sh when it is missing.
+pub fn ensure_firmware(root: &Path) -> Result<Installation> {
+    install::ensure(root, firmware_problem, OVMF_INSTALL_COMMAND)
 }
 
 #[cfg(test)]
@@ -229,6 +260,22 @@ mod tests {
             arguments.join(" "),
             "-machine q35 -accel tcg -cpu EPYC,+x2apic -smp 4 -m 512 \
              -cdrom /img/t.iso -boot d -display none -no-reboot -monitor none \
+             -serial file:/run/com1.txt"
+        );
+    }
+
+    #[test]
+    fn boots_an_iso_under_uefi_firmware() {
+        let table = table(&[("solo", &[0x3f8])], None);
+        let captures = serial_captures(&table, Path::new("/run"));
+        let iso = BootMedium::UefiCdrom(PathBuf::from("/img/t-multiboot2.iso"));
+        let arguments = arguments(&table, &iso, None, &captures, false);
+        assert_eq!(
+            arguments.join(" "),
+            "-machine q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic -smp 4 -m 512 \
+             -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+             -drive if=pflash,format=raw,snapshot=on,file=/usr/share/OVMF/OVMF_VARS_4M.fd \
+             -cdrom /img/t-multiboot2.iso -display none -no-reboot -monitor none \
              -serial file:/run/com1.txt"
         );
     }

@@ -38,8 +38,13 @@ const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
 pub enum BootMethod {
     /// The ELF image itself, as a Multiboot kernel (QEMU `-kernel`).
     Kernel,
-    /// A GRUB ISO (`cargo xtask iso`) holding the image, booted from a CD-ROM drive.
+    /// A GRUB ISO (`cargo xtask iso`) holding the image, booted from a CD-ROM drive; GRUB
+    /// loads it with `multiboot` (v1).
     Grub,
+    /// The same through GRUB's `multiboot2` command (the image's Multiboot2 header), on BIOS.
+    Grub2,
+    /// The Multiboot2 GRUB ISO booted by UEFI firmware (OVMF) instead of the BIOS.
+    Uefi,
 }
 
 /// The emulator and its settings.
@@ -89,22 +94,35 @@ impl Emulator {
                 boot: BootMethod::Grub,
                 ..
             } => format!("{stem}-qemu-grub"),
+            Emulator::Qemu {
+                boot: BootMethod::Grub2,
+                ..
+            } => format!("{stem}-qemu-grub2"),
+            Emulator::Qemu {
+                boot: BootMethod::Uefi,
+                ..
+            } => format!("{stem}-qemu-uefi"),
             Emulator::Bochs { cpu } if cpu == bochs::DEFAULT_CPU => format!("{stem}-bochs"),
             Emulator::Bochs { cpu } => format!("{stem}-bochs-{cpu}"),
         }
     }
 
-    /// Checks that the emulator (and for an ISO, GRUB's tools) is installed; as root
-    /// installs what is missing.
+    /// Checks that the emulator (for an ISO, GRUB's tools; for UEFI, GRUB's UEFI modules and
+    /// the OVMF firmware) is installed; as root installs what is missing.
     pub fn ensure_installed(&self, root: &Path) -> Result<install::Installation> {
         let emulator = match self {
             Emulator::Qemu { .. } => qemu::ensure_installed(root)?,
             Emulator::Bochs { .. } => bochs::ensure_installed(root)?,
         };
+        let uefi = self.boot_method() == BootMethod::Uefi;
         if emulator != install::Installation::Ready || self.boot_method() == BootMethod::Kernel {
             return Ok(emulator);
         }
-        iso::ensure_installed(root)
+        let tools = iso::ensure_installed(root, uefi)?;
+        if tools != install::Installation::Ready || !uefi {
+            return Ok(tools);
+        }
+        qemu::ensure_firmware(root)
     }
 }
 
@@ -113,14 +131,19 @@ impl Emulator {
 pub enum BootMedium {
     Kernel(PathBuf),
     Cdrom(PathBuf),
+    /// A GRUB ISO in the CD-ROM drive of a machine with UEFI firmware.
+    UefiCdrom(PathBuf),
 }
 
 /// Builds what `emulator` boots for `table`: the image, and for GRUB the ISO around it.
 pub fn prepare(root: &Path, table: &TableInfo, emulator: &Emulator) -> Result<BootMedium> {
     let image = image::build(root, table)?;
+    let iso = |protocol| iso::build(root, table, &image, protocol);
     Ok(match emulator.boot_method() {
-        BootMethod::Kernel => BootMedium::Kernel(image),
-        BootMethod::Grub => BootMedium::Cdrom(iso::build(root, table, &image)?),
+        BootMethod::Kernel => BootMedium::Kernel(image.clone()),
+        BootMethod::Grub => BootMedium::Cdrom(iso(iso::Protocol::Multiboot1)?),
+        BootMethod::Grub2 => BootMedium::Cdrom(iso(iso::Protocol::Multiboot2)?),
+        BootMethod::Uefi => BootMedium::UefiCdrom(iso(iso::Protocol::Multiboot2)?),
     })
 }
 
@@ -708,6 +731,15 @@ mod tests {
             qemu(BootMethod::Grub).run_directory_name("demo"),
             "demo-qemu-grub"
         );
+        assert_eq!(
+            qemu(BootMethod::Grub2).run_directory_name("demo"),
+            "demo-qemu-grub2"
+        );
+        assert_eq!(
+            qemu(BootMethod::Uefi).run_directory_name("demo"),
+            "demo-qemu-uefi"
+        );
+        assert!(qemu(BootMethod::Uefi).exits_on_power_off());
         assert_eq!(
             bochs(bochs::DEFAULT_CPU).run_directory_name("demo"),
             "demo-bochs"

@@ -1,5 +1,6 @@
-//! The demo's interrupt modes: starting a second core, attacking another partition's
-//! cores and I/O APIC pins, and the 1 kHz timer loop that must run without VM exits.
+//! The demo's interrupt modes: starting a second core (and sending it an NMI), attacking
+//! another partition's cores and I/O APIC pins, and the 1 kHz timer loop that must run
+//! without VM exits (with an optional heartbeat line every so many ticks).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -8,7 +9,9 @@ use tessera_guest::ioapic::{self, RedirectionEntry};
 use tessera_guest::x2apic::{self, DeliveryMode, TimerMode, X2Apic};
 use tessera_guest::{hypercall, interrupts, println, processor, smp, time, BootInfo};
 
-use crate::{EXIT_CORE_START_FAILED, EXIT_ISOLATION_BROKEN, EXIT_TIMER_FAILED};
+use crate::{
+    EXIT_CORE_START_FAILED, EXIT_ISOLATION_BROKEN, EXIT_NMI_NOT_DELIVERED, EXIT_TIMER_FAILED,
+};
 
 /// Vector of the timer loop's ticks.
 const TIMER_VECTOR: u8 = 0x40;
@@ -23,6 +26,9 @@ const COMPUTE_STEPS: u32 = 256;
 const CORE_FLAG_TIMEOUT_MICROSECONDS: u64 = 5_000_000;
 /// Iterations of the started core's small loop.
 const CORE_LOOP_ITERATIONS: u64 = 100_000;
+/// How long the started core waits for the NMI, and the boot core for its report
+/// (microseconds).
+const NMI_TIMEOUT_MICROSECONDS: u64 = 5_000_000;
 
 /// Enables this core's x2APIC or stops the partition with `status`.
 fn apic_or_stop(mode: &str, status: u64) -> X2Apic {
@@ -45,31 +51,70 @@ fn number_or_stop(mode: &str, text: &str, status: u64) -> u64 {
 
 /// Set by the started core: its APIC ID + 1 once its loop is done.
 static STARTED_CORE_FLAG: AtomicU32 = AtomicU32::new(0);
+/// Set by the boot core before the start (`nmi-ipi`): the started core installs an NMI
+/// handler before it sets [`STARTED_CORE_FLAG`], then waits for the NMI.
+static NMI_TEST: AtomicBool = AtomicBool::new(false);
+/// Set by the NMI handler: the APIC ID + 1 of the core that took the NMI.
+static NMI_RECEIVED_ON: AtomicU32 = AtomicU32::new(0);
+/// Set by the started core once it has printed that it received the NMI.
+static NMI_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Microseconds as TSC ticks.
+fn tsc_ticks(microseconds: u64) -> u64 {
+    time::tsc_hz().saturating_mul(microseconds) / 1_000_000
+}
+
+/// The NMI handler: only records which core took it (it runs with NMIs blocked and may
+/// have interrupted a core holding the console lock, so it prints nothing).
+fn nmi_received(_vector: u8) {
+    let core = x2apic::get().map_or(u32::MAX, X2Apic::id);
+    NMI_RECEIVED_ON.store(core.wrapping_add(1), Ordering::Release);
+}
 
 /// `ap_main` of the started core.
 fn started_core_main(apic_id: u32) {
     println!("core {apic_id} up");
+    let nmi_test = NMI_TEST.load(Ordering::Acquire);
+    if nmi_test {
+        interrupts::set_handler(interrupts::NMI_VECTOR, nmi_received);
+    }
     let mut value: u64 = u64::from(apic_id) + 1;
     for step in 0..CORE_LOOP_ITERATIONS {
         value = core::hint::black_box(value.rotate_left(7) ^ step);
     }
     core::hint::black_box(value);
     STARTED_CORE_FLAG.store(apic_id + 1, Ordering::Release);
+    if nmi_test {
+        // Interrupts stay masked: only the NMI can arrive.
+        let timeout = tsc_ticks(NMI_TIMEOUT_MICROSECONDS);
+        let started = processor::rdtsc();
+        while NMI_RECEIVED_ON.load(Ordering::Acquire) != apic_id + 1 {
+            if processor::rdtsc().wrapping_sub(started) > timeout {
+                println!("core {apic_id}: no NMI arrived");
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        println!("core {apic_id} received NMI");
+        NMI_REPORTED.store(true, Ordering::Release);
+    }
 }
 
-/// `start-core=<apic id>`.
-pub fn start_core(info: &BootInfo, text: &str) {
+/// `start-core=<apic id>` (with `nmi_ipi`, the `nmi-ipi` word: then one NMI IPI to the
+/// started core, see [`send_nmi_ipi`]).
+pub fn start_core(info: &BootInfo, text: &str, nmi_ipi: bool) {
     let target = number_or_stop("start-core", text, EXIT_CORE_START_FAILED);
     let Ok(target) = u32::try_from(target) else {
         println!("start-core: {target} is not an APIC ID");
         hypercall::stop_self(EXIT_CORE_START_FAILED)
     };
-    apic_or_stop("start-core", EXIT_CORE_START_FAILED);
+    let apic = apic_or_stop("start-core", EXIT_CORE_START_FAILED);
+    NMI_TEST.store(nmi_ipi, Ordering::Release);
     if let Err(error) = smp::start_core(info, target, started_core_main) {
         println!("start-core: core {target} did not start: {error:?}");
         hypercall::stop_self(EXIT_CORE_START_FAILED);
     }
-    let timeout = time::tsc_hz().saturating_mul(CORE_FLAG_TIMEOUT_MICROSECONDS) / 1_000_000;
+    let timeout = tsc_ticks(CORE_FLAG_TIMEOUT_MICROSECONDS);
     let started = processor::rdtsc();
     while STARTED_CORE_FLAG.load(Ordering::Acquire) != target + 1 {
         if processor::rdtsc().wrapping_sub(started) > timeout {
@@ -79,6 +124,37 @@ pub fn start_core(info: &BootInfo, text: &str) {
         core::hint::spin_loop();
     }
     println!("second core started");
+    if nmi_ipi {
+        send_nmi_ipi(apic, target);
+    }
+}
+
+/// One NMI IPI (x2APIC ICR, delivery mode NMI, physical destination) to `target`, a core
+/// of this partition whose NMI handler is installed (it set its flag after installing
+/// it). The hypervisor must forward it and inject it as the guest's own NMI: the target
+/// prints `core <id> received NMI`, this core waits for that (bounded) and prints
+/// `nmi-ipi: delivered`, or `nmi-ipi: NOT delivered …` and stops with
+/// [`EXIT_NMI_NOT_DELIVERED`].
+fn send_nmi_ipi(apic: X2Apic, target: u32) {
+    apic.send_ipi(target, DeliveryMode::Nmi, 0);
+    let timeout = tsc_ticks(NMI_TIMEOUT_MICROSECONDS);
+    let started = processor::rdtsc();
+    while !NMI_REPORTED.load(Ordering::Acquire) {
+        if processor::rdtsc().wrapping_sub(started) > timeout {
+            let received_on = NMI_RECEIVED_ON.load(Ordering::Acquire);
+            if received_on == 0 {
+                println!("nmi-ipi: NOT delivered (no core took an NMI)");
+            } else {
+                println!(
+                    "nmi-ipi: NOT delivered (core {} took it, not core {target})",
+                    received_on - 1
+                );
+            }
+            hypercall::stop_self(EXIT_NMI_NOT_DELIVERED);
+        }
+        core::hint::spin_loop();
+    }
+    println!("nmi-ipi: delivered");
 }
 
 /// `attack-ipi=<apic id>`: a fixed IPI, an NMI and an INIT at a core of another
@@ -182,12 +258,43 @@ fn timer_tick(_vector: u8) {
     }
 }
 
-/// Computes until `TICKS` reaches `target` or `timeout_tsc` passes. Returns whether the
-/// target was reached.
-fn compute_until(target: u64, timeout_tsc: u64) -> bool {
+/// `heartbeat=<ticks>`: the timer loop's line every `every` ticks, numbered from 1.
+struct Heartbeat {
+    every: u64,
+    /// The number of the next line.
+    next: u64,
+}
+
+impl Heartbeat {
+    /// Prints the lines due at `ticks` ticks: one per `every` ticks passed (one at a time
+    /// unless the loop fell behind). The line goes into the console ring and out through
+    /// the partition's own UART (passthrough ports, its own I/O APIC pin): no VM exit.
+    fn beat(&mut self, ticks: u64) {
+        while ticks >= self.next.saturating_mul(self.every) {
+            println!(
+                "timer: heartbeat {} ticks={ticks} max-jitter-so-far={}",
+                self.next,
+                MAX_JITTER.load(Ordering::Relaxed)
+            );
+            self.next += 1;
+        }
+    }
+}
+
+/// Computes until `TICKS` reaches `target` or `timeout_tsc` passes, with the heartbeat's
+/// lines (if any) between compute rounds. Returns whether the target was reached.
+fn compute_until(target: u64, timeout_tsc: u64, heartbeat: &mut Option<Heartbeat>) -> bool {
     let started = processor::rdtsc();
     let mut value: u64 = 0x9e37_79b9_7f4a_7c15;
-    while TICKS.load(Ordering::Relaxed) < target {
+    loop {
+        // The heartbeat before the target test: the loop's last tick gets its line too.
+        let ticks = TICKS.load(Ordering::Relaxed);
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.beat(ticks);
+        }
+        if ticks >= target {
+            return true;
+        }
         for _ in 0..COMPUTE_STEPS {
             // xorshift64: compute the optimiser cannot remove.
             value ^= value << 13;
@@ -199,12 +306,19 @@ fn compute_until(target: u64, timeout_tsc: u64) -> bool {
             return false;
         }
     }
-    true
 }
 
-/// `timer-loop=<milliseconds>`.
-pub fn timer_loop(text: &str) {
+/// `timer-loop=<milliseconds>`, with `heartbeat` the value of `heartbeat=<ticks>`.
+pub fn timer_loop(text: &str, heartbeat: Option<&str>) {
     let milliseconds = number_or_stop("timer-loop", text, EXIT_TIMER_FAILED).max(2);
+    let mut heartbeat = heartbeat.map(|text| {
+        let every = number_or_stop("heartbeat", text, EXIT_TIMER_FAILED);
+        if every == 0 {
+            println!("heartbeat: the interval must be at least one tick");
+            hypercall::stop_self(EXIT_TIMER_FAILED);
+        }
+        Heartbeat { every, next: 1 }
+    });
     let apic = apic_or_stop("timer", EXIT_TIMER_FAILED);
     let (tsc_hz, tsc_source) = time::tsc_frequency();
     let apic_hz = time::calibrate_apic_timer(apic);
@@ -228,7 +342,8 @@ pub fn timer_loop(text: &str) {
     };
 
     // From here to the second exit-count read nothing may exit: only passthrough x2APIC
-    // MSRs (LVT, initial count, divide, TSC deadline, EOI), RDTSC, compute.
+    // MSRs (LVT, initial count, divide, TSC deadline, EOI), RDTSC, compute, and the
+    // heartbeat's output to the partition's own UART.
     let exits_before = if on_tessera {
         hypercall::own_exit_count()
     } else {
@@ -237,7 +352,7 @@ pub fn timer_loop(text: &str) {
     apic.set_timer_divisor(1);
     apic.set_timer(TIMER_VECTOR, TimerMode::Periodic, false);
     apic.set_timer_initial_count(apic_count);
-    let mut completed = compute_until(periodic_ticks, timeout_tsc);
+    let mut completed = compute_until(periodic_ticks, timeout_tsc, &mut heartbeat);
     if completed && use_deadline {
         processor::disable_interrupts();
         // Switching the LVT to TSC-deadline mode disarms the count-down (Intel SDM Vol. 3A
@@ -249,7 +364,7 @@ pub fn timer_loop(text: &str) {
         DEADLINE_MODE.store(true, Ordering::Relaxed);
         apic.set_tsc_deadline(first);
         processor::enable_interrupts();
-        completed = compute_until(milliseconds, timeout_tsc);
+        completed = compute_until(milliseconds, timeout_tsc, &mut heartbeat);
     }
     processor::disable_interrupts();
     DEADLINE_MODE.store(false, Ordering::Relaxed);

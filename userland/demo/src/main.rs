@@ -19,6 +19,11 @@
 //! * `start-core=<apic id>`: start that core of the same partition by INIT-SIPI-SIPI;
 //!   it prints `core <id> up`, runs a small loop and sets a flag, on which this core
 //!   waits and prints `second core started` (status 7 on failure);
+//! * `nmi-ipi` (with `start-core`): the started core installs an NMI handler before it
+//!   sets its flag and then waits for an NMI; this core sends it one NMI IPI (x2APIC ICR,
+//!   delivery mode NMI, physical destination); the started core prints `core <id>
+//!   received NMI`, and this core, having waited for that, `nmi-ipi: delivered` (or
+//!   `nmi-ipi: NOT delivered …`, status 10);
 //! * `attack-ipi=<apic id>`: send a fixed IPI (vector 0xee), an NMI and an INIT to a core
 //!   of another partition, then print `attack-ipi: sent` (the hypervisor must drop them;
 //!   the victim treats vector 0xee or an NMI as unexpected and would stop with status 6);
@@ -30,7 +35,10 @@
 //!   half in TSC-deadline mode if CPUID 1 ECX bit 24 offers it) with compute between
 //!   ticks; print `timer: tsc-hz=… apic-timer-hz=… periodic-ticks=… tsc-deadline-ticks=…`
 //!   and `timer: ticks=<n> period=<tsc> max-jitter=<tsc> exits-during-loop=<n>`, the
-//!   exits counted with OwnExitCount (`n/a` without Tessera; status 8 on failure);
+//!   exits counted with OwnExitCount (`n/a` without Tessera; status 8 on failure); with
+//!   `heartbeat=<ticks>` the loop also prints `timer: heartbeat <n> ticks=<t>
+//!   max-jitter-so-far=<tsc>` every `<ticks>` ticks, `<n>` counting from 1 (into the
+//!   partition's own UART: no VM exit);
 //! * `ping=<channel>,<rounds>`: doorbell ping-pong over channel `<channel>` (table
 //!   order): wait for the peer's ready mark, then `rounds` times write a sequence number,
 //!   ring, HLT until the answer; print `ping-pong: rounds=<n> round-trip-min=<tsc>
@@ -67,6 +75,7 @@ const EXIT_MEASURE_FAILED: u64 = 5;
 const EXIT_CORE_START_FAILED: u64 = 7;
 const EXIT_TIMER_FAILED: u64 = 8;
 const EXIT_CHANNEL_FAILED: u64 = 9;
+const EXIT_NMI_NOT_DELIVERED: u64 = 10;
 
 /// How long to wait for the other partitions, in TSC ticks (about 7 s at 3 GHz; about
 /// 20 billion guest instructions under the deterministic emulator modes).
@@ -99,7 +108,7 @@ fn main(info: &BootInfo) {
         probe_outside(text);
     }
     if let Some(text) = command_line.value("start-core") {
-        interrupt_modes::start_core(info, text);
+        interrupt_modes::start_core(info, text, command_line.has_flag("nmi-ipi"));
     }
     if let Some(text) = command_line.value("attack-ipi") {
         interrupt_modes::attack_ipi(text);
@@ -108,7 +117,7 @@ fn main(info: &BootInfo) {
         interrupt_modes::attack_ioapic(text);
     }
     if let Some(text) = command_line.value("timer-loop") {
-        interrupt_modes::timer_loop(text);
+        interrupt_modes::timer_loop(text, command_line.value("heartbeat"));
     }
     if let Some(text) = command_line.value("ping") {
         channel::ping(text);

@@ -11,6 +11,10 @@
 //! The dispatcher:
 //! * calls the [`Handler`] installed with [`set_handler`] for the vector, then, for
 //!   vectors 32–255, signals end of interrupt to the local APIC (handlers must not);
+//!   a handler may be installed for an exception vector too, in particular for
+//!   [`NMI_VECTOR`] (an NMI IPI from another core of the partition): NMIs take no EOI,
+//!   and the processor blocks further NMIs until the stub's IRETQ (Intel SDM Vol. 3A
+//!   6.7.1), so an NMI handler must not wait for anything (no console lock: set a flag);
 //! * ignores the APIC's spurious vector (no EOI, Intel SDM Vol. 3A 11.9);
 //! * for any other vector — an exception, or an interrupt nobody asked for (such as an
 //!   IPI from outside the partition that got through) — prints
@@ -30,6 +34,8 @@ pub const EXCEPTION_EXIT_STATUS: u64 = 6;
 pub const VECTOR_COUNT: usize = 256;
 /// Vectors below this are processor exceptions (and NMI, vector 2).
 pub const FIRST_INTERRUPT_VECTOR: u8 = 32;
+/// The NMI's vector (Intel SDM Vol. 3A Table 6-1): fatal unless a handler is installed.
+pub const NMI_VECTOR: u8 = 2;
 /// The code segment selector of the runtime's 64-bit code (its GDT, see `boot`).
 const CODE_SELECTOR: u64 = 0x08;
 /// Gate type: present, DPL 0, 64-bit interrupt gate (Intel SDM Vol. 3A 6.14.1).
@@ -123,7 +129,8 @@ extern "C" {
     static tessera_interrupt_stubs: u8;
 }
 
-/// Installs `handler` for `vector`, replacing any earlier one.
+/// Installs `handler` for `vector`, replacing any earlier one. Any vector may have one,
+/// exceptions and [`NMI_VECTOR`] included (see the module comment).
 pub fn set_handler(vector: u8, handler: Handler) {
     HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
 }

@@ -4,8 +4,16 @@
 //! userland/linux/init.sh (`TESSERA-LINUX: init reached …`, `kernel: …`, `nproc: …`,
 //! `MemTotal: … kB`, `interrupts: …`, `restarts: …`, `TESSERA-LINUX: rebooting`,
 //! `TESSERA-LINUX: heartbeat <n>`); the real-time partition's console the demo guest's
-//! `timer: ticks=… max-jitter=… exits-during-loop=…`; the hypervisor's console the markers
-//! of [`crate::markers`] and `restarting:` / `restarted:` / `started:` lines.
+//! `timer: heartbeat <n> ticks=… max-jitter-so-far=…` (every `heartbeat=<ticks>` ticks of its
+//! loop) and `timer: ticks=… max-jitter=… exits-during-loop=…`; the hypervisor's console the
+//! markers of [`crate::markers`] and `restarting:` / `restarted:` / `started:` lines.
+//!
+//! "The real-time guest's heartbeat never stops during Linux's boot" is checked against the
+//! transcript's order of lines (the runner interleaves the consoles as it reads them, every
+//! 20 ms; a heartbeat comes every second): the heartbeats are numbered 1, 2, … with no gap up
+//! to the loop's end, and at least one falls between each Linux boot's first kernel line
+//! (`Linux version …`) and its `TESSERA-LINUX: init reached`, the boot after the reboot
+//! included.
 
 use std::path::Path;
 
@@ -23,6 +31,14 @@ pub const REBOOTING: &str = "TESSERA-LINUX: rebooting";
 pub const HEARTBEAT: &str = "TESSERA-LINUX: heartbeat ";
 /// The command-line word that makes /init reboot on its first boot.
 pub const REBOOT_TEST_WORD: &str = "tessera.reboot-test";
+/// The kernel's first log line (start_kernel's banner), the start of a Linux boot.
+pub const KERNEL_BANNER: &str = "Linux version ";
+/// The real-time guest's heartbeat (the demo guest's timer loop with `heartbeat=<ticks>`).
+pub const RT_HEARTBEAT: &str = "timer: heartbeat ";
+/// The demo guest's command-line key for the heartbeat interval, in timer ticks.
+pub const RT_HEARTBEAT_KEY: &str = "heartbeat=";
+/// Heartbeats of the real-time guest that must fall inside each Linux boot.
+pub const MIN_RT_HEARTBEATS_PER_BOOT: usize = 1;
 /// The least share of the partition's RAM that MemTotal must show (the kernel keeps its
 /// code, data, page structures and the initramfs: about 20% of 256 MiB for Debian 6.1).
 pub const MEMTOTAL_MIN_PERCENT: u64 = 70;
@@ -54,6 +70,9 @@ pub struct Expectations {
     pub reboot_test: bool,
     /// The other (real-time) partitions, by name.
     pub others: Vec<String>,
+    /// Their heartbeat interval in timer ticks (`heartbeat=<ticks>`; the first one that
+    /// names one), if any.
+    pub heartbeat_ticks: Option<u64>,
 }
 
 impl Expectations {
@@ -82,6 +101,13 @@ impl Expectations {
                 .filter(|partition| partition.name.as_str() != linux.name.as_str())
                 .map(|partition| partition.name.to_string())
                 .collect(),
+            heartbeat_ticks: table
+                .partitions
+                .iter()
+                .filter(|partition| partition.name.as_str() != linux.name.as_str())
+                .filter_map(|partition| partition.boot.cmdline.as_deref())
+                .flat_map(|line| line.split_whitespace())
+                .find_map(|word| word.strip_prefix(RT_HEARTBEAT_KEY)?.parse().ok()),
         })
     }
 }
@@ -158,6 +184,13 @@ pub struct TimerSummary {
     pub ticks: u64,
     pub max_jitter: u64,
     pub exits_during_loop: Option<u64>,
+}
+
+/// The number of a real-time heartbeat line (`timer: heartbeat <n> …`).
+pub fn rt_heartbeat(line: &str) -> Option<u64> {
+    line.contains(RT_HEARTBEAT)
+        .then(|| number_after(line, RT_HEARTBEAT))
+        .flatten()
 }
 
 pub fn timer_summary(line: &str) -> Option<TimerSummary> {
@@ -378,6 +411,14 @@ pub fn check_linux_rt(transcript: &Transcript, expected: &Expectations) -> Resul
         {
             failures.push(format!("partition {other} lost timer ticks"));
         }
+        check_rt_heartbeats(
+            transcript,
+            linux,
+            other,
+            expected.heartbeat_ticks,
+            summary.ticks,
+            &mut failures,
+        );
     }
 
     for partition in std::iter::once(linux).chain(expected.others.iter().map(String::as_str)) {
@@ -404,6 +445,88 @@ pub fn check_linux_rt(transcript: &Transcript, expected: &Expectations) -> Resul
     }
 }
 
+/// The real-time guest `other`'s heartbeats: numbered 1, 2, … with no gap, as many as its
+/// loop's `ticks` give at one per `every` ticks, and at least [`MIN_RT_HEARTBEATS_PER_BOOT`]
+/// between each of Linux's kernel banners and the `init reached` that follows it.
+fn check_rt_heartbeats(
+    transcript: &Transcript,
+    linux: &str,
+    other: &str,
+    every: Option<u64>,
+    ticks: u64,
+    failures: &mut Vec<String>,
+) {
+    let Some(every) = every.filter(|&every| every > 0) else {
+        failures.push(format!(
+            "the table gives partition {other} no `{RT_HEARTBEAT_KEY}<ticks>`: its heartbeat \
+             cannot be checked"
+        ));
+        return;
+    };
+    let heartbeats: Vec<(usize, u64)> = transcript
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.source == other)
+        .filter_map(|(index, line)| Some((index, rt_heartbeat(&line.text)?)))
+        .collect();
+    if let Some((expected, found)) = heartbeats
+        .iter()
+        .zip(1u64..)
+        .find(|((_, number), expected)| number != expected)
+        .map(|((_, number), expected)| (expected, *number))
+    {
+        failures.push(format!(
+            "partition {other}'s heartbeats are not consecutive: `{RT_HEARTBEAT}{found}` where \
+             {expected} was due"
+        ));
+    } else if heartbeats.len() as u64 != ticks / every {
+        failures.push(format!(
+            "partition {other} printed {} heartbeats, its {ticks} ticks give {} (one per \
+             {every})",
+            heartbeats.len(),
+            ticks / every
+        ));
+    }
+    // Each boot: its banner (the last before its `init reached` and after the previous
+    // boot's), then the heartbeats in between.
+    let mut previous_init = None;
+    for (boot, line) in transcript
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.source == linux && line.text.contains(INIT_REACHED))
+        .map(|(index, _)| index)
+        .enumerate()
+    {
+        let boot = boot + 1;
+        let after_previous = previous_init.map_or(0, |init| init + 1);
+        let banner = (after_previous..line).rev().find(|&index| {
+            let candidate = &transcript.lines[index];
+            candidate.source == linux && candidate.text.contains(KERNEL_BANNER)
+        });
+        previous_init = Some(line);
+        let Some(banner) = banner else {
+            failures.push(format!(
+                "Linux boot {boot} reached /init without a kernel banner (`{KERNEL_BANNER}…`) \
+                 before it"
+            ));
+            continue;
+        };
+        let during = heartbeats
+            .iter()
+            .filter(|(index, _)| (banner..line).contains(index))
+            .count();
+        if during < MIN_RT_HEARTBEATS_PER_BOOT {
+            failures.push(format!(
+                "partition {other}'s heartbeat stopped during Linux boot {boot}: {during} \
+                 heartbeats between `{KERNEL_BANNER}…` and `{INIT_REACHED}`, expected at least \
+                 {MIN_RT_HEARTBEATS_PER_BOOT}"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,15 +539,33 @@ mod tests {
             ram_kib: 262_144,
             reboot_test: true,
             others: vec!["rt".into()],
+            heartbeat_ticks: Some(1000),
         }
     }
 
-    fn boot(restarts: u64, then: &[&'static str]) -> Vec<(&'static str, String)> {
+    fn rt_heartbeat_line(number: u64) -> (&'static str, String) {
+        (
+            "rt",
+            format!(
+                "timer: heartbeat {number} ticks={} max-jitter-so-far=4000",
+                number * 1000
+            ),
+        )
+    }
+
+    /// One Linux boot, with the real-time guest's heartbeat `heartbeat` during it.
+    fn boot(restarts: u64, heartbeat: u64, then: &[&'static str]) -> Vec<(&'static str, String)> {
         let mut lines = vec![
+            (
+                "linux",
+                "[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)"
+                    .to_string(),
+            ),
             (
                 "linux",
                 "[    0.004828] x2apic: enabled by BIOS, switching to x2apic ops".to_string(),
             ),
+            rt_heartbeat_line(heartbeat),
             (
                 "linux",
                 "[    0.051615] Setting APIC routing to physical x2apic.".to_string(),
@@ -466,7 +607,7 @@ mod tests {
                 "started: partition=rt core=3 entry=0x100000 tsc=6".to_string(),
             ),
         ];
-        lines.extend(boot(0, &["TESSERA-LINUX: rebooting"]));
+        lines.extend(boot(0, 1, &["TESSERA-LINUX: rebooting"]));
         lines.push((
             HYPERVISOR,
             "restarting: partition=linux reason=reset-request core=1".into(),
@@ -481,11 +622,14 @@ mod tests {
         ));
         lines.extend(boot(
             1,
+            2,
             &["TESSERA-LINUX: heartbeat 1", "TESSERA-LINUX: heartbeat 2"],
         ));
+        lines.push(rt_heartbeat_line(3));
+        lines.push(rt_heartbeat_line(4));
         lines.push((
             "rt",
-            "timer: ticks=90000 period=2600000 max-jitter=4000 exits-during-loop=0".into(),
+            "timer: ticks=4000 period=2600000 max-jitter=4000 exits-during-loop=0".into(),
         ));
         lines.push((HYPERVISOR, "power-off: requested by rt".into()));
         lines.push((
@@ -645,7 +789,7 @@ mod tests {
             found.iter().any(|f| f.contains("polled console")),
             "{found:?}"
         );
-        let found = failures(&without(&good_lines(), "heartbeat 2"));
+        let found = failures(&without(&good_lines(), "TESSERA-LINUX: heartbeat 2"));
         assert_eq!(
             found,
             ["1 heartbeat lines after the last /init, expected at least 2"]
@@ -713,7 +857,7 @@ mod tests {
         let mut early = good_lines();
         let summary = early
             .iter()
-            .position(|(source, _)| *source == "rt")
+            .position(|(_, text)| text.starts_with("timer: ticks="))
             .unwrap();
         let line = early.remove(summary);
         early.insert(4, line);
@@ -728,6 +872,118 @@ mod tests {
             "contained: partition=rt core=3 reason=npf address=0x0".into(),
         ));
         assert!(failures(&contained).contains(&"partition rt was contained".to_string()));
+    }
+
+    #[test]
+    fn reads_the_rt_heartbeats() {
+        assert_eq!(
+            rt_heartbeat("timer: heartbeat 17 ticks=17000 max-jitter-so-far=5"),
+            Some(17)
+        );
+        assert_eq!(rt_heartbeat("TESSERA-LINUX: heartbeat 3"), None);
+        assert_eq!(
+            rt_heartbeat("timer: ticks=10 period=5 max-jitter=7 exits-during-loop=0"),
+            None
+        );
+    }
+
+    /// `lines` with the real-time heartbeat `number` moved to just before the line that
+    /// contains `before` (the `occurrence`-th such line, from 0).
+    fn heartbeat_moved(
+        lines: &[(&'static str, String)],
+        number: u64,
+        before: &str,
+        occurrence: usize,
+    ) -> Vec<(&'static str, String)> {
+        let mut lines = lines.to_vec();
+        let heartbeat = rt_heartbeat_line(number);
+        let from = lines.iter().position(|line| *line == heartbeat).unwrap();
+        let line = lines.remove(from);
+        let to = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, text))| text.contains(before))
+            .nth(occurrence)
+            .unwrap()
+            .0;
+        lines.insert(to, line);
+        lines
+    }
+
+    #[test]
+    fn fails_when_the_rt_heartbeat_stops_during_a_linux_boot() {
+        // The heartbeat stops during the boot after the reboot and resumes after /init:
+        // numbered without a gap, but none between that boot's banner and its /init.
+        let stalled = heartbeat_moved(&good_lines(), 2, "TESSERA-LINUX: heartbeat 1", 0);
+        assert_eq!(
+            failures(&stalled),
+            [
+                "partition rt's heartbeat stopped during Linux boot 2: 0 heartbeats between \
+              `Linux version …` and `TESSERA-LINUX: init reached`, expected at least 1"
+            ]
+        );
+        // The same during the first boot: its heartbeat comes only after the reboot began.
+        let stalled = heartbeat_moved(&good_lines(), 1, "restarting: partition=linux", 0);
+        assert_eq!(
+            failures(&stalled),
+            [
+                "partition rt's heartbeat stopped during Linux boot 1: 0 heartbeats between \
+              `Linux version …` and `TESSERA-LINUX: init reached`, expected at least 1"
+            ]
+        );
+        // A heartbeat before the banner does not count for the boot.
+        let early = heartbeat_moved(&good_lines(), 2, "Linux version", 1);
+        assert_eq!(failures(&early).len(), 1);
+        // Lost heartbeats: a gap in the numbers, or the last ones missing.
+        let gap = without(&good_lines(), "timer: heartbeat 2 ");
+        assert_eq!(
+            failures(&gap),
+            [
+                "partition rt's heartbeats are not consecutive: `timer: heartbeat 3` where 2 \
+                 was due",
+                "partition rt's heartbeat stopped during Linux boot 2: 0 heartbeats between \
+                 `Linux version …` and `TESSERA-LINUX: init reached`, expected at least 1",
+            ]
+        );
+        let ended = without(&good_lines(), "timer: heartbeat 4 ");
+        assert_eq!(
+            failures(&ended),
+            ["partition rt printed 3 heartbeats, its 4000 ticks give 4 (one per 1000)"]
+        );
+        // No heartbeat at all (a table without `heartbeat=`, or a guest that never beats).
+        let silent = without(&good_lines(), "timer: heartbeat");
+        let found = failures(&silent);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("partition rt printed 0 heartbeats"));
+        let unconfigured = check_linux_rt(
+            &transcript(&good_lines(), EmulatorExit::Exited(0)),
+            &Expectations {
+                heartbeat_ticks: None,
+                ..expected()
+            },
+        );
+        assert_eq!(
+            unconfigured,
+            Err(vec![
+                "the table gives partition rt no `heartbeat=<ticks>`: its heartbeat cannot be \
+                 checked"
+                    .to_string()
+            ])
+        );
+        // A boot without its kernel banner cannot be judged.
+        let bannerless = without(&good_lines(), "Linux version");
+        let found = failures(&bannerless);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("Linux boot 1 reached /init without a kernel banner"));
+        // The loop's own count of exits stays required alongside the heartbeat.
+        let disturbed: Vec<_> = good_lines()
+            .into_iter()
+            .map(|(source, text)| (source, text.replace("exits-during-loop=0", "")))
+            .collect();
+        assert_eq!(
+            failures(&disturbed),
+            ["partition rt does not know its exit count (not on Tessera?)"]
+        );
     }
 
     #[test]
@@ -793,6 +1049,7 @@ mod tests {
                 ram_kib: 262_144,
                 reboot_test: true,
                 others: vec!["rt".into()],
+                heartbeat_ticks: Some(1000),
             }
         );
     }
