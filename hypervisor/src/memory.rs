@@ -85,9 +85,20 @@ pub fn build_stage2_tables(
 /// The host-physical bytes behind guest range `[guest, guest + length)` of a partition's
 /// RAM, if one mapping covers it whole.
 fn host_range(memory: &[MemoryMapping], guest: u64, length: u64) -> Option<u64> {
+    host_address(memory, guest, length, |kind| kind == MappingKind::Ram)
+}
+
+/// The host-physical address of guest range `[guest, guest + length)` if one mapping of an
+/// accepted kind covers it whole.
+fn host_address(
+    memory: &[MemoryMapping],
+    guest: u64,
+    length: u64,
+    accepted: impl Fn(MappingKind) -> bool,
+) -> Option<u64> {
     memory.iter().find_map(|mapping| {
         let offset = guest.checked_sub(mapping.guest)?;
-        (mapping.kind == MappingKind::Ram && offset.checked_add(length)? <= mapping.host.size)
+        (accepted(mapping.kind) && offset.checked_add(length)? <= mapping.host.size)
             .then_some(mapping.host.base + offset)
     })
 }
@@ -202,10 +213,8 @@ pub fn read_guest_u64(partition: &Partition, guest: u64) -> Option<u64> {
     if !guest.is_multiple_of(8) {
         return None;
     }
-    let host = partition.memory.iter().find_map(|mapping| {
-        let offset = guest.checked_sub(mapping.guest)?;
-        (mapping.kind != MappingKind::DeviceMmio && offset < mapping.host.size)
-            .then_some(mapping.host.base + offset)
+    let host = host_address(partition.memory, guest, 8, |kind| {
+        kind != MappingKind::DeviceMmio
     })?;
     // SAFETY: the word lies inside memory the table gives this partition (validated disjoint
     // from the hypervisor), identity-mapped below 4 GiB (checked at boot); an aligned u64

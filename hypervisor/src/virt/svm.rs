@@ -153,10 +153,10 @@ impl PermissionMaps {
     /// Fills both maps from the partition's ports and the shared MSR policy. Ports above
     /// 0xFFFF (the third IOPM page, for accesses that wrap) stay intercepted.
     pub fn build(&mut self, ports: &[tessera_abi::table::Range]) {
-        let mut bitmap = [0u8; 8192];
-        tessera_policy::io_bitmap::build_io_bitmap(ports, &mut bitmap);
-        self.io[..8192].copy_from_slice(&bitmap);
-        self.io[8192..].fill(0xFF);
+        let (ports_bitmap, beyond) = self.io.split_at_mut(8192);
+        let ports_bitmap: &mut [u8; 8192] = ports_bitmap.try_into().expect("8 KiB by construction");
+        tessera_policy::io_bitmap::build_io_bitmap(ports, ports_bitmap);
+        beyond.fill(0xFF);
         tessera_policy::msr::build_svm_msr_permission_map(&mut self.msr);
     }
 }
