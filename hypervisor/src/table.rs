@@ -1,5 +1,6 @@
-//! The partition table, as the build lowered it (see config/ and build.rs), and the sizes
-//! of the static state derived from it.
+//! The partition table, as the build lowered it (see config/ and build.rs), the sizes of
+//! the static state derived from it, and the typed indices into it. The bottom floor: every
+//! layer may read it, it reads nothing of theirs.
 
 include!(concat!(env!("OUT_DIR"), "/machine.rs"));
 
@@ -16,13 +17,44 @@ pub const STAGE2_TABLE_PAGES: usize = {
 
 const _: () = assert!(CPU_COUNT > 0 && PARTITION_COUNT > 0);
 
+/// A core's x2APIC ID, as the hardware and the table name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApicId(pub u32);
+
+impl core::fmt::Display for ApicId {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+/// A core's position in the table's core list (`MACHINE.cpus`): the index of its static
+/// per-core state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreIndex(pub usize);
+
+/// A partition's position in the table (`MACHINE.partitions`): the index of its run-time
+/// state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionIndex(pub usize);
+
+impl PartitionIndex {
+    /// The partition's entry in the table.
+    pub fn partition(self) -> &'static tessera_abi::table::Partition {
+        &MACHINE.partitions[self.0]
+    }
+}
+
 /// Index of a core (by x2APIC ID) in the table's core list.
-pub fn cpu_index(apic_id: u32) -> Option<usize> {
-    MACHINE.cpus.iter().position(|&id| id == apic_id)
+pub fn cpu_index(apic_id: ApicId) -> Option<CoreIndex> {
+    MACHINE
+        .cpus
+        .iter()
+        .position(|&id| id == apic_id.0)
+        .map(CoreIndex)
 }
 
 /// The partition that owns core `apic_id`, and the core's position within the partition.
-pub fn partition_of_cpu(apic_id: u32) -> Option<(usize, usize)> {
+pub fn partition_of_cpu(apic_id: ApicId) -> Option<(PartitionIndex, usize)> {
     MACHINE
         .partitions
         .iter()
@@ -31,7 +63,7 @@ pub fn partition_of_cpu(apic_id: u32) -> Option<(usize, usize)> {
             description
                 .cpus
                 .iter()
-                .position(|&id| id == apic_id)
-                .map(|position| (partition, position))
+                .position(|&id| id == apic_id.0)
+                .map(|position| (PartitionIndex(partition), position))
         })
 }

@@ -5,6 +5,7 @@
 //! arch/virt modules do the privileged work (write VMCB/VMCS fields, load page-table roots,
 //! send IPIs); the modules below decide *what* to write:
 //!
+//! * [`bytes`]: bounds-checked little-endian reads, shared by every parser.
 //! * [`range`]: address-range arithmetic.
 //! * [`stage2`]: nested (AMD NPT) / extended (Intel EPT) page-table planning, building, walking.
 //! * [`io_bitmap`]: the I/O-port intercept bitmap.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi_s5;
+pub mod bytes;
 pub mod cpuid;
 pub mod guest_walk;
 pub mod icr;

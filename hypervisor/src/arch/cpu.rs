@@ -199,10 +199,21 @@ pub struct ExceptionFrame {
     pub ss: u64,
 }
 
+/// What the hypervisor does with an NMI it takes itself (not as a VM exit). The runtime
+/// registers it at boot, so this leaf module calls nothing above it.
+static NMI_HANDLER: spin::Once<fn()> = spin::Once::new();
+
+/// Sets the handler of NMIs taken in the hypervisor. Called once by the bootstrap core.
+pub fn set_nmi_handler(handler: fn()) {
+    NMI_HANDLER.call_once(|| handler);
+}
+
 #[no_mangle]
 extern "C" fn tessera_exception(frame: &ExceptionFrame) {
     if frame.vector == 2 {
-        crate::smp::host_nmi();
+        if let Some(handler) = NMI_HANDLER.get() {
+            handler();
+        }
         return;
     }
     let cr2: u64;

@@ -46,3 +46,16 @@ pub unsafe fn write(msr: u32, value: u64) {
             options(nostack, preserves_flags))
     };
 }
+
+/// This core's IA32_APIC_BASE.
+pub fn apic_base() -> u64 {
+    // SAFETY: APIC_BASE exists on every CPU the hypervisor accepts (x2APIC is required at
+    // boot); reading it has no side effects.
+    unsafe { read(IA32_APIC_BASE) }
+}
+
+/// IA32_ARCH_CAPABILITIES, if the processor has it (CPUID.7.0:EDX bit 29, SDM vol. 4).
+pub fn arch_capabilities() -> Option<u64> {
+    // SAFETY: CPUID said the MSR exists; reading it has no side effects.
+    (super::cpuid::query(7, 0)[3] & (1 << 29) != 0).then(|| unsafe { read(IA32_ARCH_CAPABILITIES) })
+}

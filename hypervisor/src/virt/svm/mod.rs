@@ -5,12 +5,11 @@
 //! take the next RIP from EXITINFO2 (APM §15.10.2).
 
 use super::{
-    Exception, Exit, GeneralRegisters, InstructionContext, Register, Segment, StartState,
+    Exception, Exit, GeneralRegisters, InstructionContext, IoAccess, Register, Segment, StartState,
     VirtualCpu, RSP,
 };
 use crate::arch::msr;
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 use tessera_policy::guest_walk::PagingRegisters;
 
 /// VMCB control-area offsets (APM vol. 2 appendix B, table B-1).
@@ -159,6 +158,11 @@ impl PermissionMaps {
         beyond.fill(0xFF);
         tessera_policy::msr::build_svm_msr_permission_map(&mut self.msr);
     }
+
+    /// Where the processor finds the maps (identity-mapped: the linear address).
+    pub fn physical_address(&self) -> u64 {
+        self as *const Self as u64
+    }
 }
 
 /// The SVM state one core owns: its guest VMCB, a VMCB for the host's VMSAVE state, the
@@ -284,7 +288,7 @@ impl SvmVcpu {
             exit_code::CPUID => Exit::Cpuid,
             // APM §15.10.2: EXITINFO1 bit 0 = IN, bit 2 = string, bit 3 = REP, bits 4–6 =
             // operand size one-hot, bits 31:16 = port; EXITINFO2 = next RIP.
-            exit_code::IOIO => Exit::Io {
+            exit_code::IOIO => Exit::Io(IoAccess {
                 port: (info1 >> 16) as u16,
                 size: if info1 & (1 << 4) != 0 {
                     1
@@ -297,7 +301,7 @@ impl SvmVcpu {
                 string: info1 & (1 << 2) != 0,
                 repeat: info1 & (1 << 3) != 0,
                 next_rip: info2,
-            },
+            }),
             // APM §15.11: EXITINFO1 = 0 for RDMSR, 1 for WRMSR.
             exit_code::MSR => {
                 let msr = self.register(Register::Rcx) as u32;
@@ -480,12 +484,6 @@ impl VirtualCpu for SvmVcpu {
             .write_u64(control::EVENT_INJECTION, 2 | (2 << 8) | (1 << 31));
     }
 }
-
-/// Cell for per-partition permission maps built by the bootstrap core before other cores run.
-pub struct PermissionMapsCell(pub UnsafeCell<PermissionMaps>);
-// SAFETY: written only by the bootstrap core during boot, before any other core starts;
-// afterwards read only by the processor (through IOPM_BASE/MSRPM_BASE).
-unsafe impl Sync for PermissionMapsCell {}
 
 // svm_run(registers: rdi, guest_vmcb: rsi, host_vmcb: rdx)
 // The register block is a GeneralRegisters: register n at offset n × 8 (RAX and RSP are in

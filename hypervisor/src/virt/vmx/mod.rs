@@ -7,11 +7,12 @@
 //! natively, SDM §26.6.2) under EPT, with its own VPID.
 
 use super::{
-    Exception, Exit, GeneralRegisters, InstructionContext, Register, StartState, VirtualCpu, RSP,
+    Exception, Exit, GeneralRegisters, InstructionContext, IoAccess, Register, StartState,
+    VirtualCpu, RSP,
 };
-use crate::arch::{cpu::CoreDescriptors, cpuid, msr};
+use crate::arch::{cpu::CoreDescriptors, cpuid, msr, x2apic};
+use crate::table::{self, CPU_COUNT};
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
 use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::vmx::{self as policy, ControlRegisterAccess, ControlWord, MissingControl};
@@ -425,17 +426,16 @@ fn vmwrite(field: u64, value: u64) {
 
 /// Per core: whether its VMCS is current and whether the preemption timer may be armed
 /// (0 = no VMCS, 1 = VMCS without timer, 2 = VMCS with timer). Read by the NMI handler.
-static VMCS_STATE: [AtomicU8; crate::table::CPU_COUNT] =
-    [const { AtomicU8::new(0) }; crate::table::CPU_COUNT];
+static VMCS_STATE: [AtomicU8; CPU_COUNT] = [const { AtomicU8::new(0) }; CPU_COUNT];
 
 /// Called from the hypervisor's NMI handler: makes the next VM entry on this core exit at
 /// once (VMX-preemption timer armed at zero, SDM §26.7.4), so a signal that arrived while
 /// the core was in the hypervisor is seen before the guest runs on.
 pub fn exit_soon_after_entry() {
-    let Some(index) = crate::table::cpu_index(crate::arch::x2apic::current_id()) else {
+    let Some(index) = table::cpu_index(x2apic::current_id()) else {
         return;
     };
-    if VMCS_STATE[index].load(Ordering::Acquire) == 2 {
+    if VMCS_STATE[index.0].load(Ordering::Acquire) == 2 {
         vmwrite(field::GUEST_PREEMPTION_TIMER, 0);
         let pin_based = vmread(field::PIN_BASED_CONTROLS);
         vmwrite(
@@ -476,12 +476,12 @@ impl PermissionMaps {
         tessera_policy::io_bitmap::build_io_bitmap(ports, &mut self.io);
         tessera_policy::msr::build_vmx_msr_bitmap(&mut self.msr);
     }
-}
 
-pub struct PermissionMapsCell(pub UnsafeCell<PermissionMaps>);
-// SAFETY: written only by the bootstrap core during boot, before any other core starts;
-// afterwards read only by the processor.
-unsafe impl Sync for PermissionMapsCell {}
+    /// Where the processor finds the maps (identity-mapped: the linear address).
+    pub fn physical_address(&self) -> u64 {
+        self as *const Self as u64
+    }
+}
 
 /// The VMX state one core owns.
 #[repr(C, align(4096))]
@@ -552,8 +552,8 @@ impl VmxVcpu {
         let unrestricted = CR0_PE | CR0_PG;
         let cr0_owned = (capabilities.cr0_fixed0 & !unrestricted) | !capabilities.cr0_fixed1;
         let cr4_owned = capabilities.cr4_fixed0 | !capabilities.cr4_fixed1;
-        if let Some(index) = crate::table::cpu_index(crate::arch::x2apic::current_id()) {
-            VMCS_STATE[index].store(
+        if let Some(index) = table::cpu_index(x2apic::current_id()) {
+            VMCS_STATE[index.0].store(
                 if capabilities.preemption_timer { 2 } else { 1 },
                 Ordering::Release,
             );
@@ -697,14 +697,14 @@ impl VmxVcpu {
             exit_reason::CPUID => Exit::Cpuid,
             // SDM §28.2.1 table 28-5: bits 2:0 size - 1, bit 3 IN, bit 4 string, bit 5 REP,
             // bits 31:16 port.
-            exit_reason::IO => Exit::Io {
+            exit_reason::IO => Exit::Io(IoAccess {
                 port: (qualification >> 16) as u16,
                 size: (qualification & 0b111) as u8 + 1,
                 input: qualification & (1 << 3) != 0,
                 string: qualification & (1 << 4) != 0,
                 repeat: qualification & (1 << 5) != 0,
                 next_rip: self.rip() + vmread(field::EXIT_INSTRUCTION_LENGTH),
-            },
+            }),
             exit_reason::RDMSR => Exit::MsrRead {
                 msr: self.register(Register::Rcx) as u32,
             },

@@ -1,8 +1,10 @@
 //! Partitions at run time: their state, their exit counters, and containment — stopping
 //! one partition on all of its cores while every other partition runs on.
 
-use crate::table::{MACHINE, PARTITION_COUNT};
-use crate::virt::{CoreContext, ExitReason};
+use super::cores;
+use crate::arch::{pause, tsc};
+use crate::exits::{Containment, CoreContext, Counter, ExitReason};
+use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use tessera_abi::hypercall::PartitionState;
 use tessera_abi::table::FaultPolicy;
@@ -40,13 +42,15 @@ impl Runtime {
 
 static RUNTIME: [Runtime; PARTITION_COUNT] = [const { Runtime::new() }; PARTITION_COUNT];
 
-pub fn state(partition: usize) -> PartitionState {
-    PartitionState::from_number(u64::from(RUNTIME[partition].state.load(Ordering::Acquire)))
-        .unwrap_or(PartitionState::Faulted)
+pub fn state(partition: PartitionIndex) -> PartitionState {
+    PartitionState::from_number(u64::from(
+        RUNTIME[partition.0].state.load(Ordering::Acquire),
+    ))
+    .unwrap_or(PartitionState::Faulted)
 }
 
-pub fn set_running(partition: usize) {
-    let _ = RUNTIME[partition].state.compare_exchange(
+pub fn set_running(partition: PartitionIndex) {
+    let _ = RUNTIME[partition.0].state.compare_exchange(
         PartitionState::Starting as u8,
         PartitionState::Running as u8,
         Ordering::AcqRel,
@@ -55,49 +59,31 @@ pub fn set_running(partition: usize) {
 }
 
 /// Whether the partition has been told to stop (its cores leave the guest and park).
-pub fn is_stopping(partition: usize) -> bool {
+pub fn is_stopping(partition: PartitionIndex) -> bool {
     state(partition).is_final()
 }
 
-pub fn count_exit(partition: usize, reason: ExitReason) {
-    RUNTIME[partition].exits[reason as usize].fetch_add(1, Ordering::Relaxed);
+pub fn count_exit(partition: PartitionIndex, reason: ExitReason) {
+    RUNTIME[partition.0].exits[reason as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Every exit the partition has caused so far.
-pub fn total_exits(partition: usize) -> u64 {
-    RUNTIME[partition]
+pub fn total_exits(partition: PartitionIndex) -> u64 {
+    RUNTIME[partition.0]
         .exits
         .iter()
         .map(|count| count.load(Ordering::Relaxed))
         .sum()
 }
 
-pub fn count_unassigned_port(partition: usize) {
-    RUNTIME[partition]
-        .unassigned_ports
-        .fetch_add(1, Ordering::Relaxed);
-}
-
-pub fn count_refused_ioapic_write(partition: usize) {
-    RUNTIME[partition]
-        .refused_ioapic_writes
-        .fetch_add(1, Ordering::Relaxed);
-}
-
-pub fn count_dropped_ipis(partition: usize, count: u32) {
-    RUNTIME[partition]
-        .dropped_ipis
-        .fetch_add(u64::from(count), Ordering::Relaxed);
-}
-
-/// A fault the hypervisor contains, for the log.
-pub struct Containment {
-    /// Stable short name of the reason (`npf`, `triple-fault`, …).
-    pub reason: &'static str,
-    /// The guest-physical address involved, if any.
-    pub address: u64,
-    pub detail: &'static str,
-    pub rip: u64,
+pub fn count(partition: PartitionIndex, counter: Counter, amount: u64) {
+    let runtime = &RUNTIME[partition.0];
+    let slot = match counter {
+        Counter::UnassignedPort => &runtime.unassigned_ports,
+        Counter::DroppedIpi => &runtime.dropped_ipis,
+        Counter::RefusedIoapicWrite => &runtime.refused_ioapic_writes,
+    };
+    slot.fetch_add(amount, Ordering::Relaxed);
 }
 
 /// Stops the partition of `context` after a fault it caused, or restarts it, per its
@@ -174,20 +160,20 @@ pub const RESTART_LIMIT: u32 = 16;
 
 /// Asks every core of the partition to take part in a restart (see [`restart_rendezvous`]).
 fn request_restart(context: &CoreContext) {
-    RUNTIME[context.partition_index]
+    RUNTIME[context.partition_index.0]
         .generation
         .fetch_add(1, Ordering::AcqRel);
     signal_other_cores(context);
 }
 
 /// How often the partition has been restarted.
-pub fn restarts(partition: usize) -> u32 {
-    RUNTIME[partition].restarts.load(Ordering::Acquire)
+pub fn restarts(partition: PartitionIndex) -> u32 {
+    RUNTIME[partition.0].restarts.load(Ordering::Acquire)
 }
 
 /// The restart generation a core compares with the one it last saw.
-pub fn generation(partition: usize) -> u32 {
-    RUNTIME[partition].generation.load(Ordering::Acquire)
+pub fn generation(partition: PartitionIndex) -> u32 {
+    RUNTIME[partition.0].generation.load(Ordering::Acquire)
 }
 
 /// What a core does when it sees a new restart generation. Every core of the partition
@@ -200,16 +186,16 @@ pub fn restart_rendezvous(
     generation: u32,
     reload: impl FnOnce(),
 ) {
-    let runtime = &RUNTIME[context.partition_index];
+    let runtime = &RUNTIME[context.partition_index.0];
     runtime.parked.fetch_add(1, Ordering::AcqRel);
     if is_boot_core {
         let cores = context.partition.cpus.len() as u32;
-        let start = crate::arch::tsc::read();
-        let budget = crate::arch::tsc::khz().max(1_000_000) * 1000;
+        let start = tsc::read();
+        let budget = tsc::khz().max(1_000_000) * 1000;
         while runtime.parked.load(Ordering::Acquire) < cores
-            && crate::arch::tsc::read().wrapping_sub(start) < budget
+            && tsc::read().wrapping_sub(start) < budget
         {
-            crate::arch::pause();
+            pause();
         }
         runtime.parked.store(0, Ordering::Release);
         reload();
@@ -225,13 +211,13 @@ pub fn restart_rendezvous(
         while runtime.released.load(Ordering::Acquire) != generation
             && !is_stopping(context.partition_index)
         {
-            crate::arch::pause();
+            pause();
         }
     }
 }
 
-fn transition(partition: usize, to: PartitionState) -> bool {
-    let runtime = &RUNTIME[partition];
+fn transition(partition: PartitionIndex, to: PartitionState) -> bool {
+    let runtime = &RUNTIME[partition.0];
     let mut current = runtime.state.load(Ordering::Acquire);
     loop {
         let state =
@@ -253,8 +239,8 @@ fn transition(partition: usize, to: PartitionState) -> bool {
 /// final state and parks.
 fn signal_other_cores(context: &CoreContext) {
     for &apic_id in context.partition.cpus {
-        if apic_id != context.apic_id {
-            crate::smp::signal(apic_id, None);
+        if apic_id != context.apic_id.0 {
+            cores::signal(ApicId(apic_id), None);
         }
     }
 }
@@ -263,6 +249,7 @@ fn signal_other_cores(context: &CoreContext) {
 pub fn print_counters() {
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let runtime = &RUNTIME[index];
+        let index = PartitionIndex(index);
         let mut line = heapless::String::<512>::new();
         let _ = core::fmt::write(
             &mut line,
@@ -296,6 +283,6 @@ pub fn print_counters() {
 }
 
 /// A partition that could not be started (its image failed to load).
-pub fn mark_failed(partition: usize) {
+pub fn mark_failed(partition: PartitionIndex) {
     transition(partition, PartitionState::Faulted);
 }

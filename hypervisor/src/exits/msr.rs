@@ -3,10 +3,10 @@
 //! backend, ICR writes through the IPI filter; any other intercepted MSR gets #GP, as an
 //! MSR the processor does not implement would.
 
-use crate::arch::msr;
-use crate::partition;
-use crate::smp::{self, Message};
-use crate::virt::{CoreContext, Exception, Flow, Register, VirtualCpu};
+use super::{CoreContext, Counter, Flow, Message, PartitionControl};
+use crate::arch::{msr, x2apic};
+use crate::table::ApicId;
+use crate::virt::{Exception, Register, VirtualCpu};
 use tessera_policy::icr::{self, IcrAction};
 
 const INSTRUCTION_LENGTH: u64 = 2; // RDMSR and WRMSR are 0F 32 / 0F 30
@@ -14,10 +14,9 @@ const INSTRUCTION_LENGTH: u64 = 2; // RDMSR and WRMSR are 0F 32 / 0F 30
 pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> Flow {
     let value = match number {
         msr::IA32_APIC_BASE => {
-            // SAFETY: APIC_BASE exists on every CPU the hypervisor accepts (x2APIC required).
-            let host = unsafe { msr::read(msr::IA32_APIC_BASE) };
+            let host = msr::apic_base();
             // The guest's boot core sees the BSP flag, whatever the physical core is.
-            let is_boot_core = context.partition.cpus.first() == Some(&context.apic_id);
+            let is_boot_core = context.partition.cpus.first() == Some(&context.apic_id.0);
             (host & !msr::APIC_BASE_BSP) | if is_boot_core { msr::APIC_BASE_BSP } else { 0 }
         }
         msr::IA32_EFER => vcpu.read_efer(),
@@ -25,13 +24,7 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
         // and IA32_XAPIC_DISABLE_STATUS bit 0): Linux ≥ 6.0 then keeps x2APIC mode even with
         // an IOAPIC and no interrupt remapping, which the trap model needs (docs/linux-guest.md).
         msr::IA32_ARCH_CAPABILITIES => {
-            let native = if crate::arch::cpuid::query(7, 0)[3] & (1 << 29) != 0 {
-                // SAFETY: CPUID.7.0:EDX[29] says the MSR exists.
-                unsafe { msr::read(msr::IA32_ARCH_CAPABILITIES) }
-            } else {
-                0
-            };
-            native | msr::ARCH_CAPABILITIES_XAPIC_DISABLE
+            msr::arch_capabilities().unwrap_or(0) | msr::ARCH_CAPABILITIES_XAPIC_DISABLE
         }
         msr::IA32_XAPIC_DISABLE_STATUS => msr::XAPIC_DISABLE_STATUS_LEGACY_DISABLED,
         _ => {
@@ -45,11 +38,16 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
     Flow::Resume
 }
 
-pub fn write(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32, value: u64) -> Flow {
+pub fn write(
+    vcpu: &mut impl VirtualCpu,
+    context: &CoreContext,
+    control: &impl PartitionControl,
+    number: u32,
+    value: u64,
+) -> Flow {
     match number {
         msr::IA32_APIC_BASE => {
-            // SAFETY: as in `read`.
-            let host = unsafe { msr::read(msr::IA32_APIC_BASE) };
+            let host = msr::apic_base();
             // Only a write that changes nothing but the BSP flag is accepted: no leaving
             // x2APIC mode, no relocation (SDM vol. 3 §11.12.5 would otherwise apply).
             if (value ^ host) & !msr::APIC_BASE_BSP != 0 {
@@ -67,27 +65,29 @@ pub fn write(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32, val
         msr::X2APIC_ICR => {
             let decision = icr::filter(
                 &icr::Icr::decode(value),
-                context.apic_id,
+                context.apic_id.0,
                 context.partition.cpus,
             );
             let targets = decision.targets.apic_ids(context.partition.cpus);
             match decision.action {
                 IcrAction::Send { icr_template } => {
                     for apic_id in targets {
-                        crate::arch::x2apic::send_raw(icr::with_destination(icr_template, apic_id));
+                        x2apic::send_raw(icr::with_destination(icr_template, apic_id));
                     }
                 }
                 IcrAction::Init => {
-                    targets.for_each(|apic_id| smp::signal(apic_id, Some(Message::Init)))
+                    targets.for_each(|apic_id| control.send_message(ApicId(apic_id), Message::Init))
                 }
-                IcrAction::StartUp { vector } => targets
-                    .for_each(|apic_id| smp::signal(apic_id, Some(Message::StartUp { vector }))),
+                IcrAction::StartUp { vector } => targets.for_each(|apic_id| {
+                    control.send_message(ApicId(apic_id), Message::StartUp { vector })
+                }),
                 IcrAction::Drop(_) => {}
             }
             if decision.dropped_destinations != 0 {
-                partition::count_dropped_ipis(
-                    context.partition_index,
-                    decision.dropped_destinations,
+                control.count(
+                    context,
+                    Counter::DroppedIpi,
+                    u64::from(decision.dropped_destinations),
                 );
             }
         }

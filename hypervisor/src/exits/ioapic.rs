@@ -3,10 +3,10 @@
 //! through the partition's view (tessera_policy::ioapic), which lets a partition program
 //! only the pins its devices own, toward its own cores.
 
-use crate::arch::ioapic;
-use crate::partition;
+use super::{Containment, CoreContext, Counter, Flow, PartitionControl};
+use crate::arch::{guest_memory, ioapic};
 use crate::table::{MACHINE, PARTITION_COUNT};
-use crate::virt::{CoreContext, Flow, VirtualCpu};
+use crate::virt::VirtualCpu;
 use spin::Mutex;
 use tessera_policy::guest_walk::{self, WalkAccess};
 use tessera_policy::ioapic::{IoapicView, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET, MASKED};
@@ -55,13 +55,18 @@ pub fn covers(guest_physical: u64) -> bool {
 }
 
 /// Emulates the MOV that touched the IOAPIC page at `guest_physical`.
-pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext, guest_physical: u64) -> Flow {
+pub fn handle(
+    vcpu: &mut impl VirtualCpu,
+    context: &CoreContext,
+    control: &impl PartitionControl,
+    guest_physical: u64,
+) -> Flow {
     let Some(table) = MACHINE.ioapic else {
         return Flow::Resume;
     };
     let instruction_context = vcpu.instruction_context();
     let mut bytes = [0u8; MAX_LENGTH];
-    let read_memory = |address| crate::memory::read_guest_u64(context.partition, address);
+    let read_memory = |address| guest_memory::read_u64(context.partition, address);
     // An instruction near the end of a page may be shorter than 15 bytes: fetch what can be.
     let fetched = (1..=MAX_LENGTH).rev().find(|&length| {
         guest_walk::read_guest_bytes(
@@ -76,9 +81,9 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext, guest_physical:
     let decoded = fetched
         .and_then(|length| mmio_decode::decode(&bytes[..length], instruction_context.mode).ok());
     let Some(instruction) = decoded else {
-        partition::contain(
+        control.contain(
             context,
-            partition::Containment {
+            Containment {
                 reason: "mmio-decode",
                 address: guest_physical,
                 detail: "IOAPIC access by an instruction the hypervisor cannot decode",
@@ -89,7 +94,7 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext, guest_physical:
     };
     let offset = guest_physical - table.base;
     let owned_pins = context.partition.irq_pins;
-    let mut view = VIEWS[context.partition_index].lock();
+    let mut view = VIEWS[context.partition_index.0].lock();
     match instruction.access {
         MmioAccess::Load { register, .. } => {
             let value = match (offset, instruction.size) {
@@ -127,7 +132,7 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext, guest_physical:
                         outcome
                     });
                     if let Some(WindowWrite::Refused(refusal)) = outcome {
-                        partition::count_refused_ioapic_write(context.partition_index);
+                        control.count(context, Counter::RefusedIoapicWrite, 1);
                         log::info!(
                             "refused: partition={} core={} IOAPIC write {:?}",
                             context.partition.name,

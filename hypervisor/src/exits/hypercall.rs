@@ -1,11 +1,11 @@
 //! The hypercall handler: decodes the call, checks the caller's capability, acts.
 //! See tessera_abi::hypercall for the interface.
 
-use crate::partition;
-use crate::table::MACHINE;
-use crate::virt::{CoreContext, Flow, Register, VirtualCpu};
-use tessera_abi::hypercall::PartitionState;
-use tessera_abi::hypercall::{Call, Error};
+use super::{CoreContext, Flow, PartitionControl};
+use crate::arch::x2apic;
+use crate::table::{ApicId, PartitionIndex, MACHINE};
+use crate::virt::{Register, VirtualCpu};
+use tessera_abi::hypercall::{Call, Error, PartitionState};
 use tessera_abi::table::{Capability, MappingKind};
 
 /// VMMCALL and VMCALL are both three bytes long.
@@ -15,18 +15,22 @@ fn has(context: &CoreContext, capability: Capability) -> bool {
     context.partition.capabilities.contains(&capability)
 }
 
-pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
+pub fn handle(
+    vcpu: &mut impl VirtualCpu,
+    context: &CoreContext,
+    control: &impl PartitionControl,
+) -> Flow {
     let number = vcpu.register(Register::Rax);
     let argument = vcpu.register(Register::Rdi);
     vcpu.skip_instruction(INSTRUCTION_LENGTH);
     let result: i64 = match Call::from_number(number) {
         Some(Call::StopSelf) => {
-            partition::stop_by_request(context, argument, "stop-self");
+            control.stop_by_request(context, argument, "stop-self");
             return Flow::Stop;
         }
         Some(Call::PowerOff) => {
             if has(context, Capability::Power) {
-                crate::power::power_off(context.partition.name);
+                control.power_off(context.partition.name);
             }
             log::info!(
                 "refused: partition={} power-off without the power capability",
@@ -37,10 +41,10 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
         Some(Call::PartitionCount) => MACHINE.partitions.len() as i64,
         Some(Call::PartitionState) => match u16::try_from(argument) {
             Ok(index) if usize::from(index) < MACHINE.partitions.len() => {
-                if usize::from(index) == context.partition_index
+                if PartitionIndex(usize::from(index)) == context.partition_index
                     || has(context, Capability::Stats(index))
                 {
-                    partition::state(usize::from(index)) as i64
+                    control.partition_state(PartitionIndex(usize::from(index))) as i64
                 } else {
                     Error::Denied as i64
                 }
@@ -48,7 +52,7 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
             _ => Error::InvalidArgument as i64,
         },
         Some(Call::RingDoorbell) => match member_channel(context, argument) {
-            Some(channel) => ring_doorbell(context, channel),
+            Some(channel) => ring_doorbell(context, control, channel),
             None => Error::Denied as i64,
         },
         Some(Call::ChannelAddress) => match member_channel(context, argument) {
@@ -66,7 +70,7 @@ pub fn handle(vcpu: &mut impl VirtualCpu, context: &CoreContext) -> Flow {
             Some(channel) => i64::from(MACHINE.channels[channel].doorbell_vector),
             None => Error::Denied as i64,
         },
-        Some(Call::OwnExitCount) => partition::total_exits(context.partition_index) as i64,
+        Some(Call::OwnExitCount) => control.total_exits(context) as i64,
         None => Error::UnknownCall as i64,
     };
     vcpu.set_register(Register::Rax, result as u64);
@@ -79,24 +83,25 @@ fn member_channel(context: &CoreContext, argument: u64) -> Option<usize> {
     let channel = MACHINE.channels.get(index)?;
     channel
         .members
-        .contains(&(context.partition_index as u16))
+        .contains(&(context.partition_index.0 as u16))
         .then_some(index)
 }
 
 /// Raises the channel's vector on the boot core of every other member that runs: one
 /// fixed, physical-destination IPI each (Intel SDM vol. 3 §11.12.9). The destination is
 /// chosen here, from the table, never by the guest.
-fn ring_doorbell(context: &CoreContext, channel: usize) -> i64 {
+fn ring_doorbell(context: &CoreContext, control: &impl PartitionControl, channel: usize) -> i64 {
     let channel = &MACHINE.channels[channel];
     let mut signalled = 0;
     for &member in channel.members {
-        let member = usize::from(member);
-        if member == context.partition_index || partition::state(member) != PartitionState::Running
+        let member = PartitionIndex(usize::from(member));
+        if member == context.partition_index
+            || control.partition_state(member) != PartitionState::Running
         {
             continue;
         }
-        let core = MACHINE.partitions[member].cpus[0];
-        crate::arch::x2apic::send_fixed(core, channel.doorbell_vector);
+        let core = ApicId(MACHINE.partitions[member.0].cpus[0]);
+        x2apic::send_fixed(core, channel.doorbell_vector);
         signalled += 1;
     }
     signalled

@@ -1,0 +1,65 @@
+//! Starting application processors: the loader's real-mode trampoline copied below 1 MiB,
+//! its parameter block, and the INIT-SIPI-SIPI sequence (Intel SDM vol. 3 §9.4.4.1).
+
+use super::{pause, tsc, x2apic};
+use crate::table::{ApicId, CoreIndex};
+use tessera_loader::{ApStartParameters, AP_TRAMPOLINE_ADDRESS};
+
+/// Copies the trampoline to its page. Called once by the bootstrap core before any INIT.
+pub fn install_trampoline() {
+    let trampoline = tessera_loader::ap_trampoline();
+    // SAFETY: the page at AP_TRAMPOLINE_ADDRESS is below 1 MiB, identity-mapped, and given to
+    // no partition (validation reserves it; the boot checks found it to be RAM); no AP runs
+    // yet, so nothing else uses it. A raw copy forms no reference.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            trampoline.as_ptr(),
+            AP_TRAMPOLINE_ADDRESS as usize as *mut u8,
+            trampoline.len(),
+        )
+    };
+}
+
+fn parameters() -> *mut ApStartParameters {
+    (AP_TRAMPOLINE_ADDRESS as usize + tessera_loader::ap_parameters_offset())
+        as *mut ApStartParameters
+}
+
+/// INIT to every core in `cores` at once, then the one 10 ms wait of the universal start-up
+/// algorithm (SDM vol. 3 §9.4.4.1).
+pub fn send_init_to_all(cores: impl Iterator<Item = ApicId>) {
+    for apic_id in cores {
+        x2apic::send_init(apic_id);
+    }
+    tsc::delay_microseconds(10_000);
+}
+
+/// Starts one core (already INITed) on `stack_top` with table index `index`: SIPI, 200 µs,
+/// SIPI, then waits about a second for the trampoline to report. Cores start one at a time
+/// because they share the parameter block. Returns whether the core reported.
+pub fn start(apic_id: ApicId, index: CoreIndex, stack_top: u64) -> bool {
+    let parameters = parameters();
+    // SAFETY: the parameter block lies inside the trampoline page installed above; the
+    // previous AP has finished reading it (its `started` was seen before this call).
+    unsafe {
+        parameters.write_volatile(ApStartParameters {
+            stack_top,
+            cpu_index: index.0 as u64,
+            started: 0,
+        });
+    }
+    let vector = (AP_TRAMPOLINE_ADDRESS >> 12) as u8;
+    x2apic::send_startup(apic_id, vector);
+    tsc::delay_microseconds(200);
+    x2apic::send_startup(apic_id, vector);
+    let start = tsc::read();
+    let budget = tsc::khz().max(1_000_000) * 1000; // about a second
+                                                   // SAFETY: as above; `started` is written by the AP, hence the volatile read.
+    while unsafe { core::ptr::addr_of!((*parameters).started).read_volatile() } == 0 {
+        if tsc::read().wrapping_sub(start) > budget {
+            return false;
+        }
+        pause();
+    }
+    true
+}

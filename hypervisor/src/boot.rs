@@ -1,0 +1,324 @@
+//! The boot sequence, the top floor: what the bootstrap core does between the loader and
+//! the first guest instruction — read the boot information, check the machine against the
+//! table (cores, RAM, virtualization support, the IOAPIC), build and load every partition,
+//! start the other cores.
+
+use crate::arch::{self, boot_memory, console, cpuid, pic, tsc, x2apic};
+use crate::exits;
+use crate::runtime::{cores, memory};
+use crate::table::{self, PartitionIndex, MACHINE};
+use crate::virt;
+use tessera_policy::multiboot::{self, AnyMemoryMap, BootProtocol, Rsdp};
+
+/// Stops the boot with a clear console message when the machine cannot run the table.
+pub fn refuse(reason: core::fmt::Arguments) -> ! {
+    console::write_line_unlocked(format_args!("REFUSED: {reason}"));
+    console::drain();
+    arch::halt_forever()
+}
+
+extern "C" {
+    static __tessera_image_start: u8;
+    static __tessera_load_end: u8;
+    static __tessera_image_end: u8;
+}
+
+/// What the hypervisor takes from the boot loader's information, read once at entry (the
+/// block itself may lie in memory a partition is loaded into later).
+struct BootInfo {
+    protocol: BootProtocol,
+    /// The firmware memory map, if the loader gave one.
+    memory_map: Option<AnyMemoryMap<'static>>,
+    /// Multiboot2: the ACPI root pointer copy (tag 14 or 15), and its physical address.
+    rsdp: Option<(Rsdp, u32, u64)>,
+}
+
+/// Reads the boot information at `address` in the format `protocol` names: Multiboot v1
+/// (spec 0.6.96 §3.3: `flags`, and `mmap_length`/`mmap_addr` when flag 6 is set) or
+/// Multiboot2 (spec 1.0 §3.6, tags parsed by `tessera_policy::multiboot`).
+fn read_boot_info(protocol: BootProtocol, address: u32) -> BootInfo {
+    let address = u64::from(address);
+    let unreadable = || -> ! {
+        refuse(format_args!(
+            "the {protocol:?} information at {address:#x} is not readable"
+        ))
+    };
+    match protocol {
+        BootProtocol::Multiboot1 => {
+            let fields = boot_memory::bytes(address, 52).unwrap_or_else(|| unreadable());
+            let word = |index: usize| {
+                u32::from_le_bytes(fields[index * 4..index * 4 + 4].try_into().unwrap())
+            };
+            let memory_map = (word(0) & (1 << 6) != 0).then(|| {
+                let map = boot_memory::bytes(u64::from(word(12)), word(11) as usize)
+                    .unwrap_or_else(|| unreadable());
+                AnyMemoryMap::Multiboot1(multiboot::parse_memory_map(map))
+            });
+            BootInfo {
+                protocol,
+                memory_map,
+                rsdp: None,
+            }
+        }
+        BootProtocol::Multiboot2 => {
+            let header = boot_memory::bytes(address, 8).unwrap_or_else(|| unreadable());
+            let total = multiboot::multiboot2_total_size(header).unwrap_or_else(|error| {
+                refuse(format_args!(
+                    "the Multiboot2 information at {address:#x} is malformed: {error}"
+                ))
+            });
+            let bytes = boot_memory::bytes(address, total).unwrap_or_else(|| unreadable());
+            let info = multiboot::parse_multiboot2(bytes).unwrap_or_else(|error| {
+                refuse(format_args!(
+                    "the Multiboot2 information at {address:#x} is malformed: {error}"
+                ))
+            });
+            BootInfo {
+                protocol,
+                memory_map: info.memory_map.clone().map(AnyMemoryMap::Multiboot2),
+                rsdp: info
+                    .rsdp()
+                    .map(|(rsdp, copy)| (rsdp, copy.tag, address + copy.offset as u64)),
+            }
+        }
+    }
+}
+
+/// Checks that the firmware's memory map has every byte the table uses as RAM: the
+/// hypervisor's image (code, data, static state), the page the application processors start
+/// from, and every partition's memory. The rest of the table's hypervisor range is reserved
+/// but never touched, so firmware ranges there are only reported: OVMF keeps ACPI NVS at
+/// 0x806000 and 0x810000–0x900000, inside the demo's 1–16 MiB hypervisor range.
+fn check_memory(info: &BootInfo) {
+    let Some(map) = &info.memory_map else {
+        refuse(format_args!(
+            "the boot loader gave no memory map ({})",
+            match info.protocol {
+                BootProtocol::Multiboot1 => "Multiboot flag 6",
+                BootProtocol::Multiboot2 => "Multiboot2 tag 6",
+            }
+        ));
+    };
+    let available = || {
+        map.clone()
+            .filter(|(_, kind)| *kind == multiboot::MemoryKind::Available)
+            .map(|(range, _)| range)
+    };
+    let mut needed = heapless::Vec::<(&str, tessera_abi::table::Range), 64>::new();
+    // Only the addresses of the linker symbols are taken.
+    let (image_start, image_end) = (
+        &raw const __tessera_image_start as u64,
+        &raw const __tessera_image_end as u64,
+    );
+    let _ = needed.push((
+        "the hypervisor image",
+        tessera_abi::table::Range::new(image_start, image_end - image_start),
+    ));
+    if MACHINE.cpus.len() > 1 {
+        // Under UEFI low memory is the firmware's to describe; the trampoline page must be
+        // plain RAM there too, or the application processors would run over firmware data.
+        let _ = needed.push((
+            "the AP start-up trampoline",
+            tessera_abi::table::Range::new(
+                tessera_loader::AP_TRAMPOLINE_ADDRESS,
+                tessera_loader::AP_TRAMPOLINE_BYTES,
+            ),
+        ));
+    }
+    for partition in MACHINE.partitions {
+        for mapping in partition.memory {
+            let _ = needed.push((partition.name, mapping.host));
+        }
+    }
+    for (owner, range) in needed {
+        if range.end() > 0x1_0000_0000 {
+            refuse(format_args!(
+                "memory {:#x}..{:#x} of {} lies above 4 GiB, which this version does not map",
+                range.base,
+                range.end(),
+                owner
+            ));
+        }
+        if !multiboot::covers(available(), range) {
+            refuse(format_args!(
+                "memory {:#x}..{:#x} of {} is not RAM on this machine (firmware memory map)",
+                range.base,
+                range.end(),
+                owner
+            ));
+        }
+    }
+    let reserved = MACHINE.hypervisor_memory;
+    if !multiboot::covers(available(), reserved) {
+        log::info!(
+            "boot: hypervisor memory {:#x}..{:#x} holds firmware ranges that are not RAM, beyond the image {:#x}..{:#x}; left alone",
+            reserved.base,
+            reserved.end(),
+            image_start,
+            image_end
+        );
+    }
+}
+
+/// Checks that every core of the table is listed in the ACPI MADT.
+fn check_cores() {
+    let mut present = heapless::Vec::<u32, 256>::new();
+    if !arch::acpi::for_each_core(|apic_id| {
+        let _ = present.push(apic_id);
+    }) {
+        if arch::acpi::has_root_pointer() {
+            refuse(format_args!("no ACPI MADT: cannot tell which cores exist"));
+        }
+        // A UEFI machine booted through Multiboot v1: no BIOS areas, no RSDP handed over.
+        refuse(format_args!(
+            "no ACPI RSDP, neither from the boot loader nor in the BIOS areas: cannot tell which cores exist (on UEFI, boot through GRUB's multiboot2)"
+        ));
+    }
+    for &apic_id in MACHINE.cpus {
+        if !present.contains(&apic_id) {
+            refuse(format_args!(
+                "core {} of the table does not exist here (the MADT lists {:?}); the table needs {} cores",
+                apic_id,
+                present.as_slice(),
+                MACHINE.cpus.len()
+            ));
+        }
+    }
+}
+
+fn print_banner(backend: &str) {
+    log::info!(
+        "Tessera {} backend={} table={} platform={} cores={:?} tsc={}kHz",
+        env!("CARGO_PKG_VERSION"),
+        backend,
+        MACHINE.table_name,
+        MACHINE.platform_name,
+        MACHINE.cpus,
+        tsc::khz()
+    );
+    // Only the addresses of the linker symbols are taken.
+    let (start, load_end, end) = (
+        &raw const __tessera_image_start as u64,
+        &raw const __tessera_load_end as u64,
+        &raw const __tessera_image_end as u64,
+    );
+    log::info!(
+        "hypervisor memory: {} KiB used of {} KiB (image {} KiB, static state {} KiB)",
+        (end - start) / 1024,
+        MACHINE.hypervisor_memory.size / 1024,
+        (load_end - start) / 1024,
+        (end - load_end) / 1024
+    );
+    for partition in MACHINE.partitions {
+        let ram: u64 = partition
+            .memory
+            .iter()
+            .filter(|mapping| mapping.kind == tessera_abi::table::MappingKind::Ram)
+            .map(|mapping| mapping.host.size)
+            .sum();
+        log::info!(
+            "partition {}: cores={:?} ram={} KiB regions={} ports={} on-fault={:?}",
+            partition.name,
+            partition.cpus,
+            ram / 1024,
+            partition.memory.len(),
+            partition.ports.len(),
+            partition.on_fault
+        );
+    }
+}
+
+/// The bootstrap core's work: check the machine against the table, build every partition's
+/// stage-2 tables and permission maps, load the partitions, start the other cores, run.
+pub fn bootstrap(magic: u32, info: u32) -> ! {
+    let entered = tsc::read();
+    console::init(MACHINE.console.port);
+    arch::cpu::init_idt();
+    arch::cpu::set_nmi_handler(cores::host_nmi);
+    pic::mask_all();
+    let Some(protocol) = BootProtocol::from_magic(magic) else {
+        refuse(format_args!(
+            "not started by a Multiboot or Multiboot2 loader (EAX = {magic:#x})"
+        ));
+    };
+    let boot_info = read_boot_info(protocol, info);
+    if let Some((rsdp, _, _)) = boot_info.rsdp {
+        arch::acpi::use_root_pointer(rsdp);
+    }
+    cpuid::record_max_basic_leaf();
+    let backend = match cpuid::vendor() {
+        cpuid::Vendor::Amd => match virt::svm::check_support() {
+            Ok(()) => virt::Backend::Svm,
+            Err(missing) => refuse(format_args!("{}", missing.describe())),
+        },
+        cpuid::Vendor::Intel => match virt::vmx::check_support() {
+            Ok(capabilities) => virt::Backend::Vmx(capabilities),
+            Err(missing) => refuse(format_args!("{missing}")),
+        },
+        cpuid::Vendor::Other => refuse(format_args!(
+            "unknown CPU vendor: neither AMD SVM nor Intel VMX"
+        )),
+    };
+    if !cpuid::has_x2apic() {
+        refuse(format_args!(
+            "the CPU lacks x2APIC (CPUID 1:ECX bit 21), which Tessera requires"
+        ));
+    }
+    x2apic::enable();
+    let bsp = x2apic::current_id();
+    let Some(bsp_index) = table::cpu_index(bsp) else {
+        refuse(format_args!(
+            "the boot core (x2APIC ID {bsp}) is not among the table's cores {:?}",
+            MACHINE.cpus
+        ));
+    };
+    check_cores();
+    check_memory(&boot_info);
+    tsc::calibrate();
+    if let Err((table_pins, hardware_pins)) = exits::ioapic::init() {
+        refuse(format_args!(
+            "the table gives the IOAPIC {table_pins} pins; the hardware has {hardware_pins}"
+        ));
+    }
+    print_banner(backend.name());
+    log::info!("boot: hypervisor entered at tsc={}", entered);
+    if let Some((rsdp, tag, address)) = boot_info.rsdp {
+        log::info!(
+            "boot: Multiboot2, ACPI RSDP revision {} from tag {} (copy at {:#x})",
+            rsdp.revision,
+            tag,
+            address
+        );
+    }
+
+    let roots = match memory::build_stage2_tables(&backend) {
+        Ok(roots) => roots,
+        Err((index, error)) => refuse(format_args!(
+            "stage-2 tables of {}: {:?}",
+            MACHINE.partitions[index].name, error
+        )),
+    };
+    let mut entries = [None; table::PARTITION_COUNT];
+    let mut permission_maps = [0; table::PARTITION_COUNT];
+    for (index, partition) in MACHINE.partitions.iter().enumerate() {
+        permission_maps[index] = cores::build_permission_maps(&backend, PartitionIndex(index));
+        match memory::load_partition(partition, 0) {
+            Ok(entry) => entries[index] = Some(entry),
+            // One partition's broken image stops that partition, not the machine.
+            Err(error) => log::info!(
+                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not started",
+                partition.name,
+                partition.cpus[0],
+                error
+            ),
+        }
+    }
+    cores::set_boot_plan(cores::BootPlan {
+        backend,
+        roots,
+        permission_maps,
+        entries,
+    });
+    cores::start_application_processors(bsp_index);
+    cores::core_main(bsp_index)
+}

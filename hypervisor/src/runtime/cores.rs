@@ -1,0 +1,316 @@
+//! Cores: their static state, starting the application processors, the hypervisor's signals
+//! to a core, and each core's life — run its partition's vCPU or wait.
+
+use super::{memory, partition, PartitionRuntime};
+use crate::arch::{self, ap_startup, cpu::CoreDescriptors, x2apic};
+use crate::exits::{handle_exit, CoreContext, Message};
+use crate::table::{self, ApicId, CoreIndex, PartitionIndex, CPU_COUNT, MACHINE, PARTITION_COUNT};
+use crate::virt::svm::{self, SvmCore, SvmVcpu};
+use crate::virt::vmx::{self, VmxCore, VmxVcpu};
+use crate::virt::{Backend, StartState, VirtualCpu};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use static_cell::ConstStaticCell;
+
+const STACK_SIZE: usize = 64 * 1024;
+
+/// Everything one core owns besides its stack.
+#[repr(C, align(4096))]
+struct CoreState {
+    svm: SvmCore,
+    vmx: VmxCore,
+    descriptors: CoreDescriptors,
+}
+
+/// Each core's state, handed out once to the core with that index.
+static CORES: [ConstStaticCell<CoreState>; CPU_COUNT] = [const {
+    ConstStaticCell::new(CoreState {
+        svm: SvmCore::new(),
+        vmx: VmxCore::new(),
+        descriptors: CoreDescriptors::new(),
+    })
+}; CPU_COUNT];
+
+/// The application processors' stacks (the bootstrap core keeps the loader's), handed out
+/// once each by the bootstrap core as it starts that core.
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+static STACKS: [ConstStaticCell<Stack>; CPU_COUNT] =
+    [const { ConstStaticCell::new(Stack([0; STACK_SIZE])) }; CPU_COUNT];
+
+/// Each partition's permission maps for the backend in use, built once at boot.
+static SVM_PERMISSION_MAPS: [ConstStaticCell<svm::PermissionMaps>; PARTITION_COUNT] =
+    [const { ConstStaticCell::new(svm::PermissionMaps::new()) }; PARTITION_COUNT];
+static VMX_PERMISSION_MAPS: [ConstStaticCell<vmx::PermissionMaps>; PARTITION_COUNT] =
+    [const { ConstStaticCell::new(vmx::PermissionMaps::new()) }; PARTITION_COUNT];
+
+/// Fills a partition's I/O and MSR permission maps; returns their physical address (the
+/// processor reads them from then on; the hypervisor never writes them again).
+pub fn build_permission_maps(backend: &Backend, partition: PartitionIndex) -> u64 {
+    let ports = partition.partition().ports;
+    match backend {
+        Backend::Svm => {
+            let maps = SVM_PERMISSION_MAPS[partition.0].take();
+            maps.build(ports);
+            maps.physical_address()
+        }
+        Backend::Vmx(_) => {
+            let maps = VMX_PERMISSION_MAPS[partition.0].take();
+            maps.build(ports);
+            maps.physical_address()
+        }
+    }
+}
+
+/// What the bootstrap core prepared for each partition.
+pub struct BootPlan {
+    pub backend: Backend,
+    /// The stage-2 root (nCR3 or EPT pointer).
+    pub roots: [u64; PARTITION_COUNT],
+    /// The permission maps' physical address.
+    pub permission_maps: [u64; PARTITION_COUNT],
+    /// Where the boot core starts; None if the partition could not be loaded.
+    pub entries: [Option<StartState>; PARTITION_COUNT],
+}
+
+static BOOT_PLAN: spin::Once<BootPlan> = spin::Once::new();
+
+pub fn set_boot_plan(plan: BootPlan) {
+    BOOT_PLAN.call_once(|| plan);
+}
+
+/// Starts every other core of the table: INIT to all at once, then SIPIs one at a time.
+pub fn start_application_processors(bsp_index: CoreIndex) {
+    ap_startup::install_trampoline();
+    let others = || {
+        MACHINE
+            .cpus
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| *index != bsp_index.0)
+            .map(|(index, &apic_id)| (CoreIndex(index), ApicId(apic_id)))
+    };
+    ap_startup::send_init_to_all(others().map(|(_, apic_id)| apic_id));
+    for (index, apic_id) in others() {
+        let stack = STACKS[index.0].take();
+        let stack_top = stack.0.as_ptr_range().end as u64;
+        if !ap_startup::start(apic_id, index, stack_top) {
+            log::info!("core {} did not start after INIT-SIPI-SIPI", apic_id);
+        }
+    }
+}
+
+/// The life of one core: load its descriptors, then run its partition's vCPU.
+pub fn core_main(index: CoreIndex) -> ! {
+    let state = CORES[index.0].take();
+    let descriptors = arch::cpu::load(&mut state.descriptors);
+    let apic_id = ApicId(MACHINE.cpus[index.0]);
+    let Some((partition_index, position)) = table::partition_of_cpu(apic_id) else {
+        // A core the table lists but gives to no partition stays with the hypervisor, idle.
+        arch::halt_forever()
+    };
+    let plan = BOOT_PLAN
+        .get()
+        .expect("the bootstrap core sets the plan before starting cores");
+    let Some(entry) = plan.entries[partition_index.0] else {
+        partition::mark_failed(partition_index);
+        arch::halt_forever()
+    };
+    let context = CoreContext {
+        apic_id,
+        core_index: index,
+        partition_index,
+        partition: partition_index.partition(),
+    };
+    // The boot core enters at the boot protocol's entry; the partition's other cores wait,
+    // as an application processor does, for the guest's INIT-SIPI-SIPI.
+    let start = (position == 0).then_some(entry);
+    let root = plan.roots[partition_index.0];
+    let permission_maps = plan.permission_maps[partition_index.0];
+    match plan.backend {
+        Backend::Svm => {
+            let confinement = svm::Confinement {
+                nested_cr3: root,
+                permission_maps,
+                asid: 1,
+            };
+            let mut vcpu = SvmVcpu::new(&mut state.svm, &confinement);
+            run(&mut vcpu, &context, start)
+        }
+        Backend::Vmx(capabilities) => {
+            let confinement = vmx::Confinement {
+                ept_pointer: root,
+                permission_maps,
+                vpid: 1 + index.0 as u16,
+            };
+            match VmxVcpu::new(&mut state.vmx, descriptors, &capabilities, &confinement) {
+                Ok(mut vcpu) => run(&mut vcpu, &context, start),
+                Err(missing) => {
+                    log::info!("core {}: VMX cannot start: {}", apic_id, missing);
+                    partition::mark_failed(partition_index);
+                    arch::halt_forever()
+                }
+            }
+        }
+    }
+}
+
+/// Runs the vCPU of this core until its partition stops. `start` is where it begins; None
+/// means it waits for a start-up IPI first.
+fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartState>) -> ! {
+    let signals = &SIGNALS[context.core_index.0];
+    let is_boot_core = start.is_some();
+    let mut seen_generation = partition::generation(context.partition_index);
+    let mut waiting_for_startup = true;
+    if let Some(start) = start {
+        vcpu.reset(&start);
+        waiting_for_startup = false;
+        partition::set_running(context.partition_index);
+        super::note_guest_entry(context, start);
+    }
+    loop {
+        if partition::is_stopping(context.partition_index) {
+            arch::halt_forever();
+        }
+        let generation = partition::generation(context.partition_index);
+        if generation != seen_generation {
+            seen_generation = generation;
+            let mut restarted = None;
+            partition::restart_rendezvous(context, is_boot_core, generation, || {
+                restarted = restart_partition(context);
+            });
+            signals.take_message();
+            match restarted {
+                Some(start) => {
+                    vcpu.reset(&start);
+                    waiting_for_startup = false;
+                    super::note_guest_entry(context, start);
+                }
+                None => waiting_for_startup = true,
+            }
+            continue;
+        }
+        match signals.take_message() {
+            Some(Message::Init) => waiting_for_startup = true,
+            Some(Message::StartUp { vector }) if waiting_for_startup => {
+                let start = StartState::StartUp { vector };
+                vcpu.reset(&start);
+                waiting_for_startup = false;
+                super::note_guest_entry(context, start);
+            }
+            // A start-up IPI to a running core is ignored, as on hardware (SDM §10.4.4.1).
+            Some(Message::StartUp { .. }) | None => {}
+        }
+        if waiting_for_startup {
+            arch::pause();
+            continue;
+        }
+        let exit = vcpu.run();
+        // Resume or Stop: a stop or a restart request is seen at the top of the loop.
+        let _flow = handle_exit(vcpu, exit, context, &PartitionRuntime);
+    }
+}
+
+/// Reloads a partition for a restart (its cores are parked): its IOAPIC pins masked, its
+/// memory cleared and its boot blobs checked and copied in again. None if that fails,
+/// which stops the partition.
+fn restart_partition(context: &CoreContext) -> Option<StartState> {
+    crate::exits::ioapic::mask_pins(context.partition.irq_pins);
+    match memory::load_partition(
+        context.partition,
+        partition::restarts(context.partition_index) + 1,
+    ) {
+        Ok(start) => Some(start),
+        Err(error) => {
+            log::info!(
+                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not restarted",
+                context.partition.name,
+                context.apic_id,
+                error
+            );
+            partition::mark_failed(context.partition_index);
+            None
+        }
+    }
+}
+
+/// The hypervisor's signals to one core: a message slot, a count of NMIs the hypervisor
+/// sent it (to tell them from the guest's own NMIs), and a guest NMI that arrived while
+/// the core was in the hypervisor.
+struct CoreSignals {
+    message: AtomicU32,
+    hypervisor_nmis: AtomicU32,
+    guest_nmi_pending: AtomicBool,
+}
+
+const NO_MESSAGE: u32 = 0;
+const MESSAGE_INIT: u32 = 1;
+const MESSAGE_STARTUP: u32 = 0x100;
+
+impl CoreSignals {
+    const fn new() -> Self {
+        Self {
+            message: AtomicU32::new(NO_MESSAGE),
+            hypervisor_nmis: AtomicU32::new(0),
+            guest_nmi_pending: AtomicBool::new(false),
+        }
+    }
+
+    fn take_message(&self) -> Option<Message> {
+        match self.message.swap(NO_MESSAGE, Ordering::AcqRel) {
+            NO_MESSAGE => None,
+            MESSAGE_INIT => Some(Message::Init),
+            value => Some(Message::StartUp {
+                vector: value as u8,
+            }),
+        }
+    }
+
+    /// After an NMI exit: whether the guest should receive an NMI (its own, not ours).
+    fn guest_nmi_after_exit(&self) -> bool {
+        let hypervisor = self.hypervisor_nmis.swap(0, Ordering::AcqRel) > 0;
+        let guest = self.guest_nmi_pending.swap(false, Ordering::AcqRel);
+        guest || !hypervisor
+    }
+}
+
+static SIGNALS: [CoreSignals; CPU_COUNT] = [const { CoreSignals::new() }; CPU_COUNT];
+
+/// After an NMI exit on core `core`: whether the guest should receive an NMI.
+pub fn guest_nmi_after_exit(core: CoreIndex) -> bool {
+    SIGNALS[core.0].guest_nmi_after_exit()
+}
+
+/// Leaves `message` for the core and brings it out of the guest with an NMI. Without a
+/// message the NMI alone makes the core look at its partition's state.
+pub fn signal(apic_id: ApicId, message: Option<Message>) {
+    let Some(index) = table::cpu_index(apic_id) else {
+        return;
+    };
+    let signals = &SIGNALS[index.0];
+    if let Some(message) = message {
+        let value = match message {
+            Message::Init => MESSAGE_INIT,
+            Message::StartUp { vector } => MESSAGE_STARTUP | u32::from(vector),
+        };
+        signals.message.store(value, Ordering::Release);
+    }
+    signals.hypervisor_nmis.fetch_add(1, Ordering::AcqRel);
+    x2apic::send_nmi(apic_id);
+}
+
+/// An NMI taken by the hypervisor itself (not as a VM exit); registered with
+/// `arch::cpu::set_nmi_handler` at boot. On SVM this happens only in the instant after an
+/// NMI exit when the hypervisor lets the held NMI through; on VMX an NMI arriving while the
+/// core is in the hypervisor is delivered here, and the core must still leave the guest
+/// promptly after its next entry, so the backend arranges an immediate exit.
+pub fn host_nmi() {
+    let Some(index) = table::cpu_index(x2apic::current_id()) else {
+        return;
+    };
+    let signals = &SIGNALS[index.0];
+    if signals.hypervisor_nmis.load(Ordering::Acquire) == 0 {
+        signals.guest_nmi_pending.store(true, Ordering::Release);
+    }
+    vmx::exit_soon_after_entry();
+}

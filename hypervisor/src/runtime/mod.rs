@@ -1,0 +1,80 @@
+//! The partition/core runtime, the top floor below the boot sequence: each core's run loop,
+//! the partitions' states and counters, containment and restarts, loading partition memory,
+//! power-off. It implements [`PartitionControl`], through which the exit handlers below
+//! ask for what concerns a partition as a whole.
+
+pub mod cores;
+pub mod memory;
+pub mod partition;
+pub mod power;
+
+use crate::arch::tsc;
+use crate::exits::{Containment, CoreContext, Counter, ExitReason, Message, PartitionControl};
+use crate::table::{ApicId, PartitionIndex};
+use crate::virt::StartState;
+use core::sync::atomic::{AtomicU64, Ordering};
+use tessera_abi::hypercall::PartitionState;
+
+/// The runtime as the exit handlers see it (a unit type: every call is static).
+pub struct PartitionRuntime;
+
+impl PartitionControl for PartitionRuntime {
+    fn count_exit(&self, context: &CoreContext, reason: ExitReason) {
+        partition::count_exit(context.partition_index, reason);
+    }
+    fn count(&self, context: &CoreContext, counter: Counter, amount: u64) {
+        partition::count(context.partition_index, counter, amount);
+    }
+    fn total_exits(&self, context: &CoreContext) -> u64 {
+        partition::total_exits(context.partition_index)
+    }
+    fn contain(&self, context: &CoreContext, containment: Containment) {
+        partition::contain(context, containment);
+    }
+    fn stop_by_request(&self, context: &CoreContext, status: u64, reason: &'static str) {
+        partition::stop_by_request(context, status, reason);
+    }
+    fn reset_by_request(&self, context: &CoreContext) {
+        partition::reset_by_request(context);
+    }
+    fn send_message(&self, apic_id: ApicId, message: Message) {
+        cores::signal(apic_id, Some(message));
+    }
+    fn partition_state(&self, partition: PartitionIndex) -> PartitionState {
+        partition::state(partition)
+    }
+    fn guest_nmi_after_exit(&self, context: &CoreContext) -> bool {
+        cores::guest_nmi_after_exit(context.core_index)
+    }
+    fn power_off(&self, requested_by: &str) -> ! {
+        power::power_off(requested_by)
+    }
+}
+
+/// TSC value when the first guest instruction is about to run (for boot-time figures).
+static FIRST_GUEST_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Reports a vCPU (re)start, and records the first guest entry of the machine.
+fn note_guest_entry(context: &CoreContext, start: StartState) {
+    let entry = match start {
+        StartState::Pvh { entry, .. } => entry,
+        StartState::StartUp { vector } => u64::from(vector) << 12,
+        StartState::Linux64 { entry, .. } => entry,
+    };
+    let now = tsc::read();
+    let first = FIRST_GUEST_ENTRY_TSC
+        .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    log::info!(
+        "started: partition={} core={} entry={:#x} tsc={}{}",
+        context.partition.name,
+        context.apic_id,
+        entry,
+        now,
+        if first {
+            " (first guest instruction)"
+        } else {
+            ""
+        }
+    );
+}

@@ -1,0 +1,24 @@
+//! Powering the machine off on request of a partition with the `power` capability.
+
+use super::partition;
+use crate::arch::{self, acpi, console, tsc};
+
+/// Prints the exit counters, then switches the machine off through ACPI (`\_S5`). Does not
+/// return.
+pub fn power_off(requested_by: &str) -> ! {
+    log::info!("power-off: requested by {}", requested_by);
+    partition::print_counters();
+    let method = acpi::power_off_method();
+    log::info!("Tessera: power off");
+    console::drain();
+    if let Some(method) = method {
+        arch::power::enter_soft_off(&method);
+    }
+    // The chipset acts on SLP_EN asynchronously (QEMU finishes the current instructions);
+    // give it a second before calling the attempt failed.
+    tsc::delay_microseconds(1_000_000);
+    console::write_line_unlocked(format_args!(
+        "PANIC: ACPI power-off did not take effect; halting"
+    ));
+    arch::halt_forever()
+}
