@@ -1,4 +1,5 @@
-//! `cargo xtask lint` (formatting and clippy over every crate, host and bare-metal) and
+//! `cargo xtask lint` (the hypervisor's floors, formatting and clippy over every crate, host
+//! and bare-metal) and
 //! `cargo xtask fuzz` (the partition-table fuzz target for a bounded time).
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +26,24 @@ fn succeeded(mut command: Command, what: &str) -> Result<bool> {
         .status()
         .with_context(|| format!("cannot run {what}"))?;
     Ok(status.success())
+}
+
+/// Checks the hypervisor's floors (crate::layers): imports point down, `unsafe` only on the
+/// hardware floors. Prints each violation and the unsafe sites per floor.
+fn floors_hold(root: &Path) -> Result<bool> {
+    println!("lint: hypervisor floors (imports point down; unsafe only in arch/, virt/)");
+    let report = crate::layers::check_tree(&root.join("hypervisor/src"))
+        .context("cannot read hypervisor/src")?;
+    for violation in &report.violations {
+        println!("error: {violation}");
+    }
+    let counts: Vec<String> = report
+        .unsafe_sites
+        .iter()
+        .map(|(floor, count)| format!("{floor} {count}"))
+        .collect();
+    println!("lint: unsafe sites by floor: {}", counts.join(", "));
+    Ok(report.violations.is_empty())
 }
 
 /// Runs every lint; returns each one's name and whether it passed.
@@ -55,6 +74,7 @@ pub fn lint_results(root: &Path) -> Result<Vec<(&'static str, bool)>> {
     }
     bare_metal.args(["--", "-D", "warnings"]);
     Ok(vec![
+        ("hypervisor floors", floors_hold(root)?),
         (
             "cargo fmt --check",
             succeeded(format, "cargo fmt --all --check")?,

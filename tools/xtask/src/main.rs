@@ -16,6 +16,7 @@ mod image;
 mod install;
 mod irq_test;
 mod iso;
+mod layers;
 mod lint;
 mod linux;
 mod markers;
