@@ -54,23 +54,30 @@ mod state {
     pub const G_PAT: usize = 0x668;
 }
 
-/// Intercept bits (APM vol. 2 §15.9, appendix B).
-mod intercept {
-    pub const NMI: u32 = 1 << 1;
-    pub const INIT: u32 = 1 << 3;
-    pub const CPUID: u32 = 1 << 18;
-    pub const INVD: u32 = 1 << 22;
-    pub const IOIO: u32 = 1 << 27;
-    pub const MSR: u32 = 1 << 28;
-    pub const SHUTDOWN: u32 = 1 << 31;
-    // Vector 4.
-    pub const VMRUN: u32 = 1 << 0;
-    pub const VMMCALL: u32 = 1 << 1;
-    pub const VMLOAD: u32 = 1 << 2;
-    pub const VMSAVE: u32 = 1 << 3;
-    pub const STGI: u32 = 1 << 4;
-    pub const CLGI: u32 = 1 << 5;
-    pub const SKINIT: u32 = 1 << 6;
+bitflags::bitflags! {
+    /// VMCB intercept vector 3 (offset 0x00C; APM vol. 2 §15.9, appendix B table B-1).
+    #[derive(Clone, Copy, Debug)]
+    struct InterceptVector3: u32 {
+        const NMI = 1 << 1;
+        const INIT = 1 << 3;
+        const CPUID = 1 << 18;
+        const INVD = 1 << 22;
+        const IOIO = 1 << 27;
+        const MSR = 1 << 28;
+        const SHUTDOWN = 1 << 31;
+    }
+
+    /// VMCB intercept vector 4 (offset 0x010): the SVM instructions.
+    #[derive(Clone, Copy, Debug)]
+    struct InterceptVector4: u32 {
+        const VMRUN = 1 << 0;
+        const VMMCALL = 1 << 1;
+        const VMLOAD = 1 << 2;
+        const VMSAVE = 1 << 3;
+        const STGI = 1 << 4;
+        const CLGI = 1 << 5;
+        const SKINIT = 1 << 6;
+    }
 }
 
 /// Exit codes (APM vol. 2 appendix C).
@@ -104,7 +111,7 @@ impl Vmcb {
         Self([0; 4096])
     }
     fn read_u64(&self, offset: usize) -> u64 {
-        u64::from_le_bytes(self.0[offset..offset + 8].try_into().unwrap())
+        tessera_policy::bytes::u64_at(&self.0, offset).expect("VMCB offsets lie inside the page")
     }
     fn write_u64(&mut self, offset: usize, value: u64) {
         self.0[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
@@ -248,24 +255,17 @@ impl SvmVcpu {
         vmcb.write_u32(control::INTERCEPT_EXCEPTIONS, 0);
         vmcb.write_u32(
             control::INTERCEPT_VECTOR_3,
-            intercept::NMI
-                | intercept::INIT
-                | intercept::CPUID
-                | intercept::INVD
-                | intercept::IOIO
-                | intercept::MSR
-                | intercept::SHUTDOWN,
+            (InterceptVector3::NMI
+                | InterceptVector3::INIT
+                | InterceptVector3::CPUID
+                | InterceptVector3::INVD
+                | InterceptVector3::IOIO
+                | InterceptVector3::MSR
+                | InterceptVector3::SHUTDOWN)
+                .bits(),
         );
-        vmcb.write_u32(
-            control::INTERCEPT_VECTOR_4,
-            intercept::VMRUN
-                | intercept::VMMCALL
-                | intercept::VMLOAD
-                | intercept::VMSAVE
-                | intercept::STGI
-                | intercept::CLGI
-                | intercept::SKINIT,
-        );
+        // Every SVM instruction: a guest may not use them (they exit and get #UD).
+        vmcb.write_u32(control::INTERCEPT_VECTOR_4, InterceptVector4::all().bits());
         vmcb.write_u64(control::IOPM_BASE, start.permission_maps);
         vmcb.write_u64(control::MSRPM_BASE, start.permission_maps + 12288);
         vmcb.write_u32(control::GUEST_ASID, start.asid);
@@ -416,7 +416,8 @@ impl VirtualCpu for SvmVcpu {
 
     fn instruction_context(&self) -> InstructionContext {
         let vmcb = &self.core.guest;
-        let code_attributes = u16::from_le_bytes([vmcb.0[state::CS + 2], vmcb.0[state::CS + 3]]);
+        let code_attributes =
+            tessera_policy::bytes::u16_at(&vmcb.0, state::CS + 2).expect("inside the VMCB");
         let paging = PagingRegisters {
             cr0: vmcb.read_u64(state::CR0),
             cr3: vmcb.read_u64(state::CR3),

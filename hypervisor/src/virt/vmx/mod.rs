@@ -16,106 +16,15 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicU8, Ordering};
 use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::vmx::{self as policy, ControlRegisterAccess, ControlWord, MissingControl};
-
-/// Capability and control MSRs (SDM appendix A).
-mod capability {
-    pub const FEATURE_CONTROL: u32 = 0x3A;
-    pub const BASIC: u32 = 0x480;
-    pub const PIN_BASED: u32 = 0x481;
-    pub const PROCESSOR_BASED: u32 = 0x482;
-    pub const EXIT: u32 = 0x483;
-    pub const ENTRY: u32 = 0x484;
-    pub const CR0_FIXED0: u32 = 0x486;
-    pub const CR0_FIXED1: u32 = 0x487;
-    pub const CR4_FIXED0: u32 = 0x488;
-    pub const CR4_FIXED1: u32 = 0x489;
-    pub const SECONDARY: u32 = 0x48B;
-    pub const EPT_VPID: u32 = 0x48C;
-    pub const TRUE_PIN_BASED: u32 = 0x48D;
-    pub const TRUE_PROCESSOR_BASED: u32 = 0x48E;
-    pub const TRUE_EXIT: u32 = 0x48F;
-    pub const TRUE_ENTRY: u32 = 0x490;
-    pub const IA32_PAT: u32 = 0x277;
-}
-
-/// VMCS field encodings (SDM appendix B).
-mod field {
-    pub const VPID: u64 = 0x0000;
-    pub const GUEST_ES_SELECTOR: u64 = 0x0800;
-    pub const HOST_ES_SELECTOR: u64 = 0x0C00;
-    pub const HOST_CS_SELECTOR: u64 = 0x0C02;
-    pub const HOST_SS_SELECTOR: u64 = 0x0C04;
-    pub const HOST_DS_SELECTOR: u64 = 0x0C06;
-    pub const HOST_FS_SELECTOR: u64 = 0x0C08;
-    pub const HOST_GS_SELECTOR: u64 = 0x0C0A;
-    pub const HOST_TR_SELECTOR: u64 = 0x0C0C;
-    pub const IO_BITMAP_A: u64 = 0x2000;
-    pub const IO_BITMAP_B: u64 = 0x2002;
-    pub const MSR_BITMAP: u64 = 0x2004;
-    pub const EPT_POINTER: u64 = 0x201A;
-    pub const GUEST_PHYSICAL_ADDRESS: u64 = 0x2400;
-    pub const VMCS_LINK_POINTER: u64 = 0x2800;
-    pub const GUEST_DEBUGCTL: u64 = 0x2802;
-    pub const GUEST_PAT: u64 = 0x2804;
-    pub const GUEST_EFER: u64 = 0x2806;
-    pub const HOST_PAT: u64 = 0x2C00;
-    pub const HOST_EFER: u64 = 0x2C02;
-    pub const PIN_BASED_CONTROLS: u64 = 0x4000;
-    pub const PRIMARY_CONTROLS: u64 = 0x4002;
-    pub const EXCEPTION_BITMAP: u64 = 0x4004;
-    pub const EXIT_CONTROLS: u64 = 0x400C;
-    pub const ENTRY_CONTROLS: u64 = 0x4012;
-    pub const ENTRY_INTERRUPTION_INFO: u64 = 0x4016;
-    pub const ENTRY_EXCEPTION_ERROR_CODE: u64 = 0x4018;
-    pub const SECONDARY_CONTROLS: u64 = 0x401E;
-    pub const INSTRUCTION_ERROR: u64 = 0x4400;
-    pub const EXIT_REASON: u64 = 0x4402;
-    pub const EXIT_INTERRUPTION_INFO: u64 = 0x4404;
-    pub const EXIT_INSTRUCTION_LENGTH: u64 = 0x440C;
-    pub const GUEST_ES_LIMIT: u64 = 0x4800;
-    pub const GUEST_LDTR_LIMIT: u64 = 0x480C;
-    pub const GUEST_GDTR_LIMIT: u64 = 0x4810;
-    pub const GUEST_IDTR_LIMIT: u64 = 0x4812;
-    pub const GUEST_ES_ACCESS_RIGHTS: u64 = 0x4814;
-    pub const GUEST_TR_ACCESS_RIGHTS: u64 = 0x4822;
-    pub const GUEST_INTERRUPTIBILITY: u64 = 0x4824;
-    pub const GUEST_ACTIVITY_STATE: u64 = 0x4826;
-    pub const GUEST_SYSENTER_CS: u64 = 0x482A;
-    pub const GUEST_PREEMPTION_TIMER: u64 = 0x482E;
-    pub const HOST_SYSENTER_CS: u64 = 0x4C00;
-    pub const CR0_GUEST_HOST_MASK: u64 = 0x6000;
-    pub const CR4_GUEST_HOST_MASK: u64 = 0x6002;
-    pub const CR0_READ_SHADOW: u64 = 0x6004;
-    pub const CR4_READ_SHADOW: u64 = 0x6006;
-    pub const EXIT_QUALIFICATION: u64 = 0x6400;
-    pub const GUEST_CR0: u64 = 0x6800;
-    pub const GUEST_CR3: u64 = 0x6802;
-    pub const GUEST_CR4: u64 = 0x6804;
-    pub const GUEST_ES_BASE: u64 = 0x6806;
-    pub const GUEST_TR_BASE: u64 = 0x6814;
-    pub const GUEST_GDTR_BASE: u64 = 0x6816;
-    pub const GUEST_IDTR_BASE: u64 = 0x6818;
-    pub const GUEST_DR7: u64 = 0x681A;
-    pub const GUEST_RSP: u64 = 0x681C;
-    pub const GUEST_RIP: u64 = 0x681E;
-    pub const GUEST_RFLAGS: u64 = 0x6820;
-    pub const GUEST_PENDING_DEBUG: u64 = 0x6822;
-    pub const GUEST_SYSENTER_ESP: u64 = 0x6824;
-    pub const GUEST_SYSENTER_EIP: u64 = 0x6826;
-    pub const HOST_CR0: u64 = 0x6C00;
-    pub const HOST_CR3: u64 = 0x6C02;
-    pub const HOST_CR4: u64 = 0x6C04;
-    pub const HOST_FS_BASE: u64 = 0x6C06;
-    pub const HOST_GS_BASE: u64 = 0x6C08;
-    pub const HOST_TR_BASE: u64 = 0x6C0A;
-    pub const HOST_GDTR_BASE: u64 = 0x6C0C;
-    pub const HOST_IDTR_BASE: u64 = 0x6C0E;
-    pub const HOST_SYSENTER_ESP: u64 = 0x6C10;
-    pub const HOST_SYSENTER_EIP: u64 = 0x6C12;
-    pub const HOST_RIP: u64 = 0x6C16;
-}
+use x86::controlregs::{Cr0, Cr4};
+use x86::msr as x86_msr;
+use x86::vmx::vmcs::{
+    self,
+    control::{EntryControls, ExitControls, PinbasedControls, PrimaryControls, SecondaryControls},
+};
 
 /// Basic exit reasons (SDM appendix C).
+/// (The x86 crate has the VMCS encodings and control bits, not the exit reasons.)
 mod exit_reason {
     pub const EXCEPTION_OR_NMI: u32 = 0;
     pub const TRIPLE_FAULT: u32 = 2;
@@ -138,36 +47,12 @@ mod exit_reason {
     pub const VMFUNC: u32 = 59;
 }
 
-/// Control bits Tessera sets (SDM §25.6).
-mod control {
-    pub const PIN_EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
-    pub const PIN_NMI_EXITING: u32 = 1 << 3;
-    pub const PIN_VIRTUAL_NMIS: u32 = 1 << 5;
-    pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
-    pub const PRIMARY_USE_IO_BITMAPS: u32 = 1 << 25;
-    pub const PRIMARY_USE_MSR_BITMAPS: u32 = 1 << 28;
-    pub const PRIMARY_ACTIVATE_SECONDARY: u32 = 1 << 31;
-    pub const SECONDARY_ENABLE_EPT: u32 = 1 << 1;
-    pub const SECONDARY_ENABLE_RDTSCP: u32 = 1 << 3;
-    pub const SECONDARY_ENABLE_VPID: u32 = 1 << 5;
-    pub const SECONDARY_UNRESTRICTED_GUEST: u32 = 1 << 7;
-    pub const SECONDARY_ENABLE_INVPCID: u32 = 1 << 12;
-    pub const SECONDARY_ENABLE_XSAVES: u32 = 1 << 20;
-    pub const EXIT_HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
-    pub const EXIT_SAVE_PAT: u32 = 1 << 18;
-    pub const EXIT_LOAD_PAT: u32 = 1 << 19;
-    pub const EXIT_SAVE_EFER: u32 = 1 << 20;
-    pub const EXIT_LOAD_EFER: u32 = 1 << 21;
-    pub const ENTRY_IA32E_MODE_GUEST: u32 = 1 << 9;
-    pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
-    pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
-}
-
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
-const CR4_VMXE: u64 = 1 << 13;
+/// CR0.PE | CR0.PG: the bits an unrestricted guest may clear despite IA32_VMX_CR0_FIXED0
+/// (SDM §26.3.1.1).
+const CR0_UNRESTRICTED: u64 =
+    (Cr0::CR0_PROTECTED_MODE.bits() | Cr0::CR0_ENABLE_PAGING.bits()) as u64;
+/// EFER.LMA, long mode active (SDM vol. 3 §2.2.1; the x86 crate has no EFER flags).
 const EFER_LMA: u64 = 1 << 10;
-const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// Why this machine cannot run the VMX backend.
 #[derive(Clone, Copy, Debug)]
@@ -235,21 +120,21 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
     if cpuid::query(1, 0)[2] & (1 << 5) == 0 {
         return Err(Unsupported::NoVmx);
     }
-    let basic = read_msr(capability::BASIC);
+    let basic = read_msr(x86_msr::IA32_VMX_BASIC);
     let true_controls = basic & (1 << 55) != 0;
     let (pin_msr, primary_msr, exit_msr, entry_msr) = if true_controls {
         (
-            capability::TRUE_PIN_BASED,
-            capability::TRUE_PROCESSOR_BASED,
-            capability::TRUE_EXIT,
-            capability::TRUE_ENTRY,
+            x86_msr::IA32_VMX_TRUE_PINBASED_CTLS,
+            x86_msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+            x86_msr::IA32_VMX_TRUE_EXIT_CTLS,
+            x86_msr::IA32_VMX_TRUE_ENTRY_CTLS,
         )
     } else {
         (
-            capability::PIN_BASED,
-            capability::PROCESSOR_BASED,
-            capability::EXIT,
-            capability::ENTRY,
+            x86_msr::IA32_VMX_PINBASED_CTLS,
+            x86_msr::IA32_VMX_PROCBASED_CTLS,
+            x86_msr::IA32_VMX_EXIT_CTLS,
+            x86_msr::IA32_VMX_ENTRY_CTLS,
         )
     };
     let fit = |word, msr_number, required, wanted, forbidden| {
@@ -259,54 +144,54 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
     let pin_based = fit(
         ControlWord::PinBased,
         pin_msr,
-        control::PIN_NMI_EXITING,
-        control::PIN_VIRTUAL_NMIS,
-        control::PIN_EXTERNAL_INTERRUPT_EXITING,
+        PinbasedControls::NMI_EXITING.bits(),
+        PinbasedControls::VIRTUAL_NMIS.bits(),
+        PinbasedControls::EXTERNAL_INTERRUPT_EXITING.bits(),
     )?;
     let preemption_timer =
-        (read_msr(pin_msr) >> 32) & u64::from(control::PIN_PREEMPTION_TIMER) != 0;
+        (read_msr(pin_msr) >> 32) & u64::from(PinbasedControls::VMX_PREEMPTION_TIMER.bits()) != 0;
     let primary = fit(
         ControlWord::PrimaryProcessorBased,
         primary_msr,
-        control::PRIMARY_USE_IO_BITMAPS
-            | control::PRIMARY_USE_MSR_BITMAPS
-            | control::PRIMARY_ACTIVATE_SECONDARY,
+        PrimaryControls::USE_IO_BITMAPS.bits()
+            | PrimaryControls::USE_MSR_BITMAPS.bits()
+            | PrimaryControls::SECONDARY_CONTROLS.bits(),
         0,
         0,
     )?;
     // Only now is the secondary-controls MSR known to exist (EMULATORS.md: core2_penryn).
     let secondary = fit(
         ControlWord::SecondaryProcessorBased,
-        capability::SECONDARY,
-        control::SECONDARY_ENABLE_EPT
-            | control::SECONDARY_ENABLE_VPID
-            | control::SECONDARY_UNRESTRICTED_GUEST,
-        control::SECONDARY_ENABLE_RDTSCP
-            | control::SECONDARY_ENABLE_INVPCID
-            | control::SECONDARY_ENABLE_XSAVES,
+        x86_msr::IA32_VMX_PROCBASED_CTLS2,
+        SecondaryControls::ENABLE_EPT.bits()
+            | SecondaryControls::ENABLE_VPID.bits()
+            | SecondaryControls::UNRESTRICTED_GUEST.bits(),
+        SecondaryControls::ENABLE_RDTSCP.bits()
+            | SecondaryControls::ENABLE_INVPCID.bits()
+            | SecondaryControls::ENABLE_XSAVES_XRSTORS.bits(),
         0,
     )?;
     let exit = fit(
         ControlWord::Exit,
         exit_msr,
-        control::EXIT_HOST_ADDRESS_SPACE_SIZE
-            | control::EXIT_SAVE_PAT
-            | control::EXIT_LOAD_PAT
-            | control::EXIT_SAVE_EFER
-            | control::EXIT_LOAD_EFER,
+        ExitControls::HOST_ADDRESS_SPACE_SIZE.bits()
+            | ExitControls::SAVE_IA32_PAT.bits()
+            | ExitControls::LOAD_IA32_PAT.bits()
+            | ExitControls::SAVE_IA32_EFER.bits()
+            | ExitControls::LOAD_IA32_EFER.bits(),
         0,
         0,
     )?;
     let entry = fit(
         ControlWord::Entry,
         entry_msr,
-        control::ENTRY_LOAD_PAT | control::ENTRY_LOAD_EFER,
+        EntryControls::LOAD_IA32_PAT.bits() | EntryControls::LOAD_IA32_EFER.bits(),
         0,
         0,
     )?;
     // SDM appendix A.10: bit 6 = 4-level walks, bit 14 = write-back tables, bit 16 = 2 MiB
     // pages, bit 17 = 1 GiB pages, bit 20/26 = INVEPT all-context, bit 32/42 = INVVPID.
-    let ept = read_msr(capability::EPT_VPID);
+    let ept = read_msr(x86_msr::IA32_VMX_EPT_VPID_CAP);
     for (bit, name) in [
         (6, "4-level page walks"),
         (14, "write-back paging structures"),
@@ -323,10 +208,10 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
         secondary,
         exit,
         entry,
-        cr0_fixed0: read_msr(capability::CR0_FIXED0),
-        cr0_fixed1: read_msr(capability::CR0_FIXED1),
-        cr4_fixed0: read_msr(capability::CR4_FIXED0),
-        cr4_fixed1: read_msr(capability::CR4_FIXED1),
+        cr0_fixed0: read_msr(x86_msr::IA32_VMX_CR0_FIXED0),
+        cr0_fixed1: read_msr(x86_msr::IA32_VMX_CR0_FIXED1),
+        cr4_fixed0: read_msr(x86_msr::IA32_VMX_CR4_FIXED0),
+        cr4_fixed1: read_msr(x86_msr::IA32_VMX_CR4_FIXED1),
         ept_1gib_pages: ept & (1 << 17) != 0,
         invept_all_contexts: ept & (1 << 20) != 0 && ept & (1 << 26) != 0,
         invvpid_all_contexts: ept & (1 << 32) != 0 && ept & (1 << 42) != 0,
@@ -337,7 +222,7 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
 /// Enables VMX operation on this core: IA32_FEATURE_CONTROL (SDM §24.7), CR0/CR4 fixed
 /// bits (§24.8), VMXON.
 fn enable(capabilities: &Capabilities, vmxon_region: &mut Page) -> Result<(), Unsupported> {
-    let feature_control = read_msr(capability::FEATURE_CONTROL);
+    let feature_control = read_msr(x86_msr::IA32_FEATURE_CONTROL);
     const LOCK: u64 = 1 << 0;
     const VMX_OUTSIDE_SMX: u64 = 1 << 2;
     if feature_control & LOCK == 0 {
@@ -345,7 +230,7 @@ fn enable(capabilities: &Capabilities, vmxon_region: &mut Page) -> Result<(), Un
         // what firmware would have done, and affects only this core's VMX availability.
         unsafe {
             msr::write(
-                capability::FEATURE_CONTROL,
+                x86_msr::IA32_FEATURE_CONTROL,
                 feature_control | LOCK | VMX_OUTSIDE_SMX,
             )
         };
@@ -362,9 +247,9 @@ fn enable(capabilities: &Capabilities, vmxon_region: &mut Page) -> Result<(), Un
         let cr0 =
             policy::apply_fixed_bits(cr0, capabilities.cr0_fixed0, capabilities.cr0_fixed1, 0);
         core::arch::asm!("mov cr0, {}", in(reg) cr0, options(nostack));
-        let mut cr4 = read_cr4() | CR4_VMXE;
+        let mut cr4 = read_cr4() | Cr4::CR4_ENABLE_VMX.bits() as u64;
         if xsave {
-            cr4 |= CR4_OSXSAVE;
+            cr4 |= Cr4::CR4_ENABLE_OS_XSAVE.bits() as u64;
         }
         let cr4 =
             policy::apply_fixed_bits(cr4, capabilities.cr4_fixed0, capabilities.cr4_fixed1, 0);
@@ -402,25 +287,27 @@ fn read_cr4() -> u64 {
 }
 
 /// Reads a field of the current VMCS.
-fn vmread(field: u64) -> u64 {
+fn vmread(field: u32) -> u64 {
     let value: u64;
     // SAFETY: a VMCS is current on this core whenever a VmxVcpu exists (made current in
     // `VmxVcpu::new`); VMREAD of a defined field has no side effects.
-    unsafe { core::arch::asm!("vmread {}, {}", out(reg) value, in(reg) field, options(nostack)) };
+    unsafe {
+        core::arch::asm!("vmread {}, {}", out(reg) value, in(reg) u64::from(field), options(nostack))
+    };
     value
 }
 
 /// Writes a field of the current VMCS.
-fn vmwrite(field: u64, value: u64) {
+fn vmwrite(field: u32, value: u64) {
     let failed: u8;
     // SAFETY: as for `vmread`; the VMCS is this core's own and the guest is not running.
     unsafe {
-        core::arch::asm!("vmwrite {}, {}", "setna {}", in(reg) field, in(reg) value, out(reg_byte) failed, options(nostack))
+        core::arch::asm!("vmwrite {}, {}", "setna {}", in(reg) u64::from(field), in(reg) value, out(reg_byte) failed, options(nostack))
     };
     assert!(
         failed == 0,
         "VMWRITE of field {field:#x} failed: {}",
-        policy::instruction_error_name(vmread(field::INSTRUCTION_ERROR) as u32)
+        policy::instruction_error_name(vmread(vmcs::ro::VM_INSTRUCTION_ERROR) as u32)
     );
 }
 
@@ -436,11 +323,11 @@ pub fn exit_soon_after_entry() {
         return;
     };
     if VMCS_STATE[index.0].load(Ordering::Acquire) == 2 {
-        vmwrite(field::GUEST_PREEMPTION_TIMER, 0);
-        let pin_based = vmread(field::PIN_BASED_CONTROLS);
+        vmwrite(vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, 0);
+        let pin_based = vmread(vmcs::control::PINBASED_EXEC_CONTROLS);
         vmwrite(
-            field::PIN_BASED_CONTROLS,
-            pin_based | u64::from(control::PIN_PREEMPTION_TIMER),
+            vmcs::control::PINBASED_EXEC_CONTROLS,
+            pin_based | u64::from(PinbasedControls::VMX_PREEMPTION_TIMER.bits()),
         );
     }
 }
@@ -549,8 +436,7 @@ impl VmxVcpu {
                 core::arch::asm!("invvpid {}, [{}]", in(reg) 2u64, in(reg) &descriptor, options(nostack));
             }
         }
-        let unrestricted = CR0_PE | CR0_PG;
-        let cr0_owned = (capabilities.cr0_fixed0 & !unrestricted) | !capabilities.cr0_fixed1;
+        let cr0_owned = (capabilities.cr0_fixed0 & !CR0_UNRESTRICTED) | !capabilities.cr0_fixed1;
         let cr4_owned = capabilities.cr4_fixed0 | !capabilities.cr4_fixed1;
         if let Some(index) = table::cpu_index(x2apic::current_id()) {
             VMCS_STATE[index.0].store(
@@ -574,51 +460,69 @@ impl VmxVcpu {
 
     fn write_controls(&self, start: &Confinement) {
         let capabilities = &self.capabilities;
-        vmwrite(field::PIN_BASED_CONTROLS, u64::from(capabilities.pin_based));
-        vmwrite(field::PRIMARY_CONTROLS, u64::from(capabilities.primary));
-        vmwrite(field::SECONDARY_CONTROLS, u64::from(capabilities.secondary));
-        vmwrite(field::EXIT_CONTROLS, u64::from(capabilities.exit));
-        vmwrite(field::ENTRY_CONTROLS, u64::from(capabilities.entry));
-        vmwrite(field::EXCEPTION_BITMAP, 0);
-        vmwrite(field::IO_BITMAP_A, start.permission_maps);
-        vmwrite(field::IO_BITMAP_B, start.permission_maps + 4096);
-        vmwrite(field::MSR_BITMAP, start.permission_maps + 8192);
-        vmwrite(field::EPT_POINTER, start.ept_pointer);
-        vmwrite(field::VPID, u64::from(start.vpid));
-        vmwrite(field::CR0_GUEST_HOST_MASK, self.cr0_owned);
-        vmwrite(field::CR4_GUEST_HOST_MASK, self.cr4_owned);
+        vmwrite(
+            vmcs::control::PINBASED_EXEC_CONTROLS,
+            u64::from(capabilities.pin_based),
+        );
+        vmwrite(
+            vmcs::control::PRIMARY_PROCBASED_EXEC_CONTROLS,
+            u64::from(capabilities.primary),
+        );
+        vmwrite(
+            vmcs::control::SECONDARY_PROCBASED_EXEC_CONTROLS,
+            u64::from(capabilities.secondary),
+        );
+        vmwrite(vmcs::control::VMEXIT_CONTROLS, u64::from(capabilities.exit));
+        vmwrite(
+            vmcs::control::VMENTRY_CONTROLS,
+            u64::from(capabilities.entry),
+        );
+        vmwrite(vmcs::control::EXCEPTION_BITMAP, 0);
+        vmwrite(vmcs::control::IO_BITMAP_A_ADDR_FULL, start.permission_maps);
+        vmwrite(
+            vmcs::control::IO_BITMAP_B_ADDR_FULL,
+            start.permission_maps + 4096,
+        );
+        vmwrite(
+            vmcs::control::MSR_BITMAPS_ADDR_FULL,
+            start.permission_maps + 8192,
+        );
+        vmwrite(vmcs::control::EPTP_FULL, start.ept_pointer);
+        vmwrite(vmcs::control::VPID, u64::from(start.vpid));
+        vmwrite(vmcs::control::CR0_GUEST_HOST_MASK, self.cr0_owned);
+        vmwrite(vmcs::control::CR4_GUEST_HOST_MASK, self.cr4_owned);
     }
 
     /// Host state loaded at every VM exit (SDM §28.5): this core's current state.
     fn write_host_state(&self, descriptors: &CoreDescriptors) {
         use crate::arch::cpu::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
-        vmwrite(field::HOST_CR0, read_cr0());
-        vmwrite(field::HOST_CR3, read_cr3());
-        vmwrite(field::HOST_CR4, read_cr4());
-        vmwrite(field::HOST_CS_SELECTOR, u64::from(CODE_SELECTOR));
+        vmwrite(vmcs::host::CR0, read_cr0());
+        vmwrite(vmcs::host::CR3, read_cr3());
+        vmwrite(vmcs::host::CR4, read_cr4());
+        vmwrite(vmcs::host::CS_SELECTOR, u64::from(CODE_SELECTOR));
         for selector in [
-            field::HOST_SS_SELECTOR,
-            field::HOST_DS_SELECTOR,
-            field::HOST_ES_SELECTOR,
+            vmcs::host::SS_SELECTOR,
+            vmcs::host::DS_SELECTOR,
+            vmcs::host::ES_SELECTOR,
         ] {
             vmwrite(selector, u64::from(DATA_SELECTOR));
         }
-        vmwrite(field::HOST_FS_SELECTOR, 0);
-        vmwrite(field::HOST_GS_SELECTOR, 0);
-        vmwrite(field::HOST_TR_SELECTOR, u64::from(TSS_SELECTOR));
-        vmwrite(field::HOST_FS_BASE, 0);
-        vmwrite(field::HOST_GS_BASE, 0);
-        vmwrite(field::HOST_TR_BASE, descriptors.tss_base());
-        vmwrite(field::HOST_GDTR_BASE, descriptors.gdt_base());
-        vmwrite(field::HOST_IDTR_BASE, crate::arch::cpu::idt_base());
-        vmwrite(field::HOST_SYSENTER_CS, 0);
-        vmwrite(field::HOST_SYSENTER_ESP, 0);
-        vmwrite(field::HOST_SYSENTER_EIP, 0);
+        vmwrite(vmcs::host::FS_SELECTOR, 0);
+        vmwrite(vmcs::host::GS_SELECTOR, 0);
+        vmwrite(vmcs::host::TR_SELECTOR, u64::from(TSS_SELECTOR));
+        vmwrite(vmcs::host::FS_BASE, 0);
+        vmwrite(vmcs::host::GS_BASE, 0);
+        vmwrite(vmcs::host::TR_BASE, descriptors.tss_base());
+        vmwrite(vmcs::host::GDTR_BASE, descriptors.gdt_base());
+        vmwrite(vmcs::host::IDTR_BASE, crate::arch::cpu::idt_base());
+        vmwrite(vmcs::host::IA32_SYSENTER_CS, 0);
+        vmwrite(vmcs::host::IA32_SYSENTER_ESP, 0);
+        vmwrite(vmcs::host::IA32_SYSENTER_EIP, 0);
         // SAFETY: EFER and PAT exist on every CPU with VMX.
-        let (efer, pat) = unsafe { (msr::read(msr::IA32_EFER), msr::read(capability::IA32_PAT)) };
-        vmwrite(field::HOST_EFER, efer);
-        vmwrite(field::HOST_PAT, pat);
-        vmwrite(field::HOST_RIP, vmx_exit as *const () as u64);
+        let (efer, pat) = unsafe { (msr::read(msr::IA32_EFER), msr::read(x86_msr::IA32_PAT)) };
+        vmwrite(vmcs::host::IA32_EFER_FULL, efer);
+        vmwrite(vmcs::host::IA32_PAT_FULL, pat);
+        vmwrite(vmcs::host::RIP, vmx_exit as *const () as u64);
     }
 
     /// A MOV to CR0/CR4 that touched a bit VMX fixes: keep the fixed bits in the real
@@ -635,21 +539,21 @@ impl VmxVcpu {
         let capabilities = &self.capabilities;
         match control_register {
             0 => {
-                vmwrite(field::CR0_READ_SHADOW, value);
+                vmwrite(vmcs::control::CR0_READ_SHADOW, value);
                 vmwrite(
-                    field::GUEST_CR0,
+                    vmcs::guest::CR0,
                     policy::apply_fixed_bits(
                         value,
                         capabilities.cr0_fixed0,
                         capabilities.cr0_fixed1,
-                        CR0_PE | CR0_PG,
+                        CR0_UNRESTRICTED,
                     ),
                 );
             }
             4 => {
-                vmwrite(field::CR4_READ_SHADOW, value);
+                vmwrite(vmcs::control::CR4_READ_SHADOW, value);
                 vmwrite(
-                    field::GUEST_CR4,
+                    vmcs::guest::CR4,
                     policy::apply_fixed_bits(
                         value,
                         capabilities.cr4_fixed0,
@@ -688,11 +592,11 @@ impl VmxVcpu {
     }
 
     fn decode_exit(&mut self) -> Option<Exit> {
-        let reason = vmread(field::EXIT_REASON) as u32;
+        let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
         if reason & (1 << 31) != 0 {
             return Some(Exit::InvalidGuestState);
         }
-        let qualification = vmread(field::EXIT_QUALIFICATION);
+        let qualification = vmread(vmcs::ro::EXIT_QUALIFICATION);
         Some(match reason & 0xFFFF {
             exit_reason::CPUID => Exit::Cpuid,
             // SDM §28.2.1 table 28-5: bits 2:0 size - 1, bit 3 IN, bit 4 string, bit 5 REP,
@@ -703,7 +607,7 @@ impl VmxVcpu {
                 input: qualification & (1 << 3) != 0,
                 string: qualification & (1 << 4) != 0,
                 repeat: qualification & (1 << 5) != 0,
-                next_rip: self.rip() + vmread(field::EXIT_INSTRUCTION_LENGTH),
+                next_rip: self.rip() + vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN),
             }),
             exit_reason::RDMSR => Exit::MsrRead {
                 msr: self.register(Register::Rcx) as u32,
@@ -716,24 +620,24 @@ impl VmxVcpu {
             exit_reason::VMCALL => Exit::Hypercall,
             // SDM §28.2.1 table 28-7: bit 0 read, bit 1 write, bit 2 instruction fetch.
             exit_reason::EPT_VIOLATION => Exit::NestedPageFault {
-                guest_physical: vmread(field::GUEST_PHYSICAL_ADDRESS),
+                guest_physical: vmread(vmcs::ro::GUEST_PHYSICAL_ADDR_FULL),
                 write: qualification & (1 << 1) != 0,
                 fetch: qualification & (1 << 2) != 0,
             },
             exit_reason::TRIPLE_FAULT => Exit::TripleFault,
             // Armed by `exit_soon_after_entry`: disarm; the run loop looks at its signals.
             exit_reason::PREEMPTION_TIMER => {
-                let pin_based = vmread(field::PIN_BASED_CONTROLS);
+                let pin_based = vmread(vmcs::control::PINBASED_EXEC_CONTROLS);
                 vmwrite(
-                    field::PIN_BASED_CONTROLS,
-                    pin_based & !u64::from(control::PIN_PREEMPTION_TIMER),
+                    vmcs::control::PINBASED_EXEC_CONTROLS,
+                    pin_based & !u64::from(PinbasedControls::VMX_PREEMPTION_TIMER.bits()),
                 );
                 Exit::Nmi
             }
             exit_reason::INIT => Exit::Init,
             // With NMI exiting, an NMI exits with reason 0 and interruption type 2 (§28.2.2).
             exit_reason::EXCEPTION_OR_NMI
-                if (vmread(field::EXIT_INTERRUPTION_INFO) >> 8) & 0b111 == 2 =>
+                if (vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO) >> 8) & 0b111 == 2 =>
             {
                 Exit::Nmi
             }
@@ -776,7 +680,7 @@ impl VirtualCpu for VmxVcpu {
             let failed =
                 unsafe { vmx_run(&mut self.core.registers, u64::from(self.core.launched)) };
             if failed != 0 {
-                let error = vmread(field::INSTRUCTION_ERROR) as u32;
+                let error = vmread(vmcs::ro::VM_INSTRUCTION_ERROR) as u32;
                 log::info!(
                     "VM entry failed: VM-instruction error {} ({})",
                     error,
@@ -785,7 +689,7 @@ impl VirtualCpu for VmxVcpu {
                 return Exit::InvalidGuestState;
             }
             self.core.launched = true;
-            vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
+            vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
             if let Some(exit) = self.decode_exit() {
                 return exit;
             }
@@ -793,25 +697,28 @@ impl VirtualCpu for VmxVcpu {
     }
 
     fn rip(&self) -> u64 {
-        vmread(field::GUEST_RIP)
+        vmread(vmcs::guest::RIP)
     }
 
     fn set_rip(&mut self, rip: u64) {
-        vmwrite(field::GUEST_RIP, rip);
+        vmwrite(vmcs::guest::RIP, rip);
     }
 
     fn rflags(&self) -> u64 {
-        vmread(field::GUEST_RFLAGS)
+        vmread(vmcs::guest::RFLAGS)
     }
 
     /// VMX reports the exiting instruction's length (SDM §28.2.5); `length` is ignored.
     fn skip_instruction(&mut self, _length: u64) {
-        let length = vmread(field::EXIT_INSTRUCTION_LENGTH);
+        let length = vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN);
         self.set_rip(self.rip() + length);
         // Skipping an instruction ends blocking by STI / MOV SS (SDM §26.3.1.5).
-        let interruptibility = vmread(field::GUEST_INTERRUPTIBILITY);
+        let interruptibility = vmread(vmcs::guest::INTERRUPTIBILITY_STATE);
         if interruptibility & 0b11 != 0 {
-            vmwrite(field::GUEST_INTERRUPTIBILITY, interruptibility & !0b11);
+            vmwrite(
+                vmcs::guest::INTERRUPTIBILITY_STATE,
+                interruptibility & !0b11,
+            );
         }
     }
 
@@ -821,47 +728,47 @@ impl VirtualCpu for VmxVcpu {
         let information = match exception {
             Exception::InvalidOpcode => 6 | (3 << 8) | (1 << 31),
             Exception::GeneralProtection => {
-                vmwrite(field::ENTRY_EXCEPTION_ERROR_CODE, 0);
+                vmwrite(vmcs::control::VMENTRY_EXCEPTION_ERR_CODE, 0);
                 13 | (3 << 8) | (1 << 11) | (1 << 31)
             }
         };
-        vmwrite(field::ENTRY_INTERRUPTION_INFO, information);
+        vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, information);
     }
 
     fn write_efer(&mut self, value: u64) {
         // EFER is intercepted on Intel; LMA follows LME and CR0.PG on its own, and VM exits
         // store LMA into the "IA-32e mode guest" entry control (SDM §28.3.1).
-        vmwrite(field::GUEST_EFER, value);
+        vmwrite(vmcs::guest::IA32_EFER_FULL, value);
     }
 
     fn read_efer(&self) -> u64 {
-        vmread(field::GUEST_EFER)
+        vmread(vmcs::guest::IA32_EFER_FULL)
     }
 
     fn register_number(&self, number: u8) -> u64 {
         match number & 0xF {
-            RSP => vmread(field::GUEST_RSP),
+            RSP => vmread(vmcs::guest::RSP),
             other => self.core.registers.0[usize::from(other)],
         }
     }
 
     fn set_register_number(&mut self, number: u8, value: u64) {
         match number & 0xF {
-            RSP => vmwrite(field::GUEST_RSP, value),
+            RSP => vmwrite(vmcs::guest::RSP, value),
             other => self.core.registers.0[usize::from(other)] = value,
         }
     }
 
     fn instruction_context(&self) -> InstructionContext {
-        let rights = vmread(field::GUEST_ES_ACCESS_RIGHTS + 2);
+        let rights = vmread(vmcs::guest::ES_ACCESS_RIGHTS + 2);
         let paging = PagingRegisters {
-            cr0: vmread(field::GUEST_CR0),
-            cr3: vmread(field::GUEST_CR3),
-            cr4: vmread(field::GUEST_CR4),
-            efer: vmread(field::GUEST_EFER),
+            cr0: vmread(vmcs::guest::CR0),
+            cr3: vmread(vmcs::guest::CR3),
+            cr4: vmread(vmcs::guest::CR4),
+            efer: vmread(vmcs::guest::IA32_EFER_FULL),
         };
         InstructionContext {
-            rip_linear: vmread(field::GUEST_ES_BASE + 2).wrapping_add(self.rip()),
+            rip_linear: vmread(vmcs::guest::ES_BASE + 2).wrapping_add(self.rip()),
             // VMX access rights: L is bit 13, D/B bit 14 (SDM §25.4.1).
             mode: InstructionContext::mode_of(
                 paging.cr0,
@@ -879,10 +786,10 @@ impl VirtualCpu for VmxVcpu {
         let registers = start.architectural();
         // Eight segment registers from ES (0x800, 0x4800, 0x4814, 0x6806), two apart, in the
         // order ES, CS, SS, DS, FS, GS, LDTR, TR.
-        const CS: u64 = 1;
-        const LDTR: u64 = 6;
-        const TR: u64 = 7;
-        for index in 0..8u64 {
+        const CS: u32 = 1;
+        const LDTR: u32 = 6;
+        const TR: u32 = 7;
+        for index in 0..8u32 {
             let (selector, base, limit, rights) = match index {
                 CS => {
                     let code = registers.code;
@@ -898,35 +805,35 @@ impl VirtualCpu for VmxVcpu {
                     (data.selector, data.base, data.limit, data.vmx_rights())
                 }
             };
-            vmwrite(field::GUEST_ES_SELECTOR + 2 * index, u64::from(selector));
-            vmwrite(field::GUEST_ES_LIMIT + 2 * index, u64::from(limit));
-            vmwrite(field::GUEST_ES_ACCESS_RIGHTS + 2 * index, rights);
-            vmwrite(field::GUEST_ES_BASE + 2 * index, base);
+            vmwrite(vmcs::guest::ES_SELECTOR + 2 * index, u64::from(selector));
+            vmwrite(vmcs::guest::ES_LIMIT + 2 * index, u64::from(limit));
+            vmwrite(vmcs::guest::ES_ACCESS_RIGHTS + 2 * index, rights);
+            vmwrite(vmcs::guest::ES_BASE + 2 * index, base);
         }
-        debug_assert_eq!(field::GUEST_ES_LIMIT + 2 * LDTR, field::GUEST_LDTR_LIMIT);
+        debug_assert_eq!(vmcs::guest::ES_LIMIT + 2 * LDTR, vmcs::guest::LDTR_LIMIT);
         debug_assert_eq!(
-            field::GUEST_ES_ACCESS_RIGHTS + 2 * TR,
-            field::GUEST_TR_ACCESS_RIGHTS
+            vmcs::guest::ES_ACCESS_RIGHTS + 2 * TR,
+            vmcs::guest::TR_ACCESS_RIGHTS
         );
-        debug_assert_eq!(field::GUEST_ES_BASE + 2 * TR, field::GUEST_TR_BASE);
-        vmwrite(field::GUEST_GDTR_BASE, registers.gdt.0);
-        vmwrite(field::GUEST_GDTR_LIMIT, u64::from(registers.gdt.1));
-        vmwrite(field::GUEST_IDTR_BASE, 0);
-        vmwrite(field::GUEST_IDTR_LIMIT, 0xFFFF);
+        debug_assert_eq!(vmcs::guest::ES_BASE + 2 * TR, vmcs::guest::TR_BASE);
+        vmwrite(vmcs::guest::GDTR_BASE, registers.gdt.0);
+        vmwrite(vmcs::guest::GDTR_LIMIT, u64::from(registers.gdt.1));
+        vmwrite(vmcs::guest::IDTR_BASE, 0);
+        vmwrite(vmcs::guest::IDTR_LIMIT, 0xFFFF);
         let capabilities = &self.capabilities;
-        vmwrite(field::CR0_READ_SHADOW, registers.cr0);
+        vmwrite(vmcs::control::CR0_READ_SHADOW, registers.cr0);
         vmwrite(
-            field::GUEST_CR0,
+            vmcs::guest::CR0,
             policy::apply_fixed_bits(
                 registers.cr0,
                 capabilities.cr0_fixed0,
                 capabilities.cr0_fixed1,
-                CR0_PE | CR0_PG,
+                CR0_UNRESTRICTED,
             ),
         );
-        vmwrite(field::CR4_READ_SHADOW, registers.cr4);
+        vmwrite(vmcs::control::CR4_READ_SHADOW, registers.cr4);
         vmwrite(
-            field::GUEST_CR4,
+            vmcs::guest::CR4,
             policy::apply_fixed_bits(
                 registers.cr4,
                 capabilities.cr4_fixed0,
@@ -934,31 +841,31 @@ impl VirtualCpu for VmxVcpu {
                 0,
             ),
         );
-        vmwrite(field::GUEST_CR3, registers.cr3);
-        vmwrite(field::GUEST_DR7, 0x400);
-        vmwrite(field::GUEST_RSP, 0);
-        vmwrite(field::GUEST_RIP, registers.rip);
-        vmwrite(field::GUEST_RFLAGS, 0x2);
-        vmwrite(field::GUEST_PENDING_DEBUG, 0);
-        vmwrite(field::GUEST_INTERRUPTIBILITY, 0);
-        vmwrite(field::GUEST_ACTIVITY_STATE, 0);
-        vmwrite(field::GUEST_SYSENTER_CS, 0);
-        vmwrite(field::GUEST_SYSENTER_ESP, 0);
-        vmwrite(field::GUEST_SYSENTER_EIP, 0);
-        vmwrite(field::GUEST_DEBUGCTL, 0);
-        vmwrite(field::GUEST_EFER, registers.efer);
-        vmwrite(field::GUEST_PAT, 0x0007_0406_0007_0406); // the power-on PAT
-        vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
-        vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
+        vmwrite(vmcs::guest::CR3, registers.cr3);
+        vmwrite(vmcs::guest::DR7, 0x400);
+        vmwrite(vmcs::guest::RSP, 0);
+        vmwrite(vmcs::guest::RIP, registers.rip);
+        vmwrite(vmcs::guest::RFLAGS, 0x2);
+        vmwrite(vmcs::guest::PENDING_DBG_EXCEPTIONS, 0);
+        vmwrite(vmcs::guest::INTERRUPTIBILITY_STATE, 0);
+        vmwrite(vmcs::guest::ACTIVITY_STATE, 0);
+        vmwrite(vmcs::guest::IA32_SYSENTER_CS, 0);
+        vmwrite(vmcs::guest::IA32_SYSENTER_ESP, 0);
+        vmwrite(vmcs::guest::IA32_SYSENTER_EIP, 0);
+        vmwrite(vmcs::guest::IA32_DEBUGCTL_FULL, 0);
+        vmwrite(vmcs::guest::IA32_EFER_FULL, registers.efer);
+        vmwrite(vmcs::guest::IA32_PAT_FULL, 0x0007_0406_0007_0406); // the power-on PAT
+        vmwrite(vmcs::guest::LINK_PTR_FULL, u64::MAX);
+        vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
         // "IA-32e mode guest" must equal EFER.LMA at entry (SDM §26.3.1.1); a previous run
         // may have left it set.
         let long_mode = if registers.efer & EFER_LMA != 0 {
-            control::ENTRY_IA32E_MODE_GUEST
+            EntryControls::IA32E_MODE_GUEST.bits()
         } else {
             0
         };
         vmwrite(
-            field::ENTRY_CONTROLS,
+            vmcs::control::VMENTRY_CONTROLS,
             u64::from(capabilities.entry | long_mode),
         );
         self.core.registers = GeneralRegisters::default();
@@ -969,8 +876,11 @@ impl VirtualCpu for VmxVcpu {
     fn inject_nmi(&mut self) {
         // Interruption type 2 = NMI, vector 2 (SDM §25.8.3). Skipped while the guest blocks
         // NMIs (interruptibility bit 3): entry would fail (SDM §26.3.1.5).
-        if vmread(field::GUEST_INTERRUPTIBILITY) & (1 << 3) == 0 {
-            vmwrite(field::ENTRY_INTERRUPTION_INFO, 2 | (2 << 8) | (1 << 31));
+        if vmread(vmcs::guest::INTERRUPTIBILITY_STATE) & (1 << 3) == 0 {
+            vmwrite(
+                vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD,
+                2 | (2 << 8) | (1 << 31),
+            );
         }
     }
 }
