@@ -140,7 +140,7 @@ pub fn load_partition(
             gdt,
         } => {
             // Debian's 6.1 kernel takes the TSC rate on AMD only from tsc_early_khz=
-            // (shared/LINUX-GUEST.md): give it the rate calibrated at boot. The restart count
+            // (docs/linux-guest.md): give it the rate calibrated at boot. The restart count
             // lets the guest's userspace tell a first boot from a restart.
             let mut line = heapless::String::<4096>::new();
             let written = core::fmt::write(

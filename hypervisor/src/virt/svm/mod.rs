@@ -1,7 +1,7 @@
 //! The AMD SVM backend: VMCB layout, VMRUN, exit decoding (AMD APM vol. 2 ch. 15).
 //!
 //! QEMU's TCG implements SVM with nested paging but without NRIP save or decode assists
-//! (shared/EMULATORS.md), so RIP is advanced by known instruction lengths and IOIO exits
+//! (docs/emulators.md), so RIP is advanced by known instruction lengths and IOIO exits
 //! take the next RIP from EXITINFO2 (APM §15.10.2).
 
 use super::{
@@ -98,7 +98,7 @@ mod exit_code {
     pub const SKINIT: u64 = 0x86;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID is -1; QEMU writes it as 0x0000_0000_ffff_ffff, so only the low 32
-    /// bits are compared (shared/EMULATORS.md).
+    /// bits are compared (docs/emulators.md).
     pub const INVALID_LOW: u64 = 0xFFFF_FFFF;
 }
 

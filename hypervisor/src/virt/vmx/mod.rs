@@ -159,7 +159,7 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
         0,
         0,
     )?;
-    // Only now is the secondary-controls MSR known to exist (EMULATORS.md: core2_penryn).
+    // Only now is the secondary-controls MSR known to exist (docs/emulators.md: core2_penryn).
     let secondary = fit(
         ControlWord::SecondaryProcessorBased,
         x86_msr::IA32_VMX_PROCBASED_CTLS2,
