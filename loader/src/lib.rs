@@ -172,6 +172,10 @@ tessera_entry32:
     or eax, 0x900                        /* LME | NXE */
     wrmsr
     mov eax, cr0
+    /* Caches on: clear CD and NW (Multiboot leaves them undefined; after INIT they are set,
+       Intel SDM vol. 3 table 9-1). VM entries and exits do not change them (SDM §27.3.2.1,
+       §28.5.1), so the guests would run uncached too. */
+    and eax, 0x9FFFFFFF
     or eax, 0x80000001                   /* PG | PE */
     mov cr0, eax
     lgdt [tessera_boot_gdtr]
@@ -249,6 +253,7 @@ tessera_ap_trampoline_start:
     mov ds, ax
     lgdt [AP_GDTR]
     mov eax, cr0
+    and eax, 0x9FFFFFFF                  /* caches on: INIT set CD and NW (SDM table 9-1) */
     or eax, 1
     mov cr0, eax
     .byte 0x66, 0xEA                     /* far jump, 32-bit offset, from 16-bit code */

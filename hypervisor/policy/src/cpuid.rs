@@ -5,6 +5,7 @@
 //! unconditionally), the hypervisor executes it natively with the same EAX/ECX and passes the
 //! result through [`filter`].
 
+use crate::bytes;
 use tessera_abi::hypercall::SIGNATURE;
 
 /// Leaf 1 ECX bit 5: VMX (Intel SDM vol 2A, CPUID, table "Feature Information").
@@ -62,14 +63,13 @@ pub struct CpuidView {
 
 /// The signature as the three little-endian registers EBX, ECX, EDX.
 fn signature_registers() -> [u32; 3] {
-    let word = |i: usize| {
-        u32::from_le_bytes([
-            SIGNATURE[i],
-            SIGNATURE[i + 1],
-            SIGNATURE[i + 2],
-            SIGNATURE[i + 3],
-        ])
-    };
+    registers_of(&SIGNATURE)
+}
+
+/// A 12-byte vendor signature as the three little-endian registers EBX, ECX, EDX.
+fn registers_of(signature: &[u8; 12]) -> [u32; 3] {
+    // The three offsets lie inside the 12 bytes, so every read succeeds.
+    let word = |offset: usize| bytes::u32_at(signature, offset).unwrap_or_default();
     [word(0), word(4), word(8)]
 }
 
@@ -117,15 +117,8 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
         SVM_FEATURES_LEAF => [0; 4],
         HYPERVISOR_LEAF_FIRST..=HYPERVISOR_LEAF_LAST => hypervisor_leaf(leaf, view),
         KVM_COMPATIBLE_LEAF => {
-            let word = |i: usize| {
-                u32::from_le_bytes([
-                    KVM_SIGNATURE[i],
-                    KVM_SIGNATURE[i + 1],
-                    KVM_SIGNATURE[i + 2],
-                    KVM_SIGNATURE[i + 3],
-                ])
-            };
-            [KVM_COMPATIBLE_LEAF + 1, word(0), word(4), word(8)]
+            let [b, c, d] = registers_of(&KVM_SIGNATURE);
+            [KVM_COMPATIBLE_LEAF + 1, b, c, d]
         }
         // KVM_CPUID_FEATURES and the rest: no paravirtual feature at all.
         0x4000_0101..=KVM_COMPATIBLE_LEAF_LAST => [0; 4],

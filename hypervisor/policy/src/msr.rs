@@ -66,13 +66,6 @@ const fn write_only(first: u32, last: u32) -> PassThrough {
     }
 }
 
-const fn on(vendor: Vendor, rule: PassThrough) -> PassThrough {
-    PassThrough {
-        only_on: Some(vendor),
-        ..rule
-    }
-}
-
 /// Every MSR access not listed here is intercepted.
 const PASS_THROUGH: &[PassThrough] = &[
     // IA32_TIME_STAMP_COUNTER: reads are as cheap as RDTSC, which is not intercepted either;
@@ -99,9 +92,10 @@ const PASS_THROUGH: &[PassThrough] = &[
     // x2APIC 0x831–0x8FF (LVTs, timer initial/current count, divide config, SELF IPI, which
     // can only target the writing core).
     both(0x831, 0x8ff),
-    // EFER: on AMD guest state in the VMCB. Writes are checked so the guest cannot clear
-    // EFER.SVME, which would make the next VMRUN fail (AMD APM vol 2 §15.5.1).
-    on(Vendor::Amd, read_only(0xc000_0080, 0xc000_0080)),
+    // EFER is intercepted both ways on both vendors: writes are performed as the processor
+    // would (crate::control_registers: reserved bits, LME locked while paging); on AMD the
+    // guest must also not clear EFER.SVME, which would make the next VMRUN fail (AMD APM vol 2
+    // §15.5.1), nor see it set, since its CPUID shows no SVM.
     // STAR, LSTAR, CSTAR, SFMASK: SYSCALL targets, guest state in the VMCB / switched by the
     // hypervisor.
     both(0xc000_0081, 0xc000_0084),
@@ -274,8 +268,8 @@ mod tests {
                 assert!(intercepted(vendor, msr, Write), "{msr:#x}");
             }
         }
-        // EFER: AMD reads pass, writes are checked; Intel intercepts both.
-        assert!(!intercepted(Amd, 0xc000_0080, Read));
+        // EFER: intercepted both ways on both vendors.
+        assert!(intercepted(Amd, 0xc000_0080, Read));
         assert!(intercepted(Amd, 0xc000_0080, Write));
         assert!(intercepted(Intel, 0xc000_0080, Read));
         assert!(intercepted(Intel, 0xc000_0080, Write));
@@ -331,8 +325,8 @@ mod tests {
         assert_eq!(svm_msrpm_position(0xbfff_ffff), None);
         let mut map = [0u8; SVM_MSRPM_BYTES];
         build_svm_msr_permission_map(&mut map);
-        // EFER (0xC000_0080): read bit clear, write bit set.
-        assert_eq!(map[0x820] & 0b11, 0b10);
+        // EFER (0xC000_0080): read and write bits set.
+        assert_eq!(map[0x820] & 0b11, 0b11);
         // TSC (0x10): byte 4, bits 0–1: read clear, write set.
         assert_eq!(map[4] & 0b11, 0b10);
         // ICR (0x830): byte 0x20c, bits 0–1.

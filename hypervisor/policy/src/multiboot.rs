@@ -12,6 +12,7 @@
 //! [`parse_multiboot2`] walks them and keeps the memory map (type 6) and the ACPI RSDP
 //! copies (types 14 and 15); [`parse_rsdp`] reads the root-table addresses from an RSDP.
 
+use crate::bytes::{u32_at, u64_at};
 use tessera_abi::table::Range;
 
 /// What the firmware says a range is.
@@ -57,14 +58,6 @@ pub struct MemoryMapIter<'a> {
     rest: &'a [u8],
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from(read_u32(bytes, at)) | u64::from(read_u32(bytes, at + 4)) << 32
-}
-
 impl Iterator for MemoryMapIter<'_> {
     type Item = (Range, MemoryKind);
 
@@ -73,15 +66,23 @@ impl Iterator for MemoryMapIter<'_> {
             self.rest = &[];
             return None;
         }
-        let size = read_u32(self.rest, 0) as usize;
+        let size = u32_at(self.rest, 0)? as usize;
         let stride = size.checked_add(4)?;
-        if size < ENTRY_BODY_BYTES || self.rest.len() < 4 + ENTRY_BODY_BYTES {
+        // An entry too short for base_addr, length and type ends the map.
+        let (Some(base), Some(length), Some(kind)) = (
+            u64_at(self.rest, 4),
+            u64_at(self.rest, 12),
+            u32_at(self.rest, 20),
+        ) else {
+            self.rest = &[];
+            return None;
+        };
+        if size < ENTRY_BODY_BYTES {
             self.rest = &[];
             return None;
         }
-        let base = read_u64(self.rest, 4);
-        let length = read_u64(self.rest, 12).min(u64::MAX - base);
-        let kind = MemoryKind::from_type(read_u32(self.rest, 20));
+        let length = length.min(u64::MAX - base);
+        let kind = MemoryKind::from_type(kind);
         // A final entry whose declared size runs past the buffer is still complete.
         self.rest = self.rest.get(stride..).unwrap_or(&[]);
         Some((Range::new(base, length), kind))
@@ -228,7 +229,7 @@ pub fn multiboot2_total_size(header: &[u8]) -> Result<usize, Multiboot2Error> {
     if header.len() < 8 {
         return Err(Multiboot2Error::BadTotalSize(0));
     }
-    let total = read_u32(header, 0);
+    let total = u32_at(header, 0).ok_or(Multiboot2Error::BadTotalSize(0))?;
     let size = total as usize;
     if !(16..=MAX_MULTIBOOT2_INFO_BYTES).contains(&size) {
         return Err(Multiboot2Error::BadTotalSize(total));
@@ -245,8 +246,10 @@ pub fn parse_multiboot2(info: &[u8]) -> Result<Multiboot2Info<'_>, Multiboot2Err
     let mut parsed = Multiboot2Info::default();
     let mut offset = 8;
     while offset + 8 <= total {
-        let kind = read_u32(info, offset);
-        let size = read_u32(info, offset + 4) as usize;
+        let (Some(kind), Some(size)) = (u32_at(info, offset), u32_at(info, offset + 4)) else {
+            return Err(Multiboot2Error::BadTag { offset });
+        };
+        let size = size as usize;
         if size < 8 || size > total - offset {
             return Err(Multiboot2Error::BadTag { offset });
         }
@@ -254,13 +257,14 @@ pub fn parse_multiboot2(info: &[u8]) -> Result<Multiboot2Info<'_>, Multiboot2Err
         match kind {
             TAG_END => return Ok(parsed),
             TAG_MEMORY_MAP if parsed.memory_map.is_none() => {
-                if size < 16 || (read_u32(tag, 8) as usize) < MULTIBOOT2_ENTRY_BYTES {
+                let entry_size = u32_at(tag, 8).map_or(0, |size| size as usize);
+                let Some(rest) = tag.get(16..) else {
+                    return Err(Multiboot2Error::BadMemoryMap { offset });
+                };
+                if entry_size < MULTIBOOT2_ENTRY_BYTES {
                     return Err(Multiboot2Error::BadMemoryMap { offset });
                 }
-                parsed.memory_map = Some(Multiboot2MemoryMapIter {
-                    rest: &tag[16..],
-                    entry_size: read_u32(tag, 8) as usize,
-                });
+                parsed.memory_map = Some(Multiboot2MemoryMapIter { rest, entry_size });
             }
             TAG_ACPI_OLD_RSDP | TAG_ACPI_NEW_RSDP => {
                 let slot = if kind == TAG_ACPI_OLD_RSDP {
@@ -295,14 +299,22 @@ impl Iterator for Multiboot2MemoryMapIter<'_> {
     type Item = (Range, MemoryKind);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.entry_size < MULTIBOOT2_ENTRY_BYTES || self.rest.len() < self.entry_size {
+        let (Some(base), Some(length), Some(kind), Some(rest)) = (
+            u64_at(self.rest, 0),
+            u64_at(self.rest, 8),
+            u32_at(self.rest, 16),
+            self.rest.get(self.entry_size..),
+        ) else {
+            self.rest = &[];
+            return None;
+        };
+        if self.entry_size < MULTIBOOT2_ENTRY_BYTES {
             self.rest = &[];
             return None;
         }
-        let base = read_u64(self.rest, 0);
-        let length = read_u64(self.rest, 8).min(u64::MAX - base);
-        let kind = MemoryKind::from_type(read_u32(self.rest, 16));
-        self.rest = &self.rest[self.entry_size..];
+        let length = length.min(u64::MAX - base);
+        let kind = MemoryKind::from_type(kind);
+        self.rest = rest;
         Some((Range::new(base, length), kind))
     }
 }
@@ -325,53 +337,9 @@ impl Iterator for AnyMemoryMap<'_> {
     }
 }
 
-/// What the hypervisor needs from an ACPI Root System Description Pointer (ACPI 6.5
-/// §5.2.5.3): where the RSDT and, from revision 2 on, the XSDT are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rsdp {
-    pub revision: u8,
-    pub rsdt_address: u32,
-    /// Present for revision ≥ 2 with a non-zero XSDT address.
-    pub xsdt_address: Option<u64>,
-}
-
-/// Bytes of an ACPI 1.0 RSDP (covered by the first checksum) and of an ACPI 2.0+ one.
-pub const RSDP_V1_BYTES: usize = 20;
-pub const RSDP_V2_BYTES: usize = 36;
-
-fn sums_to_zero(bytes: &[u8]) -> bool {
-    bytes.iter().fold(0u8, |sum, byte| sum.wrapping_add(*byte)) == 0
-}
-
-/// Reads an RSDP from `bytes` (it may be followed by other bytes): signature `RSD PTR `,
-/// the checksum over the first 20 bytes, and for revision ≥ 2 the extended checksum over
-/// `length` bytes (at least 36; all of them must be in `bytes`).
-pub fn parse_rsdp(bytes: &[u8]) -> Option<Rsdp> {
-    let first = bytes.get(..RSDP_V1_BYTES)?;
-    if &first[..8] != b"RSD PTR " || !sums_to_zero(first) {
-        return None;
-    }
-    let revision = first[15];
-    let rsdt_address = read_u32(first, 16);
-    if revision < 2 {
-        return Some(Rsdp {
-            revision,
-            rsdt_address,
-            xsdt_address: None,
-        });
-    }
-    let length = read_u32(bytes.get(..RSDP_V2_BYTES)?, 20) as usize;
-    let whole = bytes.get(..length.max(RSDP_V2_BYTES))?;
-    if !sums_to_zero(whole) {
-        return None;
-    }
-    let xsdt = read_u64(whole, 24);
-    Some(Rsdp {
-        revision,
-        rsdt_address,
-        xsdt_address: (xsdt != 0).then_some(xsdt),
-    })
-}
+// The ACPI root pointer is parsed with the other firmware tables; the boot information only
+// carries copies of it (tags 14 and 15), read through these names.
+pub use crate::firmware_acpi::{parse_rsdp, Rsdp, RSDP_V1_BYTES, RSDP_V2_BYTES};
 
 #[cfg(test)]
 mod tests {
@@ -764,39 +732,6 @@ mod tests {
                 let _ = parsed.memory_map.map(|map| map.count());
             }
         }
-    }
-
-    #[test]
-    fn rsdp_checksums_and_revisions() {
-        assert_eq!(
-            parse_rsdp(&rsdp_v1(0x1234)),
-            Some(Rsdp {
-                revision: 0,
-                rsdt_address: 0x1234,
-                xsdt_address: None
-            })
-        );
-        let v2 = rsdp_v2(0x1234, 0x5678);
-        assert_eq!(parse_rsdp(&v2).unwrap().xsdt_address, Some(0x5678));
-        // A revision-2 RSDP cut to its first 20 bytes is refused (its length is unknown).
-        assert_eq!(parse_rsdp(&v2[..20]), None);
-        // A zero XSDT address means: use the RSDT.
-        assert_eq!(parse_rsdp(&rsdp_v2(0x1234, 0)).unwrap().xsdt_address, None);
-        // Bad signature, bad first checksum, bad extended checksum, short input.
-        let mut bad = rsdp_v1(1);
-        bad[0] = b'X';
-        assert_eq!(parse_rsdp(&bad), None);
-        let mut bad = rsdp_v1(1);
-        bad[16] ^= 1;
-        assert_eq!(parse_rsdp(&bad), None);
-        let mut bad = v2.clone();
-        bad[24] ^= 1;
-        assert_eq!(parse_rsdp(&bad), None);
-        // A length field larger than the bytes given.
-        let mut bad = v2.clone();
-        bad[20] = 200;
-        assert_eq!(parse_rsdp(&bad), None);
-        assert_eq!(parse_rsdp(b"RSD PTR "), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! it to the guest; a guest (see `userland/`) parses it with [`read_start_info`],
 //! [`read_cmdline`] and [`memmap_entries`]. All fields are little-endian.
 
+use crate::bytes::{u32_at, u64_at};
 use tessera_abi::table::{MappingKind, MemoryMapping};
 
 /// `hvm_start_info.magic`: "xEn3" with the high bit of the last byte set.
@@ -80,14 +81,6 @@ fn put_u32(out: &mut [u8], at: usize, value: u32) {
 
 fn put_u64(out: &mut [u8], at: usize, value: u64) {
     out[at..at + 8].copy_from_slice(&value.to_le_bytes());
-}
-
-fn get_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn get_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Lays out the PVH boot block in `out`, which will be copied to guest-physical `at_guest`:
@@ -168,10 +161,10 @@ pub struct StartInfoView {
 /// Parses the `hvm_start_info` at the start of `bytes`. `None` if the magic is wrong or the
 /// bytes are too short for the version the block claims.
 pub fn read_start_info(bytes: &[u8]) -> Option<StartInfoView> {
-    if get_u32(bytes, offset::MAGIC)? != MAGIC {
+    if u32_at(bytes, offset::MAGIC)? != MAGIC {
         return None;
     }
-    let version = get_u32(bytes, offset::VERSION)?;
+    let version = u32_at(bytes, offset::VERSION)?;
     let size = if version >= 1 {
         START_INFO_BYTES
     } else {
@@ -182,19 +175,19 @@ pub fn read_start_info(bytes: &[u8]) -> Option<StartInfoView> {
     }
     let (memmap_paddr, memmap_entries) = if version >= 1 {
         (
-            get_u64(bytes, offset::MEMMAP_PADDR)?,
-            get_u32(bytes, offset::MEMMAP_ENTRIES)?,
+            u64_at(bytes, offset::MEMMAP_PADDR)?,
+            u32_at(bytes, offset::MEMMAP_ENTRIES)?,
         )
     } else {
         (0, 0)
     };
     Some(StartInfoView {
         version,
-        flags: get_u32(bytes, offset::FLAGS)?,
-        nr_modules: get_u32(bytes, offset::NR_MODULES)?,
-        modlist_paddr: get_u64(bytes, offset::MODLIST_PADDR)?,
-        cmdline_paddr: get_u64(bytes, offset::CMDLINE_PADDR)?,
-        rsdp_paddr: get_u64(bytes, offset::RSDP_PADDR)?,
+        flags: u32_at(bytes, offset::FLAGS)?,
+        nr_modules: u32_at(bytes, offset::NR_MODULES)?,
+        modlist_paddr: u64_at(bytes, offset::MODLIST_PADDR)?,
+        cmdline_paddr: u64_at(bytes, offset::CMDLINE_PADDR)?,
+        rsdp_paddr: u64_at(bytes, offset::RSDP_PADDR)?,
         memmap_paddr,
         memmap_entries,
     })
@@ -223,9 +216,9 @@ pub fn memmap_entries(bytes: &[u8], count: u32) -> impl Iterator<Item = MemmapEn
         .chunks_exact(MEMMAP_ENTRY_BYTES)
         .take(count as usize)
         .map(|entry| MemmapEntry {
-            addr: get_u64(entry, 0).unwrap_or(0),
-            size: get_u64(entry, 8).unwrap_or(0),
-            kind: get_u32(entry, 16).unwrap_or(0),
+            addr: u64_at(entry, 0).unwrap_or(0),
+            size: u64_at(entry, 8).unwrap_or(0),
+            kind: u32_at(entry, 16).unwrap_or(0),
         })
 }
 
@@ -284,7 +277,7 @@ mod tests {
                 memmap_entries: 3,
             }
         );
-        assert_eq!(get_u32(&out, offset::RESERVED), Some(0));
+        assert_eq!(u32_at(&out, offset::RESERVED), Some(0));
         assert_eq!(read_cmdline(at(&out, info.cmdline_paddr)), Some(cmdline));
         let entries: Vec<_> =
             memmap_entries(at(&out, info.memmap_paddr), info.memmap_entries).collect();
@@ -323,14 +316,14 @@ mod tests {
         .unwrap();
         assert_eq!(&out[0..4], &[0x78, 0xc5, 0x6e, 0x33]);
         assert_eq!(&out[4..8], &[1, 0, 0, 0]);
-        assert_eq!(get_u64(&out, offset::CMDLINE_PADDR), Some(56));
+        assert_eq!(u64_at(&out, offset::CMDLINE_PADDR), Some(56));
         assert_eq!(out[56], 0);
-        assert_eq!(get_u64(&out, offset::MEMMAP_PADDR), Some(64));
-        assert_eq!(get_u32(&out, offset::MEMMAP_ENTRIES), Some(1));
-        assert_eq!(get_u64(&out, 64), Some(0x2000));
-        assert_eq!(get_u64(&out, 72), Some(0x3000));
-        assert_eq!(get_u32(&out, 80), Some(1));
-        assert_eq!(get_u32(&out, 84), Some(0));
+        assert_eq!(u64_at(&out, offset::MEMMAP_PADDR), Some(64));
+        assert_eq!(u32_at(&out, offset::MEMMAP_ENTRIES), Some(1));
+        assert_eq!(u64_at(&out, 64), Some(0x2000));
+        assert_eq!(u64_at(&out, 72), Some(0x3000));
+        assert_eq!(u32_at(&out, 80), Some(1));
+        assert_eq!(u32_at(&out, 84), Some(0));
     }
 
     #[test]

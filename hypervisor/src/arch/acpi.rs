@@ -1,15 +1,25 @@
-//! Reading the firmware's ACPI tables (ACPI 6.5 §5.2): which cores exist (MADT) and how to
-//! power the machine off (FADT PM1a control block, `\_S5` in the DSDT).
+//! Reading the firmware's ACPI tables (ACPI 6.5 §5.2) from physical memory: which cores
+//! exist (MADT), which IOAPICs and fixed-hardware ports the firmware describes, and how to
+//! power the machine off (FADT PM1 control blocks, `\_S5` in the DSDT).
 //!
-//! The `acpi` crate's no-alloc API stops at raw table mappings and its MADT walk needs an
-//! allocator; what Tessera needs is four lookups, so they are written out here over byte
-//! slices. The only unsafe step is turning a firmware-given physical range into a slice.
+//! The parsing is `tessera_policy::firmware_acpi` (host-tested, with the `acpi` crate); this
+//! module only gives it memory to read: [`IdentityMapped`], the first 4 GiB the boot page
+//! tables identity-map. Turning a firmware-given physical range into a slice, and opening the
+//! `acpi` crate's view of the tables, are the only unsafe steps.
 //!
 //! The root pointer (RSDP) comes from the boot loader when it hands one over (Multiboot2
 //! tags 14/15, see [`use_root_pointer`]): on UEFI machines there is no BIOS area to scan.
 //! Otherwise the BIOS areas are scanned, as ACPI 6.5 §5.2.5.1 describes.
 
-use tessera_policy::multiboot::{parse_rsdp, Rsdp};
+use core::mem::size_of;
+use core::ptr::NonNull;
+use tessera_policy::firmware_acpi::{
+    self, AcpiError, AcpiHandler, AcpiTables, FirmwareMemory, FirmwareTableError, FirmwareTables,
+    PhysicalMapping, RootTable, MAPPING_FLOOR_BYTES,
+};
+use tessera_policy::multiboot::Rsdp;
+
+pub use tessera_policy::firmware_acpi::PowerOff;
 
 /// The root pointer the boot loader gave, if any: set once on the bootstrap core, before
 /// any table is read and before the other cores start.
@@ -29,123 +39,122 @@ pub fn has_root_pointer() -> bool {
 
 /// The root pointer: the one the boot loader gave, else the one found in the BIOS areas.
 fn root_pointer() -> Option<Rsdp> {
-    GIVEN.get().copied().or_else(find_rsdp)
+    GIVEN
+        .get()
+        .copied()
+        .or_else(|| firmware_acpi::find_root_pointer(&IdentityMapped).ok())
 }
 
-/// A byte view of physical memory the firmware described as an ACPI table.
-fn physical_bytes(address: u64, length: usize) -> Option<&'static [u8]> {
-    // The boot page tables identity-map the first 4 GiB; ACPI tables of a BIOS machine live
-    // there. Anything beyond is refused rather than read.
-    if address == 0 || address.checked_add(length as u64)? > 0x1_0000_0000 {
-        return None;
-    }
-    // SAFETY: the range lies in identity-mapped memory below 4 GiB which the firmware marked
-    // as ACPI tables (or the BIOS read-only area); nothing in Tessera writes it.
-    Some(unsafe { core::slice::from_raw_parts(address as *const u8, length) })
-}
-
-fn checksum_ok(bytes: &[u8]) -> bool {
-    bytes.iter().fold(0u8, |sum, byte| sum.wrapping_add(*byte)) == 0
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap())
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
-}
-
-/// The RSDP: in the first KiB of the EBDA or in 0xE0000–0xFFFFF, on a 16-byte boundary
-/// (ACPI 6.5 §5.2.5.1). A candidate must pass [`parse_rsdp`]'s checksums.
-fn find_rsdp() -> Option<Rsdp> {
-    let ebda = physical_bytes(0x40E, 2).map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])) << 4);
-    let areas = [(ebda.unwrap_or(0), 1024usize), (0xE0000, 0x20000)];
-    for (base, length) in areas {
-        let Some(area) = physical_bytes(base, length) else {
-            continue;
-        };
-        for offset in (0..length.saturating_sub(20)).step_by(16) {
-            if let Some(rsdp) = parse_rsdp(&area[offset..]) {
-                return Some(rsdp);
-            }
-        }
-    }
-    None
-}
-
-/// A table by its header (signature at 0, length at 4), checksum verified.
-fn table_at(address: u64) -> Option<&'static [u8]> {
-    let header = physical_bytes(address, 36)?;
-    let length = read_u32(header, 4) as usize;
-    let table = physical_bytes(address, length.max(36))?;
-    checksum_ok(table).then_some(table)
-}
-
-/// Finds a system description table by signature through the XSDT (or RSDT).
-pub fn find_table(signature: &[u8; 4]) -> Option<&'static [u8]> {
-    let rsdp = root_pointer()?;
-    let (root, entry_size) = match rsdp.xsdt_address {
-        Some(xsdt) => (table_at(xsdt)?, 8),
-        None => (table_at(u64::from(rsdp.rsdt_address))?, 4),
-    };
-    root[36..].chunks_exact(entry_size).find_map(|entry| {
-        let address = if entry_size == 8 {
-            read_u64(entry, 0)
-        } else {
-            u64::from(read_u32(entry, 0))
-        };
-        table_at(address).filter(|table| &table[0..4] == signature)
-    })
+/// The firmware's tables, opened from the root pointer: for every other lookup (the MADT's
+/// IOAPICs, the FADT's fixed-hardware ports, tables by signature).
+pub fn tables() -> Result<FirmwareTables<IdentityMapped>, FirmwareTableError> {
+    let rsdp = root_pointer().ok_or(FirmwareTableError::NoRootPointer)?;
+    FirmwareTables::new(IdentityMapped, &rsdp)
 }
 
 /// Calls `found` with the APIC ID of every enabled (or online-capable) core in the MADT:
 /// processor local APIC entries (type 0) and local x2APIC entries (type 9), ACPI 6.5 §5.2.12.
-/// Returns false when there is no MADT.
-pub fn for_each_core(mut found: impl FnMut(u32)) -> bool {
-    let Some(madt) = find_table(b"APIC") else {
-        return false;
-    };
-    let mut offset = 44;
-    while offset + 2 <= madt.len() {
-        let (kind, length) = (madt[offset], madt[offset + 1] as usize);
-        if length < 2 || offset + length > madt.len() {
-            break;
+/// Returns false when there is no usable MADT (the reason is logged).
+pub fn for_each_core(found: impl FnMut(u32)) -> bool {
+    match tables().and_then(|tables| tables.madt()) {
+        Ok(madt) => {
+            madt.usable_apic_ids().for_each(found);
+            true
         }
-        let entry = &madt[offset..offset + length];
-        match kind {
-            0 if length >= 8 && read_u32(entry, 4) & 0b11 != 0 => found(u32::from(entry[3])),
-            9 if length >= 16 && read_u32(entry, 8) & 0b11 != 0 => found(read_u32(entry, 4)),
-            _ => {}
+        Err(error) => {
+            log::warn!("firmware tables: {error}");
+            false
         }
-        offset += length;
     }
-    true
 }
 
-/// What powering off through ACPI needs: the PM1a (and optional PM1b) control ports and
-/// the `\_S5` sleep type (ACPI 6.5 §4.8.3.2, §7.4.2).
-#[derive(Clone, Copy, Debug)]
-pub struct PowerOff {
-    pub pm1a_control_port: u16,
-    pub pm1b_control_port: u16,
-    pub sleep_type: u8,
-}
-
+/// What powering off through ACPI needs (ACPI 6.5 §4.8.3.2, §7.4.2), or `None` (the reason
+/// is logged).
 pub fn power_off_method() -> Option<PowerOff> {
-    let fadt = find_table(b"FACP")?;
-    let pm1a = read_u32(fadt, 64) as u16;
-    let pm1b = read_u32(fadt, 68) as u16;
-    let dsdt_address = if fadt.len() >= 148 && read_u64(fadt, 140) != 0 {
-        read_u64(fadt, 140)
-    } else {
-        u64::from(read_u32(fadt, 40))
-    };
-    let dsdt = table_at(dsdt_address)?;
-    let sleep_type = tessera_policy::acpi_s5::find_s5_sleep_type(&dsdt[36..])?;
-    (pm1a != 0).then_some(PowerOff {
-        pm1a_control_port: pm1a,
-        pm1b_control_port: pm1b,
-        sleep_type,
-    })
+    match tables().and_then(|tables| tables.power_off()) {
+        Ok(method) => Some(method),
+        Err(error) => {
+            log::warn!("power off through ACPI: {error}");
+            None
+        }
+    }
+}
+
+/// The end of the memory the boot page tables identity-map: the first 4 GiB. The ACPI tables
+/// of a BIOS machine live there; anything beyond is refused rather than read.
+const IDENTITY_MAPPED_END: u64 = 0x1_0000_0000;
+
+/// The physical memory the boot page tables identity-map, as the firmware-table parser reads
+/// it. Firmware tables lie in memory the firmware reserved for them (or in the BIOS
+/// read-only area); nothing in Tessera writes it.
+#[derive(Clone, Copy, Debug)]
+pub struct IdentityMapped;
+
+/// Whether `[address, address + length)` lies in the identity-mapped memory, page 0 (where
+/// a null pointer in a table would lead) excluded.
+fn readable(address: u64, length: usize) -> bool {
+    let end = address.checked_add(length as u64);
+    address != 0 && end.is_some_and(|end| end <= IDENTITY_MAPPED_END)
+}
+
+/// What [`IdentityMapped`] maps where it may not read: zeros, which the `acpi` crate takes
+/// for a table with an empty signature and skips (the contract of [`FirmwareMemory`]).
+#[repr(C, align(8))]
+struct Zeros([u8; MAPPING_FLOOR_BYTES]);
+static ZEROS: Zeros = Zeros([0; MAPPING_FLOOR_BYTES]);
+
+impl FirmwareMemory for IdentityMapped {
+    fn bytes(&self, address: u64, length: usize) -> Option<&[u8]> {
+        if !readable(address, length) {
+            return None;
+        }
+        // SAFETY: `readable` checked that the range is non-null and ends at or below 4 GiB,
+        // which the boot page tables identity-map for as long as the hypervisor runs; the
+        // bytes are plain integers, valid whatever they hold, and nothing in Tessera writes
+        // firmware tables or the BIOS areas, so a shared `'static` view is sound.
+        Some(unsafe { core::slice::from_raw_parts(address as *const u8, length) })
+    }
+
+    fn open(&self, root: &RootTable) -> Result<AcpiTables<Self>, AcpiError> {
+        // SAFETY: `from_rsdt` needs a readable RSDT/XSDT at the address: a `RootTable` exists
+        // only after firmware_acpi checked that its whole table, at least a header long, is
+        // `readable`. Every other region the crate maps through `map_physical_region` below
+        // is identity-mapped memory or zeros, so it never reads memory that is not there.
+        unsafe { AcpiTables::from_rsdt(*self, root.acpi_revision(), root.address() as usize) }
+    }
+}
+
+impl AcpiHandler for IdentityMapped {
+    /// Maps `[physical_address, + max(size, MAPPING_FLOOR_BYTES))` to itself when that range
+    /// is [`readable`] and `physical_address` is aligned for `T`, otherwise to [`ZEROS`] (the
+    /// contract of [`FirmwareMemory`]).
+    ///
+    /// # Safety
+    ///
+    /// Any address and size may be passed: the pointer returned is always valid for reads of
+    /// `max(size, MAPPING_FLOOR_BYTES)` identity-mapped bytes, or of `MAPPING_FLOOR_BYTES`
+    /// zeros. `T` must be valid for any bit pattern (the `acpi` crate's tables are packed
+    /// integers) and no larger than `MAPPING_FLOOR_BYTES` (checked at compile time).
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
+        const { assert!(size_of::<T>() <= MAPPING_FLOOR_BYTES) };
+        let span = size.max(MAPPING_FLOOR_BYTES);
+        let pointer = match NonNull::new(physical_address as *mut T) {
+            Some(pointer) if pointer.is_aligned() && readable(physical_address as u64, span) => {
+                pointer
+            }
+            _ => NonNull::from(&ZEROS).cast::<T>(),
+        };
+        // SAFETY: `pointer` is non-null, aligned for `T` (`ZEROS` is 8-aligned, more than any
+        // packed table needs) and valid for reads of `span` identity-mapped bytes, or of
+        // `MAPPING_FLOOR_BYTES` zeros in a static of which the crate reads only the header (its
+        // NUL signature fails first); nothing writes either while the mapping lives, and
+        // unmapping has nothing to undo.
+        unsafe { PhysicalMapping::new(physical_address, pointer, size, span, *self) }
+    }
+
+    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }

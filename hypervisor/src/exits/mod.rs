@@ -1,5 +1,5 @@
 //! The exit-handling layer: what the hypervisor does about each kind of VM exit, written
-//! once for both backends, one module per kind (`cpuid`, `io`, `msr`, `hypercall`,
+//! once for both backends, one module per kind (`cpuid`, `cr`, `io`, `msr`, `hypercall`,
 //! `ioapic`; faults are handled here).
 //!
 //! Handlers work on the vCPU (the `virt` layer below) and on hardware (`arch`). Whatever
@@ -9,6 +9,7 @@
 //! (`cargo xtask lint` checks it), and the handlers name no runtime module.
 
 pub mod cpuid;
+pub mod cr;
 pub mod hypercall;
 pub mod io;
 pub mod ioapic;
@@ -50,7 +51,13 @@ pub struct Containment {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message {
     Init,
-    StartUp { vector: u8 },
+    StartUp {
+        vector: u8,
+    },
+    /// An NMI the partition sends one of its own cores. It is marked as the guest's before
+    /// it is sent, so that when it merges with a hypervisor signal (one NMI latch per core,
+    /// SDM vol. 3 §6.7.1) the guest still receives it.
+    GuestNmi,
 }
 
 /// Events the runtime counts per partition besides exits.
@@ -94,6 +101,7 @@ pub trait PartitionControl {
 pub enum ExitReason {
     Cpuid,
     Io,
+    ControlRegister,
     MsrRead,
     MsrWrite,
     Hypercall,
@@ -109,10 +117,11 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::Cpuid,
         ExitReason::Io,
+        ExitReason::ControlRegister,
         ExitReason::MsrRead,
         ExitReason::MsrWrite,
         ExitReason::Hypercall,
@@ -130,6 +139,7 @@ impl ExitReason {
         match self {
             ExitReason::Cpuid => "cpuid",
             ExitReason::Io => "io",
+            ExitReason::ControlRegister => "cr",
             ExitReason::MsrRead => "msr-read",
             ExitReason::MsrWrite => "msr-write",
             ExitReason::Hypercall => "hypercall",
@@ -149,6 +159,7 @@ impl ExitReason {
         match exit {
             Exit::Cpuid => ExitReason::Cpuid,
             Exit::Io { .. } => ExitReason::Io,
+            Exit::ControlRegister(_) => ExitReason::ControlRegister,
             Exit::MsrRead { .. } => ExitReason::MsrRead,
             Exit::MsrWrite { .. } => ExitReason::MsrWrite,
             Exit::Hypercall => ExitReason::Hypercall,
@@ -189,6 +200,8 @@ pub fn handle_exit(
     match exit {
         Exit::Cpuid => cpuid::handle(vcpu),
         Exit::Io(access) => io::handle(vcpu, context, control, access),
+        // VMX reports the instruction's length; only SVM's EFER writes (below) need one.
+        Exit::ControlRegister(write) => cr::handle(vcpu, context, write, 0),
         Exit::MsrRead { msr } => msr::read(vcpu, context, msr),
         Exit::MsrWrite { msr, value } => msr::write(vcpu, context, control, msr, value),
         Exit::Hypercall => hypercall::handle(vcpu, context, control),

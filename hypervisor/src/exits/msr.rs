@@ -6,7 +6,7 @@
 use super::{CoreContext, Counter, Flow, Message, PartitionControl};
 use crate::arch::{msr, x2apic};
 use crate::table::ApicId;
-use crate::virt::{Exception, Register, VirtualCpu};
+use crate::virt::{ControlWrite, Exception, Register, VirtualCpu};
 use tessera_policy::icr::{self, IcrAction};
 
 const INSTRUCTION_LENGTH: u64 = 2; // RDMSR and WRMSR are 0F 32 / 0F 30
@@ -19,7 +19,7 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
             let is_boot_core = context.partition.cpus.first() == Some(&context.apic_id.0);
             (host & !msr::APIC_BASE_BSP) | if is_boot_core { msr::APIC_BASE_BSP } else { 0 }
         }
-        msr::IA32_EFER => vcpu.read_efer(),
+        msr::IA32_EFER => vcpu.control_state().efer,
         // The x2APIC lock (Intel SDM vol. 4, IA32_ARCH_CAPABILITIES bit 21 XAPIC_DISABLE
         // and IA32_XAPIC_DISABLE_STATUS bit 0): Linux ≥ 6.0 then keeps x2APIC mode even with
         // an IOAPIC and no interrupt remapping, which the trap model needs (docs/linux-guest.md).
@@ -61,7 +61,9 @@ pub fn write(
                 return Flow::Resume;
             }
         }
-        msr::IA32_EFER => vcpu.write_efer(value),
+        msr::IA32_EFER => {
+            return super::cr::handle(vcpu, context, ControlWrite::Efer(value), INSTRUCTION_LENGTH)
+        }
         msr::X2APIC_ICR => {
             let decision = icr::filter(
                 &icr::Icr::decode(value),
@@ -70,6 +72,13 @@ pub fn write(
             );
             let targets = decision.targets.apic_ids(context.partition.cpus);
             match decision.action {
+                IcrAction::Send { icr_template }
+                    if icr::Icr::decode(icr_template).delivery_mode == icr::DeliveryMode::Nmi =>
+                {
+                    targets.for_each(|apic_id| {
+                        control.send_message(ApicId(apic_id), Message::GuestNmi)
+                    })
+                }
                 IcrAction::Send { icr_template } => {
                     for apic_id in targets {
                         x2apic::send_raw(icr::with_destination(icr_template, apic_id));

@@ -198,8 +198,9 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
                 waiting_for_startup = false;
                 super::note_guest_entry(context, start);
             }
-            // A start-up IPI to a running core is ignored, as on hardware (SDM §10.4.4.1).
-            Some(Message::StartUp { .. }) | None => {}
+            // A start-up IPI to a running core is ignored, as on hardware (SDM §10.4.4.1);
+            // guest NMIs never sit in the message slot.
+            Some(Message::StartUp { .. }) | Some(Message::GuestNmi) | None => {}
         }
         if waiting_for_startup {
             arch::pause();
@@ -288,12 +289,17 @@ pub fn signal(apic_id: ApicId, message: Option<Message>) {
         return;
     };
     let signals = &SIGNALS[index.0];
-    if let Some(message) = message {
-        let value = match message {
-            Message::Init => MESSAGE_INIT,
-            Message::StartUp { vector } => MESSAGE_STARTUP | u32::from(vector),
-        };
-        signals.message.store(value, Ordering::Release);
+    match message {
+        Some(Message::GuestNmi) => {
+            signals.guest_nmi_pending.store(true, Ordering::Release);
+            x2apic::send_nmi(apic_id);
+            return;
+        }
+        Some(Message::Init) => signals.message.store(MESSAGE_INIT, Ordering::Release),
+        Some(Message::StartUp { vector }) => signals
+            .message
+            .store(MESSAGE_STARTUP | u32::from(vector), Ordering::Release),
+        None => {}
     }
     signals.hypervisor_nmis.fetch_add(1, Ordering::AcqRel);
     x2apic::send_nmi(apic_id);

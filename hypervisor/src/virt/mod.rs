@@ -8,6 +8,9 @@ pub mod svm;
 pub mod vmx;
 
 pub use start_state::{Segment, StartState};
+pub use tessera_policy::control_registers::{
+    ControlState, ControlWrite, SupportedBits, TranslationFlush,
+};
 
 /// The virtualization extension chosen at boot from CPUID.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +107,9 @@ pub enum Exit {
     Cpuid,
     /// IN/OUT (and their string forms) on a port the partition does not own.
     Io(IoAccess),
+    /// A MOV to CR0/CR4, CLTS or LMSW the processor left to the hypervisor (VMX: it touched
+    /// a bit the guest/host masks give the hypervisor).
+    ControlRegister(ControlWrite),
     MsrRead {
         msr: u32,
     },
@@ -151,10 +157,21 @@ pub trait VirtualCpu {
     /// Skips the instruction that exited, of `length` bytes (the backend may know better).
     fn skip_instruction(&mut self, length: u64);
     fn inject_exception(&mut self, exception: Exception);
-    /// Writes the guest's EFER (the backend keeps what it must, e.g. SVM's EFER.SVME).
-    fn write_efer(&mut self, value: u64);
-    /// The guest's EFER (reads are intercepted where the vendor keeps EFER in its VMCS).
-    fn read_efer(&self) -> u64;
+    /// The guest-visible CR0, CR3, CR4 and EFER (and the segment facts a CR0 write depends
+    /// on), as the guest would read them.
+    fn control_state(&self) -> ControlState;
+    /// The CR4 and EFER bits the guest may set on this processor.
+    fn supported_control_bits(&self) -> SupportedBits;
+    /// Makes `state` the guest's control state (the backend adds what it must: VMX fixed
+    /// bits, read shadows and the IA-32e-mode entry control; SVM's EFER.SVME), with the PAE
+    /// PDPTEs the processor would have loaded, and drops the guest's translations as the
+    /// write would have (`flush`).
+    fn load_control_state(
+        &mut self,
+        state: &ControlState,
+        pae_pdptes: Option<[u64; 4]>,
+        flush: TranslationFlush,
+    );
     /// A general-purpose register by its instruction encoding (0 = RAX … 4 = RSP … 15 = R15).
     fn register_number(&self, number: u8) -> u64;
     fn set_register_number(&mut self, number: u8, value: u64);

@@ -5,11 +5,12 @@
 //! take the next RIP from EXITINFO2 (APM §15.10.2).
 
 use super::{
-    Exception, Exit, GeneralRegisters, InstructionContext, IoAccess, Register, Segment, StartState,
-    VirtualCpu, RSP,
+    ControlState, Exception, Exit, GeneralRegisters, InstructionContext, IoAccess, Register,
+    Segment, StartState, SupportedBits, TranslationFlush, VirtualCpu, RSP,
 };
 use crate::arch::msr;
 use core::arch::global_asm;
+use tessera_policy::control_registers::efer_supported;
 use tessera_policy::guest_walk::PagingRegisters;
 
 /// VMCB control-area offsets (APM vol. 2 appendix B, table B-1).
@@ -388,14 +389,51 @@ impl VirtualCpu for SvmVcpu {
         self.core.guest.write_u64(control::EVENT_INJECTION, event);
     }
 
-    fn write_efer(&mut self, value: u64) {
-        self.core
-            .guest
-            .write_u64(state::EFER, value | msr::EFER_SVME);
+    /// CR0, CR3, CR4 straight from the VMCB (SVM intercepts no CR write); EFER without
+    /// SVME, which belongs to the hypervisor (the guest's CPUID shows no SVM).
+    fn control_state(&self) -> ControlState {
+        let vmcb = &self.core.guest;
+        let attributes =
+            |offset| tessera_policy::bytes::u16_at(&vmcb.0, offset + 2).expect("inside the VMCB");
+        let task_type = attributes(state::TR) & 0xF;
+        ControlState {
+            cr0: vmcb.read_u64(state::CR0),
+            cr3: vmcb.read_u64(state::CR3),
+            cr4: vmcb.read_u64(state::CR4),
+            efer: vmcb.read_u64(state::EFER) & !msr::EFER_SVME,
+            // VMCB attributes: L is bit 9; a 16-bit TSS has type 1 or 3.
+            code_segment_long: attributes(state::CS) & (1 << 9) != 0,
+            task_register_16_bit: task_type == 1 || task_type == 3,
+        }
     }
 
-    fn read_efer(&self) -> u64 {
-        self.core.guest.read_u64(state::EFER)
+    /// Only EFER writes reach the hypervisor on SVM: the EFER bits CPUID 8000_0001h:EDX
+    /// announces (SCE, NXE, LME/LMA); AMD's SVME, LMSLE, FFXSR and TCE stay the
+    /// hypervisor's or off.
+    fn supported_control_bits(&self) -> SupportedBits {
+        SupportedBits {
+            cr4: 0,
+            efer: efer_supported(crate::arch::cpuid::query(0x8000_0001, 0)[3]),
+        }
+    }
+
+    fn load_control_state(
+        &mut self,
+        control: &ControlState,
+        _pae_pdptes: Option<[u64; 4]>,
+        flush: TranslationFlush,
+    ) {
+        // Only EFER writes come here on SVM (no CR write is intercepted), and an EFER write
+        // never asks for a PAE PDPTE load: there is nothing to store.
+        let vmcb = &mut self.core.guest;
+        vmcb.write_u64(state::CR0, control.cr0);
+        vmcb.write_u64(state::CR3, control.cr3);
+        vmcb.write_u64(state::CR4, control.cr4);
+        // APM §15.5.1: the guest's EFER.SVME must be set.
+        vmcb.write_u64(state::EFER, control.efer | msr::EFER_SVME);
+        if flush != TranslationFlush::None {
+            vmcb.0[control::TLB_CONTROL] = 1; // flush this ASID at the next VMRUN
+        }
     }
 
     fn register_number(&self, number: u8) -> u64 {

@@ -7,16 +7,17 @@
 //! natively, SDM §26.6.2) under EPT, with its own VPID.
 
 use super::{
-    Exception, Exit, GeneralRegisters, InstructionContext, IoAccess, Register, StartState,
-    VirtualCpu, RSP,
+    ControlState, ControlWrite, Exception, Exit, GeneralRegisters, InstructionContext, IoAccess,
+    Register, StartState, SupportedBits, TranslationFlush, VirtualCpu, RSP,
 };
 use crate::arch::{cpu::CoreDescriptors, cpuid, msr, x2apic};
 use crate::table::{self, CPU_COUNT};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU8, Ordering};
+use tessera_policy::control_registers::{guest_visible, vmcs_values, VmxFixedBits};
 use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::vmx::{self as policy, ControlRegisterAccess, ControlWord, MissingControl};
-use x86::controlregs::{Cr0, Cr4};
+use x86::controlregs::Cr4;
 use x86::msr as x86_msr;
 use x86::vmx::vmcs::{
     self,
@@ -27,6 +28,7 @@ use x86::vmx::vmcs::{
 /// (The x86 crate has the VMCS encodings and control bits, not the exit reasons.)
 mod exit_reason {
     pub const EXCEPTION_OR_NMI: u32 = 0;
+    pub const NMI_WINDOW: u32 = 8;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INIT: u32 = 3;
     pub const CPUID: u32 = 10;
@@ -46,13 +48,6 @@ mod exit_reason {
     pub const XSETBV: u32 = 55;
     pub const VMFUNC: u32 = 59;
 }
-
-/// CR0.PE | CR0.PG: the bits an unrestricted guest may clear despite IA32_VMX_CR0_FIXED0
-/// (SDM §26.3.1.1).
-const CR0_UNRESTRICTED: u64 =
-    (Cr0::CR0_PROTECTED_MODE.bits() | Cr0::CR0_ENABLE_PAGING.bits()) as u64;
-/// EFER.LMA, long mode active (SDM vol. 3 §2.2.1; the x86 crate has no EFER flags).
-const EFER_LMA: u64 = 1 << 10;
 
 /// Why this machine cannot run the VMX backend.
 #[derive(Clone, Copy, Debug)]
@@ -103,9 +98,14 @@ pub struct Capabilities {
     pub ept_1gib_pages: bool,
     invept_all_contexts: bool,
     invvpid_all_contexts: bool,
+    /// INVVPID single-context (bit 41): flush one vCPU's translations.
+    invvpid_single_context: bool,
     /// The VMX-preemption timer exists (how a core that took the hypervisor's NMI while in
     /// the hypervisor still leaves the guest right after its next entry).
     preemption_timer: bool,
+    /// NMI-window exiting can be turned on (it needs virtual NMIs, SDM §25.6.2): an NMI for
+    /// a guest that blocks NMIs is then held until the guest's IRET instead of lost.
+    nmi_window_exiting: bool,
 }
 
 fn read_msr(number: u32) -> u64 {
@@ -150,6 +150,9 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
     )?;
     let preemption_timer =
         (read_msr(pin_msr) >> 32) & u64::from(PinbasedControls::VMX_PREEMPTION_TIMER.bits()) != 0;
+    let nmi_window_exiting = pin_based & PinbasedControls::VIRTUAL_NMIS.bits() != 0
+        && (read_msr(primary_msr) >> 32) & u64::from(PrimaryControls::NMI_WINDOW_EXITING.bits())
+            != 0;
     let primary = fit(
         ControlWord::PrimaryProcessorBased,
         primary_msr,
@@ -215,7 +218,9 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
         ept_1gib_pages: ept & (1 << 17) != 0,
         invept_all_contexts: ept & (1 << 20) != 0 && ept & (1 << 26) != 0,
         invvpid_all_contexts: ept & (1 << 32) != 0 && ept & (1 << 42) != 0,
+        invvpid_single_context: ept & (1 << 32) != 0 && ept & (1 << 41) != 0,
         preemption_timer,
+        nmi_window_exiting,
     })
 }
 
@@ -400,9 +405,12 @@ pub struct Confinement {
 pub struct VmxVcpu {
     core: &'static mut VmxCore,
     capabilities: Capabilities,
-    /// The CR0/CR4 bits the hypervisor owns (fixed by VMX) and the guest only sees shadowed.
-    cr0_owned: u64,
-    cr4_owned: u64,
+    /// The processor's CR0/CR4 fixed bits: the bits the hypervisor owns (guest/host masks)
+    /// and the guest only sees shadowed.
+    fixed: VmxFixedBits,
+    /// The CR4 and EFER bits the guest may set.
+    supported: SupportedBits,
+    vpid: u16,
 }
 
 extern "C" {
@@ -436,8 +444,14 @@ impl VmxVcpu {
                 core::arch::asm!("invvpid {}, [{}]", in(reg) 2u64, in(reg) &descriptor, options(nostack));
             }
         }
-        let cr0_owned = (capabilities.cr0_fixed0 & !CR0_UNRESTRICTED) | !capabilities.cr0_fixed1;
-        let cr4_owned = capabilities.cr4_fixed0 | !capabilities.cr4_fixed1;
+        let fixed = VmxFixedBits {
+            cr0_fixed0: capabilities.cr0_fixed0,
+            cr0_fixed1: capabilities.cr0_fixed1,
+            cr4_fixed0: capabilities.cr4_fixed0,
+            cr4_fixed1: capabilities.cr4_fixed1,
+        };
+        let supported =
+            SupportedBits::vmx_guest(capabilities.cr4_fixed1, cpuid::query(0x8000_0001, 0)[3]);
         if let Some(index) = table::cpu_index(x2apic::current_id()) {
             VMCS_STATE[index.0].store(
                 if capabilities.preemption_timer { 2 } else { 1 },
@@ -447,8 +461,9 @@ impl VmxVcpu {
         let mut vcpu = Self {
             core,
             capabilities: *capabilities,
-            cr0_owned: cr0_owned & 0xFFFF_FFFF,
-            cr4_owned: cr4_owned & 0xFFFF_FFFF,
+            fixed,
+            supported,
+            vpid: start.vpid,
         };
         vcpu.write_controls(start);
         vcpu.write_host_state(descriptors);
@@ -489,8 +504,14 @@ impl VmxVcpu {
         );
         vmwrite(vmcs::control::EPTP_FULL, start.ept_pointer);
         vmwrite(vmcs::control::VPID, u64::from(start.vpid));
-        vmwrite(vmcs::control::CR0_GUEST_HOST_MASK, self.cr0_owned);
-        vmwrite(vmcs::control::CR4_GUEST_HOST_MASK, self.cr4_owned);
+        vmwrite(
+            vmcs::control::CR0_GUEST_HOST_MASK,
+            self.fixed.cr0_guest_host_mask(),
+        );
+        vmwrite(
+            vmcs::control::CR4_GUEST_HOST_MASK,
+            self.fixed.cr4_guest_host_mask(),
+        );
     }
 
     /// Host state loaded at every VM exit (SDM §28.5): this core's current state.
@@ -525,46 +546,41 @@ impl VmxVcpu {
         vmwrite(vmcs::host::RIP, vmx_exit as *const () as u64);
     }
 
-    /// A MOV to CR0/CR4 that touched a bit VMX fixes: keep the fixed bits in the real
-    /// register, show the guest its own value through the read shadow.
-    fn handle_control_register(&mut self, qualification: u64) -> bool {
-        let ControlRegisterAccess::MoveTo {
-            control_register,
-            register,
-        } = policy::decode_control_register_access(qualification)
-        else {
-            return false;
+    /// Turns NMI-window exiting on (an NMI is held for the guest) or off.
+    fn set_nmi_window_exiting(&mut self, on: bool) {
+        let window = u64::from(PrimaryControls::NMI_WINDOW_EXITING.bits());
+        let primary = vmread(vmcs::control::PRIMARY_PROCBASED_EXEC_CONTROLS);
+        let wanted = if on {
+            primary | window
+        } else {
+            primary & !window
         };
-        let value = self.register_number(register);
-        let capabilities = &self.capabilities;
-        match control_register {
-            0 => {
-                vmwrite(vmcs::control::CR0_READ_SHADOW, value);
-                vmwrite(
-                    vmcs::guest::CR0,
-                    policy::apply_fixed_bits(
-                        value,
-                        capabilities.cr0_fixed0,
-                        capabilities.cr0_fixed1,
-                        CR0_UNRESTRICTED,
-                    ),
-                );
-            }
-            4 => {
-                vmwrite(vmcs::control::CR4_READ_SHADOW, value);
-                vmwrite(
-                    vmcs::guest::CR4,
-                    policy::apply_fixed_bits(
-                        value,
-                        capabilities.cr4_fixed0,
-                        capabilities.cr4_fixed1,
-                        0,
-                    ),
-                );
-            }
-            _ => return false,
+        if wanted != primary {
+            vmwrite(vmcs::control::PRIMARY_PROCBASED_EXEC_CONTROLS, wanted);
         }
-        true
+    }
+
+    /// Drops the guest's cached translations after an emulated control-register write
+    /// (SDM vol. 3 §4.10.4.1): with VPIDs, VM entry keeps them (§29.1). Single-context
+    /// INVVPID for this vCPU's VPID where the processor has it, else all contexts.
+    fn flush_guest_translations(&self, flush: TranslationFlush) {
+        if flush == TranslationFlush::None {
+            return;
+        }
+        let descriptor = [u64::from(self.vpid), 0];
+        let kind: u64 = if self.capabilities.invvpid_single_context {
+            1
+        } else if self.capabilities.invvpid_all_contexts {
+            2
+        } else {
+            return;
+        };
+        // SAFETY: VMX is on and the processor reports this INVVPID type (checked above);
+        // the descriptor is a valid 128-bit INVVPID descriptor on the stack (SDM vol. 3
+        // §31.3, INVVPID). It only drops TLB entries.
+        unsafe {
+            core::arch::asm!("invvpid {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack))
+        };
     }
 
     /// XSETBV always exits under VMX (SDM §26.1.2). The value must be one the processor
@@ -635,6 +651,12 @@ impl VmxVcpu {
                 Exit::Nmi
             }
             exit_reason::INIT => Exit::Init,
+            // The guest ended its NMI blocking (IRET) with an NMI held for it: deliver it now.
+            exit_reason::NMI_WINDOW => {
+                self.set_nmi_window_exiting(false);
+                self.inject_nmi();
+                return None;
+            }
             // With NMI exiting, an NMI exits with reason 0 and interruption type 2 (§28.2.2).
             exit_reason::EXCEPTION_OR_NMI
                 if (vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO) >> 8) & 0b111 == 2 =>
@@ -646,12 +668,24 @@ impl VmxVcpu {
             | exit_reason::INVVPID
             | exit_reason::VMFUNC
             | exit_reason::INVD => Exit::VirtualizationInstruction,
+            // SDM §28.2.1 table 28-3. Only CR0 and CR4 writes that touch owned bits exit
+            // (CR3 and CR8 exiting are off).
             exit_reason::CONTROL_REGISTER => {
-                if self.handle_control_register(qualification) {
-                    self.skip_instruction(0);
-                    return None;
+                match policy::decode_control_register_access(qualification) {
+                    ControlRegisterAccess::MoveTo {
+                        control_register: 0,
+                        register,
+                    } => Exit::ControlRegister(ControlWrite::Cr0(self.register_number(register))),
+                    ControlRegisterAccess::MoveTo {
+                        control_register: 4,
+                        register,
+                    } => Exit::ControlRegister(ControlWrite::Cr4(self.register_number(register))),
+                    ControlRegisterAccess::Clts => Exit::ControlRegister(ControlWrite::Clts),
+                    ControlRegisterAccess::Lmsw { source_data } => {
+                        Exit::ControlRegister(ControlWrite::Lmsw(source_data))
+                    }
+                    _ => Exit::Other(u64::from(reason)),
                 }
-                Exit::Other(u64::from(reason))
             }
             exit_reason::XSETBV => {
                 if self.handle_xsetbv() {
@@ -735,14 +769,58 @@ impl VirtualCpu for VmxVcpu {
         vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, information);
     }
 
-    fn write_efer(&mut self, value: u64) {
-        // EFER is intercepted on Intel; LMA follows LME and CR0.PG on its own, and VM exits
-        // store LMA into the "IA-32e mode guest" entry control (SDM §28.3.1).
-        vmwrite(vmcs::guest::IA32_EFER_FULL, value);
+    /// The guest's view: owned CR0/CR4 bits from the read shadows, the rest from the real
+    /// registers, which the guest may have changed without an exit (SDM §25.6.6).
+    fn control_state(&self) -> ControlState {
+        let code_rights = vmread(vmcs::guest::CS_ACCESS_RIGHTS);
+        let task_type = vmread(vmcs::guest::TR_ACCESS_RIGHTS) & 0xF;
+        ControlState {
+            cr0: guest_visible(
+                vmread(vmcs::guest::CR0),
+                vmread(vmcs::control::CR0_READ_SHADOW),
+                self.fixed.cr0_guest_host_mask(),
+            ),
+            cr3: vmread(vmcs::guest::CR3),
+            cr4: guest_visible(
+                vmread(vmcs::guest::CR4),
+                vmread(vmcs::control::CR4_READ_SHADOW),
+                self.fixed.cr4_guest_host_mask(),
+            ),
+            efer: vmread(vmcs::guest::IA32_EFER_FULL),
+            // Access rights: L is bit 13; a 16-bit TSS has type 1 or 3 (SDM §25.4.1).
+            code_segment_long: code_rights & (1 << 13) != 0,
+            task_register_16_bit: task_type == 1 || task_type == 3,
+        }
     }
 
-    fn read_efer(&self) -> u64 {
-        vmread(vmcs::guest::IA32_EFER_FULL)
+    fn supported_control_bits(&self) -> SupportedBits {
+        self.supported
+    }
+
+    fn load_control_state(
+        &mut self,
+        state: &ControlState,
+        pae_pdptes: Option<[u64; 4]>,
+        flush: TranslationFlush,
+    ) {
+        let values = vmcs_values(state, &self.fixed);
+        vmwrite(vmcs::guest::CR0, values.guest_cr0);
+        vmwrite(vmcs::control::CR0_READ_SHADOW, values.cr0_read_shadow);
+        vmwrite(vmcs::guest::CR4, values.guest_cr4);
+        vmwrite(vmcs::control::CR4_READ_SHADOW, values.cr4_read_shadow);
+        vmwrite(vmcs::guest::IA32_EFER_FULL, values.guest_efer);
+        let entry = vmread(vmcs::control::VMENTRY_CONTROLS) as u32;
+        vmwrite(
+            vmcs::control::VMENTRY_CONTROLS,
+            u64::from(values.entry_controls(entry)),
+        );
+        if let Some(entries) = pae_pdptes {
+            // With EPT, VM entry loads the PDPTE registers from these fields (SDM §27.3.2.4).
+            for (index, entry) in entries.into_iter().enumerate() {
+                vmwrite(vmcs::guest::PDPTE0_FULL + 2 * index as u32, entry);
+            }
+        }
+        self.flush_guest_translations(flush);
     }
 
     fn register_number(&self, number: u8) -> u64 {
@@ -820,28 +898,6 @@ impl VirtualCpu for VmxVcpu {
         vmwrite(vmcs::guest::GDTR_LIMIT, u64::from(registers.gdt.1));
         vmwrite(vmcs::guest::IDTR_BASE, 0);
         vmwrite(vmcs::guest::IDTR_LIMIT, 0xFFFF);
-        let capabilities = &self.capabilities;
-        vmwrite(vmcs::control::CR0_READ_SHADOW, registers.cr0);
-        vmwrite(
-            vmcs::guest::CR0,
-            policy::apply_fixed_bits(
-                registers.cr0,
-                capabilities.cr0_fixed0,
-                capabilities.cr0_fixed1,
-                CR0_UNRESTRICTED,
-            ),
-        );
-        vmwrite(vmcs::control::CR4_READ_SHADOW, registers.cr4);
-        vmwrite(
-            vmcs::guest::CR4,
-            policy::apply_fixed_bits(
-                registers.cr4,
-                capabilities.cr4_fixed0,
-                capabilities.cr4_fixed1,
-                0,
-            ),
-        );
-        vmwrite(vmcs::guest::CR3, registers.cr3);
         vmwrite(vmcs::guest::DR7, 0x400);
         vmwrite(vmcs::guest::RSP, 0);
         vmwrite(vmcs::guest::RIP, registers.rip);
@@ -853,34 +909,40 @@ impl VirtualCpu for VmxVcpu {
         vmwrite(vmcs::guest::IA32_SYSENTER_ESP, 0);
         vmwrite(vmcs::guest::IA32_SYSENTER_EIP, 0);
         vmwrite(vmcs::guest::IA32_DEBUGCTL_FULL, 0);
-        vmwrite(vmcs::guest::IA32_EFER_FULL, registers.efer);
         vmwrite(vmcs::guest::IA32_PAT_FULL, 0x0007_0406_0007_0406); // the power-on PAT
         vmwrite(vmcs::guest::LINK_PTR_FULL, u64::MAX);
         vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
-        // "IA-32e mode guest" must equal EFER.LMA at entry (SDM §26.3.1.1); a previous run
-        // may have left it set.
-        let long_mode = if registers.efer & EFER_LMA != 0 {
-            EntryControls::IA32E_MODE_GUEST.bits()
-        } else {
-            0
+        vmwrite(vmcs::guest::CR3, registers.cr3);
+        // CR0, CR4, EFER and "IA-32e mode guest" (which must equal EFER.LMA at entry, SDM
+        // §26.3.1.1; a previous run may have left it set) as one consistent control state.
+        let state = ControlState {
+            cr0: registers.cr0,
+            cr3: registers.cr3,
+            cr4: registers.cr4,
+            efer: registers.efer,
+            code_segment_long: registers.code.attributes & (1 << 9) != 0,
+            task_register_16_bit: false,
         };
-        vmwrite(
-            vmcs::control::VMENTRY_CONTROLS,
-            u64::from(capabilities.entry | long_mode),
-        );
+        self.load_control_state(&state, None, TranslationFlush::AllContexts);
+        // A fresh start holds no NMI for the guest.
+        self.set_nmi_window_exiting(false);
         self.core.registers = GeneralRegisters::default();
         self.set_register(Register::Rbx, registers.rbx);
         self.set_register(Register::Rsi, registers.rsi);
     }
 
     fn inject_nmi(&mut self) {
-        // Interruption type 2 = NMI, vector 2 (SDM §25.8.3). Skipped while the guest blocks
-        // NMIs (interruptibility bit 3): entry would fail (SDM §26.3.1.5).
+        // Interruption type 2 = NMI, vector 2 (SDM §25.8.3). While the guest blocks NMIs
+        // (interruptibility bit 3) entry with an NMI would fail (SDM §26.3.1.5): the NMI is
+        // held and NMI-window exiting brings the core back when the guest's IRET unblocks
+        // (SDM §26.7.6). A processor without it loses that NMI (noted in docs/emulators.md).
         if vmread(vmcs::guest::INTERRUPTIBILITY_STATE) & (1 << 3) == 0 {
             vmwrite(
                 vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD,
                 2 | (2 << 8) | (1 << 31),
             );
+        } else if self.capabilities.nmi_window_exiting {
+            self.set_nmi_window_exiting(true);
         }
     }
 }
