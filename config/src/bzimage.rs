@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use tessera_policy::bytes::{u16_at, u32_at, u64_at};
+
 /// `setup_sects`: number of 512-byte setup sectors after the boot sector (0 means 4).
 const SETUP_SECTS: usize = 0x1f1;
 /// The jump instruction's displacement byte: the header ends at 0x202 + this byte.
@@ -116,26 +118,6 @@ impl fmt::Display for BzImageError {
 
 impl std::error::Error for BzImageError {}
 
-fn read<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
-    let mut value = [0; N];
-    if let Some(slice) = bytes.get(offset..offset + N) {
-        value.copy_from_slice(slice);
-    }
-    value
-}
-
-fn read_u16(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes(read(bytes, offset))
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(read(bytes, offset))
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(read(bytes, offset))
-}
-
 /// Reads the setup header of a bzImage and checks it can be entered by the 64-bit protocol.
 pub fn parse_bzimage(bytes: &[u8]) -> Result<BzImage, BzImageError> {
     let length = bytes.len() as u64;
@@ -143,14 +125,17 @@ pub fn parse_bzimage(bytes: &[u8]) -> Result<BzImage, BzImageError> {
     if bytes.len() < INIT_SIZE + 4 {
         return Err(BzImageError::TooShort { length });
     }
+    // The length check above keeps every read inside the file; should a field ever be
+    // added past it, the file is too short rather than the build panicking.
+    let too_short = || BzImageError::TooShort { length };
     if bytes[HEADER_MAGIC..HEADER_MAGIC + 4] != *MAGIC {
         return Err(BzImageError::NoMagic);
     }
-    let version = read_u16(bytes, VERSION);
+    let version = u16_at(bytes, VERSION).ok_or_else(too_short)?;
     if version < MINIMUM_VERSION {
         return Err(BzImageError::OldProtocol { version });
     }
-    if read_u16(bytes, EXTENDED_LOAD_FLAGS) & XLF_KERNEL_64 == 0 {
+    if u16_at(bytes, EXTENDED_LOAD_FLAGS).ok_or_else(too_short)? & XLF_KERNEL_64 == 0 {
         return Err(BzImageError::No64BitEntry);
     }
     if bytes[LOAD_FLAGS] & LOADED_HIGH == 0 {
@@ -173,24 +158,20 @@ pub fn parse_bzimage(bytes: &[u8]) -> Result<BzImage, BzImageError> {
         setup_sectors,
         kernel_offset,
         kernel_size: length - kernel_offset,
-        preferred_address: read_u64(bytes, PREFERRED_ADDRESS),
-        kernel_alignment: read_u32(bytes, KERNEL_ALIGNMENT),
+        preferred_address: u64_at(bytes, PREFERRED_ADDRESS).ok_or_else(too_short)?,
+        kernel_alignment: u32_at(bytes, KERNEL_ALIGNMENT).ok_or_else(too_short)?,
         relocatable: bytes[RELOCATABLE] != 0,
-        init_size: read_u32(bytes, INIT_SIZE),
-        cmdline_size: read_u32(bytes, CMDLINE_SIZE),
-        initrd_address_max: read_u32(bytes, INITRD_ADDRESS_MAX),
+        init_size: u32_at(bytes, INIT_SIZE).ok_or_else(too_short)?,
+        cmdline_size: u32_at(bytes, CMDLINE_SIZE).ok_or_else(too_short)?,
+        initrd_address_max: u32_at(bytes, INITRD_ADDRESS_MAX).ok_or_else(too_short)?,
         setup_header: bytes[SETUP_HEADER_START..header_end].to_vec(),
     })
 }
 
 #[cfg(test)]
-#[path = "../tests/common/bzimage_builder.rs"]
-pub(crate) mod bzimage_builder;
-
-#[cfg(test)]
 mod tests {
-    use super::bzimage_builder::{build_bzimage, BzImageSpec};
     use super::*;
+    use crate::common::bzimage_builder::{build_bzimage, BzImageSpec};
 
     #[test]
     fn reads_the_setup_header() {

@@ -4,11 +4,16 @@
 //!
 //! Every distinct blob is one `const BLOB_<n>: &[u8]`: a file of the table by its absolute
 //! path, a generated blob from `OUT_DIR`, where [`crate::write_generated`] put it.
+//!
+//! Each abi value is printed by its `Literal` implementation and nowhere else; enums
+//! whose `Debug` output is already the Rust expression that builds them are printed through
+//! it, so no variant is spelt twice.
 
 use std::fmt::Write as _;
 
 use tessera_abi::table::{
-    Capability, Entry, FaultPolicy, MappingKind, MemoryMapping, Range, Rights,
+    Capability, Console, Entry, FaultPolicy, Ioapic, MappingKind, MemoryMapping, Range, Rights,
+    Segment,
 };
 
 use crate::lower::{BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredPartition};
@@ -73,37 +78,14 @@ pub fn generate_rust(lowered: &Lowered) -> String {
         string(&lowered.platform_name)
     );
     let _ = writeln!(out, "    cpus: &{:?},", lowered.cpus);
-    let _ = writeln!(
-        out,
-        "    ram: &[{}],",
-        lowered
-            .ram
-            .iter()
-            .map(|r| range(*r))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let _ = writeln!(out, "    ram: &[{}],", list(&lowered.ram));
     let _ = writeln!(
         out,
         "    hypervisor_memory: {},",
-        range(lowered.hypervisor_memory)
+        lowered.hypervisor_memory.literal()
     );
-    let _ = writeln!(
-        out,
-        "    console: {TABLE}::Console {{ port: {:#x} }},",
-        lowered.console_port
-    );
-    match lowered.ioapic {
-        Some((base, pins)) => {
-            let _ = writeln!(
-                out,
-                "    ioapic: Some({TABLE}::Ioapic {{ base: {base:#x}, pins: {pins} }}),"
-            );
-        }
-        None => {
-            let _ = writeln!(out, "    ioapic: None,");
-        }
-    }
+    let _ = writeln!(out, "    console: {},", lowered.console.literal());
+    let _ = writeln!(out, "    ioapic: {},", lowered.ioapic.literal());
     let _ = writeln!(out, "    partitions: &[");
     for partition in &lowered.partitions {
         write_partition(&mut out, partition, &blobs);
@@ -181,35 +163,21 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&Bl
     let _ = writeln!(out, "            cpus: &{:?},", partition.cpus);
     let _ = writeln!(out, "            memory: &[");
     for mapping in &partition.memory {
-        let _ = writeln!(out, "                {},", memory_mapping(mapping));
+        let _ = writeln!(out, "                {},", mapping.literal());
     }
     let _ = writeln!(out, "            ],");
-    let _ = writeln!(
-        out,
-        "            ports: &[{}],",
-        partition
-            .ports
-            .iter()
-            .map(|r| range(*r))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let _ = writeln!(out, "            ports: &[{}],", list(&partition.ports));
     let _ = writeln!(out, "            irq_pins: &{:?},", partition.irq_pins);
     write_boot(out, &partition.boot, blobs);
-    let policy = match partition.on_fault {
-        FaultPolicy::Halt => "Halt",
-        FaultPolicy::Restart => "Restart",
-    };
-    let _ = writeln!(out, "            on_fault: {TABLE}::FaultPolicy::{policy},");
-    let capabilities: Vec<String> = partition
-        .capabilities
-        .iter()
-        .map(|c| capability(*c))
-        .collect();
+    let _ = writeln!(
+        out,
+        "            on_fault: {},",
+        partition.on_fault.literal()
+    );
     let _ = writeln!(
         out,
         "            capabilities: &[{}],",
-        capabilities.join(", ")
+        list(&partition.capabilities)
     );
     let _ = writeln!(
         out,
@@ -240,32 +208,10 @@ fn write_boot(out: &mut String, boot: &LoweredBoot, blobs: &[(&BlobSource, u64)]
     let _ = writeln!(out, "                ],");
     let _ = writeln!(out, "                segments: &[");
     for segment in &boot.segments {
-        let _ = writeln!(
-            out,
-            "                    {TABLE}::Segment {{ guest: {:#x}, blob: {}, file_offset: {:#x}, file_size: {:#x}, memory_size: {:#x} }},",
-            segment.guest, segment.blob, segment.file_offset, segment.file_size, segment.memory_size
-        );
+        let _ = writeln!(out, "                    {},", segment.literal());
     }
     let _ = writeln!(out, "                ],");
-    match boot.entry {
-        Entry::Pvh { entry } => {
-            let _ = writeln!(
-                out,
-                "                entry: {TABLE}::Entry::Pvh {{ entry: {entry:#x} }},"
-            );
-        }
-        Entry::Linux64 {
-            entry,
-            boot_params,
-            page_tables,
-            gdt,
-        } => {
-            let _ = writeln!(
-                out,
-                "                entry: {TABLE}::Entry::Linux64 {{ entry: {entry:#x}, boot_params: {boot_params:#x}, page_tables: {page_tables:#x}, gdt: {gdt:#x} }},"
-            );
-        }
-    }
+    let _ = writeln!(out, "                entry: {},", boot.entry.literal());
     let _ = writeln!(out, "                cmdline: {},", string(&boot.cmdline));
     let _ = writeln!(
         out,
@@ -283,7 +229,7 @@ fn write_boot(out: &mut String, boot: &LoweredBoot, blobs: &[(&BlobSource, u64)]
 fn write_channel(out: &mut String, channel: &LoweredChannel) {
     let _ = writeln!(out, "        {TABLE}::Channel {{");
     let _ = writeln!(out, "            name: {},", string(&channel.name));
-    let _ = writeln!(out, "            memory: {},", range(channel.memory));
+    let _ = writeln!(out, "            memory: {},", channel.memory.literal());
     let _ = writeln!(out, "            members: &{:?},", channel.members);
     let _ = writeln!(
         out,
@@ -298,45 +244,125 @@ fn string(text: &str) -> String {
     format!("{text:?}")
 }
 
-fn range(range: Range) -> String {
-    format!(
-        "{TABLE}::Range {{ base: {:#x}, size: {:#x} }}",
-        range.base, range.size
-    )
+/// The literals of `values`, comma-separated (the inside of a slice literal).
+fn list<T: Literal>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(Literal::literal)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn rights(rights: Rights) -> String {
-    if rights == Rights::RWX {
-        format!("{TABLE}::Rights::RWX")
-    } else if rights == Rights::RW {
-        format!("{TABLE}::Rights::RW")
-    } else {
+/// An abi value as the Rust expression that builds it in the generated code. Addresses and
+/// sizes are written in hexadecimal, counts and indices in decimal.
+trait Literal {
+    fn literal(&self) -> String;
+}
+
+impl<T: Literal> Literal for Option<T> {
+    fn literal(&self) -> String {
+        match self {
+            Some(value) => format!("Some({})", value.literal()),
+            None => "None".to_owned(),
+        }
+    }
+}
+
+impl Literal for Range {
+    fn literal(&self) -> String {
         format!(
-            "{TABLE}::Rights {{ read: {}, write: {}, execute: {} }}",
-            rights.read, rights.write, rights.execute
+            "{TABLE}::Range {{ base: {:#x}, size: {:#x} }}",
+            self.base, self.size
         )
     }
 }
 
-fn memory_mapping(mapping: &MemoryMapping) -> String {
-    let kind = match mapping.kind {
-        MappingKind::Ram => format!("{TABLE}::MappingKind::Ram"),
-        MappingKind::Channel(index) => format!("{TABLE}::MappingKind::Channel({index})"),
-        MappingKind::DeviceMmio => format!("{TABLE}::MappingKind::DeviceMmio"),
-    };
-    format!(
-        "{TABLE}::MemoryMapping {{ guest: {:#x}, host: {}, rights: {}, kind: {kind} }}",
-        mapping.guest,
-        range(mapping.host),
-        rights(mapping.rights)
-    )
+impl Literal for Rights {
+    /// The named constants where they fit, for readability.
+    fn literal(&self) -> String {
+        if *self == Rights::RWX {
+            format!("{TABLE}::Rights::RWX")
+        } else if *self == Rights::RW {
+            format!("{TABLE}::Rights::RW")
+        } else {
+            format!(
+                "{TABLE}::Rights {{ read: {}, write: {}, execute: {} }}",
+                self.read, self.write, self.execute
+            )
+        }
+    }
 }
 
-fn capability(capability: Capability) -> String {
-    match capability {
-        Capability::Power => format!("{TABLE}::Capability::Power"),
-        Capability::Stats(index) => format!("{TABLE}::Capability::Stats({index})"),
-        Capability::Halt(index) => format!("{TABLE}::Capability::Halt({index})"),
-        Capability::Restart(index) => format!("{TABLE}::Capability::Restart({index})"),
+/// Unit variants and decimal indices: `Debug` prints the expression.
+impl Literal for MappingKind {
+    fn literal(&self) -> String {
+        format!("{TABLE}::MappingKind::{self:?}")
+    }
+}
+
+/// Unit variants: `Debug` prints the expression.
+impl Literal for FaultPolicy {
+    fn literal(&self) -> String {
+        format!("{TABLE}::FaultPolicy::{self:?}")
+    }
+}
+
+/// Unit variants and decimal partition indices: `Debug` prints the expression.
+impl Literal for Capability {
+    fn literal(&self) -> String {
+        format!("{TABLE}::Capability::{self:?}")
+    }
+}
+
+impl Literal for MemoryMapping {
+    fn literal(&self) -> String {
+        format!(
+            "{TABLE}::MemoryMapping {{ guest: {:#x}, host: {}, rights: {}, kind: {} }}",
+            self.guest,
+            self.host.literal(),
+            self.rights.literal(),
+            self.kind.literal()
+        )
+    }
+}
+
+impl Literal for Segment {
+    fn literal(&self) -> String {
+        format!(
+            "{TABLE}::Segment {{ guest: {:#x}, blob: {}, file_offset: {:#x}, file_size: {:#x}, memory_size: {:#x} }}",
+            self.guest, self.blob, self.file_offset, self.file_size, self.memory_size
+        )
+    }
+}
+
+/// Spelt out rather than through `Debug`, which would print the addresses in decimal.
+impl Literal for Entry {
+    fn literal(&self) -> String {
+        match self {
+            Entry::Pvh { entry } => format!("{TABLE}::Entry::Pvh {{ entry: {entry:#x} }}"),
+            Entry::Linux64 {
+                entry,
+                boot_params,
+                page_tables,
+                gdt,
+            } => format!(
+                "{TABLE}::Entry::Linux64 {{ entry: {entry:#x}, boot_params: {boot_params:#x}, page_tables: {page_tables:#x}, gdt: {gdt:#x} }}"
+            ),
+        }
+    }
+}
+
+impl Literal for Console {
+    fn literal(&self) -> String {
+        format!("{TABLE}::Console {{ port: {:#x} }}", self.port)
+    }
+}
+
+impl Literal for Ioapic {
+    fn literal(&self) -> String {
+        format!(
+            "{TABLE}::Ioapic {{ base: {:#x}, pins: {} }}",
+            self.base, self.pins
+        )
     }
 }

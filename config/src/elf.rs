@@ -4,6 +4,7 @@
 use std::fmt;
 
 use tessera_abi::table::Segment;
+use tessera_policy::bytes::{slice_at, u16_at, u32_at, u64_at};
 
 /// Program header type of a loadable segment.
 const PT_LOAD: u32 = 1;
@@ -98,29 +99,14 @@ impl fmt::Display for ElfError {
 
 impl std::error::Error for ElfError {}
 
-fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        bytes.get(offset..offset + 2)?.try_into().ok()?,
-    ))
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(offset..offset + 4)?.try_into().ok()?,
-    ))
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        bytes.get(offset..offset + 8)?.try_into().ok()?,
-    ))
-}
-
 /// The bytes `[offset, offset + size)` of `bytes`, if they are inside it.
+/// ELF offsets and sizes are 64-bit: one that does not fit `usize` is outside the file too.
 fn slice(bytes: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
-    let start = usize::try_from(offset).ok()?;
-    let end = start.checked_add(usize::try_from(size).ok()?)?;
-    bytes.get(start..end)
+    slice_at(
+        bytes,
+        usize::try_from(offset).ok()?,
+        usize::try_from(size).ok()?,
+    )
 }
 
 /// Reads the loadable segments and the PVH entry of an ELF64 x86-64 executable.
@@ -137,7 +123,7 @@ pub fn parse_pvh_elf(bytes: &[u8]) -> Result<ElfImage, ElfError> {
     if bytes[5] != 1 {
         return Err(ElfError::NotLittleEndian);
     }
-    let header = |offset| read_u16(bytes, offset).ok_or(ElfError::TooShort);
+    let header = |offset| u16_at(bytes, offset).ok_or(ElfError::TooShort);
     let kind = header(16)?;
     let machine = header(18)?;
     if machine != EM_X86_64 {
@@ -146,7 +132,7 @@ pub fn parse_pvh_elf(bytes: &[u8]) -> Result<ElfImage, ElfError> {
     if kind != ET_EXEC {
         return Err(ElfError::NotExecutable { kind });
     }
-    let table_offset = read_u64(bytes, 32).ok_or(ElfError::TooShort)?;
+    let table_offset = u64_at(bytes, 32).ok_or(ElfError::TooShort)?;
     let entry_size = u64::from(header(54)?);
     let entry_count = u64::from(header(56)?);
     if entry_count > 0 && entry_size < 56 {
@@ -159,8 +145,8 @@ pub fn parse_pvh_elf(bytes: &[u8]) -> Result<ElfImage, ElfError> {
     let mut pvh_entry = None;
     for index in 0..entry_count as usize {
         let entry = &table[index * entry_size as usize..][..56];
-        let field = |offset| read_u64(entry, offset).unwrap_or(0);
-        let segment_type = read_u32(entry, 0).unwrap_or(0);
+        let field = |offset| u64_at(entry, offset).unwrap_or(0);
+        let segment_type = u32_at(entry, 0).unwrap_or(0);
         let (offset, physical, file_size, memory_size) =
             (field(8), field(24), field(32), field(40));
         if segment_type != PT_LOAD && segment_type != PT_NOTE {
@@ -200,7 +186,7 @@ fn find_pvh_note(mut notes: &[u8]) -> Result<Option<u64>, ElfError> {
     let align4 = |size: usize| size.div_ceil(4) * 4;
     while notes.len() >= 12 {
         let (Some(name_size), Some(descriptor_size), Some(note_type)) =
-            (read_u32(notes, 0), read_u32(notes, 4), read_u32(notes, 8))
+            (u32_at(notes, 0), u32_at(notes, 4), u32_at(notes, 8))
         else {
             break;
         };
@@ -216,8 +202,8 @@ fn find_pvh_note(mut notes: &[u8]) -> Result<Option<u64>, ElfError> {
             && name.strip_suffix(b"\0").unwrap_or(name) == b"Xen"
         {
             return match descriptor.len() {
-                4 => Ok(read_u32(descriptor, 0).map(u64::from)),
-                8 => Ok(read_u64(descriptor, 0)),
+                4 => Ok(u32_at(descriptor, 0).map(u64::from)),
+                8 => Ok(u64_at(descriptor, 0)),
                 _ => Err(ElfError::BadPvhNote {
                     size: descriptor_size,
                 }),
@@ -229,13 +215,9 @@ fn find_pvh_note(mut notes: &[u8]) -> Result<Option<u64>, ElfError> {
 }
 
 #[cfg(test)]
-#[path = "../tests/common/elf_builder.rs"]
-mod elf_builder;
-
-#[cfg(test)]
 mod tests {
-    use super::elf_builder::{build_pvh_elf, ElfSpec};
     use super::*;
+    use crate::common::elf_builder::{build_pvh_elf, ElfSpec};
 
     #[test]
     fn reads_segments_and_pvh_entry() {

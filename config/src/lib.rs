@@ -2,14 +2,16 @@
 //! rule booting needs (reporting all findings rustc-style), lower it to the hypervisor's
 //! static tables and generate the Rust source the hypervisor includes.
 //!
-//! Entry points: [`load`] / [`load_without_files`] for the validated [`Table`], [`lower`]
-//! for the [`Lowered`] machine, [`write_generated`] for the build-generated blobs (Linux
-//! boot data, ACPI tables), [`generate_rust`] for the code and [`build_script_main`] for
-//! all of it at once.
+//! Entry points: [`load`] for the [`Validated`] table with its boot files read,
+//! [`load_without_files`] for the [`Table`] alone, [`lower()`] for the [`Lowered`] machine,
+//! [`write_generated`] for the build-generated blobs (Linux boot data, ACPI tables),
+//! [`generate_rust`] for the code and [`build_script_main`] for all of it at once, as the
+//! hypervisor's build script.
 #![forbid(unsafe_code)]
 
 pub mod acpi;
 pub mod bench;
+pub mod build_script;
 pub mod bzimage;
 pub mod codegen;
 pub mod diagnostics;
@@ -26,6 +28,7 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use build_script::{build_script, build_script_main, BuildScriptError};
 pub use codegen::generate_rust;
 pub use diagnostics::{render, Diagnostics, Finding, Related};
 pub use lower::{
@@ -35,11 +38,34 @@ pub use lower::{
 pub use model::Table;
 pub use size::Size;
 pub use source::{Located, Span};
-pub use validate::{FileChecks, Rule};
+pub use validate::{BootFile, BootImage, ElfBoot, FileChecks, LinuxBoot, Rule, Validated};
 
-/// Reads, parses and validates a table, including its boot files.
-pub fn load(path: &Path) -> Result<Table, Diagnostics> {
-    load_with(path, FileChecks::Check)
+/// Reads, parses and validates a table, including its boot files, and keeps what was read
+/// of them for [`lower()`].
+pub fn load(path: &Path) -> Result<Validated, Diagnostics> {
+    load_reading(path, &mut |path| std::fs::read(path))
+}
+
+/// [`load`], reading the table and every boot file through `read` (tests count the reads).
+pub(crate) fn load_reading(
+    path: &Path,
+    read: &mut validate::boot::ReadFile<'_>,
+) -> Result<Validated, Diagnostics> {
+    let text = read_table(path, read)?;
+    let table = parse(path, text)?;
+    let validation = validate::validate_reading(&table, FileChecks::Check, read);
+    if validation.findings.is_empty() {
+        Ok(Validated {
+            table,
+            boot_images: validation.boot_images,
+        })
+    } else {
+        Err(Diagnostics {
+            path: table.path,
+            text: table.text,
+            findings: validation.findings,
+        })
+    }
 }
 
 /// Reads, parses and validates a table without reading its boot files.
@@ -47,12 +73,19 @@ pub fn load_without_files(path: &Path) -> Result<Table, Diagnostics> {
     load_with(path, FileChecks::Skip)
 }
 
-/// Reads and parses a table and runs validation with the given file checks.
+/// Reads and parses a table and runs validation with the given file checks. With
+/// [`FileChecks::Check`] the boot files are read and checked but not kept: [`load`] keeps
+/// them for lowering.
 pub fn load_with(path: &Path, files: FileChecks) -> Result<Table, Diagnostics> {
-    let bytes = std::fs::read(path).map_err(|error| unreadable(path, error.to_string()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|error| unreadable(path, format!("the file is not UTF-8 text ({error})")))?;
+    let text = read_table(path, &mut |path| std::fs::read(path))?;
     check_text(path, text, files)
+}
+
+/// The table's text, read through `read`.
+fn read_table(path: &Path, read: &mut validate::boot::ReadFile<'_>) -> Result<String, Diagnostics> {
+    let bytes = read(path).map_err(|error| unreadable(path, error.to_string()))?;
+    String::from_utf8(bytes)
+        .map_err(|error| unreadable(path, format!("the file is not UTF-8 text ({error})")))
 }
 
 fn unreadable(path: &Path, reason: String) -> Diagnostics {
@@ -185,15 +218,46 @@ pub fn write_generated(lowered: &Lowered, out_dir: &Path) -> Result<Vec<PathBuf>
     Ok(written)
 }
 
-/// Everything the hypervisor's build script does: parse, validate, lower, write the
-/// generated blobs and `out_dir/machine.rs`. Returns the files to watch
-/// (`cargo:rerun-if-changed`) or the rendered diagnostics.
-pub fn build_script_main(table_path: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let table = load(table_path).map_err(|diagnostics| diagnostics.render())?;
-    let lowered = lower(&table).map_err(|diagnostics| diagnostics.render())?;
-    write_generated(&lowered, out_dir).map_err(|error| error.to_string())?;
-    let source = generate_rust(&lowered);
-    write_if_changed(&out_dir.join("machine.rs"), source.as_bytes())
-        .map_err(|error| error.to_string())?;
-    Ok(lowered.files)
+/// The integration tests' helpers (image builders, scratch tables), loaded once for the unit
+/// tests of every module.
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// Loads, lowers and generates the table at `path`, reading through a reader that counts
+    /// the reads of each file (by canonical path).
+    fn reads_to_build(path: &Path) -> HashMap<PathBuf, usize> {
+        let mut reads = HashMap::new();
+        let validated = load_reading(path, &mut |file: &Path| {
+            *reads.entry(std::fs::canonicalize(file)?).or_default() += 1;
+            std::fs::read(file)
+        })
+        .unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+        let lowered =
+            lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+        generate_rust(&lowered);
+        reads
+    }
+
+    #[test]
+    fn each_file_is_read_once_however_many_partitions_name_it() {
+        // The table, and one guest image that all three partitions boot.
+        let demo = common::demo_with_fake_guest("read-once-demo");
+        let reads = reads_to_build(&demo);
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        assert!(reads.values().all(|&count| count == 1), "{reads:?}");
+
+        // The table, the kernel, the initrd and the ELF guest beside them.
+        let (linux, _, _) = common::linux_table::write_linux_table("read-once-linux");
+        let reads = reads_to_build(&linux);
+        assert_eq!(reads.len(), 4, "{reads:?}");
+        assert!(reads.values().all(|&count| count == 1), "{reads:?}");
+    }
 }

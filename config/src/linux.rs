@@ -359,8 +359,8 @@ pub fn gdt_and_page_tables() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bzimage::bzimage_builder::{build_bzimage, BzImageSpec};
     use crate::bzimage::parse_bzimage;
+    use crate::common::bzimage_builder::{build_bzimage, BzImageSpec};
 
     fn kernel(spec: BzImageSpec) -> BzImage {
         parse_bzimage(&build_bzimage(&spec)).unwrap()
@@ -508,7 +508,7 @@ mod tests {
         let bytes = gdt_and_page_tables();
         let read = |address: u64| {
             let offset = (address - GDT_GUEST) as usize;
-            u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
+            tessera_policy::bytes::u64_at(&bytes, offset).unwrap()
         };
         assert_eq!(bytes.len(), 0x7000);
         assert_eq!(read(GDT_GUEST + 0x10), 0x00af_9a00_0000_ffff);

@@ -1,22 +1,30 @@
-//! Lowering: the validated model becomes an owned, host-side mirror of
+//! Lowering: the validated model becomes the owned, host-side form of
 //! [`tessera_abi::table::Machine`] (indices instead of names, resolved guest layouts, the
 //! blobs each partition boots from with their SHA-256: guest files, and for Linux
 //! partitions the build-generated boot data and ACPI tables).
+//!
+//! Plain abi values (ranges, mappings, segments, entries, policies, capabilities, the
+//! console and IOAPIC) are used as they are; the `Lowered*` structures exist only where the
+//! abi's `&'static` slices cannot hold what the host owns (names, lists, paths, bytes).
+//! Boot files are not read here: lowering takes them from the [`Validated`] table, as
+//! validation read and parsed them.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tessera_abi::table::{Capability, Console, Entry, FaultPolicy, MemoryMapping, Range, Segment};
+use tessera_abi::table::{
+    Capability, Console, Entry, FaultPolicy, Ioapic, MemoryMapping, Range, Segment,
+};
 
 use crate::acpi::{self, AcpiMachine, Uart};
 use crate::diagnostics::{Diagnostics, Finding};
 use crate::layout::{merge_ranges, plan_partition};
 use crate::linux;
-use crate::model::{self, BootKind, CapabilityTarget, OnFault, Table};
-use crate::validate::Rule;
+use crate::model::{self, CapabilityTarget, OnFault, Table};
+use crate::validate::{BootImage, ElfBoot, LinuxBoot, Rule, Validated};
 
-/// The whole machine, lowered (mirrors [`tessera_abi::table::Machine`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The whole machine, lowered (the owned form of [`tessera_abi::table::Machine`]).
+#[derive(Clone, Debug)]
 pub struct Lowered {
     /// The table's file name, for the banner.
     pub table_name: String,
@@ -24,24 +32,15 @@ pub struct Lowered {
     pub cpus: Vec<u32>,
     pub ram: Vec<Range>,
     pub hypervisor_memory: Range,
-    pub console_port: u16,
-    /// The IOAPIC, if the platform declares one: base and number of pins.
-    pub ioapic: Option<(u64, u8)>,
+    pub console: Console,
+    pub ioapic: Option<Ioapic>,
     pub partitions: Vec<LoweredPartition>,
     pub channels: Vec<LoweredChannel>,
     /// Every file the result depends on (the table and the boot files).
     pub files: Vec<PathBuf>,
 }
 
-impl Lowered {
-    pub fn console(&self) -> Console {
-        Console {
-            port: self.console_port,
-        }
-    }
-}
-
-/// One partition, lowered (mirrors [`tessera_abi::table::Partition`]).
+/// One partition, lowered (the owned form of [`tessera_abi::table::Partition`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoweredPartition {
     pub name: String,
@@ -58,7 +57,7 @@ pub struct LoweredPartition {
     pub stage2_table_pages: usize,
 }
 
-/// How a partition starts (mirrors [`tessera_abi::table::Boot`]).
+/// How a partition starts (the owned form of [`tessera_abi::table::Boot`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoweredBoot {
     /// What [`Segment::blob`] indexes.
@@ -73,7 +72,7 @@ pub struct LoweredBoot {
     pub cmdline_capacity: u64,
 }
 
-/// A blob a partition boots from (mirrors [`tessera_abi::table::Blob`]).
+/// A blob a partition boots from (the owned form of [`tessera_abi::table::Blob`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoweredBlob {
     pub source: BlobSource,
@@ -120,7 +119,7 @@ pub enum BlobSource {
     Generated { file_name: String, bytes: Vec<u8> },
 }
 
-/// One channel, lowered (mirrors [`tessera_abi::table::Channel`]).
+/// One channel, lowered (the owned form of [`tessera_abi::table::Channel`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoweredChannel {
     pub name: String,
@@ -129,9 +128,10 @@ pub struct LoweredChannel {
     pub doorbell_vector: u8,
 }
 
-/// Lowers a validated table. Reads the boot images; fails with `boot-unsupported` for
-/// kinds the hypervisor cannot start yet and with the boot findings if an image is unusable.
-pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
+/// Lowers a validated table, building each partition's boot from the images validation
+/// read (no file is read again).
+pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
+    let table = validated.table();
     let mut findings = Vec::new();
     let table_file = std::fs::canonicalize(&table.path)
         .or_else(|_| std::path::absolute(&table.path))
@@ -139,7 +139,7 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
     let mut files = vec![table_file];
     let mut partitions = Vec::new();
     for (index, partition) in table.partitions.iter().enumerate() {
-        let boot = match lower_boot(table, index) {
+        let boot = match lower_boot(table, index, validated.boot_image(index)) {
             Ok(boot) => boot,
             Err(finding) => {
                 findings.push(*finding);
@@ -191,10 +191,12 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
         });
     }
     let console = table.device(&table.hypervisor.console);
-    let console_port = console
-        .and_then(|device| device.device.ports.first())
-        .and_then(|range| u16::try_from(*range.base).ok())
-        .unwrap_or_default();
+    let console = Console {
+        port: console
+            .and_then(|device| device.device.ports.first())
+            .and_then(|range| u16::try_from(*range.base).ok())
+            .unwrap_or_default(),
+    };
     Ok(Lowered {
         table_name: table.path.file_name().map_or_else(
             || table.path.display().to_string(),
@@ -209,12 +211,11 @@ pub fn lower(table: &Table) -> Result<Lowered, Diagnostics> {
             .map(|range| range.to_abi())
             .collect(),
         hypervisor_memory: table.hypervisor.memory.to_abi(),
-        console_port,
-        ioapic: table
-            .platform
-            .ioapic
-            .as_ref()
-            .map(|ioapic| (*ioapic.base, u8::try_from(*ioapic.pins).unwrap_or(u8::MAX))),
+        console,
+        ioapic: table.platform.ioapic.as_ref().map(|ioapic| Ioapic {
+            base: *ioapic.base,
+            pins: u8::try_from(*ioapic.pins).unwrap_or(u8::MAX),
+        }),
         partitions,
         channels: table
             .channels
@@ -247,7 +248,12 @@ pub fn memory_map(table: &Table, index: usize) -> Vec<MemoryMapping> {
     memory
 }
 
-fn lower_boot(table: &Table, index: usize) -> Result<LoweredBoot, Box<Finding>> {
+/// The boot of partition `index` from what validation read and parsed for it.
+fn lower_boot(
+    table: &Table,
+    index: usize,
+    image: Option<&BootImage>,
+) -> Result<LoweredBoot, Box<Finding>> {
     let partition = &table.partitions[index];
     let boot = &partition.boot;
     let cmdline = boot
@@ -255,43 +261,39 @@ fn lower_boot(table: &Table, index: usize) -> Result<LoweredBoot, Box<Finding>> 
         .as_ref()
         .map(|cmdline| cmdline.value.clone())
         .unwrap_or_default();
-    match (*boot.kind, &boot.image) {
-        (BootKind::Elf, Some(image)) => {
-            let (path, bytes, elf) = crate::validate::boot::check_elf(table, index, image)?;
-            Ok(LoweredBoot {
-                blobs: vec![LoweredBlob::file(path, &bytes)],
-                segments: elf.segments,
-                entry: Entry::Pvh {
-                    entry: elf.pvh_entry,
-                },
-                cmdline,
-                cmdline_guest: 0,
-                cmdline_capacity: 0,
-            })
-        }
-        (BootKind::Elf, None) => Err(Box::new(Finding::new(
+    match image {
+        Some(BootImage::Elf(elf)) => Ok(lower_elf(elf, cmdline)),
+        Some(BootImage::Linux(files)) => Ok(lower_linux(table, index, files, cmdline)),
+        // A successful load keeps an image for every partition; should that ever not hold,
+        // the build gets a finding rather than a panic.
+        None => Err(Box::new(Finding::new(
             Rule::BootIncomplete,
             boot.span,
             format!(
-                "partition `{}`: boot kind `elf` needs `image`",
+                "partition `{}`: its boot files were not read and checked",
                 *partition.name
             ),
         ))),
-        (BootKind::Linux, _) => {
-            let files = crate::validate::boot::check_linux(table, index)?;
-            Ok(lower_linux(table, index, files, cmdline))
-        }
+    }
+}
+
+/// The blob, segments and PVH entry of an ELF partition.
+fn lower_elf(elf: &ElfBoot, cmdline: String) -> LoweredBoot {
+    LoweredBoot {
+        blobs: vec![LoweredBlob::file(elf.file.path.clone(), &elf.file.bytes)],
+        segments: elf.image.segments.clone(),
+        entry: Entry::Pvh {
+            entry: elf.image.pvh_entry,
+        },
+        cmdline,
+        cmdline_guest: 0,
+        cmdline_capacity: 0,
     }
 }
 
 /// The blobs and segments of a Linux partition: the kernel file, the initrd file, the boot
 /// data (zero page, GDT, page tables) and the ACPI tables (see docs/linux-guest.md).
-fn lower_linux(
-    table: &Table,
-    index: usize,
-    files: crate::validate::boot::LinuxFiles,
-    cmdline: String,
-) -> LoweredBoot {
+fn lower_linux(table: &Table, index: usize, files: &LinuxBoot, cmdline: String) -> LoweredBoot {
     const KERNEL: u16 = 0;
     const INITRD: u16 = 1;
     const BOOT_DATA: u16 = 2;
@@ -328,8 +330,8 @@ fn lower_linux(
     }
     LoweredBoot {
         blobs: vec![
-            LoweredBlob::file(files.kernel_path, &files.kernel_bytes),
-            LoweredBlob::file(files.initrd_path, &files.initrd_bytes),
+            LoweredBlob::file(files.kernel_file.path.clone(), &files.kernel_file.bytes),
+            LoweredBlob::file(files.initrd_file.path.clone(), &files.initrd_file.bytes),
             LoweredBlob::generated(format!("partition-{}-boot-data.bin", **name), boot_data),
             LoweredBlob::generated(format!("partition-{}-acpi.bin", **name), acpi.bytes),
         ],

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use common::bzimage_builder::{build_bzimage, BzImageSpec};
 use common::elf_builder::{build_pvh_elf, ElfSpec};
-use tessera_config::{load_with, lower, Diagnostics, FileChecks, Rule};
+use tessera_config::{load, load_without_files, lower, Diagnostics, Rule};
 
 fn config_directory() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -149,19 +149,12 @@ fn header(path: &Path) -> (BTreeSet<String>, bool) {
 /// Validates a corpus table the way `tessera check` does (from the crate directory).
 fn check(path: &Path, files: bool) -> Result<(), Diagnostics> {
     let absolute = config_directory().join(path);
-    let checks = if files {
-        FileChecks::Check
-    } else {
-        FileChecks::Skip
-    };
     // Load through the absolute path, report with the relative one (stable snapshots).
-    let result = load_with(&absolute, checks).and_then(|table| {
-        if files {
-            lower(&table).map(|_| ())
-        } else {
-            Ok(())
-        }
-    });
+    let result = if files {
+        load(&absolute).and_then(|validated| lower(&validated).map(|_| ()))
+    } else {
+        load_without_files(&absolute).map(|_| ())
+    };
     result.map_err(|mut diagnostics| {
         diagnostics.path = path.to_path_buf();
         diagnostics

@@ -1,10 +1,17 @@
-//! The default table, partitions/demo.toml: it validates, and it lowers as documented.
+//! The default table, partitions/demo.toml: it validates, it lowers as documented, and the
+//! hypervisor's build script (the same function `hypervisor/build.rs` calls) builds it.
 
 mod common;
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
 use tessera_abi::table::Entry;
 use tessera_abi::table::{Capability, FaultPolicy, MappingKind, Range, Rights};
-use tessera_config::{load, load_without_files, lower, BlobSource};
+use tessera_config::{
+    build_script, load, load_without_files, lower, BlobSource, BootImage, BuildScriptError,
+};
 
 #[test]
 fn demo_table_validates_without_files() {
@@ -25,13 +32,15 @@ fn demo_table_validates_without_files() {
 #[test]
 fn demo_table_lowers() {
     let path = common::demo_with_fake_guest("demo-lowers");
-    let table = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
-    let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
 
     assert_eq!(lowered.table_name, "demo.toml");
     assert_eq!(lowered.platform_name, "qemu-q35");
     assert_eq!(lowered.cpus, [0, 1, 2, 3]);
-    assert_eq!(lowered.console_port, 0x3e8);
+    assert_eq!(lowered.console.port, 0x3e8);
+    assert!(lowered.ioapic.is_some_and(|ioapic| ioapic.pins == 24));
     assert_eq!(lowered.hypervisor_memory, Range::new(0x10_0000, 15 << 20));
     assert_eq!(lowered.partitions.len(), 3);
 
@@ -102,14 +111,189 @@ fn demo_table_without_its_guest_reports_the_missing_image() {
     assert_eq!(ids, ["boot-file-missing"; 3]);
 }
 
+/// A scratch workspace for the build script: the demo table with a stand-in guest, the
+/// real linker-script template, an (empty) hypervisor manifest directory and `OUT_DIR`.
+struct Workspace {
+    root: PathBuf,
+    manifest_dir: PathBuf,
+    out_dir: PathBuf,
+}
+
+impl Workspace {
+    fn new(name: &str) -> Self {
+        let table = common::demo_with_fake_guest(name);
+        let root = table.parent().unwrap().parent().unwrap().to_path_buf();
+        let template =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../loader/linker.ld.in"))
+                .unwrap();
+        common::write_file(&root, "loader/linker.ld.in", template);
+        let manifest_dir = root.join("hypervisor");
+        let out_dir = root.join("out");
+        std::fs::create_dir_all(&manifest_dir).unwrap();
+        std::fs::create_dir_all(&out_dir).unwrap();
+        Self {
+            root,
+            manifest_dir,
+            out_dir,
+        }
+    }
+
+    /// Runs the build script in Cargo's environment, with `TESSERA_TABLE` if given: its
+    /// instructions for Cargo and its result.
+    fn build(&self, table: Option<&Path>) -> (Vec<String>, Result<(), BuildScriptError>) {
+        let mut variables: HashMap<&'static str, OsString> = HashMap::from([
+            ("CARGO_MANIFEST_DIR", self.manifest_dir.clone().into()),
+            ("OUT_DIR", self.out_dir.clone().into()),
+        ]);
+        if let Some(table) = table {
+            variables.insert("TESSERA_TABLE", table.into());
+        }
+        let mut instructions = Vec::new();
+        let result = build_script(|name| variables.get(name).cloned(), &mut |instruction| {
+            instructions.push(instruction)
+        });
+        (instructions, result)
+    }
+}
+
+fn canonical(path: &Path) -> String {
+    std::fs::canonicalize(path).unwrap().display().to_string()
+}
+
 #[test]
-fn build_script_writes_machine_rs() {
-    let path = common::demo_with_fake_guest("demo-build-script");
-    let out_dir = path.parent().unwrap().join("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let watched = tessera_config::build_script_main(&path, &out_dir).unwrap();
-    assert_eq!(watched.len(), 2);
-    let generated = std::fs::read_to_string(out_dir.join("machine.rs")).unwrap();
+fn build_script_builds_the_default_table() {
+    let workspace = Workspace::new("demo-build-script");
+    let (instructions, result) = workspace.build(None);
+    result.unwrap_or_else(|error| panic!("{error}"));
+
+    let script = workspace.out_dir.join("tessera.ld");
+    let expected = [
+        "cargo:rerun-if-env-changed=TESSERA_TABLE".to_owned(),
+        format!(
+            "cargo:rerun-if-changed={}",
+            workspace
+                .manifest_dir
+                .join("../partitions/demo.toml")
+                .display()
+        ),
+        format!(
+            "cargo:rerun-if-changed={}",
+            canonical(&workspace.root.join("partitions/demo.toml"))
+        ),
+        format!(
+            "cargo:rerun-if-changed={}",
+            canonical(
+                &workspace
+                    .root
+                    .join("target/x86_64-unknown-none/release/tessera-demo")
+            )
+        ),
+        format!(
+            "cargo:rerun-if-changed={}",
+            workspace
+                .manifest_dir
+                .join("../loader/linker.ld.in")
+                .display()
+        ),
+        format!("cargo:rustc-link-arg-bins=-T{}", script.display()),
+        "cargo:rustc-link-arg-bins=-zmax-page-size=4096".to_owned(),
+        "cargo:rustc-link-arg-bins=--gc-sections".to_owned(),
+    ];
+    assert_eq!(instructions, expected);
+
+    let generated = std::fs::read_to_string(workspace.out_dir.join("machine.rs")).unwrap();
     assert!(generated.contains("pub static MACHINE: ::tessera_abi::table::Machine"));
     assert!(generated.contains("pub const PARTITION_COUNT: usize = 3;"));
+    // The image starts at the demo table's hypervisor memory, 15 MiB from 1 MiB.
+    let script = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        !script.contains('@'),
+        "every placeholder is replaced:\n{script}"
+    );
+    assert!(script.contains("0x100000"), "{script}");
+    assert!(script.contains("0x1000000"), "{script}");
+}
+
+#[test]
+fn build_script_takes_the_table_from_tessera_table() {
+    let workspace = Workspace::new("demo-build-script-variable");
+    let (table, _, _) = common::linux_table::write_linux_table("demo-build-script-linux");
+    let (instructions, result) = workspace.build(Some(&table));
+    result.unwrap_or_else(|error| panic!("{error}"));
+
+    assert_eq!(
+        instructions[1],
+        format!("cargo:rerun-if-changed={}", table.display())
+    );
+    let generated = std::fs::read_to_string(workspace.out_dir.join("machine.rs")).unwrap();
+    assert!(
+        generated.contains("table_name: \"linux.toml\""),
+        "{generated}"
+    );
+    // The generated blobs are in OUT_DIR, where machine.rs includes them from.
+    for blob in ["partition-linux-boot-data.bin", "partition-linux-acpi.bin"] {
+        assert!(workspace.out_dir.join(blob).is_file(), "{blob}");
+    }
+}
+
+#[test]
+fn build_script_stops_on_an_invalid_table() {
+    let workspace = Workspace::new("demo-build-script-invalid");
+    std::fs::remove_dir_all(workspace.root.join("target")).unwrap();
+    let (instructions, result) = workspace.build(None);
+    // Cargo still watches the table, to build again once it is fixed.
+    assert_eq!(instructions.len(), 2, "{instructions:?}");
+    let error = result.unwrap_err();
+    let BuildScriptError::InvalidTable { diagnostics, .. } = &error else {
+        panic!("expected the table's diagnostics, got {error}");
+    };
+    let ids: Vec<&str> = diagnostics.findings.iter().map(|f| f.rule.id()).collect();
+    assert_eq!(ids, ["boot-file-missing"; 3]);
+    assert!(error.to_string().ends_with("/demo.toml is invalid"));
+    assert!(!workspace.out_dir.join("machine.rs").exists());
+
+    let error = build_script(|_: &str| None, &mut |_| {}).unwrap_err();
+    assert!(matches!(
+        error,
+        BuildScriptError::Environment("CARGO_MANIFEST_DIR")
+    ));
+}
+
+/// One read per boot file: lowering builds from what validation read and parsed. With the
+/// guest deleted after loading, lowering still succeeds, from the bytes validation read.
+#[test]
+fn lowering_uses_the_images_validation_read() {
+    let path = common::demo_with_fake_guest("demo-read-once");
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let image = path
+        .parent()
+        .unwrap()
+        .join("../target/x86_64-unknown-none/release/tessera-demo");
+    let bytes = std::fs::read(&image).unwrap();
+    std::fs::remove_file(&image).unwrap();
+
+    for index in 0..3 {
+        let Some(BootImage::Elf(elf)) = validated.boot_image(index) else {
+            panic!("partition {index} carries its parsed ELF image");
+        };
+        assert_eq!(elf.file.bytes, bytes);
+        assert_eq!(elf.image.pvh_entry, 0x10_0000);
+    }
+    // The three partitions share one read of the one image.
+    let shared = |index| match validated.boot_image(index) {
+        Some(BootImage::Elf(elf)) => std::sync::Arc::as_ptr(&elf.file),
+        _ => unreachable!(),
+    };
+    assert_eq!(shared(0), shared(1));
+    assert_eq!(shared(0), shared(2));
+
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let blob = &lowered.partitions[0].boot.blobs[0];
+    assert_eq!(blob.size, bytes.len() as u64);
+    let expected: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes).into()
+    };
+    assert_eq!(blob.sha256, expected);
 }

@@ -8,12 +8,13 @@ mod common;
 use common::linux_table::{write_linux_table, INITRD_SIZE, MIB};
 use tessera_abi::table::{Entry, Segment};
 use tessera_config::linux::zero_page;
-use tessera_config::{load, lower, write_generated, BlobSource, Lowered};
+use tessera_config::{load, lower, write_generated, BlobSource, BootImage, Lowered};
 
 fn lowered(name: &str) -> (Lowered, Vec<u8>, Vec<u8>) {
     let (path, kernel, initrd) = write_linux_table(name);
-    let table = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
-    let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
     (lowered, kernel, initrd)
 }
 
@@ -25,11 +26,11 @@ fn generated_bytes(source: &BlobSource) -> &[u8] {
 }
 
 fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap())
+    tessera_policy::bytes::u32_at(bytes, offset).expect("a field inside the blob")
 }
 
 fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
+    tessera_policy::bytes::u64_at(bytes, offset).expect("a field inside the blob")
 }
 
 #[test]
@@ -246,4 +247,37 @@ fn write_generated_puts_blobs_where_the_code_includes_them() {
     assert!(
         code.contains("include_bytes!(concat!(env!(\"OUT_DIR\"), \"/partition-linux-acpi.bin\"))")
     );
+}
+
+/// One read per boot file: the kernel, initrd and guest are read and parsed by validation,
+/// and lowering builds from that. With every boot file deleted after loading, lowering
+/// still succeeds, from the bytes validation read.
+#[test]
+fn lowering_uses_the_files_validation_read() {
+    let (path, kernel, initrd) = write_linux_table("linux-read-once");
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let directory = path.parent().unwrap();
+    for file in ["bzImage", "initrd.img", "guest.elf"] {
+        std::fs::remove_file(directory.join(file)).unwrap();
+    }
+
+    let Some(BootImage::Linux(linux)) = validated.boot_image(0) else {
+        panic!("the Linux partition carries its kernel and initrd");
+    };
+    assert_eq!(linux.kernel_file.bytes, kernel);
+    assert_eq!(linux.initrd_file.bytes, initrd);
+    assert_eq!(linux.kernel.preferred_address, 16 * MIB);
+    assert!(matches!(validated.boot_image(1), Some(BootImage::Elf(_))));
+
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let blobs = &lowered.partitions[0].boot.blobs;
+    assert_eq!(blobs[0].size, kernel.len() as u64);
+    assert_eq!(blobs[1].size, initrd.len() as u64);
+    let digest = |bytes: &[u8]| -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).into()
+    };
+    assert_eq!(blobs[0].sha256, digest(&kernel));
+    assert_eq!(blobs[1].sha256, digest(&initrd));
 }

@@ -55,8 +55,9 @@ fn generated_rust_matches_the_snapshot() {
     let path = common::write_file(&directory, "small.toml", SMALL);
     let image = common::elf_builder::build_pvh_elf(&common::elf_builder::ElfSpec::default());
     common::write_file(&directory, "guest.elf", image);
-    let table = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
-    let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
     let directory = std::fs::canonicalize(&directory).unwrap();
     let generated = generate_rust(&lowered).replace(&directory.display().to_string(), "@SCRATCH@");
     compare_with_snapshot(&generated, "small.rs");
@@ -65,8 +66,9 @@ fn generated_rust_matches_the_snapshot() {
 #[test]
 fn generated_rust_for_linux_matches_the_snapshot() {
     let (path, _, _) = common::linux_table::write_linux_table("snapshot-linux");
-    let table = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
-    let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
     let directory = std::fs::canonicalize(path.parent().unwrap()).unwrap();
     let generated = generate_rust(&lowered).replace(&directory.display().to_string(), "@SCRATCH@");
     compare_with_snapshot(&generated, "linux.rs");

@@ -215,10 +215,11 @@ fn synthetic_tables_map_exactly_their_regions() {
 fn the_lowered_machine_uses_the_same_map() {
     // Full lowering needs the boot images: the demo table with a stand-in guest.
     let path = common::demo_with_fake_guest("translation-lowered");
-    let table = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
-    let lowered = lower(&table).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let validated = load(&path).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
+    let lowered =
+        lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
     for (index, partition) in lowered.partitions.iter().enumerate() {
-        assert_eq!(partition.memory, memory_map(&table, index));
+        assert_eq!(partition.memory, memory_map(validated.table(), index));
         assert_eq!(
             partition.stage2_table_pages,
             table_pages_needed(&partition.memory, false)

@@ -158,9 +158,8 @@ pub fn eisa_id(id: &str) -> u32 {
     let letter = |index: usize| u16::from(bytes[index] - b'A' + 1);
     let vendor = (letter(0) << 10) | (letter(1) << 5) | letter(2);
     let product = u16::from_str_radix(&id[3..], 16).unwrap_or_default();
-    let [vendor_high, vendor_low] = vendor.to_be_bytes();
-    let [product_high, product_low] = product.to_be_bytes();
-    u32::from_le_bytes([vendor_high, vendor_low, product_high, product_low])
+    // The DWORD whose bytes in memory are the vendor's big-endian, then the product's.
+    u32::from(vendor.swap_bytes()) | (u32::from(product.swap_bytes()) << 16)
 }
 
 /// `IO(Decode16, base, base, 1, length)`: a fixed I/O range with 16-bit decoding.

@@ -89,8 +89,9 @@ impl AcpiTables {
     /// The whole table at `address` (its header gives the length).
     pub fn table(&self, address: u64) -> &[u8] {
         let header = self.at(address, HEADER_LENGTH);
-        let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        self.at(address, length as usize)
+        // The header is HEADER_LENGTH bytes, so its Length field (offset 4) is always there.
+        tessera_policy::bytes::u32_at(header, 4)
+            .map_or(header, |length| self.at(address, length as usize))
     }
 }
 

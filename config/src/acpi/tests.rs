@@ -3,6 +3,7 @@
 //! installed, disassembled by it.
 
 use super::*;
+use tessera_policy::bytes;
 
 fn machine() -> AcpiMachine {
     AcpiMachine {
@@ -22,15 +23,15 @@ fn machine() -> AcpiMachine {
 }
 
 fn u16_at(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
+    bytes::u16_at(bytes, offset).expect("a field inside the table")
 }
 
 fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap())
+    bytes::u32_at(bytes, offset).expect("a field inside the table")
 }
 
 fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
+    bytes::u64_at(bytes, offset).expect("a field inside the table")
 }
 
 #[test]

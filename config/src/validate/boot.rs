@@ -3,15 +3,22 @@
 //! partition's guest-physical RAM and keep off the start-info page; Linux partitions have
 //! low memory for the boot data, a bzImage with the 64-bit entry, room for the kernel and
 //! the initrd, a command line that fits and an e820 map that fits boot_params.
+//!
+//! The files are read here and nowhere else: each distinct file once, parsed at most once
+//! per format, and what was read and parsed is handed to lowering as a [`BootImage`] per
+//! partition.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use tessera_abi::table::{MappingKind, Range};
 
 use super::{plural, show_range, FileChecks, Rule};
-use crate::bzimage::{parse_bzimage, BzImage};
+use crate::bzimage::{parse_bzimage, BzImage, BzImageError};
 use crate::diagnostics::Finding;
-use crate::elf::{parse_pvh_elf, ElfImage};
+use crate::elf::{parse_pvh_elf, ElfError, ElfImage};
 use crate::layout::{covered, guest_ram, plan_partition};
 use crate::linux::{self, LinuxLayout, LinuxLayoutError};
 use crate::model::{BootKind, Table};
@@ -26,8 +33,21 @@ type Foreign<'a> = (&'a str, Option<Span>);
 /// command line and the memory map (see docs/architecture.md).
 pub const START_INFO_PAGE: u64 = 0x1000;
 
-pub(super) fn check(table: &Table, files: FileChecks, findings: &mut Vec<Finding>) {
+/// Reads a file's bytes: `std::fs::read`, or a stand-in that counts reads in tests.
+pub(crate) type ReadFile<'read> = dyn FnMut(&Path) -> std::io::Result<Vec<u8>> + 'read;
+
+/// Checks the boot rules of every partition and, with `files`, reads and checks its boot
+/// files through `reader`. Returns what was read and parsed per partition (in table order;
+/// `None` where files are skipped or a file failed its checks).
+pub(super) fn check(
+    table: &Table,
+    files: FileChecks,
+    reader: &mut BootFileReader<'_>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Option<BootImage>> {
+    let mut images = Vec::with_capacity(table.partitions.len());
     for (index, partition) in table.partitions.iter().enumerate() {
+        images.push(None);
         let boot = &partition.boot;
         let (needed, foreign): (&[Needed], &[Foreign]) = match *boot.kind {
             BootKind::Elf => (
@@ -113,52 +133,154 @@ pub(super) fn check(table: &Table, files: FileChecks, findings: &mut Vec<Finding
         if files == FileChecks::Skip {
             continue;
         }
-        match *boot.kind {
-            BootKind::Elf => {
-                if let Some(image) = &boot.image {
-                    if let Err(finding) = check_elf(table, index, image) {
-                        findings.push(*finding);
-                    }
-                }
-            }
+        let checked = match *boot.kind {
+            BootKind::Elf => match &boot.image {
+                Some(image) => check_elf(table, index, reader, image).map(BootImage::Elf),
+                None => continue,
+            },
             BootKind::Linux => {
-                if let (Some(kernel), Some(initrd)) = (&boot.kernel, &boot.initrd) {
-                    let files = read_boot_file(table, kernel)
-                        .and_then(|kernel| Ok((kernel, read_boot_file(table, initrd)?)));
-                    match files {
-                        Err(finding) => findings.push(*finding),
-                        // Low-memory and memory-map findings are reported above already.
-                        Ok(_) if !linux_memory_ok => {}
-                        Ok((kernel, initrd)) => {
-                            if let Err(finding) = check_linux_files(table, index, kernel, initrd) {
-                                findings.push(*finding);
-                            }
-                        }
-                    }
-                } else {
+                let (Some(kernel), Some(initrd)) = (&boot.kernel, &boot.initrd) else {
                     // The missing key is `boot-incomplete`; still check the file given.
                     for file in [&boot.kernel, &boot.initrd].into_iter().flatten() {
-                        if let Err(finding) = read_boot_file(table, file) {
+                        if let Err(finding) = reader.read(table, file) {
                             findings.push(*finding);
                         }
                     }
+                    continue;
+                };
+                let files = reader
+                    .read(table, kernel)
+                    .and_then(|kernel| Ok((kernel, reader.read(table, initrd)?)));
+                match files {
+                    Err(finding) => Err(finding),
+                    // Low-memory and memory-map findings are reported above already.
+                    Ok(_) if !linux_memory_ok => continue,
+                    Ok((kernel, initrd)) => {
+                        check_linux_files(table, index, kernel, initrd).map(BootImage::Linux)
+                    }
                 }
             }
+        };
+        match checked {
+            Ok(image) => images[index] = Some(image),
+            Err(finding) => findings.push(*finding),
         }
     }
+    images
 }
 
-/// A Linux partition's boot files, read and checked, with its layout.
+/// What validation read and parsed for one partition's boot: lowering builds the
+/// partition's blobs, segments and entry from it without touching the files again.
 #[derive(Clone, Debug)]
-pub(crate) struct LinuxFiles {
-    pub kernel_path: PathBuf,
-    pub kernel_bytes: Vec<u8>,
+pub enum BootImage {
+    Elf(ElfBoot),
+    Linux(LinuxBoot),
+}
+
+/// An ELF partition's image, read and parsed, its segments checked against the partition.
+#[derive(Clone, Debug)]
+pub struct ElfBoot {
+    pub file: Arc<BootFile>,
+    pub image: ElfImage,
+}
+
+/// A Linux partition's kernel and initrd, read and checked, with its layout.
+#[derive(Clone, Debug)]
+pub struct LinuxBoot {
+    pub kernel_file: Arc<BootFile>,
     pub kernel: BzImage,
-    pub initrd_path: PathBuf,
-    pub initrd_bytes: Vec<u8>,
+    pub initrd_file: Arc<BootFile>,
     pub layout: LinuxLayout,
     /// The guest's e820 map.
     pub e820: Vec<linux::E820Entry>,
+}
+
+/// A boot file as read from disk. Partitions that name the same file share one (an
+/// [`Arc`]), so it is read once and parsed at most once per format, whoever checks it.
+pub struct BootFile {
+    /// Absolute (canonical where the file exists): what the generated code includes.
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    elf: OnceLock<Result<ElfImage, ElfError>>,
+    kernel: OnceLock<Result<BzImage, BzImageError>>,
+}
+
+impl BootFile {
+    fn new(path: PathBuf, bytes: Vec<u8>) -> Self {
+        Self {
+            path,
+            bytes,
+            elf: OnceLock::new(),
+            kernel: OnceLock::new(),
+        }
+    }
+
+    /// The file parsed as a PVH ELF guest (parsed on first use only).
+    fn elf(&self) -> &Result<ElfImage, ElfError> {
+        self.elf.get_or_init(|| parse_pvh_elf(&self.bytes))
+    }
+
+    /// The file parsed as a bzImage (parsed on first use only).
+    fn kernel(&self) -> &Result<BzImage, BzImageError> {
+        self.kernel.get_or_init(|| parse_bzimage(&self.bytes))
+    }
+}
+
+impl fmt::Debug for BootFile {
+    /// The length, not the bytes: a kernel is megabytes.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("BootFile")
+            .field("path", &self.path)
+            .field("length", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the boot files a table names, each distinct file (by absolute path) once however
+/// many partitions name it; a failed read is remembered too, so every partition naming the
+/// file gets its own finding from the one attempt.
+pub(crate) struct BootFileReader<'read> {
+    read: &'read mut ReadFile<'read>,
+    files: HashMap<PathBuf, Result<Arc<BootFile>, String>>,
+}
+
+impl<'read> BootFileReader<'read> {
+    pub(crate) fn new(read: &'read mut ReadFile<'read>) -> Self {
+        Self {
+            read,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Reads a boot file named in the table, relative to the table's directory.
+    fn read(
+        &mut self,
+        table: &Table,
+        file: &Located<PathBuf>,
+    ) -> Result<Arc<BootFile>, Box<Finding>> {
+        let path = table.resolve_path(file);
+        let absolute = std::fs::canonicalize(&path)
+            .or_else(|_| std::path::absolute(&path))
+            .unwrap_or_else(|_| path.clone());
+        let read = &mut self.read;
+        let result = self.files.entry(absolute.clone()).or_insert_with(|| {
+            read(&path)
+                .map(|bytes| Arc::new(BootFile::new(absolute.clone(), bytes)))
+                .map_err(|error| error.to_string())
+        });
+        result.clone().map_err(|error| {
+            Box::new(
+                Finding::new(
+                    Rule::BootFileMissing,
+                    file.span,
+                    format!("cannot read boot file {}: {error}", absolute.display()),
+                )
+                .label("this file")
+                .hint(relative_hint(table)),
+            )
+        })
+    }
 }
 
 /// The guest RAM (sorted, merged) and channel ranges of partition `index`.
@@ -171,46 +293,24 @@ pub(crate) fn linux_memory(table: &Table, index: usize) -> (Vec<Range>, Vec<Rang
     (guest_ram(table, index), channels)
 }
 
-/// Reads and checks the kernel and initrd of Linux partition `index` and lays it out.
-pub(crate) fn check_linux(table: &Table, index: usize) -> Result<LinuxFiles, Box<Finding>> {
-    let partition = &table.partitions[index];
-    let boot = &partition.boot;
-    let (Some(kernel), Some(initrd)) = (&boot.kernel, &boot.initrd) else {
-        return Err(Box::new(Finding::new(
-            Rule::BootIncomplete,
-            boot.span,
-            format!(
-                "partition `{}`: boot kind `linux` needs `kernel` and `initrd`",
-                *partition.name
-            ),
-        )));
-    };
-    let kernel = read_boot_file(table, kernel)?;
-    let initrd = read_boot_file(table, initrd)?;
-    let (ram, channels) = linux_memory(table, index);
-    linux::check_low_memory(&ram).map_err(|error| linux_finding(table, index, &error))?;
-    linux::e820_map(&ram, &channels).map_err(|error| linux_finding(table, index, &error))?;
-    check_linux_files(table, index, kernel, initrd)
-}
-
 /// Checks the kernel and initrd (already read) of Linux partition `index`.
 fn check_linux_files(
     table: &Table,
     index: usize,
-    (kernel_path, kernel_bytes): (PathBuf, Vec<u8>),
-    (initrd_path, initrd_bytes): (PathBuf, Vec<u8>),
-) -> Result<LinuxFiles, Box<Finding>> {
+    kernel_file: Arc<BootFile>,
+    initrd_file: Arc<BootFile>,
+) -> Result<LinuxBoot, Box<Finding>> {
     let partition = &table.partitions[index];
     let boot = &partition.boot;
     let kernel_span = boot.kernel.as_ref().map_or(boot.span, |kernel| kernel.span);
-    let kernel = parse_bzimage(&kernel_bytes).map_err(|error| {
+    let kernel = kernel_file.kernel().clone().map_err(|error| {
         Box::new(
             Finding::new(
                 Rule::BootKernelFormat,
                 kernel_span,
                 format!(
                     "kernel {} of partition `{}`: {error}",
-                    kernel_path.display(),
+                    kernel_file.path.display(),
                     *partition.name
                 ),
             )
@@ -220,16 +320,14 @@ fn check_linux_files(
     })?;
     let (ram, channels) = linux_memory(table, index);
     let cmdline = boot.cmdline.as_ref().map_or("", |cmdline| cmdline.as_str());
-    let layout = linux::plan(&kernel, initrd_bytes.len() as u64, cmdline, &ram)
+    let layout = linux::plan(&kernel, initrd_file.bytes.len() as u64, cmdline, &ram)
         .map_err(|error| linux_finding(table, index, &error))?;
     let e820 =
         linux::e820_map(&ram, &channels).map_err(|error| linux_finding(table, index, &error))?;
-    Ok(LinuxFiles {
-        kernel_path,
-        kernel_bytes,
+    Ok(LinuxBoot {
+        kernel_file,
         kernel,
-        initrd_path,
-        initrd_bytes,
+        initrd_file,
         layout,
         e820,
     })
@@ -290,30 +388,6 @@ fn linux_finding(table: &Table, index: usize, error: &LinuxLayoutError) -> Box<F
     Box::new(finding)
 }
 
-/// Reads a boot file named in the table, relative to the table's directory.
-pub(crate) fn read_boot_file(
-    table: &Table,
-    file: &Located<PathBuf>,
-) -> Result<(PathBuf, Vec<u8>), Box<Finding>> {
-    let path = table.resolve_path(file);
-    let absolute = std::fs::canonicalize(&path)
-        .or_else(|_| std::path::absolute(&path))
-        .unwrap_or_else(|_| path.clone());
-    std::fs::read(&path)
-        .map(|bytes| (absolute.clone(), bytes))
-        .map_err(|error| {
-            Box::new(
-                Finding::new(
-                    Rule::BootFileMissing,
-                    file.span,
-                    format!("cannot read boot file {}: {error}", absolute.display()),
-                )
-                .label("this file")
-                .hint(relative_hint(table)),
-            )
-        })
-}
-
 fn relative_hint(table: &Table) -> String {
     format!(
         "relative paths are resolved against the table's directory, {}; build the guest first",
@@ -322,14 +396,16 @@ fn relative_hint(table: &Table) -> String {
 }
 
 /// Reads, parses and checks the ELF image of partition `index`.
-pub(crate) fn check_elf(
+fn check_elf(
     table: &Table,
     index: usize,
+    reader: &mut BootFileReader<'_>,
     image: &Located<PathBuf>,
-) -> Result<(PathBuf, Vec<u8>, ElfImage), Box<Finding>> {
+) -> Result<ElfBoot, Box<Finding>> {
     let partition = &table.partitions[index];
-    let (path, bytes) = read_boot_file(table, image)?;
-    let elf = parse_pvh_elf(&bytes).map_err(|error| {
+    let file = reader.read(table, image)?;
+    let path = &file.path;
+    let elf = file.elf().clone().map_err(|error| {
         Box::new(
             Finding::new(
                 Rule::BootImageFormat,
@@ -411,5 +487,5 @@ pub(crate) fn check_elf(
             .related(partition.name.span, format!("guest RAM: {}", ram_text())),
         ));
     }
-    Ok((path, bytes, elf))
+    Ok(ElfBoot { file, image: elf })
 }

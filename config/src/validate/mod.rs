@@ -13,12 +13,14 @@ mod references;
 mod rule;
 pub mod sweep;
 
+pub use boot::{BootFile, BootImage, ElfBoot, LinuxBoot};
 pub use rule::Rule;
 
 use std::collections::HashMap;
 
 use crate::diagnostics::Finding;
 use crate::model::Table;
+use boot::{BootFileReader, ReadFile};
 
 /// Whether validation reads the boot files the table names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,14 +33,58 @@ pub enum FileChecks {
 
 /// Runs every check and returns all findings (empty when the table is valid).
 pub fn validate(table: &Table, files: FileChecks) -> Vec<Finding> {
+    validate_reading(table, files, &mut |path| std::fs::read(path)).findings
+}
+
+/// What validation found, and what it read of the boot files.
+pub(crate) struct Validation {
+    pub findings: Vec<Finding>,
+    /// Per partition, in table order.
+    pub boot_images: Vec<Option<BootImage>>,
+}
+
+/// Runs every check, reading boot files (with [`FileChecks::Check`]) through `read`.
+pub(crate) fn validate_reading(
+    table: &Table,
+    files: FileChecks,
+    read: &mut ReadFile<'_>,
+) -> Validation {
     let mut findings = Vec::new();
     names::check(table, &mut findings);
     cores::check(table, &mut findings);
     memory::check(table, &mut findings);
     devices::check(table, &mut findings);
     references::check(table, &mut findings);
-    boot::check(table, files, &mut findings);
-    findings
+    let boot_images = boot::check(table, files, &mut BootFileReader::new(read), &mut findings);
+    Validation {
+        findings,
+        boot_images,
+    }
+}
+
+/// A table that passed every rule with its boot files checked, and those files as
+/// validation read and parsed them: what [`crate::lower()`] consumes, so that no boot file
+/// is read or parsed twice. Only [`crate::load`] makes one.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    pub(crate) table: Table,
+    /// Per partition, in table order; every entry is `Some` after a successful load.
+    pub(crate) boot_images: Vec<Option<BootImage>>,
+}
+
+impl Validated {
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn into_table(self) -> Table {
+        self.table
+    }
+
+    /// What validation read and parsed for the boot of partition `index`.
+    pub fn boot_image(&self, index: usize) -> Option<&BootImage> {
+        self.boot_images.get(index)?.as_ref()
+    }
 }
 
 /// Who owns a device.

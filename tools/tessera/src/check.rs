@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tessera_config::{Diagnostics, FileChecks, Rule, Table};
+use tessera_config::{Diagnostics, Rule, Table};
 
 use crate::{Format, Outcome, EXIT_INVALID, EXIT_UNREADABLE, EXIT_VALID};
 
@@ -14,24 +14,21 @@ pub enum Verdict {
     Invalid(Diagnostics),
 }
 
-/// Loads and validates one table; with `files`, also lowers it (reading the boot images),
-/// which is what the build does.
+/// Loads and validates one table; with `files`, also reads the boot images and lowers the
+/// table from them, which is what the build does.
 pub fn check_table(path: &Path, files: bool) -> Verdict {
-    let checks = if files {
-        FileChecks::Check
+    let checked = if files {
+        tessera_config::load(path).and_then(|validated| {
+            tessera_config::lower(&validated)?;
+            Ok(validated.into_table())
+        })
     } else {
-        FileChecks::Skip
+        tessera_config::load_without_files(path)
     };
-    let table = match tessera_config::load_with(path, checks) {
-        Ok(table) => table,
-        Err(diagnostics) => return Verdict::Invalid(diagnostics),
-    };
-    if files {
-        if let Err(diagnostics) = tessera_config::lower(&table) {
-            return Verdict::Invalid(diagnostics);
-        }
+    match checked {
+        Ok(table) => Verdict::Valid(Box::new(table)),
+        Err(diagnostics) => Verdict::Invalid(diagnostics),
     }
-    Verdict::Valid(Box::new(table))
 }
 
 /// Whether the diagnostics say the file could not be read at all.
