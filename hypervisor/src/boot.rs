@@ -8,6 +8,7 @@ use crate::exits;
 use crate::runtime::{cores, memory};
 use crate::table::{self, PartitionIndex, MACHINE};
 use crate::virt;
+use tessera_abi::table::Range;
 use tessera_policy::multiboot::{self, AnyMemoryMap, BootProtocol, Rsdp};
 
 /// Stops the boot with a clear console message when the machine cannot run the table.
@@ -104,33 +105,9 @@ fn check_memory(info: &BootInfo) {
             .filter(|(_, kind)| *kind == multiboot::MemoryKind::Available)
             .map(|(range, _)| range)
     };
-    let mut needed = heapless::Vec::<(&str, tessera_abi::table::Range), 64>::new();
-    // Only the addresses of the linker symbols are taken.
-    let (image_start, image_end) = (
-        &raw const __tessera_image_start as u64,
-        &raw const __tessera_image_end as u64,
-    );
-    let _ = needed.push((
-        "the hypervisor image",
-        tessera_abi::table::Range::new(image_start, image_end - image_start),
-    ));
-    if MACHINE.cpus.len() > 1 {
-        // Under UEFI low memory is the firmware's to describe; the trampoline page must be
-        // plain RAM there too, or the application processors would run over firmware data.
-        let _ = needed.push((
-            "the AP start-up trampoline",
-            tessera_abi::table::Range::new(
-                tessera_loader::AP_TRAMPOLINE_ADDRESS,
-                tessera_loader::AP_TRAMPOLINE_BYTES,
-            ),
-        ));
-    }
-    for partition in MACHINE.partitions {
-        for mapping in partition.memory {
-            let _ = needed.push((partition.name, mapping.host));
-        }
-    }
-    for (owner, range) in needed {
+    // Every range is checked as it is named: nothing is collected, so no table is too big
+    // for the check.
+    let check = |owner: &str, range: Range| {
         if range.end() > 0x1_0000_0000 {
             refuse(format_args!(
                 "memory {:#x}..{:#x} of {} lies above 4 GiB, which this version does not map",
@@ -147,6 +124,31 @@ fn check_memory(info: &BootInfo) {
                 owner
             ));
         }
+    };
+    // Only the addresses of the linker symbols are taken.
+    let (image_start, image_end) = (
+        &raw const __tessera_image_start as u64,
+        &raw const __tessera_image_end as u64,
+    );
+    check(
+        "the hypervisor image",
+        Range::new(image_start, image_end - image_start),
+    );
+    if MACHINE.cpus.len() > 1 {
+        // Under UEFI low memory is the firmware's to describe; the trampoline page must be
+        // plain RAM there too, or the application processors would run over firmware data.
+        check(
+            "the AP start-up trampoline",
+            Range::new(
+                tessera_loader::AP_TRAMPOLINE_ADDRESS,
+                tessera_loader::AP_TRAMPOLINE_BYTES,
+            ),
+        );
+    }
+    for partition in MACHINE.partitions {
+        for mapping in partition.memory {
+            check(partition.name, mapping.host);
+        }
     }
     let reserved = MACHINE.hypervisor_memory;
     if !multiboot::covers(available(), reserved) {
@@ -157,6 +159,36 @@ fn check_memory(info: &BootInfo) {
             image_start,
             image_end
         );
+    }
+}
+
+/// Masks every pin of every IOAPIC the firmware lists besides the table's (whose pins
+/// `exits::ioapic::init` masks): the firmware may have left routes there that no partition
+/// could ever mask, since no partition owns those IOAPICs.
+fn mask_other_ioapics() {
+    let table_base = MACHINE.ioapic.map(|ioapic| ioapic.base);
+    let madt = match arch::acpi::tables().and_then(|tables| tables.madt()) {
+        Ok(madt) => madt,
+        // The cores were found through the same MADT moments ago; nothing more to do.
+        Err(_) => return,
+    };
+    for ioapic in madt.io_apics() {
+        if Some(ioapic.address) == table_base {
+            continue;
+        }
+        match arch::ioapic::mask_every_pin_at(ioapic.address) {
+            Some(pins) => log::info!(
+                "boot: IOAPIC {} at {:#x} (not in the table): {} pins masked",
+                ioapic.id,
+                ioapic.address,
+                pins
+            ),
+            None => log::info!(
+                "boot: IOAPIC {} at {:#x} lies outside the uncached MMIO window; left alone",
+                ioapic.id,
+                ioapic.address
+            ),
+        }
     }
 }
 
@@ -280,6 +312,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
             "the table gives the IOAPIC {table_pins} pins; the hardware has {hardware_pins}"
         ));
     }
+    mask_other_ioapics();
     print_banner(backend.name());
     log::info!("boot: hypervisor entered at tsc={}", entered);
     if let Some((rsdp, tag, address)) = boot_info.rsdp {

@@ -28,50 +28,80 @@
 //! Intel's bits only.
 
 use crate::vmx::apply_fixed_bits;
+use bitflags::bitflags;
 
-/// CR0 bits (SDM vol. 3 §2.5, figure 2-7).
-pub const CR0_PE: u64 = 1 << 0;
-pub const CR0_MP: u64 = 1 << 1;
-pub const CR0_EM: u64 = 1 << 2;
-pub const CR0_TS: u64 = 1 << 3;
-pub const CR0_ET: u64 = 1 << 4;
-pub const CR0_NE: u64 = 1 << 5;
-pub const CR0_WP: u64 = 1 << 16;
-pub const CR0_AM: u64 = 1 << 18;
-pub const CR0_NW: u64 = 1 << 29;
-pub const CR0_CD: u64 = 1 << 30;
-pub const CR0_PG: u64 = 1 << 31;
-/// The CR0 bits that exist; the others of bits 31:0 are reserved and writes to them are
-/// ignored (§2.5: setting a reserved bit of CR0 bits 31:0 is ignored).
-const CR0_DEFINED: u64 = CR0_PE
-    | CR0_MP
-    | CR0_EM
-    | CR0_TS
-    | CR0_ET
-    | CR0_NE
-    | CR0_WP
-    | CR0_AM
-    | CR0_NW
-    | CR0_CD
-    | CR0_PG;
+bitflags! {
+    /// CR0 (SDM vol. 3 §2.5, figure 2-7). These are all the bits CR0 has: the others of bits
+    /// 31:0 are reserved and writes to them are ignored (§2.5), so
+    /// [`Cr0::from_bits_truncate`] is what a MOV to CR0 stores of bits 31:0. Bits 63:32 are
+    /// reserved too, and setting one raises #GP.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Cr0: u64 {
+        /// Bit 0, protection enable: protected mode.
+        const PE = 1 << 0;
+        /// Bit 1, monitor coprocessor: WAIT/FWAIT honours TS.
+        const MP = 1 << 1;
+        /// Bit 2, emulation: no x87 FPU, its instructions raise #NM.
+        const EM = 1 << 2;
+        /// Bit 3, task switched: the next x87/SSE instruction raises #NM.
+        const TS = 1 << 3;
+        /// Bit 4, extension type: hardwired to 1 since the P6.
+        const ET = 1 << 4;
+        /// Bit 5, numeric error: x87 errors are reported through #MF (VMX fixes it to 1).
+        const NE = 1 << 5;
+        /// Bit 16, write protect: supervisor writes honour read-only pages.
+        const WP = 1 << 16;
+        /// Bit 18, alignment mask: RFLAGS.AC enables alignment checking at CPL 3.
+        const AM = 1 << 18;
+        /// Bit 29, not write-through (with CD, §11.5.1 table 11-5).
+        const NW = 1 << 29;
+        /// Bit 30, cache disable.
+        const CD = 1 << 30;
+        /// Bit 31, paging.
+        const PG = 1 << 31;
+    }
 
-/// CR4 bits with a rule of their own here (SDM vol. 3 §2.5, figure 2-7).
-pub const CR4_PSE: u64 = 1 << 4;
-pub const CR4_PAE: u64 = 1 << 5;
-pub const CR4_PGE: u64 = 1 << 7;
-pub const CR4_LA57: u64 = 1 << 12;
-pub const CR4_VMXE: u64 = 1 << 13;
-pub const CR4_PCIDE: u64 = 1 << 17;
-pub const CR4_SMEP: u64 = 1 << 20;
-pub const CR4_CET: u64 = 1 << 23;
+    /// The CR4 bits with a rule of their own here (SDM vol. 3 §2.5, figure 2-7). CR4 has
+    /// more bits than these; a value is kept whole with [`Cr4::from_bits_retain`], never
+    /// truncated to the named bits.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Cr4: u64 {
+        /// Bit 4, page size extensions: 4 MiB pages under 32-bit paging.
+        const PSE = 1 << 4;
+        /// Bit 5, physical address extension: PAE or (with EFER.LME) IA-32e paging.
+        const PAE = 1 << 5;
+        /// Bit 7, page global enable.
+        const PGE = 1 << 7;
+        /// Bit 12, 57-bit linear addresses: 5-level paging.
+        const LA57 = 1 << 12;
+        /// Bit 13, VMX enable (VMX fixes it to 1; the guest's CPUID hides VMX).
+        const VMXE = 1 << 13;
+        /// Bit 17, PCID enable (§4.10.1).
+        const PCIDE = 1 << 17;
+        /// Bit 20, supervisor-mode execution prevention.
+        const SMEP = 1 << 20;
+        /// Bit 23, control-flow enforcement technology.
+        const CET = 1 << 23;
+    }
+
+    /// IA32_EFER (MSR 0xC000_0080; SDM vol. 3 §2.2.1, table 2-1): the bits an Intel
+    /// processor has. AMD's further bits (SVME, LMSLE, FFXSR, TCE, ...) are not named; a value
+    /// is kept whole with [`Efer::from_bits_retain`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Efer: u64 {
+        /// Bit 0, SYSCALL enable.
+        const SCE = 1 << 0;
+        /// Bit 8, IA-32e mode enable.
+        const LME = 1 << 8;
+        /// Bit 10, IA-32e mode active (read-only; the processor sets it, §9.8.5).
+        const LMA = 1 << 10;
+        /// Bit 11, execute-disable bit enable.
+        const NXE = 1 << 11;
+    }
+}
+
 /// CR4 bits 63:32 (FRED is bit 32) are not modelled and always treated as reserved.
 const CR4_MODELLED: u64 = 0xFFFF_FFFF;
-
-/// IA32_EFER bits (SDM vol. 3 §2.2.1, table 2-1).
-pub const EFER_SCE: u64 = 1 << 0;
-pub const EFER_LME: u64 = 1 << 8;
-pub const EFER_LMA: u64 = 1 << 10;
-pub const EFER_NXE: u64 = 1 << 11;
 
 /// The "IA-32e mode guest" VM-entry control (SDM vol. 3 §25.8.1).
 pub const ENTRY_IA32E_MODE_GUEST: u32 = 1 << 9;
@@ -94,9 +124,24 @@ pub struct ControlState {
 }
 
 impl ControlState {
+    /// CR0 as flags, every bit kept.
+    pub const fn cr0_flags(&self) -> Cr0 {
+        Cr0::from_bits_retain(self.cr0)
+    }
+
+    /// CR4 as flags, every bit kept.
+    pub const fn cr4_flags(&self) -> Cr4 {
+        Cr4::from_bits_retain(self.cr4)
+    }
+
+    /// IA32_EFER as flags, every bit kept.
+    pub const fn efer_flags(&self) -> Efer {
+        Efer::from_bits_retain(self.efer)
+    }
+
     /// EFER.LMA: IA-32e mode is active (§2.2.1).
     pub fn long_mode_active(&self) -> bool {
-        self.efer & EFER_LMA != 0
+        self.efer_flags().contains(Efer::LMA)
     }
 
     /// 64-bit mode: IA-32e mode with CS.L=1 (§9.8.5.3). MOV to CR takes a 64-bit operand only
@@ -107,13 +152,13 @@ impl ControlState {
 
     /// CR0.PG.
     pub fn paging(&self) -> bool {
-        self.cr0 & CR0_PG != 0
+        self.cr0_flags().contains(Cr0::PG)
     }
 
     /// PAE paging (§4.1.1): CR0.PG=1, CR4.PAE=1, IA-32e mode inactive (with PG=1, EFER.LMA=0
     /// is EFER.LME=0) — the one paging mode with PDPTE registers.
     pub fn pae_paging(&self) -> bool {
-        self.paging() && self.cr4 & CR4_PAE != 0 && !self.long_mode_active()
+        self.paging() && self.cr4_flags().contains(Cr4::PAE) && !self.long_mode_active()
     }
 }
 
@@ -152,7 +197,7 @@ impl SupportedBits {
     /// ([`efer_supported`]).
     pub fn vmx_guest(cr4_fixed1: u64, extended_features_edx: u32) -> Self {
         SupportedBits {
-            cr4: cr4_fixed1 & CR4_MODELLED & !CR4_VMXE,
+            cr4: cr4_fixed1 & CR4_MODELLED & !Cr4::VMXE.bits(),
             efer: efer_supported(extended_features_edx),
         }
     }
@@ -164,17 +209,11 @@ impl SupportedBits {
 /// TCE, ...) are not included.
 pub fn efer_supported(extended_features_edx: u32) -> u64 {
     let has = |bit: u32| extended_features_edx & (1 << bit) != 0;
-    let mut bits = 0;
-    if has(11) || has(29) {
-        bits |= EFER_SCE;
-    }
-    if has(20) {
-        bits |= EFER_NXE;
-    }
-    if has(29) {
-        bits |= EFER_LME | EFER_LMA;
-    }
-    bits
+    let mut supported = Efer::empty();
+    supported.set(Efer::SCE, has(11) || has(29));
+    supported.set(Efer::NXE, has(20));
+    supported.set(Efer::LME | Efer::LMA, has(29));
+    supported.bits()
 }
 
 /// Why a write raises #GP(0). Each variant is one named check below.
@@ -267,7 +306,7 @@ pub fn write(
         ControlWrite::Cr0(source) => write_cr0(state, operand(state, source)),
         ControlWrite::Lmsw(source) => write_cr0(state, lmsw_value(state.cr0, source)),
         ControlWrite::Clts => Ok(Transition::plain(ControlState {
-            cr0: state.cr0 & !CR0_TS,
+            cr0: (state.cr0_flags() - Cr0::TS).bits(),
             ..*state
         })),
         ControlWrite::Cr4(source) => write_cr4(state, operand(state, source), supported.cr4),
@@ -288,37 +327,38 @@ fn operand(state: &ControlState, source: u64) -> u64 {
 /// LMSW loads CR0 bits 3:0 (PE, MP, EM, TS) only, and can set PE but not clear it (vol. 2
 /// LMSW).
 fn lmsw_value(cr0: u64, source: u16) -> u64 {
-    (cr0 & !0xF) | u64::from(source & 0xF) | (cr0 & CR0_PE)
+    (cr0 & !0xF) | u64::from(source & 0xF) | (cr0 & Cr0::PE.bits())
 }
 
 fn write_cr0(state: &ControlState, value: u64) -> Result<Transition, GeneralProtection> {
     check_cr0_reserved_bits(value)?;
     // §2.5: writes to reserved bits 31:0 are ignored; ET is hardwired to 1 since the P6.
-    let cr0 = (value & CR0_DEFINED) | CR0_ET;
+    let cr0 = Cr0::from_bits_truncate(value) | Cr0::ET;
     check_paging_requires_protection(cr0)?;
     check_not_write_through_requires_cache_disable(cr0)?;
-    check_write_protect_kept_with_cet(cr0, state.cr4)?;
+    check_write_protect_kept_with_cet(cr0, state.cr4_flags())?;
     let was_paging = state.paging();
-    let paging = cr0 & CR0_PG != 0;
-    let mut efer = state.efer;
-    if !was_paging && paging && state.efer & EFER_LME != 0 {
+    let paging = cr0.contains(Cr0::PG);
+    let mut efer = state.efer_flags();
+    if !was_paging && paging && efer.contains(Efer::LME) {
         check_long_mode_activation(state)?;
         // §9.8.5 step 4: "Enable paging by setting CR0.PG = 1. This causes the processor to
         // set the IA32_EFER.LMA bit to 1."
-        efer |= EFER_LMA;
+        efer |= Efer::LMA;
     } else if was_paging && !paging {
         check_paging_disable(state)?;
         // §9.8.5.4: clearing CR0.PG deactivates IA-32e mode (LMA=0).
-        efer &= !EFER_LMA;
+        efer -= Efer::LMA;
     }
     let after = ControlState {
-        cr0,
-        efer,
+        cr0: cr0.bits(),
+        efer: efer.bits(),
         ..*state
     };
+    let changed = state.cr0_flags() ^ cr0;
     Ok(Transition {
         state: after,
-        load_pae_pdptes: after.pae_paging() && (state.cr0 ^ cr0) & (CR0_CD | CR0_NW | CR0_PG) != 0,
+        load_pae_pdptes: after.pae_paging() && changed.intersects(Cr0::CD | Cr0::NW | Cr0::PG),
         // §4.10.4.1: clearing CR0.PG invalidates every TLB entry and paging-structure cache
         // entry. Setting it is not listed there; it is flushed too because with EPT and VPIDs
         // the processor may have cached combined mappings for the unpaged linear addresses
@@ -340,24 +380,24 @@ fn check_cr0_reserved_bits(value: u64) -> Result<(), GeneralProtection> {
 }
 
 /// Vol. 2 MOV to CR: "setting the PG flag to 1 when the PE flag is set to 0" raises #GP.
-fn check_paging_requires_protection(cr0: u64) -> Result<(), GeneralProtection> {
-    if cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0 {
+fn check_paging_requires_protection(cr0: Cr0) -> Result<(), GeneralProtection> {
+    if cr0.contains(Cr0::PG) && !cr0.contains(Cr0::PE) {
         return Err(GeneralProtection::PagingWithoutProtection);
     }
     Ok(())
 }
 
 /// Vol. 2 MOV to CR: "setting the CD flag to 0 when the NW flag is set to 1" raises #GP.
-fn check_not_write_through_requires_cache_disable(cr0: u64) -> Result<(), GeneralProtection> {
-    if cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0 {
+fn check_not_write_through_requires_cache_disable(cr0: Cr0) -> Result<(), GeneralProtection> {
+    if cr0.contains(Cr0::NW) && !cr0.contains(Cr0::CD) {
         return Err(GeneralProtection::NotWriteThroughWithoutCacheDisable);
     }
     Ok(())
 }
 
 /// Vol. 2 MOV to CR: clearing CR0.WP while CR4.CET=1 raises #GP.
-fn check_write_protect_kept_with_cet(cr0: u64, cr4: u64) -> Result<(), GeneralProtection> {
-    if cr0 & CR0_WP == 0 && cr4 & CR4_CET != 0 {
+fn check_write_protect_kept_with_cet(cr0: Cr0, cr4: Cr4) -> Result<(), GeneralProtection> {
+    if !cr0.contains(Cr0::WP) && cr4.contains(Cr4::CET) {
         return Err(GeneralProtection::WriteProtectOffWithCet);
     }
     Ok(())
@@ -368,7 +408,7 @@ fn check_write_protect_kept_with_cet(cr0: u64, cr4: u64) -> Result<(), GeneralPr
 /// its L bit set nor TR reference a 16-bit TSS (vol. 2 MOV to CR, protected-mode exceptions;
 /// Bochs `SetCR0` checks the same).
 fn check_long_mode_activation(state: &ControlState) -> Result<(), GeneralProtection> {
-    if state.cr4 & CR4_PAE == 0 {
+    if !state.cr4_flags().contains(Cr4::PAE) {
         return Err(GeneralProtection::LongModeWithoutPae);
     }
     if state.code_segment_long {
@@ -387,7 +427,7 @@ fn check_paging_disable(state: &ControlState) -> Result<(), GeneralProtection> {
     if state.in_64_bit_mode() {
         return Err(GeneralProtection::PagingOffIn64BitMode);
     }
-    if state.cr4 & CR4_PCIDE != 0 {
+    if state.cr4_flags().contains(Cr4::PCIDE) {
         return Err(GeneralProtection::PagingOffWithPcid);
     }
     Ok(())
@@ -399,16 +439,23 @@ fn write_cr4(
     supported: u64,
 ) -> Result<Transition, GeneralProtection> {
     check_cr4_reserved_bits(cr4, supported)?;
+    let cr4 = Cr4::from_bits_retain(cr4);
     check_pae_kept_in_long_mode(state, cr4)?;
     check_pcid_requires_long_mode(state, cr4)?;
     check_pcid_enable_with_zero_pcid(state, cr4)?;
     check_la57_kept_in_long_mode(state, cr4)?;
-    check_cet_requires_write_protect(state.cr0, cr4)?;
-    let after = ControlState { cr4, ..*state };
-    let changed = state.cr4 ^ cr4;
-    let flush = if changed & CR4_PGE != 0 || (state.cr4 & CR4_PCIDE != 0 && cr4 & CR4_PCIDE == 0) {
+    check_cet_requires_write_protect(state.cr0_flags(), cr4)?;
+    let after = ControlState {
+        cr4: cr4.bits(),
+        ..*state
+    };
+    let before = state.cr4_flags();
+    let changed = before ^ cr4;
+    let turned_off = before - cr4;
+    let turned_on = cr4 - before;
+    let flush = if changed.contains(Cr4::PGE) || turned_off.contains(Cr4::PCIDE) {
         TranslationFlush::AllContexts
-    } else if changed & CR4_PAE != 0 || (state.cr4 & CR4_SMEP == 0 && cr4 & CR4_SMEP != 0) {
+    } else if changed.contains(Cr4::PAE) || turned_on.contains(Cr4::SMEP) {
         TranslationFlush::CurrentContext
     } else {
         TranslationFlush::None
@@ -416,7 +463,7 @@ fn write_cr4(
     Ok(Transition {
         state: after,
         load_pae_pdptes: after.pae_paging()
-            && changed & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP) != 0,
+            && changed.intersects(Cr4::PAE | Cr4::PGE | Cr4::PSE | Cr4::SMEP),
         flush,
     })
 }
@@ -431,16 +478,16 @@ fn check_cr4_reserved_bits(cr4: u64, supported: u64) -> Result<(), GeneralProtec
 }
 
 /// §4.1.2: "CR4.PAE cannot be cleared while IA-32e paging is active".
-fn check_pae_kept_in_long_mode(state: &ControlState, cr4: u64) -> Result<(), GeneralProtection> {
-    if state.long_mode_active() && cr4 & CR4_PAE == 0 {
+fn check_pae_kept_in_long_mode(state: &ControlState, cr4: Cr4) -> Result<(), GeneralProtection> {
+    if state.long_mode_active() && !cr4.contains(Cr4::PAE) {
         return Err(GeneralProtection::PaeOffInLongMode);
     }
     Ok(())
 }
 
 /// §2.5 and §4.10.1: CR4.PCIDE can be set only in IA-32e mode (IA32_EFER.LMA=1).
-fn check_pcid_requires_long_mode(state: &ControlState, cr4: u64) -> Result<(), GeneralProtection> {
-    if cr4 & CR4_PCIDE != 0 && !state.long_mode_active() {
+fn check_pcid_requires_long_mode(state: &ControlState, cr4: Cr4) -> Result<(), GeneralProtection> {
+    if cr4.contains(Cr4::PCIDE) && !state.long_mode_active() {
         return Err(GeneralProtection::PcidOutsideLongMode);
     }
     Ok(())
@@ -450,25 +497,26 @@ fn check_pcid_requires_long_mode(state: &ControlState, cr4: u64) -> Result<(), G
 /// #GP.
 fn check_pcid_enable_with_zero_pcid(
     state: &ControlState,
-    cr4: u64,
+    cr4: Cr4,
 ) -> Result<(), GeneralProtection> {
-    if state.cr4 & CR4_PCIDE == 0 && cr4 & CR4_PCIDE != 0 && state.cr3 & CR3_PCID != 0 {
+    let enabling = !state.cr4_flags().contains(Cr4::PCIDE) && cr4.contains(Cr4::PCIDE);
+    if enabling && state.cr3 & CR3_PCID != 0 {
         return Err(GeneralProtection::PcidWithNonZeroCr3Pcid);
     }
     Ok(())
 }
 
 /// §2.5 CR4.LA57: the bit cannot be modified in IA-32e mode.
-fn check_la57_kept_in_long_mode(state: &ControlState, cr4: u64) -> Result<(), GeneralProtection> {
-    if state.long_mode_active() && (state.cr4 ^ cr4) & CR4_LA57 != 0 {
+fn check_la57_kept_in_long_mode(state: &ControlState, cr4: Cr4) -> Result<(), GeneralProtection> {
+    if state.long_mode_active() && (state.cr4_flags() ^ cr4).contains(Cr4::LA57) {
         return Err(GeneralProtection::La57ChangeInLongMode);
     }
     Ok(())
 }
 
 /// §2.5 CR4.CET: CET can be set only while CR0.WP is set; vol. 2 MOV to CR.
-fn check_cet_requires_write_protect(cr0: u64, cr4: u64) -> Result<(), GeneralProtection> {
-    if cr4 & CR4_CET != 0 && cr0 & CR0_WP == 0 {
+fn check_cet_requires_write_protect(cr0: Cr0, cr4: Cr4) -> Result<(), GeneralProtection> {
+    if cr4.contains(Cr4::CET) && !cr0.contains(Cr0::WP) {
         return Err(GeneralProtection::CetWithoutWriteProtect);
     }
     Ok(())
@@ -482,8 +530,12 @@ fn write_efer(
     check_efer_reserved_bits(value, supported)?;
     check_long_mode_enable_kept_while_paging(state, value)?;
     // §2.2.1 table 2-1: LMA is read-only; WRMSR keeps the processor's value.
-    let efer = (value & !EFER_LMA) | (state.efer & EFER_LMA);
-    Ok(Transition::plain(ControlState { efer, ..*state }))
+    let mut efer = Efer::from_bits_retain(value);
+    efer.set(Efer::LMA, state.long_mode_active());
+    Ok(Transition::plain(ControlState {
+        efer: efer.bits(),
+        ..*state
+    }))
 }
 
 /// Vol. 2 WRMSR: writing a non-zero value to reserved bits raises #GP.
@@ -500,7 +552,8 @@ fn check_long_mode_enable_kept_while_paging(
     state: &ControlState,
     value: u64,
 ) -> Result<(), GeneralProtection> {
-    if state.paging() && (state.efer ^ value) & EFER_LME != 0 {
+    let changed = state.efer_flags() ^ Efer::from_bits_retain(value);
+    if state.paging() && changed.contains(Efer::LME) {
         return Err(GeneralProtection::LongModeEnableChangeWithPaging);
     }
     Ok(())
@@ -538,7 +591,7 @@ pub struct VmxFixedBits {
 }
 
 /// CR0 bits an unrestricted guest may have clear despite FIXED0 (§25.6.2, §27.3.1.1).
-const UNRESTRICTED_GUEST_RELAXED: u64 = CR0_PE | CR0_PG;
+const UNRESTRICTED_GUEST_RELAXED: u64 = Cr0::PE.union(Cr0::PG).bits();
 
 impl VmxFixedBits {
     /// The CR0 guest/host mask (§25.6.6): the bits VMX fixes, so a guest write that changes
@@ -666,7 +719,8 @@ pub fn check_vm_entry(
     if cr0 & !fixed.cr0_fixed1 != 0 {
         return Err(Failure::Cr0ForbiddenBit);
     }
-    if cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0 {
+    let cr0 = Cr0::from_bits_retain(cr0);
+    if cr0.contains(Cr0::PG) && !cr0.contains(Cr0::PE) {
         return Err(Failure::PagingWithoutProtection);
     }
     if !cr4 & fixed.cr4_fixed0 != 0 {
@@ -675,26 +729,28 @@ pub fn check_vm_entry(
     if cr4 & !fixed.cr4_fixed1 != 0 {
         return Err(Failure::Cr4ForbiddenBit);
     }
-    if ia32e && cr0 & CR0_PG == 0 {
+    let cr4 = Cr4::from_bits_retain(cr4);
+    if ia32e && !cr0.contains(Cr0::PG) {
         return Err(Failure::Ia32eModeWithoutPaging);
     }
-    if ia32e && cr4 & CR4_PAE == 0 {
+    if ia32e && !cr4.contains(Cr4::PAE) {
         return Err(Failure::Ia32eModeWithoutPae);
     }
-    if !ia32e && cr4 & CR4_PCIDE != 0 {
+    if !ia32e && cr4.contains(Cr4::PCIDE) {
         return Err(Failure::PcidOutsideIa32eMode);
     }
-    if cr4 & CR4_CET != 0 && cr0 & CR0_WP == 0 {
+    if cr4.contains(Cr4::CET) && !cr0.contains(Cr0::WP) {
         return Err(Failure::CetWithoutWriteProtect);
     }
     if efer & !efer_supported != 0 {
         return Err(Failure::EferReservedBits);
     }
-    let lma = efer & EFER_LMA != 0;
+    let efer = Efer::from_bits_retain(efer);
+    let lma = efer.contains(Efer::LMA);
     if lma != ia32e {
         return Err(Failure::LongModeActiveMismatch);
     }
-    if cr0 & CR0_PG != 0 && lma != (efer & EFER_LME != 0) {
+    if cr0.contains(Cr0::PG) && lma != efer.contains(Efer::LME) {
         return Err(Failure::LongModeEnableMismatch);
     }
     Ok(())
@@ -747,7 +803,7 @@ mod tests {
     fn long_mode_state() -> ControlState {
         ControlState {
             code_segment_long: true,
-            ..state(0x8000_0011, CR4_PAE, EFER_LME | EFER_LMA)
+            ..state(0x8000_0011, Cr4::PAE.bits(), (Efer::LME | Efer::LMA).bits())
         }
     }
 
@@ -782,9 +838,9 @@ mod tests {
 
     #[test]
     fn pg_set_with_lme_activates_long_mode_sdm_9_8_5() {
-        let prepared = state(0x11, CR4_PAE, EFER_LME);
+        let prepared = state(0x11, Cr4::PAE.bits(), Efer::LME.bits());
         let transition = apply(&prepared, ControlWrite::Cr0(0x8000_0011)).unwrap();
-        assert_eq!(transition.state.efer, EFER_LME | EFER_LMA);
+        assert_eq!(transition.state.efer, (Efer::LME | Efer::LMA).bits());
         assert!(transition.state.long_mode_active());
         assert!(vmcs_values(&transition.state, &FIXED).ia32e_mode_guest);
         assert!(
@@ -807,7 +863,7 @@ mod tests {
     #[test]
     fn pg_clear_in_compatibility_mode_deactivates_long_mode_sdm_9_8_5_4() {
         let transition = apply(&compatibility_mode_state(), ControlWrite::Cr0(0x11)).unwrap();
-        assert_eq!(transition.state.efer, EFER_LME);
+        assert_eq!(transition.state.efer, Efer::LME.bits());
         assert!(!vmcs_values(&transition.state, &FIXED).ia32e_mode_guest);
         assert_eq!(transition.flush, TranslationFlush::AllContexts);
         assert_enters(&transition.state);
@@ -837,7 +893,10 @@ mod tests {
     #[test]
     fn pg_with_lme_without_pae_faults_sdm_4_1_2() {
         assert_eq!(
-            apply(&state(0x11, 0, EFER_LME), ControlWrite::Cr0(0x8000_0011)),
+            apply(
+                &state(0x11, 0, Efer::LME.bits()),
+                ControlWrite::Cr0(0x8000_0011)
+            ),
             Err(GeneralProtection::LongModeWithoutPae)
         );
     }
@@ -846,7 +905,7 @@ mod tests {
     fn long_mode_activation_with_cs_l_faults_sdm_vol2_mov_cr() {
         let prepared = ControlState {
             code_segment_long: true,
-            ..state(0x11, CR4_PAE, EFER_LME)
+            ..state(0x11, Cr4::PAE.bits(), Efer::LME.bits())
         };
         assert_eq!(
             apply(&prepared, ControlWrite::Cr0(0x8000_0011)),
@@ -858,7 +917,7 @@ mod tests {
     fn long_mode_activation_with_16_bit_tss_faults_sdm_vol2_mov_cr() {
         let prepared = ControlState {
             task_register_16_bit: true,
-            ..state(0x11, CR4_PAE, EFER_LME)
+            ..state(0x11, Cr4::PAE.bits(), Efer::LME.bits())
         };
         assert_eq!(
             apply(&prepared, ControlWrite::Cr0(0x8000_0011)),
@@ -873,7 +932,7 @@ mod tests {
             Err(GeneralProtection::PaeOffInLongMode)
         );
         // Outside IA-32e mode PAE may go: PAE paging to 32-bit paging (§4.1.2).
-        let pae_paging = state(0x8000_0011, CR4_PAE, 0);
+        let pae_paging = state(0x8000_0011, Cr4::PAE.bits(), 0);
         assert_eq!(after(&pae_paging, ControlWrite::Cr4(0)).cr4, 0);
     }
 
@@ -898,7 +957,7 @@ mod tests {
                 ControlWrite::Cr4(0x1_0000_0020)
             )
             .cr4,
-            CR4_PAE
+            Cr4::PAE.bits()
         );
     }
 
@@ -935,7 +994,10 @@ mod tests {
         // modelled.
         for bit in [15, 13, 32] {
             assert_eq!(
-                apply(&long_mode_state(), ControlWrite::Cr4(CR4_PAE | 1 << bit)),
+                apply(
+                    &long_mode_state(),
+                    ControlWrite::Cr4(Cr4::PAE.bits() | 1 << bit)
+                ),
                 Err(GeneralProtection::Cr4ReservedBits),
                 "CR4 bit {bit}"
             );
@@ -943,7 +1005,7 @@ mod tests {
         // Bits the processor lacks (not in IA32_VMX_CR4_FIXED1).
         let narrow = SupportedBits::vmx_guest(0x7FF, EXTENDED_EDX);
         assert_eq!(
-            write(&pvh_state(), ControlWrite::Cr4(CR4_SMEP), &narrow),
+            write(&pvh_state(), ControlWrite::Cr4(Cr4::SMEP.bits()), &narrow),
             Err(GeneralProtection::Cr4ReservedBits)
         );
     }
@@ -952,8 +1014,8 @@ mod tests {
     fn pcide_outside_long_mode_faults_sdm_4_10_1() {
         assert_eq!(
             apply(
-                &state(0x8000_0011, CR4_PAE, 0),
-                ControlWrite::Cr4(CR4_PAE | CR4_PCIDE)
+                &state(0x8000_0011, Cr4::PAE.bits(), 0),
+                ControlWrite::Cr4((Cr4::PAE | Cr4::PCIDE).bits())
             ),
             Err(GeneralProtection::PcidOutsideLongMode)
         );
@@ -966,18 +1028,25 @@ mod tests {
             ..long_mode_state()
         };
         assert_eq!(
-            apply(&with_pcid, ControlWrite::Cr4(CR4_PAE | CR4_PCIDE)),
+            apply(
+                &with_pcid,
+                ControlWrite::Cr4((Cr4::PAE | Cr4::PCIDE).bits())
+            ),
             Err(GeneralProtection::PcidWithNonZeroCr3Pcid)
         );
-        let transition = apply(&long_mode_state(), ControlWrite::Cr4(CR4_PAE | CR4_PCIDE)).unwrap();
-        assert_eq!(transition.state.cr4, CR4_PAE | CR4_PCIDE);
+        let transition = apply(
+            &long_mode_state(),
+            ControlWrite::Cr4((Cr4::PAE | Cr4::PCIDE).bits()),
+        )
+        .unwrap();
+        assert_eq!(transition.state.cr4, (Cr4::PAE | Cr4::PCIDE).bits());
         assert_enters(&transition.state);
     }
 
     #[test]
     fn pg_clear_with_pcide_faults_sdm_4_10_1() {
         let with_pcid = ControlState {
-            cr4: CR4_PAE | CR4_PCIDE,
+            cr4: (Cr4::PAE | Cr4::PCIDE).bits(),
             ..compatibility_mode_state()
         };
         assert_eq!(
@@ -989,34 +1058,44 @@ mod tests {
     #[test]
     fn pcide_clear_flushes_every_context_sdm_4_10_4_1() {
         let with_pcid = ControlState {
-            cr4: CR4_PAE | CR4_PCIDE,
+            cr4: (Cr4::PAE | Cr4::PCIDE).bits(),
             ..long_mode_state()
         };
-        let transition = apply(&with_pcid, ControlWrite::Cr4(CR4_PAE)).unwrap();
+        let transition = apply(&with_pcid, ControlWrite::Cr4(Cr4::PAE.bits())).unwrap();
         assert_eq!(transition.flush, TranslationFlush::AllContexts);
     }
 
     #[test]
     fn la57_change_in_long_mode_faults_sdm_2_5() {
         assert_eq!(
-            apply(&long_mode_state(), ControlWrite::Cr4(CR4_PAE | CR4_LA57)),
+            apply(
+                &long_mode_state(),
+                ControlWrite::Cr4((Cr4::PAE | Cr4::LA57).bits())
+            ),
             Err(GeneralProtection::La57ChangeInLongMode)
         );
         // Before paging is on, LA57 may be set (the 5-level boot path).
         assert_eq!(
-            after(&pvh_state(), ControlWrite::Cr4(CR4_PAE | CR4_LA57)).cr4,
-            CR4_PAE | CR4_LA57
+            after(
+                &pvh_state(),
+                ControlWrite::Cr4((Cr4::PAE | Cr4::LA57).bits())
+            )
+            .cr4,
+            (Cr4::PAE | Cr4::LA57).bits()
         );
     }
 
     #[test]
     fn cet_requires_write_protect_sdm_vol2_mov_cr() {
         assert_eq!(
-            apply(&long_mode_state(), ControlWrite::Cr4(CR4_PAE | CR4_CET)),
+            apply(
+                &long_mode_state(),
+                ControlWrite::Cr4((Cr4::PAE | Cr4::CET).bits())
+            ),
             Err(GeneralProtection::CetWithoutWriteProtect)
         );
         let protected = after(&long_mode_state(), ControlWrite::Cr0(0x8001_0011));
-        let with_cet = after(&protected, ControlWrite::Cr4(CR4_PAE | CR4_CET));
+        let with_cet = after(&protected, ControlWrite::Cr4((Cr4::PAE | Cr4::CET).bits()));
         assert_eq!(
             apply(&with_cet, ControlWrite::Cr0(0x8000_0011)),
             Err(GeneralProtection::WriteProtectOffWithCet)
@@ -1040,37 +1119,41 @@ mod tests {
             ..supported()
         };
         assert_eq!(
-            write(&pvh_state(), ControlWrite::Efer(EFER_LME), &no_long_mode),
+            write(
+                &pvh_state(),
+                ControlWrite::Efer(Efer::LME.bits()),
+                &no_long_mode
+            ),
             Err(GeneralProtection::EferReservedBits)
         );
     }
 
     #[test]
     fn lme_change_while_paging_faults_sdm_4_1_2() {
-        let legacy_paging = state(0x8000_0011, CR4_PAE, 0);
+        let legacy_paging = state(0x8000_0011, Cr4::PAE.bits(), 0);
         assert_eq!(
-            apply(&legacy_paging, ControlWrite::Efer(EFER_LME)),
+            apply(&legacy_paging, ControlWrite::Efer(Efer::LME.bits())),
             Err(GeneralProtection::LongModeEnableChangeWithPaging)
         );
         assert_eq!(
-            apply(&long_mode_state(), ControlWrite::Efer(EFER_LMA)),
+            apply(&long_mode_state(), ControlWrite::Efer(Efer::LMA.bits())),
             Err(GeneralProtection::LongModeEnableChangeWithPaging)
         );
         // NXE and SCE may change under paging.
         assert_eq!(
             after(&long_mode_state(), ControlWrite::Efer(0xD01)).efer,
-            EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE
+            (Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits()
         );
     }
 
     #[test]
     fn lme_change_with_paging_off_is_allowed_sdm_9_8_5() {
         assert_eq!(
-            after(&pvh_state(), ControlWrite::Efer(EFER_LME)).efer,
-            EFER_LME
+            after(&pvh_state(), ControlWrite::Efer(Efer::LME.bits())).efer,
+            Efer::LME.bits()
         );
         assert_eq!(
-            after(&state(0x11, 0, EFER_LME), ControlWrite::Efer(0)).efer,
+            after(&state(0x11, 0, Efer::LME.bits()), ControlWrite::Efer(0)).efer,
             0
         );
     }
@@ -1079,13 +1162,17 @@ mod tests {
     fn efer_lma_is_read_only_sdm_2_2_1() {
         // Writing LMA=1 outside IA-32e mode does not activate it...
         assert_eq!(
-            after(&pvh_state(), ControlWrite::Efer(EFER_LME | EFER_LMA)).efer,
-            EFER_LME
+            after(
+                &pvh_state(),
+                ControlWrite::Efer((Efer::LME | Efer::LMA).bits())
+            )
+            .efer,
+            Efer::LME.bits()
         );
         // ...and writing LMA=0 inside it does not leave it.
         assert_eq!(
-            after(&long_mode_state(), ControlWrite::Efer(EFER_LME)).efer,
-            EFER_LME | EFER_LMA
+            after(&long_mode_state(), ControlWrite::Efer(Efer::LME.bits())).efer,
+            (Efer::LME | Efer::LMA).bits()
         );
     }
 
@@ -1097,7 +1184,7 @@ mod tests {
 
     #[test]
     fn lmsw_touches_only_bits_3_to_0_sdm_vol2_lmsw() {
-        let start = state(0x8005_0033, CR4_PAE, 0);
+        let start = state(0x8005_0033, Cr4::PAE.bits(), 0);
         // MP, EM, TS from the source; bits 15:4 of the source ignored; PG, NE, WP, AM kept.
         assert_eq!(after(&start, ControlWrite::Lmsw(0xFFFC)).cr0, 0x8005_003D);
     }
@@ -1112,12 +1199,12 @@ mod tests {
 
     #[test]
     fn pae_paging_enable_loads_pdptes_sdm_4_4_1() {
-        let prepared = state(0x11, CR4_PAE, 0);
+        let prepared = state(0x11, Cr4::PAE.bits(), 0);
         let transition = apply(&prepared, ControlWrite::Cr0(0x8000_0011)).unwrap();
         assert!(transition.load_pae_pdptes);
         // Toggling PGE under PAE paging reloads them and flushes globals; MP does neither.
         let paged = transition.state;
-        let transition = apply(&paged, ControlWrite::Cr4(CR4_PAE | CR4_PGE)).unwrap();
+        let transition = apply(&paged, ControlWrite::Cr4((Cr4::PAE | Cr4::PGE).bits())).unwrap();
         assert!(transition.load_pae_pdptes);
         assert_eq!(transition.flush, TranslationFlush::AllContexts);
         let transition = apply(&paged, ControlWrite::Cr0(0x8000_0013)).unwrap();
@@ -1125,17 +1212,21 @@ mod tests {
         assert_eq!(transition.flush, TranslationFlush::None);
         // Switching 32-bit paging to PAE paging reloads them and flushes the current PCID.
         let thirty_two_bit = state(0x8000_0011, 0, 0);
-        let transition = apply(&thirty_two_bit, ControlWrite::Cr4(CR4_PAE)).unwrap();
+        let transition = apply(&thirty_two_bit, ControlWrite::Cr4(Cr4::PAE.bits())).unwrap();
         assert!(transition.load_pae_pdptes);
         assert_eq!(transition.flush, TranslationFlush::CurrentContext);
     }
 
     #[test]
     fn smep_enable_flushes_current_context_sdm_4_10_4_1() {
-        let transition = apply(&long_mode_state(), ControlWrite::Cr4(CR4_PAE | CR4_SMEP)).unwrap();
+        let transition = apply(
+            &long_mode_state(),
+            ControlWrite::Cr4((Cr4::PAE | Cr4::SMEP).bits()),
+        )
+        .unwrap();
         assert_eq!(transition.flush, TranslationFlush::CurrentContext);
         assert!(!transition.load_pae_pdptes);
-        let transition = apply(&transition.state, ControlWrite::Cr4(CR4_PAE)).unwrap();
+        let transition = apply(&transition.state, ControlWrite::Cr4(Cr4::PAE.bits())).unwrap();
         assert_eq!(transition.flush, TranslationFlush::None);
     }
 
@@ -1154,9 +1245,12 @@ mod tests {
     #[test]
     fn efer_supported_follows_cpuid() {
         assert_eq!(efer_supported(0), 0);
-        assert_eq!(efer_supported(1 << 11), EFER_SCE);
-        assert_eq!(efer_supported(1 << 20), EFER_NXE);
-        assert_eq!(efer_supported(1 << 29), EFER_SCE | EFER_LME | EFER_LMA);
+        assert_eq!(efer_supported(1 << 11), Efer::SCE.bits());
+        assert_eq!(efer_supported(1 << 20), Efer::NXE.bits());
+        assert_eq!(
+            efer_supported(1 << 29),
+            (Efer::SCE | Efer::LME | Efer::LMA).bits()
+        );
     }
 
     // The VMCS values and the VM-entry predicate.
@@ -1167,12 +1261,12 @@ mod tests {
         // NE forced on, PE and PG exempt for an unrestricted guest.
         assert_eq!(values.guest_cr0, 0x6000_0030);
         assert_eq!(values.cr0_read_shadow, 0x6000_0010);
-        assert_eq!(values.guest_cr4, CR4_VMXE);
+        assert_eq!(values.guest_cr4, Cr4::VMXE.bits());
         assert_eq!(values.cr4_read_shadow, 0);
         let cr0_mask = FIXED.cr0_guest_host_mask();
         let cr4_mask = FIXED.cr4_guest_host_mask();
-        assert_eq!(cr0_mask, CR0_NE);
-        assert_ne!(cr4_mask & CR4_VMXE, 0);
+        assert_eq!(cr0_mask, Cr0::NE.bits());
+        assert_ne!(cr4_mask & Cr4::VMXE.bits(), 0);
         assert_eq!(
             guest_visible(values.guest_cr0, values.cr0_read_shadow, cr0_mask),
             0x6000_0010
@@ -1204,9 +1298,9 @@ mod tests {
         let naive = VmcsControlRegisters {
             guest_cr0: 0x8000_0031,
             cr0_read_shadow: 0x8000_0031,
-            guest_cr4: CR4_PAE | CR4_VMXE,
-            cr4_read_shadow: CR4_PAE,
-            guest_efer: EFER_LME,
+            guest_cr4: (Cr4::PAE | Cr4::VMXE).bits(),
+            cr4_read_shadow: Cr4::PAE.bits(),
+            guest_efer: Efer::LME.bits(),
             ia32e_mode_guest: false,
         };
         assert_eq!(
@@ -1224,7 +1318,7 @@ mod tests {
         let cases = [
             (
                 VmcsControlRegisters {
-                    guest_cr0: good.guest_cr0 & !CR0_NE,
+                    guest_cr0: good.guest_cr0 & !Cr0::NE.bits(),
                     ..good
                 },
                 EntryCheckFailure::Cr0MissingFixedBit,
@@ -1238,14 +1332,14 @@ mod tests {
             ),
             (
                 VmcsControlRegisters {
-                    guest_cr0: good.guest_cr0 & !CR0_PE,
+                    guest_cr0: good.guest_cr0 & !Cr0::PE.bits(),
                     ..good
                 },
                 EntryCheckFailure::PagingWithoutProtection,
             ),
             (
                 VmcsControlRegisters {
-                    guest_cr4: good.guest_cr4 & !CR4_VMXE,
+                    guest_cr4: good.guest_cr4 & !Cr4::VMXE.bits(),
                     ..good
                 },
                 EntryCheckFailure::Cr4MissingFixedBit,
@@ -1266,14 +1360,14 @@ mod tests {
             ),
             (
                 VmcsControlRegisters {
-                    guest_cr4: CR4_VMXE,
+                    guest_cr4: Cr4::VMXE.bits(),
                     ..good
                 },
                 EntryCheckFailure::Ia32eModeWithoutPae,
             ),
             (
                 VmcsControlRegisters {
-                    guest_cr4: good.guest_cr4 | CR4_PCIDE,
+                    guest_cr4: good.guest_cr4 | Cr4::PCIDE.bits(),
                     ia32e_mode_guest: false,
                     ..good
                 },
@@ -1281,7 +1375,7 @@ mod tests {
             ),
             (
                 VmcsControlRegisters {
-                    guest_cr4: good.guest_cr4 | CR4_CET,
+                    guest_cr4: good.guest_cr4 | Cr4::CET.bits(),
                     ..good
                 },
                 EntryCheckFailure::CetWithoutWriteProtect,
@@ -1302,7 +1396,7 @@ mod tests {
             ),
             (
                 VmcsControlRegisters {
-                    guest_efer: EFER_LME,
+                    guest_efer: Efer::LME.bits(),
                     ia32e_mode_guest: false,
                     ..good
                 },
@@ -1319,10 +1413,10 @@ mod tests {
     /// PAE, CR3, EFER.LME by WRMSR, then one MOV to CR0 with `cr0`.
     fn long_mode_switch(start: ControlState, cr4: u64, efer: u64, cr0: u64) -> ControlState {
         let mut current = start;
-        if current.cr0 & CR0_PE == 0 {
+        if current.cr0 & Cr0::PE.bits() == 0 {
             // Real mode first enters protected mode (Linux: `movl $X86_CR0_PE, %eax; mov
             // %eax, %cr0`; it leaves NE clear, so with NE owned it does not even exit).
-            current = after(&current, ControlWrite::Cr0(CR0_PE));
+            current = after(&current, ControlWrite::Cr0(Cr0::PE.bits()));
         }
         current = after(&current, ControlWrite::Cr4(cr4));
         current.cr3 = 0x9_C000; // MOV to CR3 does not exit with EPT
@@ -1335,9 +1429,14 @@ mod tests {
     #[test]
     fn textbook_long_mode_switch_gets_lma_and_entry_control() {
         for start in [reset_state(), pvh_state()] {
-            let switched = long_mode_switch(start, CR4_PAE, EFER_LME, CR0_PG | CR0_NE | CR0_PE);
+            let switched = long_mode_switch(
+                start,
+                Cr4::PAE.bits(),
+                Efer::LME.bits(),
+                (Cr0::PG | Cr0::NE | Cr0::PE).bits(),
+            );
             assert_eq!(switched.cr0, 0x8000_0031);
-            assert_eq!(switched.efer, EFER_LME | EFER_LMA);
+            assert_eq!(switched.efer, (Efer::LME | Efer::LMA).bits());
             let values = vmcs_values(&switched, &FIXED);
             assert!(values.ia32e_mode_guest);
             assert_eq!(values.guest_efer, 0x500);
@@ -1350,16 +1449,25 @@ mod tests {
     fn linux_ap_trampoline_gets_lma_and_entry_control() {
         // arch/x86/realmode/rm/trampoline_64.S: CR0_STATE = PE|MP|ET|NE|WP|AM|PG, CR4 from
         // the boot CPU (PAE, PGE, OSFXSR, OSXMMEXCPT), EFER = SCE|LME|NXE.
-        let cr0_state = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
+        let cr0_state =
+            (Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::AM | Cr0::PG).bits();
         assert_eq!(cr0_state, 0x8005_0033);
-        let cr4 = CR4_PAE | CR4_PGE | 1 << 9 | 1 << 10;
+        let cr4 = (Cr4::PAE | Cr4::PGE).bits() | 1 << 9 | 1 << 10;
         for start in [reset_state(), pvh_state()] {
-            let switched = long_mode_switch(start, cr4, EFER_SCE | EFER_LME | EFER_NXE, cr0_state);
+            let switched = long_mode_switch(
+                start,
+                cr4,
+                (Efer::SCE | Efer::LME | Efer::NXE).bits(),
+                cr0_state,
+            );
             assert_eq!(switched.cr0, 0x8005_0033);
-            assert_eq!(switched.efer, EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE);
+            assert_eq!(
+                switched.efer,
+                (Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits()
+            );
             let values = vmcs_values(&switched, &FIXED);
             assert!(values.ia32e_mode_guest);
-            assert_eq!(values.guest_cr4, cr4 | CR4_VMXE);
+            assert_eq!(values.guest_cr4, cr4 | Cr4::VMXE.bits());
             assert_eq!(values.cr4_read_shadow, cr4);
             assert_enters(&switched);
         }
@@ -1394,19 +1502,20 @@ mod tests {
     }
 
     fn step() -> impl Strategy<Value = Step> {
-        let cr0_bits = CR0_DEFINED;
-        let cr4_bits = CR4_PSE
-            | CR4_PAE
-            | CR4_PGE
-            | CR4_LA57
-            | CR4_VMXE
-            | CR4_PCIDE
-            | CR4_SMEP
-            | CR4_CET
+        let cr0_bits = Cr0::all().bits();
+        let cr4_bits = (Cr4::PSE
+            | Cr4::PAE
+            | Cr4::PGE
+            | Cr4::LA57
+            | Cr4::VMXE
+            | Cr4::PCIDE
+            | Cr4::SMEP
+            | Cr4::CET)
+            .bits()
             | 1 << 9
             | 1 << 10
             | 1 << 18;
-        let efer_bits = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE | 1 << 9;
+        let efer_bits = (Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits() | 1 << 9;
         prop_oneof![
             6 => register_value(cr0_bits).prop_map(|value| Step::Write(ControlWrite::Cr0(value))),
             4 => register_value(cr4_bits).prop_map(|value| Step::Write(ControlWrite::Cr4(value))),
@@ -1427,10 +1536,10 @@ mod tests {
     fn processor() -> impl Strategy<Value = (VmxFixedBits, SupportedBits)> {
         (any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(cr4_bits, edx, ne_fixed)| {
             let fixed = VmxFixedBits {
-                cr0_fixed0: CR0_PE | CR0_PG | if ne_fixed { CR0_NE } else { 0 },
+                cr0_fixed0: (Cr0::PE | Cr0::PG).bits() | if ne_fixed { Cr0::NE.bits() } else { 0 },
                 cr0_fixed1: 0xFFFF_FFFF,
-                cr4_fixed0: CR4_VMXE,
-                cr4_fixed1: (u64::from(cr4_bits) & 0x01F7_7FFF) | 0x7FF | CR4_VMXE,
+                cr4_fixed0: Cr4::VMXE.bits(),
+                cr4_fixed1: (u64::from(cr4_bits) & 0x01F7_7FFF) | 0x7FF | Cr4::VMXE.bits(),
             };
             let edx = edx & ((1 << 11) | (1 << 20) | (1 << 29));
             (fixed, SupportedBits::vmx_guest(fixed.cr4_fixed1, edx))
@@ -1474,7 +1583,7 @@ mod tests {
             let cr4_mask = fixed.cr4_guest_host_mask();
             // The long-mode start state needs a processor with Intel 64.
             prop_assume!(
-                !start.long_mode_active() || supported.efer & EFER_LME != 0
+                !start.long_mode_active() || supported.efer & Efer::LME.bits() != 0
             );
             let mut current = start;
             let mut trail: Vec<Step> = Vec::new();
@@ -1506,7 +1615,7 @@ mod tests {
                 // follows it.
                 prop_assert_eq!(
                     current.long_mode_active(),
-                    current.paging() && current.efer & EFER_LME != 0
+                    current.paging() && current.efer & Efer::LME.bits() != 0
                 );
                 prop_assert_eq!(values.ia32e_mode_guest, current.long_mode_active());
             }
@@ -1523,7 +1632,7 @@ mod tests {
             source in any::<u64>(),
         ) {
             prop_assume!(
-                !start.long_mode_active() || supported.efer & EFER_LME != 0
+                !start.long_mode_active() || supported.efer & Efer::LME.bits() != 0
             );
             let current = steps
                 .into_iter()

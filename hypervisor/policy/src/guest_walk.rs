@@ -16,30 +16,49 @@
 //! read through a caller's closure that refuses (returns `None`) anything outside the
 //! partition.
 
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
+use crate::control_registers::{Cr0, Cr4, Efer};
+use bitflags::bitflags;
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const PAGE_SIZE_BIT: u64 = 1 << 7;
-const EXECUTE_DISABLE: u64 = 1 << 63;
+bitflags! {
+    /// The single-bit fields of a guest paging-structure entry that the walk reads (SDM vol 3
+    /// §4.3 for 32-bit paging, §4.4.2 for PAE paging, §4.5 for 4-level paging; AMD APM vol 2
+    /// §5.4.1). They sit at the same positions in 4-byte and 8-byte entries, except
+    /// EXECUTE_DISABLE, which only 8-byte entries have. Frame addresses are not flags
+    /// ([`FRAME_MASK`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct PageTableEntryFlags: u64 {
+        /// Bit 0, P: the entry maps a page or references a table.
+        const PRESENT = 1 << 0;
+        /// Bit 1, R/W: writes are allowed through this entry (§4.6).
+        const WRITABLE = 1 << 1;
+        /// Bit 2, U/S: CPL-3 accesses are allowed through this entry (§4.6).
+        const USER = 1 << 2;
+        /// Bit 7, PS: a PDE (or a PDPTE in 4-level paging) maps a large page; reserved in a
+        /// PML4E, the PAT bit in a PTE.
+        const PAGE_SIZE = 1 << 7;
+        /// Bit 63, XD: instruction fetches are not allowed (with EFER.NXE; reserved without).
+        const EXECUTE_DISABLE = 1 << 63;
+    }
+
+    /// The page-fault error code (SDM vol 3 §4.7, figure 4-12; AMD APM vol 2 §8.4.2). Only the
+    /// bits the walk can report are named.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct PageFaultErrorCode: u32 {
+        /// Bit 0, P: the fault was a protection violation (0: a not-present page).
+        const PRESENT = 1 << 0;
+        /// Bit 1, W/R: the access was a write.
+        const WRITE = 1 << 1;
+        /// Bit 2, U/S: the access was a user-mode (CPL-3) access.
+        const USER = 1 << 2;
+        /// Bit 3, RSVD: a reserved bit was set in a paging-structure entry.
+        const RESERVED = 1 << 3;
+        /// Bit 4, I/D: the access was an instruction fetch.
+        const FETCH = 1 << 4;
+    }
+}
+
 /// Bits 51:12 of a 64-bit entry or of CR3: a physical frame address.
 const FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;
-
-/// The page-fault error code bits (SDM vol 3 §4.7).
-pub mod error_code {
-    pub const PRESENT: u32 = 1 << 0;
-    pub const WRITE: u32 = 1 << 1;
-    pub const USER: u32 = 1 << 2;
-    pub const RESERVED: u32 = 1 << 3;
-    pub const FETCH: u32 = 1 << 4;
-}
 
 /// The guest's control registers that select and root its paging mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,16 +101,17 @@ impl WalkAccess {
     }
 
     /// The error code of a page fault for this access.
-    const fn error_code(self, flags: u32) -> u32 {
+    const fn error_code(self, flags: PageFaultErrorCode) -> PageFaultErrorCode {
+        // `union` rather than `|=`: operators on flags are not `const`.
         let mut code = flags;
         if self.write {
-            code |= error_code::WRITE;
+            code = code.union(PageFaultErrorCode::WRITE);
         }
         if self.user {
-            code |= error_code::USER;
+            code = code.union(PageFaultErrorCode::USER);
         }
         if self.fetch {
-            code |= error_code::FETCH;
+            code = code.union(PageFaultErrorCode::FETCH);
         }
         code
     }
@@ -101,7 +121,7 @@ impl WalkAccess {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkError {
     /// The guest itself would take a page fault with this error code (SDM vol 3 §4.7).
-    PageFault { error_code: u32 },
+    PageFault { error_code: PageFaultErrorCode },
     /// A 64-bit linear address that is not canonical (the guest would take #GP or #SS).
     NonCanonical,
     /// The closure could not read the paging structure at this guest-physical address.
@@ -148,14 +168,20 @@ pub fn translate(
     access: WalkAccess,
     mut read_u64: impl FnMut(u64) -> Option<u64>,
 ) -> Result<u64, WalkError> {
-    if registers.cr0 & CR0_PG == 0 {
+    let cr0 = Cr0::from_bits_retain(registers.cr0);
+    let cr4 = Cr4::from_bits_retain(registers.cr4);
+    let efer = Efer::from_bits_retain(registers.efer);
+    if !cr0.contains(Cr0::PG) {
         // Without paging, linear addresses are 32 bits wide and map one to one.
         return Ok(linear & 0xffff_ffff);
     }
-    let nxe = registers.efer & EFER_NXE != 0;
-    let fault = |flags: u32| WalkError::PageFault {
+    let nxe = efer.contains(Efer::NXE);
+    let fault = |flags: PageFaultErrorCode| WalkError::PageFault {
         error_code: access.error_code(flags),
     };
+    let not_present = || fault(PageFaultErrorCode::empty());
+    let reserved_bit = || fault(PageFaultErrorCode::PRESENT | PageFaultErrorCode::RESERVED);
+    let protection = || fault(PageFaultErrorCode::PRESENT);
 
     // The root table and the levels below it, per mode.
     const PML4: Level = Level {
@@ -185,7 +211,7 @@ pub fn translate(
     let long_levels: &[Level] = &[PML4, PDPT, PD, PT];
     let pae_levels: &[Level] = &[PD, PT];
 
-    let (mut table, levels, four_bytes, linear) = if registers.cr4 & CR4_PAE == 0 {
+    let (mut table, levels, four_bytes, linear) = if !cr4.contains(Cr4::PAE) {
         // 32-bit paging: two levels of 1024 4-byte entries.
         const PD32: Level = Level {
             shift: 22,
@@ -206,21 +232,21 @@ pub fn translate(
             true,
             linear & 0xffff_ffff,
         )
-    } else if registers.efer & EFER_LMA == 0 {
+    } else if !efer.contains(Efer::LMA) {
         // PAE: CR3 bits 31:5 point at four PDPTEs, which hold no access rights (§4.4.1).
         let linear = linear & 0xffff_ffff;
         let address = (registers.cr3 & 0xffff_ffe0) + (linear >> 30) * 8;
         let pdpte = read_entry(&mut read_u64, address, false)?;
-        if pdpte & PRESENT == 0 {
-            return Err(fault(0));
+        if !PageTableEntryFlags::from_bits_retain(pdpte).contains(PageTableEntryFlags::PRESENT) {
+            return Err(not_present());
         }
         // Bits 2:1, 8:5 and 63 are reserved in a PDPTE.
-        if pdpte & (0b110 | 0x1e0 | EXECUTE_DISABLE) != 0 {
-            return Err(fault(error_code::PRESENT | error_code::RESERVED));
+        if pdpte & (0b110 | 0x1e0 | PageTableEntryFlags::EXECUTE_DISABLE.bits()) != 0 {
+            return Err(reserved_bit());
         }
         (pdpte & FRAME_MASK, pae_levels, false, linear)
     } else {
-        if registers.cr4 & CR4_LA57 != 0 {
+        if cr4.contains(Cr4::LA57) {
             return Err(WalkError::Unsupported);
         }
         // Canonical: bits 63:47 all equal.
@@ -239,19 +265,22 @@ pub fn translate(
         let index = (linear >> level.shift) & ((1 << level.index_bits) - 1);
         let entry_size = if four_bytes { 4 } else { 8 };
         let entry = read_entry(&mut read_u64, table + index * entry_size, four_bytes)?;
-        if entry & PRESENT == 0 {
-            return Err(fault(0));
+        let flags = PageTableEntryFlags::from_bits_retain(entry);
+        if !flags.contains(PageTableEntryFlags::PRESENT) {
+            return Err(not_present());
         }
-        let reserved = (level.page_reserved && entry & PAGE_SIZE_BIT != 0)
-            || (!four_bytes && !nxe && entry & EXECUTE_DISABLE != 0);
+        let page_size = flags.contains(PageTableEntryFlags::PAGE_SIZE);
+        let execute_disable = flags.contains(PageTableEntryFlags::EXECUTE_DISABLE);
+        let reserved =
+            (level.page_reserved && page_size) || (!four_bytes && !nxe && execute_disable);
         if reserved {
-            return Err(fault(error_code::PRESENT | error_code::RESERVED));
+            return Err(reserved_bit());
         }
-        writable &= entry & WRITABLE != 0;
-        user &= entry & USER != 0;
-        execute_disabled |= nxe && !four_bytes && entry & EXECUTE_DISABLE != 0;
-        let large = level.page_allowed && entry & PAGE_SIZE_BIT != 0;
-        let large = large && (!four_bytes || registers.cr4 & CR4_PSE != 0);
+        writable &= flags.contains(PageTableEntryFlags::WRITABLE);
+        user &= flags.contains(PageTableEntryFlags::USER);
+        execute_disabled |= nxe && !four_bytes && execute_disable;
+        let large = level.page_allowed && page_size;
+        let large = large && (!four_bytes || cr4.contains(Cr4::PSE));
         if large || level.shift == 12 {
             let offset_mask = (1u64 << level.shift) - 1;
             let frame = if four_bytes && large {
@@ -274,25 +303,26 @@ pub fn translate(
     }
     let Some(physical) = mapped else {
         // Unreachable: the last level always maps.
-        return Err(fault(0));
+        return Err(not_present());
     };
 
     // Access rights (SDM vol 3 §4.6): supervisor writes honour CR0.WP.
     if access.user && !user {
-        return Err(fault(error_code::PRESENT));
+        return Err(protection());
     }
-    if access.write && !writable && (access.user || registers.cr0 & CR0_WP != 0) {
-        return Err(fault(error_code::PRESENT));
+    if access.write && !writable && (access.user || cr0.contains(Cr0::WP)) {
+        return Err(protection());
     }
     if access.fetch && execute_disabled {
-        return Err(fault(error_code::PRESENT));
+        return Err(protection());
     }
     Ok(physical)
 }
 
 /// Whether linear addresses wrap at 4 GiB in this mode (everything but long mode).
 fn linear_is_32_bit(registers: &PagingRegisters) -> bool {
-    registers.cr0 & CR0_PG == 0 || registers.efer & EFER_LMA == 0
+    !Cr0::from_bits_retain(registers.cr0).contains(Cr0::PG)
+        || !Efer::from_bits_retain(registers.efer).contains(Efer::LMA)
 }
 
 /// Fills `buffer` with the guest's bytes at `linear` and on, translating each page it touches
@@ -379,17 +409,17 @@ mod tests {
         }
     }
 
-    const P: u64 = PRESENT;
-    const RW: u64 = WRITABLE;
-    const US: u64 = USER;
-    const PS: u64 = PAGE_SIZE_BIT;
+    const P: u64 = PageTableEntryFlags::PRESENT.bits();
+    const RW: u64 = PageTableEntryFlags::WRITABLE.bits();
+    const US: u64 = PageTableEntryFlags::USER.bits();
+    const PS: u64 = PageTableEntryFlags::PAGE_SIZE.bits();
 
     fn long_mode() -> PagingRegisters {
         PagingRegisters {
-            cr0: CR0_PG | CR0_WP | 1,
+            cr0: (Cr0::PG | Cr0::WP).bits() | 1,
             cr3: 0x1000,
-            cr4: CR4_PAE,
-            efer: EFER_LMA | (1 << 8) | EFER_NXE,
+            cr4: Cr4::PAE.bits(),
+            efer: Efer::LMA.bits() | (1 << 8) | Efer::NXE.bits(),
         }
     }
 
@@ -408,7 +438,10 @@ mod tests {
         memory.write_u64(0x2000, 0x3000 | P | RW | US);
         memory.write_u64(0x2000 + 8, 0x8000_0000 | P | RW | PS);
         memory.write_u64(0x3000 + 2 * 8, 0x4000 | P | RW | US);
-        memory.write_u64(0x4000 + 5 * 8, 0x9000 | P | US | EXECUTE_DISABLE);
+        memory.write_u64(
+            0x4000 + 5 * 8,
+            0x9000 | P | US | PageTableEntryFlags::EXECUTE_DISABLE.bits(),
+        );
         memory.write_u64(0x4000 + 6 * 8, 0xa000 | P | RW);
         memory.write_u64(0x3000 + 256 * 8, 0x20_0000_0000 | P | RW | PS | 1 << 12);
         memory
@@ -451,7 +484,9 @@ mod tests {
         for linear in [0xffff_8000_0000_0000u64, 0x8000_0000, 0x60_0000, 0x40_7000] {
             assert_eq!(
                 translate(&registers, linear, read, memory.reader()),
-                Err(WalkError::PageFault { error_code: 0 }),
+                Err(WalkError::PageFault {
+                    error_code: PageFaultErrorCode::empty()
+                }),
                 "{linear:#x}"
             );
         }
@@ -461,7 +496,7 @@ mod tests {
             Err(WalkError::NonCanonical)
         );
         let la57 = PagingRegisters {
-            cr4: CR4_PAE | CR4_LA57,
+            cr4: (Cr4::PAE | Cr4::LA57).bits(),
             ..registers
         };
         assert_eq!(
@@ -483,15 +518,15 @@ mod tests {
         );
         assert_eq!(
             translate(&registers, 0x40_5000, WalkAccess::WRITE, memory.reader()),
-            page_fault(error_code::PRESENT | error_code::WRITE)
+            page_fault(PageFaultErrorCode::PRESENT | PageFaultErrorCode::WRITE)
         );
         assert_eq!(
             translate(&registers, 0x40_5000, WalkAccess::FETCH, memory.reader()),
-            page_fault(error_code::PRESENT | error_code::FETCH)
+            page_fault(PageFaultErrorCode::PRESENT | PageFaultErrorCode::FETCH)
         );
         // Without CR0.WP a supervisor write to a read-only page succeeds; a user one does not.
         let no_wp = PagingRegisters {
-            cr0: registers.cr0 & !CR0_WP,
+            cr0: registers.cr0 & !Cr0::WP.bits(),
             ..registers
         };
         assert_eq!(
@@ -505,7 +540,9 @@ mod tests {
                 WalkAccess::WRITE.at_user(true),
                 memory.reader()
             ),
-            page_fault(error_code::PRESENT | error_code::WRITE | error_code::USER)
+            page_fault(
+                PageFaultErrorCode::PRESENT | PageFaultErrorCode::WRITE | PageFaultErrorCode::USER
+            )
         );
         // 0x40_6000: supervisor only.
         assert_eq!(
@@ -514,16 +551,16 @@ mod tests {
         );
         assert_eq!(
             translate(&registers, 0x40_6000, user_read, memory.reader()),
-            page_fault(error_code::PRESENT | error_code::USER)
+            page_fault(PageFaultErrorCode::PRESENT | PageFaultErrorCode::USER)
         );
         // Without EFER.NXE the XD bit is reserved.
         let no_nxe = PagingRegisters {
-            efer: registers.efer & !EFER_NXE,
+            efer: registers.efer & !Efer::NXE.bits(),
             ..registers
         };
         assert_eq!(
             translate(&no_nxe, 0x40_5000, WalkAccess::READ, memory.reader()),
-            page_fault(error_code::PRESENT | error_code::RESERVED)
+            page_fault(PageFaultErrorCode::PRESENT | PageFaultErrorCode::RESERVED)
         );
     }
 
@@ -541,7 +578,7 @@ mod tests {
                 memory.reader()
             ),
             Err(WalkError::PageFault {
-                error_code: error_code::PRESENT | error_code::RESERVED
+                error_code: PageFaultErrorCode::PRESENT | PageFaultErrorCode::RESERVED
             })
         );
         // A table the closure cannot read (outside the partition).
@@ -573,9 +610,9 @@ mod tests {
         memory.write_u64(0x4000 + 3 * 8, 0x1_2345_6000 | P | RW);
         memory.write_u64(0x5000 + 511 * 8, 0xfe00_0000 | P | RW | PS);
         let registers = PagingRegisters {
-            cr0: CR0_PG | 1,
+            cr0: Cr0::PG.bits() | 1,
             cr3: 0x1020,
-            cr4: CR4_PAE,
+            cr4: Cr4::PAE.bits(),
             efer: 0,
         };
         let read = WalkAccess::READ;
@@ -593,7 +630,9 @@ mod tests {
             Ok(0x1_2345_6abc)
         );
         // PDPTE 1 is not present; R/W in a PDPTE is reserved.
-        let not_present = Err(WalkError::PageFault { error_code: 0 });
+        let not_present = Err(WalkError::PageFault {
+            error_code: PageFaultErrorCode::empty(),
+        });
         assert_eq!(
             translate(&registers, 0x4000_0000, read, memory.reader()),
             not_present
@@ -602,15 +641,18 @@ mod tests {
         assert_eq!(
             translate(&registers, 0x8000_0000, read, memory.reader()),
             Err(WalkError::PageFault {
-                error_code: error_code::PRESENT | error_code::RESERVED
+                error_code: PageFaultErrorCode::PRESENT | PageFaultErrorCode::RESERVED
             })
         );
         // XD without NXE is reserved in PAE entries too.
-        memory.write_u64(0x4000 + 4 * 8, 0x7000 | P | EXECUTE_DISABLE);
+        memory.write_u64(
+            0x4000 + 4 * 8,
+            0x7000 | P | PageTableEntryFlags::EXECUTE_DISABLE.bits(),
+        );
         assert_eq!(
             translate(&registers, 0x0020_4000, read, memory.reader()),
             Err(WalkError::PageFault {
-                error_code: error_code::PRESENT | error_code::RESERVED
+                error_code: PageFaultErrorCode::PRESENT | PageFaultErrorCode::RESERVED
             })
         );
     }
@@ -629,9 +671,9 @@ mod tests {
             0xfec0_0000 | (1 << 13) | (P | RW | PS) as u32,
         );
         let registers = PagingRegisters {
-            cr0: CR0_PG | CR0_WP | 1,
+            cr0: (Cr0::PG | Cr0::WP).bits() | 1,
             cr3: 0x1000,
-            cr4: CR4_PSE,
+            cr4: Cr4::PSE.bits(),
             efer: 0,
         };
         let read = WalkAccess::READ;
@@ -647,7 +689,7 @@ mod tests {
         assert_eq!(
             translate(&registers, 0x0040_3123, WalkAccess::WRITE, memory.reader()),
             Err(WalkError::PageFault {
-                error_code: error_code::PRESENT | error_code::WRITE
+                error_code: PageFaultErrorCode::PRESENT | PageFaultErrorCode::WRITE
             })
         );
         // Without CR4.PSE the PS bit is ignored: the PDE points at a page table (bits 31:12).
@@ -664,7 +706,9 @@ mod tests {
         // Bit 63 means nothing in 4-byte entries, and reads never leave the aligned word.
         assert_eq!(
             translate(&registers, 0x0000_0000, read, memory.reader()),
-            Err(WalkError::PageFault { error_code: 0 })
+            Err(WalkError::PageFault {
+                error_code: PageFaultErrorCode::empty()
+            })
         );
     }
 
@@ -698,7 +742,9 @@ mod tests {
                 &mut buffer,
                 memory.reader()
             ),
-            Err(WalkError::PageFault { error_code: 0 })
+            Err(WalkError::PageFault {
+                error_code: PageFaultErrorCode::empty()
+            })
         );
         // An empty buffer needs no translation.
         assert_eq!(

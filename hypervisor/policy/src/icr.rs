@@ -11,6 +11,8 @@
 //! destinations are never written to the real ICR, as they would reach every core of the
 //! machine.
 
+use bitflags::bitflags;
+
 /// How the target processes the IPI (ICR bits 10:8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryMode {
@@ -84,9 +86,23 @@ pub struct Icr {
     pub destination: u32,
 }
 
-const DESTINATION_MODE_LOGICAL: u64 = 1 << 11;
-const LEVEL_ASSERT: u64 = 1 << 14;
-const TRIGGER_LEVEL: u64 = 1 << 15;
+bitflags! {
+    /// The single-bit fields of the x2APIC ICR (Intel SDM vol 3 §11.12.9; the low half is
+    /// laid out as the xAPIC ICR, §11.6.1). The vector (bits 7:0), delivery mode
+    /// (10:8), shorthand (19:18) and destination (63:32) are multi-bit fields, decoded by
+    /// [`Icr::decode`]. Delivery status (bit 12) does not exist in x2APIC mode.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct IcrFlags: u64 {
+        /// Bit 11, destination mode: logical (1) or physical (0).
+        const DESTINATION_MODE_LOGICAL = 1 << 11;
+        /// Bit 14, level: assert (1) or de-assert (0).
+        const LEVEL_ASSERT = 1 << 14;
+        /// Bit 15, trigger mode: level (1) or edge (0).
+        const TRIGGER_LEVEL = 1 << 15;
+    }
+}
+
+/// The destination shorthand occupies ICR bits 19:18.
 const SHORTHAND_SHIFT: u32 = 18;
 
 /// A physical destination of all ones addresses every processor (SDM vol 3 §11.12.9).
@@ -94,16 +110,17 @@ pub const BROADCAST: u32 = 0xffff_ffff;
 
 impl Icr {
     pub const fn decode(value: u64) -> Icr {
+        let flags = IcrFlags::from_bits_retain(value);
         Icr {
             vector: value as u8,
             delivery_mode: DeliveryMode::from_bits((value >> 8) as u8),
-            destination_mode: if value & DESTINATION_MODE_LOGICAL != 0 {
+            destination_mode: if flags.contains(IcrFlags::DESTINATION_MODE_LOGICAL) {
                 DestinationMode::Logical
             } else {
                 DestinationMode::Physical
             },
-            level_assert: value & LEVEL_ASSERT != 0,
-            trigger_level: value & TRIGGER_LEVEL != 0,
+            level_assert: flags.contains(IcrFlags::LEVEL_ASSERT),
+            trigger_level: flags.contains(IcrFlags::TRIGGER_LEVEL),
             shorthand: match (value >> SHORTHAND_SHIFT) & 0b11 {
                 0 => Shorthand::None,
                 1 => Shorthand::SelfOnly,
@@ -115,15 +132,16 @@ impl Icr {
     }
 
     pub const fn encode(&self) -> u64 {
-        let mut value = self.vector as u64 | (self.delivery_mode.bits() as u64) << 8;
+        // `union` rather than `|=`: operators on flags are not `const`.
+        let mut flags = IcrFlags::empty();
         if matches!(self.destination_mode, DestinationMode::Logical) {
-            value |= DESTINATION_MODE_LOGICAL;
+            flags = flags.union(IcrFlags::DESTINATION_MODE_LOGICAL);
         }
         if self.level_assert {
-            value |= LEVEL_ASSERT;
+            flags = flags.union(IcrFlags::LEVEL_ASSERT);
         }
         if self.trigger_level {
-            value |= TRIGGER_LEVEL;
+            flags = flags.union(IcrFlags::TRIGGER_LEVEL);
         }
         let shorthand: u64 = match self.shorthand {
             Shorthand::None => 0,
@@ -131,7 +149,11 @@ impl Icr {
             Shorthand::AllIncludingSelf => 2,
             Shorthand::AllExcludingSelf => 3,
         };
-        value | shorthand << SHORTHAND_SHIFT | (self.destination as u64) << 32
+        self.vector as u64
+            | (self.delivery_mode.bits() as u64) << 8
+            | flags.bits()
+            | shorthand << SHORTHAND_SHIFT
+            | (self.destination as u64) << 32
     }
 }
 

@@ -25,6 +25,8 @@
 //! write leaves the entry unmasked (against the high half in the hardware), the high half
 //! when the entry in the hardware is unmasked. Masked entries may hold anything.
 
+use bitflags::bitflags;
+
 /// Offset of IOREGSEL in the IOAPIC page.
 pub const IOREGSEL_OFFSET: u64 = 0x00;
 /// Offset of IOWIN in the IOAPIC page.
@@ -42,9 +44,35 @@ pub const VERSION: u32 = 0x11;
 /// The most redirection entries the register space has room for (0x10 + 2 × 120 = 0x100).
 pub const MAX_PINS: u8 = 120;
 
-/// Redirection entry, low half: the mask bit.
-pub const MASKED: u32 = 1 << 16;
-const DESTINATION_LOGICAL: u32 = 1 << 11;
+bitflags! {
+    /// The single-bit fields of the low half (bits 31:0) of a redirection entry (82093AA
+    /// datasheet §3.2.4). The vector (bits 7:0) and delivery mode (10:8, [`delivery_mode`])
+    /// are multi-bit fields; the high half holds only the destination (bits 63:56).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct RedirectionEntryLow: u32 {
+        /// Bit 11, destination mode: logical (1) or physical (0).
+        const DESTINATION_LOGICAL = 1 << 11;
+        /// Bit 12, delivery status (read-only): an interrupt is pending delivery
+        /// ("send pending").
+        const DELIVERY_STATUS = 1 << 12;
+        /// Bit 13, interrupt input pin polarity: active low (1) or active high (0).
+        const POLARITY_LOW = 1 << 13;
+        /// Bit 14, remote IRR (read-only, level-triggered only): a local APIC accepted the
+        /// interrupt and has not yet sent its EOI.
+        const REMOTE_IRR = 1 << 14;
+        /// Bit 15, trigger mode: level (1) or edge (0).
+        const TRIGGER_LEVEL = 1 << 15;
+        /// Bit 16, interrupt mask: the pin's interrupts are not delivered.
+        const MASKED = 1 << 16;
+    }
+}
+
+/// Whether the low half `low` of a redirection entry has its mask bit set.
+const fn is_masked(low: u32) -> bool {
+    RedirectionEntryLow::from_bits_retain(low).contains(RedirectionEntryLow::MASKED)
+}
+
+/// The delivery mode of a redirection entry's low half (bits 10:8).
 const DELIVERY_MODE_MASK: u32 = 0b111 << 8;
 /// The ID and arbitration ID live in bits 27:24.
 const ID_MASK: u32 = 0x0f00_0000;
@@ -186,7 +214,7 @@ impl IoapicView {
             {
                 hardware(self.selected)
             }
-            IoapicRegister::RedirectionLow(_) => MASKED,
+            IoapicRegister::RedirectionLow(_) => RedirectionEntryLow::MASKED.bits(),
             IoapicRegister::RedirectionHigh(_) | IoapicRegister::None => 0,
         }
     }
@@ -225,7 +253,7 @@ impl IoapicView {
             // (any high dword, a low dword with the mask bit) changes nothing the partition
             // can see and is dropped quietly: Linux masks every pin at boot. An attempt to
             // unmask it is refused.
-            return if !low || value & MASKED != 0 {
+            return if !low || is_masked(value) {
                 WindowWrite::Ignored
             } else {
                 WindowWrite::Refused(IoapicRefusal::PinNotOwned { pin })
@@ -238,14 +266,14 @@ impl IoapicView {
             } else {
                 value
             };
-            if value & MASKED != 0 {
+            if is_masked(value) {
                 return WindowWrite::Hardware { register, value };
             }
             (value, hardware(redirection_high(pin)), value)
         } else {
             let value = value & 0xff00_0000;
             let low_value = hardware(redirection_low(pin));
-            if low_value & MASKED != 0 {
+            if is_masked(low_value) {
                 return WindowWrite::Hardware { register, value };
             }
             (low_value, value, value)
@@ -274,7 +302,8 @@ fn check_unmasked_entry(
     ) {
         return Err(IoapicRefusal::DeliveryMode { pin, mode });
     }
-    if low & DESTINATION_LOGICAL != 0 {
+    let flags = RedirectionEntryLow::from_bits_retain(low);
+    if flags.contains(RedirectionEntryLow::DESTINATION_LOGICAL) {
         return Err(IoapicRefusal::LogicalDestination { pin });
     }
     let destination = (high >> 24) as u8;
@@ -289,6 +318,7 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
+    const MASKED: u32 = RedirectionEntryLow::MASKED.bits();
     const PINS: u8 = 24;
     const OWNED: [u8; 2] = [4, 11];
     const OWN_CPUS: [u32; 2] = [2, 3];

@@ -22,6 +22,7 @@
 //! * [`multiboot`]: the boot information (Multiboot v1 memory map, Multiboot2 tags, RSDP).
 //! * [`virtual_platform`]: the partition's ACPI sleep and reset ports.
 //! * [`vmx`]: fitting VMX controls to the processor, naming VM-instruction errors.
+//! * [`xcr0`]: which values a guest's XSETBV may load.
 //! * [`control_registers`]: guest writes to CR0, CR4 and EFER, and the VMCS values they need.
 #![no_std]
 // Tests map synthetic firmware images for the `acpi` crate, whose handler trait is unsafe:
@@ -46,6 +47,7 @@ pub mod range;
 pub mod stage2;
 pub mod virtual_platform;
 pub mod vmx;
+pub mod xcr0;
 
 // Tests use `std` (vectors for table pools and layouts); the library itself never does.
 #[cfg(test)]

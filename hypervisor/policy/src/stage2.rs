@@ -14,6 +14,7 @@
 //! * translation validation (build time and tests) reads the built tables back with [`walk`]
 //!   and [`for_each_leaf`] and compares them with the partition's memory map.
 
+use bitflags::bitflags;
 use tessera_abi::table::{MappingKind, MemoryMapping, Rights};
 
 /// Size of a page-table page and of the smallest page.
@@ -282,66 +283,74 @@ const fn leaf_address_mask(level: usize) -> u64 {
     }
 }
 
+bitflags! {
+    /// The single-bit fields of an AMD nested page-table entry: the ordinary long-mode
+    /// page-table entry format (AMD APM vol 2 §5.3, §5.4.1 "Field Definitions"), at every
+    /// level of the nested tables (APM vol 2 §15.25.5). The host address (bits 51:12) is not
+    /// a flag: entries are `flags.bits() | address`. Flags Tessera does not use (accessed,
+    /// dirty, global, PAT in a PTE, protection key) are not named.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct NptEntryFlags: u64 {
+        /// Bit 0, P: the entry is valid.
+        const PRESENT = 1 << 0;
+        /// Bit 1, R/W: writes are allowed through this entry.
+        const WRITABLE = 1 << 1;
+        /// Bit 2, U/S: user-mode accesses are allowed through this entry.
+        const USER = 1 << 2;
+        /// Bit 3, PWT: page-level write-through (bit 0 of the PAT index).
+        const WRITE_THROUGH = 1 << 3;
+        /// Bit 4, PCD: page-level cache disable (bit 1 of the PAT index).
+        const CACHE_DISABLE = 1 << 4;
+        /// Bit 7, PS, in a PDPT / PD entry: the entry maps a 1 GiB / 2 MiB page (in a PTE,
+        /// bit 7 is the PAT bit instead).
+        const PAGE_SIZE = 1 << 7;
+        /// Bit 63, NX: instruction fetches are not allowed (honoured because the hypervisor
+        /// runs with EFER.NXE=1, APM vol 2 §5.6.1).
+        const NO_EXECUTE = 1 << 63;
+    }
+}
+
 /// AMD nested page tables (AMD APM vol 2 §15.25).
 ///
-/// The nested tables use the ordinary long-mode page-table format (APM vol 2 §5.3, §5.4).
-/// The hardware treats every guest-physical access — including the guest's own page-table
-/// walks — as a user-mode access to the nested tables (APM vol 2 §15.25.5), so U/S must be set
-/// at every level, or the guest faults (QEMU enforces this). nCR3 is the root's address as is.
+/// The nested tables use the ordinary long-mode page-table format (APM vol 2 §5.3, §5.4),
+/// whose flags are [`NptEntryFlags`]. The hardware treats every guest-physical access —
+/// including the guest's own page-table walks — as a user-mode access to the nested tables
+/// (APM vol 2 §15.25.5), so U/S must be set at every level, or the guest faults (QEMU enforces
+/// this). nCR3 is the root's address as is.
 #[derive(Clone, Copy, Debug)]
 pub struct Npt;
 
-impl Npt {
-    /// Present.
-    pub const PRESENT: u64 = 1 << 0;
-    /// Writable (read/write).
-    pub const WRITABLE: u64 = 1 << 1;
-    /// User/supervisor: user accesses allowed.
-    pub const USER: u64 = 1 << 2;
-    /// Page-level write-through.
-    pub const WRITE_THROUGH: u64 = 1 << 3;
-    /// Page-level cache disable.
-    pub const CACHE_DISABLE: u64 = 1 << 4;
-    /// Page size: the PDPT / PD entry maps a 1 GiB / 2 MiB page.
-    pub const PAGE_SIZE: u64 = 1 << 7;
-    /// No-execute (honoured because the hypervisor runs with EFER.NXE=1, APM vol 2 §5.6.1).
-    pub const NO_EXECUTE: u64 = 1 << 63;
-}
-
 impl EntryFormat for Npt {
     fn table(next_table_phys: u64) -> u64 {
-        (next_table_phys & ADDRESS_MASK) | Npt::PRESENT | Npt::WRITABLE | Npt::USER
+        let flags = NptEntryFlags::PRESENT | NptEntryFlags::WRITABLE | NptEntryFlags::USER;
+        (next_table_phys & ADDRESS_MASK) | flags.bits()
     }
 
     fn leaf(host: u64, size: PageSize, rights: Rights, kind: MappingKind) -> u64 {
         if !rights.read {
             return 0;
         }
-        let mut entry = (host & leaf_address_mask(size.level())) | Npt::PRESENT | Npt::USER;
-        if rights.write {
-            entry |= Npt::WRITABLE;
-        }
-        if !rights.execute {
-            entry |= Npt::NO_EXECUTE;
-        }
-        if size != PageSize::Size4KiB {
-            entry |= Npt::PAGE_SIZE;
-        }
+        let mut flags = NptEntryFlags::PRESENT | NptEntryFlags::USER;
+        flags.set(NptEntryFlags::WRITABLE, rights.write);
+        flags.set(NptEntryFlags::NO_EXECUTE, !rights.execute);
+        flags.set(NptEntryFlags::PAGE_SIZE, size != PageSize::Size4KiB);
         // PAT index = PAT:PCD:PWT. With PCD=PWT=1 and PAT=0 the index is 3, which is UC in
         // the power-on PAT the hypervisor keeps; the nested and guest types then combine to
         // UC (APM vol 2 §15.25.8, "Combining Memory Types"). RAM and channels use index 0, WB.
         if kind == MappingKind::DeviceMmio {
-            entry |= Npt::CACHE_DISABLE | Npt::WRITE_THROUGH;
+            flags |= NptEntryFlags::CACHE_DISABLE | NptEntryFlags::WRITE_THROUGH;
         }
-        entry
+        (host & leaf_address_mask(size.level())) | flags.bits()
     }
 
     fn decode(entry: u64, level: usize) -> Decoded {
-        if entry & Npt::PRESENT == 0 {
+        let flags = NptEntryFlags::from_bits_retain(entry);
+        if !flags.contains(NptEntryFlags::PRESENT) {
             return Decoded::NotPresent;
         }
         // Bit 7 is PS in PDPT and PD entries only; in a PTE it is the PAT bit.
-        let is_leaf = level == 1 || ((level == 2 || level == 3) && entry & Npt::PAGE_SIZE != 0);
+        let is_leaf =
+            level == 1 || ((level == 2 || level == 3) && flags.contains(NptEntryFlags::PAGE_SIZE));
         if !is_leaf {
             return Decoded::Table {
                 next: entry & ADDRESS_MASK,
@@ -351,32 +360,53 @@ impl EntryFormat for Npt {
             host: entry & leaf_address_mask(level),
             rights: Rights {
                 read: true,
-                write: entry & Npt::WRITABLE != 0,
-                execute: entry & Npt::NO_EXECUTE == 0,
+                write: flags.contains(NptEntryFlags::WRITABLE),
+                execute: !flags.contains(NptEntryFlags::NO_EXECUTE),
             },
         }
     }
 }
 
-/// Intel extended page tables (Intel SDM vol 3 §29.3.2, "EPT paging-structure entries").
+bitflags! {
+    /// The single-bit fields of an Intel EPT paging-structure entry (Intel SDM vol 3
+    /// §29.3.2, "EPT paging-structure entries"). The host address (bits 51:12) and the memory
+    /// type of a leaf (bits 5:3, [`Ept::MEMORY_TYPE_SHIFT`]) are not flags: entries are
+    /// `flags.bits() | memory type | address`. Flags Tessera does not enable (accessed, dirty,
+    /// user-mode execute, suppress #VE, ...) are not named.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct EptEntryFlags: u64 {
+        /// Bit 0: reads are allowed through this entry.
+        const READ = 1 << 0;
+        /// Bit 1: writes are allowed through this entry.
+        const WRITE = 1 << 1;
+        /// Bit 2: instruction fetches are allowed through this entry (supervisor-mode fetches
+        /// only when mode-based execute control is on; it is off).
+        const EXECUTE = 1 << 2;
+        /// Bit 6 of a leaf: ignore the guest PAT. Left 0 so the guest's PAT still combines
+        /// (SDM vol 3 §29.3.7, "EPT and memory typing").
+        const IGNORE_PAT = 1 << 6;
+        /// Bit 7 of a PDPT / PD entry: the entry maps a 1 GiB / 2 MiB page.
+        const LARGE_PAGE = 1 << 7;
+    }
+}
+
+/// Intel extended page tables (Intel SDM vol 3 §29.3.2, "EPT paging-structure entries"),
+/// whose flags are [`EptEntryFlags`].
 #[derive(Clone, Copy, Debug)]
 pub struct Ept;
 
 impl Ept {
-    pub const READ: u64 = 1 << 0;
-    pub const WRITE: u64 = 1 << 1;
-    /// Execute (supervisor-mode execute when mode-based execute control is on; it is off).
-    pub const EXECUTE: u64 = 1 << 2;
     /// Bits 5:3 of a leaf: the EPT memory type.
     pub const MEMORY_TYPE_SHIFT: u32 = 3;
     /// Memory type 0: uncacheable (SDM vol 3 §29.3.7 "EPT and memory typing").
     pub const MEMORY_TYPE_UC: u64 = 0;
     /// Memory type 6: write-back.
     pub const MEMORY_TYPE_WB: u64 = 6;
-    /// Bit 6 of a leaf: ignore the guest PAT. Left 0 so the guest's PAT still combines.
-    pub const IGNORE_PAT: u64 = 1 << 6;
-    /// Bit 7 of a PDPT / PD entry: the entry maps a 1 GiB / 2 MiB page.
-    pub const LARGE_PAGE: u64 = 1 << 7;
+    /// Bits 2:0 of an entry: the entry is present when any of them is set (without
+    /// mode-based execute control, SDM vol 3 §29.3.2).
+    const READ_WRITE_EXECUTE: EptEntryFlags = EptEntryFlags::READ
+        .union(EptEntryFlags::WRITE)
+        .union(EptEntryFlags::EXECUTE);
 
     /// The EPT pointer for a tree rooted at `root` (SDM vol 3 §26.6.11, "Extended-Page-Table
     /// Pointer"): bits 2:0 = memory type of the paging structures (6, write-back), bits 5:3 =
@@ -388,7 +418,7 @@ impl Ept {
 
 impl EntryFormat for Ept {
     fn table(next_table_phys: u64) -> u64 {
-        (next_table_phys & ADDRESS_MASK) | Ept::READ | Ept::WRITE | Ept::EXECUTE
+        (next_table_phys & ADDRESS_MASK) | Ept::READ_WRITE_EXECUTE.bits()
     }
 
     fn leaf(host: u64, size: PageSize, rights: Rights, kind: MappingKind) -> u64 {
@@ -397,31 +427,26 @@ impl EntryFormat for Ept {
         if !rights.read {
             return 0;
         }
-        let mut entry = (host & leaf_address_mask(size.level())) | Ept::READ;
-        if rights.write {
-            entry |= Ept::WRITE;
-        }
-        if rights.execute {
-            entry |= Ept::EXECUTE;
-        }
+        let mut flags = EptEntryFlags::READ;
+        flags.set(EptEntryFlags::WRITE, rights.write);
+        flags.set(EptEntryFlags::EXECUTE, rights.execute);
+        flags.set(EptEntryFlags::LARGE_PAGE, size != PageSize::Size4KiB);
         let memory_type = match kind {
             MappingKind::Ram | MappingKind::Channel(_) => Ept::MEMORY_TYPE_WB,
             MappingKind::DeviceMmio => Ept::MEMORY_TYPE_UC,
         };
-        entry |= memory_type << Ept::MEMORY_TYPE_SHIFT;
-        if size != PageSize::Size4KiB {
-            entry |= Ept::LARGE_PAGE;
-        }
-        entry
+        (host & leaf_address_mask(size.level()))
+            | memory_type << Ept::MEMORY_TYPE_SHIFT
+            | flags.bits()
     }
 
     fn decode(entry: u64, level: usize) -> Decoded {
-        // An entry is present when any of bits 2:0 is set (without mode-based execute
-        // control, SDM vol 3 §29.3.2).
-        if entry & (Ept::READ | Ept::WRITE | Ept::EXECUTE) == 0 {
+        let flags = EptEntryFlags::from_bits_retain(entry);
+        if !flags.intersects(Ept::READ_WRITE_EXECUTE) {
             return Decoded::NotPresent;
         }
-        let is_leaf = level == 1 || ((level == 2 || level == 3) && entry & Ept::LARGE_PAGE != 0);
+        let is_leaf =
+            level == 1 || ((level == 2 || level == 3) && flags.contains(EptEntryFlags::LARGE_PAGE));
         if !is_leaf {
             return Decoded::Table {
                 next: entry & ADDRESS_MASK,
@@ -430,9 +455,9 @@ impl EntryFormat for Ept {
         Decoded::Leaf {
             host: entry & leaf_address_mask(level),
             rights: Rights {
-                read: entry & Ept::READ != 0,
-                write: entry & Ept::WRITE != 0,
-                execute: entry & Ept::EXECUTE != 0,
+                read: flags.contains(EptEntryFlags::READ),
+                write: flags.contains(EptEntryFlags::WRITE),
+                execute: flags.contains(EptEntryFlags::EXECUTE),
             },
         }
     }
@@ -1145,7 +1170,12 @@ mod tests {
         let ram_rwx = Npt::leaf(0x20_0000, PageSize::Size2MiB, Rights::RWX, MappingKind::Ram);
         assert_eq!(
             ram_rwx,
-            0x20_0000 | Npt::PRESENT | Npt::WRITABLE | Npt::USER | Npt::PAGE_SIZE
+            0x20_0000
+                | (NptEntryFlags::PRESENT
+                    | NptEntryFlags::WRITABLE
+                    | NptEntryFlags::USER
+                    | NptEntryFlags::PAGE_SIZE)
+                    .bits()
         );
         let ram_rw = Npt::leaf(
             0x4000_0000,
@@ -1156,11 +1186,12 @@ mod tests {
         assert_eq!(
             ram_rw,
             0x4000_0000
-                | Npt::PRESENT
-                | Npt::WRITABLE
-                | Npt::USER
-                | Npt::PAGE_SIZE
-                | Npt::NO_EXECUTE
+                | (NptEntryFlags::PRESENT
+                    | NptEntryFlags::WRITABLE
+                    | NptEntryFlags::USER
+                    | NptEntryFlags::PAGE_SIZE
+                    | NptEntryFlags::NO_EXECUTE)
+                    .bits()
         );
         let read_only = Rights {
             read: true,
@@ -1176,11 +1207,12 @@ mod tests {
         assert_eq!(
             mmio,
             0xfee0_0000
-                | Npt::PRESENT
-                | Npt::USER
-                | Npt::NO_EXECUTE
-                | Npt::CACHE_DISABLE
-                | Npt::WRITE_THROUGH
+                | (NptEntryFlags::PRESENT
+                    | NptEntryFlags::USER
+                    | NptEntryFlags::NO_EXECUTE
+                    | NptEntryFlags::CACHE_DISABLE
+                    | NptEntryFlags::WRITE_THROUGH)
+                    .bits()
         );
         assert_eq!(
             Npt::decode(mmio, 1),
@@ -1204,16 +1236,17 @@ mod tests {
             }
         );
         // Bit 7 in a PTE is PAT, not a size bit; in a PML4 entry it never makes a leaf.
+        let present_large = (NptEntryFlags::PRESENT | NptEntryFlags::PAGE_SIZE).bits();
         assert!(matches!(
-            Npt::decode(Npt::PRESENT | Npt::PAGE_SIZE, 1),
+            Npt::decode(present_large, 1),
             Decoded::Leaf { .. }
         ));
         assert!(matches!(
-            Npt::decode(Npt::PRESENT | Npt::PAGE_SIZE, 4),
+            Npt::decode(present_large, 4),
             Decoded::Table { .. }
         ));
         assert_eq!(
-            Npt::decode(0x1234_5000 | Npt::WRITABLE, 2),
+            Npt::decode(0x1234_5000 | NptEntryFlags::WRITABLE.bits(), 2),
             Decoded::NotPresent
         );
         // Without read there is no mapping at all.
@@ -1234,8 +1267,11 @@ mod tests {
         assert_eq!(table, 0x1234_5000 | 0b111);
         assert_eq!(Ept::decode(table, 3), Decoded::Table { next: 0x1234_5000 });
         let ram = Ept::leaf(0x20_0000, PageSize::Size2MiB, Rights::RWX, MappingKind::Ram);
-        assert_eq!(ram, 0x20_0000 | 0b111 | (6 << 3) | Ept::LARGE_PAGE);
-        assert_eq!(ram & Ept::IGNORE_PAT, 0);
+        assert_eq!(
+            ram,
+            0x20_0000 | 0b111 | (6 << 3) | EptEntryFlags::LARGE_PAGE.bits()
+        );
+        assert_eq!(ram & EptEntryFlags::IGNORE_PAT.bits(), 0);
         let channel = Ept::leaf(
             0x3000,
             PageSize::Size4KiB,
@@ -1249,7 +1285,7 @@ mod tests {
             Rights::RW,
             MappingKind::DeviceMmio,
         );
-        assert_eq!(mmio, 0x4000_0000 | 0b011 | Ept::LARGE_PAGE);
+        assert_eq!(mmio, 0x4000_0000 | 0b011 | EptEntryFlags::LARGE_PAGE.bits());
         assert_eq!(
             Ept::decode(mmio, 3),
             Decoded::Leaf {

@@ -311,3 +311,86 @@ tessera_exception_stubs:
     .endr
 "#
 );
+
+/// Sets the registers a guest uses directly on this core and no VMCS/VMCB field switches to
+/// their power-on values (SDM vol. 3 §9.1.1, table 9-1), so a restarted partition inherits
+/// nothing from its previous run: DR0–DR3 and DR6, CR2, IA32_TSC_AUX, IA32_SPEC_CTRL and
+/// XCR0, and, when `syscall_msrs` (VMX, where they are not switched), STAR, LSTAR, CSTAR,
+/// SFMASK and KERNEL_GS_BASE.
+pub fn reset_guest_registers(syscall_msrs: bool) {
+    use super::{cpuid, msr};
+    let leaf_7_edx = if cpuid::max_basic_leaf() >= 7 {
+        cpuid::query(7, 0)[3]
+    } else {
+        0
+    };
+    let extended_edx = cpuid::query(0x8000_0001, 0)[3];
+    // SAFETY: debug registers and CR2 exist on every x86-64 processor and only matter to
+    // the guest; each MSR is written only where CPUID reports it (TSC_AUX: RDTSCP,
+    // 8000_0001h:EDX bit 27; SPEC_CTRL: 7.0:EDX bit 26; the SYSCALL MSRs: long mode), with
+    // zero, its reset value, which the hypervisor itself does not depend on (it uses no
+    // SYSCALL, no TSC_AUX, no speculation controls). XCR0 gets its reset value 1 only when
+    // CR4.OSXSAVE is set (it was set in VMX enable where XSAVE exists), where XSETBV is valid.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {zero}",
+            "mov dr1, {zero}",
+            "mov dr2, {zero}",
+            "mov dr3, {zero}",
+            "mov dr6, {dr6}",
+            "mov cr2, {zero}",
+            zero = in(reg) 0u64,
+            dr6 = in(reg) 0xFFFF_0FF0u64,
+            options(nostack)
+        );
+        if extended_edx & (1 << 27) != 0 {
+            msr::write(msr::IA32_TSC_AUX, 0);
+        }
+        if leaf_7_edx & (1 << 26) != 0 {
+            msr::write(msr::IA32_SPEC_CTRL, 0);
+        }
+        if syscall_msrs {
+            for number in [
+                msr::IA32_STAR,
+                msr::IA32_LSTAR,
+                msr::IA32_CSTAR,
+                msr::IA32_FMASK,
+                msr::IA32_KERNEL_GSBASE,
+            ] {
+                msr::write(number, 0);
+            }
+        }
+        let cr4: u64;
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+        if cr4 & (1 << 18) != 0 {
+            core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 1u32, in("edx") 0u32, options(nostack));
+        }
+    }
+}
+
+/// Ends the blocking of NMIs that a VM exit caused by an NMI leaves in effect (Intel SDM
+/// vol. 3, chapter "VM Exits", updating non-register state: after such an exit NMIs are
+/// blocked, in VMX root operation, until the next IRET, §6.7.1): an IRET to the next
+/// instruction, with no handler involved. An NMI that arrived meanwhile is taken right after
+/// it by the hypervisor's IDT.
+pub fn unblock_nmis() {
+    // SAFETY: builds an interrupt-return frame for the current context (SS, RSP, RFLAGS,
+    // CS, the label below) on the current stack and returns to the label: every register
+    // and the stack are as before, only the processor's NMI blocking ends.
+    unsafe {
+        core::arch::asm!(
+            "mov {scratch}, rsp",
+            "push {data}",
+            "push {scratch}",
+            "pushfq",
+            "push {code}",
+            "lea {scratch}, [rip + 2f]",
+            "push {scratch}",
+            "iretq",
+            "2:",
+            scratch = out(reg) _,
+            data = in(reg) u64::from(DATA_SELECTOR),
+            code = in(reg) u64::from(CODE_SELECTOR),
+        );
+    }
+}

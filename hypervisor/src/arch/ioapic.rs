@@ -28,9 +28,11 @@ pub struct Registers {
 
 impl Registers {
     pub fn read(&mut self, register: u8) -> u32 {
-        // SAFETY: `base` is the table's IOAPIC page (validated to be owned by no partition),
-        // identity-mapped uncached by the boot page tables (4th GiB); IOREGSEL and IOWIN are
-        // 32-bit registers at offsets 0x00 and 0x10. The lock makes the pair atomic.
+        // SAFETY: `base` is an IOAPIC register window in the fourth GiB, identity-mapped
+        // uncached by the boot page tables: the table's (validated to be owned by no
+        // partition; the lock makes the select/window pair atomic), or one the firmware
+        // lists, checked by `mask_every_pin_at` and touched only by the bootstrap core before
+        // any other core runs. IOREGSEL and IOWIN are 32-bit registers at 0x00 and 0x10.
         unsafe {
             core::ptr::write_volatile(self.base as *mut u32, u32::from(register));
             core::ptr::read_volatile((self.base + 0x10) as *const u32)
@@ -45,3 +47,31 @@ impl Registers {
         }
     }
 }
+
+/// The uncached MMIO window of the boot page tables (the fourth GiB), where every IOAPIC
+/// the firmware can describe lies on PC platforms.
+const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0x1_0000_0000;
+
+/// Masks every redirection entry of an IOAPIC that no partition owns (82093AA §3.2.4:
+/// bit 16 of the low word). Returns how many pins it has, or None when `base` does not lie
+/// in the MMIO window (then it is not touched: it could be RAM).
+pub fn mask_every_pin_at(base: u64) -> Option<u8> {
+    if !MMIO_WINDOW.contains(&base)
+        || !MMIO_WINDOW.contains(&(base + 0x1F))
+        || !base.is_multiple_of(16)
+    {
+        return None;
+    }
+    let mut registers = Registers { base };
+    // Version register (index 1), bits 23:16: the highest redirection entry.
+    let pins = ((registers.read(1) >> 16) & 0xFF) as u8 + 1;
+    for pin in 0..pins {
+        let low = 0x10 + 2 * pin;
+        let value = registers.read(low);
+        registers.write(low, value | MASKED);
+    }
+    Some(pins)
+}
+
+/// Bit 16 of a redirection entry's low word: the pin is masked.
+const MASKED: u32 = 1 << 16;

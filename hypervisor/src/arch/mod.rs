@@ -18,16 +18,43 @@ pub mod power;
 pub mod tsc;
 pub mod x2apic;
 
-/// Stops this core for good: interrupts off and, on SVM, the global interrupt flag stays
-/// clear, so nothing wakes it.
+/// Whether SVM is enabled on this core (EFER.SVME): then the hypervisor runs with the global
+/// interrupt flag clear (AMD APM vol. 2 §15.17) and must open it while it idles.
+fn svm_enabled() -> bool {
+    // SAFETY: EFER exists on every 64-bit processor; reading it has no side effects.
+    unsafe { msr::read(msr::IA32_EFER) & msr::EFER_SVME != 0 }
+}
+
+/// Stops this core for good with interrupts masked (RFLAGS.IF = 0). On SVM the global
+/// interrupt flag is set first: with GIF clear, SMIs and INIT would stay pending forever and
+/// firmware that gathers every core in SMM would stall (APM vol. 2 §15.17). NMIs are then
+/// taken by the hypervisor's IDT, which returns to the halt.
 pub fn halt_forever() -> ! {
+    if svm_enabled() {
+        // SAFETY: STGI is valid with EFER.SVME set (checked); RFLAGS.IF stays clear, so only
+        // NMI, SMI and INIT can be taken, each handled without touching this core's state.
+        unsafe { core::arch::asm!("stgi", options(nomem, nostack)) };
+    }
     loop {
         // SAFETY: CLI and HLT only stop this core; no memory is touched.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
 
-/// A spin-wait hint for busy loops.
+/// A spin-wait hint for busy loops inside a hypervisor operation (short waits).
 pub fn pause() {
     core::hint::spin_loop();
+}
+
+/// A spin-wait step for a core that idles in the hypervisor (waiting for a start-up IPI or
+/// for a restart): on SVM the global interrupt flag is opened for the instant of the PAUSE,
+/// so SMIs and INIT are not held back while the core waits (APM vol. 2 §15.17).
+pub fn idle_pause() {
+    if svm_enabled() {
+        // SAFETY: STGI/CLGI are valid with EFER.SVME set (checked) and only toggle GIF;
+        // RFLAGS.IF stays clear, so only NMI, SMI or INIT can be taken in between.
+        unsafe { core::arch::asm!("stgi", "pause", "clgi", options(nomem, nostack)) };
+    } else {
+        core::hint::spin_loop();
+    }
 }

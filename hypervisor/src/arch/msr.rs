@@ -1,7 +1,10 @@
 //! Model-specific registers: the numbers the hypervisor uses and RDMSR/WRMSR.
 
-pub const IA32_APIC_BASE: u32 = 0x1B;
-pub const IA32_EFER: u32 = 0xC000_0080;
+// The architectural MSR numbers the x86 crate names (SDM vol. 4); the rest below.
+pub use x86::msr::{
+    IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_KERNEL_GSBASE, IA32_LSTAR, IA32_STAR,
+    IA32_TSC_AUX, IA32_X2APIC_ICR as X2APIC_ICR,
+};
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
 pub const IA32_XAPIC_DISABLE_STATUS: u32 = 0xBD;
 /// IA32_ARCH_CAPABILITIES bit 21: IA32_XAPIC_DISABLE_STATUS exists.
@@ -12,8 +15,9 @@ pub const XAPIC_DISABLE_STATUS_LEGACY_DISABLED: u64 = 1;
 pub const AMD_VM_CR: u32 = 0xC001_0114;
 /// AMD APM vol. 2 §15.30.4: physical address of the host state-save area.
 pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
-/// x2APIC MSR block (Intel SDM vol. 3 §11.12.1).
-pub const X2APIC_ICR: u32 = 0x830;
+
+/// IA32_SPEC_CTRL (SDM vol. 4 table 2-2; not in the x86 crate).
+pub const IA32_SPEC_CTRL: u32 = 0x48;
 
 pub const EFER_SVME: u64 = 1 << 12;
 /// APIC_BASE bits: x2APIC enable (bit 10) and xAPIC global enable (bit 11), SDM §11.12.1.

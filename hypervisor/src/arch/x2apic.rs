@@ -29,7 +29,7 @@ pub fn enable() {
 pub fn current_id() -> ApicId {
     // SAFETY: every core runs in x2APIC mode once `enable` ran (before any NMI can be sent
     // to it); reading the ID register has no side effects.
-    ApicId(unsafe { msr::read(0x802) as u32 })
+    ApicId(unsafe { msr::read(x86::msr::IA32_X2APIC_APICID) as u32 })
 }
 
 /// Writes the ICR: in x2APIC mode one 64-bit WRMSR sends the IPI (SDM §11.12.9).
@@ -64,4 +64,60 @@ pub fn send_fixed(apic_id: ApicId, vector: u8) {
 /// NMI to one core: how the hypervisor signals its own cores (it intercepts NMIs).
 pub fn send_nmi(apic_id: ApicId) {
     send_raw(with_destination(apic_id, DELIVERY_NMI | LEVEL_ASSERT));
+}
+
+/// x2APIC register MSRs used by [`reset_for_restart`] (SDM vol. 3 §11.12.1.2, table 11-6),
+/// named by the x86 crate; CMCI's LVT entry (0x82F) is not.
+use x86::msr::{
+    IA32_TSC_DEADLINE as TSC_DEADLINE, IA32_X2APIC_EOI as END_OF_INTERRUPT,
+    IA32_X2APIC_INIT_COUNT as TIMER_INITIAL_COUNT, IA32_X2APIC_ISR0 as IN_SERVICE_FIRST,
+    IA32_X2APIC_LVT_ERROR as LVT_ERROR, IA32_X2APIC_LVT_LINT0 as LVT_LINT0,
+    IA32_X2APIC_LVT_LINT1 as LVT_LINT1, IA32_X2APIC_LVT_PMI as LVT_PERFORMANCE_COUNTER,
+    IA32_X2APIC_LVT_THERMAL as LVT_THERMAL, IA32_X2APIC_LVT_TIMER as LVT_TIMER,
+    IA32_X2APIC_TPR as TASK_PRIORITY, IA32_X2APIC_VERSION as VERSION,
+};
+const LVT_CORRECTED_MACHINE_CHECK: u32 = 0x82F;
+const LVT_MASKED: u64 = 1 << 16;
+
+/// Puts this core's local APIC back into the state a partition may start from, as far as
+/// software can (SDM vol. 3 §11.4.7.1 lists the reset state): every local vector table
+/// entry masked, the timer stopped (one-shot count and TSC deadline zero), the task
+/// priority zero, and every interrupt in service ended. Interrupts already requested (IRR)
+/// cannot be withdrawn by software; they are delivered once the restarted guest enables
+/// them, as a late interrupt would be. The spurious-vector register keeps the APIC enabled:
+/// the hypervisor sends its signals from this APIC.
+pub fn reset_for_restart() {
+    // SAFETY: every register below exists in x2APIC mode (the LVT entries beyond the four
+    // every APIC has only when the version register's max-LVT field says so, SDM §11.5.1);
+    // the writes touch only this core's APIC, which belongs to the partition being
+    // restarted, and TSC_DEADLINE only where CPUID.1:ECX bit 24 reports it.
+    unsafe {
+        let highest_lvt = (msr::read(VERSION) >> 16) & 0xFF;
+        for (register, exists) in [
+            (LVT_TIMER, true),
+            (LVT_LINT0, true),
+            (LVT_LINT1, true),
+            (LVT_ERROR, true),
+            (LVT_PERFORMANCE_COUNTER, highest_lvt >= 4),
+            (LVT_THERMAL, highest_lvt >= 5),
+            (LVT_CORRECTED_MACHINE_CHECK, highest_lvt >= 6),
+        ] {
+            if exists {
+                msr::write(register, LVT_MASKED);
+            }
+        }
+        msr::write(TIMER_INITIAL_COUNT, 0);
+        if super::cpuid::query(1, 0)[2] & (1 << 24) != 0 {
+            msr::write(TSC_DEADLINE, 0);
+        }
+        msr::write(TASK_PRIORITY, 0);
+        // Each EOI ends the highest-priority interrupt in service (SDM §11.8.5); at most
+        // 256 can be.
+        for _ in 0..256 {
+            if (0..8).all(|word| msr::read(IN_SERVICE_FIRST + word) == 0) {
+                break;
+            }
+            msr::write(END_OF_INTERRUPT, 0);
+        }
+    }
 }

@@ -9,7 +9,9 @@ use crate::table::{MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
 use spin::Mutex;
 use tessera_policy::guest_walk::{self, WalkAccess};
-use tessera_policy::ioapic::{IoapicView, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET, MASKED};
+use tessera_policy::ioapic::{
+    IoapicView, RedirectionEntryLow, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET,
+};
 use tessera_policy::mmio_decode::{self, MmioAccess, MAX_LENGTH};
 
 /// Each partition's view (its IOREGSEL value), shared by its cores.
@@ -31,7 +33,7 @@ pub fn init() -> Result<(), (u8, u8)> {
         }
         for pin in 0..table.pins {
             let low = tessera_policy::ioapic::redirection_low(pin);
-            registers.write(low, MASKED);
+            registers.write(low, RedirectionEntryLow::MASKED.bits());
         }
         Ok(())
     })
@@ -42,7 +44,8 @@ pub fn init() -> Result<(), (u8, u8)> {
 pub fn mask_pins(pins: &[u8]) {
     ioapic::with(|registers| {
         for &pin in pins {
-            registers.write(tessera_policy::ioapic::redirection_low(pin), MASKED);
+            let low = tessera_policy::ioapic::redirection_low(pin);
+            registers.write(low, RedirectionEntryLow::MASKED.bits());
         }
     });
 }

@@ -1,6 +1,6 @@
 //! The exit-handling layer: what the hypervisor does about each kind of VM exit, written
-//! once for both backends, one module per kind (`cpuid`, `cr`, `io`, `msr`, `hypercall`,
-//! `ioapic`; faults are handled here).
+//! once for both backends, one module per kind (`cpuid`, `cr`, `xsetbv`, `io`, `msr`,
+//! `hypercall`, `ioapic`; faults are handled here).
 //!
 //! Handlers work on the vCPU (the `virt` layer below) and on hardware (`arch`). Whatever
 //! concerns a partition as a whole — containment, stop and restart, signals to its other
@@ -14,6 +14,7 @@ pub mod hypercall;
 pub mod io;
 pub mod ioapic;
 pub mod msr;
+pub mod xsetbv;
 
 use crate::table::{ApicId, CoreIndex, PartitionIndex};
 use crate::virt::{Exception, Exit, VirtualCpu};
@@ -102,6 +103,7 @@ pub enum ExitReason {
     Cpuid,
     Io,
     ControlRegister,
+    Xsetbv,
     MsrRead,
     MsrWrite,
     Hypercall,
@@ -109,6 +111,7 @@ pub enum ExitReason {
     /// A nested page fault on the IOAPIC page: an emulated IOAPIC access.
     Ioapic,
     TripleFault,
+    ReflectedException,
     Nmi,
     Init,
     VirtualizationInstruction,
@@ -117,17 +120,19 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::Cpuid,
         ExitReason::Io,
         ExitReason::ControlRegister,
+        ExitReason::Xsetbv,
         ExitReason::MsrRead,
         ExitReason::MsrWrite,
         ExitReason::Hypercall,
         ExitReason::NestedPageFault,
         ExitReason::Ioapic,
         ExitReason::TripleFault,
+        ExitReason::ReflectedException,
         ExitReason::Nmi,
         ExitReason::Init,
         ExitReason::VirtualizationInstruction,
@@ -140,12 +145,14 @@ impl ExitReason {
             ExitReason::Cpuid => "cpuid",
             ExitReason::Io => "io",
             ExitReason::ControlRegister => "cr",
+            ExitReason::Xsetbv => "xsetbv",
             ExitReason::MsrRead => "msr-read",
             ExitReason::MsrWrite => "msr-write",
             ExitReason::Hypercall => "hypercall",
             ExitReason::NestedPageFault => "npf",
             ExitReason::Ioapic => "ioapic",
             ExitReason::TripleFault => "triple-fault",
+            ExitReason::ReflectedException => "reflected-exception",
             ExitReason::Nmi => "nmi",
             ExitReason::Init => "init",
             ExitReason::VirtualizationInstruction => "virt-insn",
@@ -160,6 +167,7 @@ impl ExitReason {
             Exit::Cpuid => ExitReason::Cpuid,
             Exit::Io { .. } => ExitReason::Io,
             Exit::ControlRegister(_) => ExitReason::ControlRegister,
+            Exit::Xsetbv { .. } => ExitReason::Xsetbv,
             Exit::MsrRead { .. } => ExitReason::MsrRead,
             Exit::MsrWrite { .. } => ExitReason::MsrWrite,
             Exit::Hypercall => ExitReason::Hypercall,
@@ -168,6 +176,7 @@ impl ExitReason {
             }
             Exit::NestedPageFault { .. } => ExitReason::NestedPageFault,
             Exit::TripleFault => ExitReason::TripleFault,
+            Exit::ReflectedException(_) => ExitReason::ReflectedException,
             Exit::Nmi => ExitReason::Nmi,
             Exit::Init => ExitReason::Init,
             Exit::VirtualizationInstruction => ExitReason::VirtualizationInstruction,
@@ -202,6 +211,7 @@ pub fn handle_exit(
         Exit::Io(access) => io::handle(vcpu, context, control, access),
         // VMX reports the instruction's length; only SVM's EFER writes (below) need one.
         Exit::ControlRegister(write) => cr::handle(vcpu, context, write, 0),
+        Exit::Xsetbv { index, value } => xsetbv::handle(vcpu, index, value),
         Exit::MsrRead { msr } => msr::read(vcpu, context, msr),
         Exit::MsrWrite { msr, value } => msr::write(vcpu, context, control, msr, value),
         Exit::Hypercall => hypercall::handle(vcpu, context, control),
@@ -235,6 +245,11 @@ pub fn handle_exit(
         Exit::Init => contain("init", 0, "INIT signal", vcpu.rip()),
         Exit::VirtualizationInstruction => {
             vcpu.inject_exception(Exception::InvalidOpcode);
+            Flow::Resume
+        }
+        // Reflected unchanged: the exit exists only so that the run loop sees its signals.
+        Exit::ReflectedException(exception) => {
+            vcpu.inject_exception(exception);
             Flow::Resume
         }
         Exit::InvalidGuestState => contain("invalid-state", 0, "VM entry refused", vcpu.rip()),

@@ -180,6 +180,8 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
                 restarted = restart_partition(context);
             });
             signals.take_message();
+            // Every core of the partition comes back as from power-on, not only the boot core.
+            vcpu.clear_for_restart();
             match restarted {
                 Some(start) => {
                     vcpu.reset(&start);
@@ -203,7 +205,7 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
             Some(Message::StartUp { .. }) | Some(Message::GuestNmi) | None => {}
         }
         if waiting_for_startup {
-            arch::pause();
+            arch::idle_pause();
             continue;
         }
         let exit = vcpu.run();

@@ -2,7 +2,7 @@
 //! one partition on all of its cores while every other partition runs on.
 
 use super::cores;
-use crate::arch::{pause, tsc};
+use crate::arch::{idle_pause, tsc};
 use crate::exits::{Containment, CoreContext, Counter, ExitReason};
 use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -177,9 +177,11 @@ pub fn generation(partition: PartitionIndex) -> u32 {
 }
 
 /// What a core does when it sees a new restart generation. Every core of the partition
-/// parks; the boot core waits for the others (bounded: a core that never answers is one
-/// that never ran), calls `reload`, counts the restart and releases the others, which then
-/// wait for a start-up IPI as after INIT.
+/// parks; the boot core waits for the others, calls `reload`, counts the restart and
+/// releases the others, which then wait for a start-up IPI as after INIT. Every core of a
+/// running partition sits in its run loop, so all of them answer unless one keeps its guest
+/// from taking the hypervisor's signal (an NMI it blocks forever): then the partition is
+/// halted instead, and its memory is never reloaded under a core that may still run.
 pub fn restart_rendezvous(
     context: &CoreContext,
     is_boot_core: bool,
@@ -195,9 +197,21 @@ pub fn restart_rendezvous(
         while runtime.parked.load(Ordering::Acquire) < cores
             && tsc::read().wrapping_sub(start) < budget
         {
-            pause();
+            idle_pause();
         }
-        runtime.parked.store(0, Ordering::Release);
+        let parked = runtime.parked.swap(0, Ordering::AcqRel);
+        if parked < cores {
+            if transition(context.partition_index, PartitionState::Faulted) {
+                log::info!(
+                    "contained: partition={} core={} reason=unresponsive-core address=0x0 access=restart rip=0x0 ({} of {} cores stopped); halted, memory not reloaded",
+                    context.partition.name,
+                    context.apic_id,
+                    parked,
+                    cores
+                );
+            }
+            return;
+        }
         reload();
         let count = runtime.restarts.fetch_add(1, Ordering::AcqRel) + 1;
         log::info!(
@@ -211,7 +225,7 @@ pub fn restart_rendezvous(
         while runtime.released.load(Ordering::Acquire) != generation
             && !is_stopping(context.partition_index)
         {
-            pause();
+            idle_pause();
         }
     }
 }

@@ -110,6 +110,11 @@ pub enum Exit {
     /// A MOV to CR0/CR4, CLTS or LMSW the processor left to the hypervisor (VMX: it touched
     /// a bit the guest/host masks give the hypervisor).
     ControlRegister(ControlWrite),
+    /// XSETBV (VMX only: it always exits there) of `value` into XCR`index`.
+    Xsetbv {
+        index: u32,
+        value: u64,
+    },
     MsrRead {
         msr: u32,
     },
@@ -125,6 +130,8 @@ pub enum Exit {
         fetch: bool,
     },
     TripleFault,
+    /// A #DB or #AC intercepted only to be reflected (see [`REFLECTED_EXCEPTIONS`]).
+    ReflectedException(Exception),
     /// An NMI arrived while the guest ran: the hypervisor's own signal.
     Nmi,
     Init,
@@ -137,9 +144,23 @@ pub enum Exit {
 /// Exceptions the handlers inject (Intel SDM vol. 3 §6.15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exception {
+    /// #DB (vector 1), reflected after an intercept; its DR6 bits are already in place.
+    Debug,
+    /// #DB raised by ICEBP (INT1, one byte): reflected as the privileged software exception
+    /// it is, so that the guest returns after the instruction (SDM vol. 3 §27.6.1.1).
+    DebugFromIcebp,
     InvalidOpcode,
     GeneralProtection,
+    /// #AC (vector 17), reflected after an intercept; its error code is always 0.
+    AlignmentCheck,
 }
+
+/// The exceptions the hypervisor intercepts only to reflect them (exception bitmap, SDM vol.
+/// 3 §25.6.3; APM vol. 2 §15.12): a guest whose #DB or #AC handler raises the same exception
+/// again would otherwise keep its core in an endless delivery loop inside the processor
+/// that no NMI interrupts (the benign-exception loops of CVE-2015-5307 and CVE-2015-8104).
+/// Each reflection is an exit, at which the run loop sees the hypervisor's signals.
+pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 
 /// One guest vCPU on this core, whatever the vendor.
 pub trait VirtualCpu {
@@ -160,6 +181,8 @@ pub trait VirtualCpu {
     /// The guest-visible CR0, CR3, CR4 and EFER (and the segment facts a CR0 write depends
     /// on), as the guest would read them.
     fn control_state(&self) -> ControlState;
+    /// Loads the guest's XCR0 (after its XSETBV was checked).
+    fn load_xcr0(&mut self, value: tessera_policy::xcr0::CheckedXcr0);
     /// The CR4 and EFER bits the guest may set on this processor.
     fn supported_control_bits(&self) -> SupportedBits;
     /// Makes `state` the guest's control state (the backend adds what it must: VMX fixed
@@ -179,6 +202,11 @@ pub trait VirtualCpu {
     fn instruction_context(&self) -> InstructionContext;
     /// Puts the vCPU into a start state: every register as after INIT, then `start`.
     fn reset(&mut self, start: &StartState);
+    /// Before a partition restart: sets what no start state sets and a restarted partition
+    /// must not inherit to its power-on value — the SYSCALL/SYSENTER MSRs, KERNEL_GS_BASE,
+    /// CR2, the debug registers, TSC_AUX, SPEC_CTRL, XCR0 and the local APIC (LVT entries,
+    /// timer, TPR, interrupts in service).
+    fn clear_for_restart(&mut self);
     /// Delivers an NMI to the guest at the next entry.
     fn inject_nmi(&mut self);
 }

@@ -12,6 +12,7 @@ use crate::arch::msr;
 use core::arch::global_asm;
 use tessera_policy::control_registers::efer_supported;
 use tessera_policy::guest_walk::PagingRegisters;
+use tessera_policy::xcr0::CheckedXcr0;
 
 /// VMCB control-area offsets (APM vol. 2 appendix B, table B-1).
 mod control {
@@ -53,6 +54,10 @@ mod state {
     pub const RSP: usize = 0x5D8;
     pub const RAX: usize = 0x5F8;
     pub const G_PAT: usize = 0x668;
+    /// STAR, LSTAR, CSTAR, SFMASK, KernelGsBase, SYSENTER_CS/ESP/EIP, CR2: 0x600–0x647,
+    /// eight bytes each, all switched by VMLOAD/VMSAVE or VMRUN (APM table B-2).
+    pub const STAR: usize = 0x600;
+    pub const CR2_END: usize = 0x648;
 }
 
 bitflags::bitflags! {
@@ -83,6 +88,9 @@ bitflags::bitflags! {
 
 /// Exit codes (APM vol. 2 appendix C).
 mod exit_code {
+    /// Exception intercepts are 0x40 + vector (APM appendix C): #DB and #AC.
+    pub const DEBUG: u64 = 0x41;
+    pub const ALIGNMENT_CHECK: u64 = 0x51;
     pub const NMI: u64 = 0x61;
     pub const INIT: u64 = 0x63;
     pub const CPUID: u64 = 0x72;
@@ -253,7 +261,7 @@ impl SvmVcpu {
             core::arch::asm!("clgi", options(nomem, nostack));
         }
         let vmcb = &mut core.guest;
-        vmcb.write_u32(control::INTERCEPT_EXCEPTIONS, 0);
+        vmcb.write_u32(control::INTERCEPT_EXCEPTIONS, super::REFLECTED_EXCEPTIONS);
         vmcb.write_u32(
             control::INTERCEPT_VECTOR_3,
             (InterceptVector3::NMI
@@ -323,6 +331,10 @@ impl SvmVcpu {
                 fetch: info1 & (1 << 4) != 0,
             },
             exit_code::SHUTDOWN => Exit::TripleFault,
+            // The processor has already written the guest's DR6 in the VMCB for #DB (APM
+            // §15.12); #AC's error code is always 0.
+            exit_code::DEBUG => Exit::ReflectedException(Exception::Debug),
+            exit_code::ALIGNMENT_CHECK => Exit::ReflectedException(Exception::AlignmentCheck),
             exit_code::NMI => Exit::Nmi,
             exit_code::INIT => Exit::Init,
             exit_code::VMRUN
@@ -383,8 +395,11 @@ impl VirtualCpu for SvmVcpu {
         // EVENTINJ (APM §15.20): vector, type 3 = exception, bit 11 = error code valid, bit 31
         // = valid, error code in bits 63:32 (zero here).
         let event = match exception {
+            // ICEBP is not intercepted on SVM, so its #DB arrives as any other.
+            Exception::Debug | Exception::DebugFromIcebp => 1 | (3 << 8) | (1 << 31),
             Exception::InvalidOpcode => 6 | (3 << 8) | (1 << 31),
             Exception::GeneralProtection => 13 | (3 << 8) | (1 << 11) | (1 << 31),
+            Exception::AlignmentCheck => 17 | (3 << 8) | (1 << 11) | (1 << 31),
         };
         self.core.guest.write_u64(control::EVENT_INJECTION, event);
     }
@@ -416,6 +431,10 @@ impl VirtualCpu for SvmVcpu {
             efer: efer_supported(crate::arch::cpuid::query(0x8000_0001, 0)[3]),
         }
     }
+
+    /// XSETBV is not intercepted on SVM: the guest loads XCR0 itself and this is never
+    /// called.
+    fn load_xcr0(&mut self, _value: CheckedXcr0) {}
 
     fn load_control_state(
         &mut self,
@@ -514,6 +533,13 @@ impl VirtualCpu for SvmVcpu {
         self.core.registers = GeneralRegisters::default();
         self.set_register(Register::Rbx, registers.rbx);
         self.set_register(Register::Rsi, registers.rsi);
+    }
+
+    fn clear_for_restart(&mut self) {
+        self.core.guest.0[state::STAR..state::CR2_END].fill(0);
+        // The rest is not switched by VMRUN/VMLOAD: this core's own registers.
+        crate::arch::cpu::reset_guest_registers(false);
+        crate::arch::x2apic::reset_for_restart();
     }
 
     fn inject_nmi(&mut self) {

@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use tessera_policy::control_registers::{guest_visible, vmcs_values, VmxFixedBits};
 use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::vmx::{self as policy, ControlRegisterAccess, ControlWord, MissingControl};
+use tessera_policy::xcr0::CheckedXcr0;
 use x86::controlregs::Cr4;
 use x86::msr as x86_msr;
 use x86::vmx::vmcs::{
@@ -492,7 +493,10 @@ impl VmxVcpu {
             vmcs::control::VMENTRY_CONTROLS,
             u64::from(capabilities.entry),
         );
-        vmwrite(vmcs::control::EXCEPTION_BITMAP, 0);
+        vmwrite(
+            vmcs::control::EXCEPTION_BITMAP,
+            u64::from(super::REFLECTED_EXCEPTIONS),
+        );
         vmwrite(vmcs::control::IO_BITMAP_A_ADDR_FULL, start.permission_maps);
         vmwrite(
             vmcs::control::IO_BITMAP_B_ADDR_FULL,
@@ -583,30 +587,6 @@ impl VmxVcpu {
         };
     }
 
-    /// XSETBV always exits under VMX (SDM §26.1.2). The value must be one the processor
-    /// supports (CPUID 0xD.0) with x87 state on and AVX only with SSE, else #GP (SDM vol. 2,
-    /// XSETBV); the hypervisor itself never uses extended state, so the guest's XCR0 can
-    /// simply stay loaded.
-    fn handle_xsetbv(&mut self) -> bool {
-        let value =
-            (self.register(Register::Rdx) << 32) | (self.register(Register::Rax) & 0xFFFF_FFFF);
-        let [supported_low, _, _, supported_high] = cpuid::query(0xD, 0);
-        let supported = (u64::from(supported_high) << 32) | u64::from(supported_low);
-        let valid = self.register(Register::Rcx) as u32 == 0
-            && value & 1 != 0
-            && value & !supported == 0
-            && (value & 0b100 == 0 || value & 0b10 != 0);
-        if valid {
-            // SAFETY: the value was checked against what the processor supports, so XSETBV
-            // cannot fault; CR4.OSXSAVE was set in `enable` where XSAVE exists (CPUID 0xD
-            // reports nothing otherwise, making `valid` false).
-            unsafe {
-                core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
-            };
-        }
-        valid
-    }
-
     fn decode_exit(&mut self) -> Option<Exit> {
         let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
         if reason & (1 << 31) != 0 {
@@ -661,7 +641,36 @@ impl VmxVcpu {
             exit_reason::EXCEPTION_OR_NMI
                 if (vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO) >> 8) & 0b111 == 2 =>
             {
+                // The NMI that caused this exit leaves NMIs blocked until an IRET; the
+                // hypervisor's next signals must get through (Jailhouse and KVM end it the
+                // same way, with an IRET on the host side).
+                crate::arch::cpu::unblock_nmis();
                 Exit::Nmi
+            }
+            // A hardware exception of the exception bitmap (SDM §28.2.2): #DB or #AC.
+            exit_reason::EXCEPTION_OR_NMI => {
+                let information = vmread(vmcs::ro::VMEXIT_INTERRUPTION_INFO);
+                let from_icebp = (information >> 8) & 0b111 == 5;
+                match information & 0xFF {
+                    1 => {
+                        // A #DB exit leaves DR6 as it was; the exit qualification holds what
+                        // the exception would have set (B0–B3, BD, BS: SDM §28.2.1 table
+                        // 28-1), which the guest's handler reads from DR6.
+                        let dr6 = 0xFFFF_0FF0 | (qualification & 0x600F);
+                        // SAFETY: DR6 is this core's debug status register, the guest's own
+                        // (Tessera does not switch it); writing it has no other effect.
+                        unsafe {
+                            core::arch::asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack))
+                        };
+                        Exit::ReflectedException(if from_icebp {
+                            Exception::DebugFromIcebp
+                        } else {
+                            Exception::Debug
+                        })
+                    }
+                    17 => Exit::ReflectedException(Exception::AlignmentCheck),
+                    other => Exit::Other(0x1_0000 | other),
+                }
             }
             exit_reason::VMCLEAR..=exit_reason::VMXON
             | exit_reason::INVEPT
@@ -687,14 +696,12 @@ impl VmxVcpu {
                     _ => Exit::Other(u64::from(reason)),
                 }
             }
-            exit_reason::XSETBV => {
-                if self.handle_xsetbv() {
-                    self.skip_instruction(0);
-                } else {
-                    self.inject_exception(Exception::GeneralProtection);
-                }
-                return None;
-            }
+            // XSETBV always exits under VMX (SDM §26.1.2); ECX names the register.
+            exit_reason::XSETBV => Exit::Xsetbv {
+                index: self.register(Register::Rcx) as u32,
+                value: (self.register(Register::Rdx) << 32)
+                    | (self.register(Register::Rax) & 0xFFFF_FFFF),
+            },
             // HLT exiting is off where the processor allows; where it cannot be, HLT returns
             // at once, which a guest must tolerate anyway (an interrupt may end it).
             exit_reason::HLT => {
@@ -760,10 +767,19 @@ impl VirtualCpu for VmxVcpu {
         // VM-entry interruption information (SDM §25.8.3): vector, type 3 = hardware
         // exception, bit 11 = deliver error code, bit 31 = valid.
         let information = match exception {
+            Exception::Debug => 1 | (3 << 8) | (1 << 31),
+            Exception::DebugFromIcebp => {
+                vmwrite(vmcs::control::VMENTRY_INSTRUCTION_LEN, 1);
+                1 | (5 << 8) | (1 << 31)
+            }
             Exception::InvalidOpcode => 6 | (3 << 8) | (1 << 31),
             Exception::GeneralProtection => {
                 vmwrite(vmcs::control::VMENTRY_EXCEPTION_ERR_CODE, 0);
                 13 | (3 << 8) | (1 << 11) | (1 << 31)
+            }
+            Exception::AlignmentCheck => {
+                vmwrite(vmcs::control::VMENTRY_EXCEPTION_ERR_CODE, 0);
+                17 | (3 << 8) | (1 << 11) | (1 << 31)
             }
         };
         vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, information);
@@ -795,6 +811,19 @@ impl VirtualCpu for VmxVcpu {
 
     fn supported_control_bits(&self) -> SupportedBits {
         self.supported
+    }
+
+    /// The hypervisor never uses extended state itself, so the guest's XCR0 simply stays
+    /// loaded on this core (it is no one else's: the core belongs to the partition).
+    fn load_xcr0(&mut self, value: CheckedXcr0) {
+        let value = value.value();
+        // SAFETY: `CheckedXcr0` holds only values `check_xsetbv` accepted against the
+        // processor's CPUID.(EAX=0DH,ECX=0) bits, so XSETBV cannot fault; CR4.OSXSAVE was set
+        // in `enable` wherever XSAVE exists (without XSAVE no value is supported, so no
+        // CheckedXcr0 for this processor exists beyond POWER_ON, which is never loaded then).
+        unsafe {
+            core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+        };
     }
 
     fn load_control_state(
@@ -929,6 +958,13 @@ impl VirtualCpu for VmxVcpu {
         self.core.registers = GeneralRegisters::default();
         self.set_register(Register::Rbx, registers.rbx);
         self.set_register(Register::Rsi, registers.rsi);
+    }
+
+    fn clear_for_restart(&mut self) {
+        // The SYSENTER MSRs are VMCS fields, set by `reset`; everything else the guest uses
+        // directly is this core's own register (Tessera switches no MSR on VMX).
+        crate::arch::cpu::reset_guest_registers(true);
+        crate::arch::x2apic::reset_for_restart();
     }
 
     fn inject_nmi(&mut self) {
