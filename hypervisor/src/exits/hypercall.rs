@@ -32,10 +32,12 @@ pub fn handle(
             if has(context, Capability::Power) {
                 control.power_off(context.partition.name);
             }
-            log::info!(
-                "refused: partition={} power-off without the power capability",
-                context.partition.name
-            );
+            if control.may_log(context) {
+                log::info!(
+                    "refused: partition={} power-off without the power capability",
+                    context.partition.name
+                );
+            }
             Error::Denied as i64
         }
         Some(Call::PartitionCount) => MACHINE.partitions.len() as i64,

@@ -136,12 +136,14 @@ pub fn handle(
                     });
                     if let Some(WindowWrite::Refused(refusal)) = outcome {
                         control.count(context, Counter::RefusedIoapicWrite, 1);
-                        log::info!(
-                            "refused: partition={} core={} IOAPIC write {:?}",
-                            context.partition.name,
-                            context.apic_id,
-                            refusal
-                        );
+                        if control.may_log(context) {
+                            log::info!(
+                                "refused: partition={} core={} IOAPIC write {:?}",
+                                context.partition.name,
+                                context.apic_id,
+                                refusal
+                            );
+                        }
                     }
                 }
                 _ => {}

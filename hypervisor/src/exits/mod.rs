@@ -92,6 +92,9 @@ pub trait PartitionControl {
     fn partition_state(&self, partition: PartitionIndex) -> PartitionState;
     /// After an NMI exit: whether the guest should receive an NMI (its own, not a signal).
     fn guest_nmi_after_exit(&self, context: &CoreContext) -> bool;
+    /// Whether a console line the guest caused (a refusal, a start-up) may be written: a
+    /// rate limit per partition, so no guest can flood the shared console.
+    fn may_log(&self, context: &CoreContext) -> bool;
     /// Switches the machine off (a partition with the `power` capability asked).
     fn power_off(&self, requested_by: &str) -> !;
 }

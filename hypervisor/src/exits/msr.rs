@@ -51,12 +51,14 @@ pub fn write(
             // Only a write that changes nothing but the BSP flag is accepted: no leaving
             // x2APIC mode, no relocation (SDM vol. 3 §11.12.5 would otherwise apply).
             if (value ^ host) & !msr::APIC_BASE_BSP != 0 {
-                log::info!(
-                    "refused: partition={} core={} APIC_BASE write {:#x} (x2APIC mode and base are fixed)",
-                    context.partition.name,
-                    context.apic_id,
-                    value
-                );
+                if control.may_log(context) {
+                    log::info!(
+                        "refused: partition={} core={} APIC_BASE write {:#x} (x2APIC mode and base are fixed)",
+                        context.partition.name,
+                        context.apic_id,
+                        value
+                    );
+                }
                 vcpu.inject_exception(Exception::GeneralProtection);
                 return Flow::Resume;
             }

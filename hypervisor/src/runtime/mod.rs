@@ -46,6 +46,9 @@ impl PartitionControl for PartitionRuntime {
     fn guest_nmi_after_exit(&self, context: &CoreContext) -> bool {
         cores::guest_nmi_after_exit(context.core_index)
     }
+    fn may_log(&self, context: &CoreContext) -> bool {
+        partition::may_log(context.partition_index)
+    }
     fn power_off(&self, requested_by: &str) -> ! {
         power::power_off(requested_by)
     }
@@ -65,6 +68,10 @@ fn note_guest_entry(context: &CoreContext, start: StartState) {
     let first = FIRST_GUEST_ENTRY_TSC
         .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
         .is_ok();
+    // A start-up IPI is the guest's doing and can be repeated at will: rate-limited.
+    if matches!(start, StartState::StartUp { .. }) && !partition::may_log(context.partition_index) {
+        return;
+    }
     log::info!(
         "started: partition={} core={} entry={:#x} tsc={}{}",
         context.partition.name,

@@ -22,6 +22,9 @@ struct Runtime {
     /// The generation whose restart the boot core has completed.
     released: AtomicU32,
     restarts: AtomicU32,
+    /// The TSC at which the partition's log allowance is used up (see [`may_log`]).
+    log_allowance_until: AtomicU64,
+    suppressed_log_lines: AtomicU64,
 }
 
 impl Runtime {
@@ -36,6 +39,8 @@ impl Runtime {
             parked: AtomicU32::new(0),
             released: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
+            log_allowance_until: AtomicU64::new(0),
+            suppressed_log_lines: AtomicU64::new(0),
         }
     }
 }
@@ -84,6 +89,40 @@ pub fn count(partition: PartitionIndex, counter: Counter, amount: u64) {
         Counter::RefusedIoapicWrite => &runtime.refused_ioapic_writes,
     };
     slot.fetch_add(amount, Ordering::Relaxed);
+}
+
+/// Console lines a partition's own actions may cause in a burst, and per second after it.
+/// The console is one polled UART under one lock (~87 µs per byte on hardware at 115200
+/// baud), so an unbounded stream of refusal lines from one partition would delay every other
+/// partition's containment and restart messages. Lines beyond the allowance are counted.
+const LOG_BURST_LINES: u64 = 64;
+const LOG_LINES_PER_SECOND: u64 = 32;
+
+/// Whether the partition may add one more line caused by its own actions (a refused write,
+/// a start-up IPI); counts the line as suppressed if not. A leaky bucket: each line moves
+/// the allowance's end one interval forward from at least now; a line is allowed while that
+/// end stays within the burst.
+pub fn may_log(partition: PartitionIndex) -> bool {
+    let runtime = &RUNTIME[partition.0];
+    let interval = (tsc::khz().max(1) * 1000 / LOG_LINES_PER_SECOND).max(1);
+    let now = tsc::read();
+    let mut until = runtime.log_allowance_until.load(Ordering::Acquire);
+    loop {
+        let next = until.max(now) + interval;
+        if next - now > LOG_BURST_LINES * interval {
+            runtime.suppressed_log_lines.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        match runtime.log_allowance_until.compare_exchange(
+            until,
+            next,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return true,
+            Err(actual) => until = actual,
+        }
+    }
 }
 
 /// Stops the partition of `context` after a fault it caused, or restarts it, per its
@@ -284,12 +323,13 @@ pub fn print_counters() {
         let _ = core::fmt::write(
             &mut line,
             format_args!(
-                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={}",
+                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={} suppressed-log-lines={}",
                 total,
                 runtime.unassigned_ports.load(Ordering::Relaxed),
                 runtime.dropped_ipis.load(Ordering::Relaxed),
                 runtime.refused_ioapic_writes.load(Ordering::Relaxed),
-                runtime.restarts.load(Ordering::Relaxed)
+                runtime.restarts.load(Ordering::Relaxed),
+                runtime.suppressed_log_lines.load(Ordering::Relaxed)
             ),
         );
         log::info!("{}", line);
