@@ -11,14 +11,16 @@
 
 use std::fmt::Write as _;
 
+use tessera_abi::hypercall::Call;
 use tessera_abi::table::{
-    Capability, Console, Entry, FaultPolicy, Ioapic, MappingKind, MemoryMapping, Range, Rights,
-    Segment,
+    CacheControl, Capability, Console, Entry, FaultPolicy, Ioapic, MappingKind, MemoryMapping,
+    Range, Rights, Segment,
 };
 
 use crate::lower::{BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredPartition};
 
 const TABLE: &str = "::tessera_abi::table";
+const HYPERCALL: &str = "::tessera_abi::hypercall";
 
 /// Rust source for `lowered` (deterministic: the same input gives the same text).
 pub fn generate_rust(lowered: &Lowered) -> String {
@@ -181,6 +183,16 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&Bl
     );
     let _ = writeln!(
         out,
+        "            user_hypercalls: {},",
+        call_mask(partition.user_hypercalls)
+    );
+    let _ = writeln!(
+        out,
+        "            cache_control: {},",
+        partition.cache_control.literal()
+    );
+    let _ = writeln!(
+        out,
         "            stage2_table_pages: {},",
         partition.stage2_table_pages
     );
@@ -236,7 +248,33 @@ fn write_channel(out: &mut String, channel: &LoweredChannel) {
         "            doorbell_vector: {:#x},",
         channel.doorbell_vector
     );
+    let _ = writeln!(
+        out,
+        "            doorbell_rings_per_second: {},",
+        channel.doorbell_rings_per_second
+    );
     let _ = writeln!(out, "        }},");
+}
+
+/// A mask of hypercalls as the `Call::bit`s it is made of (`0` for none), so that the
+/// generated code names the calls.
+fn call_mask(mask: u64) -> String {
+    let mut parts: Vec<String> = Call::ALL
+        .into_iter()
+        .filter(|call| mask & call.bit() != 0)
+        .map(|call| format!("{HYPERCALL}::Call::{call:?}.bit()"))
+        .collect();
+    let unnamed = Call::ALL
+        .into_iter()
+        .fold(mask, |rest, call| rest & !call.bit());
+    if unnamed != 0 {
+        parts.push(format!("{unnamed:#x}"));
+    }
+    if parts.is_empty() {
+        "0".to_owned()
+    } else {
+        parts.join(" | ")
+    }
 }
 
 /// A Rust string literal (Rust's `Debug` for `str` escapes exactly what a literal needs).
@@ -304,6 +342,13 @@ impl Literal for MappingKind {
 impl Literal for FaultPolicy {
     fn literal(&self) -> String {
         format!("{TABLE}::FaultPolicy::{self:?}")
+    }
+}
+
+/// Unit variants: `Debug` prints the expression.
+impl Literal for CacheControl {
+    fn literal(&self) -> String {
+        format!("{TABLE}::CacheControl::{self:?}")
     }
 }
 

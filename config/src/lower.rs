@@ -13,15 +13,15 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tessera_abi::table::{
-    Capability, Console, Entry, FaultPolicy, Ioapic, MemoryMapping, Range, Segment,
+    CacheControl, Capability, Console, Entry, FaultPolicy, Ioapic, MemoryMapping, Range, Segment,
 };
 
 use crate::acpi::{self, AcpiMachine, Uart};
 use crate::diagnostics::{Diagnostics, Finding};
 use crate::layout::{merge_ranges, plan_partition};
 use crate::linux;
-use crate::model::{self, CapabilityTarget, OnFault, Table};
-use crate::validate::{BootImage, ElfBoot, LinuxBoot, Rule, Validated};
+use crate::model::{self, CapabilityTarget, OnFault, Table, WbinvdPolicy};
+use crate::validate::{call_named, BootImage, ElfBoot, LinuxBoot, Rule, Validated};
 
 /// The whole machine, lowered (the owned form of [`tessera_abi::table::Machine`]).
 #[derive(Clone, Debug)]
@@ -54,6 +54,9 @@ pub struct LoweredPartition {
     pub boot: LoweredBoot,
     pub on_fault: FaultPolicy,
     pub capabilities: Vec<Capability>,
+    /// A mask of [`tessera_abi::hypercall::Call::bit`]s.
+    pub user_hypercalls: u64,
+    pub cache_control: CacheControl,
     pub stage2_table_pages: usize,
 }
 
@@ -126,6 +129,7 @@ pub struct LoweredChannel {
     pub memory: Range,
     pub members: Vec<u16>,
     pub doorbell_vector: u8,
+    pub doorbell_rings_per_second: u32,
 }
 
 /// Lowers a validated table, building each partition's boot from the images validation
@@ -180,6 +184,15 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
                 OnFault::Restart => FaultPolicy::Restart,
             },
             capabilities: lower_capabilities(table, partition),
+            user_hypercalls: partition
+                .user_hypercalls
+                .iter()
+                .filter_map(|name| call_named(name))
+                .fold(0, |mask, call| mask | call.bit()),
+            cache_control: match partition.wbinvd_policy() {
+                WbinvdPolicy::Native => CacheControl::Native,
+                WbinvdPolicy::Trap => CacheControl::Trap,
+            },
             stage2_table_pages,
         });
     }
@@ -230,6 +243,8 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
                     .map(|index| index as u16)
                     .collect(),
                 doorbell_vector: u8::try_from(*channel.doorbell.vector).unwrap_or_default(),
+                doorbell_rings_per_second: u32::try_from(channel.doorbell_budget())
+                    .unwrap_or(u32::MAX),
             })
             .collect(),
         files,

@@ -364,6 +364,31 @@ pub struct Partition {
     /// `verb:object` strings; see [`Capability`].
     #[serde(default)]
     pub capabilities: Vec<Located<String>>,
+    /// Hypercalls guest user mode may make, by [`tessera_abi::hypercall::Call::name`].
+    #[serde(default)]
+    pub user_hypercalls: Vec<Located<String>>,
+    /// What WBINVD does; [`WbinvdPolicy::Trap`] when absent.
+    #[serde(default)]
+    pub wbinvd: Option<Located<WbinvdPolicy>>,
+}
+
+impl Partition {
+    /// The `wbinvd` policy, with its default.
+    pub fn wbinvd_policy(&self) -> WbinvdPolicy {
+        self.wbinvd
+            .as_ref()
+            .map_or(WbinvdPolicy::Trap, |policy| policy.value)
+    }
+}
+
+/// `wbinvd = "native" | "trap"`: whether WBINVD reaches the processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WbinvdPolicy {
+    /// WBINVD runs on the processor.
+    Native,
+    /// The hypervisor intercepts WBINVD and INVD (the default).
+    Trap,
 }
 
 /// What happens when a partition faults.
@@ -494,6 +519,24 @@ pub struct Channel {
     /// Host-physical; mapped into each member.
     pub memory: Located<AddressRange>,
     pub doorbell: Located<Doorbell>,
+    /// Rings per second the hypervisor accepts from each member; [`DOORBELL_BUDGET_DEFAULT`]
+    /// when absent.
+    #[serde(default)]
+    pub doorbell_budget: Option<Located<u64>>,
+}
+
+/// Rings per second per member of a channel without `doorbell-budget`.
+pub const DOORBELL_BUDGET_DEFAULT: u32 = 10_000;
+/// The largest `doorbell-budget`: one ring per microsecond per member.
+pub const DOORBELL_BUDGET_MAX: u32 = 1_000_000;
+
+impl Channel {
+    /// The doorbell budget in rings per second per member, with its default.
+    pub fn doorbell_budget(&self) -> u64 {
+        self.doorbell_budget
+            .as_ref()
+            .map_or(u64::from(DOORBELL_BUDGET_DEFAULT), |budget| budget.value)
+    }
 }
 
 /// `doorbell = { vector = … }`.

@@ -111,12 +111,15 @@ const PARTITION: Shape = Shape::Table(&[
     required("boot", BOOT),
     required("on-fault", Shape::Choice(&["halt", "restart"])),
     optional("capabilities", STRING_LIST),
+    optional("user-hypercalls", STRING_LIST),
+    optional("wbinvd", Shape::Choice(&["native", "trap"])),
 ]);
 const CHANNEL: Shape = Shape::Table(&[
     required("name", Shape::String),
     required("partitions", STRING_LIST),
     required("memory", RANGE),
     required("doorbell", Shape::Table(&[required("vector", ADDRESS)])),
+    optional("doorbell-budget", ADDRESS),
 ]);
 const RUN: Shape = Shape::Table(&[
     optional("expect-faults", STRING_LIST),

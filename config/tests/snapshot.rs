@@ -41,12 +41,15 @@ devices = ["gpio"]
 boot = { kind = "elf", image = "guest.elf" }
 on-fault = "halt"
 capabilities = ["stats:alpha"]
+user-hypercalls = ["own-exit-count", "ring-doorbell"]
+wbinvd = "native"
 
 [[channel]]
 name = "ring"
 partitions = ["beta", "alpha"]
 memory = { base = 0x3000000, size = "64 KiB" }
 doorbell = { vector = 0x40 }
+doorbell-budget = 500
 "#;
 
 #[test]

@@ -1,12 +1,15 @@
 //! Validation: every rule a table must obey before it can boot. Each check adds
 //! [`Finding`]s and carries on, so one run reports every problem in the table.
 //!
-//! Checks are grouped by subject (names, cores, memory, devices, references, boot); a new
-//! invariant gets a [`Rule`] with a stable identifier and a check in the matching module.
+//! Checks are grouped by subject (names, cores, memory, devices, machine-wide ports,
+//! references, user-mode hypercalls, boot); a new invariant gets a [`Rule`] with a stable
+//! identifier and a check in the matching module.
 
 pub(crate) mod boot;
 mod cores;
 mod devices;
+mod hypercalls;
+mod machine_ports;
 mod memory;
 mod names;
 mod references;
@@ -14,6 +17,8 @@ mod rule;
 pub mod sweep;
 
 pub use boot::{BootFile, BootImage, ElfBoot, LinuxBoot};
+pub(crate) use hypercalls::call_named;
+pub use machine_ports::{KnownPlatform, PortBlock, KNOWN_PLATFORMS, MACHINE_WIDE_PORTS};
 pub use rule::Rule;
 
 use std::collections::HashMap;
@@ -54,7 +59,9 @@ pub(crate) fn validate_reading(
     cores::check(table, &mut findings);
     memory::check(table, &mut findings);
     devices::check(table, &mut findings);
+    machine_ports::check(table, &mut findings);
     references::check(table, &mut findings);
+    hypercalls::check(table, &mut findings);
     let boot_images = boot::check(table, files, &mut BootFileReader::new(read), &mut findings);
     Validation {
         findings,

@@ -1,12 +1,14 @@
 //! References between items: capabilities, channel members, doorbell vectors and the
-//! runner's `[run]` section name things that exist; channels have two or more members and
-//! doorbells a member can tell apart.
+//! runner's `[run]` section name things that exist; channels have two or more members,
+//! doorbells a member can tell apart and a doorbell budget in 1–1,000,000 rings per second.
 
 use std::collections::HashMap;
 
 use super::Rule;
 use crate::diagnostics::Finding;
-use crate::model::{Capability, CapabilityTarget, Table};
+use crate::model::{
+    Capability, CapabilityTarget, Table, DOORBELL_BUDGET_DEFAULT, DOORBELL_BUDGET_MAX,
+};
 use crate::source::Span;
 
 pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
@@ -155,6 +157,28 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                 .label("not a usable interrupt vector")
                 .hint("vectors 0–31 are CPU exceptions; pick one in 32–255"),
             );
+        }
+        if let Some(budget) = &channel.doorbell_budget {
+            if !(1..=u64::from(DOORBELL_BUDGET_MAX)).contains(&**budget) {
+                findings.push(
+                    Finding::new(
+                        Rule::DoorbellBudget,
+                        budget.span,
+                        format!(
+                            "doorbell budget {} of channel `{}` is outside 1–{DOORBELL_BUDGET_MAX} rings per second",
+                            **budget, *channel.name
+                        ),
+                    )
+                    .label(if **budget == 0 {
+                        "no ring would ever be delivered"
+                    } else {
+                        "more rings than any receiver can take"
+                    })
+                    .hint(format!(
+                        "each ring costs the ringer a VM exit and every other member an interrupt; pick 1–{DOORBELL_BUDGET_MAX} rings per second per member, or leave `doorbell-budget` out for the default {DOORBELL_BUDGET_DEFAULT}"
+                    )),
+                );
+            }
         }
     }
 

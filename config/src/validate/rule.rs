@@ -26,7 +26,7 @@ pub enum Rule {
     SizeUnit,
     /// A PCI address is not `bb:dd.f` with device at most 1f and function at most 7.
     PciSyntax,
-    /// A string is not one of the values its key allows (`on-fault`, `boot.kind`).
+    /// A string is not one of the values its key allows (`on-fault`, `boot.kind`, `wbinvd`).
     UnknownValue,
     // names
     /// Partition, channel and device names are `[a-z0-9-]+`.
@@ -94,6 +94,10 @@ pub enum Rule {
     IrqNoIoapic,
     /// A partition's device owns a port of the virtual platform (ACPI sleep and reset registers: 0x510, 0x511, 0xcf9), which the hypervisor keeps.
     PortReserved,
+    /// A partition's device owns a legacy chipset port that acts on the whole machine (8237 DMA controllers and page registers, 8259 PICs, 8254 PIT, 8042, NMI status, CMOS/RTC index, fast A20, APM/SMI command, PCI configuration 0xcf8–0xcff).
+    PortMachineWide,
+    /// A partition's device owns a port of the ACPI fixed-hardware block of a platform the validator knows (`qemu-q35`: 0x600–0x67f).
+    PortAcpiFixed,
     // console
     /// The hypervisor console names no device of `platform.devices`.
     ConsoleUnknown,
@@ -108,6 +112,12 @@ pub enum Rule {
     CapabilityTarget,
     /// A partition lists the same capability twice.
     CapabilityDuplicate,
+    /// `user-hypercalls` names a hypercall that does not exist.
+    UserHypercallUnknown,
+    /// `user-hypercalls` grants `stop-self` or `power-off`, which act on the whole partition or machine and never come from user mode.
+    UserHypercallPrivileged,
+    /// A partition lists the same user-mode hypercall twice.
+    UserHypercallDuplicate,
     // channels
     /// A channel member is not a partition, or is listed twice.
     ChannelMember,
@@ -119,6 +129,8 @@ pub enum Rule {
     DoorbellVector,
     /// Two channels with a common member use the same doorbell vector, so the member cannot tell them apart.
     DoorbellShared,
+    /// A channel's `doorbell-budget` is outside 1–1,000,000 rings per second.
+    DoorbellBudget,
     // boot
     /// A boot key the kind needs is missing (`image` for elf; `kernel`, `initrd` for linux).
     BootIncomplete,
@@ -196,17 +208,23 @@ impl Rule {
         Rule::IrqShared,
         Rule::IrqNoIoapic,
         Rule::PortReserved,
+        Rule::PortMachineWide,
+        Rule::PortAcpiFixed,
         Rule::ConsoleUnknown,
         Rule::ConsoleOwned,
         Rule::ConsoleNoPort,
         Rule::CapabilitySyntax,
         Rule::CapabilityTarget,
         Rule::CapabilityDuplicate,
+        Rule::UserHypercallUnknown,
+        Rule::UserHypercallPrivileged,
+        Rule::UserHypercallDuplicate,
         Rule::ChannelMember,
         Rule::ChannelMemberCount,
         Rule::ChannelSize,
         Rule::DoorbellVector,
         Rule::DoorbellShared,
+        Rule::DoorbellBudget,
         Rule::BootIncomplete,
         Rule::BootExtraKey,
         Rule::BootFileMissing,
@@ -271,17 +289,23 @@ impl Rule {
             Rule::IrqShared => "irq-shared",
             Rule::IrqNoIoapic => "irq-no-ioapic",
             Rule::PortReserved => "port-reserved",
+            Rule::PortMachineWide => "port-machine-wide",
+            Rule::PortAcpiFixed => "port-acpi-fixed",
             Rule::ConsoleUnknown => "console-unknown",
             Rule::ConsoleOwned => "console-owned",
             Rule::ConsoleNoPort => "console-no-port",
             Rule::CapabilitySyntax => "capability-syntax",
             Rule::CapabilityTarget => "capability-target",
             Rule::CapabilityDuplicate => "capability-duplicate",
+            Rule::UserHypercallUnknown => "user-hypercall-unknown",
+            Rule::UserHypercallPrivileged => "user-hypercall-privileged",
+            Rule::UserHypercallDuplicate => "user-hypercall-duplicate",
             Rule::ChannelMember => "channel-member",
             Rule::ChannelMemberCount => "channel-member-count",
             Rule::ChannelSize => "channel-size",
             Rule::DoorbellVector => "doorbell-vector",
             Rule::DoorbellShared => "doorbell-shared",
+            Rule::DoorbellBudget => "doorbell-budget",
             Rule::BootIncomplete => "boot-incomplete",
             Rule::BootExtraKey => "boot-extra-key",
             Rule::BootFileMissing => "boot-file-missing",
@@ -343,17 +367,23 @@ impl Rule {
             Rule::IrqShared => "devices",
             Rule::IrqNoIoapic => "devices",
             Rule::PortReserved => "devices",
+            Rule::PortMachineWide => "devices",
+            Rule::PortAcpiFixed => "devices",
             Rule::ConsoleUnknown => "console",
             Rule::ConsoleOwned => "console",
             Rule::ConsoleNoPort => "console",
             Rule::CapabilitySyntax => "capabilities",
             Rule::CapabilityTarget => "capabilities",
             Rule::CapabilityDuplicate => "capabilities",
+            Rule::UserHypercallUnknown => "capabilities",
+            Rule::UserHypercallPrivileged => "capabilities",
+            Rule::UserHypercallDuplicate => "capabilities",
             Rule::ChannelMember => "channels",
             Rule::ChannelMemberCount => "channels",
             Rule::ChannelSize => "channels",
             Rule::DoorbellVector => "channels",
             Rule::DoorbellShared => "channels",
+            Rule::DoorbellBudget => "channels",
             Rule::BootIncomplete => "boot",
             Rule::BootExtraKey => "boot",
             Rule::BootFileMissing => "boot",
@@ -383,7 +413,7 @@ impl Rule {
             Rule::IntegerRange => "An integer is negative or too large for its key (core IDs and pins are 32-bit).",
             Rule::SizeUnit => "A size string is not a decimal number with a binary unit (B, KiB, MiB, GiB, TiB).",
             Rule::PciSyntax => "A PCI address is not `bb:dd.f` with device at most 1f and function at most 7.",
-            Rule::UnknownValue => "A string is not one of the values its key allows (`on-fault`, `boot.kind`).",
+            Rule::UnknownValue => "A string is not one of the values its key allows (`on-fault`, `boot.kind`, `wbinvd`).",
             Rule::NameSyntax => "Partition, channel and device names are `[a-z0-9-]+`.",
             Rule::NameDuplicate => "Partition, channel and device names are unique within their kind.",
             Rule::CoreDuplicate => "A core is listed twice in `platform.cpus` or in one partition.",
@@ -415,17 +445,23 @@ impl Rule {
             Rule::IrqShared => "One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.",
             Rule::IrqNoIoapic => "A device has an IRQ pin but the platform declares no IOAPIC.",
             Rule::PortReserved => "A partition's device owns a port of the virtual platform (ACPI sleep and reset registers: 0x510, 0x511, 0xcf9), which the hypervisor keeps.",
+            Rule::PortMachineWide => "A partition's device owns a legacy chipset port that acts on the whole machine (8237 DMA controllers and page registers, 8259 PICs, 8254 PIT, 8042, NMI status, CMOS/RTC index, fast A20, APM/SMI command, PCI configuration 0xcf8–0xcff).",
+            Rule::PortAcpiFixed => "A partition's device owns a port of the ACPI fixed-hardware block of a platform the validator knows (`qemu-q35`: 0x600–0x67f).",
             Rule::ConsoleUnknown => "The hypervisor console names no device of `platform.devices`.",
             Rule::ConsoleOwned => "The hypervisor console device is also given to a partition.",
             Rule::ConsoleNoPort => "The hypervisor console device has no I/O port.",
             Rule::CapabilitySyntax => "A capability is not `power`, `stats:<partition|*>`, `halt:<partition>` or `restart:<partition>`.",
             Rule::CapabilityTarget => "A capability names a partition that does not exist.",
             Rule::CapabilityDuplicate => "A partition lists the same capability twice.",
+            Rule::UserHypercallUnknown => "`user-hypercalls` names a hypercall that does not exist.",
+            Rule::UserHypercallPrivileged => "`user-hypercalls` grants `stop-self` or `power-off`, which act on the whole partition or machine and never come from user mode.",
+            Rule::UserHypercallDuplicate => "A partition lists the same user-mode hypercall twice.",
             Rule::ChannelMember => "A channel member is not a partition, or is listed twice.",
             Rule::ChannelMemberCount => "A channel has fewer than two distinct member partitions.",
             Rule::ChannelSize => "A channel's memory size is zero or not a multiple of 4 KiB.",
             Rule::DoorbellVector => "A doorbell vector is outside 32–255.",
             Rule::DoorbellShared => "Two channels with a common member use the same doorbell vector, so the member cannot tell them apart.",
+            Rule::DoorbellBudget => "A channel's `doorbell-budget` is outside 1–1,000,000 rings per second.",
             Rule::BootIncomplete => "A boot key the kind needs is missing (`image` for elf; `kernel`, `initrd` for linux).",
             Rule::BootExtraKey => "A boot key does not belong to the kind.",
             Rule::BootFileMissing => "A boot file does not exist or cannot be read.",

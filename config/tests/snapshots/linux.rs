@@ -87,6 +87,8 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             },
             on_fault: ::tessera_abi::table::FaultPolicy::Restart,
             capabilities: &[],
+            user_hypercalls: 0,
+            cache_control: ::tessera_abi::table::CacheControl::Trap,
             stage2_table_pages: 4,
         },
         ::tessera_abi::table::Partition {
@@ -120,6 +122,8 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             },
             on_fault: ::tessera_abi::table::FaultPolicy::Halt,
             capabilities: &[],
+            user_hypercalls: 0,
+            cache_control: ::tessera_abi::table::CacheControl::Trap,
             stage2_table_pages: 4,
         },
     ],
@@ -129,6 +133,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             memory: ::tessera_abi::table::Range { base: 0x5000000, size: 0x10000 },
             members: &[0, 1],
             doorbell_vector: 0x40,
+            doorbell_rings_per_second: 10000,
         },
     ],
 };

@@ -53,6 +53,8 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             },
             on_fault: ::tessera_abi::table::FaultPolicy::Restart,
             capabilities: &[::tessera_abi::table::Capability::Power, ::tessera_abi::table::Capability::Stats(0), ::tessera_abi::table::Capability::Stats(1), ::tessera_abi::table::Capability::Restart(1)],
+            user_hypercalls: 0,
+            cache_control: ::tessera_abi::table::CacheControl::Trap,
             stage2_table_pages: 6,
         },
         ::tessera_abi::table::Partition {
@@ -86,6 +88,8 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             },
             on_fault: ::tessera_abi::table::FaultPolicy::Halt,
             capabilities: &[::tessera_abi::table::Capability::Stats(0)],
+            user_hypercalls: ::tessera_abi::hypercall::Call::RingDoorbell.bit() | ::tessera_abi::hypercall::Call::OwnExitCount.bit(),
+            cache_control: ::tessera_abi::table::CacheControl::Native,
             stage2_table_pages: 4,
         },
     ],
@@ -95,6 +99,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             memory: ::tessera_abi::table::Range { base: 0x3000000, size: 0x10000 },
             members: &[1, 0],
             doorbell_vector: 0x40,
+            doorbell_rings_per_second: 500,
         },
     ],
 };

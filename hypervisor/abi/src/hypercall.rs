@@ -56,6 +56,58 @@ impl Call {
     }
 }
 
+/// What a partition table says about calls (`user-hypercalls`) and what the hypervisor checks
+/// a call from guest user mode against (`tessera_abi::table::Partition::user_hypercalls`).
+impl Call {
+    /// Every call, in number order.
+    pub const ALL: [Call; 8] = [
+        Call::StopSelf,
+        Call::PowerOff,
+        Call::PartitionState,
+        Call::PartitionCount,
+        Call::RingDoorbell,
+        Call::ChannelAddress,
+        Call::ChannelVector,
+        Call::OwnExitCount,
+    ];
+
+    /// The call's bit in a mask of calls: bit n stands for the call numbered n.
+    pub const fn bit(self) -> u64 {
+        1 << (self as u64)
+    }
+
+    /// The call's name in a partition table: its variant name in kebab-case.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::StopSelf => "stop-self",
+            Call::PowerOff => "power-off",
+            Call::PartitionState => "partition-state",
+            Call::PartitionCount => "partition-count",
+            Call::RingDoorbell => "ring-doorbell",
+            Call::ChannelAddress => "channel-address",
+            Call::ChannelVector => "channel-vector",
+            Call::OwnExitCount => "own-exit-count",
+        }
+    }
+
+    /// Whether a partition table may grant the call to guest user mode (CPL > 0). Calls that
+    /// act on the whole machine ([`Call::PowerOff`]) or on the whole partition
+    /// ([`Call::StopSelf`]) never come from user mode: only the partition's kernel may make
+    /// them.
+    pub const fn grantable_to_user_mode(self) -> bool {
+        !matches!(self, Call::StopSelf | Call::PowerOff)
+    }
+}
+
+// Every call number has a bit in a `u64` mask.
+const _: () = {
+    let mut index = 0;
+    while index < Call::ALL.len() {
+        assert!((Call::ALL[index] as u64) < 64);
+        index += 1;
+    }
+};
+
 /// What [`Call::PartitionState`] returns.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,4 +144,6 @@ pub enum Error {
     UnknownCall = -1,
     Denied = -2,
     InvalidArgument = -3,
+    /// A doorbell rung beyond the channel's `doorbell-budget`: dropped and counted.
+    OverBudget = -4,
 }

@@ -141,6 +141,19 @@ pub enum Capability {
     Restart(u16),
 }
 
+/// What WBINVD and INVD do in a partition (`wbinvd` in the table; see
+/// docs/partition-table.md). MONITOR and MWAIT are intercepted in either case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheControl {
+    /// WBINVD runs on the processor: it writes back and invalidates every cache of the
+    /// core, the caches it shares with other partitions' cores included, and stalls them
+    /// while it runs.
+    Native,
+    /// The hypervisor intercepts WBINVD and INVD and completes WBINVD as a no-op (the
+    /// default).
+    Trap,
+}
+
 /// One partition, lowered.
 #[derive(Debug)]
 pub struct Partition {
@@ -156,6 +169,13 @@ pub struct Partition {
     pub boot: Boot,
     pub on_fault: FaultPolicy,
     pub capabilities: &'static [Capability],
+    /// The hypercalls guest user mode (CPL > 0) may make, as a mask of
+    /// [`crate::hypercall::Call::bit`]s; any other call from user mode is refused with #UD.
+    /// Never holds [`crate::hypercall::Call::StopSelf`] or
+    /// [`crate::hypercall::Call::PowerOff`] (validation refuses them).
+    pub user_hypercalls: u64,
+    /// What WBINVD and INVD do.
+    pub cache_control: CacheControl,
     /// Number of 4 KiB pages its stage-2 page tables need (computed at build time from the
     /// same plan the hypervisor builds at boot).
     pub stage2_table_pages: usize,
@@ -168,6 +188,9 @@ pub struct Channel {
     /// Partition indices of its members.
     pub members: &'static [u16],
     pub doorbell_vector: u8,
+    /// The most rings per second the hypervisor accepts from each member (1–1,000,000;
+    /// `doorbell-budget` in the table, 10,000 by default).
+    pub doorbell_rings_per_second: u32,
 }
 
 /// A UART the hypervisor writes its console to.

@@ -16,6 +16,11 @@ pub const LEAF1_ECX_X2APIC: u32 = 1 << 21;
 pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// Leaf 8000_0001h ECX bit 2: SVM (AMD APM vol 3, appendix E.4.2).
 pub const EXT1_ECX_SVM: u32 = 1 << 2;
+/// Leaf 1 ECX bit 3: MONITOR/MWAIT; leaf 8000_0001h ECX bit 29: MONITORX/MWAITX. Hidden: the
+/// hypervisor intercepts both and answers #UD, so a guest core cannot park itself in a
+/// power state the hypervisor does not see; guests idle with HLT instead.
+pub const LEAF1_ECX_MONITOR: u32 = 1 << 3;
+pub const EXT1_ECX_MONITORX: u32 = 1 << 29;
 /// Leaf 1 ECX bit 15: PDCM (IA32_PERF_CAPABILITIES); EDX bits 7 (MCE), 12 (MTRR), 14 (MCA).
 /// Partitions get no machine-check, MTRR or performance-monitoring MSRs: the machine's
 /// MTRRs are the firmware's, shared by every partition, and machine checks are the
@@ -96,7 +101,7 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
         1 => [
             eax,
             ebx,
-            (ecx & !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM)) | LEAF1_ECX_HYPERVISOR,
+            (ecx & !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM | LEAF1_ECX_MONITOR)) | LEAF1_ECX_HYPERVISOR,
             edx & !(LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA),
         ],
         7 if subleaf == 0 && view.native_max_basic_leaf >= 7 => {
@@ -112,7 +117,7 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
         }
         2..=FREQUENCY_LEAF if leaf > view.native_max_basic_leaf => [0; 4],
         // Hide SVM.
-        0x8000_0001 => [eax, ebx, ecx & !EXT1_ECX_SVM, edx],
+        0x8000_0001 => [eax, ebx, ecx & !(EXT1_ECX_SVM | EXT1_ECX_MONITORX), edx],
         // Nothing to report about a virtualization extension the guest does not have.
         SVM_FEATURES_LEAF => [0; 4],
         HYPERVISOR_LEAF_FIRST..=HYPERVISOR_LEAF_LAST => hypervisor_leaf(leaf, view),
@@ -142,7 +147,7 @@ mod tests {
         let [eax, ebx, ecx, edx] = filter(1, 0, ONES, &VIEW);
         assert_eq!((eax, ebx), (u32::MAX, u32::MAX));
         assert_eq!(edx, !(LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA));
-        assert_eq!(ecx, !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM));
+        assert_eq!(ecx, !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM | LEAF1_ECX_MONITOR));
         let [_, _, ecx, _] = filter(1, 0, [0, 0, LEAF1_ECX_X2APIC, 0], &VIEW);
         assert_eq!(ecx, LEAF1_ECX_X2APIC | LEAF1_ECX_HYPERVISOR);
         let [_, _, ecx, _] = filter(1, 0, [0; 4], &VIEW);
@@ -192,7 +197,12 @@ mod tests {
     fn extended_leaf_hides_svm() {
         assert_eq!(
             filter(0x8000_0001, 0, ONES, &VIEW),
-            [u32::MAX, u32::MAX, !EXT1_ECX_SVM, u32::MAX]
+            [
+                u32::MAX,
+                u32::MAX,
+                !(EXT1_ECX_SVM | EXT1_ECX_MONITORX),
+                u32::MAX
+            ]
         );
         assert_eq!(filter(0x8000_0001, 0, [1, 2, 0x4, 3], &VIEW), [1, 2, 0, 3]);
         assert_eq!(filter(SVM_FEATURES_LEAF, 0, ONES, &VIEW), [0; 4]);

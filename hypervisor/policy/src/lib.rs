@@ -15,6 +15,7 @@
 //! * [`ioapic`]: a partition's view of the IOAPIC register window.
 //! * [`mmio_decode`]: decoding the MOV instruction behind a trapped MMIO access.
 //! * [`guest_walk`]: a software walk of a guest's page tables.
+//! * [`host_page_tables`]: the hypervisor's own page tables: W^X by section, guard pages.
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`firmware_acpi`]: the firmware's ACPI tables (RSDP, RSDT/XSDT, MADT, FADT, DSDT), read
 //!   through the `acpi` crate.
@@ -36,6 +37,7 @@ pub mod control_registers;
 pub mod cpuid;
 pub mod firmware_acpi;
 pub mod guest_walk;
+pub mod host_page_tables;
 pub mod icr;
 pub mod io_bitmap;
 pub mod ioapic;

@@ -1,10 +1,10 @@
 //! The hypercall handler: decodes the call, checks the caller's capability, acts.
 //! See tessera_abi::hypercall for the interface.
 
-use super::{CoreContext, Flow, PartitionControl};
+use super::{CoreContext, Counter, Flow, PartitionControl};
 use crate::arch::x2apic;
 use crate::table::{ApicId, PartitionIndex, MACHINE};
-use crate::virt::{Register, VirtualCpu};
+use crate::virt::{Exception, Register, VirtualCpu};
 use tessera_abi::hypercall::{Call, Error, PartitionState};
 use tessera_abi::table::{Capability, MappingKind};
 
@@ -22,8 +22,19 @@ pub fn handle(
 ) -> Flow {
     let number = vcpu.register(Register::Rax);
     let argument = vcpu.register(Register::Rdi);
+    let call = Call::from_number(number);
+    // From guest user mode only the calls the table grants there (`user-hypercalls`); any
+    // other VMCALL/VMMCALL at CPL > 0 is #UD, as on a processor without virtualization
+    // (KVM answers the same way), so no process can stop, reset or power off a machine.
+    if vcpu.privilege_level() != 0
+        && call.is_none_or(|call| context.partition.user_hypercalls & call.bit() == 0)
+    {
+        control.count(context, Counter::RefusedUserHypercall, 1);
+        vcpu.inject_exception(Exception::InvalidOpcode);
+        return Flow::Resume;
+    }
     vcpu.skip_instruction(INSTRUCTION_LENGTH);
-    let result: i64 = match Call::from_number(number) {
+    let result: i64 = match call {
         Some(Call::StopSelf) => {
             control.stop_by_request(context, argument, "stop-self");
             return Flow::Stop;
@@ -54,7 +65,13 @@ pub fn handle(
             _ => Error::InvalidArgument as i64,
         },
         Some(Call::RingDoorbell) => match member_channel(context, argument) {
-            Some(channel) => ring_doorbell(context, control, channel),
+            Some(channel) if control.doorbell_allowed(context, channel) => {
+                ring_doorbell(context, control, channel)
+            }
+            Some(_) => {
+                control.count(context, Counter::DroppedDoorbell, 1);
+                Error::OverBudget as i64
+            }
             None => Error::Denied as i64,
         },
         Some(Call::ChannelAddress) => match member_channel(context, argument) {

@@ -70,6 +70,10 @@ pub enum Counter {
     DroppedIpi,
     /// An IOAPIC write the partition's view refused.
     RefusedIoapicWrite,
+    /// A hypercall from guest user mode the table does not grant there (#UD).
+    RefusedUserHypercall,
+    /// A doorbell rung beyond its channel's budget.
+    DroppedDoorbell,
 }
 
 /// What exit handlers ask of the partition runtime above them.
@@ -92,6 +96,9 @@ pub trait PartitionControl {
     fn partition_state(&self, partition: PartitionIndex) -> PartitionState;
     /// After an NMI exit: whether the guest should receive an NMI (its own, not a signal).
     fn guest_nmi_after_exit(&self, context: &CoreContext) -> bool;
+    /// Whether the core's partition may ring channel `channel` once more within the
+    /// channel's `doorbell-budget` (rings per second per member).
+    fn doorbell_allowed(&self, context: &CoreContext, channel: usize) -> bool;
     /// Whether a console line the guest caused (a refusal, a start-up) may be written: a
     /// rate limit per partition, so no guest can flood the shared console.
     fn may_log(&self, context: &CoreContext) -> bool;
@@ -114,6 +121,8 @@ pub enum ExitReason {
     /// A nested page fault on the IOAPIC page: an emulated IOAPIC access.
     Ioapic,
     TripleFault,
+    CacheFlush,
+    MonitorWait,
     ReflectedException,
     Nmi,
     Init,
@@ -123,7 +132,7 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 18;
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::Cpuid,
         ExitReason::Io,
@@ -135,6 +144,8 @@ impl ExitReason {
         ExitReason::NestedPageFault,
         ExitReason::Ioapic,
         ExitReason::TripleFault,
+        ExitReason::CacheFlush,
+        ExitReason::MonitorWait,
         ExitReason::ReflectedException,
         ExitReason::Nmi,
         ExitReason::Init,
@@ -155,6 +166,8 @@ impl ExitReason {
             ExitReason::NestedPageFault => "npf",
             ExitReason::Ioapic => "ioapic",
             ExitReason::TripleFault => "triple-fault",
+            ExitReason::CacheFlush => "cache-flush",
+            ExitReason::MonitorWait => "monitor-wait",
             ExitReason::ReflectedException => "reflected-exception",
             ExitReason::Nmi => "nmi",
             ExitReason::Init => "init",
@@ -179,6 +192,8 @@ impl ExitReason {
             }
             Exit::NestedPageFault { .. } => ExitReason::NestedPageFault,
             Exit::TripleFault => ExitReason::TripleFault,
+            Exit::CacheFlush => ExitReason::CacheFlush,
+            Exit::MonitorWait => ExitReason::MonitorWait,
             Exit::ReflectedException(_) => ExitReason::ReflectedException,
             Exit::Nmi => ExitReason::Nmi,
             Exit::Init => ExitReason::Init,
@@ -247,6 +262,20 @@ pub fn handle_exit(
         }
         Exit::Init => contain("init", 0, "INIT signal", vcpu.rip()),
         Exit::VirtualizationInstruction => {
+            vcpu.inject_exception(Exception::InvalidOpcode);
+            Flow::Resume
+        }
+        // A trapped WBINVD or INVD completes as a no-op: write-back caches are coherent for
+        // a partition without passthrough DMA, so only timing changes — and the partition's
+        // neighbours are spared the flush of caches they share (docs/partition-table.md,
+        // `wbinvd`). INVD may not discard other partitions' dirty lines: it is a WBINVD too.
+        // Both are two bytes (0F 09, 0F 08).
+        Exit::CacheFlush => {
+            vcpu.skip_instruction(2);
+            Flow::Resume
+        }
+        // CPUID shows neither MONITOR nor MWAIT, so they fault as on a processor without them.
+        Exit::MonitorWait => {
             vcpu.inject_exception(Exception::InvalidOpcode);
             Flow::Resume
         }

@@ -10,6 +10,7 @@ use crate::virt::vmx::{self, VmxCore, VmxVcpu};
 use crate::virt::{Backend, StartState, VirtualCpu};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use static_cell::ConstStaticCell;
+use tessera_abi::table::{CacheControl, Partition};
 
 const STACK_SIZE: usize = 64 * 1024;
 
@@ -133,6 +134,7 @@ pub fn core_main(index: CoreIndex) -> ! {
                 nested_cr3: root,
                 permission_maps,
                 asid: 1,
+                intercept_wbinvd: traps_wbinvd(context.partition),
             };
             let mut vcpu = SvmVcpu::new(&mut state.svm, &confinement);
             run(&mut vcpu, &context, start)
@@ -142,6 +144,7 @@ pub fn core_main(index: CoreIndex) -> ! {
                 ept_pointer: root,
                 permission_maps,
                 vpid: 1 + index.0 as u16,
+                intercept_wbinvd: traps_wbinvd(context.partition),
             };
             match VmxVcpu::new(&mut state.vmx, descriptors, &capabilities, &confinement) {
                 Ok(mut vcpu) => run(&mut vcpu, &context, start),
@@ -153,6 +156,11 @@ pub fn core_main(index: CoreIndex) -> ! {
             }
         }
     }
+}
+
+/// Whether the partition's table policy traps WBINVD (`wbinvd = "trap"`, the default).
+fn traps_wbinvd(partition: &Partition) -> bool {
+    partition.cache_control == CacheControl::Trap
 }
 
 /// Runs the vCPU of this core until its partition stops. `start` is where it begins; None

@@ -46,6 +46,9 @@ impl PartitionControl for PartitionRuntime {
     fn guest_nmi_after_exit(&self, context: &CoreContext) -> bool {
         cores::guest_nmi_after_exit(context.core_index)
     }
+    fn doorbell_allowed(&self, context: &CoreContext, channel: usize) -> bool {
+        partition::doorbell_allowed(context.partition_index, channel)
+    }
     fn may_log(&self, context: &CoreContext) -> bool {
         partition::may_log(context.partition_index)
     }

@@ -4,7 +4,7 @@
 use super::cores;
 use crate::arch::{idle_pause, tsc};
 use crate::exits::{Containment, CoreContext, Counter, ExitReason};
-use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
+use crate::table::{ApicId, PartitionIndex, CHANNEL_COUNT, MACHINE, PARTITION_COUNT};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use tessera_abi::hypercall::PartitionState;
 use tessera_abi::table::FaultPolicy;
@@ -15,6 +15,8 @@ struct Runtime {
     unassigned_ports: AtomicU64,
     dropped_ipis: AtomicU64,
     refused_ioapic_writes: AtomicU64,
+    refused_user_hypercalls: AtomicU64,
+    dropped_doorbells: AtomicU64,
     /// Bumped by every restart request; each core compares it with the last it saw.
     generation: AtomicU32,
     /// Cores that have parked for the restart of the current generation.
@@ -35,6 +37,8 @@ impl Runtime {
             unassigned_ports: AtomicU64::new(0),
             dropped_ipis: AtomicU64::new(0),
             refused_ioapic_writes: AtomicU64::new(0),
+            refused_user_hypercalls: AtomicU64::new(0),
+            dropped_doorbells: AtomicU64::new(0),
             generation: AtomicU32::new(0),
             parked: AtomicU32::new(0),
             released: AtomicU32::new(0),
@@ -87,6 +91,8 @@ pub fn count(partition: PartitionIndex, counter: Counter, amount: u64) {
         Counter::UnassignedPort => &runtime.unassigned_ports,
         Counter::DroppedIpi => &runtime.dropped_ipis,
         Counter::RefusedIoapicWrite => &runtime.refused_ioapic_writes,
+        Counter::RefusedUserHypercall => &runtime.refused_user_hypercalls,
+        Counter::DroppedDoorbell => &runtime.dropped_doorbells,
     };
     slot.fetch_add(amount, Ordering::Relaxed);
 }
@@ -98,31 +104,54 @@ pub fn count(partition: PartitionIndex, counter: Counter, amount: u64) {
 const LOG_BURST_LINES: u64 = 64;
 const LOG_LINES_PER_SECOND: u64 = 32;
 
-/// Whether the partition may add one more line caused by its own actions (a refused write,
-/// a start-up IPI); counts the line as suppressed if not. A leaky bucket: each line moves
-/// the allowance's end one interval forward from at least now; a line is allowed while that
-/// end stays within the burst.
-pub fn may_log(partition: PartitionIndex) -> bool {
-    let runtime = &RUNTIME[partition.0];
-    let interval = (tsc::khz().max(1) * 1000 / LOG_LINES_PER_SECOND).max(1);
+/// A leaky bucket over the TSC: each event moves the end of the allowance one interval
+/// (a second / `per_second`) forward from at least now; the event is allowed while that end
+/// stays within `burst` intervals of now.
+fn within_rate(allowance_until: &AtomicU64, per_second: u64, burst: u64) -> bool {
+    let interval = (tsc::khz().max(1) * 1000 / per_second.max(1)).max(1);
     let now = tsc::read();
-    let mut until = runtime.log_allowance_until.load(Ordering::Acquire);
+    let mut until = allowance_until.load(Ordering::Acquire);
     loop {
         let next = until.max(now) + interval;
-        if next - now > LOG_BURST_LINES * interval {
-            runtime.suppressed_log_lines.fetch_add(1, Ordering::Relaxed);
+        if next - now > burst * interval {
             return false;
         }
-        match runtime.log_allowance_until.compare_exchange(
-            until,
-            next,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
+        match allowance_until.compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return true,
             Err(actual) => until = actual,
         }
     }
+}
+
+/// Whether the partition may add one more line caused by its own actions (a refused write,
+/// a start-up IPI); counts the line as suppressed if not.
+pub fn may_log(partition: PartitionIndex) -> bool {
+    let runtime = &RUNTIME[partition.0];
+    let allowed = within_rate(
+        &runtime.log_allowance_until,
+        LOG_LINES_PER_SECOND,
+        LOG_BURST_LINES,
+    );
+    if !allowed {
+        runtime.suppressed_log_lines.fetch_add(1, Ordering::Relaxed);
+    }
+    allowed
+}
+
+/// Per channel and member: the end of the member's doorbell allowance (TSC).
+static DOORBELL_ALLOWANCE: [[AtomicU64; PARTITION_COUNT]; CHANNEL_COUNT] =
+    [const { [const { AtomicU64::new(0) }; PARTITION_COUNT] }; CHANNEL_COUNT];
+
+/// Whether `partition` may ring `channel` once more: at most the channel's
+/// `doorbell-budget` rings per second, with a burst of a tenth of a second's worth, so that
+/// no member can storm its peers with interrupts.
+pub fn doorbell_allowed(partition: PartitionIndex, channel: usize) -> bool {
+    let budget = u64::from(MACHINE.channels[channel].doorbell_rings_per_second);
+    within_rate(
+        &DOORBELL_ALLOWANCE[channel][partition.0],
+        budget,
+        (budget / 10).max(1),
+    )
 }
 
 /// Stops the partition of `context` after a fault it caused, or restarts it, per its
@@ -323,13 +352,15 @@ pub fn print_counters() {
         let _ = core::fmt::write(
             &mut line,
             format_args!(
-                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={} suppressed-log-lines={}",
+                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={} suppressed-log-lines={} refused-user-hypercalls={} dropped-doorbells={}",
                 total,
                 runtime.unassigned_ports.load(Ordering::Relaxed),
                 runtime.dropped_ipis.load(Ordering::Relaxed),
                 runtime.refused_ioapic_writes.load(Ordering::Relaxed),
                 runtime.restarts.load(Ordering::Relaxed),
-                runtime.suppressed_log_lines.load(Ordering::Relaxed)
+                runtime.suppressed_log_lines.load(Ordering::Relaxed),
+                runtime.refused_user_hypercalls.load(Ordering::Relaxed),
+                runtime.dropped_doorbells.load(Ordering::Relaxed)
             ),
         );
         log::info!("{}", line);

@@ -130,6 +130,11 @@ pub enum Exit {
         fetch: bool,
     },
     TripleFault,
+    /// WBINVD, intercepted by the partition's `wbinvd = "trap"` policy, or INVD (always).
+    CacheFlush,
+    /// MONITOR or MWAIT: a guest core may not park itself in a power state the hypervisor
+    /// does not see (CPUID hides both).
+    MonitorWait,
     /// A #DB or #AC intercepted only to be reflected (see [`REFLECTED_EXCEPTIONS`]).
     ReflectedException(Exception),
     /// An NMI arrived while the guest ran: the hypervisor's own signal.
@@ -175,6 +180,8 @@ pub trait VirtualCpu {
     fn rip(&self) -> u64;
     fn set_rip(&mut self, rip: u64);
     fn rflags(&self) -> u64;
+    /// The current privilege level of the guest (0 = kernel, 3 = user).
+    fn privilege_level(&self) -> u8;
     /// Skips the instruction that exited, of `length` bytes (the backend may know better).
     fn skip_instruction(&mut self, length: u64);
     fn inject_exception(&mut self, exception: Exception);

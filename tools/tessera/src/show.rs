@@ -50,7 +50,7 @@ pub fn describe(table: &Table) -> String {
     );
 
     let _ = writeln!(out, "\npartitions:");
-    let rows: Vec<[String; 7]> = table
+    let rows: Vec<[String; 9]> = table
         .partitions
         .iter()
         .map(|partition| {
@@ -74,6 +74,11 @@ pub fn describe(table: &Table) -> String {
                     tessera_config::model::OnFault::Restart => "restart".to_owned(),
                 },
                 join(partition.capabilities.iter().map(|c| c.value.clone())),
+                match partition.wbinvd_policy() {
+                    tessera_config::model::WbinvdPolicy::Native => "native".to_owned(),
+                    tessera_config::model::WbinvdPolicy::Trap => "trap".to_owned(),
+                },
+                join(partition.user_hypercalls.iter().map(|c| c.value.clone())),
             ]
         })
         .collect();
@@ -87,6 +92,8 @@ pub fn describe(table: &Table) -> String {
             "boot",
             "on-fault",
             "capabilities",
+            "wbinvd",
+            "user-hypercalls",
         ],
         &rows,
     );
@@ -121,12 +128,13 @@ pub fn describe(table: &Table) -> String {
     for channel in &table.channels {
         let _ = writeln!(
             out,
-            "  {}: {} {} shared by {}, doorbell vector {:#x}",
+            "  {}: {} {} shared by {}, doorbell vector {:#x}, doorbell budget {}/s per member",
             *channel.name,
             range_text(channel.memory.to_abi()),
             size(channel.memory.size.0),
             join(channel.partitions.iter().map(|m| m.value.clone())),
-            *channel.doorbell.vector
+            *channel.doorbell.vector,
+            channel.doorbell_budget()
         );
     }
 

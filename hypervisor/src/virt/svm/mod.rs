@@ -43,6 +43,7 @@ mod state {
     pub const LDTR: usize = 0x470;
     pub const IDTR: usize = 0x480;
     pub const TR: usize = 0x490;
+    pub const CPL: usize = 0x4CB;
     pub const EFER: usize = 0x4D0;
     pub const CR4: usize = 0x548;
     pub const CR3: usize = 0x550;
@@ -83,6 +84,10 @@ bitflags::bitflags! {
         const STGI = 1 << 4;
         const CLGI = 1 << 5;
         const SKINIT = 1 << 6;
+        const WBINVD = 1 << 9;
+        const MONITOR = 1 << 10;
+        const MWAIT = 1 << 11;
+        const MWAIT_CONDITIONAL = 1 << 12;
     }
 }
 
@@ -105,6 +110,10 @@ mod exit_code {
     pub const STGI: u64 = 0x84;
     pub const CLGI: u64 = 0x85;
     pub const SKINIT: u64 = 0x86;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8A;
+    pub const MWAIT: u64 = 0x8B;
+    pub const MWAIT_CONDITIONAL: u64 = 0x8C;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID is -1; QEMU writes it as 0x0000_0000_ffff_ffff, so only the low 32
     /// bits are compared (docs/emulators.md).
@@ -242,6 +251,8 @@ pub struct Confinement {
     pub nested_cr3: u64,
     pub permission_maps: u64,
     pub asid: u32,
+    /// The partition's `wbinvd = "trap"`: WBINVD exits (INVD always does).
+    pub intercept_wbinvd: bool,
 }
 
 /// The guest vCPU of one core.
@@ -273,8 +284,13 @@ impl SvmVcpu {
                 | InterceptVector3::SHUTDOWN)
                 .bits(),
         );
-        // Every SVM instruction: a guest may not use them (they exit and get #UD).
-        vmcb.write_u32(control::INTERCEPT_VECTOR_4, InterceptVector4::all().bits());
+        // Every SVM instruction (a guest may not use them: they exit and get #UD), MONITOR
+        // and MWAIT, and WBINVD unless the partition's policy leaves it native.
+        let mut vector_4 = InterceptVector4::all();
+        if !start.intercept_wbinvd {
+            vector_4.remove(InterceptVector4::WBINVD);
+        }
+        vmcb.write_u32(control::INTERCEPT_VECTOR_4, vector_4.bits());
         vmcb.write_u64(control::IOPM_BASE, start.permission_maps);
         vmcb.write_u64(control::MSRPM_BASE, start.permission_maps + 12288);
         vmcb.write_u32(control::GUEST_ASID, start.asid);
@@ -342,8 +358,11 @@ impl SvmVcpu {
             | exit_code::VMSAVE
             | exit_code::STGI
             | exit_code::CLGI
-            | exit_code::SKINIT
-            | exit_code::INVD => Exit::VirtualizationInstruction,
+            | exit_code::SKINIT => Exit::VirtualizationInstruction,
+            exit_code::WBINVD | exit_code::INVD => Exit::CacheFlush,
+            exit_code::MONITOR | exit_code::MWAIT | exit_code::MWAIT_CONDITIONAL => {
+                Exit::MonitorWait
+            }
             other => Exit::Other(other),
         }
     }
@@ -384,6 +403,11 @@ impl VirtualCpu for SvmVcpu {
 
     fn rflags(&self) -> u64 {
         self.core.guest.read_u64(state::RFLAGS)
+    }
+
+    fn privilege_level(&self) -> u8 {
+        // The VMCB keeps the guest's CPL in its state-save area (APM table B-2, 0x0CB).
+        self.core.guest.0[state::CPL] & 0b11
     }
 
     fn skip_instruction(&mut self, length: u64) {

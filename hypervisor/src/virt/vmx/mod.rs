@@ -47,6 +47,9 @@ mod exit_reason {
     pub const INVEPT: u32 = 50;
     pub const INVVPID: u32 = 53;
     pub const XSETBV: u32 = 55;
+    pub const MWAIT: u32 = 36;
+    pub const MONITOR: u32 = 39;
+    pub const WBINVD: u32 = 54;
     pub const VMFUNC: u32 = 59;
 }
 
@@ -159,7 +162,9 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
         primary_msr,
         PrimaryControls::USE_IO_BITMAPS.bits()
             | PrimaryControls::USE_MSR_BITMAPS.bits()
-            | PrimaryControls::SECONDARY_CONTROLS.bits(),
+            | PrimaryControls::SECONDARY_CONTROLS.bits()
+            | PrimaryControls::MWAIT_EXITING.bits()
+            | PrimaryControls::MONITOR_EXITING.bits(),
         0,
         0,
     )?;
@@ -172,7 +177,8 @@ pub fn check_support() -> Result<Capabilities, Unsupported> {
             | SecondaryControls::UNRESTRICTED_GUEST.bits(),
         SecondaryControls::ENABLE_RDTSCP.bits()
             | SecondaryControls::ENABLE_INVPCID.bits()
-            | SecondaryControls::ENABLE_XSAVES_XRSTORS.bits(),
+            | SecondaryControls::ENABLE_XSAVES_XRSTORS.bits()
+            | SecondaryControls::WBINVD_EXITING.bits(),
         0,
     )?;
     let exit = fit(
@@ -401,6 +407,8 @@ pub struct Confinement {
     pub ept_pointer: u64,
     pub permission_maps: u64,
     pub vpid: u16,
+    /// The partition's `wbinvd = "trap"`: WBINVD exits (INVD always does on VMX).
+    pub intercept_wbinvd: bool,
 }
 
 pub struct VmxVcpu {
@@ -484,9 +492,15 @@ impl VmxVcpu {
             vmcs::control::PRIMARY_PROCBASED_EXEC_CONTROLS,
             u64::from(capabilities.primary),
         );
+        // WBINVD exits only for a partition whose policy traps it (and only where the
+        // processor can: without the control WBINVD runs natively, noted at boot).
+        let mut secondary = capabilities.secondary;
+        if !start.intercept_wbinvd {
+            secondary &= !SecondaryControls::WBINVD_EXITING.bits();
+        }
         vmwrite(
             vmcs::control::SECONDARY_PROCBASED_EXEC_CONTROLS,
-            u64::from(capabilities.secondary),
+            u64::from(secondary),
         );
         vmwrite(vmcs::control::VMEXIT_CONTROLS, u64::from(capabilities.exit));
         vmwrite(
@@ -675,8 +689,9 @@ impl VmxVcpu {
             exit_reason::VMCLEAR..=exit_reason::VMXON
             | exit_reason::INVEPT
             | exit_reason::INVVPID
-            | exit_reason::VMFUNC
-            | exit_reason::INVD => Exit::VirtualizationInstruction,
+            | exit_reason::VMFUNC => Exit::VirtualizationInstruction,
+            exit_reason::WBINVD | exit_reason::INVD => Exit::CacheFlush,
+            exit_reason::MONITOR | exit_reason::MWAIT => Exit::MonitorWait,
             // SDM §28.2.1 table 28-3. Only CR0 and CR4 writes that touch owned bits exit
             // (CR3 and CR8 exiting are off).
             exit_reason::CONTROL_REGISTER => {
@@ -747,6 +762,11 @@ impl VirtualCpu for VmxVcpu {
 
     fn rflags(&self) -> u64 {
         vmread(vmcs::guest::RFLAGS)
+    }
+
+    fn privilege_level(&self) -> u8 {
+        // CPL is SS.DPL (SDM vol. 3 §5.5; access rights bits 6:5, §25.4.1).
+        ((vmread(vmcs::guest::SS_ACCESS_RIGHTS) >> 5) & 0b11) as u8
     }
 
     /// VMX reports the exiting instruction's length (SDM §28.2.5); `length` is ignored.
