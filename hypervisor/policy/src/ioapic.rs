@@ -145,6 +145,12 @@ pub enum IoapicRefusal {
     LogicalDestination { pin: u8 },
     /// The entry would use SMI, INIT, ExtINT or a reserved delivery mode.
     DeliveryMode { pin: u8, mode: u8 },
+    /// The entry would be level-triggered on a vector that another partition's unmasked
+    /// level-triggered pin (`other_pin`) already uses. A local APIC broadcasts the EOI of a
+    /// level-triggered vector to every IOAPIC, which clears Remote IRR on every pin with
+    /// that vector (SDM vol. 3 §11.8.5; 82093AA §3.2.4): one partition's EOI would end the
+    /// other's interrupt. Level-triggered vectors are therefore unique across partitions.
+    SharedLevelVector { pin: u8, vector: u8, other_pin: u8 },
 }
 
 /// What the hypervisor does with a write to IOWIN.
@@ -237,7 +243,7 @@ impl IoapicView {
         owned_pins: &[u8],
         own_cpus: &[u32],
         pins: u8,
-        hardware: impl FnOnce(u8) -> u32,
+        mut hardware: impl FnMut(u8) -> u32,
     ) -> WindowWrite {
         let register = self.selected;
         let (pin, low) = match IoapicRegister::from_index(register, pins) {
@@ -278,12 +284,32 @@ impl IoapicView {
             }
             (low_value, value, value)
         };
-        match check_unmasked_entry(pin, low_value, high_value, own_cpus) {
-            Ok(()) => WindowWrite::Hardware {
-                register,
-                value: written,
-            },
-            Err(refusal) => WindowWrite::Refused(refusal),
+        if let Err(refusal) = check_unmasked_entry(pin, low_value, high_value, own_cpus) {
+            return WindowWrite::Refused(refusal);
+        }
+        let flags = RedirectionEntryLow::from_bits_retain(low_value);
+        if flags.contains(RedirectionEntryLow::TRIGGER_LEVEL) {
+            let vector = low_value as u8;
+            let foreign_user = (0..pins)
+                .filter(|&other| other != pin && !owns(owned_pins, other))
+                .find(|&other| {
+                    let other_low = hardware(redirection_low(other));
+                    !is_masked(other_low)
+                        && RedirectionEntryLow::from_bits_retain(other_low)
+                            .contains(RedirectionEntryLow::TRIGGER_LEVEL)
+                        && other_low as u8 == vector
+                });
+            if let Some(other_pin) = foreign_user {
+                return WindowWrite::Refused(IoapicRefusal::SharedLevelVector {
+                    pin,
+                    vector,
+                    other_pin,
+                });
+            }
+        }
+        WindowWrite::Hardware {
+            register,
+            value: written,
         }
     }
 }
@@ -330,7 +356,7 @@ mod tests {
     }
 
     /// A hardware IOAPIC answering every register with `value`, counting calls.
-    fn hardware(value: u32, calls: &Cell<u32>) -> impl FnOnce(u8) -> u32 + '_ {
+    fn hardware(value: u32, calls: &Cell<u32>) -> impl FnMut(u8) -> u32 + '_ {
         move |_| {
             calls.set(calls.get() + 1);
             value
@@ -339,6 +365,40 @@ mod tests {
 
     fn no_hardware(_: u8) -> u32 {
         panic!("the hardware must not be touched")
+    }
+
+    /// A level-triggered vector another partition's unmasked level-triggered pin uses is
+    /// refused (EOI broadcast, SDM vol. 3 §11.8.5); edge-triggered or masked users, and the
+    /// partition's own pins, do not count.
+    #[test]
+    fn level_triggered_vectors_are_unique_across_partitions() {
+        // Pin 7 (not owned) holds fixed, level, vector 0x31, unmasked; pin 4's high half
+        // names core 3.
+        let hardware = |register: u8| match register {
+            register if register == redirection_low(7) => 0x8031,
+            register if register == redirection_high(4) => 0x0300_0000,
+            register if register == redirection_low(9) => 0x0031, // edge, same vector
+            register if register == redirection_low(11) => 0x8032, // own pin
+            _ => MASKED,
+        };
+        assert_eq!(
+            view(0x18).write_window(0x8031, &OWNED, &OWN_CPUS, PINS, hardware),
+            WindowWrite::Refused(IoapicRefusal::SharedLevelVector {
+                pin: 4,
+                vector: 0x31,
+                other_pin: 7
+            })
+        );
+        // Edge-triggered on the same vector is fine (no Remote IRR), and so is a level
+        // vector only the partition's own pin uses.
+        assert!(matches!(
+            view(0x18).write_window(0x0031, &OWNED, &OWN_CPUS, PINS, hardware),
+            WindowWrite::Hardware { .. }
+        ));
+        assert!(matches!(
+            view(0x18).write_window(0x8032, &OWNED, &OWN_CPUS, PINS, hardware),
+            WindowWrite::Hardware { .. }
+        ));
     }
 
     #[test]
@@ -532,7 +592,9 @@ mod tests {
                 WindowWrite::Refused(IoapicRefusal::DeliveryMode { pin: 4, mode })
             );
         }
-        assert_eq!(calls.get(), 2 + 1 + 5 + 1 + 5);
+        // The one level-triggered write that passes also reads the 22 pins the partition does
+        // not own (no shared level vector among them).
+        assert_eq!(calls.get(), 2 + 1 + 5 + 1 + 5 + 22);
     }
 
     #[test]
