@@ -119,11 +119,19 @@ pub fn load_partition(
     }
     match boot.entry {
         Entry::Pvh { entry } => {
+            // As for Linux below: the restart count lets the guest tell a first boot from a
+            // restart (a restarted guest can go on where its previous run left off).
+            let mut line = heapless::String::<{ START_INFO_BYTES / 2 }>::new();
+            core::fmt::write(
+                &mut line,
+                format_args!("{} tessera.restarts={}", boot.cmdline, restarts),
+            )
+            .map_err(|_| SetupError::CommandLineTooLong)?;
             let mut block = [0u8; START_INFO_BYTES];
             tessera_policy::pvh::write_start_info(
                 &mut block,
                 START_INFO_GUEST_ADDRESS,
-                boot.cmdline,
+                &line,
                 partition.memory,
             )
             .map_err(|_| SetupError::StartInfo)?;
