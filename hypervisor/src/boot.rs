@@ -306,6 +306,9 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     };
     check_cores();
     check_memory(&boot_info);
+    if let Err(error) = arch::host_paging::enable(cores::stack_guard_pages()) {
+        refuse(format_args!("host page tables: {error}"));
+    }
     tsc::calibrate();
     if let Err((table_pins, hardware_pins)) = exits::ioapic::init() {
         refuse(format_args!(

@@ -10,7 +10,10 @@
 //!   entry in protected mode, as on BIOS.
 //! * A 32-bit entry that identity-maps the first 4 GiB with 2 MiB pages, enables long mode
 //!   (Intel SDM vol. 3 §10.8.5, AMD APM vol. 2 §14.6) and calls the hypervisor's
-//!   `tessera_bsp_entry(magic, info)`.
+//!   `tessera_bsp_entry(magic, info)`. That map is read-write-execute; the hypervisor
+//!   replaces it at boot with its own tables (W^X by section, a guard page under each stack:
+//!   hypervisor/src/arch/host_paging.rs), which leave the boot tables read-only and the page
+//!   under the boot stack, `__tessera_boot_stack_guard`, unmapped.
 //! * A real-mode trampoline for the application processors, copied below 1 MiB and started
 //!   by INIT-SIPI-SIPI (Intel SDM vol. 3 §10.4.4), which lands in `tessera_ap_entry(index)`.
 //! * The linker script template the hypervisor's build script fills in (`linker.ld.in`).
@@ -223,17 +226,24 @@ __tessera_boot_pdpt:
     .skip 4096
 __tessera_boot_pd:
     .skip 4096 * 4
+    /* The page under the boot stack: the hypervisor's own page tables leave it unmapped,
+       so that an overflow of the bootstrap core's stack faults (a double fault, taken on
+       its IST stack) instead of writing over the boot page tables below. */
+__tessera_boot_stack_guard:
+    .skip 4096
 __tessera_boot_stack:
     .skip 65536
 __tessera_boot_stack_top:
     .global __tessera_boot_pml4
+    .global __tessera_boot_stack_guard
 "#
 );
 
 // The application-processor trampoline. It runs from AP_TRAMPOLINE_ADDRESS, so every
 // absolute address in it is written as (label - start + 0x8000). It reuses the boot page
-// tables (they identity-map the hypervisor) and the boot GDT layout, then jumps to
-// tessera_ap_entry(cpu_index) on the stack the BSP left in the parameter block.
+// tables (they identity-map the hypervisor, and only they map this page executable) and
+// the boot GDT layout, then jumps to tessera_ap_entry(cpu_index) on the stack the BSP left
+// in the parameter block; the AP moves to the hypervisor's own page tables from there.
 global_asm!(
     r#"
     .section .rodata.trampoline, "a"

@@ -303,7 +303,7 @@ impl fmt::Display for LayoutError {
 
 /// Whether `range` starts and ends on 4 KiB boundaries.
 const fn page_aligned(range: Range) -> bool {
-    range.base % PAGE_BYTES == 0 && range.size % PAGE_BYTES == 0
+    range.base.is_multiple_of(PAGE_BYTES) && range.size.is_multiple_of(PAGE_BYTES)
 }
 
 /// Whether `inner` lies inside `outer`.
@@ -350,7 +350,11 @@ impl HostLayout<'_> {
             if !page_aligned(range) {
                 return Err(LayoutError::Misaligned { what });
             }
-            if range.base.checked_add(range.size).is_none_or(|end| end > MAPPED_END) {
+            if range
+                .base
+                .checked_add(range.size)
+                .is_none_or(|end| end > MAPPED_END)
+            {
                 return Err(LayoutError::BeyondMapped { what });
             }
         }
@@ -379,7 +383,11 @@ impl HostLayout<'_> {
                 if !page_aligned(host) {
                     return Err(LayoutError::PartitionMisaligned { partition, mapping });
                 }
-                if host.base.checked_add(host.size).is_none_or(|end| end > MAPPED_END) {
+                if host
+                    .base
+                    .checked_add(host.size)
+                    .is_none_or(|end| end > MAPPED_END)
+                {
                     return Err(LayoutError::PartitionBeyondMapped { partition, mapping });
                 }
                 if overlap(host, image) {
@@ -486,7 +494,10 @@ impl HostLayout<'_> {
 /// ends fall in, the AP page at most one; the MMIO window is 1 GiB-aligned.
 pub const fn page_tables_bound(hypervisor_memory: Range, mappings: usize) -> usize {
     let first = align_down(hypervisor_memory.base, LARGE_PAGE_BYTES);
-    let end = align_up(hypervisor_memory.base + hypervisor_memory.size, LARGE_PAGE_BYTES);
+    let end = align_up(
+        hypervisor_memory.base + hypervisor_memory.size,
+        LARGE_PAGE_BYTES,
+    );
     ((end - first) / LARGE_PAGE_BYTES) as usize + 2 * mappings + 1
 }
 
@@ -524,7 +535,10 @@ pub fn leaf_entry(address: u64, rights: PageRights, large: bool) -> u64 {
 pub enum BuildError {
     Layout(LayoutError),
     /// The pages given hold fewer tables than the plan needs.
-    OutOfTablePages { needed: usize, available: usize },
+    OutOfTablePages {
+        needed: usize,
+        available: usize,
+    },
     /// `phys_base` is not 4 KiB-aligned.
     MisalignedPool,
 }
@@ -564,7 +578,11 @@ pub struct Built {
 /// physical address `phys_base + i * 4096`: the PML4 in page 0, the PDPT in page 1, the
 /// four page directories in pages 2–5, then one page table for each 2 MiB piece whose pages
 /// differ. Every other piece is one 2 MiB page. Pages above those used are not touched.
-pub fn build(layout: &HostLayout, pages: &mut [Table], phys_base: u64) -> Result<Built, BuildError> {
+pub fn build(
+    layout: &HostLayout,
+    pages: &mut [Table],
+    phys_base: u64,
+) -> Result<Built, BuildError> {
     layout.check()?;
     if !phys_base.is_multiple_of(PAGE_BYTES) {
         return Err(BuildError::MisalignedPool);
@@ -581,8 +599,8 @@ pub fn build(layout: &HostLayout, pages: &mut [Table], phys_base: u64) -> Result
         *page = [0; ENTRIES];
     }
     pages[0][0] = table_entry(physical(1));
-    for directory in 0..DIRECTORIES {
-        pages[1][directory] = table_entry(physical(2 + directory));
+    for (directory, entry) in pages[1][..DIRECTORIES].iter_mut().enumerate() {
+        *entry = table_entry(physical(2 + directory));
     }
     let mut built = Built {
         root: physical(0),
@@ -627,8 +645,10 @@ pub struct Translation {
     pub writable: bool,
     /// XD clear on every level.
     pub executable: bool,
-    /// U/S set on every level.
+    /// U/S set on every level: user-mode accessible (§4.6.1).
     pub user: bool,
+    /// U/S set on some level: not user-accessible unless on all, but never written here.
+    pub user_bit: bool,
     /// The leaf's PAT index (PAT, PCD, PWT): 0 write-back, 3 uncached.
     pub pat_index: u8,
 }
@@ -648,7 +668,7 @@ impl Translation {
             3 => Caching::Uncached,
             _ => return None,
         };
-        (!self.user).then_some(PageRights { access, caching })
+        (!self.user && !self.user_bit).then_some(PageRights { access, caching })
     }
 }
 
@@ -670,7 +690,7 @@ pub fn translate(pages: &[Table], phys_base: u64, root: u64, address: u64) -> Op
         return None;
     }
     let mut table = table_index(pages, phys_base, root)?;
-    let (mut writable, mut executable, mut user) = (true, true, true);
+    let (mut writable, mut executable, mut user, mut user_bit) = (true, true, true, false);
     for level in (1..=4u32).rev() {
         let shift = 12 + 9 * (level - 1);
         let entry = EntryFlags::from_bits_retain(pages[table][(address >> shift) as usize & 511]);
@@ -680,6 +700,7 @@ pub fn translate(pages: &[Table], phys_base: u64, root: u64, address: u64) -> Op
         writable &= entry.contains(EntryFlags::WRITABLE);
         executable &= !entry.contains(EntryFlags::NO_EXECUTE);
         user &= entry.contains(EntryFlags::USER);
+        user_bit |= entry.contains(EntryFlags::USER);
         let is_leaf = level == 1 || (level <= 3 && entry.contains(EntryFlags::PAGE_SIZE));
         if is_leaf {
             let size = 1u64 << shift;
@@ -698,6 +719,7 @@ pub fn translate(pages: &[Table], phys_base: u64, root: u64, address: u64) -> Op
                 writable,
                 executable,
                 user,
+                user_bit,
                 pat_index,
             });
         }
@@ -740,7 +762,7 @@ impl fmt::Display for Mismatch {
                 found.map(|translation| (
                     translation.writable,
                     translation.executable,
-                    translation.user,
+                    translation.user_bit,
                     translation.pat_index
                 ))
             ),
@@ -923,8 +945,11 @@ mod tests {
             while address < MAPPED_END {
                 match translate(&tables.0, tables.1, tables.2.root, address) {
                     Some(translation) => {
-                        assert!(!(translation.writable && translation.executable), "{address:#x}");
-                        assert!(!translation.user, "{address:#x}");
+                        assert!(
+                            !(translation.writable && translation.executable),
+                            "{address:#x}"
+                        );
+                        assert!(!translation.user && !translation.user_bit, "{address:#x}");
                         if translation.executable {
                             executable += translation.size;
                         }
@@ -952,7 +977,11 @@ mod tests {
                 }
                 let translation = translation.expect("data is mapped");
                 assert_eq!(translation.size, PAGE_BYTES);
-                let expected = if BOOT_TABLES.contains(address) { RO } else { RW };
+                let expected = if BOOT_TABLES.contains(address) {
+                    RO
+                } else {
+                    RW
+                };
                 assert_eq!(translation.rights(), expected, "{address:#x}");
             }
             for (_, translation) in pages_of(&tables, layout.image()) {
@@ -972,11 +1001,12 @@ mod tests {
                     translate(&tables.0, tables.1, tables.2.root, guard + PAGE_BYTES - 1),
                     None
                 );
-                for neighbour in [guard - 1, guard + PAGE_BYTES] {
-                    let translation =
-                        translate(&tables.0, tables.1, tables.2.root, neighbour).unwrap();
-                    assert!(translation.writable && !translation.executable);
-                }
+                // Below: the boot tables or data; above: the stack.
+                let below = translate(&tables.0, tables.1, tables.2.root, guard - 1).unwrap();
+                assert!(!below.executable);
+                let above =
+                    translate(&tables.0, tables.1, tables.2.root, guard + PAGE_BYTES).unwrap();
+                assert_eq!(above.rights(), RW);
             }
         });
     }
@@ -1016,7 +1046,14 @@ mod tests {
             let tables = build_tables(&layout);
             let at = |address| translate(&tables.0, tables.1, tables.2.root, address);
             // BIOS data area, EBDA, BIOS ROM, RAM above the partitions, firmware's ACPI.
-            for address in [0x400, 0x9_FC00, 0xE_0000, 0x500_0000, 0x1FFE_0000, 0xBFFF_F000] {
+            for address in [
+                0x400,
+                0x9_FC00,
+                0xE_0000,
+                0x500_0000,
+                0x1FFE_0000,
+                0xBFFF_F000,
+            ] {
                 assert_eq!(at(address).unwrap().rights(), RO, "{address:#x}");
             }
             assert_eq!(at(0x8000).unwrap().rights(), RW);
@@ -1095,7 +1132,7 @@ mod tests {
                 LayoutError::BeyondMapped { what: "the data" }
             );
         });
-        let overlapping = vec![vec![mapping(0x1F_0000, 0x1_0000, MappingKind::Ram)]];
+        let overlapping = vec![vec![mapping(0x1D_0000, 0x1_0000, MappingKind::Ram)]];
         with_layout(&overlapping, &GUARDS, |layout| {
             assert_eq!(
                 layout.check(),
@@ -1128,7 +1165,9 @@ mod tests {
                     available: FIXED_TABLES + 1
                 })
             );
-            assert!(pages.iter().all(|page| page.iter().all(|&entry| entry == 0)));
+            assert!(pages
+                .iter()
+                .all(|page| page.iter().all(|&entry| entry == 0)));
             assert_eq!(
                 build(&layout, &mut pages, 0x10_0800),
                 Err(BuildError::MisalignedPool)
@@ -1146,14 +1185,16 @@ mod tests {
             pages[text_table][slot] |= EntryFlags::WRITABLE.bits();
             assert!(matches!(
                 verify(&layout, &pages, phys_base, built.root),
-                Err(Mismatch::Rights { address: 0x10_0000, .. })
+                Err(Mismatch::Rights {
+                    address: 0x10_0000,
+                    ..
+                })
             ));
             pages[text_table][slot] = original | EntryFlags::USER.bits();
             assert!(verify(&layout, &pages, phys_base, built.root).is_err());
             pages[text_table][slot] = original;
             let guard_slot = (GUARDS[0] % LARGE_PAGE_BYTES / PAGE_BYTES) as usize;
-            pages[text_table][guard_slot] =
-                leaf_entry(GUARDS[0], RW.unwrap(), false);
+            pages[text_table][guard_slot] = leaf_entry(GUARDS[0], RW.unwrap(), false);
             assert!(verify(&layout, &pages, phys_base, built.root).is_err());
             pages[text_table][guard_slot] = 0;
             verify(&layout, &pages, phys_base, built.root).unwrap();
@@ -1176,8 +1217,8 @@ mod tests {
 
     /// A random layout: an image of random section sizes at a random 4 KiB-aligned base,
     /// guard pages in its data, partitions of random 4 KiB-granular sizes above it.
-    fn arbitrary_layout() -> impl Strategy<Value = (Vec<u64>, Vec<Vec<MemoryMapping>>, [Range; 4], Range)>
-    {
+    fn arbitrary_layout(
+    ) -> impl Strategy<Value = (Vec<u64>, Vec<Vec<MemoryMapping>>, [Range; 4], Range)> {
         (
             1u64..0x3000,
             1u64..40,
@@ -1216,7 +1257,12 @@ mod tests {
                 } else {
                     Range::new(next + PAGE_BYTES, PAGE_BYTES)
                 };
-                (guards, partitions, [text, rodata, data, boot_tables], trampoline)
+                (
+                    guards,
+                    partitions,
+                    [text, rodata, data, boot_tables],
+                    trampoline,
+                )
             })
     }
 

@@ -10,6 +10,7 @@ pub mod console;
 pub mod cpu;
 pub mod cpuid;
 pub mod guest_memory;
+pub mod host_paging;
 pub mod ioapic;
 pub mod msr;
 pub mod pic;

@@ -2,6 +2,7 @@
 //! to a core, and each core's life — run its partition's vCPU or wait.
 
 use super::{memory, partition, PartitionRuntime};
+use crate::arch::host_paging::GuardedStacks;
 use crate::arch::{self, ap_startup, cpu::CoreDescriptors, x2apic};
 use crate::exits::{handle_exit, CoreContext, Message};
 use crate::table::{self, ApicId, CoreIndex, PartitionIndex, CPU_COUNT, MACHINE, PARTITION_COUNT};
@@ -31,13 +32,15 @@ static CORES: [ConstStaticCell<CoreState>; CPU_COUNT] = [const {
     })
 }; CPU_COUNT];
 
-/// The application processors' stacks (the bootstrap core keeps the loader's), handed out
-/// once each by the bootstrap core as it starts that core.
-#[repr(C, align(16))]
-struct Stack([u8; STACK_SIZE]);
+/// The application processors' stacks (the bootstrap core keeps the loader's), each above a
+/// guard page the host page tables leave unmapped, handed out once each by the bootstrap
+/// core as it starts that core.
+static STACKS: GuardedStacks<CPU_COUNT, STACK_SIZE> = GuardedStacks::new();
 
-static STACKS: [ConstStaticCell<Stack>; CPU_COUNT] =
-    [const { ConstStaticCell::new(Stack([0; STACK_SIZE])) }; CPU_COUNT];
+/// The page under each application processor's stack, for the host page tables.
+pub fn stack_guard_pages() -> impl Iterator<Item = u64> {
+    STACKS.guard_pages()
+}
 
 /// Each partition's permission maps for the backend in use, built once at boot.
 static SVM_PERMISSION_MAPS: [ConstStaticCell<svm::PermissionMaps>; PARTITION_COUNT] =
@@ -93,8 +96,7 @@ pub fn start_application_processors(bsp_index: CoreIndex) {
     };
     ap_startup::send_init_to_all(others().map(|(_, apic_id)| apic_id));
     for (index, apic_id) in others() {
-        let stack = STACKS[index.0].take();
-        let stack_top = stack.0.as_ptr_range().end as u64;
+        let stack_top = STACKS.take(index.0);
         if !ap_startup::start(apic_id, index, stack_top) {
             log::info!("core {} did not start after INIT-SIPI-SIPI", apic_id);
         }
@@ -103,6 +105,7 @@ pub fn start_application_processors(bsp_index: CoreIndex) {
 
 /// The life of one core: load its descriptors, then run its partition's vCPU.
 pub fn core_main(index: CoreIndex) -> ! {
+    arch::host_paging::enter();
     let state = CORES[index.0].take();
     let descriptors = arch::cpu::load(&mut state.descriptors);
     let apic_id = ApicId(MACHINE.cpus[index.0]);
