@@ -6,10 +6,11 @@
 //! The guest's lines are the demo's (userland/demo, its `//!` header); the hypervisor's
 //! are the console markers of [`crate::markers`] plus the `exits:` counter line, whose
 //! fields are `exits: partition=<name> state=<state> <reason>=<n>… total=<n>
-//! unassigned-port-accesses=<n> dropped-ipis=<n> refused-ioapic-writes=<n> restarts=<n>`
-//! (a reason appears only when its count is not 0).
+//! <counter>=<n>…`: the exit reasons (each only when its count is not 0), their total, then
+//! the other counters (`unassigned-port-accesses`, `dropped-ipis`, `refused-ioapic-writes`,
+//! `restarts`, … — the hypervisor adds more over time).
 
-use crate::markers::{Marker, EXITS_PREFIX};
+use crate::markers::{Marker, EXITS_PREFIX, STARTED};
 use crate::transcript::{Transcript, HYPERVISOR};
 
 /// The table of the interrupt demo: `smp` (cores 0, 1), `timer` (core 2), `attacker`
@@ -110,27 +111,22 @@ pub fn exit_counters(transcript: &Transcript, partition: &str) -> Option<Vec<(St
 }
 
 /// One counter of an `exits:` line.
-fn counter(counters: &[(String, u64)], name: &str) -> Option<u64> {
+pub fn counter(counters: &[(String, u64)], name: &str) -> Option<u64> {
     counters
         .iter()
         .find(|(key, _)| key == name)
         .map(|(_, value)| *value)
 }
 
-/// The fields of an `exits:` line that are no exit reasons.
-const NOT_REASONS: &[&str] = &[
-    "total",
-    "unassigned-port-accesses",
-    "dropped-ipis",
-    "refused-ioapic-writes",
-    "restarts",
-];
+/// The field of an `exits:` line that ends the exit reasons: everything after it is another
+/// kind of counter.
+const REASONS_END: &str = "total";
 
-/// The exit reasons of an `exits:` line with their counts.
+/// The exit reasons of an `exits:` line with their counts: the fields before `total=`.
 pub fn exit_reasons(counters: &[(String, u64)]) -> Vec<(&str, u64)> {
     counters
         .iter()
-        .filter(|(key, _)| !NOT_REASONS.contains(&key.as_str()))
+        .take_while(|(key, _)| key != REASONS_END)
         .map(|(key, value)| (key.as_str(), *value))
         .collect()
 }
@@ -202,7 +198,7 @@ pub fn check_second_core(
             "partition {partition} did not print `second core started`{reason}"
         ));
     }
-    let started = format!("started: partition={partition} core={core} ");
+    let started = format!("{STARTED}{partition} core={core} ");
     if !transcript
         .lines_of(HYPERVISOR)
         .any(|line| line.contains(&started))
@@ -577,15 +573,15 @@ mod tests {
             (HYPERVISOR, "power-off: requested by smp"),
             (
                 HYPERVISOR,
-                "exits: partition=smp state=Running cpuid=14 msr-read=3 msr-write=6 hypercall=131 ioapic=8 nmi=2 total=164 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0",
+                "exits: partition=smp state=Running cpuid=14 msr-read=3 msr-write=6 hypercall=131 ioapic=8 nmi=2 total=164 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0 suppressed-log-lines=0",
             ),
             (
                 HYPERVISOR,
-                "exits: partition=timer state=Stopped cpuid=15 msr-read=3 msr-write=1 hypercall=106 ioapic=8 total=133 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0",
+                "exits: partition=timer state=Stopped cpuid=15 msr-read=3 msr-write=1 hypercall=106 ioapic=8 total=133 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0 suppressed-log-lines=0",
             ),
             (
                 HYPERVISOR,
-                "exits: partition=attacker state=Stopped cpuid=10 msr-read=3 msr-write=4 hypercall=103 ioapic=28 total=148 unassigned-port-accesses=0 dropped-ipis=3 refused-ioapic-writes=2 restarts=0",
+                "exits: partition=attacker state=Stopped cpuid=10 msr-read=3 msr-write=4 hypercall=103 ioapic=28 total=148 unassigned-port-accesses=0 dropped-ipis=3 refused-ioapic-writes=2 restarts=0 suppressed-log-lines=0",
             ),
             (HYPERVISOR, "Tessera: power off"),
         ]
@@ -608,7 +604,7 @@ mod tests {
             (HYPERVISOR, "power-off: requested by timer"),
             (
                 HYPERVISOR,
-                "exits: partition=timer state=Running cpuid=14 msr-read=2 msr-write=1 hypercall=3 ioapic=8 total=28 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0",
+                "exits: partition=timer state=Running cpuid=14 msr-read=2 msr-write=1 hypercall=3 ioapic=8 total=28 unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 restarts=0 suppressed-log-lines=0 refused-user-hypercalls=0 dropped-doorbells=0",
             ),
             (HYPERVISOR, "Tessera: power off"),
         ]

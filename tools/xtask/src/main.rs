@@ -466,6 +466,7 @@ fn system_tests() -> Vec<SystemTest> {
         ));
     }
     tests.extend(interrupt_tests());
+    tests.extend(system_test::parity_tests());
     // Issue 6: Debian's kernel in a partition beside a real-time guest (QEMU only; minutes).
     tests.push((
         "linux-rt-qemu".into(),

@@ -14,6 +14,8 @@
 //! | power-off     | contains `power-off: requested by <name>`                         |
 //! | exit counters | starts with `exits: partition=<name>` (printed at power-off)      |
 //! | switching off | is `Tessera: power off` (the last line before the ACPI power-off)  |
+//! | core started  | contains `started: partition=<name> core=<apic id> ` (first instruction) |
+//! | Multiboot2    | starts with `boot: Multiboot2, ` (booted by Multiboot2, not v1)    |
 //!
 //! Partition names are `[a-z0-9-]+`, so a name ends at the first whitespace.
 
@@ -40,6 +42,13 @@ pub const POWER_OFF: &str = "power-off: requested by ";
 pub const EXITS_PREFIX: &str = "exits: partition=";
 /// The hypervisor's last line: it switches the machine off through ACPI next.
 pub const SWITCHING_OFF: &str = "Tessera: power off";
+/// A core of a partition ran its first guest instruction (at the ELF entry, or at the SIPI
+/// vector for a core the partition started); the partition's name follows, then
+/// ` core=<apic id> entry=…`.
+pub const STARTED: &str = "started: partition=";
+/// The hypervisor was booted by Multiboot2 (GRUB's `multiboot2`): `, ACPI RSDP revision …`
+/// follows. A Multiboot v1 boot prints no such line.
+pub const BOOTED_BY_MULTIBOOT2: &str = "boot: Multiboot2";
 
 /// The virtualization backend the banner names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,11 +5,68 @@
 //! line, and `done` when it stops itself (the partition that waits for the others prints
 //! `all other partitions stopped` and powers the machine off). The hypervisor's part is
 //! the console markers of [`crate::markers`]. Also here: what a clean refusal looks like
-//! (a Bochs model that lacks a feature) and comparing two runs' UART output byte for byte.
+//! (a Bochs model or a QEMU CPU that lacks a feature), comparing two runs' UART output byte
+//! for byte, what a correct run of the textbook long-mode switch looks like
+//! ([`check_long_mode`]) and of partition restarts ([`check_restarts`]), and the system
+//! tests that give both backends the same list ([`parity_tests`]).
 
-use crate::markers::{Backend, Marker};
+use crate::markers::{Backend, Marker, BOOTED_BY_MULTIBOOT2, EXITS_PREFIX, STARTED, STOPPED};
+use crate::run::{self, BootMedium, BootMethod, Emulator, RunSettings};
 use crate::table::TableInfo;
-use crate::transcript::{EmulatorExit, Transcript};
+use crate::transcript::{EmulatorExit, Transcript, HYPERVISOR};
+use crate::{bochs, image, table, Outcome, SystemTest, SystemTests};
+
+/// The Intel-parity table: one partition on two cores that switches into long mode the
+/// textbook way on each (`long-mode=1`, userland/demo/src/long_mode.rs).
+pub const LONG_MODE_TABLE: &str = "partitions/longmode.toml";
+pub const LONG_MODE_PARTITION: &str = "longmode";
+/// Its cores' APIC IDs: the boot core first, then the core it starts by INIT-SIPI-SIPI.
+pub const LONG_MODE_CORES: [u32; 2] = [0, 1];
+/// The time bounds of a longmode run. It takes about 2 s in QEMU and 3 s in Bochs; a core
+/// whose VM entry is refused leaves the partition contained and the run going until the
+/// bound, so the bounds are kept well below the demo's.
+const LONG_MODE_QEMU_SECONDS: u64 = 60;
+const LONG_MODE_BOCHS_SECONDS: u64 = 90;
+/// The restart table: `restarter` (cores 0 and 1) starts its second core and asks for a
+/// reset on every boot; `control` powers off once it has stopped.
+pub const RESTART_TABLE: &str = "partitions/restart.toml";
+pub const RESTART_PARTITION: &str = "restarter";
+pub const RESTART_SECOND_CORE: u32 = 1;
+/// The hypervisor's restart limit (`RESTART_LIMIT` in hypervisor/src/runtime/partition.rs):
+/// that many reset requests restart the partition, the next one stops it (status 0,
+/// reason `reset-request`).
+pub const RESTART_LIMIT: u64 = 16;
+/// The time bounds of a restart run: 17 boots of a 4 MiB demo guest take about 4 s in
+/// QEMU; in Bochs about 2 s each.
+const RESTART_QEMU_SECONDS: u64 = 60;
+const RESTART_BOCHS_SECONDS: u64 = 180;
+/// QEMU CPUs (`-cpu`) that lack what the SVM backend needs: a name for the test, the CPU,
+/// and a word the `REFUSED:` line must contain (compared without case). `qemu64` has SVM
+/// unless `-svm` removes it.
+pub const QEMU_REFUSING_CPUS: [(&str, &str, &str); 3] = [
+    ("no-svm", "qemu64,-svm,+npt,+x2apic", "SVM"),
+    ("no-npt", "qemu64,+svm,+x2apic", "nested paging"),
+    ("no-x2apic", "qemu64,+svm,+npt", "x2APIC"),
+];
+
+/// CR0, CR4 and IA32_EFER bits in the long-mode lines (Intel SDM Vol. 3A 2.5 "Control
+/// Registers", 2.2.1 "Extended Feature Enable Register").
+const CR0_PG: u64 = 1 << 31;
+/// What the textbook switch sets in its one MOV to CR0, by name (Linux's `CR0_STATE`).
+const CR0_TEXTBOOK_BITS: [(u64, &str); 7] = [
+    (1 << 31, "PG"),
+    (1 << 18, "AM"),
+    (1 << 16, "WP"),
+    (1 << 5, "NE"),
+    (1 << 4, "ET"),
+    (1 << 1, "MP"),
+    (1 << 0, "PE"),
+];
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// The steps every core must print, in this order (others may come between).
+const LONG_MODE_STEPS: [&str; 3] = ["entered", "left", "re-entered"];
 
 /// The banner's word for a backend.
 fn backend_name(backend: Backend) -> &'static str {
@@ -227,6 +284,541 @@ pub fn first_difference(
         ));
     }
     None
+}
+
+/// What a correct run of the long-mode table looks like: on every core of `cores` (the
+/// boot core first) the guest printed `long-mode: core <n> entered: …`, then `… left: …`,
+/// then `… re-entered: …` (SDM Vol. 3A 9.8.5: after each entry CR0 holds PG, AM, WP, NE,
+/// ET, MP and PE, CR4.PAE and EFER.LME and EFER.LMA are set and the 64-bit-only MOV ran;
+/// 9.8.5.4: after CR0.PG was cleared, PG and EFER.LMA read 0) and `long-mode: core <n>
+/// ok`; the boot core `long-mode: every core ok`; the hypervisor reported each further
+/// core's start at the SIPI vector; nothing was contained, panicked or refused; and the
+/// partition powered the machine off. The register values are checked here again, not
+/// only the guest's verdict.
+pub fn check_long_mode(
+    transcript: &Transcript,
+    partition: &str,
+    cores: &[u32],
+) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        match marker {
+            Marker::Panic { message } => failures.push(format!("hypervisor panic: {message}")),
+            Marker::Refused { reason } => failures.push(format!("hypervisor refused: {reason}")),
+            _ => {}
+        }
+    }
+    // The whole containment line: it names the reason and the guest's RIP.
+    for line in transcript.lines_of(HYPERVISOR) {
+        if matches!(crate::markers::parse(line), Some(Marker::Contained { partition: name }) if name == partition)
+        {
+            failures.push(format!(
+                "partition {partition} was contained: `{}`",
+                line.trim_end()
+            ));
+        }
+    }
+    let lines: Vec<&str> = transcript.lines_of(partition).map(str::trim_end).collect();
+    if lines.is_empty() {
+        failures.push(format!("partition {partition} printed nothing"));
+    }
+    for &core in cores {
+        failures.extend(check_core_long_mode(&lines, core));
+    }
+    if !lines.contains(&"long-mode: every core ok") {
+        failures.push(format!(
+            "partition {partition} did not print `long-mode: every core ok`"
+        ));
+    }
+    for &core in cores.iter().skip(1) {
+        let started = format!("{STARTED}{partition} core={core} ");
+        if !transcript
+            .lines_of(HYPERVISOR)
+            .any(|line| line.contains(&started))
+        {
+            failures.push(format!(
+                "the hypervisor did not report `{}` (the core's start at the SIPI vector)",
+                started.trim_end()
+            ));
+        }
+    }
+    if !transcript.markers().any(
+        |marker| matches!(marker, Marker::PowerOff { requested_by } if requested_by == partition),
+    ) {
+        failures.push(format!("no power-off requested by {partition}"));
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// The failures of one core's `long-mode: core <core> …` lines among a partition's `lines`.
+fn check_core_long_mode(lines: &[&str], core: u32) -> Vec<String> {
+    let prefix = format!("long-mode: core {core} ");
+    // (step, fields): `entered: cr0=…` gives ("entered", "cr0=…"), `ok` gives ("ok", "").
+    let steps: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(|rest| rest.split_once(": ").unwrap_or((rest, "")))
+        .collect();
+    let mut failures = Vec::new();
+    let mut expected = LONG_MODE_STEPS.iter().peekable();
+    for (step, _) in &steps {
+        if expected.peek() == Some(&step) {
+            expected.next();
+        }
+    }
+    if let Some(missing) = expected.next() {
+        let after = match LONG_MODE_STEPS.iter().position(|step| step == missing) {
+            Some(0) | None => String::new(),
+            Some(index) => format!(" after `{}`", LONG_MODE_STEPS[index - 1]),
+        };
+        failures.push(format!(
+            "core {core} did not print `{prefix}{missing}: …`{after}"
+        ));
+    }
+    for (step, fields) in &steps {
+        let problems = match *step {
+            "entered" | "re-entered" => entered_problems(fields),
+            "left" => left_problems(fields),
+            "FAILED" => vec![format!("the guest says FAILED: {fields}")],
+            _ => Vec::new(),
+        };
+        failures.extend(
+            problems
+                .into_iter()
+                .map(|problem| format!("core {core} {step}: {problem}")),
+        );
+    }
+    if !steps.contains(&("ok", "")) {
+        failures.push(format!("core {core} did not print `{prefix}ok`"));
+    }
+    failures
+}
+
+/// The value of `name=0x…` among space-separated `fields`.
+fn hexadecimal_field(fields: &str, name: &str) -> Result<u64, String> {
+    let text = fields
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix(name)?.strip_prefix('='))
+        .ok_or_else(|| format!("no {name}= in `{fields}`"))?;
+    text.strip_prefix("0x")
+        .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        .ok_or_else(|| format!("{name}={text} is no hexadecimal number"))
+}
+
+/// What an `entered`/`re-entered` line's registers show that IA-32e mode after the
+/// textbook switch must not.
+fn entered_problems(fields: &str) -> Vec<String> {
+    let registers = (|| {
+        Ok::<_, String>((
+            hexadecimal_field(fields, "cr0")?,
+            hexadecimal_field(fields, "cr4")?,
+            hexadecimal_field(fields, "efer")?,
+        ))
+    })();
+    let (cr0, cr4, efer) = match registers {
+        Ok(registers) => registers,
+        Err(problem) => return vec![problem],
+    };
+    let mut problems = Vec::new();
+    let missing: Vec<&str> = CR0_TEXTBOOK_BITS
+        .iter()
+        .filter(|(bit, _)| cr0 & bit == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "cr0={cr0:#x} lacks {} (the textbook write sets them all)",
+            missing.join(", ")
+        ));
+    }
+    if cr4 & CR4_PAE == 0 {
+        problems.push(format!("cr4={cr4:#x} has PAE clear"));
+    }
+    if efer & EFER_LME == 0 {
+        problems.push(format!("efer={efer:#x} has LME clear"));
+    }
+    if efer & EFER_LMA == 0 {
+        problems.push(format!(
+            "efer={efer:#x} has LMA clear: IA-32e mode is not active"
+        ));
+    }
+    if !fields.split_whitespace().any(|field| field == "64-bit=ok") {
+        problems.push("the 64-bit-only instruction did not run as such (no `64-bit=ok`)".into());
+    }
+    problems
+}
+
+/// What a `left` line's registers show that a core right after clearing CR0.PG must not.
+fn left_problems(fields: &str) -> Vec<String> {
+    let registers = (|| {
+        Ok::<_, String>((
+            hexadecimal_field(fields, "cr0")?,
+            hexadecimal_field(fields, "efer")?,
+        ))
+    })();
+    let (cr0, efer) = match registers {
+        Ok(registers) => registers,
+        Err(problem) => return vec![problem],
+    };
+    let mut problems = Vec::new();
+    if cr0 & CR0_PG != 0 {
+        problems.push(format!("cr0={cr0:#x} still has PG set"));
+    }
+    if efer & EFER_LMA != 0 {
+        problems.push(format!(
+            "efer={efer:#x} still has LMA set after CR0.PG was cleared"
+        ));
+    }
+    problems
+}
+
+/// What a correct run of the restart table looks like: `partition` booted `limit + 1`
+/// times (`hello from core`), each time started its core `second_core` by INIT-SIPI-SIPI
+/// (the guest's `second core started` and the hypervisor's `started: partition=<p>
+/// core=<n>`) and printed `resetting`; the hypervisor printed `restarted: partition=<p>
+/// restarts=<n>` for n = 1 to `limit` in order, then stopped it once with status 0 and
+/// reason `reset-request`, and counted `restarts=<limit>`; nothing was contained, panicked or
+/// refused; another partition powered the machine off.
+pub fn check_restarts(
+    transcript: &Transcript,
+    partition: &str,
+    second_core: u32,
+    limit: u64,
+) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        match marker {
+            Marker::Panic { message } => failures.push(format!("hypervisor panic: {message}")),
+            Marker::Refused { reason } => failures.push(format!("hypervisor refused: {reason}")),
+            _ => {}
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    for line in &hypervisor {
+        if matches!(crate::markers::parse(line), Some(Marker::Contained { .. })) {
+            failures.push(format!("a partition was contained: `{line}`"));
+        }
+    }
+    let restarted = format!("restarted: partition={partition} restarts=");
+    let counts: Vec<u64> = hypervisor
+        .iter()
+        .filter_map(|line| {
+            let rest = &line[line.find(&restarted)? + restarted.len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    if counts != (1..=limit).collect::<Vec<_>>() {
+        failures.push(format!(
+            "the hypervisor restarted {partition} {} times (restarts={counts:?}), expected 1 \
+             to {limit} in order",
+            counts.len()
+        ));
+    }
+    let boots = limit + 1;
+    let lines: Vec<&str> = transcript.lines_of(partition).map(str::trim_end).collect();
+    let guest_count =
+        |wanted: &dyn Fn(&str) -> bool| lines.iter().filter(|line| wanted(line)).count() as u64;
+    for (what, count) in [
+        ("`hello from core …`", guest_count(&is_greeting)),
+        (
+            "`second core started`",
+            guest_count(&|line| line == "second core started"),
+        ),
+        ("`resetting`", guest_count(&|line| line == "resetting")),
+    ] {
+        if count != boots {
+            failures.push(format!(
+                "partition {partition} printed {what} {count} times, expected {boots} (one per boot)"
+            ));
+        }
+    }
+    if let Some(line) = lines
+        .iter()
+        .find(|line| line.starts_with("start-core:") || line.starts_with("reset request"))
+    {
+        failures.push(format!("partition {partition} printed `{line}`"));
+    }
+    let started = format!("{STARTED}{partition} core={second_core} ");
+    let starts = hypervisor
+        .iter()
+        .filter(|line| line.contains(&started))
+        .count() as u64;
+    if starts != boots {
+        failures.push(format!(
+            "the hypervisor reported `{}` {starts} times, expected {boots} (the core's start at \
+             the SIPI vector on every boot)",
+            started.trim_end()
+        ));
+    }
+    let stops: Vec<&str> = hypervisor
+        .iter()
+        .copied()
+        .filter(|line| matches!(crate::markers::parse(line), Some(Marker::Stopped { partition: name, .. }) if name == partition))
+        .collect();
+    match stops.as_slice() {
+        [line]
+            if line.contains(&format!("{STOPPED}{partition} status=0 "))
+                && line.contains("reason=reset-request") => {}
+        [] => failures.push(format!("the hypervisor never stopped {partition}")),
+        _ => failures.push(format!(
+            "{partition} should stop once, with status 0 and reason=reset-request, after its \
+             last restart; the hypervisor says: {}",
+            stops
+                .iter()
+                .map(|line| format!("`{line}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+    let counters = crate::irq_test::exit_counters(transcript, partition).unwrap_or_default();
+    // The hypervisor rate-limits the console lines a partition causes; lines it dropped
+    // would make every count above short.
+    if let Some(suppressed) = crate::irq_test::counter(&counters, "suppressed-log-lines")
+        .filter(|&suppressed| suppressed != 0)
+    {
+        failures.push(format!(
+            "the hypervisor suppressed {suppressed} console lines of {partition} (rate limit): \
+             the counts above miss them"
+        ));
+    }
+    match crate::irq_test::counter(&counters, "restarts") {
+        Some(count) if count == limit => {}
+        Some(count) => failures.push(format!(
+            "partition {partition}: restarts={count} in the hypervisor's counters, expected {limit}"
+        )),
+        None => failures.push(format!(
+            "no `restarts=` in the exit counters of {partition} (`{EXITS_PREFIX}{partition}`)"
+        )),
+    }
+    if !transcript
+        .markers()
+        .any(|marker| matches!(marker, Marker::PowerOff { .. }))
+    {
+        failures.push("no power-off marker on the hypervisor console".into());
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// The system tests that give QEMU/SVM and Bochs/VMX the same list (issue: Intel parity),
+/// in the order they run: the textbook long-mode switch on both, partition restarts (with a
+/// second core started again on every boot) on both, the demo through GRUB's
+/// `multiboot2` on Bochs (QEMU has demo-qemu-grub2), and the refusals on QEMU CPUs that
+/// lack SVM, nested paging or x2APIC (Bochs has its refusing models).
+pub fn parity_tests() -> Vec<SystemTest> {
+    let mut tests: Vec<SystemTest> = vec![
+        (
+            "longmode-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                long_mode(systems, &emulator, LONG_MODE_QEMU_SECONDS)
+            }),
+        ),
+        (
+            "longmode-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                long_mode(systems, &emulator, LONG_MODE_BOCHS_SECONDS)
+            }),
+        ),
+        (
+            "restart-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                restarts(systems, &emulator, RESTART_QEMU_SECONDS)
+            }),
+        ),
+        (
+            "restart-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                restarts(systems, &emulator, RESTART_BOCHS_SECONDS)
+            }),
+        ),
+        ("demo-bochs-grub2".into(), Box::new(demo_bochs_multiboot2)),
+    ];
+    for (name, cpu, missing) in QEMU_REFUSING_CPUS {
+        tests.push((
+            format!("refusal-qemu-{name}"),
+            Box::new(move |systems: &SystemTests| qemu_refusal(systems, name, cpu, missing)),
+        ));
+    }
+    tests
+}
+
+/// Why `emulator` cannot run, if it cannot.
+fn missing_emulator(systems: &SystemTests, emulator: &Emulator) -> Result<(), Vec<String>> {
+    let missing = match emulator {
+        Emulator::Qemu { .. } => &systems.qemu_missing,
+        Emulator::Bochs { .. } => &systems.bochs_missing,
+    };
+    match missing {
+        Some(missing) => Err(vec![missing.clone()]),
+        None => Ok(()),
+    }
+}
+
+/// Boots `medium` for `table` in `emulator` within `seconds`.
+fn boot_within(
+    systems: &SystemTests,
+    table: &TableInfo,
+    emulator: &Emulator,
+    medium: &BootMedium,
+    seconds: u64,
+) -> Result<Transcript, Vec<String>> {
+    missing_emulator(systems, emulator)?;
+    let settings = RunSettings {
+        seconds,
+        seconds_explicit: false,
+        deterministic: false,
+    };
+    let transcript = run::boot(
+        &image::target_directory(&systems.root),
+        table,
+        emulator,
+        medium,
+        settings,
+    )
+    .map_err(|error| vec![format!("{error:#}")])?;
+    if transcript.emulator_exit == EmulatorExit::Interrupted {
+        return Err(vec!["interrupted".into()]);
+    }
+    Ok(transcript)
+}
+
+/// Builds `table` (relative to the workspace root) and boots it in `emulator` within
+/// `seconds`.
+fn build_and_boot(
+    systems: &SystemTests,
+    table: &str,
+    emulator: &Emulator,
+    seconds: u64,
+) -> Result<Transcript, Vec<String>> {
+    missing_emulator(systems, emulator)?;
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let table = table::load(&systems.root.join(table)).map_err(failed)?;
+    let medium = run::prepare(&systems.root, &table, emulator).map_err(failed)?;
+    boot_within(systems, &table, emulator, &medium, seconds)
+}
+
+/// The long-mode table in `emulator`, checked.
+fn long_mode(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcome {
+    let transcript = build_and_boot(systems, LONG_MODE_TABLE, emulator, seconds)?;
+    check_long_mode(&transcript, LONG_MODE_PARTITION, &LONG_MODE_CORES)
+}
+
+/// The restart table in `emulator`, checked.
+fn restarts(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcome {
+    let transcript = build_and_boot(systems, RESTART_TABLE, emulator, seconds)?;
+    check_restarts(
+        &transcript,
+        RESTART_PARTITION,
+        RESTART_SECOND_CORE,
+        RESTART_LIMIT,
+    )
+}
+
+/// The demo table, with `suffix` added to its stem: the run gets its own directory
+/// (`target/tessera/run/demo-<suffix>…`) beside the other demo runs'.
+fn built_demo(systems: &SystemTests, suffix: &str) -> Result<TableInfo, Vec<String>> {
+    let (table, ..) = systems
+        .built
+        .as_ref()
+        .map_err(|error| vec![error.clone()])?;
+    Ok(TableInfo {
+        stem: format!("{}-{suffix}", table.stem),
+        ..table.clone()
+    })
+}
+
+/// The demo on Bochs' default model booted by GRUB's `multiboot2` (the ISO demo-qemu-grub2
+/// boots): it runs correctly, and the hypervisor took its boot information from Multiboot2.
+fn demo_bochs_multiboot2(systems: &SystemTests) -> Outcome {
+    let emulator = Emulator::Bochs {
+        cpu: bochs::DEFAULT_CPU.into(),
+    };
+    missing_emulator(systems, &emulator)?;
+    let table = built_demo(systems, "multiboot2")?;
+    let (.., multiboot2_iso) = systems
+        .built
+        .as_ref()
+        .map_err(|error| vec![error.clone()])?;
+    let medium = BootMedium::Cdrom(multiboot2_iso.clone());
+    let transcript = boot_within(
+        systems,
+        &table,
+        &emulator,
+        &medium,
+        crate::BOCHS_TEST_SECONDS,
+    )?;
+    let mut failures = check_demo_transcript(&transcript, &table, Backend::Vmx)
+        .err()
+        .unwrap_or_default();
+    if !transcript
+        .lines_of(HYPERVISOR)
+        .any(|line| line.starts_with(BOOTED_BY_MULTIBOOT2))
+    {
+        failures.push(format!(
+            "no `{BOOTED_BY_MULTIBOOT2}, …` line: the hypervisor was not booted by Multiboot2"
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// The demo image on QEMU with `-cpu <cpu>` ends in a clean refusal naming `missing`.
+fn qemu_refusal(systems: &SystemTests, name: &str, cpu: &str, missing: &str) -> Outcome {
+    let emulator = Emulator::Qemu {
+        boot: BootMethod::Kernel,
+        cpu: Some(cpu.into()),
+    };
+    missing_emulator(systems, &emulator)?;
+    let table = built_demo(systems, &format!("refuses-{name}"))?;
+    let (_, image, ..) = systems
+        .built
+        .as_ref()
+        .map_err(|error| vec![error.clone()])?;
+    let medium = BootMedium::Kernel(image.clone());
+    let transcript = boot_within(
+        systems,
+        &table,
+        &emulator,
+        &medium,
+        crate::REFUSAL_TEST_SECONDS,
+    )?;
+    check_refusal(&transcript, missing)
 }
 
 /// `hello from core N`, also as the guest words it without a partition name
@@ -527,6 +1119,396 @@ mod tests {
         lines.push(("control", "power-off: requested by control"));
         assert!(failures(&lines, EmulatorExit::Exited(0))
             .contains(&"no power-off marker on the hypervisor console".to_string()));
+    }
+
+    /// A correct longmode run as QEMU printed it (partitions/longmode.toml).
+    fn long_mode_lines() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (HYPERVISOR, "Tessera 0.1.0 backend=svm table=longmode.toml"),
+            (
+                HYPERVISOR,
+                "started: partition=longmode core=0 entry=0x100000 tsc=1 (first guest instruction)",
+            ),
+            ("longmode", "partition longmode: hello from core 0"),
+            (
+                "longmode",
+                "long-mode: core 0 left: cr0=0x11 efer=0x1100 lma=0",
+            ),
+            (
+                "longmode",
+                "long-mode: core 0 entered: cr0=0x80050033 cr4=0x20 efer=0x1500 lma=1 64-bit=ok",
+            ),
+            (
+                "longmode",
+                "long-mode: core 0 left: cr0=0x50033 efer=0x1100 lma=0",
+            ),
+            (
+                "longmode",
+                "long-mode: core 0 re-entered: cr0=0x80050033 cr4=0x20 efer=0x1500 lma=1 64-bit=ok",
+            ),
+            ("longmode", "long-mode: core 0 ok"),
+            (
+                "longmode",
+                "long-mode: core 1 entered: cr0=0x80050033 cr4=0x20 efer=0x1500 lma=1 64-bit=ok",
+            ),
+            (
+                "longmode",
+                "long-mode: core 1 left: cr0=0x50033 efer=0x1100 lma=0",
+            ),
+            (
+                "longmode",
+                "long-mode: core 1 re-entered: cr0=0x80050033 cr4=0x20 efer=0x1500 lma=1 64-bit=ok",
+            ),
+            ("longmode", "long-mode: core 1 ok"),
+            ("longmode", "long-mode: every core ok"),
+            ("longmode", "powering off"),
+            (
+                HYPERVISOR,
+                "started: partition=longmode core=1 entry=0x8000 tsc=2",
+            ),
+            (HYPERVISOR, "power-off: requested by longmode"),
+            (
+                HYPERVISOR,
+                "exits: partition=longmode state=Running cpuid=13 total=28",
+            ),
+            (HYPERVISOR, "Tessera: power off"),
+        ]
+    }
+
+    fn long_mode(lines: &[(&str, &str)], exit: EmulatorExit) -> Result<(), Vec<String>> {
+        check_long_mode(
+            &transcript(lines, exit),
+            LONG_MODE_PARTITION,
+            &LONG_MODE_CORES,
+        )
+    }
+
+    #[test]
+    fn a_correct_long_mode_run_passes() {
+        assert_eq!(
+            long_mode(&long_mode_lines(), EmulatorExit::Exited(0)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_refused_vm_entry_at_the_textbook_switch_fails() {
+        // What Bochs/VMX printed before the hypervisor set EFER.LMA and the IA-32e-mode
+        // entry control on the CR0 exit: the boot core is contained at the far jump.
+        // The banner, core 0's start and its greeting, then the containment.
+        let mut lines = long_mode_lines()[..3].to_vec();
+        lines.push((
+            HYPERVISOR,
+            "contained: partition=longmode core=0 reason=invalid-state address=0x0 \
+             access=VM entry refused rip=0x100185; halted",
+        ));
+        let failures = long_mode(&lines, EmulatorExit::TimedOut { seconds: 90 }).unwrap_err();
+        assert_eq!(
+            failures.first().map(String::as_str),
+            Some(
+                "partition longmode was contained: `contained: partition=longmode core=0 \
+                 reason=invalid-state address=0x0 access=VM entry refused rip=0x100185; halted`"
+            )
+        );
+        for wanted in [
+            "core 0 did not print `long-mode: core 0 entered: …`",
+            "core 1 did not print `long-mode: core 1 ok`",
+            "the hypervisor did not report `started: partition=longmode core=1` (the core's \
+             start at the SIPI vector)",
+            "no power-off requested by longmode",
+            "timed out after 90 s, expected a clean power-off",
+        ] {
+            assert!(
+                failures.iter().any(|failure| failure == wanted),
+                "{failures:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_long_mode_registers_are_checked_not_only_the_verdict() {
+        // LMA stays clear after the switch (the hypervisor left the guest in legacy PAE
+        // paging), yet the guest's own verdict says ok: the values decide.
+        let mut lines = long_mode_lines();
+        lines[10].1 =
+            "long-mode: core 1 re-entered: cr0=0x80050033 cr4=0x20 efer=0x1100 lma=0 64-bit=ok";
+        assert_eq!(
+            long_mode(&lines, EmulatorExit::Exited(0)),
+            Err(vec![
+                "core 1 re-entered: efer=0x1100 has LMA clear: IA-32e mode is not active"
+                    .to_string()
+            ])
+        );
+        // The write did not set NE and WP; LMA still set after PG was cleared.
+        let mut lines = long_mode_lines();
+        lines[4].1 =
+            "long-mode: core 0 entered: cr0=0x80040013 cr4=0x20 efer=0x500 lma=1 64-bit=ok";
+        lines[5].1 = "long-mode: core 0 left: cr0=0x80050033 efer=0x500 lma=1";
+        assert_eq!(
+            long_mode(&lines, EmulatorExit::Exited(0)),
+            Err(vec![
+                "core 0 entered: cr0=0x80040013 lacks WP, NE (the textbook write sets them all)"
+                    .to_string(),
+                "core 0 left: cr0=0x80050033 still has PG set".to_string(),
+                "core 0 left: efer=0x500 still has LMA set after CR0.PG was cleared".to_string(),
+            ])
+        );
+        // The guest's failure line, the 64-bit probe and an unreadable value.
+        let mut lines = long_mode_lines();
+        lines[6].1 =
+            "long-mode: core 0 re-entered: cr0=0x80050033 cr4=0x20 efer=0x1500 lma=1 64-bit=FAILED";
+        lines[7].1 =
+            "long-mode: core 0 FAILED: the 64-bit MOV of an immediate into R8 read back wrong";
+        lines[9].1 = "long-mode: core 1 left: cr0=zero efer=0x1100 lma=0";
+        assert_eq!(
+            long_mode(&lines, EmulatorExit::Exited(0)),
+            Err(vec![
+                "core 0 re-entered: the 64-bit-only instruction did not run as such (no \
+                 `64-bit=ok`)"
+                    .to_string(),
+                "core 0 FAILED: the guest says FAILED: the 64-bit MOV of an immediate into R8 \
+                 read back wrong"
+                    .to_string(),
+                "core 0 did not print `long-mode: core 0 ok`".to_string(),
+                "core 1 left: cr0=zero is no hexadecimal number".to_string(),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_long_mode_steps_must_come_in_order() {
+        // Core 1 re-entered before it left: the `left` after it does not count.
+        let mut lines = long_mode_lines();
+        lines.swap(9, 10);
+        assert_eq!(
+            long_mode(&lines, EmulatorExit::Exited(0)),
+            Err(vec![
+                "core 1 did not print `long-mode: core 1 re-entered: …` after `left`".to_string()
+            ])
+        );
+        // A guest cannot claim its second core's start: the line must be the hypervisor's.
+        let mut lines: Vec<_> = long_mode_lines()
+            .into_iter()
+            .filter(|(_, text)| !text.starts_with("started: partition=longmode core=1"))
+            .collect();
+        lines.push((
+            "longmode",
+            "started: partition=longmode core=1 entry=0x8000",
+        ));
+        assert_eq!(
+            long_mode(&lines, EmulatorExit::Exited(0))
+                .unwrap_err()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_long_mode_constants_match_the_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join(LONG_MODE_TABLE)).unwrap();
+        let table =
+            crate::table::load(&root.join(LONG_MODE_TABLE).canonicalize().unwrap()).unwrap();
+        assert_eq!(table.cpu_count, LONG_MODE_CORES.len());
+        assert_eq!(table.partitions.len(), 1);
+        assert_eq!(table.partitions[0].name, LONG_MODE_PARTITION);
+        for word in [
+            format!("name={LONG_MODE_PARTITION} "),
+            format!("long-mode={} ", LONG_MODE_CORES[1]),
+            " power-off\"".to_string(),
+        ] {
+            assert!(text.contains(&word), "{LONG_MODE_TABLE} has no `{word}`");
+        }
+    }
+
+    /// A correct run of the restart table with `limit` restarts, as QEMU printed it.
+    fn restart_lines(limit: u64) -> Vec<(&'static str, String)> {
+        let mut lines = vec![(
+            HYPERVISOR,
+            "Tessera 0.1.0 backend=svm table=restart.toml".to_string(),
+        )];
+        for boot in 0..=limit {
+            lines.extend([
+                (
+                    HYPERVISOR,
+                    "started: partition=restarter core=0 entry=0x100000 tsc=1".to_string(),
+                ),
+                (
+                    "restarter",
+                    "partition restarter: hello from core 0".to_string(),
+                ),
+                ("restarter", "core 1 up".to_string()),
+                (
+                    HYPERVISOR,
+                    "started: partition=restarter core=1 entry=0x8000 tsc=2".to_string(),
+                ),
+                ("restarter", "second core started".to_string()),
+                ("restarter", "resetting".to_string()),
+            ]);
+            if boot < limit {
+                lines.extend([
+                    (
+                        HYPERVISOR,
+                        "restarting: partition=restarter reason=reset-request core=0".to_string(),
+                    ),
+                    (
+                        HYPERVISOR,
+                        format!(
+                            "restarted: partition=restarter restarts={} core=0",
+                            boot + 1
+                        ),
+                    ),
+                ]);
+            }
+        }
+        lines.extend([
+            (
+                HYPERVISOR,
+                "stopped: partition=restarter status=0 reason=reset-request core=0".to_string(),
+            ),
+            ("control", "all other partitions stopped".to_string()),
+            (HYPERVISOR, "power-off: requested by control".to_string()),
+            (
+                HYPERVISOR,
+                format!(
+                    "exits: partition=restarter state=Stopped cpuid=36 io={} total=65 \
+                     unassigned-port-accesses=0 dropped-ipis=0 refused-ioapic-writes=0 \
+                     restarts={limit} suppressed-log-lines=0",
+                    limit + 1
+                ),
+            ),
+            (HYPERVISOR, "Tessera: power off".to_string()),
+        ]);
+        lines
+    }
+
+    fn restarts(lines: &[(&str, String)], limit: u64) -> Result<(), Vec<String>> {
+        let borrowed: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|(source, text)| (*source, text.as_str()))
+            .collect();
+        check_restarts(
+            &transcript(&borrowed, EmulatorExit::Exited(0)),
+            RESTART_PARTITION,
+            RESTART_SECOND_CORE,
+            limit,
+        )
+    }
+
+    #[test]
+    fn a_correct_restart_run_passes() {
+        assert_eq!(restarts(&restart_lines(2), 2), Ok(()));
+        assert_eq!(
+            restarts(&restart_lines(RESTART_LIMIT), RESTART_LIMIT),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_second_core_that_never_returns_after_a_restart_fails() {
+        // What Bochs/VMX printed: the third boot's core 1 never came (its NMI signals stayed
+        // blocked after the NMI exit of the second restart), so the guest stopped itself.
+        let mut lines: Vec<(&str, String)> = restart_lines(2)
+            .into_iter()
+            .take_while(|(_, text)| {
+                text != "stopped: partition=restarter status=0 reason=reset-request core=0"
+            })
+            .collect();
+        let third_boot = lines
+            .iter()
+            .rposition(|(_, text)| text.starts_with("partition restarter: hello"))
+            .unwrap();
+        lines.truncate(third_boot + 1);
+        lines.extend([
+            (
+                "restarter",
+                "start-core: core 1 did not start: TimedOut".to_string(),
+            ),
+            (
+                HYPERVISOR,
+                "stopped: partition=restarter status=7 reason=stop-self core=0".to_string(),
+            ),
+            (HYPERVISOR, "power-off: requested by control".to_string()),
+            (
+                HYPERVISOR,
+                "exits: partition=restarter state=Stopped nmi=2 total=65 restarts=2".to_string(),
+            ),
+        ]);
+        assert_eq!(
+            restarts(&lines, 2),
+            Err(vec![
+                "partition restarter printed `second core started` 2 times, expected 3 (one per \
+                 boot)"
+                    .to_string(),
+                "partition restarter printed `resetting` 2 times, expected 3 (one per boot)"
+                    .to_string(),
+                "partition restarter printed `start-core: core 1 did not start: TimedOut`"
+                    .to_string(),
+                "the hypervisor reported `started: partition=restarter core=1` 2 times, expected \
+                 3 (the core's start at the SIPI vector on every boot)"
+                    .to_string(),
+                "restarter should stop once, with status 0 and reason=reset-request, after its \
+                 last restart; the hypervisor says: `stopped: partition=restarter status=7 \
+                 reason=stop-self core=0`"
+                    .to_string(),
+            ])
+        );
+    }
+
+    #[test]
+    fn restarts_must_count_up_to_the_limit() {
+        // One restart too few: the limit was not reached, or the partition stopped early.
+        let lines: Vec<_> = restart_lines(2)
+            .into_iter()
+            .filter(|(_, text)| !text.starts_with("restarted: partition=restarter restarts=2"))
+            .collect();
+        assert_eq!(
+            restarts(&lines, 2),
+            Err(vec![
+                "the hypervisor restarted restarter 1 times (restarts=[1]), expected 1 to 2 in \
+                 order"
+                    .to_string()
+            ])
+        );
+        let mut lines = restart_lines(2);
+        let counters = lines
+            .iter()
+            .position(|(_, text)| text.starts_with("exits: partition=restarter"))
+            .unwrap();
+        lines[counters].1 = "exits: partition=restarter state=Stopped total=65 restarts=3".into();
+        lines.push((
+            HYPERVISOR,
+            "contained: partition=restarter core=1 reason=triple-fault address=0x0".into(),
+        ));
+        assert_eq!(
+            restarts(&lines, 2),
+            Err(vec![
+                "a partition was contained: `contained: partition=restarter core=1 \
+                 reason=triple-fault address=0x0`"
+                    .to_string(),
+                "partition restarter: restarts=3 in the hypervisor's counters, expected 2"
+                    .to_string(),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_restart_constants_match_the_table_and_the_hypervisor() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join(RESTART_TABLE)).unwrap();
+        for word in [
+            format!("name={RESTART_PARTITION} "),
+            format!("start-core={RESTART_SECOND_CORE} reset\""),
+            "on-fault = \"restart\"".to_string(),
+        ] {
+            assert!(text.contains(&word), "{RESTART_TABLE} has no `{word}`");
+        }
+        let partition =
+            std::fs::read_to_string(root.join("hypervisor/src/runtime/partition.rs")).unwrap();
+        assert!(
+            partition.contains(&format!("RESTART_LIMIT: u32 = {RESTART_LIMIT};")),
+            "hypervisor/src/runtime/partition.rs no longer sets RESTART_LIMIT to {RESTART_LIMIT}"
+        );
     }
 
     #[test]

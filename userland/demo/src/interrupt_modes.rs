@@ -31,7 +31,7 @@ const CORE_LOOP_ITERATIONS: u64 = 100_000;
 const NMI_TIMEOUT_MICROSECONDS: u64 = 5_000_000;
 
 /// Enables this core's x2APIC or stops the partition with `status`.
-fn apic_or_stop(mode: &str, status: u64) -> X2Apic {
+pub(crate) fn apic_or_stop(mode: &str, status: u64) -> X2Apic {
     match x2apic::enable() {
         Ok(apic) => apic,
         Err(error) => {
@@ -42,7 +42,7 @@ fn apic_or_stop(mode: &str, status: u64) -> X2Apic {
 }
 
 /// Reads a number word or stops the partition with `status`.
-fn number_or_stop(mode: &str, text: &str, status: u64) -> u64 {
+pub(crate) fn number_or_stop(mode: &str, text: &str, status: u64) -> u64 {
     parse_number(text).unwrap_or_else(|| {
         println!("{mode}: cannot read the number {text:?}");
         hypercall::stop_self(status)
@@ -60,7 +60,7 @@ static NMI_RECEIVED_ON: AtomicU32 = AtomicU32::new(0);
 static NMI_REPORTED: AtomicBool = AtomicBool::new(false);
 
 /// Microseconds as TSC ticks.
-fn tsc_ticks(microseconds: u64) -> u64 {
+pub(crate) fn tsc_ticks(microseconds: u64) -> u64 {
     time::tsc_hz().saturating_mul(microseconds) / 1_000_000
 }
 

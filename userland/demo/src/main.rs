@@ -24,6 +24,14 @@
 //!   delivery mode NMI, physical destination); the started core prints `core <id>
 //!   received NMI`, and this core, having waited for that, `nmi-ipi: delivered` (or
 //!   `nmi-ipi: NOT delivered …`, status 10);
+//! * `long-mode=<apic id>`: the textbook switch into long mode (32-bit protected mode,
+//!   paging off → CR4.PAE, CR3, EFER.LME, one MOV to CR0 setting PG with NE, WP, AM, MP,
+//!   ET) on this core after leaving long mode, and on core `<apic id>` of the partition
+//!   started by INIT-SIPI-SIPI, whose trampoline makes that same CR0 write; then on each
+//!   core leave long mode and enter it again. Prints `long-mode: core <n> entered: cr0=…
+//!   cr4=… efer=… lma=1 64-bit=ok`, `… left: cr0=… efer=… lma=0`, `… re-entered: …` and
+//!   `long-mode: core <n> ok` per core, then `long-mode: every core ok` (status 11 on
+//!   failure; see `long_mode.rs`);
 //! * `attack-ipi=<apic id>`: send a fixed IPI (vector 0xee), an NMI and an INIT to a core
 //!   of another partition, then print `attack-ipi: sent` (the hypervisor must drop them;
 //!   the victim treats vector 0xee or an NMI as unexpected and would stop with status 6);
@@ -47,6 +55,9 @@
 //!   per ring is the goal) (status 9 on failure);
 //! * `pong=<channel>`: answer pings until the pinger says it is finished; print
 //!   `pong: answered <n>` (status 9 on failure);
+//! * `reset`: print `resetting`, then ask the chipset for a reset (OUT 0x06 to port 0xCF9);
+//!   Tessera restarts the partition (`on-fault = "restart"`, up to its restart limit) or
+//!   stops it (status 12 if the write returns);
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
 //!   (status 3 on time-out);
 //! * `power-off`: power the machine off (status 4 if that fails);
@@ -58,6 +69,7 @@
 
 mod channel;
 mod interrupt_modes;
+mod long_mode;
 
 use tessera_abi::hypercall::PartitionState;
 use tessera_guest::memory::{for_each_piece_outside, MemoryRange};
@@ -76,6 +88,8 @@ const EXIT_CORE_START_FAILED: u64 = 7;
 const EXIT_TIMER_FAILED: u64 = 8;
 const EXIT_CHANNEL_FAILED: u64 = 9;
 const EXIT_NMI_NOT_DELIVERED: u64 = 10;
+const EXIT_LONG_MODE_FAILED: u64 = 11;
+const EXIT_RESET_RETURNED: u64 = 12;
 
 /// How long to wait for the other partitions, in TSC ticks (about 7 s at 3 GHz; about
 /// 20 billion guest instructions under the deterministic emulator modes).
@@ -86,6 +100,13 @@ const WAIT_PAUSE_ITERATIONS: u32 = 100_000;
 const WALK_PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 /// At most this many ranges are left out of the memory walk.
 const MAX_WALK_EXCLUSIONS: usize = 16;
+/// The chipset's reset control register and the value that asks for a hard reset: bit 2
+/// starts the reset, bit 1 makes it a system reset rather than a processor-only one (the
+/// PCH's "Reset Control Register", I/O port 0xCF9; ACPI 6.5 §4.8.3.6 lets the FADT name it
+/// as the reset register). Tessera emulates it for every partition and restarts or stops
+/// only the partition that wrote it.
+const RESET_CONTROL_PORT: u16 = 0xcf9;
+const RESET_HARD: u8 = 0x06;
 /// Vector of the IPIs `measure-exits` sends to a core outside the partition (dropped by
 /// the hypervisor; no partition handles it).
 const MEASURE_IPI_VECTOR: u8 = 0xee;
@@ -110,6 +131,9 @@ fn main(info: &BootInfo) {
     if let Some(text) = command_line.value("start-core") {
         interrupt_modes::start_core(info, text, command_line.has_flag("nmi-ipi"));
     }
+    if let Some(text) = command_line.value("long-mode") {
+        long_mode::run(info, text);
+    }
     if let Some(text) = command_line.value("attack-ipi") {
         interrupt_modes::attack_ipi(text);
     }
@@ -124,6 +148,9 @@ fn main(info: &BootInfo) {
     }
     if let Some(text) = command_line.value("pong") {
         channel::pong(text);
+    }
+    if command_line.has_flag("reset") {
+        request_reset();
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
@@ -286,6 +313,21 @@ fn probe_outside(text: &str) {
     }
     println!("probe returned {value:#x}: isolation broken!");
     hypercall::stop_self(EXIT_ISOLATION_BROKEN);
+}
+
+/// Asks for a reset of the machine, which under Tessera is a reset of this partition.
+fn request_reset() -> ! {
+    println!("resetting");
+    tessera_guest::console::flush();
+    // SAFETY: an OUT to the reset control register touches no memory of this program;
+    // under Tessera it ends this run of the partition, on a machine it resets the machine,
+    // which is what the command line asked for.
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") RESET_CONTROL_PORT, in("al") RESET_HARD,
+            options(nomem, nostack, preserves_flags));
+    }
+    println!("reset request returned");
+    hypercall::stop_self(EXIT_RESET_RETURNED)
 }
 
 /// Waits until all partitions but this one are in a final state (Stopped or Faulted).

@@ -6,12 +6,19 @@
 //! guest-physical [`TRAMPOLINE_ADDRESS`] (after checking that the memory map calls it
 //! RAM and that neither the image nor the loader's data lie there), fills in its
 //! parameter block (CR3 = the runtime's identity map, a stack of its own, the 64-bit
-//! entry) and sends INIT (level assert), waits 10 ms, sends StartUp, waits 200 µs and
-//! sends the second StartUp unless the core has already arrived. The trampoline goes
-//! 16-bit real mode → 32-bit protected mode (its own GDT) → 64-bit long mode (PAE,
-//! EFER.LME, paging) and calls the runtime's entry, which loads the runtime's GDT and
-//! IDT, enables the core's x2APIC and calls the guest's `ap_main(apic_id)`. When that
-//! returns, the core halts with interrupts masked.
+//! entry, how to enable paging) and sends INIT (level assert), waits 10 ms, sends StartUp,
+//! waits 200 µs and sends the second StartUp unless the core has already arrived. The
+//! trampoline goes 16-bit real mode → 32-bit protected mode (its own GDT) → 64-bit long
+//! mode (PAE, EFER.LME, paging: Intel SDM Vol. 3A 9.8.5 "Initializing IA-32e Mode") and
+//! calls the runtime's entry, which loads the runtime's GDT and IDT, enables the core's
+//! x2APIC and calls the guest's `ap_main(apic_id)`. When that returns, the core halts with
+//! interrupts masked.
+//!
+//! The MOV to CR0 that enables paging either only adds CR0.PG to what the core has
+//! ([`PagingSwitch::SetPagingBit`], the runtime's default) or loads a whole value, as
+//! Linux's real-mode trampoline loads `CR0_STATE` (PG together with PE, MP, ET, NE, WP and AM
+//! in one write: [`PagingSwitch::Load`]). A hypervisor that shadows some CR0 bits (VMX
+//! owns CR0.NE) sees only the second kind as a CR0 exit, so both must work.
 //!
 //! Under Tessera the ICR writes go to the hypervisor, which emulates INIT and StartUp
 //! for the partition's own cores only.
@@ -48,6 +55,36 @@ const ARRIVAL_TIMEOUT_MICROSECONDS: u64 = 1_000_000;
 const PARAMETER_PAGE_TABLE: usize = 0;
 const PARAMETER_STACK_TOP: usize = 8;
 const PARAMETER_ENTRY: usize = 16;
+/// The CR0 value the trampoline loads to enable paging, or 0: set CR0.PG only.
+const PARAMETER_CR0: usize = 24;
+
+/// CR0.PE (protection enable) and CR0.PG (paging), which every value the trampoline loads
+/// must keep: it runs in protected mode and jumps into 64-bit code straight after.
+const CR0_PE: u32 = 1 << 0;
+const CR0_PG: u32 = 1 << 31;
+
+/// How a started core's trampoline enables paging, the last step of entering IA-32e mode
+/// (Intel SDM Vol. 3A 9.8.5 step 5; AMD APM Vol. 2 14.6.1): one MOV to CR0 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagingSwitch {
+    /// Add CR0.PG to what the core has: PE from the trampoline, CD | NW | ET from INIT
+    /// (Intel SDM Vol. 3A 9.1.1, table 9-1).
+    SetPagingBit,
+    /// Load this value; it must contain PE and PG. Linux's trampoline loads `CR0_STATE`
+    /// (PG | AM | WP | NE | ET | MP | PE) this way, turning paging on and the other bits
+    /// with it.
+    Load(u32),
+}
+
+impl PagingSwitch {
+    /// The parameter block's word: 0 for [`PagingSwitch::SetPagingBit`].
+    fn parameter(self) -> u64 {
+        match self {
+            PagingSwitch::SetPagingBit => 0,
+            PagingSwitch::Load(value) => u64::from(value),
+        }
+    }
+}
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
@@ -86,17 +123,22 @@ tessera_trampoline32:
     mov eax, cr4
     or eax, 0x20
     mov cr4, eax
-    /* mov eax, imm32 (B8 id): the parameter block's address */
+    /* mov eax, imm32 (B8 id): the parameter block's address, kept in ESI */
     .byte 0xb8
     .long {base} + (tessera_trampoline_parameters - tessera_trampoline_start)
-    mov eax, dword ptr [eax + {page_table}]
+    mov esi, eax
+    mov eax, dword ptr [esi + {page_table}]
     mov cr3, eax
     mov ecx, 0xc0000080
     rdmsr
     or eax, 0x100
     wrmsr
+    /* One MOV to CR0: CR0 | PG, or the parameter block's whole value if it is not 0. */
     mov eax, cr0
     or eax, 0x80000000
+    mov edx, dword ptr [esi + {cr0}]
+    test edx, edx
+    cmovnz eax, edx
     mov cr0, eax
     /* jmp far 0x08:trampoline64 (EA ptr16:32) */
     .byte 0xea
@@ -138,6 +180,7 @@ tessera_trampoline_parameters:
     .quad 0                         /* page table (CR3) */
     .quad 0                         /* stack top */
     .quad 0                         /* 64-bit entry */
+    .quad 0                         /* CR0 to load, or 0: set PG only */
 tessera_trampoline_end:
     .popsection
     "#,
@@ -145,6 +188,7 @@ tessera_trampoline_end:
     page_table = const PARAMETER_PAGE_TABLE,
     stack_top = const PARAMETER_STACK_TOP,
     entry = const PARAMETER_ENTRY,
+    cr0 = const PARAMETER_CR0,
 );
 
 #[cfg(target_os = "none")]
@@ -208,6 +252,27 @@ pub fn trampoline_available(info: &BootInfo) -> bool {
 /// `ap_main(apic_id)` on it. Returns once the core runs the runtime's code.
 #[cfg(target_os = "none")]
 pub fn start_core(info: &BootInfo, apic_id: u32, ap_main: fn(u32)) -> Result<(), StartCoreError> {
+    start_core_with(info, apic_id, ap_main, PagingSwitch::SetPagingBit)
+}
+
+/// [`start_core`], with the trampoline enabling paging as `paging` says.
+///
+/// # Panics
+///
+/// If `paging` loads a CR0 value without PE or PG: the trampoline could not go on.
+#[cfg(target_os = "none")]
+pub fn start_core_with(
+    info: &BootInfo,
+    apic_id: u32,
+    ap_main: fn(u32),
+    paging: PagingSwitch,
+) -> Result<(), StartCoreError> {
+    if let PagingSwitch::Load(value) = paging {
+        assert!(
+            value & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG,
+            "the trampoline's CR0 value {value:#x} lacks PE or PG"
+        );
+    }
     let apic = x2apic::get().ok_or(StartCoreError::NoX2Apic)?;
     if !trampoline_available(info) {
         return Err(StartCoreError::TrampolineUnavailable);
@@ -218,7 +283,7 @@ pub fn start_core(info: &BootInfo, apic_id: u32, ap_main: fn(u32)) -> Result<(),
     {
         core::hint::spin_loop();
     }
-    let result = start_with_trampoline(apic, apic_id, ap_main);
+    let result = start_with_trampoline(apic, apic_id, ap_main, paging);
     STARTING.store(false, Ordering::Release);
     result
 }
@@ -228,6 +293,7 @@ fn start_with_trampoline(
     apic: x2apic::X2Apic,
     apic_id: u32,
     ap_main: fn(u32),
+    paging: PagingSwitch,
 ) -> Result<(), StartCoreError> {
     let stack_index = NEXT_STACK.fetch_add(1, Ordering::Relaxed);
     let Some(stack) = CORE_STACKS.0.get(stack_index) else {
@@ -258,6 +324,7 @@ fn start_with_trampoline(
             block.add(PARAMETER_ENTRY) as *mut u64,
             tessera_core_entry as *const () as u64,
         );
+        core::ptr::write_volatile(block.add(PARAMETER_CR0) as *mut u64, paging.parameter());
     }
     CORE_MAIN.store(ap_main as usize, Ordering::Release);
     let arrived_before = ARRIVED.load(Ordering::Acquire);
