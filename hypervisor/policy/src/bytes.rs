@@ -7,17 +7,17 @@
 /// A fixed-width little-endian integer.
 pub trait LittleEndian: Sized + Copy {
     const WIDTH: usize;
-    fn from_bytes(bytes: &[u8]) -> Self;
+    /// The integer in `bytes`, which must be exactly [`Self::WIDTH`] long.
+    fn from_exact(bytes: &[u8]) -> Option<Self>;
 }
 
 macro_rules! little_endian {
     ($($type:ty),*) => {$(
         impl LittleEndian for $type {
             const WIDTH: usize = core::mem::size_of::<$type>();
-            fn from_bytes(bytes: &[u8]) -> Self {
-                let mut array = [0; core::mem::size_of::<$type>()];
-                array.copy_from_slice(bytes);
-                <$type>::from_le_bytes(array)
+            #[inline]
+            fn from_exact(bytes: &[u8]) -> Option<Self> {
+                Some(<$type>::from_le_bytes(bytes.try_into().ok()?))
             }
         }
     )*};
@@ -25,24 +25,29 @@ macro_rules! little_endian {
 little_endian!(u8, u16, u32, u64);
 
 /// The integer of type `T` at `offset`, or `None` if it does not lie wholly inside `bytes`.
+#[inline]
 pub fn read<T: LittleEndian>(bytes: &[u8], offset: usize) -> Option<T> {
     let end = offset.checked_add(T::WIDTH)?;
-    bytes.get(offset..end).map(T::from_bytes)
+    T::from_exact(bytes.get(offset..end)?)
 }
 
+#[inline]
 pub fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
     read(bytes, offset)
 }
 
+#[inline]
 pub fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
     read(bytes, offset)
 }
 
+#[inline]
 pub fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
     read(bytes, offset)
 }
 
 /// The bytes `[offset, offset + length)`, if they lie inside `bytes`.
+#[inline]
 pub fn slice_at(bytes: &[u8], offset: usize, length: usize) -> Option<&[u8]> {
     bytes.get(offset..offset.checked_add(length)?)
 }

@@ -8,6 +8,7 @@ use crate::virt::{Register, VirtualCpu};
 /// CPUID is 0F A2.
 const INSTRUCTION_LENGTH: u64 = 2;
 
+#[inline]
 pub fn handle(vcpu: &mut impl VirtualCpu) -> Flow {
     let leaf = vcpu.register(Register::Rax) as u32;
     let subleaf = vcpu.register(Register::Rcx) as u32;

@@ -178,6 +178,7 @@ impl ExitReason {
     }
 
     /// The counter slot of `exit`.
+    #[inline]
     pub fn of(exit: &Exit) -> Self {
         match exit {
             Exit::Cpuid => ExitReason::Cpuid,
@@ -204,7 +205,9 @@ impl ExitReason {
     }
 }
 
-/// Handles one exit; shared by both backends.
+/// Handles one exit; shared by both backends. Inlined into each backend's run loop: it is
+/// the dispatch of every exit.
+#[inline(always)]
 pub fn handle_exit(
     vcpu: &mut impl VirtualCpu,
     exit: Exit,

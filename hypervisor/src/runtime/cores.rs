@@ -94,6 +94,9 @@ pub fn start_application_processors(bsp_index: CoreIndex) {
             .filter(move |(index, _)| *index != bsp_index.0)
             .map(|(index, &apic_id)| (CoreIndex(index), ApicId(apic_id)))
     };
+    if others().next().is_none() {
+        return;
+    }
     ap_startup::send_init_to_all(others().map(|(_, apic_id)| apic_id));
     for (index, apic_id) in others() {
         let stack_top = STACKS.take(index.0);

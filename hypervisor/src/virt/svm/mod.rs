@@ -120,22 +120,47 @@ mod exit_code {
     pub const INVALID_LOW: u64 = 0xFFFF_FFFF;
 }
 
-/// One 4 KiB VMCB (or host state-save page), accessed by offset.
+/// One 4 KiB VMCB (or host state-save page), accessed by the byte offsets of the APM's
+/// tables. It is held as 512 little-endian 64-bit words: every 64-bit field is 8-aligned
+/// (APM appendix B), so a field access is one load or store at a constant index, with no
+/// byte copying on the exit path; the narrower fields are bit ranges of their word.
 #[repr(C, align(4096))]
-pub struct Vmcb([u8; 4096]);
+pub struct Vmcb([u64; 512]);
 
 impl Vmcb {
     pub const fn new() -> Self {
-        Self([0; 4096])
+        Self([0; 512])
     }
+    #[inline(always)]
     fn read_u64(&self, offset: usize) -> u64 {
-        tessera_policy::bytes::u64_at(&self.0, offset).expect("VMCB offsets lie inside the page")
+        debug_assert!(offset.is_multiple_of(8));
+        self.0[offset / 8]
     }
+    #[inline(always)]
     fn write_u64(&mut self, offset: usize, value: u64) {
-        self.0[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+        debug_assert!(offset.is_multiple_of(8));
+        self.0[offset / 8] = value;
     }
+    /// The `bits`-wide field at byte `offset` (within one word).
+    #[inline(always)]
+    fn read_field(&self, offset: usize, bits: u32) -> u64 {
+        let shift = (offset % 8) as u32 * 8;
+        (self.0[offset / 8] >> shift) & (u64::MAX >> (64 - bits))
+    }
+    #[inline(always)]
+    fn write_field(&mut self, offset: usize, bits: u32, value: u64) {
+        let shift = (offset % 8) as u32 * 8;
+        let mask = (u64::MAX >> (64 - bits)) << shift;
+        let word = &mut self.0[offset / 8];
+        *word = (*word & !mask) | ((value << shift) & mask);
+    }
+    #[inline(always)]
     fn write_u32(&mut self, offset: usize, value: u32) {
-        self.0[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+        self.write_field(offset, 32, u64::from(value));
+    }
+    #[inline(always)]
+    fn write_u8(&mut self, offset: usize, value: u8) {
+        self.write_field(offset, 8, u64::from(value));
     }
     /// A segment register in the VMCB format: selector, attributes (type, S, DPL, P in bits
     /// 0–7; AVL, L, D/B, G in bits 8–11), limit, base (APM vol. 2 §15.5.1, table B-2).
@@ -147,10 +172,15 @@ impl Vmcb {
         limit: u32,
         base: u64,
     ) {
-        self.0[offset..offset + 2].copy_from_slice(&selector.to_le_bytes());
-        self.0[offset + 2..offset + 4].copy_from_slice(&attributes.to_le_bytes());
-        self.write_u32(offset + 4, limit);
+        self.write_u64(
+            offset,
+            u64::from(selector) | u64::from(attributes) << 16 | u64::from(limit) << 32,
+        );
         self.write_u64(offset + 8, base);
+    }
+    /// A segment register's attribute word (bits 31:16 of its first quadword).
+    fn segment_attributes(&self, offset: usize) -> u16 {
+        self.read_field(offset + 2, 16) as u16
     }
     fn physical_address(&self) -> u64 {
         self as *const Self as u64
@@ -294,7 +324,7 @@ impl SvmVcpu {
         vmcb.write_u64(control::IOPM_BASE, start.permission_maps);
         vmcb.write_u64(control::MSRPM_BASE, start.permission_maps + 12288);
         vmcb.write_u32(control::GUEST_ASID, start.asid);
-        vmcb.0[control::TLB_CONTROL] = 1; // flush this ASID on the first VMRUN
+        vmcb.write_u8(control::TLB_CONTROL, 1); // flush this ASID on the first VMRUN
         vmcb.write_u64(control::NESTED_PAGING, 1);
         vmcb.write_u64(control::NESTED_CR3, start.nested_cr3);
 
@@ -380,7 +410,7 @@ impl VirtualCpu for SvmVcpu {
         // SAFETY: both VMCBs are this core's own page-aligned statics, set up in `new`; the
         // register block is this core's. VMRUN returns here on every exit.
         unsafe { svm_run(&mut self.core.registers, guest, host) };
-        self.core.guest.0[control::TLB_CONTROL] = 0;
+        self.core.guest.write_u8(control::TLB_CONTROL, 0);
         self.core.guest.write_u64(control::EVENT_INJECTION, 0);
         let exit = self.decode_exit();
         if let Exit::Nmi = exit {
@@ -393,23 +423,27 @@ impl VirtualCpu for SvmVcpu {
         exit
     }
 
+    #[inline]
     fn rip(&self) -> u64 {
         self.core.guest.read_u64(state::RIP)
     }
 
+    #[inline]
     fn set_rip(&mut self, rip: u64) {
         self.core.guest.write_u64(state::RIP, rip);
     }
 
+    #[inline]
     fn rflags(&self) -> u64 {
         self.core.guest.read_u64(state::RFLAGS)
     }
 
     fn privilege_level(&self) -> u8 {
         // The VMCB keeps the guest's CPL in its state-save area (APM table B-2, 0x0CB).
-        self.core.guest.0[state::CPL] & 0b11
+        self.core.guest.read_field(state::CPL, 8) as u8 & 0b11
     }
 
+    #[inline]
     fn skip_instruction(&mut self, length: u64) {
         // No NRIP save under QEMU: the caller knows the length of the instruction it handled.
         self.set_rip(self.rip().wrapping_add(length));
@@ -432,8 +466,7 @@ impl VirtualCpu for SvmVcpu {
     /// SVME, which belongs to the hypervisor (the guest's CPUID shows no SVM).
     fn control_state(&self) -> ControlState {
         let vmcb = &self.core.guest;
-        let attributes =
-            |offset| tessera_policy::bytes::u16_at(&vmcb.0, offset + 2).expect("inside the VMCB");
+        let attributes = |offset| vmcb.segment_attributes(offset);
         let task_type = attributes(state::TR) & 0xF;
         ControlState {
             cr0: vmcb.read_u64(state::CR0),
@@ -475,10 +508,11 @@ impl VirtualCpu for SvmVcpu {
         // APM §15.5.1: the guest's EFER.SVME must be set.
         vmcb.write_u64(state::EFER, control.efer | msr::EFER_SVME);
         if flush != TranslationFlush::None {
-            vmcb.0[control::TLB_CONTROL] = 1; // flush this ASID at the next VMRUN
+            vmcb.write_u8(control::TLB_CONTROL, 1); // flush this ASID at the next VMRUN
         }
     }
 
+    #[inline]
     fn register_number(&self, number: u8) -> u64 {
         match number & 0xF {
             0 => self.core.guest.read_u64(state::RAX),
@@ -487,6 +521,7 @@ impl VirtualCpu for SvmVcpu {
         }
     }
 
+    #[inline]
     fn set_register_number(&mut self, number: u8, value: u64) {
         match number & 0xF {
             0 => self.core.guest.write_u64(state::RAX, value),
@@ -497,8 +532,7 @@ impl VirtualCpu for SvmVcpu {
 
     fn instruction_context(&self) -> InstructionContext {
         let vmcb = &self.core.guest;
-        let code_attributes =
-            tessera_policy::bytes::u16_at(&vmcb.0, state::CS + 2).expect("inside the VMCB");
+        let code_attributes = vmcb.segment_attributes(state::CS);
         let paging = PagingRegisters {
             cr0: vmcb.read_u64(state::CR0),
             cr3: vmcb.read_u64(state::CR3),
@@ -553,14 +587,14 @@ impl VirtualCpu for SvmVcpu {
         vmcb.write_u64(state::RAX, 0);
         vmcb.write_u64(state::G_PAT, 0x0007_0406_0007_0406); // the power-on PAT
         vmcb.write_u64(control::EVENT_INJECTION, 0);
-        vmcb.0[control::TLB_CONTROL] = 1; // a fresh start: flush the ASID's translations
+        vmcb.write_u8(control::TLB_CONTROL, 1); // a fresh start: flush the ASID's translations
         self.core.registers = GeneralRegisters::default();
         self.set_register(Register::Rbx, registers.rbx);
         self.set_register(Register::Rsi, registers.rsi);
     }
 
     fn clear_for_restart(&mut self) {
-        self.core.guest.0[state::STAR..state::CR2_END].fill(0);
+        self.core.guest.0[state::STAR / 8..state::CR2_END / 8].fill(0);
         // The rest is not switched by VMRUN/VMLOAD: this core's own registers.
         crate::arch::cpu::reset_guest_registers(false);
         crate::arch::x2apic::reset_for_restart();

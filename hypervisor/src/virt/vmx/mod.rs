@@ -299,6 +299,7 @@ fn read_cr4() -> u64 {
 }
 
 /// Reads a field of the current VMCS.
+#[inline]
 fn vmread(field: u32) -> u64 {
     let value: u64;
     // SAFETY: a VMCS is current on this core whenever a VmxVcpu exists (made current in
@@ -310,6 +311,7 @@ fn vmread(field: u32) -> u64 {
 }
 
 /// Writes a field of the current VMCS.
+#[inline]
 fn vmwrite(field: u32, value: u64) {
     let failed: u8;
     // SAFETY: as for `vmread`; the VMCS is this core's own and the guest is not running.
@@ -752,10 +754,12 @@ impl VirtualCpu for VmxVcpu {
         }
     }
 
+    #[inline]
     fn rip(&self) -> u64 {
         vmread(vmcs::guest::RIP)
     }
 
+    #[inline]
     fn set_rip(&mut self, rip: u64) {
         vmwrite(vmcs::guest::RIP, rip);
     }
@@ -872,6 +876,7 @@ impl VirtualCpu for VmxVcpu {
         self.flush_guest_translations(flush);
     }
 
+    #[inline]
     fn register_number(&self, number: u8) -> u64 {
         match number & 0xF {
             RSP => vmread(vmcs::guest::RSP),
@@ -879,6 +884,7 @@ impl VirtualCpu for VmxVcpu {
         }
     }
 
+    #[inline]
     fn set_register_number(&mut self, number: u8, value: u64) {
         match number & 0xF {
             RSP => vmwrite(vmcs::guest::RSP, value),
