@@ -16,6 +16,11 @@ pub const AMD_VM_CR: u32 = 0xC001_0114;
 /// AMD APM vol. 2 §15.30.4: physical address of the host state-save area.
 pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
 
+pub use x86::msr::IA32_MISC_ENABLE;
+/// IA32_MISC_ENABLE bit 22 (Limit CPUID Maxval) and bit 34 (XD Bit Disable), SDM vol. 4.
+pub const MISC_ENABLE_LIMIT_CPUID_MAXVAL: u64 = 1 << 22;
+pub const MISC_ENABLE_XD_DISABLE: u64 = 1 << 34;
+
 /// IA32_SPEC_CTRL (SDM vol. 4 table 2-2; not in the x86 crate).
 pub const IA32_SPEC_CTRL: u32 = 0x48;
 
@@ -62,4 +67,17 @@ pub fn apic_base() -> u64 {
 pub fn arch_capabilities() -> Option<u64> {
     // SAFETY: CPUID said the MSR exists; reading it has no side effects.
     (super::cpuid::query(7, 0)[3] & (1 << 29) != 0).then(|| unsafe { read(IA32_ARCH_CAPABILITIES) })
+}
+
+/// IA32_MISC_ENABLE, on an Intel processor (family 6 and later have it, SDM vol. 4 table
+/// 2-2); None on any other.
+pub fn misc_enable() -> Option<u64> {
+    if super::cpuid::vendor() != super::cpuid::Vendor::Intel
+        || super::cpuid::query(1, 0)[0] >> 8 & 0xF < 6
+    {
+        return None;
+    }
+    // SAFETY: Intel processors of family 6 and later implement the MSR (checked above);
+    // reading it has no side effects.
+    Some(unsafe { read(IA32_MISC_ENABLE) })
 }

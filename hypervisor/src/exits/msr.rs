@@ -27,6 +27,19 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
             msr::arch_capabilities().unwrap_or(0) | msr::ARCH_CAPABILITIES_XAPIC_DISABLE
         }
         msr::IA32_XAPIC_DISABLE_STATUS => msr::XAPIC_DISABLE_STATUS_LEGACY_DISABLED,
+        // IA32_MISC_ENABLE exists on every Intel processor of family 6 and later (SDM vol. 4
+        // table 2-2): Linux's verify_cpu reads it before it has an IDT, to clear XD Disable.
+        // The guest sees the processor's value with XD Disable and Limit CPUID Maxval clear
+        // (so it has nothing to change); the machine-wide bits stay the hypervisor's.
+        msr::IA32_MISC_ENABLE => match msr::misc_enable() {
+            Some(native) => {
+                native & !(msr::MISC_ENABLE_XD_DISABLE | msr::MISC_ENABLE_LIMIT_CPUID_MAXVAL)
+            }
+            None => {
+                vcpu.inject_exception(Exception::GeneralProtection);
+                return Flow::Resume;
+            }
+        },
         _ => {
             vcpu.inject_exception(Exception::GeneralProtection);
             return Flow::Resume;
@@ -66,6 +79,10 @@ pub fn write(
         msr::IA32_EFER => {
             return super::cr::handle(vcpu, context, ControlWrite::Efer(value), INSTRUCTION_LENGTH)
         }
+        // Writes to IA32_MISC_ENABLE change machine-wide behaviour (thermal control, fast
+        // strings, the enhanced SpeedStep lock): dropped, as KVM keeps only a virtual copy.
+        // A guest that writes back what it read (Linux) sees no difference.
+        msr::IA32_MISC_ENABLE if msr::misc_enable().is_some() => {}
         msr::X2APIC_ICR => {
             let decision = icr::filter(
                 &icr::Icr::decode(value),
