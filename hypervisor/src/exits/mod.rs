@@ -273,6 +273,12 @@ pub fn handle_exit(
         // neighbours are spared the flush of caches they share (docs/partition-table.md,
         // `wbinvd`). INVD may not discard other partitions' dirty lines: it is a WBINVD too.
         // Both are two bytes (0F 09, 0F 08).
+        // Both are privileged (#GP(0) at CPL > 0, SDM vol. 2 "WBINVD", "INVD"); QEMU takes
+        // the intercept before that check, so the hypervisor makes it.
+        Exit::CacheFlush if vcpu.privilege_level() != 0 => {
+            vcpu.inject_exception(Exception::GeneralProtection);
+            Flow::Resume
+        }
         Exit::CacheFlush => {
             vcpu.skip_instruction(2);
             Flow::Resume

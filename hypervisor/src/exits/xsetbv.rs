@@ -9,6 +9,12 @@ use crate::virt::{Exception, VirtualCpu};
 use tessera_policy::xcr0::check_xsetbv;
 
 pub fn handle(vcpu: &mut impl VirtualCpu, index: u32, value: u64) -> Flow {
+    // XSETBV is privileged (#GP(0) at CPL > 0, SDM vol. 2 "XSETBV"); Bochs takes the exit
+    // before that check, so the hypervisor makes it.
+    if vcpu.privilege_level() != 0 {
+        vcpu.inject_exception(Exception::GeneralProtection);
+        return Flow::Resume;
+    }
     // The XCR0 bits this processor supports: CPUID.(EAX=0DH,ECX=0):EDX:EAX (SDM vol. 1
     // §13.2), only meaningful with XSAVE (CPUID.1:ECX bit 26); without it every value is
     // refused.

@@ -3,13 +3,24 @@
 //!
 //! Bochs has no `-kernel`: it boots the GRUB ISO from a CD-ROM drive. Its only display that
 //! needs no window is `term`, which wants a terminal, so it runs under
-//! `script -qec "bochs …" /dev/null` with the screen going to `terminal.txt`. Debian's Bochs
+//! `script -qec "bochs …" /dev/null`, its terminal output going to `terminal.txt`. Debian's Bochs
 //! has the internal debugger, which stops before the first instruction: `-rc cont.rc`
 //! (holding `c`) continues at once. Its exit status is always 1; the runner decides from
 //! the hypervisor console.
+//!
+//! With the debugger compiled in, the term display draws on a pseudo-terminal of its own and
+//! names it on standard error (`Bochs connected to screen "/dev/pts/N"`). Nobody would read
+//! it, and Bochs redraws the cursor at every display update, so after some minutes the
+//! terminal's buffers are full and Bochs blocks for good in a write to it, in the middle of a
+//! run (seen with Linux: no output for 13 minutes, Bochs asleep in `n_tty_write`). A thread of
+//! the runner reads that terminal into `screen.txt` ([`read_screen`]).
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -53,6 +64,12 @@ const VGA_ROM_IMAGE: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
 const FIRMWARE_HEADROOM: u64 = 1 << 20;
 /// Bochs' RAM is a whole number of these.
 const RAM_GRANULE: u64 = 32 << 20;
+/// What the term display prints before the quoted path of its pseudo-terminal.
+const SCREEN_ANNOUNCEMENT: &str = "Bochs connected to screen \"";
+/// How long [`read_screen`] waits for that line (Bochs prints it before the BIOS runs).
+const SCREEN_ANNOUNCEMENT_WAIT: Duration = Duration::from_secs(60);
+/// How often it looks for the line.
+const SCREEN_ANNOUNCEMENT_POLL: Duration = Duration::from_millis(100);
 
 /// `megs:` for a table: its highest RAM byte plus [`FIRMWARE_HEADROOM`], rounded up to
 /// [`RAM_GRANULE`] (the demo, RAM up to 511 MiB: 512).
@@ -119,8 +136,9 @@ pub fn is_message(line: &str) -> bool {
 }
 
 /// How Bochs is started for one run: `bochsrc` and `cont.rc` are written to `directory`,
-/// Bochs runs there under `script`, its screen goes to `terminal.txt`; errors from
-/// `bochs.log` and the terminal are streamed as its messages.
+/// Bochs runs there under `script`, its terminal output goes to `terminal.txt` and its
+/// screen to `screen.txt`; errors from `bochs.log` and the terminal are streamed as its
+/// messages.
 pub fn launch(
     table: &TableInfo,
     medium: &BootMedium,
@@ -143,6 +161,8 @@ pub fn launch(
     std::fs::write(directory.join("cont.rc"), "c\n")
         .with_context(|| format!("cannot write cont.rc in {}", directory.display()))?;
 
+    read_screen(directory.join("terminal.txt"), directory.join("screen.txt"));
+
     let inner = format!("{BINARY} -q -f bochsrc -rc cont.rc");
     let mut command = Command::new("script");
     command
@@ -160,6 +180,60 @@ pub fn launch(
             FollowedFile::filtered("bochs", directory.join("terminal.txt"), is_message),
         ],
     })
+}
+
+/// The pseudo-terminal the term display draws on, from the text of Bochs' standard error.
+pub fn screen_device(terminal: &str) -> Option<&str> {
+    let rest = &terminal[terminal.find(SCREEN_ANNOUNCEMENT)? + SCREEN_ANNOUNCEMENT.len()..];
+    let path = &rest[..rest.find('"')?];
+    path.starts_with("/dev/").then_some(path)
+}
+
+/// Starts a thread that waits for Bochs to name its screen's pseudo-terminal in `terminal`
+/// (its standard error, written by the runner) and then copies everything drawn there to
+/// `screen`, so that Bochs never blocks on a full terminal (module comment). The thread ends
+/// when Bochs closes the terminal (the read fails), or after
+/// [`SCREEN_ANNOUNCEMENT_WAIT`] without the announcement.
+fn read_screen(terminal: PathBuf, screen: PathBuf) {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let device = loop {
+            let text = std::fs::read_to_string(&terminal).unwrap_or_default();
+            if let Some(device) = screen_device(&text) {
+                break device.to_string();
+            }
+            if started.elapsed() > SCREEN_ANNOUNCEMENT_WAIT {
+                return;
+            }
+            std::thread::sleep(SCREEN_ANNOUNCEMENT_POLL);
+        };
+        // Errors end the thread: the run goes on, and stalls only if Bochs draws a lot.
+        let _ = copy_screen(Path::new(&device), &screen);
+    });
+}
+
+/// Opens the pseudo-terminal `device` without making it the runner's controlling terminal,
+/// switches it to raw mode (no echo back to Bochs, no waiting for line ends) and copies what
+/// arrives to `screen` until the read fails.
+fn copy_screen(device: &Path, screen: &Path) -> std::io::Result<u64> {
+    let mut terminal = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(device)?;
+    // SAFETY: `termios` is plain data, filled by tcgetattr before use; the descriptor is
+    // open for the calls' duration.
+    unsafe {
+        let mut settings: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(terminal.as_raw_fd(), &mut settings) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::cfmakeraw(&mut settings);
+        if libc::tcsetattr(terminal.as_raw_fd(), libc::TCSANOW, &settings) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let mut output = File::create(screen)?;
+    std::io::copy(&mut terminal, &mut output)
 }
 
 /// What is missing to run Bochs, if anything.
@@ -287,6 +361,19 @@ mod tests {
         assert!(!is_message("00000000000i[MEM0  ] 512.00MB"));
         assert!(!is_message("e[CPU0] no timestamp"));
         assert!(!is_message("\u{1b}[H\u{1b}[J  Booting `Tessera'"));
+    }
+
+    #[test]
+    fn finds_the_screen_terminal() {
+        let terminal = "00000000000i[      ] installing term module as the Bochs GUI\n\
+                        \nBochs connected to screen \"/dev/pts/5\"\nNext at t=0\n";
+        assert_eq!(screen_device(terminal), Some("/dev/pts/5"));
+        assert_eq!(
+            screen_device("Bochs connected to screen \"/dev/pts/1"),
+            None
+        );
+        assert_eq!(screen_device("Bochs connected to screen \"pts\""), None);
+        assert_eq!(screen_device("Next at t=0"), None);
     }
 
     #[test]

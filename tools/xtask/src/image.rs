@@ -10,7 +10,7 @@ use crate::table::TableInfo;
 /// The target the hypervisor and the guests are built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 /// Every guest in userland/. Tables name guest images by path, so all of them are built.
-pub const GUEST_PACKAGES: &[&str] = &["tessera-demo"];
+pub const GUEST_PACKAGES: &[&str] = &["tessera-demo", "tessera-redteam"];
 pub const HYPERVISOR_PACKAGE: &str = "tessera-hypervisor";
 /// The variable that tells the hypervisor's build script which table to compile in.
 pub const TABLE_VARIABLE: &str = "TESSERA_TABLE";

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 /// The crates built for the bare-metal target, linted with it.
-const BARE_METAL_PACKAGES: [&str; 4] = [
+const BARE_METAL_PACKAGES: [&str; 5] = [
+    "tessera-redteam",
     "tessera-hypervisor",
     "tessera-loader",
     "tessera-demo",

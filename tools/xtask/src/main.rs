@@ -22,6 +22,7 @@ mod linux;
 mod markers;
 mod process;
 mod qemu;
+mod redteam;
 mod run;
 mod serial;
 mod system_test;
@@ -80,8 +81,8 @@ enum Commands {
     /// Run the host tests and the lints (fmt, clippy), then the system tests: the demo in
     /// QEMU (SVM, also through GRUB) and on every Bochs model of the feature matrix (VMX),
     /// deterministic runs repeating byte for byte, the interrupt tables on both emulators and
-    /// Linux beside a real-time guest.
-    Test,
+    /// Linux beside a real-time guest. `--long` runs the long lane instead.
+    Test(TestArguments),
     /// Measure the figures (VM-exit path lengths, code and memory sizes, validation times):
     /// target/bench/report.json and a table. Emulator figures come from deterministic runs,
     /// each run twice; the command fails if the two disagree. See docs/benchmarks.md.
@@ -104,6 +105,10 @@ enum Commands {
     Fuzz(FuzzArguments),
     /// cargo fmt --check and cargo clippy -D warnings over host and bare-metal crates.
     Lint,
+    /// The red-team suite (docs/redteam.md): attacker partitions beside a victim with a
+    /// heartbeat, on QEMU (SVM) and Bochs (VMX); one line per attack, a summary per backend;
+    /// fails on any attack whose outcome differs from its expectation.
+    Redteam(RedteamArguments),
 }
 
 /// Arguments handed unchanged to the `tessera` tool.
@@ -114,10 +119,27 @@ struct ToolArguments {
 }
 
 #[derive(Args)]
+struct RedteamArguments {
+    /// Print the attack catalog (name, partition, expected outcome on SVM and VMX, why) as
+    /// a Markdown table instead of running it.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Args)]
 struct FuzzArguments {
     /// How long to fuzz.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+}
+
+#[derive(Args)]
+struct TestArguments {
+    /// Run the long lane instead of the normal suite: Linux beside a real-time guest on Bochs
+    /// (Intel VMX), partitions/linux-rt-bochs.toml, with the checks of linux-rt-qemu; about an
+    /// hour. Prints the run's wall time and Bochs tick counts.
+    #[arg(long)]
+    long: bool,
 }
 
 #[derive(Args)]
@@ -178,7 +200,10 @@ fn main() -> ExitCode {
         Commands::Build(arguments) => build(&arguments),
         Commands::Iso(arguments) => make_iso(&arguments),
         Commands::Run(arguments) => run(&arguments),
-        Commands::Test => test(),
+        Commands::Test(arguments) if arguments.long => {
+            workspace_root().and_then(|root| linux::long_lane::run(&root))
+        }
+        Commands::Test(_) => test(),
         Commands::LinuxImages => workspace_root()
             .and_then(|root| linux::images::ensure(&root))
             .map(|_| ExitCode::SUCCESS),
@@ -192,6 +217,8 @@ fn main() -> ExitCode {
             workspace_root().and_then(|root| lint::fuzz(&root, arguments.seconds))
         }
         Commands::Lint => workspace_root().and_then(|root| lint::lint(&root)),
+        Commands::Redteam(arguments) if arguments.list => Ok(redteam::list()),
+        Commands::Redteam(_) => workspace_root().map(|root| redteam::command(&root)),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
@@ -358,6 +385,13 @@ fn test() -> Result<ExitCode> {
         let test_started = Instant::now();
         let outcome = test(&systems);
         report(&name, test_started.elapsed().as_secs_f64(), outcome);
+    }
+    if !process::interrupted() {
+        println!("== red-team suite: cargo xtask redteam (QEMU/SVM, Bochs/VMX)");
+        for result in redteam::suite(&root) {
+            let name = format!("redteam-{}", result.backend);
+            report(&name, result.seconds, result.outcome());
+        }
     }
     println!("system tests took {:.0} s", started.elapsed().as_secs_f64());
     println!("{} passed, {} failed", counts.passed, counts.failed);

@@ -113,7 +113,7 @@ impl Expectations {
 }
 
 /// The first number after `prefix` in `line`, if `line` has it.
-fn number_after(line: &str, prefix: &str) -> Option<u64> {
+pub fn number_after(line: &str, prefix: &str) -> Option<u64> {
     let rest = &line[line.find(prefix)? + prefix.len()..];
     let digits: String = rest
         .trim_start()

@@ -1,11 +1,13 @@
 //! Linux guests (issue 6): the recipe that fetches Debian's kernel and builds the test
 //! initramfs ([`images`], `cargo xtask linux-images`), the checks of the linux-rt system
-//! test ([`checks`]) and the `linux_boot_slowdown` bench ([`bench`]).
+//! test ([`checks`]), the same test on Bochs in the long lane ([`long_lane`], `cargo xtask
+//! test --long`) and the `linux_boot_slowdown` bench ([`bench`]).
 
 pub mod bench;
 pub mod checks;
 mod cpio;
 pub mod images;
+pub mod long_lane;
 
 use std::path::Path;
 
