@@ -162,6 +162,50 @@ fn check_memory(info: &BootInfo) {
     }
 }
 
+/// Refuses a table that gives a partition a port of the platform's ACPI fixed hardware as
+/// this machine's FADT describes it (PM1 event and control blocks, the PM timer, the SMI
+/// command port, the reset register): the validator refuses the known platforms' blocks,
+/// and this check holds on machines it does not know. A partition owning them could sleep,
+/// reset or switch off the whole machine.
+fn check_fixed_hardware_ports() {
+    let Ok(fixed) = arch::acpi::tables().and_then(|tables| tables.fixed_hardware()) else {
+        return;
+    };
+    let registers = [
+        ("SMI_CMD", fixed.smi_command),
+        ("PM1a_EVT", fixed.pm1a_event),
+        ("PM1b_EVT", fixed.pm1b_event),
+        ("PM1a_CNT", fixed.pm1a_control),
+        ("PM1b_CNT", fixed.pm1b_control),
+        ("PM_TMR", fixed.pm_timer),
+        ("RESET_REG", fixed.reset.map(|reset| reset.register)),
+    ];
+    for (name, register) in registers {
+        let Some(register) = register else { continue };
+        let Some(port) = register.io_port() else {
+            continue;
+        };
+        let block = Range::new(u64::from(port), u64::from(register.bytes.max(1)));
+        for partition in MACHINE.partitions {
+            if let Some(owned) = partition
+                .ports
+                .iter()
+                .find(|owned| owned.base < block.end() && block.base < owned.end())
+            {
+                refuse(format_args!(
+                    "partition {} owns ports {:#x}..{:#x}, which hold the firmware's {} ({:#x}..{:#x}, FADT): machine-wide ACPI hardware no partition may own",
+                    partition.name,
+                    owned.base,
+                    owned.end(),
+                    name,
+                    block.base,
+                    block.end()
+                ));
+            }
+        }
+    }
+}
+
 /// Masks every pin of every IOAPIC the firmware lists besides the table's (whose pins
 /// `exits::ioapic::init` masks): the firmware may have left routes there that no partition
 /// could ever mask, since no partition owns those IOAPICs.
@@ -316,6 +360,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         ));
     }
     mask_other_ioapics();
+    check_fixed_hardware_ports();
     print_banner(backend.name());
     log::info!("boot: hypervisor entered at tsc={}", entered);
     if let Some((rsdp, tag, address)) = boot_info.rsdp {
