@@ -64,6 +64,18 @@ const VGA_ROM_IMAGE: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
 const FIRMWARE_HEADROOM: u64 = 1 << 20;
 /// Bochs' RAM is a whole number of these.
 const RAM_GRANULE: u64 = 32 << 20;
+/// Bochs' `ips=`. With `clock: sync=none` emulated time advances one second every `ips`
+/// ticks (a tick is one instruction of each running CPU), so the TSC runs at a nominal
+/// `ips / 1000` kHz: 1 MHz here, which the demo, interrupt, restart and long-mode lanes and
+/// their TSC budgets are written for.
+pub const IPS: u64 = 1_000_000;
+/// `ips=` for a table with a Linux partition (the long lane). At 1 MHz Linux's periodic tick
+/// (`HZ=250`) comes every 4000 instructions of a busy core and its handler is a large share
+/// of them; its watchdogs (soft lockup, hung task, RCU stall) and timeouts (crypto self-tests,
+/// -110 for the built-in X.509 certificates) fire during a normal boot. At 20 MHz a jiffy is
+/// 80,000 instructions, while what Linux waits for in time (87 µs per console character at
+/// 115200 baud, `sleep 1` in /init) stays small beside the instruction-bound boot.
+pub const LINUX_IPS: u64 = 20_000_000;
 /// What the term display prints before the quoted path of its pseudo-terminal.
 const SCREEN_ANNOUNCEMENT: &str = "Bochs connected to screen \"";
 /// How long [`read_screen`] waits for that line (Bochs prints it before the BIOS runs).
@@ -78,11 +90,26 @@ pub fn megabytes(table: &TableInfo) -> u64 {
     bytes >> 20
 }
 
-/// The bochsrc for `table` booting `iso` on `cpu` with `count=` the table's cores. The
-/// UART captures become `comN:` in file mode (the same ports as QEMU's `-serial`: com1 =
-/// 0x3f8, com2 = 0x2f8, com3 = 0x3e8, com4 = 0x2e8); file names are relative to the
-/// directory Bochs runs in.
-pub fn config(table: &TableInfo, iso: &Path, cpu: &str, captures: &[SerialCapture]) -> String {
+/// `ips=` for `table`: [`LINUX_IPS`] if a partition boots Linux, else [`IPS`].
+pub fn instructions_per_second(table: &TableInfo) -> u64 {
+    if crate::linux::boots_linux(&table.path) {
+        LINUX_IPS
+    } else {
+        IPS
+    }
+}
+
+/// The bochsrc for `table` booting `iso` on `cpu` with `count=` the table's cores and the
+/// given `ips`. The UART captures become `comN:` in file mode (the same ports as QEMU's
+/// `-serial`: com1 = 0x3f8, com2 = 0x2f8, com3 = 0x3e8, com4 = 0x2e8); file names are
+/// relative to the directory Bochs runs in.
+pub fn config(
+    table: &TableInfo,
+    iso: &Path,
+    cpu: &str,
+    ips: u64,
+    captures: &[SerialCapture],
+) -> String {
     let mut text = String::new();
     let mut line = |line: String| {
         text.push_str(&line);
@@ -92,7 +119,7 @@ pub fn config(table: &TableInfo, iso: &Path, cpu: &str, captures: &[SerialCaptur
     line("#   script -qec \"bochs -q -f bochsrc -rc cont.rc\" /dev/null </dev/null".into());
     line(format!("megs: {}", megabytes(table)));
     line(format!(
-        "cpu: model={cpu}, count={}, ips=1000000, reset_on_triple_fault=0, ignore_bad_msrs=1",
+        "cpu: model={cpu}, count={}, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs=1",
         table.cpu_count
     ));
     line(format!("romimage: file={ROM_IMAGE}"));
@@ -154,7 +181,7 @@ pub fn launch(
         (Some(above), Some(name)) if iso.parent() == Some(above) => Path::new("../..").join(name),
         _ => iso.clone(),
     };
-    let bochsrc = config(table, &iso, cpu, captures);
+    let bochsrc = config(table, &iso, cpu, instructions_per_second(table), captures);
     let bochsrc_path = directory.join("bochsrc");
     std::fs::write(&bochsrc_path, bochsrc)
         .with_context(|| format!("cannot write {}", bochsrc_path.display()))?;
@@ -290,7 +317,13 @@ mod tests {
     fn the_demo_bochsrc() {
         let table = demo_table();
         let captures = serial_captures(&table, Path::new("/w/target/tessera/run/demo-bochs"));
-        let text = config(&table, Path::new("../../demo.iso"), DEFAULT_CPU, &captures);
+        let text = config(
+            &table,
+            Path::new("../../demo.iso"),
+            DEFAULT_CPU,
+            instructions_per_second(&table),
+            &captures,
+        );
         let settings: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
         assert_eq!(
             settings,
@@ -323,7 +356,13 @@ mod tests {
         table.partitions.truncate(1);
         table.console_port = Some(0x2e8);
         let captures = serial_captures(&table, Path::new("/run"));
-        let text = config(&table, Path::new("t.iso"), "corei7_skylake_x", &captures);
+        let text = config(
+            &table,
+            Path::new("t.iso"),
+            "corei7_skylake_x",
+            IPS,
+            &captures,
+        );
         let uarts: Vec<&str> = text
             .lines()
             .filter(|line| line.starts_with("com"))
@@ -336,6 +375,27 @@ mod tests {
             ]
         );
         assert!(text.contains("cpu: model=corei7_skylake_x, count=2,"));
+    }
+
+    #[test]
+    fn only_linux_tables_get_the_faster_clock() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let ips = |table: &str| {
+            let table = crate::table::load(&root.join(table).canonicalize().unwrap()).unwrap();
+            instructions_per_second(&table)
+        };
+        for table in [
+            "partitions/demo.toml",
+            "partitions/irq-demo.toml",
+            "partitions/irq-timer.toml",
+            "partitions/longmode.toml",
+            "partitions/restart.toml",
+        ] {
+            assert_eq!(ips(table), IPS, "{table}");
+        }
+        assert_eq!(ips("partitions/linux-rt-bochs.toml"), LINUX_IPS);
+        // A table that cannot be read (the unit tests' made-up paths) keeps the default.
+        assert_eq!(instructions_per_second(&demo_table()), IPS);
     }
 
     #[test]

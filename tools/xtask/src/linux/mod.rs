@@ -19,6 +19,17 @@ use crate::table::TableInfo;
 /// partitions/linux-rt.toml`.
 pub const LINUX_RT_TABLE: &str = "partitions/linux-rt.toml";
 
+/// Whether a partition of the table at `path` boots Linux (`kind = "linux"`); false when the
+/// table cannot be read (building reports why).
+pub fn boots_linux(path: &Path) -> bool {
+    tessera_config::load_without_files(path).is_ok_and(|table| {
+        table
+            .partitions
+            .iter()
+            .any(|partition| *partition.boot.kind == tessera_config::model::BootKind::Linux)
+    })
+}
+
 /// Builds the Linux files first when the table boots files from `target/linux`.
 pub fn ensure_for_table(root: &Path, table: &TableInfo) -> Result<()> {
     if images::table_needs_images(root, &table.path) {
