@@ -140,6 +140,11 @@ struct TestArguments {
     /// hour. Prints the run's wall time and Bochs tick counts.
     #[arg(long)]
     long: bool,
+    /// Run only the system tests whose names contain one of these words (`restart`,
+    /// `bochs`, `redteam-vmx`), without the host tests and the lint: for working on one
+    /// feature. CI runs the whole suite.
+    #[arg(long, value_name = "NAME", num_args = 1.., conflicts_with = "long")]
+    only: Vec<String>,
 }
 
 #[derive(Args)]
@@ -203,7 +208,7 @@ fn main() -> ExitCode {
         Commands::Test(arguments) if arguments.long => {
             workspace_root().and_then(|root| linux::long_lane::run(&root))
         }
-        Commands::Test(_) => test(),
+        Commands::Test(arguments) => test(&arguments.only),
         Commands::LinuxImages => workspace_root()
             .and_then(|root| linux::images::ensure(&root))
             .map(|_| ExitCode::SUCCESS),
@@ -346,18 +351,28 @@ fn run(arguments: &RunArguments) -> Result<ExitCode> {
 /// One system test's outcome: `Err` holds the failures.
 type Outcome = Result<(), Vec<String>>;
 
-fn test() -> Result<ExitCode> {
+/// Whether the system test `name` runs under `--only words` (every test when none given).
+fn selected(name: &str, only: &[String]) -> bool {
+    only.is_empty() || only.iter().any(|word| name.contains(word.as_str()))
+}
+
+fn test(only: &[String]) -> Result<ExitCode> {
     let root = workspace_root()?;
-    println!("== host tests: cargo test");
-    let mut counts = host_tests::run(&root)?;
-    println!("== lint: cargo fmt --check, cargo clippy -D warnings");
-    for (name, passed) in lint::lint_results(&root)? {
-        println!("lint {name}: {}", if passed { "ok" } else { "FAILED" });
-        if passed {
-            counts.passed += 1;
-        } else {
-            counts.failed += 1;
+    let mut counts = host_tests::Counts::default();
+    if only.is_empty() {
+        println!("== host tests: cargo test");
+        counts = host_tests::run(&root)?;
+        println!("== lint: cargo fmt --check, cargo clippy -D warnings");
+        for (name, passed) in lint::lint_results(&root)? {
+            println!("lint {name}: {}", if passed { "ok" } else { "FAILED" });
+            if passed {
+                counts.passed += 1;
+            } else {
+                counts.failed += 1;
+            }
         }
+    } else {
+        println!("== --only {}: host tests and lint not run", only.join(" "));
     }
     let started = Instant::now();
 
@@ -376,7 +391,12 @@ fn test() -> Result<ExitCode> {
     };
 
     let systems = SystemTests::prepare(&root);
+    let mut not_selected = 0;
     for (name, test) in system_tests() {
+        if !selected(&name, only) {
+            not_selected += 1;
+            continue;
+        }
         if process::interrupted() {
             report(&name, 0.0, Err(vec!["not run: interrupted".into()]));
             continue;
@@ -386,7 +406,10 @@ fn test() -> Result<ExitCode> {
         let outcome = test(&systems);
         report(&name, test_started.elapsed().as_secs_f64(), outcome);
     }
-    if !process::interrupted() {
+    let redteam_selected = ["redteam-svm", "redteam-vmx"]
+        .iter()
+        .any(|name| selected(name, only));
+    if !process::interrupted() && redteam_selected {
         println!("== red-team suite: cargo xtask redteam (QEMU/SVM, Bochs/VMX)");
         for result in redteam::suite(&root) {
             let name = format!("redteam-{}", result.backend);
@@ -394,7 +417,18 @@ fn test() -> Result<ExitCode> {
         }
     }
     println!("system tests took {:.0} s", started.elapsed().as_secs_f64());
-    println!("{} passed, {} failed", counts.passed, counts.failed);
+    if only.is_empty() {
+        println!("{} passed, {} failed", counts.passed, counts.failed);
+    } else {
+        println!(
+            "{} passed, {} failed, {not_selected} not selected (--only): not the whole suite",
+            counts.passed, counts.failed
+        );
+        if counts.passed + counts.failed == 0 {
+            println!("no system test matches --only {}", only.join(" "));
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     Ok(if process::interrupted() {
         ExitCode::from(INTERRUPTED_STATUS)
     } else if counts.failed == 0 {
