@@ -312,9 +312,20 @@ pub fn signal(apic_id: ApicId, message: Option<Message>) {
             return;
         }
         Some(Message::Init) => signals.message.store(MESSAGE_INIT, Ordering::Release),
-        Some(Message::StartUp { vector }) => signals
-            .message
-            .store(MESSAGE_STARTUP | u32::from(vector), Ordering::Release),
+        // No NMI for a start-up IPI: it matters only to a core waiting for one, and such a
+        // core polls its message slot in the hypervisor's idle loop; a running core ignores
+        // it (SDM Vol. 3A 10.4.4.1). An NMI here would be a second hypervisor NMI racing the
+        // INIT's: operating systems send the second start-up IPI while the core already
+        // runs (under TCG arrival takes far longer than the 200 µs they wait), and when one
+        // NMI exit accounts for both signals the other NMI, arriving after it, looked like
+        // the guest's own and was injected into the core's start-up trampoline, whose IDT
+        // is the reset one (the restart-qemu triple faults at rip=0x8048, docs/emulators.md).
+        Some(Message::StartUp { vector }) => {
+            signals
+                .message
+                .store(MESSAGE_STARTUP | u32::from(vector), Ordering::Release);
+            return;
+        }
         None => {}
     }
     signals.hypervisor_nmis.fetch_add(1, Ordering::AcqRel);

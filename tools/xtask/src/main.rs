@@ -136,8 +136,8 @@ struct FuzzArguments {
 #[derive(Args)]
 struct TestArguments {
     /// Run the long lane instead of the normal suite: Linux beside a real-time guest on Bochs
-    /// (Intel VMX), partitions/linux-rt-bochs.toml, with the checks of linux-rt-qemu; about an
-    /// hour. Prints the run's wall time and Bochs tick counts.
+    /// (Intel VMX), partitions/linux-rt-bochs.toml, with the checks of linux-rt-qemu; about 12
+    /// minutes. Prints the run's wall time and Bochs tick counts.
     #[arg(long)]
     long: bool,
     /// Run only the system tests whose names contain one of these words (`restart`,

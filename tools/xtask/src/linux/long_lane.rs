@@ -32,7 +32,7 @@ pub const LINUX_RT_BOCHS_TABLE: &str = "partitions/linux-rt-bochs.toml";
 /// The long lane's test name, as `cargo xtask test` names its system tests.
 pub const TEST_NAME: &str = "linux-rt-bochs";
 /// The time bound when the table names none.
-const SECONDS: u64 = 3600;
+const SECONDS: u64 = 1800;
 /// The hypervisor's line with the TSC at its entry.
 const HYPERVISOR_ENTERED: &str = "boot: hypervisor entered at tsc=";
 
