@@ -8,9 +8,8 @@ use crate::exits::{handle_exit, CoreContext, Message};
 use crate::table::{self, ApicId, CoreIndex, PartitionIndex, CPU_COUNT, MACHINE, PARTITION_COUNT};
 use crate::virt::svm::{self, SvmCore, SvmVcpu};
 use crate::virt::vmx::{self, VmxCore, VmxVcpu};
-use crate::virt::Exit;
 use crate::virt::{Backend, StartState, VirtualCpu};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use static_cell::ConstStaticCell;
 use tessera_abi::table::{CacheControl, Partition};
 
@@ -184,16 +183,11 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
         super::note_guest_entry(context, start);
     }
     loop {
-        // An INIT kick on its way to this core must be taken in the guest before anything
-        // else: the core goes straight back in (see `CoreSignals::settle_kick`).
-        let kick_pending = signals.kick_pending();
-        if kick_pending {
-            // Skips the partition state and messages until the INIT exit arrives.
-        } else if partition::is_stopping(context.partition_index) {
+        if partition::is_stopping(context.partition_index) {
             arch::halt_forever();
         }
         let generation = partition::generation(context.partition_index);
-        if !kick_pending && generation != seen_generation {
+        if generation != seen_generation {
             seen_generation = generation;
             let mut restarted = None;
             partition::restart_rendezvous(context, is_boot_core, generation, || {
@@ -212,7 +206,7 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
             }
             continue;
         }
-        match signals.take_message_unless(kick_pending) {
+        match signals.take_message() {
             Some(Message::Init) => waiting_for_startup = true,
             Some(Message::StartUp { vector }) if waiting_for_startup => {
                 let start = StartState::StartUp { vector };
@@ -224,21 +218,11 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
             // guest NMIs never sit in the message slot.
             Some(Message::StartUp { .. }) | Some(Message::GuestNmi) | None => {}
         }
-        if waiting_for_startup && !kick_pending {
+        if waiting_for_startup {
             arch::idle_pause();
             continue;
         }
-        signals.in_guest.store(true, Ordering::SeqCst);
         let exit = vcpu.run();
-        signals.in_guest.store(false, Ordering::SeqCst);
-        let kicked = signals.settle_kick(matches!(exit, Exit::Init));
-        if matches!(exit, Exit::Nmi) && !signals.kick_pending() {
-            vcpu.release_held_nmi();
-        }
-        if kicked {
-            // The INIT was the hypervisor's signal: the top of the loop sees what it asks.
-            continue;
-        }
         // Resume or Stop: a stop or a restart request is seen at the top of the loop.
         let _flow = handle_exit(vcpu, exit, context, &PartitionRuntime);
     }
@@ -274,18 +258,7 @@ struct CoreSignals {
     message: AtomicU32,
     hypervisor_nmis: AtomicU32,
     guest_nmi_pending: AtomicBool,
-    /// Set by the core itself just before it enters the guest and cleared just after.
-    in_guest: AtomicBool,
-    /// The INIT kick: [`KICK_IDLE`], [`KICK_ARMED`] (a kicker is deciding), [`KICK_SENT`].
-    kick: AtomicU8,
 }
-
-/// No INIT of the hypervisor is on its way to the core.
-const KICK_IDLE: u8 = 0;
-/// A kicker has claimed the core and is checking that it is still in the guest.
-const KICK_ARMED: u8 = 1;
-/// The INIT was sent; the core has not taken its exit yet.
-const KICK_SENT: u8 = 2;
 
 const NO_MESSAGE: u32 = 0;
 const MESSAGE_INIT: u32 = 1;
@@ -297,68 +270,6 @@ impl CoreSignals {
             message: AtomicU32::new(NO_MESSAGE),
             hypervisor_nmis: AtomicU32::new(0),
             guest_nmi_pending: AtomicBool::new(false),
-            in_guest: AtomicBool::new(false),
-            kick: AtomicU8::new(KICK_IDLE),
-        }
-    }
-
-    /// The message, unless an INIT kick is pending (then it waits for the next round).
-    fn take_message_unless(&self, kick_pending: bool) -> Option<Message> {
-        if kick_pending {
-            None
-        } else {
-            self.take_message()
-        }
-    }
-
-    /// Whether an INIT of the hypervisor is on its way to this core (or being decided).
-    fn kick_pending(&self) -> bool {
-        self.kick.load(Ordering::SeqCst) != KICK_IDLE
-    }
-
-    /// On the core, after each exit (with `in_guest` already cleared): waits while a kicker
-    /// decides, and consumes a sent kick if this exit is its INIT. Returns whether the exit
-    /// was the kick. While a sent kick is not consumed the core must neither set GIF in the
-    /// hypervisor (on SVM an INIT taken outside the guest would reset the core, APM vol. 2
-    /// §15.13.3, §16.3) nor park: the run loop re-enters the guest, where the pending INIT
-    /// exits at once.
-    fn settle_kick(&self, init_exit: bool) -> bool {
-        loop {
-            match self.kick.load(Ordering::SeqCst) {
-                KICK_IDLE => return false,
-                KICK_SENT if init_exit => {
-                    self.kick.store(KICK_IDLE, Ordering::SeqCst);
-                    return true;
-                }
-                KICK_SENT => return false,
-                _ => arch::pause(),
-            }
-        }
-    }
-
-    /// On the kicker: sends the core an INIT if it is in the guest, at most one at a time.
-    /// `in_guest` is written by the core before it reads `kick`, and read here after `kick`
-    /// is claimed (all SeqCst): either the core sees the claim and waits for the outcome,
-    /// or this sees the core outside the guest and withdraws — an INIT never reaches a core
-    /// in the hypervisor unannounced.
-    fn kick(&self, apic_id: ApicId) -> bool {
-        if !self.in_guest.load(Ordering::SeqCst) {
-            return false;
-        }
-        if self
-            .kick
-            .compare_exchange(KICK_IDLE, KICK_ARMED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
-        }
-        if self.in_guest.load(Ordering::SeqCst) {
-            self.kick.store(KICK_SENT, Ordering::SeqCst);
-            x2apic::send_init(apic_id);
-            true
-        } else {
-            self.kick.store(KICK_IDLE, Ordering::SeqCst);
-            false
         }
     }
 
@@ -408,33 +319,6 @@ pub fn signal(apic_id: ApicId, message: Option<Message>) {
     }
     signals.hypervisor_nmis.fetch_add(1, Ordering::AcqRel);
     x2apic::send_nmi(apic_id);
-}
-
-/// Kicks every core of `cpus` but `except` that is still in its guest with an INIT: the
-/// signal for a core that did not answer the hypervisor's NMI (a guest that keeps NMIs
-/// blocked, e.g. by never returning from its NMI handler on a processor without virtual
-/// NMIs). An INIT always exits (VMX exit reason 3, SDM vol. 3C §25.2; SVM's INIT intercept,
-/// APM vol. 2 §15.13.3), whatever the guest blocks. Returns how many cores were kicked.
-pub fn kick_cores_in_guest(cpus: &[u32], except: ApicId) -> u32 {
-    let mut kicked = 0;
-    for &apic_id in cpus {
-        if apic_id == except.0 {
-            continue;
-        }
-        if let Some(index) = table::cpu_index(ApicId(apic_id)) {
-            kicked += u32::from(SIGNALS[index.0].kick(ApicId(apic_id)));
-        }
-    }
-    kicked
-}
-
-/// Whether any core of `cpus` but `except` is in its guest.
-pub fn any_in_guest(cpus: &[u32], except: ApicId) -> bool {
-    cpus.iter().any(|&apic_id| {
-        apic_id != except.0
-            && table::cpu_index(ApicId(apic_id))
-                .is_some_and(|index| SIGNALS[index.0].in_guest.load(Ordering::SeqCst))
-    })
 }
 
 /// An NMI taken by the hypervisor itself (not as a VM exit); registered with

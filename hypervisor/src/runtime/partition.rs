@@ -180,13 +180,13 @@ pub fn contain(context: &CoreContext, containment: Containment) {
         FaultPolicy::Restart => {
             if transition(context.partition_index, PartitionState::Faulted) {
                 log_line("halted (restart limit reached)");
-                stop_other_cores(context);
+                signal_other_cores(context);
             }
         }
         FaultPolicy::Halt => {
             if transition(context.partition_index, PartitionState::Faulted) {
                 log_line("halted");
-                stop_other_cores(context);
+                signal_other_cores(context);
             }
         }
     }
@@ -202,7 +202,7 @@ pub fn stop_by_request(context: &CoreContext, status: u64, reason: &str) {
             reason,
             context.apic_id
         );
-        stop_other_cores(context);
+        signal_other_cores(context);
     }
 }
 
@@ -244,20 +244,12 @@ pub fn generation(partition: PartitionIndex) -> u32 {
     RUNTIME[partition.0].generation.load(Ordering::Acquire)
 }
 
-/// How long a core gets to answer the hypervisor's NMI before it is kicked with an INIT.
-fn kick_after() -> u64 {
-    tsc::khz().max(1_000_000) * 1000 / KICK_AFTER_FRACTION_OF_A_SECOND
-}
-const KICK_AFTER_FRACTION_OF_A_SECOND: u64 = 10;
-
 /// What a core does when it sees a new restart generation. Every core of the partition
 /// parks; the boot core waits for the others, calls `reload`, counts the restart and
-/// releases the others, which then wait for a start-up IPI as after INIT. A core that has
-/// not parked after [`kick_after`] (its guest keeps the hypervisor's NMI blocked, e.g. it
-/// never returns from its NMI handler on a processor without virtual NMIs) is kicked with
-/// an INIT, which always exits. If a core still has not parked after a second, the
-/// partition is halted instead, and its memory is never reloaded under a core that may
-/// still run.
+/// releases the others, which then wait for a start-up IPI as after INIT. Every core of a
+/// running partition sits in its run loop, so all of them answer unless one keeps its guest
+/// from taking the hypervisor's signal (an NMI it blocks forever): then the partition is
+/// halted instead, and its memory is never reloaded under a core that may still run.
 pub fn restart_rendezvous(
     context: &CoreContext,
     is_boot_core: bool,
@@ -270,21 +262,9 @@ pub fn restart_rendezvous(
         let cores = context.partition.cpus.len() as u32;
         let start = tsc::read();
         let budget = tsc::khz().max(1_000_000) * 1000;
-        let mut kicked = false;
         while runtime.parked.load(Ordering::Acquire) < cores
             && tsc::read().wrapping_sub(start) < budget
         {
-            if !kicked && tsc::read().wrapping_sub(start) >= kick_after() {
-                kicked = true;
-                let count = cores::kick_cores_in_guest(context.partition.cpus, context.apic_id);
-                if count != 0 {
-                    log::info!(
-                        "kicked: partition={} cores={} reason=restart (no answer to NMI, INIT sent)",
-                        context.partition.name,
-                        count
-                    );
-                }
-            }
             idle_pause();
         }
         let parked = runtime.parked.swap(0, Ordering::AcqRel);
@@ -310,22 +290,9 @@ pub fn restart_rendezvous(
         );
         runtime.released.store(generation, Ordering::Release);
     } else {
-        // The boot core may be the deaf one: the first other core to wait long kicks it.
-        let start = tsc::read();
-        let mut kicked = false;
         while runtime.released.load(Ordering::Acquire) != generation
             && !is_stopping(context.partition_index)
         {
-            if !kicked && tsc::read().wrapping_sub(start) >= kick_after() {
-                kicked = true;
-                let boot_core = &context.partition.cpus[..1];
-                if cores::kick_cores_in_guest(boot_core, context.apic_id) != 0 {
-                    log::info!(
-                        "kicked: partition={} cores=1 reason=restart (boot core, no answer to NMI, INIT sent)",
-                        context.partition.name
-                    );
-                }
-            }
             idle_pause();
         }
     }
@@ -351,34 +318,12 @@ fn transition(partition: PartitionIndex, to: PartitionState) -> bool {
 }
 
 /// Brings the partition's other cores out of the guest: each takes an NMI exit, sees the
-/// final state or the new generation and parks.
+/// final state and parks.
 fn signal_other_cores(context: &CoreContext) {
     for &apic_id in context.partition.cpus {
         if apic_id != context.apic_id.0 {
             cores::signal(ApicId(apic_id), None);
         }
-    }
-}
-
-/// For a stop: signals the other cores, waits up to [`kick_after`] for all of them to leave
-/// the guest (once the state is final no core enters it again), and kicks those that did
-/// not with an INIT, so that no core of a stopped partition runs on.
-fn stop_other_cores(context: &CoreContext) {
-    signal_other_cores(context);
-    let start = tsc::read();
-    while cores::any_in_guest(context.partition.cpus, context.apic_id) {
-        if tsc::read().wrapping_sub(start) >= kick_after() {
-            let count = cores::kick_cores_in_guest(context.partition.cpus, context.apic_id);
-            if count != 0 {
-                log::info!(
-                    "kicked: partition={} cores={} reason=stop (no answer to NMI, INIT sent)",
-                    context.partition.name,
-                    count
-                );
-            }
-            return;
-        }
-        crate::arch::pause();
     }
 }
 

@@ -141,9 +141,6 @@ pub enum Exit {
     ReflectedException(Exception),
     /// An NMI arrived while the guest ran: the hypervisor's own signal.
     Nmi,
-    /// An INIT signal arrived while the guest ran (VMX exit reason 3, SDM vol. 3C §25.2;
-    /// SVM's INIT intercept, APM vol. 2 §15.13.3): the hypervisor's kick of a core that did
-    /// not answer its NMI, or a stray INIT.
     Init,
     /// VMRUN, VMCALL-family and other virtualization instructions a guest may not use.
     VirtualizationInstruction,
@@ -176,9 +173,6 @@ pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 pub trait VirtualCpu {
     /// Enters the guest and returns when it exits.
     fn run(&mut self) -> Exit;
-    /// After an NMI exit: lets the NMI that caused it reach the host (SVM holds it while
-    /// GIF = 0, and it would cause another exit at the next entry). Nothing to do on VMX.
-    fn release_held_nmi(&mut self) {}
     fn register(&self, register: Register) -> u64 {
         self.register_number(register as u8)
     }

@@ -243,16 +243,15 @@ impl VirtualCpu for SvmVcpu {
         unsafe { svm_run(&mut self.core.registers, guest, host) };
         self.core.guest.write_u8(control::TLB_CONTROL, 0);
         self.core.guest.write_u64(control::EVENT_INJECTION, 0);
-        self.decode_exit()
-    }
-
-    fn release_held_nmi(&mut self) {
-        // The NMI that caused the exit stays pending until GIF is set (APM §15.21.2): let
-        // the host take it now (its IDT entry just returns) so it does not exit again.
-        // SAFETY: STGI/CLGI only toggle the global interrupt flag; RFLAGS.IF stays clear,
-        // so only the pending NMI (or an SMI) can be delivered in between; the run loop
-        // calls this only when no INIT of the hypervisor is on its way to this core.
-        unsafe { core::arch::asm!("stgi", "clgi", options(nomem, nostack)) };
+        let exit = self.decode_exit();
+        if let Exit::Nmi = exit {
+            // The NMI that caused the exit stays pending until GIF is set (APM §15.21.2): let
+            // the host take it now (its IDT entry just returns) so it does not exit again.
+            // SAFETY: STGI/CLGI only toggle the global interrupt flag; RFLAGS.IF stays clear,
+            // so only the pending NMI can be delivered in between.
+            unsafe { core::arch::asm!("stgi", "clgi", options(nomem, nostack)) };
+        }
+        exit
     }
 
     #[inline]
