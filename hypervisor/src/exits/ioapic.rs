@@ -1,7 +1,13 @@
 //! The IOAPIC as a partition sees it: the page is trapped (it is in no stage-2 table), the
-//! faulting MOV is fetched through the guest's page tables and decoded, and the access goes
-//! through the partition's view (tessera_policy::ioapic), which lets a partition program
-//! only the pins its devices own, toward its own cores.
+//! faulting MOV is fetched through the guest's page tables and decoded, its address is
+//! checked against the fault, and the access goes through the partition's view
+//! (tessera_policy::ioapic), which lets a partition program only the pins its devices own,
+//! toward its own cores.
+//!
+//! The IOAPIC is the only MMIO the hypervisor emulates: every other page outside a
+//! partition's memory (the xAPIC page included: partitions run their local APIC in x2APIC
+//! mode) is contained as a nested page fault without decoding, so this is the only path on
+//! which a decoded access reaches a device register.
 
 use super::{Containment, CoreContext, Counter, Flow, PartitionControl};
 use crate::arch::{guest_memory, ioapic};
@@ -12,7 +18,7 @@ use tessera_policy::guest_walk::{self, WalkAccess};
 use tessera_policy::ioapic::{
     IoapicView, RedirectionEntryLow, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET,
 };
-use tessera_policy::mmio_decode::{self, MmioAccess, MAX_LENGTH};
+use tessera_policy::mmio_decode::{self, AccessMismatch, MmioAccess, MAX_LENGTH};
 
 /// Each partition's view (its IOREGSEL value), shared by its cores.
 static VIEWS: [Mutex<IoapicView>; PARTITION_COUNT] =
@@ -95,7 +101,40 @@ pub fn handle(
         );
         return Flow::Stop;
     };
-    let offset = guest_physical - table.base;
+    // The access must be the one that faulted, all of it in this page (a fault reports only
+    // the first byte of an access that lies in the trapped page): a store that begins in the
+    // RAM page below and ends in IOREGSEL, or begins at the end of this page and runs into
+    // the next, is neither emulated nor half-done. It is contained like any access outside
+    // the partition's memory (docs/redteam.md, "MMIO accesses that span pages").
+    let next_rip = vcpu.rip().wrapping_add(u64::from(instruction.length));
+    let linear = instruction.linear_address(
+        instruction_context.mode,
+        |register| vcpu.register_number(register),
+        next_rip,
+        &instruction_context.segment_bases,
+    );
+    let offset = match mmio_decode::locate(linear, instruction.size, guest_physical) {
+        Ok(offset) => offset,
+        Err(mismatch) => {
+            control.contain(
+                context,
+                Containment {
+                    reason: "mmio-split",
+                    address: guest_physical,
+                    detail: match mismatch {
+                        AccessMismatch::Elsewhere => {
+                            "IOAPIC access that begins outside the IOAPIC page"
+                        }
+                        AccessMismatch::CrossesPage => {
+                            "IOAPIC access that runs past the IOAPIC page"
+                        }
+                    },
+                    rip: vcpu.rip(),
+                },
+            );
+            return Flow::Stop;
+        }
+    };
     let owned_pins = context.partition.irq_pins;
     let mut view = VIEWS[context.partition_index.0].lock();
     match instruction.access {
@@ -106,7 +145,9 @@ pub fn handle(
                     view.read_window(owned_pins, table.pins, |index| registers.read(index))
                 })
                 .unwrap_or(u32::MAX),
-                // Other offsets and sizes read as nothing is there.
+                // Only an aligned 32-bit access to IOREGSEL or IOWIN is a register access
+                // (82093AA §3.0: the registers are accessed as dwords); anything else inside
+                // the page, misaligned, narrower or wider, reads as if nothing were there.
                 _ => u32::MAX,
             };
             let old = vcpu.register_number(register);
@@ -146,6 +187,7 @@ pub fn handle(
                         }
                     }
                 }
+                // As for loads: other offsets and sizes are ignored.
                 _ => {}
             }
         }

@@ -43,6 +43,8 @@ pub struct InstructionContext {
     pub rip_linear: u64,
     pub mode: tessera_policy::mmio_decode::CpuMode,
     pub paging: tessera_policy::guest_walk::PagingRegisters,
+    /// The bases of ES, CS, SS, DS, FS and GS, for the linear address of a memory operand.
+    pub segment_bases: tessera_policy::mmio_decode::SegmentBases,
 }
 
 impl InstructionContext {

@@ -393,22 +393,7 @@ pub const ATTACKS: &[Spec] = &[
     contained("ioapic-movs", "mmio-decode", "MOVSD into IOREGSEL: not a MOV form the decoder accepts"),
     contained("ioapic-lock-prefix", "mmio-decode", "LOCK OR into IOREGSEL: LOCK is refused"),
     contained("ioapic-execute", "mmio-decode", "a jump into the IOAPIC page: the instruction cannot be fetched"),
-    // Known weakness (issue 11 stays open for it): the stage-2 fault of a store that crosses
-    // into the IOAPIC page reports the page's first byte, and the decoder does not compute
-    // effective addresses, so the store is emulated as one at IOREGSEL — inside the
-    // partition's own view (it selects a register of its own window and loses its two RAM
-    // bytes). The line checks the current behaviour, so that a fix shows as a mismatch.
-    Spec {
-        name: "ioapic-split-access",
-        partition: WRECKER,
-        svm: Expect::ThenRestarted("survived-mis-emulated"),
-        vmx: Expect::ThenRestarted("survived-mis-emulated"),
-        counts: &[],
-        refusals: &[],
-        victim: VictimSign::Nothing,
-        after_restart: None,
-        why: "a 4-byte store from the RAM page just below the IOAPIC into IOREGSEL: each byte must reach its own address (SDM Vol. 3A 8.1.1) or the instruction be refused; KNOWN WEAKNESS on both backends: emulated whole at IOREGSEL (the fault reports the IOAPIC page's first byte and the decoder computes no effective address), contained to the partition's own view",
-    },
+    contained("ioapic-split-access", "mmio-split", "a 4-byte store from the RAM page just below the IOAPIC into IOREGSEL (the fault reports only the IOAPIC page's first byte): the decoder computes the store's linear address, which begins two bytes below the page, and the hypervisor contains the partition instead of emulating half an access (hypervisor/policy/src/mmio_decode.rs, `locate`)"),
     Spec {
         svm: Expect::ThenRestarted("no-storm"),
         vmx: Expect::ThenRestarted("storming"),

@@ -382,6 +382,9 @@ impl VirtualCpu for SvmVcpu {
                 code_attributes & (1 << 10) != 0,
             ),
             paging,
+            // The six segments lie 16 bytes apart from ES, each with its base at +8 (APM
+            // vol. 2 appendix B, table B-2).
+            segment_bases: core::array::from_fn(|index| vmcb.read_u64(state::ES + 16 * index + 8)),
         }
     }
 

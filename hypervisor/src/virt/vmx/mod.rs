@@ -612,6 +612,10 @@ impl VirtualCpu for VmxVcpu {
                 rights & (1 << 14) != 0,
             ),
             paging,
+            // ES, CS, SS, DS, FS, GS bases are consecutive encodings two apart (SDM §B.4.3).
+            segment_bases: core::array::from_fn(|index| {
+                vmread(vmcs::guest::ES_BASE + 2 * index as u32)
+            }),
         }
     }
 

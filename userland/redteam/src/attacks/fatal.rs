@@ -236,7 +236,9 @@ fn ioapic_execute(context: &Context) {
 /// I/O APIC (`split-page=`, a region placed at guest 0xFEBFF000) and whose last two land
 /// in IOREGSEL. On hardware the two halves go to their addresses (SDM Vol. 3A 8.1.1: a
 /// page-crossing access is not atomic but each byte reaches its own address); an emulation
-/// must do the same or refuse the instruction as one it cannot emulate.
+/// must do the same or refuse the instruction as one it cannot emulate. The hypervisor
+/// refuses it (`reason=mmio-split`); if the store comes back, the report says how it was
+/// emulated.
 fn ioapic_split_access(context: &Context) {
     let page = address(context, "split-page", 0xfebf_f000);
     if page + 0x1000 != IOAPIC_BASE {
