@@ -5,7 +5,7 @@
 
 use crate::arch::{self, boot_memory, console, cpuid, pic, tsc, x2apic};
 use crate::exits;
-use crate::runtime::{cores, memory};
+use crate::runtime::{self, cores, memory};
 use crate::table::{self, PartitionIndex, MACHINE};
 use crate::virt;
 use tessera_abi::table::Range;
@@ -308,6 +308,7 @@ fn print_banner(backend: &str) {
 /// stage-2 tables and permission maps, load the partitions, start the other cores, run.
 pub fn bootstrap(magic: u32, info: u32) -> ! {
     let entered = tsc::read();
+    runtime::record_hypervisor_entry(entered);
     console::init(MACHINE.console.port);
     arch::cpu::init_idt();
     arch::cpu::set_nmi_handler(cores::host_nmi);
