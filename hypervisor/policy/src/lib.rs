@@ -44,6 +44,7 @@ pub mod ioapic;
 pub mod mmio_decode;
 pub mod msr;
 pub mod multiboot;
+pub mod pvclock;
 pub mod pvh;
 pub mod range;
 pub mod stage2;
