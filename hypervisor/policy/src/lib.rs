@@ -32,6 +32,7 @@
 #![cfg_attr(test, deny(unsafe_code))]
 
 pub mod acpi_s5;
+pub mod boot_timing;
 pub mod bytes;
 pub mod control_registers;
 pub mod cpuid;
