@@ -120,15 +120,32 @@ pub fn check_text(path: &Path, text: String, files: FileChecks) -> Result<Table,
 /// key and mistyped value; then the text is deserialized into the model. `path` is where
 /// it came from: relative boot paths are resolved against its directory.
 pub fn parse(path: &Path, text: String) -> Result<Table, Diagnostics> {
-    let findings = schema::check(&text);
-    if !findings.is_empty() {
-        return Err(Diagnostics {
-            path: path.to_path_buf(),
-            text,
-            findings,
-        });
-    }
-    match toml::from_str::<model::Document>(&text) {
+    // One parse serves both passes: the schema pass walks the document, then the model is
+    // deserialized from the same document (parsing is most of the cost of checking a large
+    // table; see docs/benchmarks.md).
+    let parsed = schema::parse_document(&text).map_err(|finding| vec![*finding]);
+    let parsed = parsed.and_then(|document| {
+        let findings = schema::check_document(&document, &text);
+        if findings.is_empty() {
+            Ok(document)
+        } else {
+            Err(findings)
+        }
+    });
+    let document = match parsed {
+        Ok(document) => document,
+        Err(findings) => {
+            return Err(Diagnostics {
+                path: path.to_path_buf(),
+                text,
+                findings,
+            })
+        }
+    };
+    let deserialized = <model::Document as serde::Deserialize>::deserialize(
+        toml_edit::de::Deserializer::from(document),
+    );
+    match deserialized {
         Ok(document) => Ok(Table {
             path: path.to_path_buf(),
             text,

@@ -7,6 +7,8 @@
 //! a document that passes this pass deserializes (the fuzz target and the corpus tests keep
 //! the two in step: a serde error after a clean schema pass is reported as `syntax`).
 
+use std::fmt;
+
 use toml_edit::{ImDocument, Item, Table, Value};
 
 use crate::diagnostics::Finding;
@@ -134,28 +136,66 @@ const DOCUMENT: &[Field] = &[
 ];
 
 /// How messages name the document's top level.
-const TOP_LEVEL: &str = "the top level";
+/// What a value is, for messages; built as the walk descends and written out only when a
+/// finding needs it (formatting a description for every value of a large table was a fifth
+/// of the schema pass's cost).
+#[derive(Clone, Copy)]
+enum What<'a> {
+    /// The document itself.
+    TopLevel,
+    /// A top-level `[table]` or `[[array]]` of this key.
+    Header { key: &'a str, array: bool },
+    /// The value of a key below the top level.
+    Key(&'a str),
+    /// The element with this `name` of an array.
+    Named(&'a What<'a>, &'a str),
+    /// An element of an array by its position (0-based).
+    Element(&'a What<'a>, usize),
+}
+
+impl fmt::Display for What<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            What::TopLevel => formatter.write_str("the top level"),
+            What::Header { key, array: true } => write!(formatter, "[[{key}]]"),
+            What::Header { key, array: false } => write!(formatter, "[{key}]"),
+            What::Key(key) => write!(formatter, "`{key}`"),
+            What::Named(array, name) => write!(formatter, "{array} `{name}`"),
+            What::Element(array, index) => write!(formatter, "element {} of {array}", index + 1),
+        }
+    }
+}
 
 /// Parses `text` as TOML and checks it against the schema. Returns every finding (empty
 /// when the document has the table's shape).
 pub fn check(text: &str) -> Vec<Finding> {
-    let document = match ImDocument::parse(text) {
-        Ok(document) => document,
-        Err(error) => {
-            let span = error.span().map(Span::from).unwrap_or(NO_SPAN);
-            return vec![
-                Finding::new(Rule::Syntax, span, error.message().trim().to_owned())
-                    .label("not valid TOML"),
-            ];
-        }
-    };
+    match parse_document(text) {
+        Ok(document) => check_document(&document, text),
+        Err(finding) => vec![*finding],
+    }
+}
+
+/// Parses `text` as TOML (keeping spans), or the syntax error as a finding.
+pub fn parse_document(text: &str) -> Result<ImDocument<&str>, Box<Finding>> {
+    ImDocument::parse(text).map_err(|error| {
+        let span = error.span().map(Span::from).unwrap_or(NO_SPAN);
+        Box::new(
+            Finding::new(Rule::Syntax, span, error.message().trim().to_owned())
+                .label("not valid TOML"),
+        )
+    })
+}
+
+/// [`check`] on a document already parsed from `text`: the caller can deserialize the same
+/// document afterwards instead of parsing the text a second time.
+pub fn check_document(document: &ImDocument<&str>, text: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
     let root: &Table = document.as_table();
     let mut checker = Checker {
         text,
         findings: &mut findings,
     };
-    checker.entries(Entries::Table(root), DOCUMENT, TOP_LEVEL, NO_SPAN);
+    checker.entries(Entries::Table(root), DOCUMENT, &What::TopLevel, NO_SPAN);
     findings.sort_by_key(|finding| finding.span.start);
     findings
 }
@@ -310,7 +350,8 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn entries(&mut self, entries: Entries, fields: &[Field], context: &str, fallback: Span) {
+    fn entries(&mut self, entries: Entries, fields: &[Field], context: &What, fallback: Span) {
+        let top_level = matches!(context, What::TopLevel);
         let table_span = entries.span(self.text).unwrap_or(fallback);
         let list = entries.list();
         for entry in &list {
@@ -318,10 +359,16 @@ impl Checker<'_> {
                 Some(field) => {
                     let span = entry.value.span().unwrap_or(entry.key_span);
                     // `[[partition]]` and `[[channel]]` read better than `partition`.
-                    let what = match (context == TOP_LEVEL, field.shape) {
-                        (true, Shape::Array(Shape::Table(_))) => format!("[[{}]]", entry.key),
-                        (true, Shape::Table(_)) => format!("[{}]", entry.key),
-                        _ => format!("`{}`", entry.key),
+                    let what = match (top_level, field.shape) {
+                        (true, Shape::Array(Shape::Table(_))) => What::Header {
+                            key: entry.key,
+                            array: true,
+                        },
+                        (true, Shape::Table(_)) => What::Header {
+                            key: entry.key,
+                            array: false,
+                        },
+                        _ => What::Key(entry.key),
                     };
                     self.node(entry.value, field.shape, &what, span);
                 }
@@ -357,7 +404,7 @@ impl Checker<'_> {
                         format!("{context} needs the key `{}`", field.key),
                     )
                     .label(format!("no `{}` here", field.key))
-                    .hint(match (context == TOP_LEVEL, field.shape) {
+                    .hint(match (top_level, field.shape) {
                         (true, Shape::Table(_)) => {
                             format!("add a `[{}]` table; see docs/partition-table.md", field.key)
                         }
@@ -372,7 +419,7 @@ impl Checker<'_> {
         }
     }
 
-    fn node(&mut self, node: Node, shape: Shape, what: &str, fallback: Span) {
+    fn node(&mut self, node: Node, shape: Shape, what: &What, fallback: Span) {
         let span = node.span().unwrap_or(fallback);
         let findings = &mut *self.findings;
         let wrong_type = |findings: &mut Vec<Finding>| {
@@ -482,8 +529,8 @@ impl Checker<'_> {
                     for (number, element_node) in elements.into_iter().enumerate() {
                         // Name an element by its `name` when it has one.
                         let description = match element_node.entries().and_then(Entries::name) {
-                            Some(name) => format!("{what} `{name}`"),
-                            None => format!("element {} of {what}", number + 1),
+                            Some(name) => What::Named(what, name),
+                            None => What::Element(what, number),
                         };
                         self.node(element_node, *element, &description, span);
                     }
@@ -498,12 +545,7 @@ impl Checker<'_> {
                 Some(entries) => {
                     for entry in entries.list() {
                         let entry_span = entry.value.span().unwrap_or(entry.key_span);
-                        self.node(
-                            entry.value,
-                            *value_shape,
-                            &format!("`{}`", entry.key),
-                            entry_span,
-                        );
+                        self.node(entry.value, *value_shape, &What::Key(entry.key), entry_span);
                     }
                 }
                 None => wrong_type(findings),

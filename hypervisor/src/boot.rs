@@ -5,7 +5,7 @@
 
 use crate::arch::{self, boot_memory, console, cpuid, pic, tsc, x2apic};
 use crate::exits;
-use crate::runtime::{cores, memory};
+use crate::runtime::{self, cores, memory};
 use crate::table::{self, PartitionIndex, MACHINE};
 use crate::virt;
 use tessera_abi::table::Range;
@@ -308,6 +308,7 @@ fn print_banner(backend: &str) {
 /// stage-2 tables and permission maps, load the partitions, start the other cores, run.
 pub fn bootstrap(magic: u32, info: u32) -> ! {
     let entered = tsc::read();
+    runtime::record_hypervisor_entry(entered);
     console::init(MACHINE.console.port);
     arch::cpu::init_idt();
     arch::cpu::set_nmi_handler(cores::host_nmi);
@@ -353,7 +354,9 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     if let Err(error) = arch::host_paging::enable(cores::stack_guard_pages()) {
         refuse(format_args!("host page tables: {error}"));
     }
-    tsc::calibrate();
+    let checked = tsc::read();
+    let (_, rate_from_cpuid) = tsc::determine_rate();
+    let rated = tsc::read();
     if let Err((table_pins, hardware_pins)) = exits::ioapic::init() {
         refuse(format_args!(
             "the table gives the IOAPIC {table_pins} pins; the hardware has {hardware_pins}"
@@ -379,6 +382,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
             MACHINE.partitions[index].name, error
         )),
     };
+    let tables_built = tsc::read();
     let mut entries = [None; table::PARTITION_COUNT];
     let mut permission_maps = [0; table::PARTITION_COUNT];
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
@@ -394,6 +398,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
             ),
         }
     }
+    let loaded = tsc::read();
     cores::set_boot_plan(cores::BootPlan {
         backend,
         roots,
@@ -401,5 +406,15 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         entries,
     });
     cores::start_application_processors(bsp_index);
+    // The boot's phases in TSC ticks, for the boot-time figures (docs/benchmarks.md).
+    log::info!(
+        "boot: phases (TSC ticks) checks={} tsc-rate={} ({}) stage2-tables={} load-partitions={} start-cores={}",
+        checked.wrapping_sub(entered),
+        rated.wrapping_sub(checked),
+        if rate_from_cpuid { "from CPUID" } else { "calibrated against the PIT" },
+        tables_built.wrapping_sub(rated),
+        loaded.wrapping_sub(tables_built),
+        tsc::read().wrapping_sub(loaded)
+    );
     cores::core_main(bsp_index)
 }

@@ -5,7 +5,7 @@
 //! unconditionally), the hypervisor executes it natively with the same EAX/ECX and passes the
 //! result through [`filter`].
 
-use crate::bytes;
+use crate::{bytes, pvclock};
 use tessera_abi::hypercall::SIGNATURE;
 
 /// Leaf 1 ECX bit 5: VMX (Intel SDM vol 2A, CPUID, table "Feature Information").
@@ -32,6 +32,12 @@ pub const LEAF1_EDX_MCA: u32 = 1 << 14;
 /// Leaf 7 EDX bit 29: IA32_ARCH_CAPABILITIES exists. Tessera always offers it, with the
 /// x2APIC-lock bit set (see the msr module), so guests keep x2APIC mode.
 pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+/// Leaf 6 ECX bit 0: hardware coordination feedback, i.e. IA32_MPERF and IA32_APERF exist
+/// (Intel SDM vol. 2A, CPUID 06H; AMD APM vol. 3, E.3.6 EffFreq). Hidden: a partition gets
+/// no access to those MSRs (they are intercepted and answer #GP), and a Linux guest that
+/// sees the bit reads both on every scheduler tick for frequency invariance — two exits per
+/// tick, each ending in #GP.
+pub const LEAF6_ECX_APERF_MPERF: u32 = 1 << 0;
 /// The TSC/crystal leaf and the frequency leaf (Intel SDM vol. 2A, CPUID 15H and 16H).
 pub const TSC_CRYSTAL_LEAF: u32 = 0x15;
 pub const FREQUENCY_LEAF: u32 = 0x16;
@@ -49,10 +55,14 @@ pub const SVM_FEATURES_LEAF: u32 = 0x8000_000a;
 /// Linux scans 0x4000_0000–0x4001_0000 in steps of 0x100 for it (hypervisor_cpuid_base)
 /// and then trusts x2APIC without interrupt remapping (x86_init.hyper.x2apic_available):
 /// the one hint Debian 6.1 honours, since its x2APIC-lock path clears x2apic_mode before
-/// it checks the lock (docs/linux-guest.md). With no feature bit, Linux uses none of the
-/// KVM paravirtual interfaces.
+/// it checks the lock (docs/linux-guest.md). The one feature offered is the paravirtual
+/// clock (KVM_FEATURE_CLOCKSOURCE2 and its stable bit, when the TSC rate is known), through
+/// which Linux on AMD learns the TSC rate instead of timing it against a PIT a partition
+/// does not have (see the pvclock module); Linux uses no other KVM paravirtual interface.
 pub const KVM_COMPATIBLE_LEAF: u32 = 0x4000_0100;
 pub const KVM_COMPATIBLE_LEAF_LAST: u32 = 0x4000_01ff;
+/// KVM_CPUID_FEATURES: EAX the paravirtual features offered.
+pub const KVM_FEATURES_LEAF: u32 = 0x4000_0101;
 pub const KVM_SIGNATURE: [u8; 12] = *b"KVMKVMKVM\0\0\0";
 
 /// The hypervisor-specific inputs of the filter.
@@ -107,6 +117,8 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
         7 if subleaf == 0 && view.native_max_basic_leaf >= 7 => {
             [eax, ebx, ecx, edx | LEAF7_EDX_ARCH_CAPABILITIES]
         }
+        // No APERF/MPERF (see LEAF6_ECX_APERF_MPERF).
+        6 => [eax, ebx, ecx & !LEAF6_ECX_APERF_MPERF, edx],
         // No architectural performance monitoring.
         0xA => [0; 4],
         // TSC = crystal × EBX / EAX with the crystal in ECX (SDM CPUID 15H): crystal = TSC.
@@ -125,8 +137,14 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
             let [b, c, d] = registers_of(&KVM_SIGNATURE);
             [KVM_COMPATIBLE_LEAF + 1, b, c, d]
         }
-        // KVM_CPUID_FEATURES and the rest: no paravirtual feature at all.
-        0x4000_0101..=KVM_COMPATIBLE_LEAF_LAST => [0; 4],
+        // KVM_CPUID_FEATURES: the paravirtual clock only (it needs the TSC rate).
+        KVM_FEATURES_LEAF if view.tsc_khz != 0 => [
+            pvclock::FEATURE_CLOCKSOURCE2 | pvclock::FEATURE_CLOCKSOURCE_STABLE_BIT,
+            0,
+            0,
+            0,
+        ],
+        KVM_FEATURES_LEAF..=KVM_COMPATIBLE_LEAF_LAST => [0; 4],
         _ => native,
     }
 }
@@ -182,7 +200,13 @@ mod tests {
     }
 
     #[test]
-    fn kvm_compatible_leaves_say_kvm_with_no_features() {
+    fn leaf_6_hides_aperf_mperf_and_keeps_the_rest() {
+        let native = [0x4, 0, 0x9, 0];
+        assert_eq!(filter(6, 0, native, &VIEW), [0x4, 0, 0x8, 0]);
+    }
+
+    #[test]
+    fn kvm_compatible_leaves_say_kvm_with_the_paravirtual_clock_only() {
         let [eax, ebx, ecx, edx] = filter(KVM_COMPATIBLE_LEAF, 0, ONES, &VIEW);
         assert_eq!(eax, KVM_COMPATIBLE_LEAF + 1);
         let mut bytes = [0u8; 12];
@@ -190,7 +214,14 @@ mod tests {
         bytes[4..8].copy_from_slice(&ecx.to_le_bytes());
         bytes[8..12].copy_from_slice(&edx.to_le_bytes());
         assert_eq!(&bytes, b"KVMKVMKVM\0\0\0");
-        assert_eq!(filter(KVM_COMPATIBLE_LEAF + 1, 0, ONES, &VIEW), [0; 4]);
+        // The paravirtual clock, and only when the TSC rate is known.
+        assert_eq!(
+            filter(KVM_FEATURES_LEAF, 0, ONES, &VIEW),
+            [(1 << 3) | (1 << 24), 0, 0, 0]
+        );
+        let unknown_rate = CpuidView { tsc_khz: 0, ..VIEW };
+        assert_eq!(filter(KVM_FEATURES_LEAF, 0, ONES, &unknown_rate), [0; 4]);
+        assert_eq!(filter(KVM_FEATURES_LEAF + 1, 0, ONES, &VIEW), [0; 4]);
     }
 
     #[test]

@@ -32,6 +32,7 @@
 #![cfg_attr(test, deny(unsafe_code))]
 
 pub mod acpi_s5;
+pub mod boot_timing;
 pub mod bytes;
 pub mod control_registers;
 pub mod cpuid;
@@ -44,6 +45,7 @@ pub mod ioapic;
 pub mod mmio_decode;
 pub mod msr;
 pub mod multiboot;
+pub mod pvclock;
 pub mod pvh;
 pub mod range;
 pub mod stage2;

@@ -105,6 +105,26 @@ const PASS_THROUGH: &[PassThrough] = &[
     both(0xc000_0103, 0xc000_0103),
 ];
 
+/// IA32_BIOS_SIGN_ID (Intel SDM vol. 4 table 2-2; AMD's PATCH_LEVEL has the same number):
+/// the microcode revision. Linux writes 0 to it, executes CPUID and reads it back to learn
+/// the revision, with the unchecked RDMSR/WRMSR that warn on #GP. A partition cannot load
+/// microcode, so it reads 0 ("no update loaded") and its writes are ignored.
+pub const IA32_BIOS_SIGN_ID: u32 = 0x8b;
+
+/// IA32_MISC_ENABLE bit 0 (Fast-Strings Enable), bit 22 (Limit CPUID Maxval) and bit 34
+/// (XD Bit Disable), Intel SDM vol. 4 table 2-2.
+pub const MISC_ENABLE_FAST_STRING: u64 = 1 << 0;
+pub const MISC_ENABLE_LIMIT_CPUID_MAXVAL: u64 = 1 << 22;
+pub const MISC_ENABLE_XD_DISABLE: u64 = 1 << 34;
+
+/// The IA32_MISC_ENABLE a guest reads, from the processor's: XD Disable and Limit CPUID
+/// Maxval clear (so Linux's early code has nothing to change: it would write them, and
+/// writes are dropped), Fast-Strings set (Linux warns and disables its string-copy paths
+/// when it is clear; the hypervisor leaves the machine's setting as the firmware made it).
+pub fn guest_misc_enable(native: u64) -> u64 {
+    (native & !(MISC_ENABLE_XD_DISABLE | MISC_ENABLE_LIMIT_CPUID_MAXVAL)) | MISC_ENABLE_FAST_STRING
+}
+
 /// Whether the hypervisor intercepts this access to `msr` on `vendor`.
 pub fn intercepted(vendor: Vendor, msr: u32, access: MsrAccess) -> bool {
     !PASS_THROUGH.iter().any(|rule| {
@@ -273,6 +293,23 @@ mod tests {
         assert!(intercepted(Amd, 0xc000_0080, Write));
         assert!(intercepted(Intel, 0xc000_0080, Read));
         assert!(intercepted(Intel, 0xc000_0080, Write));
+    }
+
+    #[test]
+    fn guest_misc_enable_has_fast_strings_and_no_xd_disable_or_cpuid_limit() {
+        assert_eq!(guest_misc_enable(0), MISC_ENABLE_FAST_STRING);
+        let native = MISC_ENABLE_XD_DISABLE | MISC_ENABLE_LIMIT_CPUID_MAXVAL | (1 << 16) | 1;
+        assert_eq!(guest_misc_enable(native), (1 << 16) | 1);
+    }
+
+    #[test]
+    fn microcode_signature_and_aperf_mperf_are_intercepted() {
+        for vendor in [Vendor::Intel, Vendor::Amd] {
+            for msr in [IA32_BIOS_SIGN_ID, 0xe7, 0xe8] {
+                assert!(intercepted(vendor, msr, MsrAccess::Read), "{msr:#x}");
+                assert!(intercepted(vendor, msr, MsrAccess::Write), "{msr:#x}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Starting application processors: the loader's real-mode trampoline copied below 1 MiB,
 //! its parameter block, and the INIT-SIPI-SIPI sequence (Intel SDM vol. 3 §9.4.4.1).
 
-use super::{pause, tsc, x2apic};
+use super::{cpuid, pause, tsc, x2apic};
 use crate::table::{ApicId, CoreIndex};
 use tessera_loader::{ApStartParameters, AP_TRAMPOLINE_ADDRESS};
 
@@ -25,13 +25,23 @@ fn parameters() -> *mut ApStartParameters {
         as *mut ApStartParameters
 }
 
-/// INIT to every core in `cores` at once, then the one 10 ms wait of the universal start-up
-/// algorithm (SDM vol. 3 §9.4.4.1).
+/// INIT to every core in `cores` at once, then the wait before the start-up IPIs that this
+/// processor needs: the universal algorithm's 10 ms (SDM vol. 3A §9.4.4.1) on old
+/// processors, none on current ones (tessera_policy::boot_timing).
 pub fn send_init_to_all(cores: impl Iterator<Item = ApicId>) {
     for apic_id in cores {
         x2apic::send_init(apic_id);
     }
-    tsc::delay_microseconds(10_000);
+    let vendor = cpuid::vendor();
+    let family = tessera_policy::boot_timing::display_family(cpuid::query(1, 0)[0]);
+    let wait = tessera_policy::boot_timing::init_to_startup_microseconds(
+        vendor == cpuid::Vendor::Intel,
+        vendor == cpuid::Vendor::Amd,
+        family,
+    );
+    if wait != 0 {
+        tsc::delay_microseconds(wait);
+    }
 }
 
 /// Starts one core (already INITed) on `stack_top` with table index `index`: SIPI, 200 µs,

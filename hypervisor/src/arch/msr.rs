@@ -17,9 +17,6 @@ pub const AMD_VM_CR: u32 = 0xC001_0114;
 pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
 
 pub use x86::msr::IA32_MISC_ENABLE;
-/// IA32_MISC_ENABLE bit 22 (Limit CPUID Maxval) and bit 34 (XD Bit Disable), SDM vol. 4.
-pub const MISC_ENABLE_LIMIT_CPUID_MAXVAL: u64 = 1 << 22;
-pub const MISC_ENABLE_XD_DISABLE: u64 = 1 << 34;
 
 /// IA32_SPEC_CTRL (SDM vol. 4 table 2-2; not in the x86 crate).
 pub const IA32_SPEC_CTRL: u32 = 0x48;

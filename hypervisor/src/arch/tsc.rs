@@ -1,4 +1,5 @@
-//! The time-stamp counter, calibrated once at boot against PIT channel 2.
+//! The time-stamp counter: its rate from CPUID 15H/16H when the processor reports it, else
+//! calibrated once at boot against PIT channel 2.
 //!
 //! The PIT (8254) runs at 1.193182 MHz on every PC; channel 2's gate is port 0x61 bit 0 and
 //! its output can be read at port 0x61 bit 5, so it times an interval without interrupts.
@@ -18,9 +19,30 @@ pub fn khz() -> u64 {
     TSC_KHZ.load(Ordering::Relaxed)
 }
 
-/// Measures the TSC over 10 ms of PIT channel 2 time. Runs once, on the bootstrap core,
-/// before any partition owns the PIT ports.
-pub fn calibrate() -> u64 {
+/// Sets the TSC rate: from CPUID 15H/16H when the processor reports it
+/// (tessera_policy::boot_timing::tsc_khz_from_cpuid), else measured against the PIT. Runs
+/// once, on the bootstrap core, before any partition owns the PIT ports. Returns the rate
+/// and whether it came from CPUID.
+pub fn determine_rate() -> (u64, bool) {
+    let max_leaf = super::cpuid::max_basic_leaf();
+    let leaf = |number: u32| {
+        if max_leaf >= number {
+            super::cpuid::query(number, 0)
+        } else {
+            [0; 4]
+        }
+    };
+    match tessera_policy::boot_timing::tsc_khz_from_cpuid(max_leaf, leaf(0x15), leaf(0x16)) {
+        Some(khz) => {
+            TSC_KHZ.store(khz, Ordering::Relaxed);
+            (khz, true)
+        }
+        None => (calibrate(), false),
+    }
+}
+
+/// Measures the TSC over 10 ms of PIT channel 2 time.
+fn calibrate() -> u64 {
     const PIT_HZ: u64 = 1_193_182;
     const MILLISECONDS: u64 = 10;
     let ticks = (PIT_HZ * MILLISECONDS / 1000) as u16;

@@ -1,13 +1,17 @@
 //! The MSRs the hypervisor intercepts (see tessera_policy::msr for which): APIC_BASE is
 //! emulated so a guest cannot leave x2APIC mode or move the APIC, EFER writes go through the
-//! backend, ICR writes through the IPI filter; any other intercepted MSR gets #GP, as an
+//! backend, ICR writes through the IPI filter, IA32_MISC_ENABLE and IA32_BIOS_SIGN_ID are
+//! answered from tessera_policy::msr, the KVM paravirtual clock's MSRs write its records
+//! (tessera_policy::pvclock); any other intercepted MSR gets #GP, as an
 //! MSR the processor does not implement would.
 
 use super::{CoreContext, Counter, Flow, Message, PartitionControl};
-use crate::arch::{msr, x2apic};
+use crate::arch::{guest_memory, msr, tsc, x2apic};
 use crate::table::ApicId;
 use crate::virt::{ControlWrite, Exception, Register, VirtualCpu};
 use tessera_policy::icr::{self, IcrAction};
+use tessera_policy::msr as policy_msr;
+use tessera_policy::pvclock;
 
 const INSTRUCTION_LENGTH: u64 = 2; // RDMSR and WRMSR are 0F 32 / 0F 30
 
@@ -29,17 +33,17 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
         msr::IA32_XAPIC_DISABLE_STATUS => msr::XAPIC_DISABLE_STATUS_LEGACY_DISABLED,
         // IA32_MISC_ENABLE exists on every Intel processor of family 6 and later (SDM vol. 4
         // table 2-2): Linux's verify_cpu reads it before it has an IDT, to clear XD Disable.
-        // The guest sees the processor's value with XD Disable and Limit CPUID Maxval clear
-        // (so it has nothing to change); the machine-wide bits stay the hypervisor's.
+        // The guest sees the processor's value as tessera_policy::msr::guest_misc_enable
+        // makes it; the machine-wide bits stay the hypervisor's.
         msr::IA32_MISC_ENABLE => match msr::misc_enable() {
-            Some(native) => {
-                native & !(msr::MISC_ENABLE_XD_DISABLE | msr::MISC_ENABLE_LIMIT_CPUID_MAXVAL)
-            }
+            Some(native) => policy_msr::guest_misc_enable(native),
             None => {
                 vcpu.inject_exception(Exception::GeneralProtection);
                 return Flow::Resume;
             }
         },
+        // No microcode update loaded, as far as a partition can tell (see the policy).
+        policy_msr::IA32_BIOS_SIGN_ID => 0,
         _ => {
             vcpu.inject_exception(Exception::GeneralProtection);
             return Flow::Resume;
@@ -83,6 +87,34 @@ pub fn write(
         // strings, the enhanced SpeedStep lock): dropped, as KVM keeps only a virtual copy.
         // A guest that writes back what it read (Linux) sees no difference.
         msr::IA32_MISC_ENABLE if msr::misc_enable().is_some() => {}
+        // A partition cannot load microcode: the write that precedes a revision read is
+        // ignored (see tessera_policy::msr::IA32_BIOS_SIGN_ID).
+        policy_msr::IA32_BIOS_SIGN_ID => {}
+        // The paravirtual clock (tessera_policy::pvclock): the guest names where its record
+        // goes and the hypervisor writes it there once; it stays true (invariant TSC, no
+        // offset). A record outside the partition's RAM, or an unknown TSC rate (the
+        // feature is then not offered), is #GP.
+        pvclock::MSR_SYSTEM_TIME | pvclock::MSR_WALL_CLOCK => {
+            let khz = u32::try_from(tsc::khz()).unwrap_or(0);
+            let written = match (number, khz) {
+                (pvclock::MSR_SYSTEM_TIME, _) if value & pvclock::SYSTEM_TIME_ENABLE == 0 => {
+                    Some(())
+                }
+                (pvclock::MSR_SYSTEM_TIME, khz) => pvclock::time_info(khz).and_then(|record| {
+                    guest_memory::write(
+                        context.partition,
+                        value & !pvclock::SYSTEM_TIME_ENABLE,
+                        &record,
+                    )
+                }),
+                (_, 0) => None,
+                _ => guest_memory::write(context.partition, value, &pvclock::wall_clock()),
+            };
+            if written.is_none() {
+                vcpu.inject_exception(Exception::GeneralProtection);
+                return Flow::Resume;
+            }
+        }
         msr::X2APIC_ICR => {
             let decision = icr::filter(
                 &icr::Icr::decode(value),

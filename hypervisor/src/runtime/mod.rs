@@ -60,6 +60,15 @@ impl PartitionControl for PartitionRuntime {
 /// TSC value when the first guest instruction is about to run (for boot-time figures).
 static FIRST_GUEST_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
 
+/// TSC value at the hypervisor's first instruction of Rust code on the boot core.
+static HYPERVISOR_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Records when the hypervisor was entered, so the first guest entry can report the
+/// hypervisor's own share of the boot (without the firmware and the boot loader before it).
+pub fn record_hypervisor_entry(tsc: u64) {
+    HYPERVISOR_ENTRY_TSC.store(tsc, Ordering::Relaxed);
+}
+
 /// Reports a vCPU (re)start, and records the first guest entry of the machine.
 fn note_guest_entry(context: &CoreContext, start: StartState) {
     let entry = match start {
@@ -71,6 +80,13 @@ fn note_guest_entry(context: &CoreContext, start: StartState) {
     let first = FIRST_GUEST_ENTRY_TSC
         .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
         .is_ok();
+    if first {
+        let entered = HYPERVISOR_ENTRY_TSC.load(Ordering::Relaxed);
+        log::info!(
+            "boot: first guest entry {} TSC ticks after the hypervisor's entry",
+            now.saturating_sub(entered)
+        );
+    }
     // A start-up IPI is the guest's doing and can be repeated at will: rate-limited.
     if matches!(start, StartState::StartUp { .. }) && !partition::may_log(context.partition_index) {
         return;

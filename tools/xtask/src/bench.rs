@@ -15,6 +15,7 @@
 
 mod console;
 mod elf;
+mod goals;
 mod report;
 mod sources;
 
@@ -284,6 +285,7 @@ pub fn run(root: &Path, only: &[String]) -> Result<ExitCode> {
         image::relative_to(root, &path).display(),
         started.elapsed().as_secs_f64()
     );
+    print!("{}", goal_summary(&report, &selection));
     if report.is_empty() && failures.is_empty() {
         failures.push("no figure was measured".into());
     }
@@ -295,6 +297,44 @@ pub fn run(root: &Path, only: &[String]) -> Result<ExitCode> {
         println!("  - {failure}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// The goals missed and the goals whose figure this run asked for but does not have (not
+/// measured yet, or its measurement failed): a goal without a figure is not met either.
+fn goal_summary(report: &Report, selection: &Selection) -> String {
+    let misses = report.misses();
+    let unmeasured: Vec<&str> = goals::GOALS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !report.contains(name) && selection.any(|wanted| wanted == *name))
+        .collect();
+    let with_goal = goals::GOALS
+        .iter()
+        .filter(|(name, _)| report.contains(name))
+        .count();
+    let mut text = format!(
+        "bench: goals: {} of {with_goal} measured figures with a goal meet it",
+        with_goal - misses.len()
+    );
+    if !unmeasured.is_empty() {
+        text.push_str(&format!(
+            "; not measured: {}",
+            unmeasured
+                .iter()
+                .map(|name| format!("{name} (goal {})", goals::goal_of(name).expect("a goal")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    text.push('\n');
+    for (name, value, goal) in misses {
+        text.push_str(&format!(
+            "  MISS {name}: {} against the goal {goal} ({})\n",
+            report::format_value(value),
+            goal.set_by
+        ));
+    }
+    text
 }
 
 /// The fixed figure names and name patterns, for the message about an unknown `--only`.

@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Serialize, Serializer};
 
+use super::goals::{self, Goal};
+
 /// One measured figure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Figure {
@@ -19,7 +21,7 @@ pub struct Figure {
 }
 
 /// Whole numbers up to 2^53 are written as integers (`290`, not `290.0`).
-fn serialize_value<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_value<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
     match whole(*value) {
         Some(whole) => serializer.serialize_i64(whole),
         None => serializer.serialize_f64(*value),
@@ -33,10 +35,22 @@ fn whole(value: f64) -> Option<i64> {
     (value.is_finite() && value.abs() <= EXACT && value.trunc() == value).then_some(value as i64)
 }
 
+/// A figure as the report holds it: the measurement and, when an issue sets one, its goal
+/// and whether the value meets it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct Entry {
+    #[serde(flatten)]
+    figure: Figure,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    goal: Option<Goal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    met: Option<bool>,
+}
+
 /// The figures of one `cargo xtask bench`, by name (sorted, so the JSON is stable).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
-    figures: BTreeMap<String, Figure>,
+    figures: BTreeMap<String, Entry>,
 }
 
 impl Report {
@@ -52,8 +66,26 @@ impl Report {
         if self.figures.contains_key(&name) {
             return Err(format!("figure {name} is produced by two sources"));
         }
-        self.figures.insert(name, figure);
+        let goal = goals::goal_of(&name);
+        let met = goal.map(|goal| goal.met_by(figure.value));
+        self.figures.insert(name, Entry { figure, goal, met });
         Ok(())
+    }
+
+    /// The figures that miss their goal: `(name, value, goal)`.
+    pub fn misses(&self) -> Vec<(&str, f64, Goal)> {
+        self.figures
+            .iter()
+            .filter_map(|(name, entry)| match (entry.goal, entry.met) {
+                (Some(goal), Some(false)) => Some((name.as_str(), entry.figure.value, goal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the report holds a figure of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.figures.contains_key(name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -83,21 +115,28 @@ impl Report {
             .with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// The report as a table: name, value (right-aligned), unit, method; one figure a line.
+    /// The report as a table: name, value (right-aligned), goal, whether it is met (`ok`,
+    /// `MISS`, empty without a goal), unit, method; one figure a line.
     pub fn table(&self) -> String {
-        let rows: Vec<[String; 4]> = self
+        let rows: Vec<[String; 6]> = self
             .figures
             .iter()
-            .map(|(name, figure)| {
+            .map(|(name, entry)| {
                 [
                     name.clone(),
-                    format_value(figure.value),
-                    figure.unit.clone(),
-                    figure.method.clone(),
+                    format_value(entry.figure.value),
+                    entry.goal.map(|goal| goal.to_string()).unwrap_or_default(),
+                    match entry.met {
+                        Some(true) => "ok".into(),
+                        Some(false) => "MISS".into(),
+                        None => String::new(),
+                    },
+                    entry.figure.unit.clone(),
+                    entry.figure.method.clone(),
                 ]
             })
             .collect();
-        let header = ["figure", "value", "unit", "method"].map(String::from);
+        let header = ["figure", "value", "goal", "met", "unit", "method"].map(String::from);
         let width = |column: usize| {
             std::iter::once(&header)
                 .chain(&rows)
@@ -105,12 +144,14 @@ impl Report {
                 .max()
                 .unwrap_or(0)
         };
-        let (name_width, value_width, unit_width) = (width(0), width(1), width(2));
+        let (name_width, value_width, goal_width, met_width, unit_width) =
+            (width(0), width(1), width(2), width(3), width(4));
         let mut text = String::new();
         for row in std::iter::once(&header).chain(&rows) {
             let line = format!(
-                "{:<name_width$}  {:>value_width$}  {:<unit_width$}  {}",
-                row[0], row[1], row[2], row[3]
+                "{:<name_width$}  {:>value_width$}  {:<goal_width$}  {:<met_width$}  \
+                 {:<unit_width$}  {}",
+                row[0], row[1], row[2], row[3], row[4], row[5]
             );
             text.push_str(line.trim_end());
             text.push('\n');
@@ -120,7 +161,7 @@ impl Report {
 }
 
 /// A value for the table: whole numbers as integers, others with 3 significant decimals.
-fn format_value(value: f64) -> String {
+pub fn format_value(value: f64) -> String {
     match whole(value) {
         Some(whole) => whole.to_string(),
         None if value.abs() >= 100.0 => format!("{value:.1}"),
@@ -206,10 +247,48 @@ mod tests {
     fn prints_an_aligned_table() {
         assert_eq!(
             sample().table(),
-            "figure                             value  unit          method\n\
-             svm_exit_round_trip_instructions     290  instructions  guest RDTSC\n\
-             validate                          12.500  ms            median\n"
+            "figure                             value  goal  met  unit          method\n\
+             svm_exit_round_trip_instructions     290             instructions  guest RDTSC\n\
+             validate                          12.500             ms            median\n"
         );
+    }
+
+    #[test]
+    fn shows_each_goal_beside_the_value_and_flags_misses() {
+        let mut report = sample();
+        report
+            .insert(
+                "ipi_exit_instructions".into(),
+                figure(433.0, "instructions", "ICR"),
+            )
+            .unwrap();
+        report
+            .insert(
+                "doorbell_round_trip_instructions".into(),
+                figure(200.0, "instructions", "ping"),
+            )
+            .unwrap();
+        let table = report.table();
+        assert!(
+            table.contains("ipi_exit_instructions                433  <= 150  MISS  instructions"),
+            "{table}"
+        );
+        assert!(
+            table.contains("doorbell_round_trip_instructions     200  <= 200  ok    instructions"),
+            "{table}"
+        );
+        let misses = report.misses();
+        assert_eq!(misses.len(), 1);
+        assert_eq!(misses[0].0, "ipi_exit_instructions");
+        let parsed: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(parsed["ipi_exit_instructions"]["goal"]["at_most"], 150);
+        assert_eq!(
+            parsed["ipi_exit_instructions"]["goal"]["set_by"],
+            "issue 14"
+        );
+        assert_eq!(parsed["ipi_exit_instructions"]["met"], false);
+        assert_eq!(parsed["doorbell_round_trip_instructions"]["met"], true);
+        assert!(parsed["validate"].get("goal").is_none());
     }
 
     #[test]

@@ -161,6 +161,17 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
                  only the hypervisor's boot",
     },
     ConsoleFigure {
+        name: "hypervisor_boot_instructions",
+        boot: &SVM_DEMO,
+        console: Console::Hypervisor,
+        pattern: r"^boot: first guest entry (?P<value>\d+) TSC ticks after the hypervisor's entry",
+        value: Value::Group,
+        unit: "instructions",
+        method: "the hypervisor's own share of the boot: the TSC at the first guest entry \
+                 minus the TSC at its first Rust instruction on the boot core (`boot: first \
+                 guest entry N TSC ticks after the hypervisor's entry`); TSC = instructions",
+    },
+    ConsoleFigure {
         name: "demo_exits_{partition}",
         boot: &SVM_DEMO,
         console: Console::Hypervisor,
