@@ -96,6 +96,9 @@ fn generate(table: &Path, out_dir: &Path) -> Result<Lowered, BuildScriptError> {
         diagnostics: Box::new(diagnostics),
     };
     let validated = load(table).map_err(invalid)?;
+    for warning in crate::warnings(validated.table()) {
+        println!("cargo:warning={warning}");
+    }
     let lowered = lower(&validated).map_err(invalid)?;
     write_generated(&lowered, out_dir).map_err(BuildScriptError::Write)?;
     let source = generate_rust(&lowered);

@@ -17,7 +17,9 @@ use tessera_abi::table::{
     Range, Rights, Segment,
 };
 
-use crate::lower::{BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredPartition};
+use crate::lower::{
+    BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredPartition, PciFunction,
+};
 
 const TABLE: &str = "::tessera_abi::table";
 const HYPERCALL: &str = "::tessera_abi::hypercall";
@@ -88,6 +90,7 @@ pub fn generate_rust(lowered: &Lowered) -> String {
     );
     let _ = writeln!(out, "    console: {},", lowered.console.literal());
     let _ = writeln!(out, "    ioapic: {},", lowered.ioapic.literal());
+    let _ = writeln!(out, "    ecam: {},", lowered.ecam.literal());
     let _ = writeln!(out, "    partitions: &[");
     for partition in &lowered.partitions {
         write_partition(&mut out, partition, &blobs);
@@ -196,6 +199,11 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&Bl
         "            stage2_table_pages: {},",
         partition.stage2_table_pages
     );
+    let _ = writeln!(out, "            pci_functions: &[");
+    for function in &partition.pci_functions {
+        let _ = writeln!(out, "                {},", function.literal());
+    }
+    let _ = writeln!(out, "            ],");
     let _ = writeln!(out, "        }},");
 }
 
@@ -400,6 +408,19 @@ impl Literal for Entry {
 impl Literal for Console {
     fn literal(&self) -> String {
         format!("{TABLE}::Console {{ port: {:#x} }}", self.port)
+    }
+}
+
+impl Literal for PciFunction {
+    fn literal(&self) -> String {
+        format!(
+            "{TABLE}::PciFunction {{ physical: {TABLE}::Bdf({:#06x}), virtual_address: {TABLE}::Bdf({:#06x}), bar_windows: &[{}], interrupt: {TABLE}::PciInterrupt::{:?}, dma_confined: {} }}",
+            self.physical.0,
+            self.virtual_address.0,
+            list(&self.bar_windows),
+            self.interrupt,
+            self.dma_confined
+        )
     }
 }
 

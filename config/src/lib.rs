@@ -116,6 +116,22 @@ pub fn check_text(path: &Path, text: String, files: FileChecks) -> Result<Table,
     }
 }
 
+/// What a valid table allows but its author should see (today: PCI functions with
+/// unconfined DMA), one line each: `file:line:column: warning: message`.
+pub fn warnings(table: &Table) -> Vec<String> {
+    validate::pci::warnings(table)
+        .into_iter()
+        .map(|warning| {
+            format!(
+                "{}:{}: warning: {}",
+                table.path.display(),
+                source::line_column(&table.text, warning.span.start),
+                warning.message
+            )
+        })
+        .collect()
+}
+
 /// Parses table text (no validation): the schema pass reports every unknown key, missing
 /// key and mistyped value; then the text is deserialized into the model. `path` is where
 /// it came from: relative boot paths are resolved against its directory.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tessera_abi::table::{
-    CacheControl, Capability, Console, Entry, FaultPolicy, Ioapic, MemoryMapping, Range, Segment,
+    Bdf, CacheControl, Capability, Console, Entry, FaultPolicy, Ioapic, MemoryMapping,
+    PciInterrupt, Range, Segment,
 };
 
 use crate::acpi::{self, AcpiMachine, Uart};
@@ -34,6 +35,7 @@ pub struct Lowered {
     pub hypervisor_memory: Range,
     pub console: Console,
     pub ioapic: Option<Ioapic>,
+    pub ecam: Option<Range>,
     pub partitions: Vec<LoweredPartition>,
     pub channels: Vec<LoweredChannel>,
     /// Every file the result depends on (the table and the boot files).
@@ -58,6 +60,8 @@ pub struct LoweredPartition {
     pub user_hypercalls: u64,
     pub cache_control: CacheControl,
     pub stage2_table_pages: usize,
+    /// In table order.
+    pub pci_functions: Vec<PciFunction>,
 }
 
 /// How a partition starts (the owned form of [`tessera_abi::table::Boot`]).
@@ -122,6 +126,16 @@ pub enum BlobSource {
     Generated { file_name: String, bytes: Vec<u8> },
 }
 
+/// One PCI function, lowered (the owned form of [`tessera_abi::table::PciFunction`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciFunction {
+    pub physical: Bdf,
+    pub virtual_address: Bdf,
+    pub bar_windows: Vec<Range>,
+    pub interrupt: PciInterrupt,
+    pub dma_confined: bool,
+}
+
 /// One channel, lowered (the owned form of [`tessera_abi::table::Channel`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoweredChannel {
@@ -130,6 +144,41 @@ pub struct LoweredChannel {
     pub members: Vec<u16>,
     pub doorbell_vector: u8,
     pub doorbell_rings_per_second: u32,
+}
+
+/// A device's PCI function, or `None` for a device without `pci`.
+fn lower_pci_function(device: &model::Device) -> Option<PciFunction> {
+    let physical = device.pci.as_deref()?;
+    let virtual_address = device.virtual_address()?;
+    let bdf = |address: model::PciAddress| Bdf::new(address.bus, address.device, address.function);
+    let vectors = device
+        .interrupt
+        .as_ref()
+        .and_then(|interrupt| interrupt.vectors.as_deref().copied())
+        .unwrap_or(1);
+    let interrupt = match device.interrupt.as_ref().map(|interrupt| *interrupt.kind) {
+        None => PciInterrupt::None,
+        Some(model::PciInterruptKind::Intx) => PciInterrupt::Intx {
+            ioapic_pin: device
+                .irq
+                .as_deref()
+                .and_then(|pin| u8::try_from(*pin).ok())
+                .unwrap_or_default(),
+        },
+        Some(model::PciInterruptKind::Msi) => PciInterrupt::Msi {
+            vectors: u8::try_from(vectors).unwrap_or(u8::MAX),
+        },
+        Some(model::PciInterruptKind::Msix) => PciInterrupt::Msix {
+            vectors: u16::try_from(vectors).unwrap_or(u16::MAX),
+        },
+    };
+    Some(PciFunction {
+        physical: bdf(*physical),
+        virtual_address: bdf(virtual_address),
+        bar_windows: device.mmio.iter().map(|window| window.to_abi()).collect(),
+        interrupt,
+        dma_confined: device.dma_policy() == model::Dma::Confined,
+    })
 }
 
 /// Lowers a validated table, building each partition's boot from the images validation
@@ -194,6 +243,10 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
                 WbinvdPolicy::Trap => CacheControl::Trap,
             },
             stage2_table_pages,
+            pci_functions: devices
+                .iter()
+                .filter_map(|device| lower_pci_function(&device.device))
+                .collect(),
         });
     }
     if !findings.is_empty() {
@@ -229,6 +282,7 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
             base: *ioapic.base,
             pins: u8::try_from(*ioapic.pins).unwrap_or(u8::MAX),
         }),
+        ecam: table.platform.ecam.as_ref().map(|ecam| ecam.to_abi()),
         partitions,
         channels: table
             .channels

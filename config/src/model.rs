@@ -151,9 +151,10 @@ pub struct Platform {
     /// Optional PCI Express configuration window (ECAM, 1 MiB per bus from bus 0).
     #[serde(default)]
     pub ecam: Option<Located<AddressRange>>,
-    /// Optional IOMMU register windows (AMD-Vi / VT-d units).
+    /// Optional IOMMU units (AMD-Vi / VT-d): register windows and the PCI functions each
+    /// one translates.
     #[serde(default)]
-    pub iommu: Vec<Located<AddressRange>>,
+    pub iommu: Vec<Located<IommuUnit>>,
     /// `[platform.devices]`, in table order.
     #[serde(default)]
     pub devices: Devices,
@@ -165,6 +166,33 @@ pub struct Platform {
 pub struct Ioapic {
     pub base: Located<u64>,
     pub pins: Located<u32>,
+}
+
+/// One IOMMU unit: `{ base = …, size = …, covers = ["bb:dd.f", …] }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IommuUnit {
+    pub base: Located<u64>,
+    pub size: Located<Size>,
+    /// The PCI functions whose requests the unit translates (VT-d DRHD device scopes,
+    /// AMD-Vi IVHD device entries); `None` when the unit covers every function of the
+    /// segment (a DRHD with INCLUDE_PCI_ALL, an IVHD select-all range).
+    #[serde(default)]
+    pub covers: Option<Vec<Located<PciAddress>>>,
+}
+
+impl IommuUnit {
+    /// The register window as a plain `(base, size)` pair.
+    pub fn to_abi(&self) -> tessera_abi::table::Range {
+        tessera_abi::table::Range::new(*self.base, self.size.0)
+    }
+
+    /// Whether the unit translates the requests of PCI function `address`.
+    pub fn covers(&self, address: PciAddress) -> bool {
+        self.covers
+            .as_ref()
+            .is_none_or(|covered| covered.iter().any(|function| **function == address))
+    }
 }
 
 /// `{ base = …, size = … }`.
@@ -260,6 +288,69 @@ pub struct Device {
     /// IOAPIC pin.
     #[serde(default)]
     pub irq: Option<Located<u32>>,
+    /// PCI only: where the owning partition sees the function on its virtual bus 0 (by
+    /// default bus 0 with the physical device and function numbers).
+    #[serde(default)]
+    pub virtual_pci: Option<Located<PciAddress>>,
+    /// PCI only: the interrupt the function may use.
+    #[serde(default)]
+    pub interrupt: Option<Located<PciInterrupt>>,
+    /// PCI only: whether the function's DMA must go through an IOMMU ([`Dma::Confined`]
+    /// when absent).
+    #[serde(default)]
+    pub dma: Option<Located<Dma>>,
+}
+
+impl Device {
+    /// Where the owning partition sees the PCI function: `virtual-pci`, else bus 0 with the
+    /// physical device and function numbers. `None` for a device without `pci`.
+    pub fn virtual_address(&self) -> Option<PciAddress> {
+        let physical = self.pci.as_ref()?;
+        Some(match &self.virtual_pci {
+            Some(address) => **address,
+            None => PciAddress {
+                bus: 0,
+                ..**physical
+            },
+        })
+    }
+
+    /// The DMA policy, with its default.
+    pub fn dma_policy(&self) -> Dma {
+        self.dma.as_ref().map_or(Dma::Confined, |dma| dma.value)
+    }
+}
+
+/// `interrupt = { kind = …, vectors = … }` of a PCI function (PCI Local Bus 3.0 §6.8).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PciInterrupt {
+    pub kind: Located<PciInterruptKind>,
+    /// MSI: 1–32, a power of two; MSI-X: 1–2048; INTx: absent.
+    #[serde(default)]
+    pub vectors: Option<Located<u32>>,
+}
+
+/// How a PCI function signals interrupts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PciInterruptKind {
+    /// The INTx pin, routed to the IOAPIC pin the device's `irq` names.
+    Intx,
+    /// MSI (PCI Local Bus 3.0 §6.8.1).
+    Msi,
+    /// MSI-X (PCI Local Bus 3.0 §6.8.2).
+    Msix,
+}
+
+/// `dma = "confined" | "unconfined"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dma {
+    /// The function's DMA goes through an IOMMU domain that maps its partition's RAM only.
+    Confined,
+    /// No IOMMU confines the function: it can reach all of memory (a warning).
+    Unconfined,
 }
 
 /// A PCI function address `bb:dd.f` (hexadecimal bus and device, function 0–7).

@@ -79,6 +79,20 @@ const DEVICE: Shape = Shape::Table(&[
     optional("mmio", RANGE_LIST),
     optional("pci", Shape::Pci),
     optional("irq", U32),
+    optional("virtual-pci", Shape::Pci),
+    optional(
+        "interrupt",
+        Shape::Table(&[
+            required("kind", Shape::Choice(&["intx", "msi", "msix"])),
+            optional("vectors", U32),
+        ]),
+    ),
+    optional("dma", Shape::Choice(&["confined", "unconfined"])),
+]);
+const IOMMU: Shape = Shape::Table(&[
+    required("base", ADDRESS),
+    required("size", Shape::Size),
+    optional("covers", Shape::Array(&Shape::Pci)),
 ]);
 const PLATFORM: Shape = Shape::Table(&[
     required("name", Shape::String),
@@ -86,7 +100,7 @@ const PLATFORM: Shape = Shape::Table(&[
     required("ram", RANGE_LIST),
     optional("ioapic", IOAPIC),
     optional("ecam", RANGE),
-    optional("iommu", RANGE_LIST),
+    optional("iommu", Shape::Array(&IOMMU)),
     optional("devices", Shape::Map(&DEVICE)),
 ]);
 const HYPERVISOR: Shape = Shape::Table(&[

@@ -1,7 +1,7 @@
 //! Validation: every rule a table must obey before it can boot. Each check adds
 //! [`Finding`]s and carries on, so one run reports every problem in the table.
 //!
-//! Checks are grouped by subject (names, cores, memory, devices, machine-wide ports,
+//! Checks are grouped by subject (names, cores, memory, devices, PCI functions, machine-wide ports,
 //! references, user-mode hypercalls, boot); a new invariant gets a [`Rule`] with a stable
 //! identifier and a check in the matching module.
 
@@ -12,6 +12,7 @@ mod hypercalls;
 mod machine_ports;
 mod memory;
 mod names;
+pub mod pci;
 mod references;
 mod rule;
 pub mod sweep;
@@ -59,6 +60,7 @@ pub(crate) fn validate_reading(
     cores::check(table, &mut findings);
     memory::check(table, &mut findings);
     devices::check(table, &mut findings);
+    pci::check(table, &mut findings);
     machine_ports::check(table, &mut findings);
     references::check(table, &mut findings);
     hypercalls::check(table, &mut findings);

@@ -86,6 +86,18 @@ pub enum Rule {
     PciShared,
     /// A device's PCI bus lies beyond the buses the declared ECAM window covers.
     PciOutsideEcam,
+    /// A function's virtual address is not on bus 0 or is 00:00.0, where every partition sees its virtual host bridge.
+    PciVirtualAddress,
+    /// Two PCI functions of one partition appear at the same virtual address.
+    PciVirtualShared,
+    /// Guest-physical memory of a partition with PCI functions overlaps its virtual ECAM window (bus 0: 1 MiB at the platform's ECAM base).
+    PciEcamWindow,
+    /// A PCI function's interrupt is inconsistent: `intx` without an `irq` pin or with `vectors`, MSI vectors not a power of two from 1 to 32, MSI-X vectors not from 1 to 2048.
+    PciInterrupt,
+    /// `virtual-pci`, `interrupt` or `dma` is given to a device without `pci`.
+    PciKeyWithoutFunction,
+    /// A partition's PCI function with confined DMA (the default) is covered by no IOMMU unit of `platform.iommu`; `dma = "unconfined"` accepts it with a warning.
+    PciDmaUncovered,
     /// A device's IRQ pin is not below the IOAPIC's pin count.
     IrqPin,
     /// One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.
@@ -204,6 +216,12 @@ impl Rule {
         Rule::MmioOverlap,
         Rule::PciShared,
         Rule::PciOutsideEcam,
+        Rule::PciVirtualAddress,
+        Rule::PciVirtualShared,
+        Rule::PciEcamWindow,
+        Rule::PciInterrupt,
+        Rule::PciKeyWithoutFunction,
+        Rule::PciDmaUncovered,
         Rule::IrqPin,
         Rule::IrqShared,
         Rule::IrqNoIoapic,
@@ -285,6 +303,12 @@ impl Rule {
             Rule::MmioOverlap => "mmio-overlap",
             Rule::PciShared => "pci-shared",
             Rule::PciOutsideEcam => "pci-outside-ecam",
+            Rule::PciVirtualAddress => "pci-virtual-address",
+            Rule::PciVirtualShared => "pci-virtual-shared",
+            Rule::PciEcamWindow => "pci-ecam-window",
+            Rule::PciInterrupt => "pci-interrupt",
+            Rule::PciKeyWithoutFunction => "pci-key-without-function",
+            Rule::PciDmaUncovered => "pci-dma-uncovered",
             Rule::IrqPin => "irq-pin",
             Rule::IrqShared => "irq-shared",
             Rule::IrqNoIoapic => "irq-no-ioapic",
@@ -363,6 +387,12 @@ impl Rule {
             Rule::MmioOverlap => "devices",
             Rule::PciShared => "devices",
             Rule::PciOutsideEcam => "devices",
+            Rule::PciVirtualAddress => "devices",
+            Rule::PciVirtualShared => "devices",
+            Rule::PciEcamWindow => "devices",
+            Rule::PciInterrupt => "devices",
+            Rule::PciKeyWithoutFunction => "devices",
+            Rule::PciDmaUncovered => "devices",
             Rule::IrqPin => "devices",
             Rule::IrqShared => "devices",
             Rule::IrqNoIoapic => "devices",
@@ -441,6 +471,12 @@ impl Rule {
             Rule::MmioOverlap => "MMIO windows of devices with different owners overlap (the same hardware under two names).",
             Rule::PciShared => "One PCI function is named by devices with different owners (the same hardware under two names).",
             Rule::PciOutsideEcam => "A device's PCI bus lies beyond the buses the declared ECAM window covers.",
+            Rule::PciVirtualAddress => "A function's virtual address is not on bus 0 or is 00:00.0, where every partition sees its virtual host bridge.",
+            Rule::PciVirtualShared => "Two PCI functions of one partition appear at the same virtual address.",
+            Rule::PciEcamWindow => "Guest-physical memory of a partition with PCI functions overlaps its virtual ECAM window (bus 0: 1 MiB at the platform's ECAM base).",
+            Rule::PciInterrupt => "A PCI function's interrupt is inconsistent: `intx` without an `irq` pin or with `vectors`, MSI vectors not a power of two from 1 to 32, MSI-X vectors not from 1 to 2048.",
+            Rule::PciKeyWithoutFunction => "`virtual-pci`, `interrupt` or `dma` is given to a device without `pci`.",
+            Rule::PciDmaUncovered => "A partition's PCI function with confined DMA (the default) is covered by no IOMMU unit of `platform.iommu`; `dma = \"unconfined\"` accepts it with a warning.",
             Rule::IrqPin => "A device's IRQ pin is not below the IOAPIC's pin count.",
             Rule::IrqShared => "One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.",
             Rule::IrqNoIoapic => "A device has an IRQ pin but the platform declares no IOAPIC.",

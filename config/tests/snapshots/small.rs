@@ -19,6 +19,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
     hypervisor_memory: ::tessera_abi::table::Range { base: 0x100000, size: 0xf00000 },
     console: ::tessera_abi::table::Console { port: 0x2f8 },
     ioapic: Some(::tessera_abi::table::Ioapic { base: 0xfec00000, pins: 24 }),
+    ecam: None,
     partitions: &[
         ::tessera_abi::table::Partition {
             name: "alpha",
@@ -56,6 +57,8 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             user_hypercalls: 0,
             cache_control: ::tessera_abi::table::CacheControl::Trap,
             stage2_table_pages: 6,
+            pci_functions: &[
+            ],
         },
         ::tessera_abi::table::Partition {
             name: "beta",
@@ -91,6 +94,8 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             user_hypercalls: ::tessera_abi::hypercall::Call::RingDoorbell.bit() | ::tessera_abi::hypercall::Call::OwnExitCount.bit(),
             cache_control: ::tessera_abi::table::CacheControl::Native,
             stage2_table_pages: 4,
+            pci_functions: &[
+            ],
         },
     ],
     channels: &[

@@ -179,6 +179,56 @@ pub struct Partition {
     /// Number of 4 KiB pages its stage-2 page tables need (computed at build time from the
     /// same plan the hypervisor builds at boot).
     pub stage2_table_pages: usize,
+    /// The PCI functions it owns, on its virtual bus (docs/pci-iommu.md), in table order.
+    pub pci_functions: &'static [PciFunction],
+}
+
+/// A PCI function address packed as the requester ID: bus in bits 15:8, device in 7:3,
+/// function in 2:0 (PCIe Base 4.0 §2.2.6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bdf(pub u16);
+
+impl Bdf {
+    pub const fn new(bus: u8, device: u8, function: u8) -> Self {
+        Self(((bus as u16) << 8) | (((device & 0x1f) as u16) << 3) | (function & 7) as u16)
+    }
+    pub const fn bus(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+    pub const fn device(self) -> u8 {
+        ((self.0 >> 3) & 0x1f) as u8
+    }
+    pub const fn function(self) -> u8 {
+        (self.0 & 7) as u8
+    }
+}
+
+/// The interrupt a passed-through PCI function may use (`interrupt` in the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciInterrupt {
+    /// None: MSI and MSI-X are hidden and the interrupt pin reads 0.
+    None,
+    /// The INTx pin, routed to this IOAPIC pin.
+    Intx { ioapic_pin: u8 },
+    /// MSI with this many vectors (1–32, a power of two).
+    Msi { vectors: u8 },
+    /// MSI-X with this many vectors (1–2048).
+    Msix { vectors: u16 },
+}
+
+/// One PCI function passed through to a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciFunction {
+    /// Where it is on the machine (segment 0).
+    pub physical: Bdf,
+    /// Where the partition sees it on its virtual bus 0.
+    pub virtual_address: Bdf,
+    /// The table's `mmio` windows: every memory BAR must lie inside one (checked at boot);
+    /// empty when the table gives none and the BARs are taken as the hardware reports them.
+    pub bar_windows: &'static [Range],
+    pub interrupt: PciInterrupt,
+    /// Whether an IOMMU domain must confine its DMA (`dma = "confined"`, the default).
+    pub dma_confined: bool,
 }
 
 #[derive(Debug)]
@@ -219,6 +269,10 @@ pub struct Machine {
     pub hypervisor_memory: Range,
     pub console: Console,
     pub ioapic: Option<Ioapic>,
+    /// The PCI Express configuration window (ECAM, segment 0 from bus 0), if the table
+    /// declares one; partitions with PCI functions see a one-bus virtual ECAM window at its
+    /// base.
+    pub ecam: Option<Range>,
     pub partitions: &'static [Partition],
     pub channels: &'static [Channel],
 }

@@ -19,6 +19,8 @@
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`firmware_acpi`]: the firmware's ACPI tables (RSDP, RSDT/XSDT, MADT, FADT, DSDT), read
 //!   through the `acpi` crate.
+//! * [`pci`]: configuration-space address decoding (ECAM, 0xCF8/0xCFC) and BAR sizing for
+//!   PCI passthrough.
 //! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
 //! * [`multiboot`]: the boot information (Multiboot v1 memory map, Multiboot2 tags, RSDP).
 //! * [`virtual_platform`]: the partition's ACPI sleep and reset ports.
@@ -45,6 +47,7 @@ pub mod ioapic;
 pub mod mmio_decode;
 pub mod msr;
 pub mod multiboot;
+pub mod pci;
 pub mod pvclock;
 pub mod pvh;
 pub mod range;

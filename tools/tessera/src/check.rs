@@ -45,6 +45,10 @@ pub fn check(tables: &[PathBuf], files: bool, format: Format) -> Outcome {
         match check_table(path, files) {
             Verdict::Valid(table) => {
                 if format == Format::Human {
+                    for warning in tessera_config::warnings(&table) {
+                        outcome.stderr.push_str(&warning);
+                        outcome.stderr.push('\n');
+                    }
                     outcome.stdout.push_str(&format!(
                         "ok: {}: {} partition{}, {} channel{}{}\n",
                         path.display(),
