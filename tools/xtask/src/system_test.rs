@@ -32,7 +32,7 @@ const LONG_MODE_BOCHS_SECONDS: u64 = 90;
 pub const RESTART_TABLE: &str = "partitions/restart.toml";
 pub const RESTART_PARTITION: &str = "restarter";
 pub const RESTART_SECOND_CORE: u32 = 1;
-/// The hypervisor's restart limit (`RESTART_LIMIT` in hypervisor/src/runtime/partition.rs):
+/// The hypervisor's restart limit for `on-fault` (`HealthPolicy::DEFAULT_RESTART_LIMIT` in hypervisor/abi/src/table.rs):
 /// that many reset requests restart the partition, the next one stops it (status 0,
 /// reason `reset-request`).
 pub const RESTART_LIMIT: u64 = 16;
@@ -1503,11 +1503,10 @@ mod tests {
         ] {
             assert!(text.contains(&word), "{RESTART_TABLE} has no `{word}`");
         }
-        let partition =
-            std::fs::read_to_string(root.join("hypervisor/src/runtime/partition.rs")).unwrap();
+        let table = std::fs::read_to_string(root.join("hypervisor/abi/src/table.rs")).unwrap();
         assert!(
-            partition.contains(&format!("RESTART_LIMIT: u32 = {RESTART_LIMIT};")),
-            "hypervisor/src/runtime/partition.rs no longer sets RESTART_LIMIT to {RESTART_LIMIT}"
+            table.contains(&format!("DEFAULT_RESTART_LIMIT: u32 = {RESTART_LIMIT};")),
+            "hypervisor/abi/src/table.rs no longer sets DEFAULT_RESTART_LIMIT to {RESTART_LIMIT}"
         );
     }
 
