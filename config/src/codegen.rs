@@ -13,12 +13,12 @@ use std::fmt::Write as _;
 
 use tessera_abi::hypercall::Call;
 use tessera_abi::table::{
-    CacheControl, Capability, Console, Entry, FaultPolicy, Ioapic, MappingKind, MemoryMapping,
-    Range, Rights, Segment,
+    CacheControl, Capability, Console, Entry, EscalationTrigger, HealthAction, HealthEvent, Ioapic,
+    MappingKind, MemoryMapping, Range, Rights, Segment,
 };
 
 use crate::lower::{
-    BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredPartition, PciFunction,
+    BlobSource, Lowered, LoweredBoot, LoweredChannel, LoweredHealth, LoweredPartition, PciFunction,
 };
 
 const TABLE: &str = "::tessera_abi::table";
@@ -162,6 +162,42 @@ fn same_source(first: &BlobSource, second: &BlobSource) -> bool {
     }
 }
 
+fn write_health(out: &mut String, health: &LoweredHealth) {
+    let _ = writeln!(out, "            health: {TABLE}::HealthPolicy {{");
+    let actions: Vec<String> = health.actions.iter().map(Literal::literal).collect();
+    let _ = writeln!(out, "                actions: [{}],", actions.join(", "));
+    let _ = writeln!(out, "                escalations: &[");
+    for rule in &health.escalations {
+        let trigger = match rule.trigger {
+            EscalationTrigger::Event(event) => {
+                format!("{TABLE}::EscalationTrigger::Event({})", event.literal())
+            }
+            EscalationTrigger::Action(action) => {
+                format!("{TABLE}::EscalationTrigger::Action({})", action.literal())
+            }
+        };
+        let _ = writeln!(
+            out,
+            "                    {TABLE}::Escalation {{ trigger: {trigger}, count: {}, window_microseconds: {}, to: {} }},",
+            rule.count,
+            rule.window_microseconds,
+            rule.to.literal()
+        );
+    }
+    let _ = writeln!(out, "                ],");
+    let _ = writeln!(
+        out,
+        "                restart_limit: {},",
+        health.restart_limit
+    );
+    let _ = writeln!(
+        out,
+        "                watchdog_period_microseconds: {},",
+        health.watchdog_period_microseconds
+    );
+    let _ = writeln!(out, "            }},");
+}
+
 fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&BlobSource, u64)]) {
     let _ = writeln!(out, "        {TABLE}::Partition {{");
     let _ = writeln!(out, "            name: {},", string(&partition.name));
@@ -174,11 +210,7 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&Bl
     let _ = writeln!(out, "            ports: &[{}],", list(&partition.ports));
     let _ = writeln!(out, "            irq_pins: &{:?},", partition.irq_pins);
     write_boot(out, &partition.boot, blobs);
-    let _ = writeln!(
-        out,
-        "            on_fault: {},",
-        partition.on_fault.literal()
-    );
+    write_health(out, &partition.health);
     let _ = writeln!(
         out,
         "            capabilities: &[{}],",
@@ -347,9 +379,16 @@ impl Literal for MappingKind {
 }
 
 /// Unit variants: `Debug` prints the expression.
-impl Literal for FaultPolicy {
+impl Literal for HealthAction {
     fn literal(&self) -> String {
-        format!("{TABLE}::FaultPolicy::{self:?}")
+        format!("{TABLE}::HealthAction::{self:?}")
+    }
+}
+
+/// Unit variants: `Debug` prints the expression.
+impl Literal for HealthEvent {
+    fn literal(&self) -> String {
+        format!("{TABLE}::HealthEvent::{self:?}")
     }
 }
 

@@ -15,6 +15,7 @@ pub mod build_script;
 pub mod bzimage;
 pub mod codegen;
 pub mod diagnostics;
+pub mod duration;
 pub mod elf;
 pub mod layout;
 pub mod linux;

@@ -13,15 +13,15 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tessera_abi::table::{
-    Bdf, CacheControl, Capability, Console, Entry, FaultPolicy, Ioapic, MemoryMapping,
-    PciInterrupt, Range, Segment,
+    Bdf, CacheControl, Capability, Console, Entry, Escalation, EscalationTrigger, HealthAction,
+    HealthEvent, HealthPolicy, Ioapic, MemoryMapping, PciInterrupt, Range, Segment,
 };
 
 use crate::acpi::{self, AcpiMachine, Uart};
 use crate::diagnostics::{Diagnostics, Finding};
 use crate::layout::{merge_ranges, plan_partition};
 use crate::linux;
-use crate::model::{self, CapabilityTarget, OnFault, Table, WbinvdPolicy};
+use crate::model::{self, CapabilityTarget, Table, WbinvdPolicy};
 use crate::validate::{call_named, BootImage, ElfBoot, LinuxBoot, Rule, Validated};
 
 /// The whole machine, lowered (the owned form of [`tessera_abi::table::Machine`]).
@@ -54,7 +54,7 @@ pub struct LoweredPartition {
     /// Sorted, without repeats.
     pub irq_pins: Vec<u8>,
     pub boot: LoweredBoot,
-    pub on_fault: FaultPolicy,
+    pub health: LoweredHealth,
     pub capabilities: Vec<Capability>,
     /// A mask of [`tessera_abi::hypercall::Call::bit`]s.
     pub user_hypercalls: u64,
@@ -62,6 +62,71 @@ pub struct LoweredPartition {
     pub stage2_table_pages: usize,
     /// In table order.
     pub pci_functions: Vec<PciFunction>,
+}
+
+/// A partition's health policy (the owned form of [`tessera_abi::table::HealthPolicy`]):
+/// `on-fault` gives every event its action, `[partition.health]` refines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoweredHealth {
+    pub actions: [HealthAction; HealthEvent::COUNT],
+    pub escalations: Vec<Escalation>,
+    pub restart_limit: u32,
+    pub watchdog_period_microseconds: u64,
+}
+
+impl LoweredHealth {
+    /// The policy with its escalations leaked, for host-side users of the state machine.
+    pub fn to_policy(&self) -> HealthPolicy {
+        HealthPolicy {
+            actions: self.actions,
+            escalations: Vec::leak(self.escalations.clone()),
+            restart_limit: self.restart_limit,
+            watchdog_period_microseconds: self.watchdog_period_microseconds,
+        }
+    }
+}
+
+/// The resolved health policy of a partition (also what `tessera show` prints).
+pub fn lower_health(partition: &model::Partition) -> LoweredHealth {
+    let base = partition.on_fault.policy();
+    let mut lowered = LoweredHealth {
+        actions: base.actions,
+        escalations: Vec::new(),
+        restart_limit: base.restart_limit,
+        watchdog_period_microseconds: base.watchdog_period_microseconds,
+    };
+    let Some(health) = &partition.health else {
+        return lowered;
+    };
+    for event in HealthEvent::ALL {
+        if let Some(action) = health.events.get(event) {
+            lowered.actions[event.index()] = action.action();
+        }
+    }
+    if let Some(limit) = &health.restart_limit {
+        lowered.restart_limit = u32::try_from(**limit).unwrap_or(u32::MAX);
+    }
+    if let Some(watchdog) = &health.watchdog {
+        lowered.watchdog_period_microseconds = watchdog.period.microseconds();
+    }
+    lowered.escalations = health
+        .escalate
+        .iter()
+        .filter_map(|rule| {
+            let trigger = match (&rule.event, &rule.action) {
+                (Some(event), None) => EscalationTrigger::Event(event.event()),
+                (None, Some(action)) => EscalationTrigger::Action(action.action()),
+                _ => return None,
+            };
+            Some(Escalation {
+                trigger,
+                count: u16::try_from(*rule.count).unwrap_or(u16::MAX),
+                window_microseconds: rule.window.microseconds(),
+                to: rule.to.action(),
+            })
+        })
+        .collect();
+    lowered
 }
 
 /// How a partition starts (the owned form of [`tessera_abi::table::Boot`]).
@@ -228,10 +293,7 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
             ports,
             irq_pins,
             boot,
-            on_fault: match *partition.on_fault {
-                OnFault::Halt => FaultPolicy::Halt,
-                OnFault::Restart => FaultPolicy::Restart,
-            },
+            health: lower_health(partition),
             capabilities: lower_capabilities(table, partition),
             user_hypercalls: partition
                 .user_hypercalls
@@ -477,6 +539,9 @@ fn lower_capabilities(table: &Table, partition: &model::Partition) -> Vec<Capabi
             }
             Ok(model::Capability::Restart(name)) => {
                 index(&name).map(Capability::Restart).into_iter().collect()
+            }
+            Ok(model::Capability::Health(name)) => {
+                index(&name).map(Capability::Health).into_iter().collect()
             }
             Err(_) => Vec::new(),
         };

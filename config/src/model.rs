@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::duration::Duration;
 use crate::size::Size;
 use crate::source::{Located, Span};
+use tessera_abi::table::{HealthAction, HealthEvent};
 
 /// A whole partition table.
 #[derive(Clone, Debug)]
@@ -451,7 +453,12 @@ pub struct Partition {
     #[serde(default)]
     pub devices: Vec<Located<String>>,
     pub boot: Located<Boot>,
+    /// The default action of every health event (`halt` or `warm-restart`);
+    /// `[partition.health]` refines it.
     pub on_fault: Located<OnFault>,
+    /// `[partition.health]`: the health-monitor table (docs/health.md).
+    #[serde(default)]
+    pub health: Option<Located<Health>>,
     /// `verb:object` strings; see [`Capability`].
     #[serde(default)]
     pub capabilities: Vec<Located<String>>,
@@ -488,6 +495,154 @@ pub enum WbinvdPolicy {
 pub enum OnFault {
     Halt,
     Restart,
+}
+
+impl OnFault {
+    /// The health-monitor policy the shorthand stands for.
+    pub fn policy(self) -> tessera_abi::table::HealthPolicy {
+        match self {
+            OnFault::Halt => tessera_abi::table::HealthPolicy::HALT,
+            OnFault::Restart => tessera_abi::table::HealthPolicy::RESTART,
+        }
+    }
+}
+
+/// `[partition.health]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Health {
+    /// Event → action; events not listed keep the action `on-fault` gives them.
+    #[serde(default)]
+    pub events: HealthEvents,
+    /// Restarts in the partition's life; [`HealthPolicy::DEFAULT_RESTART_LIMIT`] when absent.
+    ///
+    /// [`HealthPolicy::DEFAULT_RESTART_LIMIT`]: tessera_abi::table::HealthPolicy::DEFAULT_RESTART_LIMIT
+    #[serde(default)]
+    pub restart_limit: Option<Located<u64>>,
+    #[serde(default)]
+    pub watchdog: Option<Located<Watchdog>>,
+    /// Escalation rules, in table order.
+    #[serde(default)]
+    pub escalate: Vec<Located<EscalationRule>>,
+}
+
+/// `events = { memory-violation = "…", … }`: one optional action per event.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthEvents {
+    #[serde(default)]
+    pub memory_violation: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub shutdown: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub entry_failure: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub reset_request: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub unexpected_exit: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub watchdog_expiry: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub restart_budget_exhausted: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub declared_fatal: Option<Located<ActionName>>,
+    #[serde(default)]
+    pub device_fault: Option<Located<ActionName>>,
+}
+
+impl HealthEvents {
+    /// The action the table writes for `event`, if it writes one.
+    pub fn get(&self, event: HealthEvent) -> Option<&Located<ActionName>> {
+        match event {
+            HealthEvent::MemoryViolation => self.memory_violation.as_ref(),
+            HealthEvent::Shutdown => self.shutdown.as_ref(),
+            HealthEvent::EntryFailure => self.entry_failure.as_ref(),
+            HealthEvent::ResetRequest => self.reset_request.as_ref(),
+            HealthEvent::UnexpectedExit => self.unexpected_exit.as_ref(),
+            HealthEvent::WatchdogExpiry => self.watchdog_expiry.as_ref(),
+            HealthEvent::RestartBudgetExhausted => self.restart_budget_exhausted.as_ref(),
+            HealthEvent::DeclaredFatal => self.declared_fatal.as_ref(),
+            HealthEvent::DeviceFault => self.device_fault.as_ref(),
+        }
+    }
+}
+
+/// An action as the table writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionName {
+    Log,
+    Halt,
+    WarmRestart,
+    ColdRestart,
+    Standby,
+    MachineReset,
+    MachinePowerOff,
+}
+
+impl ActionName {
+    pub fn action(self) -> HealthAction {
+        match self {
+            ActionName::Log => HealthAction::Log,
+            ActionName::Halt => HealthAction::Halt,
+            ActionName::WarmRestart => HealthAction::WarmRestart,
+            ActionName::ColdRestart => HealthAction::ColdRestart,
+            ActionName::Standby => HealthAction::SwitchToStandby,
+            ActionName::MachineReset => HealthAction::MachineReset,
+            ActionName::MachinePowerOff => HealthAction::MachinePowerOff,
+        }
+    }
+}
+
+/// An event as an escalation rule names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventName {
+    MemoryViolation,
+    Shutdown,
+    EntryFailure,
+    ResetRequest,
+    UnexpectedExit,
+    WatchdogExpiry,
+    RestartBudgetExhausted,
+    DeclaredFatal,
+    DeviceFault,
+}
+
+impl EventName {
+    pub fn event(self) -> HealthEvent {
+        match self {
+            EventName::MemoryViolation => HealthEvent::MemoryViolation,
+            EventName::Shutdown => HealthEvent::Shutdown,
+            EventName::EntryFailure => HealthEvent::EntryFailure,
+            EventName::ResetRequest => HealthEvent::ResetRequest,
+            EventName::UnexpectedExit => HealthEvent::UnexpectedExit,
+            EventName::WatchdogExpiry => HealthEvent::WatchdogExpiry,
+            EventName::RestartBudgetExhausted => HealthEvent::RestartBudgetExhausted,
+            EventName::DeclaredFatal => HealthEvent::DeclaredFatal,
+            EventName::DeviceFault => HealthEvent::DeviceFault,
+        }
+    }
+}
+
+/// `watchdog = { period = "100 ms" }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Watchdog {
+    pub period: Located<Duration>,
+}
+
+/// One `escalate` entry: `{ event = … | action = …, count, window, to }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EscalationRule {
+    #[serde(default)]
+    pub event: Option<Located<EventName>>,
+    #[serde(default)]
+    pub action: Option<Located<ActionName>>,
+    pub count: Located<u64>,
+    pub window: Located<Duration>,
+    pub to: Located<ActionName>,
 }
 
 /// The boot protocol of a partition.
@@ -531,6 +686,8 @@ pub enum Capability {
     Halt(String),
     /// `restart:<partition>`.
     Restart(String),
+    /// `health:<partition>`: may read that partition's health log.
+    Health(String),
 }
 
 /// The object of a `stats:` capability.
@@ -595,6 +752,7 @@ impl std::str::FromStr for Capability {
             },
             "halt" => named(verb).map(Self::Halt),
             "restart" => named(verb).map(Self::Restart),
+            "health" => named(verb).map(Self::Health),
             other => Err(CapabilityError::UnknownVerb(other.to_owned())),
         }
     }

@@ -12,6 +12,7 @@ use std::fmt;
 use toml_edit::{ImDocument, Item, Table, Value};
 
 use crate::diagnostics::Finding;
+use crate::duration::parse_duration;
 use crate::model::{PciAddress, NO_SPAN};
 use crate::size::parse_size;
 use crate::source::Span;
@@ -29,6 +30,8 @@ enum Shape {
     Size,
     /// A PCI function address `bb:dd.f`.
     Pci,
+    /// A duration string with a unit ("100 ms").
+    Duration,
     /// One of these strings.
     Choice(&'static [&'static str]),
     /// An array whose elements have this shape.
@@ -119,6 +122,53 @@ const BOOT: Shape = Shape::Table(&[
     optional("initrd", Shape::String),
     optional("cmdline", Shape::String),
 ]);
+const ACTION: Shape = Shape::Choice(&[
+    "log",
+    "halt",
+    "warm-restart",
+    "cold-restart",
+    "standby",
+    "machine-reset",
+    "machine-power-off",
+]);
+const EVENT: Shape = Shape::Choice(&[
+    "memory-violation",
+    "shutdown",
+    "entry-failure",
+    "reset-request",
+    "unexpected-exit",
+    "watchdog-expiry",
+    "restart-budget-exhausted",
+    "declared-fatal",
+    "device-fault",
+]);
+const HEALTH_EVENTS: Shape = Shape::Table(&[
+    optional("memory-violation", ACTION),
+    optional("shutdown", ACTION),
+    optional("entry-failure", ACTION),
+    optional("reset-request", ACTION),
+    optional("unexpected-exit", ACTION),
+    optional("watchdog-expiry", ACTION),
+    optional("restart-budget-exhausted", ACTION),
+    optional("declared-fatal", ACTION),
+    optional("device-fault", ACTION),
+]);
+const ESCALATION: Shape = Shape::Table(&[
+    optional("event", EVENT),
+    optional("action", ACTION),
+    required("count", U32),
+    required("window", Shape::Duration),
+    required("to", ACTION),
+]);
+const HEALTH: Shape = Shape::Table(&[
+    optional("events", HEALTH_EVENTS),
+    optional("restart-limit", U32),
+    optional(
+        "watchdog",
+        Shape::Table(&[required("period", Shape::Duration)]),
+    ),
+    optional("escalate", Shape::Array(&ESCALATION)),
+]);
 const PARTITION: Shape = Shape::Table(&[
     required("name", Shape::String),
     required("cpus", U32_LIST),
@@ -126,6 +176,7 @@ const PARTITION: Shape = Shape::Table(&[
     optional("devices", STRING_LIST),
     required("boot", BOOT),
     required("on-fault", Shape::Choice(&["halt", "restart"])),
+    optional("health", HEALTH),
     optional("capabilities", STRING_LIST),
     optional("user-hypercalls", STRING_LIST),
     optional("wbinvd", Shape::Choice(&["native", "trap"])),
@@ -352,6 +403,7 @@ fn expected(shape: Shape) -> &'static str {
         Shape::Integer { .. } => "an integer",
         Shape::Size => "a size (an integer number of bytes or a string like \"16 MiB\")",
         Shape::Pci => "a PCI address string \"bb:dd.f\"",
+        Shape::Duration => "a duration string like \"100 ms\"",
         Shape::Array(_) => "an array",
         Shape::Table(_) | Shape::Map(_) => "a table",
     }
@@ -512,6 +564,22 @@ impl Checker<'_> {
                         .label("not bb:dd.f")
                         .hint("bus and device in hexadecimal, device ≤ 1f, function ≤ 7: \"00:1f.3\""),
                     );
+                    }
+                }
+                _ => wrong_type(findings),
+            },
+            Shape::Duration => match node.value() {
+                Some(Value::String(text)) => {
+                    if let Err(error) = parse_duration(text.value()) {
+                        findings.push(
+                            Finding::new(
+                                Rule::DurationUnit,
+                                span,
+                                format!("{what}: invalid duration \"{}\": {error}", text.value()),
+                            )
+                            .label("not a duration")
+                            .hint("write a number with us, ms, s or min (\"100 ms\")"),
+                        );
                     }
                 }
                 _ => wrong_type(findings),

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use tessera_abi::table::Entry;
-use tessera_abi::table::{Capability, FaultPolicy, MappingKind, Range, Rights};
+use tessera_abi::table::{Capability, HealthPolicy, MappingKind, Range, Rights};
 use tessera_config::{
     build_script, load, load_without_files, lower, BlobSource, BootImage, BuildScriptError,
 };
@@ -48,7 +48,7 @@ fn demo_table_lowers() {
     assert_eq!(control.cpus, [0]);
     assert_eq!(control.ports, [Range::new(0x3f8, 8)]);
     assert_eq!(control.irq_pins, [4]);
-    assert_eq!(control.on_fault, FaultPolicy::Halt);
+    assert_eq!(control.health.actions, HealthPolicy::HALT.actions);
     assert_eq!(
         control.capabilities,
         [

@@ -8,7 +8,7 @@ use crate::exits;
 use crate::runtime::{self, cores, memory};
 use crate::table::{self, PartitionIndex, MACHINE};
 use crate::virt;
-use tessera_abi::table::Range;
+use tessera_abi::table::{HealthEvent, Range};
 use tessera_policy::multiboot::{self, AnyMemoryMap, BootProtocol, Rsdp};
 
 /// Stops the boot with a clear console message when the machine cannot run the table.
@@ -293,13 +293,17 @@ fn print_banner(backend: &str) {
             .map(|mapping| mapping.host.size)
             .sum();
         log::info!(
-            "partition {}: cores={:?} ram={} KiB regions={} ports={} on-fault={:?}",
+            "partition {}: cores={:?} ram={} KiB regions={} ports={} health: shutdown={} memory-violation={} restart-limit={} escalations={} watchdog-us={}",
             partition.name,
             partition.cpus,
             ram / 1024,
             partition.memory.len(),
             partition.ports.len(),
-            partition.on_fault
+            partition.health.action(HealthEvent::Shutdown).name(),
+            partition.health.action(HealthEvent::MemoryViolation).name(),
+            partition.health.restart_limit,
+            partition.health.escalations.len(),
+            partition.health.watchdog_period_microseconds
         );
     }
 }

@@ -63,6 +63,9 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                 let reach = match call {
                     Call::PowerOff => "powers off the whole machine",
                     Call::StopSelf => "stops the whole partition, every core of it",
+                    Call::DeclareFatal => {
+                        "declares the whole partition failed (its health policy may halt or restart it)"
+                    }
                     _ => "acts beyond the calling program",
                 };
                 findings.push(
@@ -99,11 +102,11 @@ mod tests {
     }
 
     #[test]
-    fn only_stop_self_and_power_off_are_kept_from_user_mode() {
+    fn only_stop_self_power_off_and_declare_fatal_are_kept_from_user_mode() {
         let kept: Vec<Call> = Call::ALL
             .into_iter()
             .filter(|call| !call.grantable_to_user_mode())
             .collect();
-        assert_eq!(kept, [Call::StopSelf, Call::PowerOff]);
+        assert_eq!(kept, [Call::StopSelf, Call::PowerOff, Call::DeclareFatal]);
     }
 }

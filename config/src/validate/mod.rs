@@ -1,13 +1,14 @@
 //! Validation: every rule a table must obey before it can boot. Each check adds
 //! [`Finding`]s and carries on, so one run reports every problem in the table.
 //!
-//! Checks are grouped by subject (names, cores, memory, devices, PCI functions, machine-wide ports,
-//! references, user-mode hypercalls, boot); a new invariant gets a [`Rule`] with a stable
-//! identifier and a check in the matching module.
+//! Checks are grouped by subject (names, cores, memory, devices, PCI functions, machine-wide
+//! ports, references, user-mode hypercalls, health monitor, boot); a new invariant gets a
+//! [`Rule`] with a stable identifier and a check in the matching module.
 
 pub(crate) mod boot;
 mod cores;
 mod devices;
+mod health;
 mod hypercalls;
 mod machine_ports;
 mod memory;
@@ -64,6 +65,7 @@ pub(crate) fn validate_reading(
     machine_ports::check(table, &mut findings);
     references::check(table, &mut findings);
     hypercalls::check(table, &mut findings);
+    health::check(table, &mut findings);
     let boot_images = boot::check(table, files, &mut BootFileReader::new(read), &mut findings);
     Validation {
         findings,

@@ -55,13 +55,14 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
                 Err(error) => findings.push(
                     Finding::new(Rule::CapabilitySyntax, text.span, error.to_string())
                         .label("invalid capability")
-                        .hint("capabilities are `power`, `stats:<partition|*>`, `halt:<partition>`, `restart:<partition>`"),
+                        .hint("capabilities are `power`, `stats:<partition|*>`, `halt:<partition>`, `restart:<partition>`, `health:<partition>`"),
                 ),
                 Ok(Capability::Power | Capability::Stats(CapabilityTarget::Every)) => {}
                 Ok(
                     Capability::Stats(CapabilityTarget::Partition(target))
                     | Capability::Halt(target)
-                    | Capability::Restart(target),
+                    | Capability::Restart(target)
+                    | Capability::Health(target),
                 ) => {
                     if table.partition_index(&target).is_none() {
                         findings.push(missing_partition(

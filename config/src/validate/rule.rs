@@ -26,8 +26,10 @@ pub enum Rule {
     SizeUnit,
     /// A PCI address is not `bb:dd.f` with device at most 1f and function at most 7.
     PciSyntax,
-    /// A string is not one of the values its key allows (`on-fault`, `boot.kind`, `wbinvd`).
+    /// A string is not one of the values its key allows (`on-fault`, `boot.kind`, `wbinvd`, health events and actions).
     UnknownValue,
+    /// A duration string is not a decimal number with a unit (us, ms, s, min).
+    DurationUnit,
     // names
     /// Partition, channel and device names are `[a-z0-9-]+`.
     NameSyntax,
@@ -118,7 +120,7 @@ pub enum Rule {
     /// The hypervisor console device has no I/O port.
     ConsoleNoPort,
     // capabilities
-    /// A capability is not `power`, `stats:<partition|*>`, `halt:<partition>` or `restart:<partition>`.
+    /// A capability is not `power`, `stats:<partition|*>`, `halt:<partition>`, `restart:<partition>` or `health:<partition>`.
     CapabilitySyntax,
     /// A capability names a partition that does not exist.
     CapabilityTarget,
@@ -126,7 +128,7 @@ pub enum Rule {
     CapabilityDuplicate,
     /// `user-hypercalls` names a hypercall that does not exist.
     UserHypercallUnknown,
-    /// `user-hypercalls` grants `stop-self` or `power-off`, which act on the whole partition or machine and never come from user mode.
+    /// `user-hypercalls` grants `stop-self`, `power-off` or `declare-fatal`, which act on the whole partition or machine and never come from user mode.
     UserHypercallPrivileged,
     /// A partition lists the same user-mode hypercall twice.
     UserHypercallDuplicate,
@@ -170,6 +172,27 @@ pub enum Rule {
     BootCmdlineLength,
     /// A linux partition's memory map needs more than the 128 e820 entries boot_params holds.
     BootMemoryMap,
+    // health
+    /// An `escalate` rule names neither or both of `event` and `action`; it counts exactly one of them.
+    HealthEscalationTrigger,
+    /// Two `escalate` rules of one partition count the same event or the same action.
+    HealthEscalationDuplicate,
+    /// An `escalate` rule's `count` is outside 1–16 (the monitor keeps the times of the last 16 occurrences).
+    HealthEscalationCount,
+    /// The action rules of `escalate` lead from an action back to itself, so escalation would never settle.
+    HealthEscalationCycle,
+    /// A watchdog period is outside 1 ms–60 s, or an escalation window outside 1 ms–24 h.
+    HealthDuration,
+    /// A health action resets or powers off the machine (`machine-reset`, `machine-power-off`), but the partition lacks the `power` capability.
+    HealthMachineAction,
+    /// `log` is given to an event after which the partition cannot run on (memory-violation, shutdown, entry-failure, unexpected-exit, restart-budget-exhausted).
+    HealthLogOnly,
+    /// `restart-budget-exhausted` is answered with a restart, which the budget has just run out of.
+    HealthBudgetRestart,
+    /// A health action is `standby`, but standby partitions (`standby-for`) are not built yet.
+    HealthStandby,
+    /// A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.
+    HealthWatchdogCore,
     // run
     /// `run.expect-faults` names a partition that does not exist.
     RunUnknownPartition,
@@ -189,6 +212,7 @@ impl Rule {
         Rule::SizeUnit,
         Rule::PciSyntax,
         Rule::UnknownValue,
+        Rule::DurationUnit,
         Rule::NameSyntax,
         Rule::NameDuplicate,
         Rule::CoreDuplicate,
@@ -256,6 +280,16 @@ impl Rule {
         Rule::BootInitrdPlacement,
         Rule::BootCmdlineLength,
         Rule::BootMemoryMap,
+        Rule::HealthEscalationTrigger,
+        Rule::HealthEscalationDuplicate,
+        Rule::HealthEscalationCount,
+        Rule::HealthEscalationCycle,
+        Rule::HealthDuration,
+        Rule::HealthMachineAction,
+        Rule::HealthLogOnly,
+        Rule::HealthBudgetRestart,
+        Rule::HealthStandby,
+        Rule::HealthWatchdogCore,
         Rule::RunUnknownPartition,
         Rule::RunSeconds,
     ];
@@ -344,6 +378,17 @@ impl Rule {
             Rule::BootCmdlineLength => "boot-cmdline-length",
             Rule::BootMemoryMap => "boot-memory-map",
             Rule::RunUnknownPartition => "run-unknown-partition",
+            Rule::DurationUnit => "duration-unit",
+            Rule::HealthEscalationTrigger => "health-escalation-trigger",
+            Rule::HealthEscalationDuplicate => "health-escalation-duplicate",
+            Rule::HealthEscalationCount => "health-escalation-count",
+            Rule::HealthEscalationCycle => "health-escalation-cycle",
+            Rule::HealthDuration => "health-duration",
+            Rule::HealthMachineAction => "health-machine-action",
+            Rule::HealthLogOnly => "health-log-only",
+            Rule::HealthBudgetRestart => "health-budget-restart",
+            Rule::HealthStandby => "health-standby",
+            Rule::HealthWatchdogCore => "health-watchdog-core",
             Rule::RunSeconds => "run-seconds",
         }
     }
@@ -428,6 +473,17 @@ impl Rule {
             Rule::BootCmdlineLength => "boot",
             Rule::BootMemoryMap => "boot",
             Rule::RunUnknownPartition => "run",
+            Rule::DurationUnit => "file",
+            Rule::HealthEscalationTrigger => "health",
+            Rule::HealthEscalationDuplicate => "health",
+            Rule::HealthEscalationCount => "health",
+            Rule::HealthEscalationCycle => "health",
+            Rule::HealthDuration => "health",
+            Rule::HealthMachineAction => "health",
+            Rule::HealthLogOnly => "health",
+            Rule::HealthBudgetRestart => "health",
+            Rule::HealthStandby => "health",
+            Rule::HealthWatchdogCore => "health",
             Rule::RunSeconds => "run",
         }
     }
@@ -443,7 +499,7 @@ impl Rule {
             Rule::IntegerRange => "An integer is negative or too large for its key (core IDs and pins are 32-bit).",
             Rule::SizeUnit => "A size string is not a decimal number with a binary unit (B, KiB, MiB, GiB, TiB).",
             Rule::PciSyntax => "A PCI address is not `bb:dd.f` with device at most 1f and function at most 7.",
-            Rule::UnknownValue => "A string is not one of the values its key allows (`on-fault`, `boot.kind`, `wbinvd`).",
+            Rule::UnknownValue => "A string is not one of the values its key allows (`on-fault`, `boot.kind`, `wbinvd`, health events and actions).",
             Rule::NameSyntax => "Partition, channel and device names are `[a-z0-9-]+`.",
             Rule::NameDuplicate => "Partition, channel and device names are unique within their kind.",
             Rule::CoreDuplicate => "A core is listed twice in `platform.cpus` or in one partition.",
@@ -486,11 +542,11 @@ impl Rule {
             Rule::ConsoleUnknown => "The hypervisor console names no device of `platform.devices`.",
             Rule::ConsoleOwned => "The hypervisor console device is also given to a partition.",
             Rule::ConsoleNoPort => "The hypervisor console device has no I/O port.",
-            Rule::CapabilitySyntax => "A capability is not `power`, `stats:<partition|*>`, `halt:<partition>` or `restart:<partition>`.",
+            Rule::CapabilitySyntax => "A capability is not `power`, `stats:<partition|*>`, `halt:<partition>`, `restart:<partition>` or `health:<partition>`.",
             Rule::CapabilityTarget => "A capability names a partition that does not exist.",
             Rule::CapabilityDuplicate => "A partition lists the same capability twice.",
             Rule::UserHypercallUnknown => "`user-hypercalls` names a hypercall that does not exist.",
-            Rule::UserHypercallPrivileged => "`user-hypercalls` grants `stop-self` or `power-off`, which act on the whole partition or machine and never come from user mode.",
+            Rule::UserHypercallPrivileged => "`user-hypercalls` grants `stop-self`, `power-off` or `declare-fatal`, which act on the whole partition or machine and never come from user mode.",
             Rule::UserHypercallDuplicate => "A partition lists the same user-mode hypercall twice.",
             Rule::ChannelMember => "A channel member is not a partition, or is listed twice.",
             Rule::ChannelMemberCount => "A channel has fewer than two distinct member partitions.",
@@ -512,6 +568,17 @@ impl Rule {
             Rule::BootCmdlineLength => "A linux command line plus ` tsc_early_khz=4294967295` and its NUL exceeds the kernel's `cmdline_size` + 1 (at most 4096 bytes).",
             Rule::BootMemoryMap => "A linux partition's memory map needs more than the 128 e820 entries boot_params holds.",
             Rule::RunUnknownPartition => "`run.expect-faults` names a partition that does not exist.",
+            Rule::DurationUnit => "A duration string is not a decimal number with a unit (us, ms, s, min).",
+            Rule::HealthEscalationTrigger => "An `escalate` rule names neither or both of `event` and `action`; it counts exactly one of them.",
+            Rule::HealthEscalationDuplicate => "Two `escalate` rules of one partition count the same event or the same action.",
+            Rule::HealthEscalationCount => "An `escalate` rule's `count` is outside 1–16 (the monitor keeps the times of the last 16 occurrences).",
+            Rule::HealthEscalationCycle => "The action rules of `escalate` lead from an action back to itself, so escalation would never settle.",
+            Rule::HealthDuration => "A watchdog period is outside 1 ms–60 s, or an escalation window outside 1 ms–24 h.",
+            Rule::HealthMachineAction => "A health action resets or powers off the machine (`machine-reset`, `machine-power-off`), but the partition lacks the `power` capability.",
+            Rule::HealthLogOnly => "`log` is given to an event after which the partition cannot run on (memory-violation, shutdown, entry-failure, unexpected-exit, restart-budget-exhausted).",
+            Rule::HealthBudgetRestart => "`restart-budget-exhausted` is answered with a restart, which the budget has just run out of.",
+            Rule::HealthStandby => "A health action is `standby`, but standby partitions (`standby-for`) are not built yet.",
+            Rule::HealthWatchdogCore => "A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.",
             Rule::RunSeconds => "`run.seconds` is zero.",
         }
     }

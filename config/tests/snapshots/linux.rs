@@ -86,7 +86,13 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
                 cmdline_guest: 0x2000,
                 cmdline_capacity: 2048,
             },
-            on_fault: ::tessera_abi::table::FaultPolicy::Restart,
+            health: ::tessera_abi::table::HealthPolicy {
+                actions: [::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart],
+                escalations: &[
+                ],
+                restart_limit: 16,
+                watchdog_period_microseconds: 0,
+            },
             capabilities: &[],
             user_hypercalls: 0,
             cache_control: ::tessera_abi::table::CacheControl::Trap,
@@ -123,7 +129,13 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
                 cmdline_guest: 0x0,
                 cmdline_capacity: 0,
             },
-            on_fault: ::tessera_abi::table::FaultPolicy::Halt,
+            health: ::tessera_abi::table::HealthPolicy {
+                actions: [::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt],
+                escalations: &[
+                ],
+                restart_limit: 16,
+                watchdog_period_microseconds: 0,
+            },
             capabilities: &[],
             user_hypercalls: 0,
             cache_control: ::tessera_abi::table::CacheControl::Trap,

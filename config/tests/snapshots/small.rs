@@ -52,7 +52,13 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
                 cmdline_guest: 0x0,
                 cmdline_capacity: 0,
             },
-            on_fault: ::tessera_abi::table::FaultPolicy::Restart,
+            health: ::tessera_abi::table::HealthPolicy {
+                actions: [::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::WarmRestart, ::tessera_abi::table::HealthAction::WarmRestart],
+                escalations: &[
+                ],
+                restart_limit: 16,
+                watchdog_period_microseconds: 0,
+            },
             capabilities: &[::tessera_abi::table::Capability::Power, ::tessera_abi::table::Capability::Stats(0), ::tessera_abi::table::Capability::Stats(1), ::tessera_abi::table::Capability::Restart(1)],
             user_hypercalls: 0,
             cache_control: ::tessera_abi::table::CacheControl::Trap,
@@ -89,7 +95,13 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
                 cmdline_guest: 0x0,
                 cmdline_capacity: 0,
             },
-            on_fault: ::tessera_abi::table::FaultPolicy::Halt,
+            health: ::tessera_abi::table::HealthPolicy {
+                actions: [::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt, ::tessera_abi::table::HealthAction::Halt],
+                escalations: &[
+                ],
+                restart_limit: 16,
+                watchdog_period_microseconds: 0,
+            },
             capabilities: &[::tessera_abi::table::Capability::Stats(0)],
             user_hypercalls: ::tessera_abi::hypercall::Call::RingDoorbell.bit() | ::tessera_abi::hypercall::Call::OwnExitCount.bit(),
             cache_control: ::tessera_abi::table::CacheControl::Native,

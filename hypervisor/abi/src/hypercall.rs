@@ -38,7 +38,23 @@ pub enum Call {
     /// Exits the calling partition has caused so far, all cores and reasons, this call
     /// included. Always allowed: a partition may watch its own overhead.
     OwnExitCount = 8,
+    /// Declare a fatal error of the calling partition (RDI = a code of the guest's own,
+    /// logged): the health monitor raises `declared-fatal` and acts on it. Returns 0 only
+    /// when the partition's policy for it is `log`; otherwise does not return.
+    DeclareFatal = 9,
+    /// Tell the watchdog the partition is alive. The first call arms the watchdog; from then
+    /// on a period without a call raises `watchdog-expiry`. Returns the period in
+    /// microseconds (0: the partition has no watchdog, the call does nothing).
+    Heartbeat = 10,
+    /// Health log of partition RDI (index in table order): how often event RSI (index of
+    /// `tessera_abi::table::HealthEvent`) has happened to it, over all its restarts; with
+    /// RSI = [`HEALTH_LOG_RESTARTS`], how often it has been restarted. Needs
+    /// `health:<that partition>` unless it asks about itself.
+    HealthLog = 11,
 }
+
+/// The [`Call::HealthLog`] selector for the partition's restart count.
+pub const HEALTH_LOG_RESTARTS: u64 = 0x100;
 
 impl Call {
     pub fn from_number(number: u64) -> Option<Call> {
@@ -51,6 +67,9 @@ impl Call {
             6 => Call::ChannelAddress,
             7 => Call::ChannelVector,
             8 => Call::OwnExitCount,
+            9 => Call::DeclareFatal,
+            10 => Call::Heartbeat,
+            11 => Call::HealthLog,
             _ => return None,
         })
     }
@@ -60,7 +79,7 @@ impl Call {
 /// a call from guest user mode against (`tessera_abi::table::Partition::user_hypercalls`).
 impl Call {
     /// Every call, in number order.
-    pub const ALL: [Call; 8] = [
+    pub const ALL: [Call; 11] = [
         Call::StopSelf,
         Call::PowerOff,
         Call::PartitionState,
@@ -69,6 +88,9 @@ impl Call {
         Call::ChannelAddress,
         Call::ChannelVector,
         Call::OwnExitCount,
+        Call::DeclareFatal,
+        Call::Heartbeat,
+        Call::HealthLog,
     ];
 
     /// The call's bit in a mask of calls: bit n stands for the call numbered n.
@@ -87,15 +109,19 @@ impl Call {
             Call::ChannelAddress => "channel-address",
             Call::ChannelVector => "channel-vector",
             Call::OwnExitCount => "own-exit-count",
+            Call::DeclareFatal => "declare-fatal",
+            Call::Heartbeat => "heartbeat",
+            Call::HealthLog => "health-log",
         }
     }
 
     /// Whether a partition table may grant the call to guest user mode (CPL > 0). Calls that
     /// act on the whole machine ([`Call::PowerOff`]) or on the whole partition
-    /// ([`Call::StopSelf`]) never come from user mode: only the partition's kernel may make
-    /// them.
+    /// ([`Call::StopSelf`], [`Call::DeclareFatal`]) never come from user mode: only the
+    /// partition's kernel may make them. A heartbeat may come from a user-mode process (the
+    /// one whose liveness the watchdog is to prove).
     pub const fn grantable_to_user_mode(self) -> bool {
-        !matches!(self, Call::StopSelf | Call::PowerOff)
+        !matches!(self, Call::StopSelf | Call::PowerOff | Call::DeclareFatal)
     }
 }
 

@@ -67,11 +67,220 @@ pub enum MappingKind {
     DeviceMmio,
 }
 
-/// What to do when a partition faults (touches what it does not own, triple-faults).
+/// Something that went wrong in or with a partition, as the health monitor counts it
+/// (docs/health.md). The discriminant is the event's index in per-event arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum HealthEvent {
+    /// A stage-2 fault: an access to guest-physical memory the partition does not own.
+    MemoryViolation = 0,
+    /// A triple fault (shutdown) of one of its cores.
+    Shutdown = 1,
+    /// The processor refused to enter the guest (invalid guest state).
+    EntryFailure = 2,
+    /// The guest wrote its reset register (port 0xcf9 or the ACPI reset register).
+    ResetRequest = 3,
+    /// An exit the hypervisor does not expect from a guest.
+    UnexpectedExit = 4,
+    /// The partition missed a heartbeat period of its watchdog.
+    WatchdogExpiry = 5,
+    /// A restart was due but the partition has used up its restart budget.
+    RestartBudgetExhausted = 6,
+    /// The guest declared a fatal error itself (hypercall `declare-fatal`).
+    DeclaredFatal = 7,
+    /// A DMA or interrupt-remapping fault of one of its devices (reserved: no IOMMU yet).
+    DeviceFault = 8,
+}
+
+impl HealthEvent {
+    pub const COUNT: usize = 9;
+    /// Every event, in index order.
+    pub const ALL: [HealthEvent; Self::COUNT] = [
+        HealthEvent::MemoryViolation,
+        HealthEvent::Shutdown,
+        HealthEvent::EntryFailure,
+        HealthEvent::ResetRequest,
+        HealthEvent::UnexpectedExit,
+        HealthEvent::WatchdogExpiry,
+        HealthEvent::RestartBudgetExhausted,
+        HealthEvent::DeclaredFatal,
+        HealthEvent::DeviceFault,
+    ];
+
+    /// The event's name in a partition table and in the log.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HealthEvent::MemoryViolation => "memory-violation",
+            HealthEvent::Shutdown => "shutdown",
+            HealthEvent::EntryFailure => "entry-failure",
+            HealthEvent::ResetRequest => "reset-request",
+            HealthEvent::UnexpectedExit => "unexpected-exit",
+            HealthEvent::WatchdogExpiry => "watchdog-expiry",
+            HealthEvent::RestartBudgetExhausted => "restart-budget-exhausted",
+            HealthEvent::DeclaredFatal => "declared-fatal",
+            HealthEvent::DeviceFault => "device-fault",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(index: u64) -> Option<HealthEvent> {
+        HealthEvent::ALL.get(usize::try_from(index).ok()?).copied()
+    }
+
+    /// Whether the partition can run on after the event when nothing is done about it. A
+    /// core that took a stage-2 fault, a triple fault, a refused entry or an unknown exit
+    /// cannot resume where it stopped, so "log only" is no answer to those.
+    pub const fn partition_can_continue(self) -> bool {
+        matches!(
+            self,
+            HealthEvent::ResetRequest
+                | HealthEvent::WatchdogExpiry
+                | HealthEvent::DeclaredFatal
+                | HealthEvent::DeviceFault
+        )
+    }
+}
+
+/// What the health monitor does about an event (docs/health.md). The discriminant is the
+/// action's index in per-action arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum HealthAction {
+    /// Count and log the event; the partition runs on.
+    Log = 0,
+    /// Stop the partition on all of its cores.
+    Halt = 1,
+    /// Reload the partition's images and start it again; its devices are left as they are
+    /// (only its IOAPIC pins are masked, so that no interrupt reaches a guest without an IDT).
+    WarmRestart = 2,
+    /// A warm restart that also returns the partition's devices to their reset state, as
+    /// far as the hypervisor can (docs/health.md says how far that is today).
+    ColdRestart = 3,
+    /// Hand the partition's devices to its standby partition (not built yet; the validator
+    /// refuses it).
+    SwitchToStandby = 4,
+    /// Reset the whole machine. Needs the `power` capability.
+    MachineReset = 5,
+    /// Power the whole machine off. Needs the `power` capability.
+    MachinePowerOff = 6,
+}
+
+impl HealthAction {
+    pub const COUNT: usize = 7;
+    /// Every action, in index order.
+    pub const ALL: [HealthAction; Self::COUNT] = [
+        HealthAction::Log,
+        HealthAction::Halt,
+        HealthAction::WarmRestart,
+        HealthAction::ColdRestart,
+        HealthAction::SwitchToStandby,
+        HealthAction::MachineReset,
+        HealthAction::MachinePowerOff,
+    ];
+
+    /// The action's name in a partition table and in the log.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HealthAction::Log => "log",
+            HealthAction::Halt => "halt",
+            HealthAction::WarmRestart => "warm-restart",
+            HealthAction::ColdRestart => "cold-restart",
+            HealthAction::SwitchToStandby => "standby",
+            HealthAction::MachineReset => "machine-reset",
+            HealthAction::MachinePowerOff => "machine-power-off",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the action restarts the partition (and so spends its restart budget).
+    pub const fn is_restart(self) -> bool {
+        matches!(self, HealthAction::WarmRestart | HealthAction::ColdRestart)
+    }
+
+    /// Whether the action reaches beyond the partition (needs the `power` capability).
+    pub const fn is_machine_wide(self) -> bool {
+        matches!(
+            self,
+            HealthAction::MachineReset | HealthAction::MachinePowerOff
+        )
+    }
+}
+
+/// What an escalation rule counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EscalationTrigger {
+    /// Occurrences of an event.
+    Event(HealthEvent),
+    /// Times the monitor decided on an action.
+    Action(HealthAction),
+}
+
+/// "`count` of `trigger` within `window_microseconds` → `to` instead". An event rule fires
+/// on the `count`-th event within the window; an action rule fires when the action has
+/// already been taken `count` times within the window (docs/health.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultPolicy {
-    Halt,
-    Restart,
+pub struct Escalation {
+    pub trigger: EscalationTrigger,
+    /// 1 ..= [`HealthPolicy::MAX_ESCALATION_COUNT`].
+    pub count: u16,
+    pub window_microseconds: u64,
+    pub to: HealthAction,
+}
+
+/// A partition's health-monitor table, lowered (`[partition.health]`, or `on-fault`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// The action for each event, by [`HealthEvent::index`].
+    pub actions: [HealthAction; HealthEvent::COUNT],
+    /// At most one rule per trigger; the action rules form no cycle (validation).
+    pub escalations: &'static [Escalation],
+    /// Restarts the partition may have in its life; the one after that raises
+    /// [`HealthEvent::RestartBudgetExhausted`] instead.
+    pub restart_limit: u32,
+    /// The heartbeat period of its watchdog; 0 when it has none.
+    pub watchdog_period_microseconds: u64,
+}
+
+impl HealthPolicy {
+    /// The largest escalation `count`: each rule keeps the times of its last `count`
+    /// occurrences, in a fixed array of this size.
+    pub const MAX_ESCALATION_COUNT: usize = 16;
+    /// At most one rule per event and one per action.
+    pub const MAX_ESCALATIONS: usize = HealthEvent::COUNT + HealthAction::COUNT;
+    /// The restart limit `on-fault` implies, and `[partition.health]` without one.
+    pub const DEFAULT_RESTART_LIMIT: u32 = 16;
+
+    /// The policy `on-fault = "halt"` stands for: every event halts.
+    pub const HALT: HealthPolicy = HealthPolicy {
+        actions: [HealthAction::Halt; HealthEvent::COUNT],
+        escalations: &[],
+        restart_limit: Self::DEFAULT_RESTART_LIMIT,
+        watchdog_period_microseconds: 0,
+    };
+
+    /// The policy `on-fault = "restart"` stands for: every event restarts (warm), until the
+    /// restart budget is used up; then the partition halts.
+    pub const RESTART: HealthPolicy = {
+        let mut actions = [HealthAction::WarmRestart; HealthEvent::COUNT];
+        actions[HealthEvent::RestartBudgetExhausted.index()] = HealthAction::Halt;
+        HealthPolicy {
+            actions,
+            escalations: &[],
+            restart_limit: Self::DEFAULT_RESTART_LIMIT,
+            watchdog_period_microseconds: 0,
+        }
+    };
+
+    /// The action the table gives `event` before escalation.
+    pub const fn action(&self, event: HealthEvent) -> HealthAction {
+        self.actions[event.index()]
+    }
 }
 
 /// A file (or build-generated block) the image carries for a partition: a guest ELF, a
@@ -139,6 +348,8 @@ pub enum Capability {
     Halt(u16),
     /// May restart the partition with this index.
     Restart(u16),
+    /// May read the health log (event counts) of the partition with this index.
+    Health(u16),
 }
 
 /// What WBINVD and INVD do in a partition (`wbinvd` in the table; see
@@ -167,7 +378,8 @@ pub struct Partition {
     /// IOAPIC pins its devices own.
     pub irq_pins: &'static [u8],
     pub boot: Boot,
-    pub on_fault: FaultPolicy,
+    /// Its health-monitor table (`[partition.health]`, `on-fault`).
+    pub health: HealthPolicy,
     pub capabilities: &'static [Capability],
     /// The hypercalls guest user mode (CPL > 0) may make, as a mask of
     /// [`crate::hypercall::Call::bit`]s; any other call from user mode is refused with #UD.

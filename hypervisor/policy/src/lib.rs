@@ -27,6 +27,7 @@
 //! * [`vmx`]: fitting VMX controls to the processor, naming VM-instruction errors.
 //! * [`xcr0`]: which values a guest's XSETBV may load.
 //! * [`control_registers`]: guest writes to CR0, CR4 and EFER, and the VMCS values they need.
+//! * [`health`]: the health monitor: events, actions, escalation, restart budget, watchdog.
 #![no_std]
 // Tests map synthetic firmware images for the `acpi` crate, whose handler trait is unsafe:
 // only that test code may use `unsafe` (it allows it locally); the library never does.
@@ -40,6 +41,7 @@ pub mod control_registers;
 pub mod cpuid;
 pub mod firmware_acpi;
 pub mod guest_walk;
+pub mod health;
 pub mod host_page_tables;
 pub mod icr;
 pub mod io_bitmap;

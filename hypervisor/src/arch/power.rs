@@ -15,3 +15,20 @@ pub fn enter_soft_off(method: &acpi::PowerOff) {
         }
     }
 }
+
+/// Resets the whole machine: the chipset's reset control register (port 0xcf9, value 0x06:
+/// SYS_RST with RST_CPU, a full reset — Intel I/O Controller Hub datasheets, "Reset
+/// Control Register"), then, should the chipset lack it, the 8042 keyboard controller's
+/// pulse of the reset line (command 0xfe to port 0x64).
+pub fn reset_machine() {
+    // SAFETY: both ports belong to the platform's chipset, which no partition owns (the
+    // validator keeps 0xcf9 and 0x64 from every partition); resetting the machine is the
+    // point.
+    unsafe {
+        port::write_u8(0xcf9, 0x02);
+        port::write_u8(0xcf9, 0x06);
+    }
+    super::tsc::delay_microseconds(100_000);
+    // SAFETY: as above.
+    unsafe { port::write_u8(0x64, 0xfe) };
+}

@@ -90,6 +90,30 @@ pub fn handle(
             None => Error::Denied as i64,
         },
         Some(Call::OwnExitCount) => control.total_exits(context) as i64,
+        Some(Call::DeclareFatal) => {
+            if !control.declare_fatal(context, argument) {
+                return Flow::Stop;
+            }
+            0
+        }
+        Some(Call::Heartbeat) => control.heartbeat(context) as i64,
+        Some(Call::HealthLog) => match u16::try_from(argument) {
+            Ok(index) if usize::from(index) < MACHINE.partitions.len() => {
+                if PartitionIndex(usize::from(index)) == context.partition_index
+                    || has(context, Capability::Health(index))
+                {
+                    control
+                        .health_log(
+                            PartitionIndex(usize::from(index)),
+                            vcpu.register(Register::Rsi),
+                        )
+                        .map_or(Error::InvalidArgument as i64, |count| count as i64)
+                } else {
+                    Error::Denied as i64
+                }
+            }
+            _ => Error::InvalidArgument as i64,
+        },
         None => Error::UnknownCall as i64,
     };
     vcpu.set_register(Register::Rax, result as u64);

@@ -56,6 +56,18 @@ pub fn mask_pins(pins: &[u8]) {
     });
 }
 
+/// Returns the partition's pins to their power-on redirection entries: masked, vector 0,
+/// destination 0 (both halves; 82093AA IOAPIC datasheet §3.2.4). For a cold restart.
+pub fn reset_pins(pins: &[u8]) {
+    ioapic::with(|registers| {
+        for &pin in pins {
+            let low = tessera_policy::ioapic::redirection_low(pin);
+            registers.write(low, RedirectionEntryLow::MASKED.bits());
+            registers.write(tessera_policy::ioapic::redirection_high(pin), 0);
+        }
+    });
+}
+
 /// Whether a guest-physical address lies in the IOAPIC page.
 pub fn covers(guest_physical: u64) -> bool {
     MACHINE

@@ -104,6 +104,15 @@ pub trait PartitionControl {
     fn may_log(&self, context: &CoreContext) -> bool;
     /// Switches the machine off (a partition with the `power` capability asked).
     fn power_off(&self, requested_by: &str) -> !;
+    /// The core's partition declared a fatal error (`code` is its own): the health event
+    /// `declared-fatal`. True if the partition runs on (its policy says `log`).
+    fn declare_fatal(&self, context: &CoreContext, code: u64) -> bool;
+    /// A heartbeat of the core's partition for its watchdog; the period in microseconds
+    /// (0: it has no watchdog).
+    fn heartbeat(&self, context: &CoreContext) -> u64;
+    /// One entry of the health log of `partition` (see `Call::HealthLog`); None for an
+    /// unknown selector.
+    fn health_log(&self, partition: PartitionIndex, selector: u64) -> Option<u64>;
 }
 
 /// The counters' view of an exit: one slot per kind.

@@ -113,8 +113,9 @@ pub fn core_main(index: CoreIndex) -> ! {
     let descriptors = arch::cpu::load(&mut state.descriptors);
     let apic_id = ApicId(MACHINE.cpus[index.0]);
     let Some((partition_index, position)) = table::partition_of_cpu(apic_id) else {
-        // A core the table lists but gives to no partition stays with the hypervisor, idle.
-        arch::halt_forever()
+        // A core the table lists but gives to no partition stays with the hypervisor: idle,
+        // or watching the partitions' watchdogs.
+        super::health::idle_core(apic_id)
     };
     let plan = BOOT_PLAN
         .get()
@@ -228,11 +229,22 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
     }
 }
 
-/// Reloads a partition for a restart (its cores are parked): its IOAPIC pins masked, its
+/// Reloads a partition for a restart (its cores are parked): its IOAPIC pins masked (and,
+/// for a cold restart, reset), its
 /// memory cleared and its boot blobs checked and copied in again. None if that fails,
 /// which stops the partition.
 fn restart_partition(context: &CoreContext) -> Option<StartState> {
     crate::exits::ioapic::mask_pins(context.partition.irq_pins);
+    // A cold restart also returns the pins' destinations to their power-on value: all the
+    // device state the hypervisor can reset today (docs/health.md).
+    if super::health::take_cold_restart(context.partition_index) {
+        crate::exits::ioapic::reset_pins(context.partition.irq_pins);
+        log::info!(
+            "cold restart: partition={} ioapic-pins-reset={}",
+            context.partition.name,
+            context.partition.irq_pins.len()
+        );
+    }
     match memory::load_partition(
         context.partition,
         partition::restarts(context.partition_index) + 1,

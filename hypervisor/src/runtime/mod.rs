@@ -1,9 +1,10 @@
 //! The partition/core runtime, the top floor below the boot sequence: each core's run loop,
 //! the partitions' states and counters, containment and restarts, loading partition memory,
-//! power-off. It implements [`PartitionControl`], through which the exit handlers below
+//! power-off, the health monitor. It implements [`PartitionControl`], through which the exit handlers below
 //! ask for what concerns a partition as a whole.
 
 pub mod cores;
+pub mod health;
 pub mod memory;
 pub mod partition;
 pub mod power;
@@ -54,6 +55,26 @@ impl PartitionControl for PartitionRuntime {
     }
     fn power_off(&self, requested_by: &str) -> ! {
         power::power_off(requested_by)
+    }
+    fn declare_fatal(&self, context: &CoreContext, code: u64) -> bool {
+        let report = health::Report {
+            core: Some(context.apic_id),
+            reason: "declared-fatal",
+            address: code,
+            detail: "guest code",
+            rip: 0,
+        };
+        health::raise(
+            context.partition_index,
+            tessera_abi::table::HealthEvent::DeclaredFatal,
+            &report,
+        ) == tessera_abi::table::HealthAction::Log
+    }
+    fn heartbeat(&self, context: &CoreContext) -> u64 {
+        health::heartbeat(context.partition_index)
+    }
+    fn health_log(&self, partition: PartitionIndex, selector: u64) -> Option<u64> {
+        health::log_entry(partition, selector)
     }
 }
 

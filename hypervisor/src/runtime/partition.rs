@@ -1,13 +1,14 @@
 //! Partitions at run time: their state, their exit counters, and containment — stopping
-//! one partition on all of its cores while every other partition runs on.
+//! one partition on all of its cores while every other partition runs on. What to do
+//! about a fault is the health monitor's decision (`health`).
 
-use super::cores;
+use super::{cores, health};
 use crate::arch::{idle_pause, tsc};
 use crate::exits::{Containment, CoreContext, Counter, ExitReason};
 use crate::table::{ApicId, PartitionIndex, CHANNEL_COUNT, MACHINE, PARTITION_COUNT};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use tessera_abi::hypercall::PartitionState;
-use tessera_abi::table::FaultPolicy;
+use tessera_abi::table::HealthEvent;
 
 struct Runtime {
     state: AtomicU8,
@@ -154,84 +155,90 @@ pub fn doorbell_allowed(partition: PartitionIndex, channel: usize) -> bool {
     )
 }
 
-/// Stops the partition of `context` after a fault it caused, or restarts it, per its
-/// `on-fault` policy. Only the first stop of a partition is logged and acted on.
-pub fn contain(context: &CoreContext, containment: Containment) {
-    let log_line = |outcome: &str| {
-        log::info!(
-            "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
-            context.partition.name,
-            context.apic_id,
-            containment.reason,
-            containment.address,
-            containment.detail,
-            containment.rip,
-            outcome
-        )
-    };
-    match context.partition.on_fault {
-        FaultPolicy::Restart
-            if !state(context.partition_index).is_final()
-                && restarts(context.partition_index) < RESTART_LIMIT =>
-        {
-            log_line("restarting");
-            request_restart(context);
-        }
-        FaultPolicy::Restart => {
-            if transition(context.partition_index, PartitionState::Faulted) {
-                log_line("halted (restart limit reached)");
-                signal_other_cores(context);
-            }
-        }
-        FaultPolicy::Halt => {
-            if transition(context.partition_index, PartitionState::Faulted) {
-                log_line("halted");
-                signal_other_cores(context);
-            }
-        }
+/// The health event a contained fault is (by the stable reason names of
+/// [`Containment::reason`]).
+fn event_of(containment: &Containment) -> HealthEvent {
+    match containment.reason {
+        "npf" | "mmio-decode" => HealthEvent::MemoryViolation,
+        "triple-fault" => HealthEvent::Shutdown,
+        "invalid-state" => HealthEvent::EntryFailure,
+        _ => HealthEvent::UnexpectedExit,
     }
+}
+
+/// A fault the partition of `context` caused: the health monitor decides (halt, restart,
+/// …) by the partition's table.
+pub fn contain(context: &CoreContext, containment: Containment) {
+    let report = health::Report {
+        core: Some(context.apic_id),
+        reason: containment.reason,
+        address: containment.address,
+        detail: containment.detail,
+        rip: containment.rip,
+    };
+    health::raise(context.partition_index, event_of(&containment), &report);
 }
 
 /// The partition asked to stop: hypercall StopSelf (`status`) or its ACPI power-off.
 pub fn stop_by_request(context: &CoreContext, status: u64, reason: &str) {
-    if transition(context.partition_index, PartitionState::Stopped) {
+    stop(
+        context.partition_index,
+        Some(context.apic_id),
+        status,
+        reason,
+    );
+}
+
+/// Stops `partition` (a request of its own); `core` is the core that asked, which parks by
+/// itself. Only the first stop is logged.
+pub fn stop(partition: PartitionIndex, core: Option<ApicId>, status: u64, reason: &str) {
+    if transition(partition, PartitionState::Stopped) {
         log::info!(
             "stopped: partition={} status={} reason={} core={}",
-            context.partition.name,
+            partition.partition().name,
             status,
             reason,
-            context.apic_id
+            core.map_or(0, |core| core.0)
         );
-        signal_other_cores(context);
+        signal_cores(partition, core);
     }
 }
 
-/// The partition asked to be reset (its ACPI reset register): restarted under the
-/// `restart` policy, stopped under `halt`.
+/// Stops `partition` after a fault; false if it had stopped already.
+pub fn fault(partition: PartitionIndex, core: Option<ApicId>) -> bool {
+    let first = transition(partition, PartitionState::Faulted);
+    if first {
+        signal_cores(partition, core);
+    }
+    first
+}
+
+/// The partition asked to be reset (its ACPI reset register): the health event
+/// `reset-request`.
 pub fn reset_by_request(context: &CoreContext) {
-    match context.partition.on_fault {
-        FaultPolicy::Restart if restarts(context.partition_index) < RESTART_LIMIT => {
-            log::info!(
-                "restarting: partition={} reason=reset-request core={}",
-                context.partition.name,
-                context.apic_id
-            );
-            request_restart(context);
-        }
-        FaultPolicy::Restart | FaultPolicy::Halt => stop_by_request(context, 0, "reset-request"),
-    }
+    let report = health::Report {
+        core: Some(context.apic_id),
+        reason: "reset-request",
+        address: 0,
+        detail: "reset register",
+        rip: 0,
+    };
+    health::raise(context.partition_index, HealthEvent::ResetRequest, &report);
 }
 
-/// Restarts a partition gets before a fault halts it instead: a guest that faults at once
-/// after every start would otherwise keep its cores busy restarting forever.
-pub const RESTART_LIMIT: u32 = 16;
-
-/// Asks every core of the partition to take part in a restart (see [`restart_rendezvous`]).
-fn request_restart(context: &CoreContext) {
-    RUNTIME[context.partition_index.0]
+/// Asks every core of the partition to take part in a restart (see [`restart_rendezvous`]);
+/// `core`, the one asking, sees it by itself.
+pub fn request_restart(partition: PartitionIndex, core: Option<ApicId>) {
+    RUNTIME[partition.0]
         .generation
         .fetch_add(1, Ordering::AcqRel);
-    signal_other_cores(context);
+    signal_cores(partition, core);
+}
+
+/// Whether a restart was asked for and not yet carried out.
+pub fn restart_pending(partition: PartitionIndex) -> bool {
+    let runtime = &RUNTIME[partition.0];
+    runtime.generation.load(Ordering::Acquire) != runtime.released.load(Ordering::Acquire)
 }
 
 /// How often the partition has been restarted.
@@ -317,11 +324,11 @@ fn transition(partition: PartitionIndex, to: PartitionState) -> bool {
     }
 }
 
-/// Brings the partition's other cores out of the guest: each takes an NMI exit, sees the
-/// final state and parks.
-fn signal_other_cores(context: &CoreContext) {
-    for &apic_id in context.partition.cpus {
-        if apic_id != context.apic_id.0 {
+/// Brings the partition's cores (but `except`, the calling one) out of the guest: each
+/// takes an NMI exit, sees the final state or the restart and acts on it.
+fn signal_cores(partition: PartitionIndex, except: Option<ApicId>) {
+    for &apic_id in partition.partition().cpus {
+        if Some(ApicId(apic_id)) != except {
             cores::signal(ApicId(apic_id), None);
         }
     }
@@ -365,6 +372,7 @@ pub fn print_counters() {
         );
         log::info!("{}", line);
     }
+    health::print_health_log();
 }
 
 /// A partition that could not be started (its image failed to load).

@@ -22,6 +22,48 @@ pub fn show(path: &Path) -> Outcome {
     }
 }
 
+/// The health policy of one partition as the hypervisor will apply it.
+fn describe_health(out: &mut String, partition: &tessera_config::model::Partition) {
+    use tessera_abi::table::{EscalationTrigger, HealthEvent};
+    use tessera_config::duration::Duration;
+    let health = tessera_config::lower::lower_health(partition);
+    let _ = writeln!(
+        out,
+        "  {}: restart limit {}, watchdog {}",
+        *partition.name,
+        health.restart_limit,
+        if health.watchdog_period_microseconds == 0 {
+            "none".to_owned()
+        } else {
+            format!("every {}", Duration(health.watchdog_period_microseconds))
+        }
+    );
+    let events: Vec<String> = HealthEvent::ALL
+        .iter()
+        .map(|event| {
+            format!(
+                "{} → {}",
+                event.name(),
+                health.actions[event.index()].name()
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "    {}", events.join(", "));
+    for rule in &health.escalations {
+        let (kind, name) = match rule.trigger {
+            EscalationTrigger::Event(event) => ("event", event.name()),
+            EscalationTrigger::Action(action) => ("action", action.name()),
+        };
+        let _ = writeln!(
+            out,
+            "    escalate: {} × {kind} {name} within {} → {}",
+            rule.count,
+            Duration(rule.window_microseconds),
+            rule.to.name()
+        );
+    }
+}
+
 fn size(bytes: u64) -> String {
     Size(bytes).to_string()
 }
@@ -97,6 +139,14 @@ pub fn describe(table: &Table) -> String {
         ],
         &rows,
     );
+
+    let _ = writeln!(
+        out,
+        "\nhealth monitor (resolved policy: on-fault, refined by [partition.health]):"
+    );
+    for partition in &table.partitions {
+        describe_health(&mut out, partition);
+    }
 
     let _ = writeln!(out, "\nmemory map (host-physical, sorted):");
     let rows: Vec<[String; 4]> = memory_map(table)

@@ -48,7 +48,8 @@ pub const WRECKER: &str = "wrecker";
 /// building); the bounds leave room for a loaded machine.
 const QEMU_SECONDS: u64 = 240;
 const BOCHS_SECONDS: u64 = 600;
-/// The hypervisor's restart limit (hypervisor/src/runtime/partition.rs, `RESTART_LIMIT`).
+/// The hypervisor's restart limit under `on-fault` (hypervisor/abi/src/table.rs,
+/// `HealthPolicy::DEFAULT_RESTART_LIMIT`).
 pub const RESTART_LIMIT: usize = 16;
 
 /// What an attack must produce.

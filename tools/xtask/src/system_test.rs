@@ -32,7 +32,7 @@ const LONG_MODE_BOCHS_SECONDS: u64 = 90;
 pub const RESTART_TABLE: &str = "partitions/restart.toml";
 pub const RESTART_PARTITION: &str = "restarter";
 pub const RESTART_SECOND_CORE: u32 = 1;
-/// The hypervisor's restart limit (`RESTART_LIMIT` in hypervisor/src/runtime/partition.rs):
+/// The hypervisor's restart limit for `on-fault` (`HealthPolicy::DEFAULT_RESTART_LIMIT` in hypervisor/abi/src/table.rs):
 /// that many reset requests restart the partition, the next one stops it (status 0,
 /// reason `reset-request`).
 pub const RESTART_LIMIT: u64 = 16;
@@ -665,6 +665,17 @@ pub fn parity_tests() -> Vec<SystemTest> {
             }),
         ),
         ("demo-bochs-grub2".into(), Box::new(demo_bochs_multiboot2)),
+        (
+            "health-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                let transcript = build_and_boot(systems, HEALTH_TABLE, &emulator, 90)?;
+                check_health(&transcript)
+            }),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((
@@ -737,6 +748,76 @@ fn long_mode(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcom
 }
 
 /// The restart table in `emulator`, checked.
+/// The health-monitor table (docs/health.md): a watchdog miss with action escalation, and
+/// declared errors with event escalation, a cold restart and the restart budget.
+pub const HEALTH_TABLE: &str = "partitions/health.toml";
+
+/// Per partition, the hypervisor lines (by their start) that must appear in this order.
+const HEALTH_SEQUENCES: [(&str, &[&str]); 2] = [
+    (
+        "hung",
+        &[
+            "health: partition=hung event=watchdog-expiry count=1 action=warm-restart restart=1 seen-by=watchdog-core",
+            "restarted: partition=hung restarts=1",
+            "health: partition=hung event=watchdog-expiry count=2 action=warm-restart restart=2 seen-by=watchdog-core",
+            "restarted: partition=hung restarts=2",
+            "health: partition=hung event=watchdog-expiry count=3 action=halt escalated-from=warm-restart seen-by=watchdog-core",
+            "health-log: partition=hung restarts=2 memory-violation=0 shutdown=0 entry-failure=0 reset-request=0 unexpected-exit=0 watchdog-expiry=3",
+        ],
+    ),
+    (
+        "fatal",
+        &[
+            "health: partition=fatal event=declared-fatal count=1 action=log",
+            "health: partition=fatal event=reset-request count=1 action=warm-restart restart=1",
+            "health: partition=fatal event=declared-fatal count=2 action=log",
+            "health: partition=fatal event=reset-request count=2 action=warm-restart restart=2",
+            "health: partition=fatal event=declared-fatal count=3 action=cold-restart escalated-from=log restart=3",
+            "cold restart: partition=fatal ioapic-pins-reset=1",
+            "health: partition=fatal event=declared-fatal count=4 action=halt escalated-from=log (restart-budget-exhausted)",
+            "health-log: partition=fatal restarts=3 memory-violation=0 shutdown=0 entry-failure=0 reset-request=2 unexpected-exit=0 watchdog-expiry=0 restart-budget-exhausted=1 declared-fatal=4",
+        ],
+    ),
+];
+
+/// Checks a run of [`HEALTH_TABLE`]: each partition's health lines in order, no panic, and
+/// a clean power-off by `control`.
+pub fn check_health(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    for (partition, sequence) in HEALTH_SEQUENCES {
+        let mut position = 0;
+        for wanted in sequence {
+            match hypervisor[position..]
+                .iter()
+                .position(|line| line.starts_with(wanted))
+            {
+                Some(found) => position += found + 1,
+                None => {
+                    failures.push(format!("{partition}: no `{wanted}` in order"));
+                    break;
+                }
+            }
+        }
+    }
+    if !hypervisor
+        .iter()
+        .any(|line| line.starts_with("power-off: requested by control"))
+    {
+        failures.push("control did not power the machine off".into());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
 fn restarts(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcome {
     let transcript = build_and_boot(systems, RESTART_TABLE, emulator, seconds)?;
     check_restarts(
@@ -1503,12 +1584,34 @@ mod tests {
         ] {
             assert!(text.contains(&word), "{RESTART_TABLE} has no `{word}`");
         }
-        let partition =
-            std::fs::read_to_string(root.join("hypervisor/src/runtime/partition.rs")).unwrap();
+        let table = std::fs::read_to_string(root.join("hypervisor/abi/src/table.rs")).unwrap();
         assert!(
-            partition.contains(&format!("RESTART_LIMIT: u32 = {RESTART_LIMIT};")),
-            "hypervisor/src/runtime/partition.rs no longer sets RESTART_LIMIT to {RESTART_LIMIT}"
+            table.contains(&format!("DEFAULT_RESTART_LIMIT: u32 = {RESTART_LIMIT};")),
+            "hypervisor/abi/src/table.rs no longer sets DEFAULT_RESTART_LIMIT to {RESTART_LIMIT}"
         );
+    }
+
+    #[test]
+    fn health_check_needs_every_line_in_order() {
+        let mut lines: Vec<(&str, String)> = Vec::new();
+        for (_, sequence) in HEALTH_SEQUENCES {
+            for line in sequence.iter() {
+                lines.push((HYPERVISOR, (*line).to_string()));
+            }
+        }
+        lines.push((HYPERVISOR, "power-off: requested by control".to_string()));
+        let run = |lines: &[(&str, String)]| {
+            let borrowed: Vec<(&str, &str)> = lines
+                .iter()
+                .map(|(source, text)| (*source, text.as_str()))
+                .collect();
+            check_health(&transcript(&borrowed, EmulatorExit::Exited(0)))
+        };
+        assert_eq!(run(&lines), Ok(()));
+        let mut swapped = lines.clone();
+        swapped.swap(0, 2);
+        assert!(run(&swapped).is_err());
+        assert!(run(&lines[..lines.len() - 1]).is_err());
     }
 
     #[test]

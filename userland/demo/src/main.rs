@@ -60,6 +60,8 @@
 //!   stops it (status 12 if the write returns);
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
 //!   (status 3 on time-out);
+//! * `declare-fatal=CODE`: declare a fatal error (hypercall), print what it returned;
+//! * `beats=N`: N heartbeats, two per watchdog period, then silence forever;
 //! * `power-off`: power the machine off (status 4 if that fails);
 //!
 //! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1; an
@@ -71,7 +73,7 @@ mod channel;
 mod interrupt_modes;
 mod long_mode;
 
-use tessera_abi::hypercall::PartitionState;
+use tessera_abi::hypercall::{Call, PartitionState};
 use tessera_guest::memory::{for_each_piece_outside, MemoryRange};
 use tessera_guest::{boot, hypercall, println, processor, BootInfo};
 
@@ -149,6 +151,13 @@ fn main(info: &BootInfo) {
     if let Some(text) = command_line.value("pong") {
         channel::pong(text);
     }
+    if let Some(code) = command_line.number("declare-fatal") {
+        let result = hypercall::hypercall(Call::DeclareFatal, code, 0, 0);
+        println!("declare-fatal returned {result}");
+    }
+    if let Some(beats) = command_line.number("beats") {
+        heartbeats_then_silence(beats);
+    }
     if command_line.has_flag("reset") {
         request_reset();
     }
@@ -166,6 +175,22 @@ fn main(info: &BootInfo) {
     }
     println!("done");
     hypercall::stop_self(0);
+}
+
+/// `beats=N`: N heartbeats, two per watchdog period, then silence (a hung guest): the
+/// watchdog is to notice. Never returns.
+fn heartbeats_then_silence(beats: u64) -> ! {
+    let period = hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+    println!("heartbeat: period={period} us");
+    let half = (period.max(2) as u64) / 2;
+    for _ in 1..beats {
+        tessera_guest::time::delay_microseconds(half);
+        hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+    }
+    println!("heartbeats: {beats} sent, now silent");
+    loop {
+        core::hint::spin_loop();
+    }
 }
 
 fn report_hypervisor() {

@@ -1,0 +1,285 @@
+//! The health monitor at run time: each partition's monitor state (tessera_policy::health
+//! decides), carrying out its decisions — log, halt, warm or cold restart, machine reset or
+//! power-off — the partitions' watchdogs, watched from a core no partition owns, and the
+//! health log (docs/health.md).
+
+use super::{partition, power};
+use crate::arch::{self, tsc};
+use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::Mutex;
+use tessera_abi::hypercall::HEALTH_LOG_RESTARTS;
+use tessera_abi::table::{HealthAction, HealthEvent};
+use tessera_policy::health::{self, watchdog, Decision, HealthMonitor};
+
+/// Each partition's monitor, kept across its restarts.
+static MONITORS: [Mutex<HealthMonitor>; PARTITION_COUNT] =
+    [const { Mutex::new(HealthMonitor::new()) }; PARTITION_COUNT];
+
+/// Each partition's watchdog deadline (TSC); 0 while unarmed.
+static DEADLINES: [AtomicU64; PARTITION_COUNT] = [const { AtomicU64::new(0) }; PARTITION_COUNT];
+
+/// Set when the restart under way is a cold one (read by the reload).
+static COLD_RESTART: [AtomicBool; PARTITION_COUNT] =
+    [const { AtomicBool::new(false) }; PARTITION_COUNT];
+
+/// Where an event was seen, for the log.
+pub struct Report {
+    /// The partition's core that saw it; None when the watchdog core did.
+    pub core: Option<ApicId>,
+    /// Stable short name of the cause (`npf`, `triple-fault`, `watchdog`, …).
+    pub reason: &'static str,
+    pub address: u64,
+    pub detail: &'static str,
+    pub rip: u64,
+}
+
+/// Whether the partition can still take an event: it runs and no restart is pending (two
+/// cores that fault together raise one event each, but the partition restarts once).
+fn accepts_events(partition: PartitionIndex) -> bool {
+    !partition::state(partition).is_final() && !partition::restart_pending(partition)
+}
+
+/// Records `event` for `partition`, logs the decision and carries it out. Returns the
+/// action taken: only after [`HealthAction::Log`] does the partition's core resume.
+pub fn raise(partition: PartitionIndex, event: HealthEvent, report: &Report) -> HealthAction {
+    if !accepts_events(partition) {
+        return HealthAction::Halt;
+    }
+    let table = partition.partition();
+    let decision =
+        MONITORS[partition.0]
+            .lock()
+            .record(&table.health, event, tsc::read(), tsc::khz());
+    log_decision(partition, event, &decision, report);
+    act(partition, &decision, report);
+    decision.action
+}
+
+fn log_decision(
+    partition: PartitionIndex,
+    event: HealthEvent,
+    decision: &Decision,
+    report: &Report,
+) {
+    let name = partition.partition().name;
+    let count = MONITORS[partition.0].lock().event_count(event);
+    let mut line = heapless::String::<256>::new();
+    let _ = core::fmt::write(
+        &mut line,
+        format_args!(
+            "health: partition={} event={} count={} action={}",
+            name,
+            event.name(),
+            count,
+            decision.action.name()
+        ),
+    );
+    if decision.escalations != 0 {
+        let _ = core::fmt::write(
+            &mut line,
+            format_args!(" escalated-from={}", decision.planned.name()),
+        );
+    }
+    if decision.event != event {
+        let _ = core::fmt::write(&mut line, format_args!(" ({})", decision.event.name()));
+    }
+    if decision.restart_number != 0 {
+        let _ = core::fmt::write(
+            &mut line,
+            format_args!(" restart={}", decision.restart_number),
+        );
+    }
+    match report.core {
+        Some(core) => {
+            let _ = core::fmt::write(&mut line, format_args!(" core={}", core));
+        }
+        None => {
+            let _ = core::fmt::write(&mut line, format_args!(" seen-by=watchdog-core"));
+        }
+    }
+    log::info!("{}", line);
+}
+
+/// Carries out a decision. The lines `contained:`, `restarting:` and `stopped:` keep the
+/// form they had before the health monitor, which the red-team and system tests read.
+fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
+    let name = partition.partition().name;
+    let core = report.core.map_or(0, |core| core.0);
+    let contained = |outcome: &str| {
+        log::info!(
+            "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
+            name,
+            core,
+            report.reason,
+            report.address,
+            report.detail,
+            report.rip,
+            outcome
+        )
+    };
+    let reset_request = report.reason == "reset-request";
+    match decision.action {
+        HealthAction::Log => {
+            if decision.event == HealthEvent::WatchdogExpiry {
+                rearm(partition);
+            }
+        }
+        HealthAction::Halt | HealthAction::SwitchToStandby => {
+            disarm(partition);
+            // A reset request the partition may not have is a stop it asked for.
+            if reset_request {
+                partition::stop(partition, report.core, 0, "reset-request");
+            } else if partition::fault(partition, report.core) {
+                contained(if decision.event == HealthEvent::RestartBudgetExhausted {
+                    "halted (restart limit reached)"
+                } else {
+                    "halted"
+                });
+            }
+        }
+        HealthAction::WarmRestart | HealthAction::ColdRestart => {
+            disarm(partition);
+            COLD_RESTART[partition.0].store(
+                decision.action == HealthAction::ColdRestart,
+                Ordering::Release,
+            );
+            if reset_request {
+                log::info!(
+                    "restarting: partition={} reason=reset-request core={}",
+                    name,
+                    core
+                );
+            } else {
+                contained("restarting");
+            }
+            partition::request_restart(partition, report.core);
+        }
+        HealthAction::MachinePowerOff => {
+            contained("powering the machine off");
+            power::power_off(name);
+        }
+        HealthAction::MachineReset => {
+            contained("resetting the machine");
+            print_health_log();
+            crate::arch::console::drain();
+            arch::power::reset_machine();
+            log::info!("Tessera: machine reset did not take effect; halting");
+            arch::halt_forever();
+        }
+    }
+}
+
+/// Whether the restart being carried out for `partition` is a cold one (and forgets it).
+pub fn take_cold_restart(partition: PartitionIndex) -> bool {
+    COLD_RESTART[partition.0].swap(false, Ordering::AcqRel)
+}
+
+/// A heartbeat of `partition` at TSC `now`: arms or pushes its watchdog deadline one period
+/// ahead. Returns the period in microseconds (0: no watchdog).
+pub fn heartbeat(partition: PartitionIndex) -> u64 {
+    let period = partition.partition().health.watchdog_period_microseconds;
+    if period != 0 && accepts_events(partition) {
+        let deadline = watchdog::deadline_after(tsc::read(), health::ticks(period, tsc::khz()));
+        DEADLINES[partition.0].store(deadline, Ordering::Release);
+    }
+    period
+}
+
+/// Clears the partition's watchdog deadline: a restarted partition arms it again with its
+/// first heartbeat.
+pub fn disarm(partition: PartitionIndex) {
+    DEADLINES[partition.0].store(0, Ordering::Release);
+}
+
+/// After a missed period with the action `log`: one more period from now.
+fn rearm(partition: PartitionIndex) {
+    let period = partition.partition().health.watchdog_period_microseconds;
+    let deadline = watchdog::deadline_after(tsc::read(), health::ticks(period, tsc::khz()));
+    let _ =
+        DEADLINES[partition.0].compare_exchange(0, deadline, Ordering::AcqRel, Ordering::Acquire);
+}
+
+/// Whether any partition of the table has a watchdog.
+fn any_watchdog() -> bool {
+    MACHINE
+        .partitions
+        .iter()
+        .any(|partition| partition.health.watchdog_period_microseconds != 0)
+}
+
+/// The life of a core no partition owns. The first such core in table order is the
+/// watchdog core when any partition has a watchdog: it polls the TSC against every
+/// deadline, so the watchdog takes no timer interrupt and causes the partitions no exit
+/// (docs/health.md); the others halt.
+pub fn idle_core(apic_id: ApicId) -> ! {
+    let first_free = MACHINE
+        .cpus
+        .iter()
+        .copied()
+        .find(|&cpu| crate::table::partition_of_cpu(ApicId(cpu)).is_none());
+    if !any_watchdog() || first_free != Some(apic_id.0) {
+        arch::halt_forever();
+    }
+    log::info!(
+        "watchdog: core {} watches the partitions' heartbeats",
+        apic_id
+    );
+    loop {
+        let now = tsc::read();
+        for (index, deadline) in DEADLINES.iter().enumerate() {
+            let armed = deadline.load(Ordering::Acquire);
+            if !watchdog::is_overdue(armed, now) {
+                continue;
+            }
+            if deadline
+                .compare_exchange(armed, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let late = health::ticks(1, tsc::khz()).max(1);
+                let report = Report {
+                    core: None,
+                    reason: "watchdog",
+                    address: now.saturating_sub(armed) / late,
+                    detail: "microseconds late",
+                    rip: 0,
+                };
+                raise(PartitionIndex(index), HealthEvent::WatchdogExpiry, &report);
+            }
+        }
+        arch::idle_pause();
+    }
+}
+
+/// The health log of `partition`: the count of event `selector` (a [`HealthEvent`] index),
+/// or its restarts for [`HEALTH_LOG_RESTARTS`]; None for an unknown selector.
+pub fn log_entry(partition: PartitionIndex, selector: u64) -> Option<u64> {
+    let monitor = MONITORS[partition.0].lock();
+    if selector == HEALTH_LOG_RESTARTS {
+        return Some(u64::from(monitor.restarts()));
+    }
+    HealthEvent::from_index(selector).map(|event| monitor.event_count(event))
+}
+
+/// Prints every partition's health log (at power-off and before a machine reset).
+pub fn print_health_log() {
+    for (index, table) in MACHINE.partitions.iter().enumerate() {
+        let monitor = *MONITORS[index].lock();
+        let mut line = heapless::String::<512>::new();
+        let _ = core::fmt::write(
+            &mut line,
+            format_args!(
+                "health-log: partition={} restarts={}",
+                table.name,
+                monitor.restarts()
+            ),
+        );
+        for event in HealthEvent::ALL {
+            let _ = core::fmt::write(
+                &mut line,
+                format_args!(" {}={}", event.name(), monitor.event_count(event)),
+            );
+        }
+        log::info!("{}", line);
+    }
+}
