@@ -245,7 +245,11 @@ pub const ATTACKS: &[Spec] = &[
     word("msr-machine-check", GP, "MCG_* and MCi_* are the hypervisor's: #GP"),
     word("msr-performance", GP, "performance counters and their controls (Intel and AMD): #GP"),
     word("msr-debug-control", GP, "IA32_DEBUGCTL (LBR, BTS): #GP"),
-    word("msr-microcode", GP, "microcode update trigger and signature: #GP"),
+    word(
+        "msr-microcode",
+        "gp-trigger-signature-zero",
+        "microcode update trigger: #GP; the signature MSR reads 0 whatever is written",
+    ),
     word("msr-smm", GP, "SMBASE, SMM_BASE/ADDR/MASK: #GP"),
     word("msr-platform", GP, "HWCR, TSC_ADJUST, MPERF/APERF, PERF_CTL: machine-wide, #GP"),
     Spec {

@@ -676,6 +676,16 @@ pub fn parity_tests() -> Vec<SystemTest> {
                 check_health(&transcript)
             }),
         ),
+        (
+            "health-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                let transcript = build_and_boot(systems, HEALTH_TABLE, &emulator, 300)?;
+                check_health(&transcript)
+            }),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((
