@@ -29,6 +29,16 @@ pub const LEAF1_ECX_PDCM: u32 = 1 << 15;
 pub const LEAF1_EDX_MCE: u32 = 1 << 7;
 pub const LEAF1_EDX_MTRR: u32 = 1 << 12;
 pub const LEAF1_EDX_MCA: u32 = 1 << 14;
+/// Leaf 1 EDX bit 22: thermal monitor and software-controlled clock MSRs (IA32_THERM_*,
+/// IA32_CLOCK_MODULATION), and bit 29: thermal monitor TM1 (Intel SDM vol. 2A, CPUID,
+/// table "Feature Information"). Hidden: those MSRs are machine-wide, intercepted and
+/// answer #GP; Linux on Intel writes IA32_THERM_INTERRUPT (0x19b) when it sees both.
+pub const LEAF1_EDX_THERMAL_MSRS: u32 = 1 << 22;
+pub const LEAF1_EDX_THERMAL_MONITOR: u32 = 1 << 29;
+/// Leaf 7 EBX bit 1: IA32_TSC_ADJUST (0x3b) exists (SDM vol. 2A, CPUID 07H). Hidden: the
+/// MSR is intercepted and answers #GP (a partition may not move the TSC every partition
+/// shares); Linux reads it at boot when the bit is set.
+pub const LEAF7_EBX_TSC_ADJUST: u32 = 1 << 1;
 /// Leaf 7 EDX bit 29: IA32_ARCH_CAPABILITIES exists. Tessera always offers it, with the
 /// x2APIC-lock bit set (see the msr module), so guests keep x2APIC mode.
 pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
@@ -112,11 +122,18 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
             eax,
             ebx,
             (ecx & !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM | LEAF1_ECX_MONITOR)) | LEAF1_ECX_HYPERVISOR,
-            edx & !(LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA),
+            edx & !(LEAF1_EDX_MCE
+                | LEAF1_EDX_MTRR
+                | LEAF1_EDX_MCA
+                | LEAF1_EDX_THERMAL_MSRS
+                | LEAF1_EDX_THERMAL_MONITOR),
         ],
-        7 if subleaf == 0 && view.native_max_basic_leaf >= 7 => {
-            [eax, ebx, ecx, edx | LEAF7_EDX_ARCH_CAPABILITIES]
-        }
+        7 if subleaf == 0 && view.native_max_basic_leaf >= 7 => [
+            eax,
+            ebx & !LEAF7_EBX_TSC_ADJUST,
+            ecx,
+            edx | LEAF7_EDX_ARCH_CAPABILITIES,
+        ],
         // No APERF/MPERF (see LEAF6_ECX_APERF_MPERF).
         6 => [eax, ebx, ecx & !LEAF6_ECX_APERF_MPERF, edx],
         // No architectural performance monitoring.
@@ -164,7 +181,14 @@ mod tests {
     fn leaf_1_hides_vmx_and_announces_a_hypervisor() {
         let [eax, ebx, ecx, edx] = filter(1, 0, ONES, &VIEW);
         assert_eq!((eax, ebx), (u32::MAX, u32::MAX));
-        assert_eq!(edx, !(LEAF1_EDX_MCE | LEAF1_EDX_MTRR | LEAF1_EDX_MCA));
+        assert_eq!(
+            edx,
+            !(LEAF1_EDX_MCE
+                | LEAF1_EDX_MTRR
+                | LEAF1_EDX_MCA
+                | LEAF1_EDX_THERMAL_MSRS
+                | LEAF1_EDX_THERMAL_MONITOR)
+        );
         assert_eq!(ecx, !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM | LEAF1_ECX_MONITOR));
         let [_, _, ecx, _] = filter(1, 0, [0, 0, LEAF1_ECX_X2APIC, 0], &VIEW);
         assert_eq!(ecx, LEAF1_ECX_X2APIC | LEAF1_ECX_HYPERVISOR);
@@ -197,6 +221,21 @@ mod tests {
         assert_eq!(filter(7, 0, [0; 4], &VIEW)[3], LEAF7_EDX_ARCH_CAPABILITIES);
         assert_eq!(filter(7, 1, [0; 4], &VIEW)[3], 0);
         assert_eq!(filter(0xA, 0, ONES, &VIEW), [0; 4]);
+    }
+
+    #[test]
+    fn thermal_msrs_and_tsc_adjust_are_hidden_with_their_msrs() {
+        let leaf1 = filter(1, 0, [0, 0, 0, u32::MAX], &VIEW);
+        assert_eq!(leaf1[3] & LEAF1_EDX_THERMAL_MSRS, 0);
+        assert_eq!(leaf1[3] & LEAF1_EDX_THERMAL_MONITOR, 0);
+        assert_ne!(leaf1[3] & 1, 0, "the FPU bit passes");
+        let leaf7 = filter(7, 0, [0, u32::MAX, 0, 0], &VIEW);
+        assert_eq!(leaf7[1] & LEAF7_EBX_TSC_ADJUST, 0);
+        assert_eq!(
+            leaf7[1] | LEAF7_EBX_TSC_ADJUST,
+            u32::MAX,
+            "only TSC_ADJUST is hidden"
+        );
     }
 
     #[test]
