@@ -48,6 +48,10 @@ pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 /// sees the bit reads both on every scheduler tick for frequency invariance — two exits per
 /// tick, each ending in #GP.
 pub const LEAF6_ECX_APERF_MPERF: u32 = 1 << 0;
+/// Leaf 6 ECX bit 3: IA32_ENERGY_PERF_BIAS (0x1b0) exists (SDM vol. 2A, CPUID 06H). Hidden:
+/// the energy/performance preference is the machine's, the MSR is intercepted and answers
+/// #GP; Linux on Intel reads and writes it at boot when the bit is set.
+pub const LEAF6_ECX_ENERGY_PERF_BIAS: u32 = 1 << 3;
 /// The TSC/crystal leaf and the frequency leaf (Intel SDM vol. 2A, CPUID 15H and 16H).
 pub const TSC_CRYSTAL_LEAF: u32 = 0x15;
 pub const FREQUENCY_LEAF: u32 = 0x16;
@@ -134,8 +138,13 @@ pub fn filter(leaf: u32, subleaf: u32, native: [u32; 4], view: &CpuidView) -> [u
             ecx,
             edx | LEAF7_EDX_ARCH_CAPABILITIES,
         ],
-        // No APERF/MPERF (see LEAF6_ECX_APERF_MPERF).
-        6 => [eax, ebx, ecx & !LEAF6_ECX_APERF_MPERF, edx],
+        // No APERF/MPERF and no energy-performance bias (see the constants).
+        6 => [
+            eax,
+            ebx,
+            ecx & !(LEAF6_ECX_APERF_MPERF | LEAF6_ECX_ENERGY_PERF_BIAS),
+            edx,
+        ],
         // No architectural performance monitoring.
         0xA => [0; 4],
         // TSC = crystal × EBX / EAX with the crystal in ECX (SDM CPUID 15H): crystal = TSC.
@@ -239,9 +248,9 @@ mod tests {
     }
 
     #[test]
-    fn leaf_6_hides_aperf_mperf_and_keeps_the_rest() {
-        let native = [0x4, 0, 0x9, 0];
-        assert_eq!(filter(6, 0, native, &VIEW), [0x4, 0, 0x8, 0]);
+    fn leaf_6_hides_aperf_mperf_and_energy_bias_and_keeps_the_rest() {
+        let native = [0x4, 0, 0x2b, 0];
+        assert_eq!(filter(6, 0, native, &VIEW), [0x4, 0, 0x22, 0]);
     }
 
     #[test]
