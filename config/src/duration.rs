@@ -6,6 +6,8 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::size::{split_quantity, QuantityNumberError};
+
 /// A duration in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub u64);
@@ -52,16 +54,11 @@ impl std::error::Error for DurationError {}
 
 /// Parses "100 ms", "10s", "1 min", "250 us".
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|character: char| !character.is_ascii_digit() && character != '_')
-        .unwrap_or(text.len());
-    let digits: String = text[..digits_end].chars().filter(|c| *c != '_').collect();
-    if digits.is_empty() {
-        return Err(DurationError::MissingNumber);
-    }
-    let number: u64 = digits.parse().map_err(|_| DurationError::Overflow)?;
-    let factor = match text[digits_end..].trim() {
+    let (number, unit) = split_quantity(text).map_err(|error| match error {
+        QuantityNumberError::Missing => DurationError::MissingNumber,
+        QuantityNumberError::TooLarge => DurationError::Overflow,
+    })?;
+    let factor = match unit {
         "us" => 1,
         "ms" => 1_000,
         "s" => 1_000_000,

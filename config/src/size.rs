@@ -45,18 +45,36 @@ impl fmt::Display for SizeError {
 
 impl std::error::Error for SizeError {}
 
-/// Parses "16 MiB", "16MiB", "4096", "4096 B".
-pub fn parse_size(text: &str) -> Result<Size, SizeError> {
+/// Why the number of a quantity (a size or a duration) cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QuantityNumberError {
+    /// The text does not start with a decimal digit.
+    Missing,
+    /// The number does not fit in 64 bits.
+    TooLarge,
+}
+
+/// Splits a quantity as tables write it ("16 MiB", "100ms", "1_000 us") into its decimal
+/// number (underscores allowed between digits) and the unit text after it, trimmed.
+pub(crate) fn split_quantity(text: &str) -> Result<(u64, &str), QuantityNumberError> {
     let text = text.trim();
     let digits_end = text
         .find(|character: char| !character.is_ascii_digit() && character != '_')
         .unwrap_or(text.len());
     let digits: String = text[..digits_end].chars().filter(|c| *c != '_').collect();
     if digits.is_empty() {
-        return Err(SizeError::MissingNumber);
+        return Err(QuantityNumberError::Missing);
     }
-    let number: u64 = digits.parse().map_err(|_| SizeError::NumberTooLarge)?;
-    let unit = text[digits_end..].trim();
+    let number = digits.parse().map_err(|_| QuantityNumberError::TooLarge)?;
+    Ok((number, text[digits_end..].trim()))
+}
+
+/// Parses "16 MiB", "16MiB", "4096", "4096 B".
+pub fn parse_size(text: &str) -> Result<Size, SizeError> {
+    let (number, unit) = split_quantity(text).map_err(|error| match error {
+        QuantityNumberError::Missing => SizeError::MissingNumber,
+        QuantityNumberError::TooLarge => SizeError::NumberTooLarge,
+    })?;
     let shift = match unit {
         "" | "B" => 0,
         "KiB" => 10,
