@@ -180,10 +180,14 @@ pub fn take_cold_restart(partition: PartitionIndex) -> bool {
 pub fn heartbeat(partition: PartitionIndex) -> u64 {
     let period = partition.partition().health.watchdog_period_microseconds;
     if period != 0 && accepts_events(partition) {
-        let deadline = watchdog::deadline_after(tsc::read(), health::ticks(period, tsc::khz()));
-        DEADLINES[partition.0].store(deadline, Ordering::Release);
+        DEADLINES[partition.0].store(deadline_from_now(period), Ordering::Release);
     }
     period
+}
+
+/// The TSC value one watchdog period of `period` microseconds from now.
+fn deadline_from_now(period: u64) -> u64 {
+    watchdog::deadline_after(tsc::read(), health::ticks(period, tsc::khz()))
 }
 
 /// Clears the partition's watchdog deadline: a restarted partition arms it again with its
@@ -194,8 +198,7 @@ pub fn disarm(partition: PartitionIndex) {
 
 /// After a missed period with the action `log`: one more period from now.
 fn rearm(partition: PartitionIndex) {
-    let period = partition.partition().health.watchdog_period_microseconds;
-    let deadline = watchdog::deadline_after(tsc::read(), health::ticks(period, tsc::khz()));
+    let deadline = deadline_from_now(partition.partition().health.watchdog_period_microseconds);
     let _ =
         DEADLINES[partition.0].compare_exchange(0, deadline, Ordering::AcqRel, Ordering::Acquire);
 }

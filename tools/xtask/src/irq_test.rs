@@ -503,6 +503,7 @@ pub fn check_timer_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::test_lines::replaced;
     use crate::transcript::{EmulatorExit, TranscriptLine};
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
@@ -608,20 +609,6 @@ mod tests {
             ),
             (HYPERVISOR, "Tessera: power off"),
         ]
-    }
-
-    /// `lines` with the line containing `old` replaced by `new` (which must exist).
-    fn replaced(
-        mut lines: Vec<(&'static str, &'static str)>,
-        old: &str,
-        new: &'static str,
-    ) -> Vec<(&'static str, &'static str)> {
-        let index = lines
-            .iter()
-            .position(|(_, text)| text.contains(old))
-            .unwrap_or_else(|| panic!("no line with {old:?}"));
-        lines[index].1 = new;
-        lines
     }
 
     fn without(

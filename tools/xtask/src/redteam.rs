@@ -1580,6 +1580,7 @@ pub fn command(root: &Path) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::test_lines::replaced;
     use crate::transcript::TranscriptLine;
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
@@ -1697,20 +1698,6 @@ mod tests {
         assert_eq!(evaluation.attacks.len(), 9);
         assert_eq!(evaluation.heartbeats, 2);
         assert_eq!(evaluation.missed_heartbeats, 0);
-    }
-
-    /// `lines` with the first line containing `old` replaced by `new`.
-    fn replaced(
-        mut lines: Vec<(&'static str, &'static str)>,
-        old: &str,
-        new: &'static str,
-    ) -> Vec<(&'static str, &'static str)> {
-        let index = lines
-            .iter()
-            .position(|(_, text)| text.contains(old))
-            .unwrap_or_else(|| panic!("no line with {old:?}"));
-        lines[index].1 = new;
-        lines
     }
 
     #[test]

@@ -91,3 +91,22 @@ impl Transcript {
         self.emulator_exit.describe(self.emulator)
     }
 }
+
+/// Test support shared by the transcript checks' tests.
+#[cfg(test)]
+pub mod test_lines {
+    /// `lines` (console, text) with the first line whose text contains `old` replaced by
+    /// `new`; panics when there is none, so a test cannot silently check nothing.
+    pub fn replaced(
+        mut lines: Vec<(&'static str, &'static str)>,
+        old: &str,
+        new: &'static str,
+    ) -> Vec<(&'static str, &'static str)> {
+        let index = lines
+            .iter()
+            .position(|(_, text)| text.contains(old))
+            .unwrap_or_else(|| panic!("no line with {old:?}"));
+        lines[index].1 = new;
+        lines
+    }
+}
