@@ -40,6 +40,7 @@ pub mod bytes;
 pub mod control_registers;
 pub mod cpuid;
 pub mod firmware_acpi;
+pub mod guest_nmi;
 pub mod guest_walk;
 pub mod health;
 pub mod host_page_tables;

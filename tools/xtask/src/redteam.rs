@@ -343,6 +343,7 @@ pub const ATTACKS: &[Spec] = &[
     own_only("ipi-fixed-all-including-self", "own-only", NONE, VictimSign::Vector(0xeb), "all-including-self: the own cores only"),
     own_only("ipi-fixed-all-excluding-self", "own-only", NONE, VictimSign::Vector(0xec), "all-excluding-self: the second own core only"),
     own_only("ipi-nmi-all-excluding-self", "own-only", NONE, VictimSign::Nmi, "NMI all-excluding-self: the second own core only"),
+    word("ipi-nmi-held-until-iret", "held-until-iret", "two NMIs to the own second core, the second while the first's handler runs: held until that handler's IRET, then delivered, never nested (SDM Vol. 3A 6.7.1). On SVM the guest's NMI blocking is kept in software (guest NMIs injected as vector-2 interrupts, IRET intercepted, the IRET single-stepped when one is held) so that no guest can mask the hypervisor's NMIs; on VMX virtual-NMI blocking and NMI-window exiting do it"),
     own_only("ipi-init-all-excluding-self", "own-only", NONE, VictimSign::Init, "INIT all-excluding-self: only the second own core waits for a start-up IPI (and is started again)"),
     own_only("ipi-level-triggered-self", "edge-only", NONE, VictimSign::Vector(0xed), "a level-triggered IPI is sent edge-triggered: TMR stays clear, so its EOI is not broadcast to the IOAPICs (SDM Vol. 3A 11.8.4, 11.8.5)"),
     // The intruder's fatal sequence: one attack per start.
@@ -382,7 +383,7 @@ pub const ATTACKS: &[Spec] = &[
         svm: Expect::ThenRestarted("spinning"),
         vmx: Expect::ThenRestarted("spinning"),
         partition: INTRUDER,
-        ..contained("nmi-blocked-forever", "", "a core that never returns from an NMI handler keeps NMIs blocked (SDM Vol. 3A 6.7.1). VMX with virtual NMIs: the hypervisor's NMI still exits (SDM Vol. 3C 25.3), the restart proceeds. SVM under QEMU: an injected NMI does not block physical NMIs, the restart proceeds; on AMD hardware without vNMI it would (APM Vol. 2 15.20) and the hypervisor would halt the partition (reason=unresponsive-core)")
+        ..contained("nmi-blocked-forever", "", "a core that never returns from an NMI handler would keep NMIs blocked (SDM Vol. 3A 6.7.1); the hypervisor's NMI must still stop it. VMX with virtual NMIs: the physical NMI still exits (SDM Vol. 3C 25.3). SVM: guest NMIs are injected as vector-2 interrupts with the blocking kept in software, so the processor's NMI mask is never set by a guest (an NMI-type injection would set it on AMD hardware without vNMI, APM Vol. 2 15.20). The restart proceeds on both")
     },
     // The wrecker's fatal sequence.
     contained("mem-hole-read", "npf", "a read between the partition's two RAM regions: nested page fault"),
