@@ -47,6 +47,7 @@ pub mod host_page_tables;
 pub mod icr;
 pub mod io_bitmap;
 pub mod ioapic;
+pub mod iommu;
 pub mod mmio_decode;
 pub mod msr;
 pub mod multiboot;
