@@ -4,6 +4,7 @@
 //! everything that is policy lives elsewhere, in safe code.
 
 pub mod acpi;
+pub mod amd_iommu;
 pub mod ap_startup;
 pub mod boot_memory;
 pub mod console;

@@ -8,6 +8,10 @@ use crate::arch::{self, acpi, console, tsc};
 pub fn power_off(requested_by: &str) -> ! {
     log::info!("power-off: requested by {}", requested_by);
     partition::print_counters();
+    arch::amd_iommu::poll_events();
+    if let Some((page_faults, other)) = arch::amd_iommu::event_counts() {
+        log::info!("iommu: blocked-dma={} other-events={}", page_faults, other);
+    }
     let method = acpi::power_off_method();
     log::info!("Tessera: power off");
     console::drain();

@@ -158,6 +158,7 @@ mod opcode {
     pub const INVALIDATE_DEVTAB_ENTRY: u64 = 0x2;
     pub const INVALIDATE_IOMMU_PAGES: u64 = 0x3;
     pub const INVALIDATE_INTERRUPT_TABLE: u64 = 0x5;
+    pub const INVALIDATE_IOMMU_ALL: u64 = 0x8;
 }
 
 impl Command {
@@ -185,6 +186,12 @@ impl Command {
             (u64::from(domain) << 32) | (opcode::INVALIDATE_IOMMU_PAGES << 60),
             0x7fff_ffff_ffff_f000 | 0b11,
         ])
+    }
+
+    /// INVALIDATE_IOMMU_ALL: every cached device table entry, translation and interrupt
+    /// table entry (§2.4.9; only where the extended features report IASup, bit 6).
+    pub fn invalidate_all() -> Self {
+        Command([opcode::INVALIDATE_IOMMU_ALL << 60, 0])
     }
 
     /// INVALIDATE_INTERRUPT_TABLE for one device ID (§2.4.5).
@@ -255,6 +262,17 @@ pub mod register {
     pub const STATUS: usize = 0x2020;
     /// The MMIO window a unit decodes (§3.4: 16 KiB).
     pub const WINDOW_BYTES: u64 = 0x4000;
+}
+
+/// Extended feature register bits (§3.4.5).
+pub mod feature {
+    /// IASup: INVALIDATE_IOMMU_ALL is supported.
+    pub const INVALIDATE_ALL: u64 = 1 << 6;
+}
+
+/// Status register bits (§3.4.13).
+pub mod status {
+    pub const EVENT_OVERFLOW: u64 = 1 << 0;
 }
 
 /// Control register bits (§3.4.4).
