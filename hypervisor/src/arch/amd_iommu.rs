@@ -11,11 +11,15 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use static_cell::ConstStaticCell;
+use tessera_policy::iommu::amd_vi::AmdViIo;
 use tessera_policy::iommu::amd_vi::{
     self, control, device_table_base, feature, register, ring_base, status, Command,
     DeviceTableEntry, Event, EventKind,
 };
 use tessera_policy::iommu::ivrs::{Ivrs, IvrsError};
+use tessera_policy::stage2::{self, TablePool};
+
+use crate::table::{DMA_TABLE_PAGES, MACHINE};
 
 /// Entries of the command buffer and of the event log: 2^8 (the minimum, 4 KiB each).
 const RING_ENTRIES_LOG2: u8 = 8;
@@ -35,6 +39,12 @@ static COMMANDS: ConstStaticCell<Ring> = ConstStaticCell::new(Ring([[0; 2]; RING
 static EVENTS: ConstStaticCell<Ring> = ConstStaticCell::new(Ring([[0; 2]; RING_ENTRIES]));
 /// The level-4 table of the blocking domain: all zero, never written.
 static EMPTY_ROOT: EmptyTable = EmptyTable([0; 512]);
+/// The DMA domains' I/O page tables, one tree per partition with a confined function.
+#[repr(C, align(4096))]
+struct DmaPool([[u64; 512]; DMA_TABLE_PAGES]);
+static DMA_POOL: ConstStaticCell<DmaPool> =
+    ConstStaticCell::new(DmaPool([[0; 512]; DMA_TABLE_PAGES]));
+
 /// Where COMPLETION_WAIT stores its sequence number.
 static COMPLETION: AtomicU64 = AtomicU64::new(0);
 
@@ -75,6 +85,11 @@ pub enum Refusal {
     CommandTimeout,
     /// More I/O APICs than the pass-through list holds.
     TooManyIoApics,
+    /// A partition's DMA domain could not be built (its index and why).
+    Domain {
+        partition: usize,
+        error: stage2::BuildError,
+    },
 }
 
 impl core::fmt::Display for Refusal {
@@ -93,6 +108,11 @@ impl core::fmt::Display for Refusal {
             Refusal::TooManyIoApics => {
                 formatter.write_str("more IOAPICs than the pass-through list holds")
             }
+            Refusal::Domain { partition, error } => write!(
+                formatter,
+                "the DMA domain of partition {}: {error:?}",
+                MACHINE.partitions[*partition].name
+            ),
         }
     }
 }
@@ -167,6 +187,7 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
             blocked.0
         };
     }
+    build_domains(&mut table.0)?;
     let commands: *mut Ring = COMMANDS.take();
     let events: *const Ring = EVENTS.take();
 
@@ -227,6 +248,60 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         iommu_device,
         passthrough,
     })
+}
+
+/// Gives every PCI function with confined DMA its partition's domain: I/O page tables that
+/// map the partition's RAM and channels at their guest-physical addresses (the same plan
+/// as its stage-2 tables), domain ID = partition index + 1 (0 is the blocking domain).
+/// Unconfined functions (`dma = "unconfined"`) pass untranslated, as the table says.
+fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refusal> {
+    let pool = DMA_POOL.take();
+    let phys_base = pool as *const DmaPool as u64;
+    let mut pool = TablePool::new(&mut pool.0, phys_base);
+    for (index, partition) in MACHINE.partitions.iter().enumerate() {
+        let confined = partition
+            .pci_functions
+            .iter()
+            .filter(|function| function.dma_confined);
+        if confined.clone().next().is_none() {
+            continue;
+        }
+        let root =
+            stage2::build::<AmdViIo>(partition.memory, false, &mut pool).map_err(|error| {
+                Refusal::Domain {
+                    partition: index,
+                    error,
+                }
+            })?;
+        for function in confined {
+            table[usize::from(function.physical.0)] =
+                DeviceTableEntry::translated(root, index as u16 + 1).0;
+            log::info!(
+                "iommu: {:02x}:{:02x}.{} DMA confined to the memory of partition {}",
+                function.physical.bus(),
+                function.physical.device(),
+                function.physical.function(),
+                partition.name
+            );
+        }
+    }
+    for partition in MACHINE.partitions {
+        let unconfined = partition
+            .pci_functions
+            .iter()
+            .filter(|function| !function.dma_confined);
+        for function in unconfined {
+            table[usize::from(function.physical.0)] = DeviceTableEntry::passthrough().0;
+            log::info!(
+                "iommu: {:02x}:{:02x}.{} of partition {} left unconfined (dma = \"unconfined\")",
+                function.physical.bus(),
+                function.physical.device(),
+                function.physical.function(),
+                partition.name
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Unit {
