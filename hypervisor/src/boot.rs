@@ -206,11 +206,11 @@ fn check_fixed_hardware_ports() {
     }
 }
 
-/// Enables the AMD-Vi unit the firmware's IVRS describes, with every device blocked but the
-/// unit itself and the I/O APICs (docs/pci-iommu.md, "The IOMMU"). Without an IVRS — no
-/// AMD-Vi, or VT-d, which this version does not drive yet — device DMA is not confined,
-/// and the log says so. A unit this version cannot drive is reported and left off: the
-/// machine still boots, since no partition depends on it yet.
+/// Enables the IOMMU the firmware describes — the AMD-Vi unit of the IVRS, else the VT-d unit
+/// of the DMAR — with every device blocked but the partitions' functions (and, on AMD-Vi,
+/// the unit itself and the I/O APICs); docs/pci-iommu.md, "The IOMMU". Without either,
+/// device DMA is not confined, and the log says so. A unit this version cannot drive is
+/// reported and left off: the machine still boots.
 fn enable_iommu() {
     let Ok(tables) = arch::acpi::tables() else {
         return;
@@ -218,15 +218,18 @@ fn enable_iommu() {
     let ivrs = match tables.find(arch::acpi::Signature::IVRS) {
         Ok(ivrs) => ivrs,
         Err(_) => {
-            let vt_d = tables.find(arch::acpi::Signature::DMAR).is_ok();
-            log::info!(
-                "boot: no AMD-Vi IOMMU{}: device DMA is not confined",
-                if vt_d {
-                    " (a VT-d DMAR is present; not driven yet)"
-                } else {
-                    ""
-                }
-            );
+            match tables.find(arch::acpi::Signature::DMAR) {
+                Ok(dmar) => match arch::intel_iommu::enable(dmar.bytes) {
+                    Ok(base) => log::info!(
+                        "boot: VT-d IOMMU at {:#x} enabled: DMA of every device blocked but the partitions' functions (interrupt remapping not built: MSIs pass)",
+                        base
+                    ),
+                    Err(refusal) => log::info!("boot: VT-d IOMMU left off: {}", refusal),
+                },
+                Err(_) => log::info!(
+                    "boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined"
+                ),
+            }
             return;
         }
     };

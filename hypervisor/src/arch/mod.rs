@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod guest_memory;
 pub mod host_paging;
+pub mod intel_iommu;
 pub mod ioapic;
 pub mod msr;
 pub mod pic;

@@ -12,6 +12,10 @@ pub fn power_off(requested_by: &str) -> ! {
     if let Some((page_faults, other)) = arch::amd_iommu::event_counts() {
         log::info!("iommu: blocked-dma={} other-events={}", page_faults, other);
     }
+    arch::intel_iommu::poll_faults();
+    if let Some(faults) = arch::intel_iommu::fault_count() {
+        log::info!("iommu: blocked-dma={} other-events=0", faults);
+    }
     let method = acpi::power_off_method();
     log::info!("Tessera: power off");
     console::drain();

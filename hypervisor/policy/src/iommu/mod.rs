@@ -4,3 +4,4 @@
 
 pub mod amd_vi;
 pub mod ivrs;
+pub mod vt_d;
