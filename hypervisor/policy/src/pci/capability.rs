@@ -73,6 +73,18 @@ impl CapabilityList {
         Some(self.kept().get(index + 1).map_or(0, |next| next.offset))
     }
 
+    /// Keeps only the capabilities `keep` accepts (list order unchanged).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Capability) -> bool) {
+        let mut kept = 0;
+        for index in 0..self.count {
+            if keep(&self.kept[index]) {
+                self.kept[kept] = self.kept[index];
+                kept += 1;
+            }
+        }
+        self.count = kept;
+    }
+
     fn push(&mut self, capability: Capability) {
         if self.count < KEPT_SLOTS {
             self.kept[self.count] = capability;

@@ -6,6 +6,7 @@
 pub mod address;
 pub mod bar;
 pub mod capability;
+pub mod function;
 pub mod header;
 pub mod mcfg;
 pub mod msi;
