@@ -146,7 +146,13 @@ fn check_memory(info: &BootInfo) {
         );
     }
     for partition in MACHINE.partitions {
-        for mapping in partition.memory {
+        // Device windows (a passed-through function's BARs) are not RAM: the function's
+        // discovery checks them against its BARs instead.
+        for mapping in partition
+            .memory
+            .iter()
+            .filter(|mapping| mapping.kind != tessera_abi::table::MappingKind::DeviceMmio)
+        {
             check(partition.name, mapping.host);
         }
     }
@@ -308,6 +314,90 @@ fn print_banner(backend: &str) {
     }
 }
 
+/// With `platform.ecam` in the table, the firmware's MCFG must describe the same window for
+/// segment 0 (PCI Firmware 3.0 §4.1.2): the partitions' virtual ECAM windows sit at its base,
+/// which no partition may map.
+fn check_ecam() {
+    let Some(ecam) = MACHINE.ecam else {
+        return;
+    };
+    let found = arch::acpi::tables().and_then(|tables| {
+        tables
+            .find(tessera_policy::firmware_acpi::Signature::MCFG)
+            .map(|table| tessera_policy::pci::mcfg::segment_zero(table.bytes))
+    });
+    match found {
+        Ok(Some(window)) if window.base == ecam.base && window.size() == ecam.size => {}
+        Ok(Some(window)) => refuse(format_args!(
+            "the table's ECAM window is {:#x}+{:#x}; the firmware's MCFG gives segment 0 at {:#x}+{:#x} (buses {}-{})",
+            ecam.base,
+            ecam.size,
+            window.base,
+            window.size(),
+            window.first_bus,
+            window.last_bus
+        )),
+        Ok(None) => refuse(format_args!(
+            "the table declares an ECAM window at {:#x}; the firmware's MCFG has no segment 0 entry",
+            ecam.base
+        )),
+        Err(error) => refuse(format_args!(
+            "the table declares an ECAM window at {:#x}; no usable MCFG: {error}",
+            ecam.base
+        )),
+    }
+}
+
+/// Every PCI function the table passes through must be there, be an endpoint and have its
+/// BARs inside the table's windows; each is quiesced (docs/pci-iommu.md, "Discovery at
+/// boot"). A disagreement stops the machine before any partition starts.
+fn discover_pci_functions() {
+    if let Err(refusal) = exits::pci::discover() {
+        refuse(format_args!(
+            "PCI function {} (device `{}` of partition `{}`): {}",
+            exits::pci::ShowBdf(refusal.function.physical),
+            refusal.function.name,
+            refusal.partition,
+            describe_discovery_error(refusal.error)
+        ));
+    }
+}
+
+fn describe_discovery_error(
+    error: tessera_policy::pci::function::DiscoveryError,
+) -> heapless::String<160> {
+    use tessera_policy::pci::function::DiscoveryError;
+    let mut text = heapless::String::new();
+    let _ = match error {
+        DiscoveryError::Absent => {
+            core::fmt::write(&mut text, format_args!("not present (vendor ID 0xffff)"))
+        }
+        DiscoveryError::NotEndpoint { header_type, class } => core::fmt::write(
+            &mut text,
+            format_args!(
+                "not an endpoint (header type {header_type}, class {class:06x}): bridges and host bridges cannot be passed through"
+            ),
+        ),
+        DiscoveryError::MalformedBar { bar } => core::fmt::write(
+            &mut text,
+            format_args!("BAR{bar} reports an impossible size"),
+        ),
+        DiscoveryError::BarOutsideWindows { bar, base, size } => core::fmt::write(
+            &mut text,
+            format_args!(
+                "BAR{bar} at {base:#x} (size {size:#x}) lies outside the table's mmio windows"
+            ),
+        ),
+        DiscoveryError::IoBarOutsidePorts { bar, base, size } => core::fmt::write(
+            &mut text,
+            format_args!(
+                "I/O BAR{bar} at {base:#x} (size {size:#x}) lies outside the partition's ports"
+            ),
+        ),
+    };
+    text
+}
+
 /// The bootstrap core's work: check the machine against the table, build every partition's
 /// stage-2 tables and permission maps, load the partitions, start the other cores, run.
 pub fn bootstrap(magic: u32, info: u32) -> ! {
@@ -368,7 +458,9 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     }
     mask_other_ioapics();
     check_fixed_hardware_ports();
+    check_ecam();
     print_banner(backend.name());
+    discover_pci_functions();
     log::info!("boot: hypervisor entered at tsc={}", entered);
     if let Some((rsdp, tag, address)) = boot_info.rsdp {
         log::info!(

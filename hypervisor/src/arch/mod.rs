@@ -13,6 +13,7 @@ pub mod guest_memory;
 pub mod host_paging;
 pub mod ioapic;
 pub mod msr;
+pub mod pci;
 pub mod pic;
 pub mod port;
 pub mod power;
