@@ -459,8 +459,8 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     mask_other_ioapics();
     check_fixed_hardware_ports();
     check_ecam();
-    print_banner(backend.name());
     discover_pci_functions();
+    print_banner(backend.name());
     log::info!("boot: hypervisor entered at tsc={}", entered);
     if let Some((rsdp, tag, address)) = boot_info.rsdp {
         log::info!(
