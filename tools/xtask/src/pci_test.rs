@@ -6,7 +6,9 @@
 //!   exactly the virtual host bridge and its own function at the table's virtual address,
 //!   through 0xCF8/0xCFC and through ECAM; each drives its `edu` through its identity-mapped
 //!   BAR0 (identification, liveness, factorial); `alpha`'s BIST and ROM writes are dropped
-//!   and counted (`dropped-config-writes=2` at power-off, 0 for `beta`).
+//!   and counted (`dropped-config-writes=2` at power-off, 0 for `beta`); `alpha`'s MSI
+//!   toward `beta`'s core is refused (logged, `refused-msi=1`) and toward its own core
+//!   delivers exactly one interrupt.
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
 //!   through BAR0.
@@ -40,6 +42,8 @@ struct Expected {
     lines: &'static [&'static str],
     /// Its function's counter line at power-off.
     counter: &'static str,
+    /// Hypervisor refusal lines its actions must cause.
+    refusals: &'static [&'static str],
 }
 
 const QEMU_EXPECTED: [Expected; 2] = [
@@ -50,8 +54,10 @@ const QEMU_EXPECTED: [Expected; 2] = [
         lines: &[
             "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0",
             "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=ok factorial(5)=120",
+            "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1",
         ],
-        counter: "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=0",
+        counter: "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1",
+        refusals: &["refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"],
     },
     Expected {
         partition: "beta",
@@ -59,6 +65,7 @@ const QEMU_EXPECTED: [Expected; 2] = [
         scans: &["conf1", "ecam"],
         lines: &["pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"],
         counter: "pci: partition=beta device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0",
+        refusals: &[],
     },
 ];
 
@@ -72,6 +79,7 @@ const BOCHS_EXPECTED: [Expected; 2] = [
             "pci: bar-read 00:03.0 bar0=0xc0000000 offset=0x8 value=",
         ],
         counter: "pci: partition=alpha device=nic-a function=00:02.0 dropped-config-writes=2 refused-msi=0",
+        refusals: &[],
     },
     Expected {
         partition: "beta",
@@ -79,6 +87,7 @@ const BOCHS_EXPECTED: [Expected; 2] = [
         scans: &["conf1"],
         lines: &["pci: bar-read 00:06.0 bar0=0xc0020000 offset=0x8 value="],
         counter: "pci: partition=beta device=nic-b function=00:03.0 dropped-config-writes=0 refused-msi=0",
+        refusals: &[],
     },
 ];
 
@@ -190,6 +199,11 @@ fn check(transcript: &Transcript, expected: &[Expected]) -> Result<(), Vec<Strin
         if !hypervisor.contains(&partition.counter) {
             failures.push(format!("no `{}` at power-off", partition.counter));
         }
+        for wanted in partition.refusals {
+            if !hypervisor.contains(wanted) {
+                failures.push(format!("no `{wanted}` on the hypervisor console"));
+            }
+        }
     }
     if failures.is_empty() {
         Ok(())
@@ -233,10 +247,12 @@ mod tests {
             ("alpha", "pci: ecam scan found 2"),
             ("alpha", "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0"),
             ("alpha", "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("alpha", "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1"),
             ("beta", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
             ("beta", "pci: ecam scan found 2"),
             ("beta", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
-            (HYPERVISOR, "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=0"),
+            (HYPERVISOR, "refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1"),
             (HYPERVISOR, "pci: partition=beta device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
         ]
     }

@@ -17,11 +17,17 @@
 //!   prints `pci: edu <bdf> bar0=<address> id=<v> liveness=ok|BAD factorial(5)=<v>`
 //!   (status 13 on a mismatch);
 //! * `pci-bar-read=<bdf>,<offset>`: enable memory decoding, read the 32-bit register at
-//!   `<offset>` of BAR0, print `pci: bar-read <bdf> bar0=<address> offset=<o> value=<v>`.
+//!   `<offset>` of BAR0, print `pci: bar-read <bdf> bar0=<address> offset=<o> value=<v>`;
+//! * `pci-msi=<bdf>,<vector>,<foreign apic id>` (after `pci-edu`): program the `edu`'s MSI
+//!   capability first with a message naming a core outside the partition (the hypervisor
+//!   must refuse it: nothing may arrive), raise the device's interrupt, then with a
+//!   message naming this core and raise it again; prints `pci: msi <bdf> vector=<v>
+//!   foreign=<id>: delivered-while-foreign=<n> delivered-own=<n>` (status 13 unless 0 and 1).
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use tessera_guest::command_line::{parse_number, CommandLine};
-use tessera_guest::hypercall;
 use tessera_guest::println;
+use tessera_guest::{hypercall, interrupts, processor, time, x2apic};
 
 const CONF1_ADDRESS: u16 = 0xcf8;
 const CONF1_DATA: u16 = 0xcfc;
@@ -165,6 +171,21 @@ pub fn run(command_line: &CommandLine) {
     if let Some((device, function)) = command_line.value("pci-edu").and_then(parse_bdf) {
         edu(device, function);
     }
+    if let Some(text) = command_line.value("pci-msi") {
+        let mut parts = text.split(',');
+        let bdf = parts.next().and_then(parse_bdf);
+        let vector = parts.next().and_then(parse_number);
+        let foreign = parts.next().and_then(parse_number);
+        match (bdf, vector, foreign) {
+            (Some((device, function)), Some(vector @ 32..=255), Some(foreign)) => {
+                msi(device, function, vector as u8, foreign as u32)
+            }
+            _ => {
+                println!("pci: expected pci-msi=<dd.f>,<vector>,<foreign apic id>, got {text:?}");
+                hypercall::stop_self(EXIT_EDU_MISMATCH);
+            }
+        }
+    }
     if let Some((bdf, offset)) = command_line
         .value("pci-bar-read")
         .and_then(|text| text.split_once(','))
@@ -202,6 +223,106 @@ fn edu(device: u8, function: u8) {
         if live { "ok" } else { "BAD" }
     );
     if id & 0xffff != 0x00ed || !live || factorial != 120 {
+        hypercall::stop_self(EXIT_EDU_MISMATCH);
+    }
+}
+
+/// MSI interrupts received (any vector given to `msi`).
+static MSI_RECEIVED: AtomicU32 = AtomicU32::new(0);
+
+fn msi_received(_vector: u8) {
+    MSI_RECEIVED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The offset of the capability with `id` (PCI 3.0 §6.7), walking at most 48 entries.
+fn find_capability(device: u8, function: u8, id: u8) -> Option<u16> {
+    if conf1_read(device, function, 0x04) & (1 << 20) == 0 {
+        return None;
+    }
+    let mut offset = (conf1_read(device, function, 0x34) & 0xfc) as u16;
+    for _ in 0..48 {
+        if offset < 0x40 {
+            return None;
+        }
+        let header = conf1_read(device, function, offset);
+        if header & 0xff == u32::from(id) {
+            return Some(offset);
+        }
+        offset = ((header >> 8) & 0xfc) as u16;
+    }
+    None
+}
+
+/// Programs the MSI capability at `capability` with a message to `apic_id`, `vector`, and
+/// enables it (PCI 3.0 §6.8.1; message format Intel SDM Vol. 3A §11.11).
+fn program_msi(device: u8, function: u8, capability: u16, apic_id: u32, vector: u8) {
+    let control = conf1_read(device, function, capability) >> 16;
+    let wide = control & 0x80 != 0;
+    conf1_write(
+        device,
+        function,
+        capability + 4,
+        0xfee0_0000 | (apic_id << 12),
+    );
+    let data_offset = if wide {
+        conf1_write(device, function, capability + 8, 0);
+        0x0c
+    } else {
+        0x08
+    };
+    conf1_write(
+        device,
+        function,
+        capability + data_offset,
+        u32::from(vector),
+    );
+    // Enable (bit 0), one message (Multiple Message Enable 0).
+    let first = conf1_read(device, function, capability);
+    conf1_write(
+        device,
+        function,
+        capability,
+        (first & 0xff8f_ffff) | (1 << 16),
+    );
+}
+
+/// Raises the `edu`'s interrupt (0x60, raise; its status at 0x24), waits 20 ms, lowers it
+/// (0x64, acknowledge); returns the MSIs received meanwhile.
+fn raise_and_count(bar0: u64) -> u32 {
+    let before = MSI_RECEIVED.load(Ordering::Relaxed);
+    mmio_write(bar0 + 0x60, 1);
+    time::delay_microseconds(20_000);
+    mmio_write(bar0 + 0x64, 1);
+    MSI_RECEIVED.load(Ordering::Relaxed) - before
+}
+
+fn msi(device: u8, function: u8, vector: u8, foreign: u32) {
+    let Some(capability) = find_capability(device, function, 0x05) else {
+        println!("pci: msi 00:{device:02x}.{function}: no MSI capability visible");
+        hypercall::stop_self(EXIT_EDU_MISMATCH);
+    };
+    let apic = match x2apic::enable() {
+        Ok(apic) => apic,
+        Err(error) => {
+            println!("pci: msi: cannot use the x2APIC: {error:?}");
+            hypercall::stop_self(EXIT_EDU_MISMATCH);
+        }
+    };
+    interrupts::set_handler(vector, msi_received);
+    processor::enable_interrupts();
+    let bar0 = enable_bar0(device, function);
+    // An MSI is a memory write by the function: it needs Bus Master Enable (PCI 3.0 §6.8).
+    let command = conf1_read(device, function, 0x04) & 0xffff;
+    conf1_write(device, function, 0x04, command | 0x4);
+    program_msi(device, function, capability, foreign, vector);
+    let while_foreign = raise_and_count(bar0);
+    program_msi(device, function, capability, apic.id(), vector);
+    let own = raise_and_count(bar0);
+    processor::disable_interrupts();
+    println!(
+        "pci: msi 00:{device:02x}.{function} vector={vector:#x} foreign={foreign}: delivered-while-foreign={while_foreign} delivered-own={own}"
+    );
+    if while_foreign != 0 || own != 1 {
         hypercall::stop_self(EXIT_EDU_MISMATCH);
     }
 }

@@ -445,7 +445,9 @@ impl VirtualFunction {
             0 => {
                 // Enable and Multiple Message Enable are the only writable control bits.
                 let writable = (MSI_ENABLE | MSI_MULTIPLE_ENABLE) & lanes;
-                effect.dropped = shifted & !writable & !0xffff != 0;
+                // Read-only control bits written back as read (what drivers do) are not
+                // counted; changing them is.
+                effect.dropped = (shifted ^ msi.control) & lanes & !writable & !0xffff != 0;
                 let capable = (msi.control >> 17) & 7;
                 let mut control = (msi.control & !writable) | (shifted & writable);
                 if (control & MSI_MULTIPLE_ENABLE) >> 20 > capable {

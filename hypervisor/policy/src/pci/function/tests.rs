@@ -218,6 +218,9 @@ fn msi_is_shadowed_and_checked() {
     assert_eq!(model.registers[0x54 / 4], 0xfee0_2000);
     assert_eq!(model.registers[0x5c / 4], 0x41);
     assert_ne!(model.registers[0x50 / 4] & MSI_ENABLE, 0);
+    // Writing the control word back as read is not a dropped write.
+    let control = function.read(&mut model, 0x52, 2);
+    assert!(!function.write(&mut model, 0x52, 2, control, &cores).dropped);
     // Multiple Message Enable beyond the capability (4 vectors → 2): limited.
     let effect = function.write(&mut model, 0x52, 2, 0x0051, &cores);
     assert!(effect.dropped);
