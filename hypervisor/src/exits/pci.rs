@@ -11,7 +11,7 @@
 use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Flow, PartitionControl};
 use crate::arch::pci::Conf1Function;
-use crate::table::{MACHINE, PARTITION_COUNT};
+use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
@@ -142,6 +142,41 @@ pub fn discover() -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// Before a partition restarts (its cores parked): each of its functions quiesced again —
+/// decode, bus mastering, MSI and MSI-X off, INTx disabled — and its virtual state (BARs
+/// as the guest wrote them, the interrupt line, the MSI shadow, the 0xCF8 register)
+/// back to what the partition saw at boot, so a restarted guest never meets a function
+/// still running for its previous life (docs/pci-iommu.md, "Reset"; no FLR yet).
+pub fn quiesce_partition(partition_index: PartitionIndex) {
+    let partition = partition_index.partition();
+    let bus = &BUSES[partition_index.0];
+    *bus.address.lock() = 0;
+    for (slot, function) in partition.pci_functions.iter().enumerate() {
+        let mut state = bus.functions[slot].function.lock();
+        match VirtualFunction::discover(
+            &mut Conf1Function(function.physical),
+            function.bar_windows,
+            partition.ports,
+            function.interrupt,
+            |_| {},
+        ) {
+            Ok(fresh) => *state = Some(fresh),
+            Err(error) => {
+                // The function no longer matches the table: it stays invisible to the
+                // partition (all-ones) rather than half-configured.
+                *state = None;
+                log::info!(
+                    "pci: partition={} device={} function={} not restored at restart: {:?}",
+                    partition.name,
+                    function.name,
+                    ShowBdf(function.physical),
+                    error
+                );
+            }
+        }
+    }
 }
 
 /// Whether the partition has a virtual bus (owns at least one function).

@@ -1,6 +1,6 @@
 //! The PCI passthrough system tests (docs/pci-iommu.md): two partitions, each owning a
 //! different function, each enumerating its virtual bus and driving its function; and the
-//! boot refusals where the hardware disagrees with the table.
+//! boot hypervisor_lines where the hardware disagrees with the table.
 //!
 //! * `pci-qemu` (partitions/pci.toml, q35 with two `edu` devices): each partition sees
 //!   exactly the virtual host bridge and its own function at the table's virtual address,
@@ -8,7 +8,8 @@
 //!   BAR0 (identification, liveness, factorial); `alpha`'s BIST and ROM writes are dropped
 //!   and counted (`dropped-config-writes=2` at power-off, 0 for `beta`); `alpha`'s MSI
 //!   toward `beta`'s core is refused (logged, `refused-msi=1`) and toward its own core
-//!   delivers exactly one interrupt.
+//!   delivers exactly one interrupt; `beta` turns on memory decoding and bus mastering
+//!   and resets itself, and after its restart finds them off again.
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
 //!   through BAR0.
@@ -42,8 +43,8 @@ struct Expected {
     lines: &'static [&'static str],
     /// Its function's counter line at power-off.
     counter: &'static str,
-    /// Hypervisor refusal lines its actions must cause.
-    refusals: &'static [&'static str],
+    /// Hypervisor lines its actions must cause.
+    hypervisor_lines: &'static [&'static str],
 }
 
 const QEMU_EXPECTED: [Expected; 2] = [
@@ -57,15 +58,22 @@ const QEMU_EXPECTED: [Expected; 2] = [
             "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1",
         ],
         counter: "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1",
-        refusals: &["refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"],
+        hypervisor_lines: &["refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"],
     },
     Expected {
         partition: "beta",
         functions: [HOST_BRIDGE, "00:06.0 id=1234:11e8 class=00ff00 header=00"],
         scans: &["conf1", "ecam"],
-        lines: &["pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"],
+        lines: &[
+            "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120",
+            // Memory decoding and bus mastering off at boot, turned on by the guest, off
+            // again after its restart.
+            "pci: command 00:06.0 restarts=0 at-start=0x0500",
+            "pci: command 00:06.0 enabled=0x0506",
+            "pci: command 00:06.0 restarts=1 at-start=0x0500",
+        ],
         counter: "pci: partition=beta device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0",
-        refusals: &[],
+        hypervisor_lines: &["restarted: partition=beta restarts=1 core=1"],
     },
 ];
 
@@ -79,7 +87,7 @@ const BOCHS_EXPECTED: [Expected; 2] = [
             "pci: bar-read 00:03.0 bar0=0xc0000000 offset=0x8 value=",
         ],
         counter: "pci: partition=alpha device=nic-a function=00:02.0 dropped-config-writes=2 refused-msi=0",
-        refusals: &[],
+        hypervisor_lines: &[],
     },
     Expected {
         partition: "beta",
@@ -87,7 +95,7 @@ const BOCHS_EXPECTED: [Expected; 2] = [
         scans: &["conf1"],
         lines: &["pci: bar-read 00:06.0 bar0=0xc0020000 offset=0x8 value="],
         counter: "pci: partition=beta device=nic-b function=00:03.0 dropped-config-writes=0 refused-msi=0",
-        refusals: &[],
+        hypervisor_lines: &[],
     },
 ];
 
@@ -199,7 +207,7 @@ fn check(transcript: &Transcript, expected: &[Expected]) -> Result<(), Vec<Strin
         if !hypervisor.contains(&partition.counter) {
             failures.push(format!("no `{}` at power-off", partition.counter));
         }
-        for wanted in partition.refusals {
+        for wanted in partition.hypervisor_lines {
             if !hypervisor.contains(wanted) {
                 failures.push(format!("no `{wanted}` on the hypervisor console"));
             }
@@ -251,6 +259,10 @@ mod tests {
             ("beta", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
             ("beta", "pci: ecam scan found 2"),
             ("beta", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("beta", "pci: command 00:06.0 restarts=0 at-start=0x0500"),
+            ("beta", "pci: command 00:06.0 enabled=0x0506"),
+            (HYPERVISOR, "restarted: partition=beta restarts=1 core=1"),
+            ("beta", "pci: command 00:06.0 restarts=1 at-start=0x0500"),
             (HYPERVISOR, "refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"),
             (HYPERVISOR, "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1"),
             (HYPERVISOR, "pci: partition=beta device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),

@@ -346,7 +346,7 @@ fn probe_outside(text: &str) {
 }
 
 /// Asks for a reset of the machine, which under Tessera is a reset of this partition.
-fn request_reset() -> ! {
+pub(crate) fn request_reset() -> ! {
     println!("resetting");
     tessera_guest::console::flush();
     // SAFETY: an OUT to the reset control register touches no memory of this program;

@@ -18,6 +18,11 @@
 //!   (status 13 on a mismatch);
 //! * `pci-bar-read=<bdf>,<offset>`: enable memory decoding, read the 32-bit register at
 //!   `<offset>` of BAR0, print `pci: bar-read <bdf> bar0=<address> offset=<o> value=<v>`;
+//! * `pci-restart=<bdf>`: first of all print the function's command register, `pci:
+//!   command <bdf> restarts=<n> at-start=<v>`; on the first boot (`tessera.restarts`
+//!   absent or 0), after everything else, enable memory decoding and bus mastering, print
+//!   `pci: command <bdf> enabled=<v>` and ask for a reset, so the next boot shows whether
+//!   the hypervisor quiesced the function in between;
 //! * `pci-msi=<bdf>,<vector>,<foreign apic id>` (after `pci-edu`): program the `edu`'s MSI
 //!   capability first with a message naming a core outside the partition (the hypervisor
 //!   must refuse it: nothing may arrive), raise the device's interrupt, then with a
@@ -149,6 +154,14 @@ fn enable_bar0(device: u8, function: u8) -> u64 {
 }
 
 pub fn run(command_line: &CommandLine) {
+    let restart = command_line.value("pci-restart").and_then(parse_bdf);
+    let restarts = command_line.number("tessera.restarts").unwrap_or(0);
+    if let Some((device, function)) = restart {
+        let command = conf1_read(device, function, 0x04) & 0xffff;
+        println!(
+            "pci: command 00:{device:02x}.{function} restarts={restarts} at-start={command:#06x}"
+        );
+    }
     if command_line.has_flag("pci-scan") {
         scan("conf1", conf1_read);
     }
@@ -197,6 +210,13 @@ pub fn run(command_line: &CommandLine) {
                 mmio_read(bar0 + offset)
             );
         }
+    }
+    if let (Some((device, function)), 0) = (restart, restarts) {
+        let command = conf1_read(device, function, 0x04) & 0xffff;
+        conf1_write(device, function, 0x04, command | 0x6);
+        let enabled = conf1_read(device, function, 0x04) & 0xffff;
+        println!("pci: command 00:{device:02x}.{function} enabled={enabled:#06x}");
+        crate::request_reset();
     }
 }
 
