@@ -12,7 +12,7 @@
 //!   and resets itself, and after its restart finds them off again.
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
-//!   through BAR0.
+//!   through BAR0; `beta`'s restart finds decode and bus mastering off again.
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`: a table function with nothing at
 //!   its address, and a BAR outside the table's window, refused before any partition starts.
 
@@ -93,9 +93,15 @@ const BOCHS_EXPECTED: [Expected; 2] = [
         partition: "beta",
         functions: [HOST_BRIDGE, "00:06.0 id=8086:100e class=020000 header=00"],
         scans: &["conf1"],
-        lines: &["pci: bar-read 00:06.0 bar0=0xc0020000 offset=0x8 value="],
+        lines: &[
+            "pci: bar-read 00:06.0 bar0=0xc0020000 offset=0x8 value=",
+            // Bochs' e1000 keeps Interrupt Disable (command bit 10, PCI 2.3) at 0.
+            "pci: command 00:06.0 restarts=0 at-start=0x0000",
+            "pci: command 00:06.0 enabled=0x0006",
+            "pci: command 00:06.0 restarts=1 at-start=0x0000",
+        ],
         counter: "pci: partition=beta device=nic-b function=00:03.0 dropped-config-writes=0 refused-msi=0",
-        hypervisor_lines: &[],
+        hypervisor_lines: &["restarted: partition=beta restarts=1 core=1"],
     },
 ];
 
