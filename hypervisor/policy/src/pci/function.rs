@@ -68,6 +68,9 @@ pub struct HardwareBar {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct MsiShadow {
     offset: u16,
+    /// The largest Multiple Message Enable (log2 of the vectors) the guest may set: what
+    /// the function is capable of, and no more than the table's vector count.
+    most_enabled: u32,
     /// The capability's first dword as the guest sees it (control in bits 31:16).
     control: u32,
     address_low: u32,
@@ -170,8 +173,14 @@ impl VirtualFunction {
                 capability::MSI => {
                     space.write(kept.offset, first & !MSI_ENABLE & !MSI_MULTIPLE_ENABLE);
                     if capabilities.find(kept.id).is_some() {
+                        let capable = (first >> 17) & 7;
+                        let granted = match interrupt {
+                            PciInterrupt::Msi { vectors } => u32::from(vectors.max(1)).ilog2(),
+                            _ => 0,
+                        };
                         msi = Some(MsiShadow {
                             offset: kept.offset,
+                            most_enabled: capable.min(granted),
                             control: first & !MSI_ENABLE & !MSI_MULTIPLE_ENABLE,
                             ..MsiShadow::default()
                         });
@@ -430,7 +439,8 @@ impl VirtualFunction {
 
     /// A write into the MSI capability: kept in the shadow; while the guest has MSI
     /// enabled, the message is checked and only a message that passes reaches the
-    /// hardware, with Multiple Message Enable limited to what the function is capable of.
+    /// hardware, with Multiple Message Enable limited to what the function is capable of
+    /// and the table grants.
     fn write_msi(
         msi: &mut MsiShadow,
         space: &mut impl ConfigSpace,
@@ -448,10 +458,10 @@ impl VirtualFunction {
                 // Read-only control bits written back as read (what drivers do) are not
                 // counted; changing them is.
                 effect.dropped = (shifted ^ msi.control) & lanes & !writable & !0xffff != 0;
-                let capable = (msi.control >> 17) & 7;
+                let most = msi.most_enabled;
                 let mut control = (msi.control & !writable) | (shifted & writable);
-                if (control & MSI_MULTIPLE_ENABLE) >> 20 > capable {
-                    control = (control & !MSI_MULTIPLE_ENABLE) | (capable << 20);
+                if (control & MSI_MULTIPLE_ENABLE) >> 20 > most {
+                    control = (control & !MSI_MULTIPLE_ENABLE) | (most << 20);
                     effect.dropped = true;
                 }
                 msi.control = control;

@@ -221,10 +221,23 @@ fn msi_is_shadowed_and_checked() {
     // Writing the control word back as read is not a dropped write.
     let control = function.read(&mut model, 0x52, 2);
     assert!(!function.write(&mut model, 0x52, 2, control, &cores).dropped);
-    // Multiple Message Enable beyond the capability (4 vectors → 2): limited.
+    // Multiple Message Enable beyond the table's one vector (the function could do 4):
+    // limited to one.
     let effect = function.write(&mut model, 0x52, 2, 0x0051, &cores);
     assert!(effect.dropped);
+    assert_eq!((model.registers[0x50 / 4] >> 20) & 7, 0);
+    // With four vectors granted, 8 asked: limited to the function's 4.
+    let mut model = Model::edu();
+    let mut function = discover(&mut model, PciInterrupt::Msi { vectors: 4 }).unwrap();
+    function.write(&mut model, 0x54, 4, 0xfee0_2000, &cores);
+    function.write(&mut model, 0x5c, 2, 0x0041, &cores);
+    let effect = function.write(&mut model, 0x52, 2, 0x0031, &cores);
+    assert!(effect.dropped);
     assert_eq!((model.registers[0x50 / 4] >> 20) & 7, 2);
+    let mut model = Model::edu();
+    let mut function = discover(&mut model, MSI_ONE).unwrap();
+    function.write(&mut model, 0x54, 4, 0xfee0_2000, &cores);
+    function.write(&mut model, 0x52, 2, 0x0001, &cores);
     // An NMI message while enabled: refused, MSI disabled in hardware.
     let effect = function.write(&mut model, 0x5c, 2, 0x0441, &cores);
     assert_eq!(
