@@ -107,7 +107,7 @@ fn check_memory(info: &BootInfo) {
     };
     // Every range is checked as it is named: nothing is collected, so no table is too big
     // for the check.
-    let check = |owner: &str, range: Range| {
+    let check_ram = |owner: &str, range: Range, device: bool| {
         if range.end() > 0x1_0000_0000 {
             refuse(format_args!(
                 "memory {:#x}..{:#x} of {} lies above 4 GiB, which this version does not map",
@@ -116,7 +116,9 @@ fn check_memory(info: &BootInfo) {
                 owner
             ));
         }
-        if !multiboot::covers(available(), range) {
+        // Device windows (a passed-through function's BARs) are not RAM: the function's
+        // discovery checks them against its BARs instead.
+        if !device && !multiboot::covers(available(), range) {
             refuse(format_args!(
                 "memory {:#x}..{:#x} of {} is not RAM on this machine (firmware memory map)",
                 range.base,
@@ -130,30 +132,27 @@ fn check_memory(info: &BootInfo) {
         &raw const __tessera_image_start as u64,
         &raw const __tessera_image_end as u64,
     );
-    check(
+    check_ram(
         "the hypervisor image",
         Range::new(image_start, image_end - image_start),
+        false,
     );
     if MACHINE.cpus.len() > 1 {
         // Under UEFI low memory is the firmware's to describe; the trampoline page must be
         // plain RAM there too, or the application processors would run over firmware data.
-        check(
+        check_ram(
             "the AP start-up trampoline",
             Range::new(
                 tessera_loader::AP_TRAMPOLINE_ADDRESS,
                 tessera_loader::AP_TRAMPOLINE_BYTES,
             ),
+            false,
         );
     }
     for partition in MACHINE.partitions {
-        // Device windows (a passed-through function's BARs) are not RAM: the function's
-        // discovery checks them against its BARs instead.
-        for mapping in partition
-            .memory
-            .iter()
-            .filter(|mapping| mapping.kind != tessera_abi::table::MappingKind::DeviceMmio)
-        {
-            check(partition.name, mapping.host);
+        for mapping in partition.memory {
+            let device = mapping.kind == tessera_abi::table::MappingKind::DeviceMmio;
+            check_ram(partition.name, mapping.host, device);
         }
     }
     let reserved = MACHINE.hypervisor_memory;

@@ -4,10 +4,12 @@
 //! (tessera_policy::ioapic), which lets a partition program only the pins its devices own,
 //! toward its own cores.
 //!
-//! The IOAPIC is the only MMIO the hypervisor emulates: every other page outside a
-//! partition's memory (the xAPIC page included: partitions run their local APIC in x2APIC
-//! mode) is contained as a nested page fault without decoding, so this is the only path on
-//! which a decoded access reaches a device register.
+//! The IOAPIC and the virtual ECAM window of a partition that owns PCI functions
+//! (`super::pci`) are the only MMIO the hypervisor emulates, both through the decoding of
+//! `super::mmio`: every other page outside a partition's memory (the xAPIC page included:
+//! partitions run their local APIC in x2APIC mode) is contained as a nested page fault
+//! without decoding. This is the only path on which a decoded access reaches a device
+//! register; the ECAM path reaches configuration space only through the filter.
 
 use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Counter, Flow, PartitionControl};
