@@ -13,8 +13,9 @@
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
 //!   through BAR0; `beta`'s restart finds decode and bus mastering off again.
-//! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`: a table function with nothing at
-//!   its address, and a BAR outside the table's window, refused before any partition starts.
+//! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
+//!   function with nothing at its address, a BAR outside the table's window, and an ECAM
+//!   window the firmware's MCFG disagrees with, refused before any partition starts.
 
 use std::collections::BTreeSet;
 
@@ -131,6 +132,16 @@ pub fn tests() -> Vec<SystemTest> {
                     systems,
                     "partitions/pci-refusal-absent.toml",
                     "PCI function 00:04.0 (device `edu-a` of partition `alpha`): not present",
+                )
+            }),
+        ),
+        (
+            "pci-refusal-ecam-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-ecam.toml",
+                    "the table's ECAM window is 0xe0000000+0x10000000; the firmware's MCFG gives segment 0 at 0xb0000000+0x10000000 (buses 0-255)",
                 )
             }),
         ),
