@@ -6,7 +6,8 @@
 //!   exactly the virtual host bridge and its own function at the table's virtual address,
 //!   through 0xCF8/0xCFC and through ECAM; each drives its `edu` through its identity-mapped
 //!   BAR0 (identification, liveness, factorial); `alpha`'s BIST and ROM writes are dropped
-//!   and counted (`dropped-config-writes=2` at power-off, 0 for `beta`); `alpha`'s MSI
+//!   and counted (`dropped-config-writes=2` at power-off, 0 for `beta`); `alpha` writes
+//!   `beta`'s BAR address into its BAR0 and its device still answers at the old one; its MSI
 //!   toward `beta`'s core is refused (logged, `refused-msi=1`) and toward its own core
 //!   delivers exactly one interrupt; `beta` turns on memory decoding and bus mastering
 //!   and resets itself, and after its restart finds them off again.
@@ -56,6 +57,8 @@ const QEMU_EXPECTED: [Expected; 2] = [
         lines: &[
             "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0",
             "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=ok factorial(5)=120",
+            // A BAR moved by the guest stays in the shadow; the device is not moved.
+            "pci: bar-move 00:03.0 wrote=0xfea00000 reads=0xfea00000 id-at-old=0x010000ed",
             "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1",
         ],
         counter: "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1",
@@ -272,6 +275,7 @@ mod tests {
             ("alpha", "pci: ecam scan found 2"),
             ("alpha", "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0"),
             ("alpha", "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("alpha", "pci: bar-move 00:03.0 wrote=0xfea00000 reads=0xfea00000 id-at-old=0x010000ed"),
             ("alpha", "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1"),
             ("beta", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
             ("beta", "pci: ecam scan found 2"),

@@ -18,6 +18,11 @@
 //!   (status 13 on a mismatch);
 //! * `pci-bar-read=<bdf>,<offset>`: enable memory decoding, read the 32-bit register at
 //!   `<offset>` of BAR0, print `pci: bar-read <bdf> bar0=<address> offset=<o> value=<v>`;
+//! * `pci-bar-move=<bdf>,<address>` (after `pci-edu`): write `<address>` into BAR0 (say,
+//!   another partition's BAR) and read it back, then read the `edu` identification at the
+//!   BAR's old address: the hypervisor keeps a moved BAR in its shadow and never moves the
+//!   device, so the device must still answer there; prints `pci: bar-move <bdf>
+//!   wrote=<a> reads=<v> id-at-old=<v>` (status 13 if the device does not answer);
 //! * `pci-restart=<bdf>`: first of all print the function's command register, `pci:
 //!   command <bdf> restarts=<n> at-start=<v>`; on the first boot (`tessera.restarts`
 //!   absent or 0), after everything else, enable memory decoding and bus mastering, print
@@ -183,6 +188,25 @@ pub fn run(command_line: &CommandLine) {
     }
     if let Some((device, function)) = command_line.value("pci-edu").and_then(parse_bdf) {
         edu(device, function);
+    }
+    if let Some((bdf, address)) = command_line
+        .value("pci-bar-move")
+        .and_then(|text| text.split_once(','))
+    {
+        if let (Some((device, function)), Some(address)) = (parse_bdf(bdf), parse_number(address)) {
+            let old = u64::from(conf1_read(device, function, 0x10) & !0xf);
+            conf1_write(device, function, 0x10, address as u32);
+            let reads = conf1_read(device, function, 0x10);
+            let id = mmio_read(old);
+            println!(
+                "pci: bar-move 00:{device:02x}.{function} wrote={address:#x} reads={reads:#x} id-at-old={id:#010x}"
+            );
+            // Put it back, as a driver undoing its probe would.
+            conf1_write(device, function, 0x10, old as u32);
+            if id & 0xffff != 0x00ed {
+                hypercall::stop_self(EXIT_EDU_MISMATCH);
+            }
+        }
     }
     if let Some(text) = command_line.value("pci-msi") {
         let mut parts = text.split(',');
