@@ -453,7 +453,8 @@ impl Literal for Console {
 impl Literal for PciFunction {
     fn literal(&self) -> String {
         format!(
-            "{TABLE}::PciFunction {{ physical: {TABLE}::Bdf({:#06x}), virtual_address: {TABLE}::Bdf({:#06x}), bar_windows: &[{}], interrupt: {TABLE}::PciInterrupt::{:?}, dma_confined: {} }}",
+            "{TABLE}::PciFunction {{ name: {:?}, physical: {TABLE}::Bdf({:#06x}), virtual_address: {TABLE}::Bdf({:#06x}), bar_windows: &[{}], interrupt: {TABLE}::PciInterrupt::{:?}, dma_confined: {} }}",
+            self.name,
             self.physical.0,
             self.virtual_address.0,
             list(&self.bar_windows),

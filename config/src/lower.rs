@@ -194,6 +194,8 @@ pub enum BlobSource {
 /// One PCI function, lowered (the owned form of [`tessera_abi::table::PciFunction`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PciFunction {
+    /// The device's name in `[platform.devices]`, for the hypervisor's boot refusals.
+    pub name: String,
     pub physical: Bdf,
     pub virtual_address: Bdf,
     pub bar_windows: Vec<Range>,
@@ -212,7 +214,7 @@ pub struct LoweredChannel {
 }
 
 /// A device's PCI function, or `None` for a device without `pci`.
-fn lower_pci_function(device: &model::Device) -> Option<PciFunction> {
+fn lower_pci_function(name: &str, device: &model::Device) -> Option<PciFunction> {
     let physical = device.pci.as_deref()?;
     let virtual_address = device.virtual_address()?;
     let bdf = |address: model::PciAddress| Bdf::new(address.bus, address.device, address.function);
@@ -238,6 +240,7 @@ fn lower_pci_function(device: &model::Device) -> Option<PciFunction> {
         },
     };
     Some(PciFunction {
+        name: name.to_owned(),
         physical: bdf(*physical),
         virtual_address: bdf(virtual_address),
         bar_windows: device.mmio.iter().map(|window| window.to_abi()).collect(),
@@ -307,7 +310,7 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
             stage2_table_pages,
             pci_functions: devices
                 .iter()
-                .filter_map(|device| lower_pci_function(&device.device))
+                .filter_map(|device| lower_pci_function(&device.name, &device.device))
                 .collect(),
         });
     }

@@ -806,10 +806,14 @@ pub struct Run {
     /// How long the runner lets the machine run.
     #[serde(default)]
     pub seconds: Option<Located<u64>>,
-    /// Devices the runner adds to the QEMU machine (`-device` values): the emulated
-    /// hardware the table describes, such as an IOMMU (`amd-iommu`).
+    /// Extra QEMU devices, each the argument of one `-device` (e.g. `edu,addr=0x4`): the
+    /// PCI functions the table passes through.
     #[serde(default)]
     pub qemu_devices: Vec<Located<String>>,
+    /// Bochs i440FX PCI slots, in slot order (`pci: … slot1=…`): `e1000`, `ne2k`,
+    /// `pcivga`, …
+    #[serde(default)]
+    pub bochs_pci_slots: Vec<Located<String>>,
 }
 
 /// A span that covers nothing, for findings about the file as a whole.

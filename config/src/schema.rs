@@ -192,6 +192,7 @@ const RUN: Shape = Shape::Table(&[
     optional("expect-faults", STRING_LIST),
     optional("seconds", ADDRESS),
     optional("qemu-devices", STRING_LIST),
+    optional("bochs-pci-slots", STRING_LIST),
 ]);
 const DOCUMENT: &[Field] = &[
     required("platform", PLATFORM),

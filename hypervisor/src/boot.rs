@@ -107,7 +107,7 @@ fn check_memory(info: &BootInfo) {
     };
     // Every range is checked as it is named: nothing is collected, so no table is too big
     // for the check.
-    let check = |owner: &str, range: Range| {
+    let check_ram = |owner: &str, range: Range, device: bool| {
         if range.end() > 0x1_0000_0000 {
             refuse(format_args!(
                 "memory {:#x}..{:#x} of {} lies above 4 GiB, which this version does not map",
@@ -116,7 +116,9 @@ fn check_memory(info: &BootInfo) {
                 owner
             ));
         }
-        if !multiboot::covers(available(), range) {
+        // Device windows (a passed-through function's BARs) are not RAM: the function's
+        // discovery checks them against its BARs instead.
+        if !device && !multiboot::covers(available(), range) {
             refuse(format_args!(
                 "memory {:#x}..{:#x} of {} is not RAM on this machine (firmware memory map)",
                 range.base,
@@ -130,24 +132,27 @@ fn check_memory(info: &BootInfo) {
         &raw const __tessera_image_start as u64,
         &raw const __tessera_image_end as u64,
     );
-    check(
+    check_ram(
         "the hypervisor image",
         Range::new(image_start, image_end - image_start),
+        false,
     );
     if MACHINE.cpus.len() > 1 {
         // Under UEFI low memory is the firmware's to describe; the trampoline page must be
         // plain RAM there too, or the application processors would run over firmware data.
-        check(
+        check_ram(
             "the AP start-up trampoline",
             Range::new(
                 tessera_loader::AP_TRAMPOLINE_ADDRESS,
                 tessera_loader::AP_TRAMPOLINE_BYTES,
             ),
+            false,
         );
     }
     for partition in MACHINE.partitions {
         for mapping in partition.memory {
-            check(partition.name, mapping.host);
+            let device = mapping.kind == tessera_abi::table::MappingKind::DeviceMmio;
+            check_ram(partition.name, mapping.host, device);
         }
     }
     let reserved = MACHINE.hypervisor_memory;
@@ -355,6 +360,90 @@ fn print_banner(backend: &str) {
     }
 }
 
+/// With `platform.ecam` in the table, the firmware's MCFG must describe the same window for
+/// segment 0 (PCI Firmware 3.0 §4.1.2): the partitions' virtual ECAM windows sit at its base,
+/// which no partition may map.
+fn check_ecam() {
+    let Some(ecam) = MACHINE.ecam else {
+        return;
+    };
+    let found = arch::acpi::tables().and_then(|tables| {
+        tables
+            .find(tessera_policy::firmware_acpi::Signature::MCFG)
+            .map(|table| tessera_policy::pci::mcfg::segment_zero(table.bytes))
+    });
+    match found {
+        Ok(Some(window)) if window.base == ecam.base && window.size() == ecam.size => {}
+        Ok(Some(window)) => refuse(format_args!(
+            "the table's ECAM window is {:#x}+{:#x}; the firmware's MCFG gives segment 0 at {:#x}+{:#x} (buses {}-{})",
+            ecam.base,
+            ecam.size,
+            window.base,
+            window.size(),
+            window.first_bus,
+            window.last_bus
+        )),
+        Ok(None) => refuse(format_args!(
+            "the table declares an ECAM window at {:#x}; the firmware's MCFG has no segment 0 entry",
+            ecam.base
+        )),
+        Err(error) => refuse(format_args!(
+            "the table declares an ECAM window at {:#x}; no usable MCFG: {error}",
+            ecam.base
+        )),
+    }
+}
+
+/// Every PCI function the table passes through must be there, be an endpoint and have its
+/// BARs inside the table's windows; each is quiesced (docs/pci-iommu.md, "Discovery at
+/// boot"). A disagreement stops the machine before any partition starts.
+fn discover_pci_functions() {
+    if let Err(refusal) = exits::pci::discover() {
+        refuse(format_args!(
+            "PCI function {} (device `{}` of partition `{}`): {}",
+            exits::pci::ShowBdf(refusal.function.physical),
+            refusal.function.name,
+            refusal.partition,
+            describe_discovery_error(refusal.error)
+        ));
+    }
+}
+
+fn describe_discovery_error(
+    error: tessera_policy::pci::function::DiscoveryError,
+) -> heapless::String<160> {
+    use tessera_policy::pci::function::DiscoveryError;
+    let mut text = heapless::String::new();
+    let _ = match error {
+        DiscoveryError::Absent => {
+            core::fmt::write(&mut text, format_args!("not present (vendor ID 0xffff)"))
+        }
+        DiscoveryError::NotEndpoint { header_type, class } => core::fmt::write(
+            &mut text,
+            format_args!(
+                "not an endpoint (header type {header_type}, class {class:06x}): bridges and host bridges cannot be passed through"
+            ),
+        ),
+        DiscoveryError::MalformedBar { bar } => core::fmt::write(
+            &mut text,
+            format_args!("BAR{bar} reports an impossible size"),
+        ),
+        DiscoveryError::BarOutsideWindows { bar, base, size } => core::fmt::write(
+            &mut text,
+            format_args!(
+                "BAR{bar} at {base:#x} (size {size:#x}) lies outside the table's mmio windows"
+            ),
+        ),
+        DiscoveryError::IoBarOutsidePorts { bar, base, size } => core::fmt::write(
+            &mut text,
+            format_args!(
+                "I/O BAR{bar} at {base:#x} (size {size:#x}) lies outside the partition's ports"
+            ),
+        ),
+    };
+    text
+}
+
 /// The bootstrap core's work: check the machine against the table, build every partition's
 /// stage-2 tables and permission maps, load the partitions, start the other cores, run.
 pub fn bootstrap(magic: u32, info: u32) -> ! {
@@ -416,6 +505,8 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     mask_other_ioapics();
     enable_iommu();
     check_fixed_hardware_ports();
+    check_ecam();
+    discover_pci_functions();
     print_banner(backend.name());
     log::info!("boot: hypervisor entered at tsc={}", entered);
     if let Some((rsdp, tag, address)) = boot_info.rsdp {

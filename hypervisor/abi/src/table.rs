@@ -431,6 +431,8 @@ pub enum PciInterrupt {
 /// One PCI function passed through to a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PciFunction {
+    /// The device's name in the table (`[platform.devices]`), for boot refusals.
+    pub name: &'static str,
     /// Where it is on the machine (segment 0).
     pub physical: Bdf,
     /// Where the partition sees it on its virtual bus 0.

@@ -15,6 +15,7 @@ pub mod host_paging;
 pub mod intel_iommu;
 pub mod ioapic;
 pub mod msr;
+pub mod pci;
 pub mod pic;
 pub mod port;
 pub mod power;

@@ -1,8 +1,9 @@
 //! I/O exits: only ports outside the partition's set exit. The partition's virtual ACPI
-//! sleep and reset ports (`tessera_policy::virtual_platform`) are emulated; every other port
+//! sleep and reset ports (`tessera_policy::virtual_platform`) and, for a partition that
+//! owns PCI functions, configuration mechanism #1 (`super::pci`) are emulated; every other port
 //! reads all-ones and drops writes, as on a bus with nothing behind the address.
 
-use super::{Containment, CoreContext, Counter, Flow, PartitionControl};
+use super::{pci, Containment, CoreContext, Counter, Flow, PartitionControl};
 use crate::virt::{IoAccess, Register, VirtualCpu};
 use tessera_policy::virtual_platform::{self, PlatformRequest};
 
@@ -34,6 +35,17 @@ pub fn handle(
     } = access;
     let mask = operand_mask(size);
     if !string {
+        let value = (vcpu.register(Register::Rax) & mask) as u32;
+        if let Some(read) = pci::port(context, control, port, size, input, value) {
+            if input {
+                let rax = vcpu.register(Register::Rax);
+                // A 32-bit IN zero-extends into RAX; 8/16-bit INs keep the upper bits.
+                let rax = if size == 4 { 0 } else { rax & !mask };
+                vcpu.set_register(Register::Rax, rax | u64::from(read));
+            }
+            vcpu.set_rip(next_rip);
+            return Flow::Resume;
+        }
         if input {
             if let Some(value) = virtual_platform::read(port, size) {
                 let rax = vcpu.register(Register::Rax);

@@ -4,21 +4,23 @@
 //! (tessera_policy::ioapic), which lets a partition program only the pins its devices own,
 //! toward its own cores.
 //!
-//! The IOAPIC is the only MMIO the hypervisor emulates: every other page outside a
-//! partition's memory (the xAPIC page included: partitions run their local APIC in x2APIC
-//! mode) is contained as a nested page fault without decoding, so this is the only path on
-//! which a decoded access reaches a device register.
+//! The IOAPIC and the virtual ECAM window of a partition that owns PCI functions
+//! (`super::pci`) are the only MMIO the hypervisor emulates, both through the decoding of
+//! `super::mmio`: every other page outside a partition's memory (the xAPIC page included:
+//! partitions run their local APIC in x2APIC mode) is contained as a nested page fault
+//! without decoding. This is the only path on which a decoded access reaches a device
+//! register; the ECAM path reaches configuration space only through the filter.
 
-use super::{Containment, CoreContext, Counter, Flow, PartitionControl};
-use crate::arch::{guest_memory, ioapic};
+use super::mmio::{self, TrapDetails};
+use super::{CoreContext, Counter, Flow, PartitionControl};
+use crate::arch::ioapic;
 use crate::table::{MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
 use spin::Mutex;
-use tessera_policy::guest_walk::{self, WalkAccess};
 use tessera_policy::ioapic::{
     IoapicView, RedirectionEntryLow, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET,
 };
-use tessera_policy::mmio_decode::{self, AccessMismatch, MmioAccess, MAX_LENGTH};
+use tessera_policy::mmio_decode::MmioAccess;
 
 /// Each partition's view (its IOREGSEL value), shared by its cores.
 static VIEWS: [Mutex<IoapicView>; PARTITION_COUNT] =
@@ -85,67 +87,19 @@ pub fn handle(
     let Some(table) = MACHINE.ioapic else {
         return Flow::Resume;
     };
-    let instruction_context = vcpu.instruction_context();
-    let mut bytes = [0u8; MAX_LENGTH];
-    let read_memory = |address| guest_memory::read_u64(context.partition, address);
-    // An instruction near the end of a page may be shorter than 15 bytes: fetch what can be.
-    let fetched = (1..=MAX_LENGTH).rev().find(|&length| {
-        guest_walk::read_guest_bytes(
-            &instruction_context.paging,
-            instruction_context.rip_linear,
-            WalkAccess::FETCH,
-            &mut bytes[..length],
-            read_memory,
-        )
-        .is_ok()
-    });
-    let decoded = fetched
-        .and_then(|length| mmio_decode::decode(&bytes[..length], instruction_context.mode).ok());
-    let Some(instruction) = decoded else {
-        control.contain(
-            context,
-            Containment {
-                reason: "mmio-decode",
-                address: guest_physical,
-                detail: "IOAPIC access by an instruction the hypervisor cannot decode",
-                rip: vcpu.rip(),
-            },
-        );
-        return Flow::Stop;
-    };
-    // The access must be the one that faulted, all of it in this page (a fault reports only
-    // the first byte of an access that lies in the trapped page): a store that begins in the
-    // RAM page below and ends in IOREGSEL, or begins at the end of this page and runs into
-    // the next, is neither emulated nor half-done. It is contained like any access outside
-    // the partition's memory (docs/redteam.md, "MMIO accesses that span pages").
-    let next_rip = vcpu.rip().wrapping_add(u64::from(instruction.length));
-    let linear = instruction.linear_address(
-        instruction_context.mode,
-        |register| vcpu.register_number(register),
-        next_rip,
-        &instruction_context.segment_bases,
-    );
-    let offset = match mmio_decode::locate(linear, instruction.size, guest_physical) {
-        Ok(offset) => offset,
-        Err(mismatch) => {
-            control.contain(
-                context,
-                Containment {
-                    reason: "mmio-split",
-                    address: guest_physical,
-                    detail: match mismatch {
-                        AccessMismatch::Elsewhere => {
-                            "IOAPIC access that begins outside the IOAPIC page"
-                        }
-                        AccessMismatch::CrossesPage => {
-                            "IOAPIC access that runs past the IOAPIC page"
-                        }
-                    },
-                    rip: vcpu.rip(),
-                },
-            );
-            return Flow::Stop;
-        }
+    let (instruction, offset) = match mmio::decode_trapped(
+        vcpu,
+        context,
+        control,
+        guest_physical,
+        &TrapDetails {
+            undecodable: "IOAPIC access by an instruction the hypervisor cannot decode",
+            begins_elsewhere: "IOAPIC access that begins outside the IOAPIC page",
+            crosses_page: "IOAPIC access that runs past the IOAPIC page",
+        },
+    ) {
+        Ok(decoded) => decoded,
+        Err(flow) => return flow,
     };
     let owned_pins = context.partition.irq_pins;
     let mut view = VIEWS[context.partition_index.0].lock();

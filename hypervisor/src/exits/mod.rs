@@ -1,6 +1,7 @@
 //! The exit-handling layer: what the hypervisor does about each kind of VM exit, written
 //! once for both backends, one module per kind (`cpuid`, `cr`, `xsetbv`, `io`, `msr`,
-//! `hypercall`, `ioapic`; faults are handled here).
+//! `hypercall`, `ioapic`, `pci`; faults are handled here; `mmio` is the decoding path the
+//! trapped MMIO devices share).
 //!
 //! Handlers work on the vCPU (the `virt` layer below) and on hardware (`arch`). Whatever
 //! concerns a partition as a whole — containment, stop and restart, signals to its other
@@ -13,7 +14,9 @@ pub mod cr;
 pub mod hypercall;
 pub mod io;
 pub mod ioapic;
+pub mod mmio;
 pub mod msr;
+pub mod pci;
 pub mod xsetbv;
 
 use crate::table::{ApicId, CoreIndex, PartitionIndex};
@@ -247,6 +250,11 @@ pub fn handle_exit(
         Exit::Hypercall => hypercall::handle(vcpu, context, control),
         Exit::NestedPageFault { guest_physical, .. } if ioapic::covers(guest_physical) => {
             ioapic::handle(vcpu, context, control, guest_physical)
+        }
+        Exit::NestedPageFault { guest_physical, .. }
+            if pci::covers_ecam(context, guest_physical) =>
+        {
+            pci::handle_ecam(vcpu, context, control, guest_physical)
         }
         Exit::NestedPageFault {
             guest_physical,

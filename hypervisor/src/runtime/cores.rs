@@ -235,6 +235,7 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
 /// which stops the partition.
 fn restart_partition(context: &CoreContext) -> Option<StartState> {
     crate::exits::ioapic::mask_pins(context.partition.irq_pins);
+    crate::exits::pci::quiesce_partition(context.partition_index);
     // A cold restart also returns the pins' destinations to their power-on value: all the
     // device state the hypervisor can reset today (docs/health.md).
     if super::health::take_cold_restart(context.partition_index) {

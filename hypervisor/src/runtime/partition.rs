@@ -373,6 +373,7 @@ pub fn print_counters() {
         log::info!("{}", line);
     }
     health::print_health_log();
+    crate::exits::pci::print_counters();
 }
 
 /// A partition that could not be started (its image failed to load).

@@ -141,6 +141,9 @@ pub fn config(
             file.display()
         ));
     }
+    for line_text in pci_lines(&table.bochs_pci_slots) {
+        line(line_text);
+    }
     line("log: bochs.log".into());
     line("panic: action=fatal".into());
     // Virtual time from retired instructions, starting at a fixed date: runs repeat exactly.
@@ -150,6 +153,36 @@ pub fn config(
     line("sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy".into());
     line("speaker: enabled=0".into());
     text
+}
+
+/// The bochsrc lines for the table's PCI slots: `pci: enabled=1, chipset=i440fx, slot1=…`
+/// and, for each network card, its own line with no network behind it (`ethmod=null`) and a
+/// MAC address of its own (the cards are numbered in slot order, `card=0` first).
+fn pci_lines(slots: &[String]) -> Vec<String> {
+    if slots.is_empty() {
+        return vec![];
+    }
+    let mut pci = String::from("pci: enabled=1, chipset=i440fx");
+    let mut cards = Vec::new();
+    for (index, device) in slots.iter().enumerate() {
+        if device.is_empty() {
+            continue;
+        }
+        pci.push_str(&format!(", slot{}={device}", index + 1));
+        if device == "e1000" || device == "ne2k" {
+            let card = slots[..index]
+                .iter()
+                .filter(|other| *other == device)
+                .count();
+            cards.push(format!(
+                "{device}: card={card}, enabled=1, mac=52:54:00:12:34:{:02x}, ethmod=null",
+                0x50 + index
+            ));
+        }
+    }
+    let mut lines = vec![pci];
+    lines.extend(cards);
+    lines
 }
 
 /// Whether a line of `bochs.log` or of the terminal is worth streaming: errors and panics
@@ -310,8 +343,23 @@ mod tests {
             console_port: Some(0x3e8),
             expect_faults: vec!["intruder".into()],
             run_seconds: None,
-            qemu_devices: Vec::new(),
+            qemu_devices: vec![],
+            bochs_pci_slots: vec![],
         }
+    }
+
+    #[test]
+    fn pci_slots_become_a_pci_line_and_network_cards() {
+        assert!(pci_lines(&[]).is_empty());
+        let slots = ["e1000".to_string(), String::new(), "e1000".to_string()];
+        assert_eq!(
+            pci_lines(&slots),
+            [
+                "pci: enabled=1, chipset=i440fx, slot1=e1000, slot3=e1000",
+                "e1000: card=0, enabled=1, mac=52:54:00:12:34:50, ethmod=null",
+                "e1000: card=1, enabled=1, mac=52:54:00:12:34:52, ethmod=null",
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod layers;
 mod lint;
 mod linux;
 mod markers;
+mod pci_test;
 mod process;
 mod qemu;
 mod redteam;
@@ -535,6 +536,7 @@ fn system_tests() -> Vec<SystemTest> {
     }
     tests.extend(interrupt_tests());
     tests.extend(system_test::parity_tests());
+    tests.extend(pci_test::tests());
     // Issue 6: Debian's kernel in a partition beside a real-time guest (QEMU only; minutes).
     tests.push((
         "linux-rt-qemu".into(),

@@ -195,7 +195,8 @@ mod tests {
             console_port,
             expect_faults: vec![],
             run_seconds: None,
-            qemu_devices: Vec::new(),
+            qemu_devices: vec![],
+            bochs_pci_slots: vec![],
         }
     }
 

@@ -726,7 +726,10 @@ pub fn parity_tests() -> Vec<SystemTest> {
 }
 
 /// Why `emulator` cannot run, if it cannot.
-fn missing_emulator(systems: &SystemTests, emulator: &Emulator) -> Result<(), Vec<String>> {
+pub(crate) fn missing_emulator(
+    systems: &SystemTests,
+    emulator: &Emulator,
+) -> Result<(), Vec<String>> {
     let missing = match emulator {
         Emulator::Qemu { .. } => &systems.qemu_missing,
         Emulator::Bochs { .. } => &systems.bochs_missing,
@@ -767,7 +770,7 @@ fn boot_within(
 
 /// Builds `table` (relative to the workspace root) and boots it in `emulator` within
 /// `seconds`.
-fn build_and_boot(
+pub(crate) fn build_and_boot(
     systems: &SystemTests,
     table: &str,
     emulator: &Emulator,
@@ -1043,7 +1046,8 @@ mod tests {
             console_port: Some(0x3e8),
             expect_faults: vec!["intruder".into()],
             run_seconds: None,
-            qemu_devices: Vec::new(),
+            qemu_devices: vec![],
+            bochs_pci_slots: vec![],
         }
     }
 

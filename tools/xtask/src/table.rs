@@ -28,8 +28,10 @@ pub struct TableInfo {
     pub expect_faults: Vec<String>,
     /// How long the table's author expects a run to take (`[run] seconds`).
     pub run_seconds: Option<u64>,
-    /// `-device` values QEMU gets for this table (`[run] qemu-devices`).
+    /// Extra QEMU `-device` arguments (`[run] qemu-devices`).
     pub qemu_devices: Vec<String>,
+    /// Bochs i440FX PCI slot devices, slot 1 first (`[run] bochs-pci-slots`).
+    pub bochs_pci_slots: Vec<String>,
 }
 
 /// One partition, as far as the runner is concerned.
@@ -97,6 +99,12 @@ pub fn load(path: &Path) -> Result<TableInfo> {
         qemu_devices: table
             .run
             .qemu_devices
+            .iter()
+            .map(|device| device.to_string())
+            .collect(),
+        bochs_pci_slots: table
+            .run
+            .bochs_pci_slots
             .iter()
             .map(|device| device.to_string())
             .collect(),

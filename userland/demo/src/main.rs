@@ -16,6 +16,9 @@
 //!   icr-exit-mean=…`;
 //! * `probe-outside=0x<address>`: read a guest-physical address outside its memory; the
 //!   hypervisor must stop the partition (exit status 2 if the read returns);
+//! * `pci-scan`, `pci-ecam=<base>`, `pci-bist=<bdf>`, `pci-edu=<bdf>`,
+//!   `pci-bar-read=<bdf>,<offset>`: the partition's PCI bus, enumerated and driven (see
+//!   `pci.rs`; status 13 when `edu` answers wrongly);
 //! * `start-core=<apic id>`: start that core of the same partition by INIT-SIPI-SIPI;
 //!   it prints `core <id> up`, runs a small loop and sets a flag, on which this core
 //!   waits and prints `second core started` (status 7 on failure);
@@ -72,6 +75,7 @@
 mod channel;
 mod interrupt_modes;
 mod long_mode;
+mod pci;
 
 use tessera_abi::hypercall::{Call, PartitionState};
 use tessera_guest::memory::{for_each_piece_outside, MemoryRange};
@@ -130,6 +134,7 @@ fn main(info: &BootInfo) {
     if let Some(text) = command_line.value("probe-outside") {
         probe_outside(text);
     }
+    pci::run(&command_line);
     if let Some(text) = command_line.value("start-core") {
         interrupt_modes::start_core(info, text, command_line.has_flag("nmi-ipi"));
     }
@@ -341,7 +346,7 @@ fn probe_outside(text: &str) {
 }
 
 /// Asks for a reset of the machine, which under Tessera is a reset of this partition.
-fn request_reset() -> ! {
+pub(crate) fn request_reset() -> ! {
     println!("resetting");
     tessera_guest::console::flush();
     // SAFETY: an OUT to the reset control register touches no memory of this program;

@@ -1,7 +1,12 @@
 //! PCI passthrough policy (docs/pci-iommu.md): decoding configuration-space accesses a
-//! partition makes through its virtual ECAM window or mechanism #1, and BAR sizing. The
-//! configuration-space filter, capability re-linking and MSI checks described there are
-//! not built yet.
+//! partition makes through its virtual ECAM window or mechanism #1, BAR sizing, the header
+//! write filter and the virtual host bridge, capability re-linking, MSI/MSI-X message
+//! checks, and the firmware's MCFG entry for segment 0.
 
 pub mod address;
 pub mod bar;
+pub mod capability;
+pub mod function;
+pub mod header;
+pub mod mcfg;
+pub mod msi;

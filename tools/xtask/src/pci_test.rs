@@ -1,0 +1,349 @@
+//! The PCI passthrough system tests (docs/pci-iommu.md): two partitions, each owning a
+//! different function, each enumerating its virtual bus and driving its function; and the
+//! boot hypervisor_lines where the hardware disagrees with the table.
+//!
+//! * `pci-qemu` (partitions/pci.toml, q35 with two `edu` devices): each partition sees
+//!   exactly the virtual host bridge and its own function at the table's virtual address,
+//!   through 0xCF8/0xCFC and through ECAM; each drives its `edu` through its identity-mapped
+//!   BAR0 (identification, liveness, factorial); `alpha`'s BIST and ROM writes are dropped
+//!   and counted (`dropped-config-writes=2` at power-off, 0 for `beta`); `alpha` writes
+//!   `beta`'s BAR address into its BAR0 and its device still answers at the old one; its MSI
+//!   toward `beta`'s core is refused (logged, `refused-msi=1`) and toward its own core
+//!   delivers exactly one interrupt; `beta` turns on memory decoding and bus mastering
+//!   and resets itself, and after its restart finds them off again.
+//! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
+//!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
+//!   through BAR0; `beta`'s restart finds decode and bus mastering off again.
+//! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
+//!   function with nothing at its address, a BAR outside the table's window, and an ECAM
+//!   window the firmware's MCFG disagrees with, refused before any partition starts.
+
+use std::collections::BTreeSet;
+
+use crate::markers::Marker;
+use crate::run::{BootMethod, Emulator};
+use crate::system_test::{build_and_boot, check_refusal};
+use crate::transcript::{Transcript, HYPERVISOR};
+use crate::{bochs, Outcome, SystemTest, SystemTests};
+
+pub const QEMU_TABLE: &str = "partitions/pci.toml";
+pub const BOCHS_TABLE: &str = "partitions/pci-bochs.toml";
+const QEMU_SECONDS: u64 = 60;
+const BOCHS_SECONDS: u64 = 300;
+
+/// The virtual host bridge as the scan prints it.
+const HOST_BRIDGE: &str = "00:00.0 id=1b36:0008 class=060000 header=00";
+
+/// What one partition must see and do.
+struct Expected {
+    partition: &'static str,
+    /// The functions its scans must find, exactly (host bridge included).
+    functions: [&'static str; 2],
+    /// The scans it makes (`conf1`, `ecam`).
+    scans: &'static [&'static str],
+    /// Lines it must print (prefixes).
+    lines: &'static [&'static str],
+    /// Its function's counter line at power-off.
+    counter: &'static str,
+    /// Hypervisor lines its actions must cause.
+    hypervisor_lines: &'static [&'static str],
+}
+
+const QEMU_EXPECTED: [Expected; 2] = [
+    Expected {
+        partition: "alpha",
+        functions: [HOST_BRIDGE, "00:03.0 id=1234:11e8 class=00ff00 header=00"],
+        scans: &["conf1", "ecam"],
+        lines: &[
+            "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0",
+            "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=ok factorial(5)=120",
+            // A BAR moved by the guest stays in the shadow; the device is not moved.
+            "pci: bar-move 00:03.0 wrote=0xfea00000 reads=0xfea00000 id-at-old=0x010000ed",
+            "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1",
+        ],
+        counter: "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1",
+        hypervisor_lines: &["refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"],
+    },
+    Expected {
+        partition: "beta",
+        functions: [HOST_BRIDGE, "00:06.0 id=1234:11e8 class=00ff00 header=00"],
+        scans: &["conf1", "ecam"],
+        lines: &[
+            "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120",
+            // Memory decoding and bus mastering off at boot, turned on by the guest, off
+            // again after its restart.
+            "pci: command 00:06.0 restarts=0 at-start=0x0500",
+            "pci: command 00:06.0 enabled=0x0506",
+            "pci: command 00:06.0 restarts=1 at-start=0x0500",
+        ],
+        counter: "pci: partition=beta device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0",
+        hypervisor_lines: &["restarted: partition=beta restarts=1 core=1"],
+    },
+];
+
+const BOCHS_EXPECTED: [Expected; 2] = [
+    Expected {
+        partition: "alpha",
+        functions: [HOST_BRIDGE, "00:03.0 id=8086:100e class=020000 header=00"],
+        scans: &["conf1"],
+        lines: &[
+            "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0",
+            "pci: bar-read 00:03.0 bar0=0xc0000000 offset=0x8 value=",
+        ],
+        counter: "pci: partition=alpha device=nic-a function=00:02.0 dropped-config-writes=2 refused-msi=0",
+        hypervisor_lines: &[],
+    },
+    Expected {
+        partition: "beta",
+        functions: [HOST_BRIDGE, "00:06.0 id=8086:100e class=020000 header=00"],
+        scans: &["conf1"],
+        lines: &[
+            "pci: bar-read 00:06.0 bar0=0xc0020000 offset=0x8 value=",
+            // Bochs' e1000 keeps Interrupt Disable (command bit 10, PCI 2.3) at 0.
+            "pci: command 00:06.0 restarts=0 at-start=0x0000",
+            "pci: command 00:06.0 enabled=0x0006",
+            "pci: command 00:06.0 restarts=1 at-start=0x0000",
+        ],
+        counter: "pci: partition=beta device=nic-b function=00:03.0 dropped-config-writes=0 refused-msi=0",
+        hypervisor_lines: &["restarted: partition=beta restarts=1 core=1"],
+    },
+];
+
+pub fn tests() -> Vec<SystemTest> {
+    vec![
+        (
+            "pci-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let transcript = build_and_boot(systems, QEMU_TABLE, &qemu(), QEMU_SECONDS)?;
+                check(&transcript, &QEMU_EXPECTED)
+            }),
+        ),
+        (
+            "pci-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                let transcript = build_and_boot(systems, BOCHS_TABLE, &emulator, BOCHS_SECONDS)?;
+                check(&transcript, &BOCHS_EXPECTED)
+            }),
+        ),
+        (
+            "pci-refusal-absent-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-absent.toml",
+                    "PCI function 00:04.0 (device `edu-a` of partition `alpha`): not present",
+                )
+            }),
+        ),
+        (
+            "pci-refusal-ecam-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-ecam.toml",
+                    "the table's ECAM window is 0xe0000000+0x10000000; the firmware's MCFG gives segment 0 at 0xb0000000+0x10000000 (buses 0-255)",
+                )
+            }),
+        ),
+        (
+            "pci-refusal-bar-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-bar.toml",
+                    "PCI function 00:04.0 (device `edu-a` of partition `alpha`): BAR0 at 0xfe900000 (size 0x100000) lies outside the table's mmio windows",
+                )
+            }),
+        ),
+    ]
+}
+
+fn qemu() -> Emulator {
+    Emulator::Qemu {
+        boot: BootMethod::Kernel,
+        cpu: None,
+    }
+}
+
+fn refusal(systems: &SystemTests, table: &str, reason: &str) -> Outcome {
+    let transcript = build_and_boot(systems, table, &qemu(), crate::REFUSAL_TEST_SECONDS)?;
+    check_refusal(&transcript, reason)
+}
+
+/// The checks of one run against what each partition must see and do.
+fn check(transcript: &Transcript, expected: &[Expected]) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        match marker {
+            Marker::Panic { message } => failures.push(format!("hypervisor panic: {message}")),
+            Marker::Refused { reason } => failures.push(format!("refused: {reason}")),
+            _ => {}
+        }
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(transcript.describe_exit());
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    for partition in expected {
+        let lines: Vec<&str> = transcript
+            .lines_of(partition.partition)
+            .map(str::trim_end)
+            .collect();
+        for scan in partition.scans {
+            let prefix = format!("pci: {scan} ");
+            let seen: BTreeSet<&str> = lines
+                .iter()
+                .filter_map(|line| line.strip_prefix(&prefix))
+                .filter(|rest| !rest.starts_with("scan found"))
+                .collect();
+            let wanted: BTreeSet<&str> = partition.functions.iter().copied().collect();
+            if seen != wanted {
+                failures.push(format!(
+                    "{}: the {scan} scan saw {seen:?}, expected exactly {wanted:?}",
+                    partition.partition
+                ));
+            }
+            let found = format!("pci: {scan} scan found {}", wanted.len());
+            if !lines.contains(&found.as_str()) {
+                failures.push(format!("{}: no `{found}`", partition.partition));
+            }
+        }
+        for wanted in partition.lines {
+            match lines.iter().find(|line| line.starts_with(wanted)) {
+                None => failures.push(format!("{}: no `{wanted}`", partition.partition)),
+                // A BAR read must reach the device: all-ones is what nothing answers.
+                Some(line) if line.ends_with("value=0xffffffff") || line.ends_with("value=0x0") => {
+                    failures.push(format!(
+                        "{}: `{line}`: the BAR read did not reach the device",
+                        partition.partition
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if !hypervisor.contains(&partition.counter) {
+            failures.push(format!("no `{}` at power-off", partition.counter));
+        }
+        for wanted in partition.hypervisor_lines {
+            if !hypervisor.contains(wanted) {
+                failures.push(format!("no `{wanted}` on the hypervisor console"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::{test_lines::replaced, EmulatorExit, TranscriptLine};
+
+    fn transcript(lines: &[(&str, &str)]) -> Transcript {
+        Transcript {
+            emulator: "QEMU",
+            uart_files: vec![],
+            lines: lines
+                .iter()
+                .map(|(source, text)| TranscriptLine {
+                    source: source.to_string(),
+                    text: text.to_string(),
+                })
+                .collect(),
+            emulator_exit: EmulatorExit::Exited(0),
+        }
+    }
+
+    /// The lines of a passing QEMU run (abridged to what the checks read).
+    fn passing() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("beta", "pci: conf1 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("beta", "pci: conf1 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("alpha", "pci: conf1 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("alpha", "pci: conf1 00:03.0 id=1234:11e8 class=00ff00 header=00"),
+            ("alpha", "pci: conf1 scan found 2"),
+            ("beta", "pci: conf1 scan found 2"),
+            ("beta", "pci: ecam 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("alpha", "pci: ecam 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("alpha", "pci: ecam 00:03.0 id=1234:11e8 class=00ff00 header=00"),
+            ("alpha", "pci: ecam scan found 2"),
+            ("alpha", "pci: bist 00:03.0 wrote=0x40 reads=0x00 rom=0x0"),
+            ("alpha", "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("alpha", "pci: bar-move 00:03.0 wrote=0xfea00000 reads=0xfea00000 id-at-old=0x010000ed"),
+            ("alpha", "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1"),
+            ("beta", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("beta", "pci: ecam scan found 2"),
+            ("beta", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("beta", "pci: command 00:06.0 restarts=0 at-start=0x0500"),
+            ("beta", "pci: command 00:06.0 enabled=0x0506"),
+            (HYPERVISOR, "restarted: partition=beta restarts=1 core=1"),
+            ("beta", "pci: command 00:06.0 restarts=1 at-start=0x0500"),
+            (HYPERVISOR, "refused: partition=alpha core=0 device=edu-a MSI message ForeignCore { apic_id: 1 }"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=2 refused-msi=1"),
+            (HYPERVISOR, "pci: partition=beta device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
+        ]
+    }
+
+    #[test]
+    fn a_passing_run_passes() {
+        assert_eq!(check(&transcript(&passing()), &QEMU_EXPECTED), Ok(()));
+    }
+
+    #[test]
+    fn seeing_the_other_partitions_function_fails() {
+        let mut lines = passing();
+        lines.push((
+            "alpha",
+            "pci: conf1 00:06.0 id=1234:11e8 class=00ff00 header=00",
+        ));
+        let failures = check(&transcript(&lines), &QEMU_EXPECTED).unwrap_err();
+        assert!(
+            failures[0].contains("alpha: the conf1 scan saw"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn missing_function_wrong_device_and_counters_fail() {
+        let lines = replaced(passing(), "alpha device=edu-a", "pci: partition=alpha device=edu-a function=00:04.0 dropped-config-writes=0 refused-msi=0");
+        assert!(check(&transcript(&lines), &QEMU_EXPECTED).is_err());
+        let lines = replaced(
+            passing(),
+            "liveness=ok factorial(5)=120",
+            "pci: edu 00:03.0 bar0=0xfe900000 id=0x010000ed liveness=BAD factorial(5)=0",
+        );
+        assert!(check(&transcript(&lines), &QEMU_EXPECTED).is_err());
+        let lines: Vec<_> = passing()
+            .into_iter()
+            .filter(|(_, text)| !text.starts_with("pci: ecam 00:06.0"))
+            .collect();
+        assert!(check(&transcript(&lines), &QEMU_EXPECTED).is_err());
+        let lines = replaced(
+            passing(),
+            "reads=0x00",
+            "pci: bist 00:03.0 wrote=0x40 reads=0x40 rom=0x0",
+        );
+        assert!(check(&transcript(&lines), &QEMU_EXPECTED).is_err());
+    }
+
+    #[test]
+    fn an_all_ones_bar_read_fails() {
+        let lines = vec![(
+            "alpha",
+            "pci: bar-read 00:03.0 bar0=0xc0000000 offset=0x8 value=0xffffffff",
+        )];
+        let failures = check(&transcript(&lines), &BOCHS_EXPECTED[..1]).unwrap_err();
+        assert!(
+            failures
+                .iter()
+                .any(|failure| failure.contains("did not reach the device")),
+            "{failures:?}"
+        );
+    }
+}
