@@ -228,17 +228,17 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         command_tail: 0,
         sequence: 0,
     };
-    // Whatever the firmware left cached goes: all of it where the unit can say so in one
-    // command, else each device ID's entry.
+    // Whatever the firmware left cached goes: each device ID's entry (the unit reloads the
+    // entries Tessera wrote; QEMU's model also only switches a device from pass-through to
+    // translation when its entry is invalidated), then, where the unit can, everything else.
+    for device in 0..=u16::MAX {
+        driven.submit(Command::invalidate_device(device));
+        if driven.command_tail == 0 {
+            driven.wait()?;
+        }
+    }
     if read_register(base, register::EXTENDED_FEATURES) & feature::INVALIDATE_ALL != 0 {
         driven.submit(Command::invalidate_all());
-    } else {
-        for device in 0..=u16::MAX {
-            driven.submit(Command::invalidate_device(device));
-            if driven.command_tail == 0 {
-                driven.wait()?;
-            }
-        }
     }
     driven.wait()?;
     let iommu_device = unit.iommu_device;
@@ -266,6 +266,7 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
         if confined.clone().next().is_none() {
             continue;
         }
+        let first_page = pool.used;
         let root =
             stage2::build::<AmdViIo>(partition.memory, false, &mut pool).map_err(|error| {
                 Refusal::Domain {
@@ -273,6 +274,7 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
                     error,
                 }
             })?;
+        amd_vi::mark_holes(&mut pool.pages[first_page..pool.used]);
         for function in confined {
             table[usize::from(function.physical.0)] =
                 DeviceTableEntry::translated(root, index as u16 + 1).0;

@@ -201,6 +201,13 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
                         built
                     }
                 };
+                log::info!(
+                    "iommu: {:02x}:{:02x}.{} DMA confined to the memory of partition {}",
+                    function.physical.bus(),
+                    function.physical.device(),
+                    function.physical.function(),
+                    partition.name
+                );
                 context_entry(tables, domain)
             } else if extended & (1 << 6) != 0 {
                 pass_through_context_entry(domain)

@@ -686,6 +686,14 @@ pub fn parity_tests() -> Vec<SystemTest> {
             }),
         ),
         (
+            "iommu-dma-amd-qemu".into(),
+            Box::new(|systems: &SystemTests| iommu_dma(systems, Iommu::AmdVi, 90)),
+        ),
+        (
+            "iommu-dma-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| iommu_dma(systems, Iommu::VtD, 90)),
+        ),
+        (
             "iommu-bochs".into(),
             Box::new(|systems: &SystemTests| {
                 let emulator = Emulator::Bochs {
@@ -804,11 +812,7 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
     let failed = |error: anyhow::Error| vec![format!("{error:#}")];
     let mut table = table::load(&systems.root.join(IOMMU_TABLE)).map_err(failed)?;
     if let Iommu::VtD = iommu {
-        for device in &mut table.qemu_devices {
-            if device == "amd-iommu" {
-                *device = "intel-iommu".into();
-            }
-        }
+        use_intel_iommu(&mut table);
     }
     missing_emulator(systems, emulator)?;
     let medium = run::prepare(&systems.root, &table, emulator).map_err(failed)?;
@@ -835,6 +839,81 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
     };
     for line in wanted {
         if !has(line) {
+            failures.push(format!("the hypervisor did not print `{line}`"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// Puts QEMU's VT-d model where the table names the AMD-Vi one.
+fn use_intel_iommu(table: &mut TableInfo) {
+    for device in &mut table.qemu_devices {
+        if device.starts_with("amd-iommu") {
+            *device = "intel-iommu".into();
+        }
+    }
+}
+
+/// The DMA attack table (partitions/iommu-dma.toml).
+pub const IOMMU_DMA_TABLE: &str = "partitions/iommu-dma.toml";
+
+/// The DMA attack on QEMU with `iommu` (AMD-Vi or VT-d): the attacker's device DMAs inside
+/// its own RAM (the write lands, the read brings the pattern back) and is refused at the
+/// victim's RAM, the hypervisor's memory, a hole and a foreign channel (nothing seen,
+/// nothing read back); the victim's memory is intact afterwards; the hypervisor confined
+/// the function to the attacker's domain. On VT-d the first recorded fault must name the
+/// victim's address (QEMU records one fault until software clears it, and Tessera reads
+/// the fault registers at power-off). On AMD-Vi QEMU 10.0 logs no event into the event log
+/// (its trace shows the page faults), so no count is checked there (docs/emulators.md).
+fn iommu_dma(systems: &SystemTests, iommu: Iommu, seconds: u64) -> Outcome {
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let emulator = Emulator::Qemu {
+        boot: BootMethod::Kernel,
+        cpu: None,
+    };
+    let mut table = table::load(&systems.root.join(IOMMU_DMA_TABLE)).map_err(failed)?;
+    if let Iommu::VtD = iommu {
+        use_intel_iommu(&mut table);
+    }
+    missing_emulator(systems, &emulator)?;
+    let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+    let transcript = boot_within(systems, &table, &emulator, &medium, seconds)?;
+    let mut failures = Vec::new();
+    let attacker: Vec<&str> = transcript.lines_of("attacker").collect();
+    let expected = [
+        ("0x300000", "write=landed read=pattern"),
+        ("0x310000", "write=landed read=pattern"),
+        ("0x2300000", "write=not-seen read=other"),
+        ("0x500000", "write=not-seen read=other"),
+        ("0x8000000", "write=not-seen read=other"),
+        ("0x3000000", "write=not-seen read=other"),
+    ];
+    for (address, outcome) in expected {
+        let wanted = format!("dma: {address} {outcome}");
+        if !attacker.iter().any(|line| line.trim_end() == wanted) {
+            failures.push(format!("the attacker did not print `{wanted}`"));
+        }
+    }
+    if !transcript
+        .lines_of("victim")
+        .any(|line| line.trim_end() == "memory recheck: intact")
+    {
+        failures.push("the victim did not print `memory recheck: intact`".into());
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(crate::transcript::HYPERVISOR).collect();
+    let mut wanted = vec![
+        "iommu: 00:04.0 DMA confined to the memory of partition attacker".to_string(),
+        "power-off: requested by victim".to_string(),
+    ];
+    if let Iommu::VtD = iommu {
+        wanted.push("iommu: DMA blocked: device 00:04.0 write address 0x2300000".into());
+    }
+    for line in wanted {
+        if !hypervisor.iter().any(|printed| printed.contains(&line)) {
             failures.push(format!("the hypervisor did not print `{line}`"));
         }
     }

@@ -61,6 +61,8 @@
 //! * `reset`: print `resetting`, then ask the chipset for a reset (OUT 0x06 to port 0xCF9);
 //!   Tessera restarts the partition (`on-fault = "restart"`, up to its restart limit) or
 //!   stops it (status 12 if the write returns);
+//! * `pci-dma=<bdf>,<address>…`: DMA by an `edu` device at each address (see `dma.rs`);
+//! * `recheck-walk` (after `wait-for-others`): verify the memory walk's pattern again;
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
 //!   (status 3 on time-out);
 //! * `declare-fatal=CODE`: declare a fatal error (hypercall), print what it returned;
@@ -73,6 +75,7 @@
 #![no_main]
 
 mod channel;
+mod dma;
 mod interrupt_modes;
 mod long_mode;
 mod pci;
@@ -135,6 +138,9 @@ fn main(info: &BootInfo) {
         probe_outside(text);
     }
     pci::run(&command_line);
+    if let Some(text) = command_line.value("pci-dma") {
+        dma::run(text, info);
+    }
     if let Some(text) = command_line.value("start-core") {
         interrupt_modes::start_core(info, text, command_line.has_flag("nmi-ipi"));
     }
@@ -168,6 +174,9 @@ fn main(info: &BootInfo) {
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
+    }
+    if command_line.has_flag("recheck-walk") {
+        recheck_walk(info);
     }
     if command_line.has_flag("power-off") {
         println!("powering off");
@@ -248,10 +257,9 @@ fn walk_pattern(address: u64) -> u64 {
     address ^ WALK_PATTERN
 }
 
-/// Writes a per-address pattern to every RAM word the guest may touch, then reads all
-/// of it back.
-fn walk_memory(info: &BootInfo) {
-    // Never overwrite the image (code, data, page tables, stack) or the loader's data.
+/// Calls `visit` with every 8-aligned piece of RAM the memory walk covers: the identity-
+/// mapped RAM outside the image (code, data, page tables, stack) and the loader's data.
+fn for_each_walk_piece(info: &BootInfo, visit: &mut dyn FnMut(MemoryRange)) {
     let mut exclusions = [MemoryRange::new(0, 0); MAX_WALK_EXCLUSIONS];
     let mut exclusion_count = 0;
     for range in
@@ -263,22 +271,43 @@ fn walk_memory(info: &BootInfo) {
         }
     }
     let exclusions = &exclusions[..exclusion_count];
+    for ram in info.ram_ranges() {
+        // Only the identity map is reachable; RAM above it is left alone.
+        let reachable = ram.clip_below(boot::IDENTITY_MAP_END);
+        for_each_piece_outside(reachable, exclusions, |piece| {
+            let words = piece.shrink_to_alignment(8);
+            if !words.is_empty() {
+                visit(words);
+            }
+        });
+    }
+}
 
-    let walk = |visit: &mut dyn FnMut(MemoryRange)| {
-        for ram in info.ram_ranges() {
-            // Only the identity map is reachable; RAM above it is left alone.
-            let reachable = ram.clip_below(boot::IDENTITY_MAP_END);
-            for_each_piece_outside(reachable, exclusions, |piece| {
-                let words = piece.shrink_to_alignment(8);
-                if !words.is_empty() {
-                    visit(words);
-                }
-            });
+/// The first word of the walk that does not hold its pattern, with what it holds.
+fn walk_mismatch(info: &BootInfo) -> Option<(u64, u64)> {
+    let mut mismatch = None;
+    for_each_walk_piece(info, &mut |piece| {
+        if mismatch.is_some() {
+            return;
         }
-    };
+        for address in (piece.start..piece.end).step_by(8) {
+            // SAFETY: the words the walk wrote: aligned, mapped, unaliased, and referred to
+            // by nothing in this program.
+            let value = unsafe { core::ptr::read_volatile(address as *const u64) };
+            if value != walk_pattern(address) {
+                mismatch = Some((address, value));
+                return;
+            }
+        }
+    });
+    mismatch
+}
 
+/// Writes a per-address pattern to every RAM word the guest may touch, then reads all
+/// of it back.
+fn walk_memory(info: &BootInfo) {
     let mut bytes_written = 0;
-    walk(&mut |piece| {
+    for_each_walk_piece(info, &mut |piece| {
         for address in (piece.start..piece.end).step_by(8) {
             // SAFETY: `address` is 8-aligned RAM that the memory map gives this guest,
             // below the identity map's end, and outside the image, the stack and the
@@ -287,23 +316,7 @@ fn walk_memory(info: &BootInfo) {
         }
         bytes_written += piece.size();
     });
-
-    let mut mismatch = None;
-    walk(&mut |piece| {
-        if mismatch.is_some() {
-            return;
-        }
-        for address in (piece.start..piece.end).step_by(8) {
-            // SAFETY: the same words as written above: aligned, mapped, unaliased.
-            let value = unsafe { core::ptr::read_volatile(address as *const u64) };
-            if value != walk_pattern(address) {
-                mismatch = Some((address, value));
-                return;
-            }
-        }
-    });
-
-    if let Some((address, value)) = mismatch {
+    if let Some((address, value)) = walk_mismatch(info) {
         println!(
             "memory walk: MISMATCH at {address:#x}: read {value:#x}, wrote {:#x}",
             walk_pattern(address)
@@ -314,6 +327,19 @@ fn walk_memory(info: &BootInfo) {
         "memory walk: {} KiB written and verified",
         bytes_written / 1024
     );
+}
+
+/// `recheck-walk`: reads the memory walk's pattern again (after the other partitions ran:
+/// a DMA or a write from outside would show); prints `memory recheck: intact` or the
+/// first changed word.
+fn recheck_walk(info: &BootInfo) {
+    match walk_mismatch(info) {
+        None => println!("memory recheck: intact"),
+        Some((address, value)) => println!(
+            "memory recheck: CHANGED at {address:#x}: read {value:#x}, wrote {:#x}",
+            walk_pattern(address)
+        ),
+    }
 }
 
 /// Reads a word outside the partition's memory; the hypervisor must stop the partition.

@@ -66,12 +66,12 @@ fn select(device: u8, function: u8, offset: u16) -> u32 {
 }
 
 /// A configuration dword of bus 0 through mechanism #1.
-fn conf1_read(device: u8, function: u8, offset: u16) -> u32 {
+pub(crate) fn conf1_read(device: u8, function: u8, offset: u16) -> u32 {
     out32(CONF1_ADDRESS, select(device, function, offset));
     in32(CONF1_DATA)
 }
 
-fn conf1_write(device: u8, function: u8, offset: u16, value: u32) {
+pub(crate) fn conf1_write(device: u8, function: u8, offset: u16, value: u32) {
     out32(CONF1_ADDRESS, select(device, function, offset));
     out32(CONF1_DATA, value);
 }
@@ -86,7 +86,7 @@ fn conf1_write_byte(device: u8, function: u8, offset: u16, value: u8) {
     };
 }
 
-fn mmio_read(address: u64) -> u32 {
+pub(crate) fn mmio_read(address: u64) -> u32 {
     let value: u32;
     // SAFETY: `address` lies in the ECAM window or a BAR of a function this partition owns
     // (identity-mapped uncached or trapped); a 32-bit load touches no memory of ours.
@@ -96,7 +96,7 @@ fn mmio_read(address: u64) -> u32 {
     value
 }
 
-fn mmio_write(address: u64, value: u32) {
+pub(crate) fn mmio_write(address: u64, value: u32) {
     // SAFETY: as for `mmio_read`: a register of a device this partition owns.
     unsafe {
         core::arch::asm!("mov dword ptr [{address}], {value:e}", address = in(reg) address, value = in(reg) value, options(nostack, preserves_flags))
@@ -104,7 +104,7 @@ fn mmio_write(address: u64, value: u32) {
 }
 
 /// `dd.f` or `00:dd.f` → (device, function) on bus 0.
-fn parse_bdf(text: &str) -> Option<(u8, u8)> {
+pub(crate) fn parse_bdf(text: &str) -> Option<(u8, u8)> {
     let text = text.strip_prefix("00:").unwrap_or(text);
     let (device, function) = text.split_once('.')?;
     let device = u8::from_str_radix(device, 16)
@@ -152,7 +152,7 @@ fn scan(how: &str, mut read: impl FnMut(u8, u8, u16) -> u32) -> u32 {
 }
 
 /// BAR0's address with memory decoding enabled (command bit 1).
-fn enable_bar0(device: u8, function: u8) -> u64 {
+pub(crate) fn enable_bar0(device: u8, function: u8) -> u64 {
     let command = conf1_read(device, function, 0x04) & 0xffff;
     conf1_write(device, function, 0x04, command | 0x2);
     u64::from(conf1_read(device, function, 0x10) & !0xf)

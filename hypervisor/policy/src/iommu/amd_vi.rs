@@ -77,6 +77,22 @@ impl EntryFormat for AmdViIo {
     }
 }
 
+/// What every empty slot of a domain's tables holds after [`mark_holes`]: not present
+/// (PR = 0), Next Level 1. With PR = 0 the unit ignores the rest of the entry and refuses
+/// the access with an IO_PAGE_FAULT event (§2.2.3, §2.5.3); QEMU (10.0) only logs that
+/// event for a non-zero entry, so zero is not used for "not present".
+pub const NOT_PRESENT: u64 = 1 << entry::NEXT_LEVEL_SHIFT;
+
+/// Fills every empty slot of a domain's table pages with [`NOT_PRESENT`], once the tree
+/// is built (the planner takes zero for a free slot while it builds).
+pub fn mark_holes(pages: &mut [[u64; 512]]) {
+    for slot in pages.iter_mut().flat_map(|page| page.iter_mut()) {
+        if *slot == 0 {
+            *slot = NOT_PRESENT;
+        }
+    }
+}
+
 /// Device IDs an AMD-Vi device table covers when it has every entry: a 16-bit requester ID
 /// (bus, device, function).
 pub const DEVICE_IDS: usize = 65536;
@@ -343,6 +359,15 @@ mod tests {
             None,
             "device memory is not DMA-mapped"
         );
+        mark_holes(&mut pages);
+        let translate = |address| walk::<AmdViIo>(&pages, base, root, address);
+        assert_eq!(
+            translate(0x12_3456).unwrap().0,
+            0x112_3456,
+            "mappings unchanged"
+        );
+        assert_eq!(translate(0x40_0000), None, "a marked hole is not present");
+        assert!(pages.iter().flatten().all(|&entry| entry != 0));
     }
 
     #[test]
