@@ -286,6 +286,11 @@ impl CoreSignals {
     }
 
     fn take_message(&self) -> Option<Message> {
+        // A plain load first: the slot is empty on almost every pass of the run loop, and
+        // the locked swap would cost a bus-locked read-modify-write on each exit.
+        if self.message.load(Ordering::Acquire) == NO_MESSAGE {
+            return None;
+        }
         match self.message.swap(NO_MESSAGE, Ordering::AcqRel) {
             NO_MESSAGE => None,
             MESSAGE_INIT => Some(Message::Init),

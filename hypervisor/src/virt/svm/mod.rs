@@ -162,6 +162,7 @@ impl SvmVcpu {
         Self { core }
     }
 
+    #[inline(always)]
     fn decode_exit(&self) -> Exit {
         let vmcb = &self.core.guest;
         let code = vmcb.read_u64(control::EXIT_CODE);
@@ -235,6 +236,7 @@ extern "C" {
 }
 
 impl VirtualCpu for SvmVcpu {
+    #[inline(always)]
     fn run(&mut self) -> Exit {
         let guest = self.core.guest.physical_address();
         let host = self.core.host.physical_address();

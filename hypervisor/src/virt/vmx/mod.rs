@@ -305,6 +305,7 @@ impl VmxVcpu {
         };
     }
 
+    #[inline(always)]
     fn decode_exit(&mut self) -> Option<Exit> {
         let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
         if reason & (1 << 31) != 0 {
@@ -433,6 +434,7 @@ impl VmxVcpu {
 }
 
 impl VirtualCpu for VmxVcpu {
+    #[inline(always)]
     fn run(&mut self) -> Exit {
         loop {
             // SAFETY: this core's VMCS is current and complete (controls, host and guest
