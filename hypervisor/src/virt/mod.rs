@@ -173,9 +173,11 @@ pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 pub trait VirtualCpu {
     /// Enters the guest and returns when it exits.
     fn run(&mut self) -> Exit;
+    #[inline(always)]
     fn register(&self, register: Register) -> u64 {
         self.register_number(register as u8)
     }
+    #[inline(always)]
     fn set_register(&mut self, register: Register, value: u64) {
         self.set_register_number(register as u8, value)
     }
