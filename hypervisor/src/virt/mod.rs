@@ -220,4 +220,10 @@ pub trait VirtualCpu {
     fn clear_for_restart(&mut self);
     /// Delivers an NMI to the guest at the next entry.
     fn inject_nmi(&mut self);
+    /// Whether every NMI sent to this core while it runs in the hypervisor makes the next
+    /// guest entry exit at once (as `Exit::Nmi`): then the run loop need not look at its
+    /// signals after an exit that was not an NMI. True on SVM (the NMI stays pending while
+    /// GIF is clear, APM vol. 2 §15.17); on VMX where the preemption timer exists (the host's
+    /// NMI handler arms it at zero, SDM vol. 3 §26.7.4).
+    fn signals_always_exit(&self) -> bool;
 }

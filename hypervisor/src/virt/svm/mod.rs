@@ -436,6 +436,13 @@ impl VirtualCpu for SvmVcpu {
         crate::arch::x2apic::reset_for_restart();
     }
 
+    /// The hypervisor runs with GIF clear: an NMI sent to this core meanwhile stays pending
+    /// and exits the guest right after the next VMRUN (APM vol. 2 §15.17).
+    #[inline(always)]
+    fn signals_always_exit(&self) -> bool {
+        true
+    }
+
     fn inject_nmi(&mut self) {
         // EVENTINJ type 2 = NMI, vector 2 (APM §15.20).
         self.core

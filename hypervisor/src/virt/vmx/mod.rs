@@ -711,6 +711,15 @@ impl VirtualCpu for VmxVcpu {
         crate::arch::x2apic::reset_for_restart();
     }
 
+    /// An NMI taken in the hypervisor arms the preemption timer at zero
+    /// (`exit_soon_after_entry`), so the next entry exits at once — where the processor has
+    /// the timer. Without it such a signal is seen only at the loop's next look at its
+    /// signals, which must then follow every exit.
+    #[inline(always)]
+    fn signals_always_exit(&self) -> bool {
+        self.capabilities.preemption_timer
+    }
+
     fn inject_nmi(&mut self) {
         // Interruption type 2 = NMI, vector 2 (SDM §25.8.3). While the guest blocks NMIs
         // (interruptibility bit 3) entry with an NMI would fail (SDM §26.3.1.5): the NMI is
