@@ -459,7 +459,10 @@ impl VirtualCpu for VmxVcpu {
                 return Exit::InvalidGuestState;
             }
             self.core.launched = true;
-            vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
+            // No VMWRITE of the VM-entry interruption-information field here: every VM exit
+            // clears its valid bit (SDM vol. 3C §28.2, "Recording VM-Exit Information and
+            // Updating VM-Entry Control Fields"), so an event injected at this entry is not
+            // injected again at the next.
             if let Some(exit) = self.decode_exit() {
                 return exit;
             }
