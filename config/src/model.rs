@@ -806,6 +806,10 @@ pub struct Run {
     /// How long the runner lets the machine run.
     #[serde(default)]
     pub seconds: Option<Located<u64>>,
+    /// Devices the runner adds to the QEMU machine (`-device` values): the emulated
+    /// hardware the table describes, such as an IOMMU (`amd-iommu`).
+    #[serde(default)]
+    pub qemu_devices: Vec<Located<String>>,
 }
 
 /// A span that covers nothing, for findings about the file as a whole.

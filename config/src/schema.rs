@@ -191,6 +191,7 @@ const CHANNEL: Shape = Shape::Table(&[
 const RUN: Shape = Shape::Table(&[
     optional("expect-faults", STRING_LIST),
     optional("seconds", ADDRESS),
+    optional("qemu-devices", STRING_LIST),
 ]);
 const DOCUMENT: &[Field] = &[
     required("platform", PLATFORM),

@@ -310,6 +310,7 @@ mod tests {
             console_port: Some(0x3e8),
             expect_faults: vec!["intruder".into()],
             run_seconds: None,
+            qemu_devices: Vec::new(),
         }
     }
 

@@ -106,6 +106,9 @@ pub fn arguments(
     .map(|argument| argument.to_string())
     .collect();
     arguments.extend(boot);
+    for device in &table.qemu_devices {
+        arguments.extend(["-device".to_string(), device.clone()]);
+    }
     arguments.extend(
         ["-display", "none", "-no-reboot", "-monitor", "none"]
             .iter()
@@ -192,6 +195,7 @@ mod tests {
             console_port,
             expect_faults: vec![],
             run_seconds: None,
+            qemu_devices: Vec::new(),
         }
     }
 

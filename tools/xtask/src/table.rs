@@ -28,6 +28,8 @@ pub struct TableInfo {
     pub expect_faults: Vec<String>,
     /// How long the table's author expects a run to take (`[run] seconds`).
     pub run_seconds: Option<u64>,
+    /// `-device` values QEMU gets for this table (`[run] qemu-devices`).
+    pub qemu_devices: Vec<String>,
 }
 
 /// One partition, as far as the runner is concerned.
@@ -92,6 +94,12 @@ pub fn load(path: &Path) -> Result<TableInfo> {
             .map(|name| name.to_string())
             .collect(),
         run_seconds: table.run.seconds.as_deref().copied(),
+        qemu_devices: table
+            .run
+            .qemu_devices
+            .iter()
+            .map(|device| device.to_string())
+            .collect(),
     })
 }
 

@@ -15,6 +15,7 @@ use crate::table::{self, CPU_COUNT};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use tessera_policy::control_registers::efer_supported;
+use tessera_policy::guest_nmi::{AtIret, DebugTrap, Delivery, NmiBlocking};
 use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::xcr0::CheckedXcr0;
 pub use vmcb::Vmcb;
@@ -54,13 +55,18 @@ impl PermissionMaps {
 }
 
 /// The SVM state one core owns: its guest VMCB, a VMCB for the host's VMSAVE state, the
-/// host save area VMRUN uses, and the guest registers.
+/// host save area VMRUN uses, the guest registers, and the guest's NMI blocking, kept in
+/// software so that the guest can never mask the hypervisor's NMIs
+/// (`tessera_policy::guest_nmi`).
 #[repr(C, align(4096))]
 pub struct SvmCore {
     guest: Vmcb,
     host: Vmcb,
     host_save_area: Vmcb,
     registers: GeneralRegisters,
+    nmi: NmiBlocking,
+    /// The guest's DR6 when the hypervisor began single-stepping its IRET.
+    dr6_before_step: u64,
 }
 
 impl SvmCore {
@@ -70,6 +76,8 @@ impl SvmCore {
             host: Vmcb::new(),
             host_save_area: Vmcb::new(),
             registers: GeneralRegisters([0; 16]),
+            nmi: NmiBlocking::new(),
+            dr6_before_step: 0,
         }
     }
 }
@@ -247,6 +255,71 @@ impl SvmVcpu {
         load_host_context(self.guest_context_live, self.core.host.physical_address());
     }
 
+    /// Turns the IRET intercept on or off (intercept vector 3 bit 20, APM table B-1).
+    fn set_iret_intercept(&mut self, on: bool) {
+        let vmcb = &mut self.core.guest;
+        let mut vector = InterceptVector3::from_bits_retain(
+            vmcb.read_field(control::INTERCEPT_VECTOR_3, 32) as u32,
+        );
+        vector.set(InterceptVector3::IRET, on);
+        vmcb.write_u32(control::INTERCEPT_VECTOR_3, vector.bits());
+    }
+
+    /// Injects the guest's NMI as an external-interrupt event with vector 2 (EVENTINJ type 0,
+    /// APM §15.20): it runs the guest's IDT entry 2 as an NMI would, without setting the
+    /// processor's NMI mask, which would hold off the hypervisor's own NMIs until the guest
+    /// chose to IRET. The blocking is kept in software instead; its end is the guest's IRET.
+    fn inject_nmi_as_interrupt(&mut self) {
+        self.core
+            .guest
+            .write_u64(control::EVENT_INJECTION, 2 | (1 << 31));
+        self.set_iret_intercept(true);
+    }
+
+    /// The exits the backend handles itself, for the software NMI blocking: the IRET that
+    /// ends it and the single step over that IRET. `None` means enter the guest again.
+    fn nmi_blocking_exit(&mut self, code: u64) -> Option<Exit> {
+        const TRAP_FLAG: u64 = 1 << 8;
+        match code {
+            // Before the IRET executes (no NRIP save: RIP is the IRET's).
+            exit_code::IRET => {
+                let rflags = self.core.guest.read_u64(state::RFLAGS);
+                self.set_iret_intercept(false);
+                if self.core.nmi.at_iret(rflags & TRAP_FLAG != 0) == AtIret::StepOver {
+                    // SDM Vol. 3B 17.3.1.4: TF set when an instruction starts makes a #DB
+                    // trap after it, even when the instruction (IRET) loads a clear TF.
+                    self.core.dr6_before_step = self.core.guest.read_u64(state::DR6);
+                    self.core.guest.write_u64(state::RFLAGS, rflags | TRAP_FLAG);
+                }
+                None
+            }
+            exit_code::DEBUG => match self.core.nmi.debug_trap() {
+                DebugTrap::Guest => Some(Exit::ReflectedException(Exception::Debug)),
+                DebugTrap::AfterIret {
+                    also_guest_trap: false,
+                } => {
+                    // The step was the hypervisor's: the guest's DR6 as before, and the held
+                    // NMI now, after the IRET, as the processor would deliver it.
+                    let dr6 = self.core.dr6_before_step;
+                    self.core.guest.write_u64(state::DR6, dr6);
+                    self.inject_nmi_as_interrupt();
+                    None
+                }
+                DebugTrap::AfterIret {
+                    also_guest_trap: true,
+                } => {
+                    // The guest's own trap first (SDM Vol. 3A 6.9), then the owed NMI: a
+                    // self-NMI exits at the next instruction boundary, after the #DB's
+                    // delivery, and is delivered as the guest's (no hypervisor signal is
+                    // counted for it).
+                    crate::arch::x2apic::send_nmi(crate::arch::x2apic::current_id());
+                    Some(Exit::ReflectedException(Exception::Debug))
+                }
+            },
+            _ => unreachable!("only IRET and #DB exits come here"),
+        }
+    }
+
     #[inline(always)]
     fn decode_exit(&self) -> Exit {
         let vmcb = &self.core.guest;
@@ -296,7 +369,6 @@ impl SvmVcpu {
             exit_code::SHUTDOWN => Exit::TripleFault,
             // The processor has already written the guest's DR6 in the VMCB for #DB (APM
             // §15.12); #AC's error code is always 0.
-            exit_code::DEBUG => Exit::ReflectedException(Exception::Debug),
             exit_code::ALIGNMENT_CHECK => Exit::ReflectedException(Exception::AlignmentCheck),
             exit_code::NMI => Exit::Nmi,
             exit_code::INIT => Exit::Init,
@@ -328,21 +400,33 @@ impl VirtualCpu for SvmVcpu {
     #[inline(always)]
     fn run(&mut self) -> Exit {
         let guest = self.core.guest.physical_address();
-        // SAFETY: the guest VMCB is this core's own page-aligned static, set up in `new`; the
-        // register block is this core's, and so is the slot of GUEST_CONTEXT_LIVE, which the
-        // assembly reads and (after its VMLOAD of the guest's FS/GS/TR/…; the host's were
-        // saved in `new`) sets to the guest VMCB, as a relaxed atomic store. VMRUN returns
-        // here on every exit.
-        unsafe { svm_run(&mut self.core.registers, guest, self.guest_context_live) };
-        self.core.guest.write_u8(control::TLB_CONTROL, 0);
-        self.core.guest.write_u64(control::EVENT_INJECTION, 0);
+        let exit = loop {
+            // SAFETY: the guest VMCB is this core's own page-aligned static, set up in `new`;
+            // the register block is this core's, and so is the slot of GUEST_CONTEXT_LIVE,
+            // which the assembly reads and (after its VMLOAD of the guest's FS/GS/TR/…; the
+            // host's were saved in `new`) sets to the guest VMCB, as a relaxed atomic store.
+            // VMRUN returns here on every exit.
+            unsafe { svm_run(&mut self.core.registers, guest, self.guest_context_live) };
+            self.core.guest.write_u8(control::TLB_CONTROL, 0);
+            self.core.guest.write_u64(control::EVENT_INJECTION, 0);
+            let code = self.core.guest.read_u64(control::EXIT_CODE);
+            // The software NMI blocking's IRET and #DB exits read and write only RFLAGS, DR6,
+            // EVENTINJ and the intercepts (which #VMEXIT saves and VMRUN loads), and may send
+            // an NMI to this core (held: GIF is clear): they run with the guest's FS/GS/TR/…
+            // still loaded.
+            if code == exit_code::IRET || code == exit_code::DEBUG {
+                match self.nmi_blocking_exit(code) {
+                    Some(exit) => break exit,
+                    None => continue,
+                }
+            }
+            break self.decode_exit();
+        };
         // The exits handled with the guest's FS/GS/TR/… still loaded: CPUID, VMMCALL and a
         // WRMSR to the x2APIC ICR (see GUEST_CONTEXT_LIVE). Every other exit switches back
         // before its handler runs, so it finds the guest's values in the VMCB and the
-        // hypervisor's in the processor.
-        // (Decoding reads only the exit fields and the registers, which VMSAVE does not
-        // touch.)
-        let exit = self.decode_exit();
+        // hypervisor's in the processor. (Decoding reads only the exit fields and the
+        // registers, which VMSAVE does not touch.)
         match exit {
             Exit::Cpuid | Exit::Hypercall => {}
             Exit::MsrWrite { msr, .. } if msr == msr::X2APIC_ICR => {}
@@ -532,6 +616,9 @@ impl VirtualCpu for SvmVcpu {
         self.core.registers = GeneralRegisters::default();
         self.set_register(Register::Rbx, registers.rbx);
         self.set_register(Register::Rsi, registers.rsi);
+        // A start begins outside any NMI handler, with nothing held.
+        self.core.nmi.reset();
+        self.set_iret_intercept(false);
     }
 
     fn clear_for_restart(&mut self) {
@@ -550,10 +637,11 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn inject_nmi(&mut self) {
-        // EVENTINJ type 2 = NMI, vector 2 (APM §15.20).
-        self.core
-            .guest
-            .write_u64(control::EVENT_INJECTION, 2 | (2 << 8) | (1 << 31));
+        // Never as EVENTINJ type 2 (NMI): see `inject_nmi_as_interrupt`. One that arrives
+        // while the guest is in its NMI handler is held until the handler's IRET.
+        if self.core.nmi.deliver() == Delivery::InjectNow {
+            self.inject_nmi_as_interrupt();
+        }
     }
 }
 
