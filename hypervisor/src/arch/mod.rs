@@ -29,12 +29,30 @@ fn svm_enabled() -> bool {
     unsafe { msr::read(msr::IA32_EFER) & msr::EFER_SVME != 0 }
 }
 
+/// What runs before this core sets GIF (its final halt, its idle wait): the SVM backend
+/// registers the switch back to the hypervisor's own TR and segment state, which the
+/// guest's may still replace after an exit (virt::svm, `GUEST_CONTEXT_LIVE`) — an NMI taken
+/// once GIF is set finds its interrupt stack through TR.
+static BEFORE_GIF_OPENS: spin::Once<fn()> = spin::Once::new();
+
+/// Sets the hook [`halt_forever`] and [`idle_pause`] call before they set GIF on SVM.
+pub fn set_before_gif_opens(hook: fn()) {
+    BEFORE_GIF_OPENS.call_once(|| hook);
+}
+
+fn before_gif_opens() {
+    if let Some(hook) = BEFORE_GIF_OPENS.get() {
+        hook();
+    }
+}
+
 /// Stops this core for good with interrupts masked (RFLAGS.IF = 0). On SVM the global
 /// interrupt flag is set first: with GIF clear, SMIs and INIT would stay pending forever and
 /// firmware that gathers every core in SMM would stall (APM vol. 2 §15.17). NMIs are then
 /// taken by the hypervisor's IDT, which returns to the halt.
 pub fn halt_forever() -> ! {
     if svm_enabled() {
+        before_gif_opens();
         // SAFETY: STGI is valid with EFER.SVME set (checked); RFLAGS.IF stays clear, so only
         // NMI, SMI and INIT can be taken, each handled without touching this core's state.
         unsafe { core::arch::asm!("stgi", options(nomem, nostack)) };
@@ -55,6 +73,7 @@ pub fn pause() {
 /// so SMIs and INIT are not held back while the core waits (APM vol. 2 §15.17).
 pub fn idle_pause() {
     if svm_enabled() {
+        before_gif_opens();
         // SAFETY: STGI/CLGI are valid with EFER.SVME set (checked) and only toggle GIF;
         // RFLAGS.IF stays clear, so only NMI, SMI or INIT can be taken in between.
         unsafe { core::arch::asm!("stgi", "pause", "clgi", options(nomem, nostack)) };

@@ -9,7 +9,7 @@ use super::{CoreContext, Counter, Flow, Message, PartitionControl};
 use crate::arch::{guest_memory, msr, tsc, x2apic};
 use crate::table::ApicId;
 use crate::virt::{ControlWrite, Exception, Register, VirtualCpu};
-use tessera_policy::icr::{self, IcrAction};
+use tessera_policy::icr::{self, IcrAction, IcrDecision};
 use tessera_policy::msr as policy_msr;
 use tessera_policy::pvclock;
 
@@ -55,7 +55,72 @@ pub fn read(vcpu: &mut impl VirtualCpu, context: &CoreContext, number: u32) -> F
     Flow::Resume
 }
 
+/// An intercepted WRMSR. The x2APIC ICR is the one written in steady state (every IPI a
+/// guest sends); it is handled here, inlined into the exit dispatch, and every other MSR out
+/// of line in [`write_other`], so the frequent exit does not pay for the rare ones.
+#[inline(always)]
 pub fn write(
+    vcpu: &mut impl VirtualCpu,
+    context: &CoreContext,
+    control: &impl PartitionControl,
+    number: u32,
+    value: u64,
+) -> Flow {
+    if number == msr::X2APIC_ICR {
+        write_icr(context, control, value);
+        vcpu.skip_instruction(INSTRUCTION_LENGTH);
+        return Flow::Resume;
+    }
+    write_other(vcpu, context, control, number, value)
+}
+
+/// A write to the x2APIC ICR, through the IPI filter (`tessera_policy::icr::filter_value`,
+/// which decides the common fixed physical IPI without a full decode).
+#[inline(always)]
+fn write_icr(context: &CoreContext, control: &impl PartitionControl, value: u64) {
+    let decision = icr::filter_value(value, context.apic_id.0, context.partition.cpus);
+    match decision.action {
+        IcrAction::Send { icr_template }
+            if icr_template & icr::DELIVERY_MODE_MASK == icr::DELIVERY_MODE_FIXED =>
+        {
+            for apic_id in decision.targets.apic_ids(context.partition.cpus) {
+                x2apic::send_raw(icr::with_destination(icr_template, apic_id));
+            }
+        }
+        IcrAction::Drop(_) => {}
+        _ => signal_targets(context, control, decision),
+    }
+    if decision.dropped_destinations != 0 {
+        control.count(
+            context,
+            Counter::DroppedIpi,
+            u64::from(decision.dropped_destinations),
+        );
+    }
+}
+
+/// The ICR actions the hypervisor carries out through the runtime (a guest NMI, INIT and
+/// start-up to the partition's own cores): rare, out of line.
+#[inline(never)]
+#[cold]
+fn signal_targets(context: &CoreContext, control: &impl PartitionControl, decision: IcrDecision) {
+    let targets = decision.targets.apic_ids(context.partition.cpus);
+    match decision.action {
+        IcrAction::Send { .. } => {
+            targets.for_each(|apic_id| control.send_message(ApicId(apic_id), Message::GuestNmi))
+        }
+        IcrAction::Init => {
+            targets.for_each(|apic_id| control.send_message(ApicId(apic_id), Message::Init))
+        }
+        IcrAction::StartUp { vector } => targets
+            .for_each(|apic_id| control.send_message(ApicId(apic_id), Message::StartUp { vector })),
+        IcrAction::Drop(_) => {}
+    }
+}
+
+/// Every intercepted WRMSR but the ICR's.
+#[inline(never)]
+fn write_other(
     vcpu: &mut impl VirtualCpu,
     context: &CoreContext,
     control: &impl PartitionControl,
@@ -113,42 +178,6 @@ pub fn write(
             if written.is_none() {
                 vcpu.inject_exception(Exception::GeneralProtection);
                 return Flow::Resume;
-            }
-        }
-        msr::X2APIC_ICR => {
-            let decision = icr::filter(
-                &icr::Icr::decode(value),
-                context.apic_id.0,
-                context.partition.cpus,
-            );
-            let targets = decision.targets.apic_ids(context.partition.cpus);
-            match decision.action {
-                IcrAction::Send { icr_template }
-                    if icr::Icr::decode(icr_template).delivery_mode == icr::DeliveryMode::Nmi =>
-                {
-                    targets.for_each(|apic_id| {
-                        control.send_message(ApicId(apic_id), Message::GuestNmi)
-                    })
-                }
-                IcrAction::Send { icr_template } => {
-                    for apic_id in targets {
-                        x2apic::send_raw(icr::with_destination(icr_template, apic_id));
-                    }
-                }
-                IcrAction::Init => {
-                    targets.for_each(|apic_id| control.send_message(ApicId(apic_id), Message::Init))
-                }
-                IcrAction::StartUp { vector } => targets.for_each(|apic_id| {
-                    control.send_message(ApicId(apic_id), Message::StartUp { vector })
-                }),
-                IcrAction::Drop(_) => {}
-            }
-            if decision.dropped_destinations != 0 {
-                control.count(
-                    context,
-                    Counter::DroppedIpi,
-                    u64::from(decision.dropped_destinations),
-                );
             }
         }
         _ => {

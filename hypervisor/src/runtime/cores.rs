@@ -4,11 +4,11 @@
 use super::{memory, partition, PartitionRuntime};
 use crate::arch::host_paging::GuardedStacks;
 use crate::arch::{self, ap_startup, cpu::CoreDescriptors, x2apic};
-use crate::exits::{handle_exit, CoreContext, Message};
+use crate::exits::{handle_exit, CoreContext, Flow, Message};
 use crate::table::{self, ApicId, CoreIndex, PartitionIndex, CPU_COUNT, MACHINE, PARTITION_COUNT};
 use crate::virt::svm::{self, SvmCore, SvmVcpu};
 use crate::virt::vmx::{self, VmxCore, VmxVcpu};
-use crate::virt::{Backend, StartState, VirtualCpu};
+use crate::virt::{Backend, Exit, StartState, VirtualCpu};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use static_cell::ConstStaticCell;
 use tessera_abi::table::{CacheControl, Partition};
@@ -183,49 +183,61 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
         partition::set_running(context.partition_index);
         super::note_guest_entry(context, start);
     }
+    // Whether the last exit may have brought a signal: a stop, a restart, a message. Every
+    // such change reaches a running core with an NMI (`signal`, `partition::signal_cores`),
+    // and this core's own handlers that stop or restart its partition return `Flow::Stop`.
+    // So where an NMI sent while the core is in the hypervisor always makes the next entry
+    // exit (`signals_always_exit`), an exit that was neither an NMI nor a stop goes straight
+    // back to the guest: the frequent exits (ICR writes, doorbells, CPUID) do not re-read
+    // the partition's state each time.
+    let mut look_at_signals = true;
     loop {
-        if partition::is_stopping(context.partition_index) {
-            arch::halt_forever();
-        }
-        let generation = partition::generation(context.partition_index);
-        if generation != seen_generation {
-            seen_generation = generation;
-            let mut restarted = None;
-            partition::restart_rendezvous(context, is_boot_core, generation, || {
-                restarted = restart_partition(context);
-            });
-            signals.take_message();
-            // Every core of the partition comes back as from power-on, not only the boot core.
-            vcpu.clear_for_restart();
-            match restarted {
-                Some(start) => {
+        if look_at_signals {
+            if partition::is_stopping(context.partition_index) {
+                arch::halt_forever();
+            }
+            let generation = partition::generation(context.partition_index);
+            if generation != seen_generation {
+                seen_generation = generation;
+                let mut restarted = None;
+                partition::restart_rendezvous(context, is_boot_core, generation, || {
+                    restarted = restart_partition(context);
+                });
+                signals.take_message();
+                // Every core of the partition comes back as from power-on, not only the boot core.
+                vcpu.clear_for_restart();
+                match restarted {
+                    Some(start) => {
+                        vcpu.reset(&start);
+                        waiting_for_startup = false;
+                        super::note_guest_entry(context, start);
+                    }
+                    None => waiting_for_startup = true,
+                }
+                continue;
+            }
+            match signals.take_message() {
+                Some(Message::Init) => waiting_for_startup = true,
+                Some(Message::StartUp { vector }) if waiting_for_startup => {
+                    let start = StartState::StartUp { vector };
                     vcpu.reset(&start);
                     waiting_for_startup = false;
                     super::note_guest_entry(context, start);
                 }
-                None => waiting_for_startup = true,
+                // A start-up IPI to a running core is ignored, as on hardware (SDM §10.4.4.1);
+                // guest NMIs never sit in the message slot.
+                Some(Message::StartUp { .. }) | Some(Message::GuestNmi) | None => {}
             }
-            continue;
-        }
-        match signals.take_message() {
-            Some(Message::Init) => waiting_for_startup = true,
-            Some(Message::StartUp { vector }) if waiting_for_startup => {
-                let start = StartState::StartUp { vector };
-                vcpu.reset(&start);
-                waiting_for_startup = false;
-                super::note_guest_entry(context, start);
+            if waiting_for_startup {
+                arch::idle_pause();
+                continue;
             }
-            // A start-up IPI to a running core is ignored, as on hardware (SDM §10.4.4.1);
-            // guest NMIs never sit in the message slot.
-            Some(Message::StartUp { .. }) | Some(Message::GuestNmi) | None => {}
-        }
-        if waiting_for_startup {
-            arch::idle_pause();
-            continue;
         }
         let exit = vcpu.run();
+        let signalled = matches!(exit, Exit::Nmi);
         // Resume or Stop: a stop or a restart request is seen at the top of the loop.
-        let _flow = handle_exit(vcpu, exit, context, &PartitionRuntime);
+        let flow = handle_exit(vcpu, exit, context, &PartitionRuntime);
+        look_at_signals = signalled || matches!(flow, Flow::Stop) || !vcpu.signals_always_exit();
     }
 }
 
@@ -287,6 +299,11 @@ impl CoreSignals {
     }
 
     fn take_message(&self) -> Option<Message> {
+        // A plain load first: the slot is empty on almost every pass of the run loop, and
+        // the locked swap would cost a bus-locked read-modify-write on each exit.
+        if self.message.load(Ordering::Acquire) == NO_MESSAGE {
+            return None;
+        }
         match self.message.swap(NO_MESSAGE, Ordering::AcqRel) {
             NO_MESSAGE => None,
             MESSAGE_INIT => Some(Message::Init),

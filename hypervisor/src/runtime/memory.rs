@@ -9,7 +9,7 @@ use crate::table::{MACHINE, PARTITION_COUNT, STAGE2_TABLE_PAGES};
 use crate::virt::{Backend, StartState};
 use sha2::{Digest, Sha256};
 use static_cell::ConstStaticCell;
-use tessera_abi::table::{Entry, Partition};
+use tessera_abi::table::{Blob, Entry, Partition};
 use tessera_policy::stage2::{self, Ept, Npt, TablePool};
 
 /// Guest-physical address of the PVH start-info block: page 1 of the partition, below the
@@ -24,6 +24,31 @@ struct Stage2Pool([[u64; 512]; STAGE2_TABLE_PAGES]);
 
 static STAGE2_POOL: ConstStaticCell<Stage2Pool> =
     ConstStaticCell::new(Stage2Pool([[0; 512]; STAGE2_TABLE_PAGES]));
+
+/// The blobs whose digest the first boot has checked already: their address, length and
+/// expected digest. A table may give several partitions the same image (the demo table's
+/// three partitions share one guest ELF, embedded once), and hashing the same bytes of the
+/// hypervisor's read-only image again within the same boot cannot give another answer; the
+/// software SHA-256 was a third of the boot's instructions. A restart checks its blobs
+/// again. Entries beyond the capacity are simply hashed each time.
+static CHECKED_AT_BOOT: spin::Mutex<heapless::Vec<(usize, usize, [u8; 32]), 16>> =
+    spin::Mutex::new(heapless::Vec::new());
+
+/// Whether `blob`'s bytes have the SHA-256 the build computed. `at_boot`: the first load
+/// (on the bootstrap core, before any guest runs), where a blob checked for an earlier
+/// partition is not hashed again.
+fn digest_matches(blob: &Blob, at_boot: bool) -> bool {
+    let key = (blob.bytes.as_ptr() as usize, blob.bytes.len(), blob.sha256);
+    if at_boot && CHECKED_AT_BOOT.lock().contains(&key) {
+        return true;
+    }
+    let matches = Sha256::digest(blob.bytes).as_slice() == blob.sha256;
+    if matches && at_boot {
+        // Full: the blob is hashed again next time, which is only slower.
+        let _ = CHECKED_AT_BOOT.lock().push(key);
+    }
+    matches
+}
 
 /// Why a partition cannot be started.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +117,7 @@ pub fn load_partition(
     guest_memory::clear_ram(partition);
     let boot = &partition.boot;
     for (index, blob) in boot.blobs.iter().enumerate() {
-        if Sha256::digest(blob.bytes).as_slice() != blob.sha256 {
+        if !digest_matches(blob, restarts == 0) {
             return Err(SetupError::BlobDigestMismatch { blob: index });
         }
     }

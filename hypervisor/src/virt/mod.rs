@@ -173,9 +173,11 @@ pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 pub trait VirtualCpu {
     /// Enters the guest and returns when it exits.
     fn run(&mut self) -> Exit;
+    #[inline(always)]
     fn register(&self, register: Register) -> u64 {
         self.register_number(register as u8)
     }
+    #[inline(always)]
     fn set_register(&mut self, register: Register, value: u64) {
         self.set_register_number(register as u8, value)
     }
@@ -218,4 +220,10 @@ pub trait VirtualCpu {
     fn clear_for_restart(&mut self);
     /// Delivers an NMI to the guest at the next entry.
     fn inject_nmi(&mut self);
+    /// Whether every NMI sent to this core while it runs in the hypervisor makes the next
+    /// guest entry exit at once (as `Exit::Nmi`): then the run loop need not look at its
+    /// signals after an exit that was not an NMI. True on SVM (the NMI stays pending while
+    /// GIF is clear, APM vol. 2 §15.17); on VMX where the preemption timer exists (the host's
+    /// NMI handler arms it at zero, SDM vol. 3 §26.7.4).
+    fn signals_always_exit(&self) -> bool;
 }

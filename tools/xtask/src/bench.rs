@@ -16,6 +16,7 @@
 mod console;
 mod elf;
 mod goals;
+mod latency;
 mod report;
 mod sources;
 
@@ -77,6 +78,8 @@ impl Selection<'_> {
                     && *name != sources::IMAGE_GROUP
                     && *name != sources::VALIDATION_GROUP
                     && !crate::linux::bench::NAMES.contains(name)
+                    && !latency::NAMES.contains(name)
+                    && *name != latency::GROUP
             })
             .collect()
     }
@@ -244,6 +247,27 @@ pub fn run(root: &Path, only: &[String]) -> Result<ExitCode> {
         }
     }
 
+    // Interrupt latency in a partition against bare (deterministic QEMU, two boots of
+    // each; see bench::latency): every figure of it when any of them is asked for.
+    if selection.any(|wanted| wanted == latency::GROUP || latency::NAMES.contains(&wanted)) {
+        println!("== bench: {}", latency::GROUP);
+        if qemu_missing(root)? {
+            return Ok(ExitCode::from(2));
+        }
+        match latency::measure(root) {
+            Ok(figures) => {
+                for (name, figure) in figures {
+                    found.add(name, figure);
+                }
+            }
+            Err(failures) => found.failures.extend(failures),
+        }
+        if process::interrupted() {
+            eprintln!("bench: interrupted");
+            return Ok(ExitCode::from(crate::INTERRUPTED_STATUS));
+        }
+    }
+
     // Linux to /init in a partition against bare (interleaved runs, not deterministic; see
     // linux::bench): every figure of that measurement when any of them is asked for.
     if selection.any(|wanted| crate::linux::bench::NAMES.contains(&wanted)) {
@@ -297,6 +321,15 @@ pub fn run(root: &Path, only: &[String]) -> Result<ExitCode> {
         println!("  - {failure}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// Whether QEMU is missing and cannot be installed (the user must).
+fn qemu_missing(root: &Path) -> Result<bool> {
+    let emulator = run::Emulator::Qemu {
+        boot: run::BootMethod::Kernel,
+        cpu: None,
+    };
+    Ok(emulator.ensure_installed(root)? == Installation::UserMustInstall)
 }
 
 /// The goals missed and the goals whose figure this run asked for but does not have (not

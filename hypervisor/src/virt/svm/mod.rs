@@ -10,8 +10,10 @@ use super::{
 };
 mod vmcb;
 
-use crate::arch::msr;
+use crate::arch::{msr, x2apic};
+use crate::table::{self, CPU_COUNT};
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 use tessera_policy::control_registers::efer_supported;
 use tessera_policy::guest_nmi::{AtIret, DebugTrap, Delivery, NmiBlocking};
 use tessera_policy::guest_walk::PagingRegisters;
@@ -80,6 +82,65 @@ impl SvmCore {
     }
 }
 
+/// The processor state VMRUN and #VMEXIT do not switch — FS, GS, TR, LDTR (with their hidden
+/// parts), KernelGSBase, STAR, LSTAR, CSTAR, SFMASK and the SYSENTER MSRs — is switched
+/// lazily (APM vol. 2 §15.5.2: VMLOAD/VMSAVE move exactly that set). After a #VMEXIT the
+/// guest's values stay loaded while the hypervisor handles the frequent exits (CPUID,
+/// VMMCALL, a WRMSR to the x2APIC ICR) and the core re-enters with no VMLOAD or VMSAVE at
+/// all; every other exit, and anything that may open GIF, first saves the guest's values
+/// into its VMCB (VMSAVE) and reloads the hypervisor's (VMLOAD of the host VMCB, saved once
+/// per core in [`SvmVcpu::new`]). Why the hypervisor can run on the guest's values:
+///
+/// * It uses none of them but TR: no FS/GS-relative data, no LDT, no SYSCALL/SYSENTER, no
+///   SWAPGS. The frequent handlers read none of them from the VMCB either (a stale FS/GS
+///   base or TR there would mislead only the instruction decoder and the control-register
+///   model, which run after the switch).
+/// * TR is read by the processor only to find an interrupt stack (IST) for the three IDT
+///   entries that have one — NMI, #DF, #MC — since the hypervisor never changes privilege
+///   level (Intel SDM vol. 3 §6.14.5, APM vol. 2 §8.9.4). NMIs (and INTR, SMI, INIT) are
+///   held while GIF is clear (APM §15.17), and GIF stays clear from the #VMEXIT to the next
+///   VMRUN on this path: the NMI exit (which opens GIF for one instruction), the idle wait
+///   and the final halt all run with the hypervisor's TR (the exit is switched here, the
+///   others through `arch::set_before_gif_opens`). Faults of the hypervisor's own code
+///   (#PF, #GP, …) use no IST and so no TSS, and end in the panic handler, whose halt
+///   switches first. What remains is a #DF — a fault while delivering a fault, i.e. a
+///   stack overflow, which this shallow path cannot reach — and a machine check, on which
+///   the hypervisor halts anyway: in this window either would take its stack from the
+///   guest's TSS and end in a shutdown.
+static GUEST_CONTEXT_LIVE: [AtomicU64; CPU_COUNT] = [const { AtomicU64::new(0) }; CPU_COUNT];
+/// Each core's host VMCB (the hypervisor's own FS, GS, TR, … as VMSAVE stored them).
+static HOST_CONTEXT: [AtomicU64; CPU_COUNT] = [const { AtomicU64::new(0) }; CPU_COUNT];
+
+/// Makes the hypervisor's FS, GS, TR, LDTR and SYSCALL/SYSENTER MSRs current again on this
+/// core if the guest's were left loaded: VMSAVE into the guest's VMCB, VMLOAD of the host's.
+fn load_host_context(live: &AtomicU64, host: u64) {
+    let guest = live.load(Ordering::Relaxed);
+    if guest == 0 {
+        return;
+    }
+    // SAFETY: `guest` is this core's guest VMCB, whose VMLOAD state is the processor's
+    // current one, and `host` this core's host VMCB, written by VMSAVE in `SvmVcpu::new`
+    // (both page-aligned statics, identity-mapped). VMSAVE stores the current FS, GS, TR,
+    // LDTR, KernelGSBase and SYSCALL/SYSENTER MSRs into the guest VMCB; VMLOAD loads the
+    // hypervisor's; nothing else changes (APM vol. 2 §15.5.2).
+    unsafe {
+        core::arch::asm!("vmsave rax", "mov rax, {host}", "vmload rax", host = in(reg) host, inout("rax") guest => _, options(nostack));
+    }
+    live.store(0, Ordering::Relaxed);
+}
+
+/// Registered with `arch::set_before_gif_opens`: before this core opens GIF (its idle wait,
+/// its final halt), the hypervisor's own TR must be loaded for the NMI's interrupt stack.
+pub fn before_gif_opens() {
+    let Some(index) = table::cpu_index(x2apic::current_id()) else {
+        return;
+    };
+    load_host_context(
+        &GUEST_CONTEXT_LIVE[index.0],
+        HOST_CONTEXT[index.0].load(Ordering::Relaxed),
+    );
+}
+
 /// Why this machine cannot run the SVM backend.
 #[derive(Clone, Copy, Debug)]
 pub enum Unsupported {
@@ -127,6 +188,9 @@ pub struct Confinement {
 /// The guest vCPU of one core.
 pub struct SvmVcpu {
     core: &'static mut SvmCore,
+    /// This core's slot of [`GUEST_CONTEXT_LIVE`]: the guest VMCB whose VMLOAD state is loaded,
+    /// or 0 when the hypervisor's is.
+    guest_context_live: &'static AtomicU64,
 }
 
 impl SvmVcpu {
@@ -140,6 +204,17 @@ impl SvmVcpu {
             msr::write(msr::AMD_VM_HSAVE_PA, core.host_save_area.physical_address());
             core::arch::asm!("clgi", options(nomem, nostack));
         }
+        // The hypervisor's own FS, GS, TR, LDTR and SYSCALL/SYSENTER MSRs, saved once: they
+        // never change after the core loaded its descriptors.
+        let host = core.host.physical_address();
+        // SAFETY: the host VMCB is this core's page-aligned static; VMSAVE only writes the
+        // current FS/GS/TR/LDTR/MSR state into it (APM vol. 2 §15.5.2).
+        unsafe { core::arch::asm!("vmsave rax", in("rax") host, options(nostack)) };
+        let index = table::cpu_index(x2apic::current_id()).expect("a core of the table");
+        HOST_CONTEXT[index.0].store(host, Ordering::Relaxed);
+        let guest_context_live = &GUEST_CONTEXT_LIVE[index.0];
+        guest_context_live.store(0, Ordering::Relaxed);
+        crate::arch::set_before_gif_opens(before_gif_opens);
         let vmcb = &mut core.guest;
         vmcb.write_u32(control::INTERCEPT_EXCEPTIONS, super::REFLECTED_EXCEPTIONS);
         vmcb.write_u32(
@@ -167,7 +242,17 @@ impl SvmVcpu {
         vmcb.write_u64(control::NESTED_PAGING, 1);
         vmcb.write_u64(control::NESTED_CR3, start.nested_cr3);
 
-        Self { core }
+        Self {
+            core,
+            guest_context_live,
+        }
+    }
+
+    /// Switches to the hypervisor's FS, GS, TR, … if the guest's are loaded (see
+    /// [`GUEST_CONTEXT_LIVE`]); afterwards the guest VMCB holds the guest's current values.
+    #[inline]
+    fn load_host_context(&mut self) {
+        load_host_context(self.guest_context_live, self.core.host.physical_address());
     }
 
     /// Turns the IRET intercept on or off (intercept vector 3 bit 20, APM table B-1).
@@ -235,6 +320,7 @@ impl SvmVcpu {
         }
     }
 
+    #[inline(always)]
     fn decode_exit(&self) -> Exit {
         let vmcb = &self.core.guest;
         let code = vmcb.read_u64(control::EXIT_CODE);
@@ -303,20 +389,31 @@ impl SvmVcpu {
 
 extern "C" {
     /// Runs the guest until its next exit; see the assembly below.
-    fn svm_run(registers: *mut GeneralRegisters, guest_vmcb: u64, host_vmcb: u64);
+    fn svm_run(
+        registers: *mut GeneralRegisters,
+        guest_vmcb: u64,
+        guest_context_live: *const AtomicU64,
+    );
 }
 
 impl VirtualCpu for SvmVcpu {
+    #[inline(always)]
     fn run(&mut self) -> Exit {
         let guest = self.core.guest.physical_address();
-        let host = self.core.host.physical_address();
         let exit = loop {
-            // SAFETY: both VMCBs are this core's own page-aligned statics, set up in `new`;
-            // the register block is this core's. VMRUN returns here on every exit.
-            unsafe { svm_run(&mut self.core.registers, guest, host) };
+            // SAFETY: the guest VMCB is this core's own page-aligned static, set up in `new`;
+            // the register block is this core's, and so is the slot of GUEST_CONTEXT_LIVE,
+            // which the assembly reads and (after its VMLOAD of the guest's FS/GS/TR/…; the
+            // host's were saved in `new`) sets to the guest VMCB, as a relaxed atomic store.
+            // VMRUN returns here on every exit.
+            unsafe { svm_run(&mut self.core.registers, guest, self.guest_context_live) };
             self.core.guest.write_u8(control::TLB_CONTROL, 0);
             self.core.guest.write_u64(control::EVENT_INJECTION, 0);
             let code = self.core.guest.read_u64(control::EXIT_CODE);
+            // The software NMI blocking's IRET and #DB exits read and write only RFLAGS, DR6,
+            // EVENTINJ and the intercepts (which #VMEXIT saves and VMRUN loads), and may send
+            // an NMI to this core (held: GIF is clear): they run with the guest's FS/GS/TR/…
+            // still loaded.
             if code == exit_code::IRET || code == exit_code::DEBUG {
                 match self.nmi_blocking_exit(code) {
                     Some(exit) => break exit,
@@ -325,6 +422,16 @@ impl VirtualCpu for SvmVcpu {
             }
             break self.decode_exit();
         };
+        // The exits handled with the guest's FS/GS/TR/… still loaded: CPUID, VMMCALL and a
+        // WRMSR to the x2APIC ICR (see GUEST_CONTEXT_LIVE). Every other exit switches back
+        // before its handler runs, so it finds the guest's values in the VMCB and the
+        // hypervisor's in the processor. (Decoding reads only the exit fields and the
+        // registers, which VMSAVE does not touch.)
+        match exit {
+            Exit::Cpuid | Exit::Hypercall => {}
+            Exit::MsrWrite { msr, .. } if msr == msr::X2APIC_ICR => {}
+            _ => self.load_host_context(),
+        }
         if let Exit::Nmi = exit {
             // The NMI that caused the exit stays pending until GIF is set (APM §15.21.2): let
             // the host take it now (its IDT entry just returns) so it does not exit again.
@@ -470,6 +577,9 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn reset(&mut self, start: &StartState) {
+        // The VMCB's FS, GS, TR, LDTR and MSRs are rewritten below: the next VMRUN must load
+        // them, not keep the guest's old ones.
+        self.load_host_context();
         let registers = start.architectural();
         let vmcb = &mut self.core.guest;
         let segment = |vmcb: &mut Vmcb, offset, segment: Segment| {
@@ -512,10 +622,18 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn clear_for_restart(&mut self) {
+        self.load_host_context();
         self.core.guest.clear_range(state::STAR, state::CR2_END);
         // The rest is not switched by VMRUN/VMLOAD: this core's own registers.
         crate::arch::cpu::reset_guest_registers(false);
         crate::arch::x2apic::reset_for_restart();
+    }
+
+    /// The hypervisor runs with GIF clear: an NMI sent to this core meanwhile stays pending
+    /// and exits the guest right after the next VMRUN (APM vol. 2 §15.17).
+    #[inline(always)]
+    fn signals_always_exit(&self) -> bool {
+        true
     }
 
     fn inject_nmi(&mut self) {
@@ -527,12 +645,14 @@ impl VirtualCpu for SvmVcpu {
     }
 }
 
-// svm_run(registers: rdi, guest_vmcb: rsi, host_vmcb: rdx)
+// svm_run(registers: rdi, guest_vmcb: rsi, guest_context_live: rdx)
 // The register block is a GeneralRegisters: register n at offset n × 8 (RAX and RSP are in
 // the VMCB).
-// Saves the host's callee-saved registers and the host state VMRUN does not switch (FS, GS,
-// TR, LDTR, KernelGSBase, STAR family, SYSENTER: VMSAVE/VMLOAD, APM §15.5.2), loads the
-// guest's, runs it, and stores the guest's GPRs back.
+// Saves the host's callee-saved registers; if the core's GUEST_CONTEXT_LIVE slot is 0,
+// VMLOADs the guest's FS, GS, TR, LDTR, KernelGSBase, STAR family and SYSENTER MSRs (APM
+// §15.5.2) and records the guest VMCB there (otherwise they are still loaded from the last
+// exit); runs the guest and stores the guest's GPRs back. Nothing is VMSAVEd or VMLOADed
+// after the #VMEXIT: the Rust side decides.
 global_asm!(
     r#"
     .section .text
@@ -545,11 +665,12 @@ svm_run:
     push r14
     push r15
     push rdi
-    push rdx
-    mov rax, rdx
-    vmsave rax
     mov rax, rsi
+    cmp qword ptr [rdx], 0
+    jne 2f
     vmload rax
+    mov [rdx], rax
+2:
     mov rcx, [rdi + 8]
     mov rdx, [rdi + 16]
     mov rbx, [rdi + 24]
@@ -565,9 +686,8 @@ svm_run:
     mov r15, [rdi + 120]
     mov rdi, [rdi + 56]
     vmrun rax
-    vmsave rax
     push rdi
-    mov rdi, [rsp + 16]
+    mov rdi, [rsp + 8]
     mov [rdi + 8], rcx
     mov [rdi + 16], rdx
     mov [rdi + 24], rbx
@@ -583,8 +703,6 @@ svm_run:
     mov [rdi + 120], r15
     pop rax
     mov [rdi + 56], rax
-    pop rax
-    vmload rax
     pop rdi
     pop r15
     pop r14

@@ -305,24 +305,30 @@ impl VmxVcpu {
         };
     }
 
+    #[inline(always)]
     fn decode_exit(&mut self) -> Option<Exit> {
         let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
         if reason & (1 << 31) != 0 {
             return Some(Exit::InvalidGuestState);
         }
-        let qualification = vmread(vmcs::ro::EXIT_QUALIFICATION);
+        // Read only by the exits that have one: the frequent ones (CPUID, WRMSR, VMCALL) do
+        // not pay for a VMREAD they do not use.
+        let qualification = || vmread(vmcs::ro::EXIT_QUALIFICATION);
         Some(match reason & 0xFFFF {
             exit_reason::CPUID => Exit::Cpuid,
             // SDM §28.2.1 table 28-5: bits 2:0 size - 1, bit 3 IN, bit 4 string, bit 5 REP,
             // bits 31:16 port.
-            exit_reason::IO => Exit::Io(IoAccess {
-                port: (qualification >> 16) as u16,
-                size: (qualification & 0b111) as u8 + 1,
-                input: qualification & (1 << 3) != 0,
-                string: qualification & (1 << 4) != 0,
-                repeat: qualification & (1 << 5) != 0,
-                next_rip: self.rip() + vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN),
-            }),
+            exit_reason::IO => {
+                let qualification = qualification();
+                Exit::Io(IoAccess {
+                    port: (qualification >> 16) as u16,
+                    size: (qualification & 0b111) as u8 + 1,
+                    input: qualification & (1 << 3) != 0,
+                    string: qualification & (1 << 4) != 0,
+                    repeat: qualification & (1 << 5) != 0,
+                    next_rip: self.rip() + vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN),
+                })
+            }
             exit_reason::RDMSR => Exit::MsrRead {
                 msr: self.register(Register::Rcx) as u32,
             },
@@ -333,11 +339,14 @@ impl VmxVcpu {
             },
             exit_reason::VMCALL => Exit::Hypercall,
             // SDM §28.2.1 table 28-7: bit 0 read, bit 1 write, bit 2 instruction fetch.
-            exit_reason::EPT_VIOLATION => Exit::NestedPageFault {
-                guest_physical: vmread(vmcs::ro::GUEST_PHYSICAL_ADDR_FULL),
-                write: qualification & (1 << 1) != 0,
-                fetch: qualification & (1 << 2) != 0,
-            },
+            exit_reason::EPT_VIOLATION => {
+                let qualification = qualification();
+                Exit::NestedPageFault {
+                    guest_physical: vmread(vmcs::ro::GUEST_PHYSICAL_ADDR_FULL),
+                    write: qualification & (1 << 1) != 0,
+                    fetch: qualification & (1 << 2) != 0,
+                }
+            }
             exit_reason::TRIPLE_FAULT => Exit::TripleFault,
             // Armed by `exit_soon_after_entry`: disarm; the run loop looks at its signals.
             exit_reason::PREEMPTION_TIMER => {
@@ -374,7 +383,7 @@ impl VmxVcpu {
                         // A #DB exit leaves DR6 as it was; the exit qualification holds what
                         // the exception would have set (B0–B3, BD, BS: SDM §28.2.1 table
                         // 28-1), which the guest's handler reads from DR6.
-                        let dr6 = 0xFFFF_0FF0 | (qualification & 0x600F);
+                        let dr6 = 0xFFFF_0FF0 | (qualification() & 0x600F);
                         // SAFETY: DR6 is this core's debug status register, the guest's own
                         // (Tessera does not switch it); writing it has no other effect.
                         unsafe {
@@ -399,7 +408,7 @@ impl VmxVcpu {
             // SDM §28.2.1 table 28-3. Only CR0 and CR4 writes that touch owned bits exit
             // (CR3 and CR8 exiting are off).
             exit_reason::CONTROL_REGISTER => {
-                match policy::decode_control_register_access(qualification) {
+                match policy::decode_control_register_access(qualification()) {
                     ControlRegisterAccess::MoveTo {
                         control_register: 0,
                         register,
@@ -433,6 +442,7 @@ impl VmxVcpu {
 }
 
 impl VirtualCpu for VmxVcpu {
+    #[inline(always)]
     fn run(&mut self) -> Exit {
         loop {
             // SAFETY: this core's VMCS is current and complete (controls, host and guest
@@ -449,7 +459,10 @@ impl VirtualCpu for VmxVcpu {
                 return Exit::InvalidGuestState;
             }
             self.core.launched = true;
-            vmwrite(vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
+            // No VMWRITE of the VM-entry interruption-information field here: every VM exit
+            // clears its valid bit (SDM vol. 3C §28.2, "Recording VM-Exit Information and
+            // Updating VM-Entry Control Fields"), so an event injected at this entry is not
+            // injected again at the next.
             if let Some(exit) = self.decode_exit() {
                 return exit;
             }
@@ -470,12 +483,14 @@ impl VirtualCpu for VmxVcpu {
         vmread(vmcs::guest::RFLAGS)
     }
 
+    #[inline]
     fn privilege_level(&self) -> u8 {
         // CPL is SS.DPL (SDM vol. 3 §5.5; access rights bits 6:5, §25.4.1).
         ((vmread(vmcs::guest::SS_ACCESS_RIGHTS) >> 5) & 0b11) as u8
     }
 
     /// VMX reports the exiting instruction's length (SDM §28.2.5); `length` is ignored.
+    #[inline]
     fn skip_instruction(&mut self, _length: u64) {
         let length = vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN);
         self.set_rip(self.rip() + length);
@@ -578,7 +593,7 @@ impl VirtualCpu for VmxVcpu {
         self.flush_guest_translations(flush);
     }
 
-    #[inline]
+    #[inline(always)]
     fn register_number(&self, number: u8) -> u64 {
         match number & 0xF {
             RSP => vmread(vmcs::guest::RSP),
@@ -697,6 +712,15 @@ impl VirtualCpu for VmxVcpu {
         // directly is this core's own register (Tessera switches no MSR on VMX).
         crate::arch::cpu::reset_guest_registers(true);
         crate::arch::x2apic::reset_for_restart();
+    }
+
+    /// An NMI taken in the hypervisor arms the preemption timer at zero
+    /// (`exit_soon_after_entry`), so the next entry exits at once — where the processor has
+    /// the timer. Without it such a signal is seen only at the loop's next look at its
+    /// signals, which must then follow every exit.
+    #[inline(always)]
+    fn signals_always_exit(&self) -> bool {
+        self.capabilities.preemption_timer
     }
 
     fn inject_nmi(&mut self) {
