@@ -54,7 +54,7 @@
 //!   and from the console UART's transmit-empty interrupt through I/O APIC pin `<pin>`
 //!   (default 4) to their handlers; print `irq-latency: rounds=<n> timer-min=<tsc>
 //!   timer-max=<tsc> uart-min=<tsc> uart-max=<tsc> tsc-per-timer-tick=<tsc>/<ticks>`
-//!   (status 13 on failure; see `latency.rs`);
+//!   (status 14 on failure; see `latency.rs`);
 //! * `ping=<channel>,<rounds>`: doorbell ping-pong over channel `<channel>` (table
 //!   order): wait for the peer's ready mark, then `rounds` times write a sequence number,
 //!   ring, HLT until the answer; print `ping-pong: rounds=<n> round-trip-min=<tsc>
@@ -105,7 +105,7 @@ const EXIT_CHANNEL_FAILED: u64 = 9;
 const EXIT_NMI_NOT_DELIVERED: u64 = 10;
 const EXIT_LONG_MODE_FAILED: u64 = 11;
 const EXIT_RESET_RETURNED: u64 = 12;
-const EXIT_LATENCY_FAILED: u64 = 13;
+const EXIT_LATENCY_FAILED: u64 = 14;
 
 /// How long to wait for the other partitions, in TSC ticks (about 7 s at 3 GHz; about
 /// 20 billion guest instructions under the deterministic emulator modes).
