@@ -211,6 +211,53 @@ fn check_fixed_hardware_ports() {
     }
 }
 
+/// Enables the IOMMU the firmware describes — the AMD-Vi unit of the IVRS, else the VT-d unit
+/// of the DMAR — with every device blocked but the partitions' functions (and, on AMD-Vi,
+/// the unit itself and the I/O APICs); docs/pci-iommu.md, "The IOMMU". Without either,
+/// device DMA is not confined, and the log says so. A unit this version cannot drive is
+/// reported and left off: the machine still boots.
+fn enable_iommu() {
+    let Ok(tables) = arch::acpi::tables() else {
+        return;
+    };
+    let ivrs = match tables.find(arch::acpi::Signature::IVRS) {
+        Ok(ivrs) => ivrs,
+        Err(_) => {
+            match tables.find(arch::acpi::Signature::DMAR) {
+                Ok(dmar) => match arch::intel_iommu::enable(dmar.bytes) {
+                    Ok(base) => log::info!(
+                        "boot: VT-d IOMMU at {:#x} enabled: DMA of every device blocked but the partitions' functions (interrupt remapping not built: MSIs pass)",
+                        base
+                    ),
+                    Err(refusal) => log::info!("boot: VT-d IOMMU left off: {}", refusal),
+                },
+                Err(_) => log::info!(
+                    "boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined"
+                ),
+            }
+            return;
+        }
+    };
+    let mut ioapic_ids = heapless::Vec::<u8, 16>::new();
+    if let Ok(madt) = tables.madt() {
+        for ioapic in madt.io_apics() {
+            if ioapic_ids.push(ioapic.id).is_err() {
+                log::info!("boot: more than 16 IOAPICs; AMD-Vi left off");
+                return;
+            }
+        }
+    }
+    match arch::amd_iommu::enable(ivrs.bytes, &ioapic_ids) {
+        Ok(enabled) => log::info!(
+            "boot: AMD-Vi IOMMU at {:#x} enabled: every device blocked but the unit ({:#06x}) and the IOAPICs {:04x?}",
+            enabled.base,
+            enabled.iommu_device,
+            &enabled.passthrough[1..]
+        ),
+        Err(refusal) => log::info!("boot: AMD-Vi IOMMU left off: {}", refusal),
+    }
+}
+
 /// Masks every pin of every IOAPIC the firmware lists besides the table's (whose pins
 /// `exits::ioapic::init` masks): the firmware may have left routes there that no partition
 /// could ever mask, since no partition owns those IOAPICs.
@@ -456,6 +503,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         ));
     }
     mask_other_ioapics();
+    enable_iommu();
     check_fixed_hardware_ports();
     check_ecam();
     discover_pci_functions();

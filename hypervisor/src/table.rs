@@ -15,6 +15,29 @@ pub const STAGE2_TABLE_PAGES: usize = {
     total
 };
 
+/// Table pages for the DMA domains (AMD-Vi I/O page tables) of the partitions that own a
+/// PCI function whose DMA is confined. A domain is built by the same planner from the same
+/// memory map as the partition's stage-2 tables (device memory left out), so the stage-2
+/// count bounds it.
+pub const DMA_TABLE_PAGES: usize = {
+    let mut total = 0;
+    let mut index = 0;
+    while index < PARTITION_COUNT {
+        let partition = &MACHINE.partitions[index];
+        let mut function = 0;
+        let mut confined = false;
+        while function < partition.pci_functions.len() {
+            confined |= partition.pci_functions[function].dma_confined;
+            function += 1;
+        }
+        if confined {
+            total += partition.stage2_table_pages;
+        }
+        index += 1;
+    }
+    total
+};
+
 const _: () = assert!(CPU_COUNT > 0 && PARTITION_COUNT > 0);
 
 /// A core's x2APIC ID, as the hardware and the table name it.

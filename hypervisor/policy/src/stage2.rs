@@ -264,9 +264,10 @@ pub enum Decoded {
 /// Levels are numbered 4 = PML4 … 1 = PT; an entry at level 3 or 2 with the large-page bit
 /// is a leaf, an entry at level 1 always is, one at level 4 never is.
 pub trait EntryFormat {
-    /// A non-leaf entry pointing at the table at `next_table_phys`. Non-leaf entries grant
-    /// every right so that each leaf alone decides what the guest may do.
-    fn table(next_table_phys: u64) -> u64;
+    /// A non-leaf entry of a table at `level` pointing at the table at `next_table_phys`.
+    /// Non-leaf entries grant every right so that each leaf alone decides what the guest may
+    /// do. (Only formats that record the next table's level in the entry use `level`.)
+    fn table(next_table_phys: u64, level: usize) -> u64;
     /// A leaf mapping a page of `size` at `host`. Returns 0 (not present) for rights without
     /// `read`: neither format can express a write- or execute-only page safely, so such a
     /// mapping fails closed (and translation validation reports it missing).
@@ -321,7 +322,7 @@ bitflags! {
 pub struct Npt;
 
 impl EntryFormat for Npt {
-    fn table(next_table_phys: u64) -> u64 {
+    fn table(next_table_phys: u64, _level: usize) -> u64 {
         let flags = NptEntryFlags::PRESENT | NptEntryFlags::WRITABLE | NptEntryFlags::USER;
         (next_table_phys & ADDRESS_MASK) | flags.bits()
     }
@@ -417,7 +418,7 @@ impl Ept {
 }
 
 impl EntryFormat for Ept {
-    fn table(next_table_phys: u64) -> u64 {
+    fn table(next_table_phys: u64, _level: usize) -> u64 {
         (next_table_phys & ADDRESS_MASK) | Ept::READ_WRITE_EXECUTE.bits()
     }
 
@@ -585,7 +586,7 @@ fn insert<F: EntryFormat>(
             Decoded::Leaf { .. } => return Err(InsertError::Occupied),
             Decoded::NotPresent => {
                 let next = pool.allocate().ok_or(InsertError::OutOfTablePages)?;
-                pool.pages[table][slot] = F::table(pool.phys_of(next));
+                pool.pages[table][slot] = F::table(pool.phys_of(next), level);
                 next
             }
         };
@@ -1155,7 +1156,7 @@ mod tests {
         );
         assert_eq!(count, 0);
         // A table entry pointing outside the pool is treated as unmapped.
-        pages[0][0] = Ept::table(0x1000);
+        pages[0][0] = Ept::table(0x1000, 4);
         assert_eq!(walk::<Ept>(&pages, POOL_BASE, root, 0), None);
         for_each_leaf::<Ept>(&pages, POOL_BASE, root, |_, _, _, _| count += 1);
         assert_eq!(count, 0);
@@ -1163,7 +1164,7 @@ mod tests {
 
     #[test]
     fn npt_entry_bits() {
-        let table = Npt::table(0x1234_5000);
+        let table = Npt::table(0x1234_5000, 4);
         assert_eq!(table, 0x1234_5000 | 0b111);
         assert_eq!(Npt::decode(table, 4), Decoded::Table { next: 0x1234_5000 });
         // U/S is set on every leaf, whatever the size.
@@ -1263,7 +1264,7 @@ mod tests {
 
     #[test]
     fn ept_entry_bits() {
-        let table = Ept::table(0x1234_5000);
+        let table = Ept::table(0x1234_5000, 4);
         assert_eq!(table, 0x1234_5000 | 0b111);
         assert_eq!(Ept::decode(table, 3), Decoded::Table { next: 0x1234_5000 });
         let ram = Ept::leaf(0x20_0000, PageSize::Size2MiB, Rights::RWX, MappingKind::Ram);

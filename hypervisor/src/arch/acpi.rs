@@ -19,7 +19,7 @@ use tessera_policy::firmware_acpi::{
 };
 use tessera_policy::multiboot::Rsdp;
 
-pub use tessera_policy::firmware_acpi::PowerOff;
+pub use tessera_policy::firmware_acpi::{PowerOff, Signature};
 
 /// The root pointer the boot loader gave, if any: set once on the bootstrap core, before
 /// any table is read and before the other cores start.

@@ -4,6 +4,7 @@
 //! everything that is policy lives elsewhere, in safe code.
 
 pub mod acpi;
+pub mod amd_iommu;
 pub mod ap_startup;
 pub mod boot_memory;
 pub mod console;
@@ -11,6 +12,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod guest_memory;
 pub mod host_paging;
+pub mod intel_iommu;
 pub mod ioapic;
 pub mod msr;
 pub mod pci;

@@ -8,6 +8,14 @@ use crate::arch::{self, acpi, console, tsc};
 pub fn power_off(requested_by: &str) -> ! {
     log::info!("power-off: requested by {}", requested_by);
     partition::print_counters();
+    arch::amd_iommu::poll_events();
+    if let Some((page_faults, other)) = arch::amd_iommu::event_counts() {
+        log::info!("iommu: blocked-dma={} other-events={}", page_faults, other);
+    }
+    arch::intel_iommu::poll_faults();
+    if let Some(faults) = arch::intel_iommu::fault_count() {
+        log::info!("iommu: blocked-dma={} other-events=0", faults);
+    }
     let method = acpi::power_off_method();
     log::info!("Tessera: power off");
     console::drain();

@@ -101,8 +101,16 @@ pub struct Spec {
     pub vmx: Expect,
     /// Hypervisor counters (and exit reasons) the attack adds to, with the amount.
     pub counts: &'static [(&'static str, u64)],
+    /// What it adds on SVM under QEMU only: TCG takes some intercepts before the privilege
+    /// check a processor makes first (user-wbinvd, user-invd), so they are exits there.
+    pub svm_emulator_counts: &'static [(&'static str, u64)],
     /// The refusal lines (`refused: partition=<p> …`) it causes, by kind, in order.
     pub refusals: &'static [&'static str],
+    /// For a flood of refusals of one kind: that kind. The hypervisor logs a burst of them
+    /// and counts the rest in `suppressed-log-lines`; the attack reports its `attempts=`, and
+    /// the judge claims every line of the kind that follows, so that the logged and the
+    /// suppressed lines must add up to the attempts exactly.
+    pub flood: Option<&'static str>,
     pub victim: VictimSign,
     /// For an attack that leaves something for its partition's restart to clear: the word
     /// the next start must report (`attack <name>: after-restart <word>`).
@@ -129,7 +137,9 @@ const fn word(name: &'static str, word: &'static str, why: &'static str) -> Spec
         svm: Expect::Word(word),
         vmx: Expect::Word(word),
         counts: &[],
+        svm_emulator_counts: &[],
         refusals: &[],
+        flood: None,
         victim: VictimSign::Nothing,
         after_restart: None,
         why,
@@ -150,7 +160,9 @@ const fn dropped(
         svm: Expect::Dropped,
         vmx: Expect::Dropped,
         counts,
+        svm_emulator_counts: &[],
         refusals: &[],
+        flood: None,
         victim,
         after_restart: None,
         why,
@@ -180,7 +192,9 @@ const fn contained(name: &'static str, reason: &'static str, why: &'static str) 
         svm: Expect::Contained(reason),
         vmx: Expect::Contained(reason),
         counts: &[],
+        svm_emulator_counts: &[],
         refusals: &[],
+        flood: None,
         victim: VictimSign::Nothing,
         after_restart: None,
         why,
@@ -225,8 +239,8 @@ pub const ATTACKS: &[Spec] = &[
     word("user-hlt", GP, "HLT at CPL 3: #GP (SDM Vol. 2A HLT)"),
     word("user-rdmsr", GP, "RDMSR at CPL 3: #GP before any exit (SDM Vol. 2B RDMSR; Vol. 3C 26.1.1)"),
     word("user-wrmsr", GP, "WRMSR at CPL 3: #GP before any exit"),
-    word("user-wbinvd", GP, "WBINVD at CPL 3: #GP (SDM Vol. 2D WBINVD); the privilege check precedes the VM exit (SDM Vol. 3C 26.1.1) and the SVM intercept (AMD APM Vol. 2 15.9), so a hypervisor that completes a trapped WBINVD must check CPL itself"),
-    word("user-invd", GP, "INVD at CPL 3: #GP (SDM Vol. 2A INVD), as for WBINVD"),
+    Spec { svm_emulator_counts: &[("cache-flush", 1)], ..word("user-wbinvd", GP, "WBINVD at CPL 3: #GP (SDM Vol. 2D WBINVD); the privilege check precedes the VM exit (SDM Vol. 3C 26.1.1) and the SVM intercept (AMD APM Vol. 2 15.9), so a hypervisor that completes a trapped WBINVD must check CPL itself. QEMU's SVM takes the intercept first: one cache-flush exit there") },
+    Spec { svm_emulator_counts: &[("cache-flush", 1)], ..word("user-invd", GP, "INVD at CPL 3: #GP (SDM Vol. 2A INVD), as for WBINVD") },
     Spec {
         svm: Expect::Word(UD),
         ..word("user-xsetbv", GP, "XSETBV at CPL 3: #GP (SDM Vol. 2D XSETBV). SVM under QEMU: no XSAVE, so #UD comes first")
@@ -267,6 +281,7 @@ pub const ATTACKS: &[Spec] = &[
     Spec { refusals: &["apic-base"], ..word("apic-base-disable", GP, "disabling the APIC: #GP") },
     Spec { refusals: &["apic-base"], ..word("apic-base-relocate", GP, "moving the APIC base: #GP") },
     word("apic-base-rewrite-same", "accepted", "writing back the value read changes nothing and is accepted"),
+    Spec { flood: Some("apic-base"), ..word("log-flood-apic-base", "rate-limited", "400 refused APIC_BASE writes as fast as the core can: the hypervisor logs a burst of 64 lines and 32 a second after it, and counts the rest in suppressed-log-lines, so one partition cannot hold the console (and every other partition's containment messages) for long; logged + suppressed = attempts exactly. Run last in the batch, then the attacker waits for the allowance to refill") },
     word("x2apic-id-write", GP, "x2APIC ID is read-only: WRMSR raises #GP (SDM Vol. 3A 11.12.1.2)"),
     word("x2apic-ldr-write", GP, "x2APIC LDR is read-only (SDM Vol. 3A 11.12.10.2): no answering another core's logical ID"),
     // Ports the partition does not own: all-ones on reads, writes dropped, each counted.
@@ -343,6 +358,7 @@ pub const ATTACKS: &[Spec] = &[
     own_only("ipi-fixed-all-including-self", "own-only", NONE, VictimSign::Vector(0xeb), "all-including-self: the own cores only"),
     own_only("ipi-fixed-all-excluding-self", "own-only", NONE, VictimSign::Vector(0xec), "all-excluding-self: the second own core only"),
     own_only("ipi-nmi-all-excluding-self", "own-only", NONE, VictimSign::Nmi, "NMI all-excluding-self: the second own core only"),
+    word("ipi-nmi-held-until-iret", "held-until-iret", "two NMIs to the own second core, the second while the first's handler runs: held until that handler's IRET, then delivered, never nested (SDM Vol. 3A 6.7.1). On SVM the guest's NMI blocking is kept in software (guest NMIs injected as vector-2 interrupts, IRET intercepted, the IRET single-stepped when one is held) so that no guest can mask the hypervisor's NMIs; on VMX virtual-NMI blocking and NMI-window exiting do it"),
     own_only("ipi-init-all-excluding-self", "own-only", NONE, VictimSign::Init, "INIT all-excluding-self: only the second own core waits for a start-up IPI (and is started again)"),
     own_only("ipi-level-triggered-self", "edge-only", NONE, VictimSign::Vector(0xed), "a level-triggered IPI is sent edge-triggered: TMR stays clear, so its EOI is not broadcast to the IOAPICs (SDM Vol. 3A 11.8.4, 11.8.5)"),
     // The intruder's fatal sequence: one attack per start.
@@ -382,7 +398,7 @@ pub const ATTACKS: &[Spec] = &[
         svm: Expect::ThenRestarted("spinning"),
         vmx: Expect::ThenRestarted("spinning"),
         partition: INTRUDER,
-        ..contained("nmi-blocked-forever", "", "a core that never returns from an NMI handler keeps NMIs blocked (SDM Vol. 3A 6.7.1). VMX with virtual NMIs: the hypervisor's NMI still exits (SDM Vol. 3C 25.3), the restart proceeds. SVM under QEMU: an injected NMI does not block physical NMIs, the restart proceeds; on AMD hardware without vNMI it would (APM Vol. 2 15.20) and the hypervisor would halt the partition (reason=unresponsive-core)")
+        ..contained("nmi-blocked-forever", "", "a core that never returns from an NMI handler would keep NMIs blocked (SDM Vol. 3A 6.7.1); the hypervisor's NMI must still stop it. VMX with virtual NMIs: the physical NMI still exits (SDM Vol. 3C 25.3). SVM: guest NMIs are injected as vector-2 interrupts with the blocking kept in software, so the processor's NMI mask is never set by a guest (an NMI-type injection would set it on AMD hardware without vNMI, APM Vol. 2 15.20). The restart proceeds on both")
     },
     // The wrecker's fatal sequence.
     contained("mem-hole-read", "npf", "a read between the partition's two RAM regions: nested page fault"),
@@ -427,6 +443,7 @@ const BREACH_WORDS: &[&str] = &[
     "unexpected-own-delivery",
     "over-budget",
     "all-accepted",
+    "all-logged",
     "survived",
     "delivered-to-victim",
 ];
@@ -437,16 +454,18 @@ const REPORTED_COUNTERS: &[&str] = &[
     "refused-user-hypercalls",
     "dropped-doorbells",
 ];
-/// Counters compared with the `exits:` line; exit reasons (`cache-flush`) only need to reach
-/// the expected number (an emulator may exit before a privilege check, see user-wbinvd).
+/// Counters compared, exactly, with the `exits:` line. `cache-flush` is an exit reason: it
+/// shows that WBINVD and INVD were trapped (where an emulator exits before a privilege
+/// check, the catalog says so per backend: `svm_emulator_counts`).
 const COUNTERS: &[&str] = &[
     "dropped-ipis",
     "refused-ioapic-writes",
     "unassigned-port-accesses",
     "refused-user-hypercalls",
     "dropped-doorbells",
+    "cache-flush",
+    "suppressed-log-lines",
 ];
-const MINIMUM_COUNTERS: &[&str] = &["cache-flush"];
 
 /// What one attacker partition of the table runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -807,6 +826,8 @@ struct ParsedRun<'a> {
     refusal_problems: BTreeMap<String, String>,
     /// Per partition, the refusals no attack accounts for.
     unclaimed_refusals: BTreeMap<&'a str, Vec<String>>,
+    /// Per flood attack, the lines of its kind the hypervisor logged.
+    flood_logged: BTreeMap<String, u64>,
 }
 
 impl<'a> ParsedRun<'a> {
@@ -837,6 +858,7 @@ impl<'a> ParsedRun<'a> {
             ends,
             refusal_problems: BTreeMap::new(),
             unclaimed_refusals: BTreeMap::new(),
+            flood_logged: BTreeMap::new(),
         };
         run.match_refusals(plans, catalog);
         run
@@ -866,6 +888,14 @@ impl<'a> ParsedRun<'a> {
                         format!("refusals logged: {taken:?}, expected {:?}", spec.refusals),
                     );
                 }
+                if let Some(kind) = spec.flood {
+                    let mut logged = 0;
+                    while queue.front().is_some_and(|refusal| refusal == kind) {
+                        queue.pop_front();
+                        logged += 1;
+                    }
+                    self.flood_logged.insert(line.name.clone(), logged);
+                }
             }
             self.unclaimed_refusals
                 .insert(partition, queue.into_iter().collect());
@@ -879,6 +909,16 @@ impl<'a> ParsedRun<'a> {
                 && !line.text.starts_with("running")
                 && !line.text.starts_with("after-restart")
         })
+    }
+
+    /// For a flood attack that reported `flooded` (every attempt refused): its attempts and
+    /// the lines of its kind logged.
+    fn flood_outcome(&self, spec: &Spec) -> Option<(u64, u64)> {
+        spec.flood?;
+        let line = self.outcome(spec).filter(|line| line.word == "flooded")?;
+        let attempts = line.fields.get("attempts")?.parse().ok()?;
+        let logged = self.flood_logged.get(spec.name).copied().unwrap_or(0);
+        Some((attempts, logged))
     }
 
     /// The word of the attack's `after-restart` line (the next start's report), if any.
@@ -1002,7 +1042,13 @@ impl<'a> ParsedRun<'a> {
 
     /// Adds what the attack contributes to the hypervisor's counters: the catalog's fixed
     /// amounts once it ran, and the amounts its line reports.
-    fn add_counts(&self, spec: &Spec, ran: bool, counts: &mut BTreeMap<(String, String), u64>) {
+    fn add_counts(
+        &self,
+        spec: &Spec,
+        backend: Backend,
+        ran: bool,
+        counts: &mut BTreeMap<(String, String), u64>,
+    ) {
         let mut add = |counter: &str, amount: u64| {
             *counts
                 .entry((spec.partition.to_string(), counter.to_string()))
@@ -1012,6 +1058,14 @@ impl<'a> ParsedRun<'a> {
             for &(counter, amount) in spec.counts {
                 add(counter, amount);
             }
+            if matches!(backend, Backend::Svm) {
+                for &(counter, amount) in spec.svm_emulator_counts {
+                    add(counter, amount);
+                }
+            }
+        }
+        if let Some((attempts, logged)) = self.flood_outcome(spec) {
+            add("suppressed-log-lines", attempts.saturating_sub(logged));
         }
         if let Some(line) = self.outcome(spec) {
             for counter in REPORTED_COUNTERS {
@@ -1041,6 +1095,17 @@ fn judge_attack(
         None => expect.to_string(),
     };
     let (observed, mut details) = run.observe(spec, place);
+    let observed = match run.flood_outcome(spec) {
+        Some((attempts, logged)) => {
+            details.push(format!("{attempts} attempts, {logged} logged"));
+            if logged >= attempts {
+                "all-logged".to_string()
+            } else {
+                "rate-limited".to_string()
+            }
+        }
+        None => observed,
+    };
     let signs = run.victim_signs(spec, attributed);
     let observed = match expect {
         Expect::Dropped if observed == "sent" && signs.is_empty() => "dropped".to_string(),
@@ -1138,37 +1203,15 @@ fn counter_checks(
         ));
         return checks;
     }
-    for counter in COUNTERS.iter().chain(MINIMUM_COUNTERS) {
+    for counter in COUNTERS {
         let expected = counts
             .get(&(partition.to_string(), counter.to_string()))
             .copied()
             .unwrap_or(0);
         let observed = crate::irq_test::counter(&counters, counter).unwrap_or(0);
         let name = format!("counter {partition} {counter}");
-        checks.push(if MINIMUM_COUNTERS.contains(counter) {
-            let verdict = if observed >= expected {
-                Verdict::Ok
-            } else {
-                Verdict::Mismatch
-            };
-            judged(
-                &name,
-                format!("at least {expected}"),
-                observed,
-                verdict,
-                Vec::new(),
-            )
-        } else {
-            check(&name, expected, observed, false)
-        });
+        checks.push(check(&name, expected, observed, false));
     }
-    let suppressed = crate::irq_test::counter(&counters, "suppressed-log-lines").unwrap_or(0);
-    checks.push(check(
-        &format!("counter {partition} suppressed-log-lines"),
-        0,
-        suppressed,
-        false,
-    ));
     let unclaimed = run
         .unclaimed_refusals
         .get(partition)
@@ -1298,7 +1341,7 @@ pub fn evaluate(
         let judged = judge_attack(&run, spec, place, backend, &mut attributed);
         // A contained attack printed no outcome line; its fixed counts still apply.
         let ran = run.outcome(spec).is_some() || judged.observed.starts_with("contained");
-        run.add_counts(spec, ran, &mut counts);
+        run.add_counts(spec, backend, ran, &mut counts);
         evaluation.attacks.push(judged);
     }
     for (partition, lines) in &run.lines {

@@ -666,6 +666,35 @@ pub fn parity_tests() -> Vec<SystemTest> {
         ),
         ("demo-bochs-grub2".into(), Box::new(demo_bochs_multiboot2)),
         (
+            "iommu-amd-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                iommu(systems, &emulator, Iommu::AmdVi, 90)
+            }),
+        ),
+        (
+            "iommu-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                iommu(systems, &emulator, Iommu::VtD, 90)
+            }),
+        ),
+        (
+            "iommu-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                iommu(systems, &emulator, Iommu::None, 300)
+            }),
+        ),
+        (
             "health-qemu".into(),
             Box::new(|systems: &SystemTests| {
                 let emulator = Emulator::Qemu {
@@ -752,6 +781,68 @@ pub(crate) fn build_and_boot(
     let table = table::load(&systems.root.join(table)).map_err(failed)?;
     let medium = run::prepare(&systems.root, &table, emulator).map_err(failed)?;
     boot_within(systems, &table, emulator, &medium, seconds)
+}
+
+/// The demo with an AMD-Vi unit and an unassigned `edu` device (partitions/iommu.toml).
+pub const IOMMU_TABLE: &str = "partitions/iommu.toml";
+
+/// Which IOMMU the machine of an IOMMU test has.
+#[derive(Clone, Copy)]
+enum Iommu {
+    /// QEMU `-device amd-iommu`, as partitions/iommu.toml says.
+    AmdVi,
+    /// QEMU `-device intel-iommu` in its place (VT-d, independent of the CPU vendor).
+    VtD,
+    /// Bochs, which emulates none.
+    None,
+}
+
+/// The IOMMU table in `emulator`: the demo's checks, and the hypervisor's account of the
+/// IOMMU — on QEMU the unit enabled with every device blocked (and no DMA fault: nothing
+/// programs a device), on Bochs the statement that device DMA is not confined.
+fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64) -> Outcome {
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let mut table = table::load(&systems.root.join(IOMMU_TABLE)).map_err(failed)?;
+    if let Iommu::VtD = iommu {
+        for device in &mut table.qemu_devices {
+            if device == "amd-iommu" {
+                *device = "intel-iommu".into();
+            }
+        }
+    }
+    missing_emulator(systems, emulator)?;
+    let medium = run::prepare(&systems.root, &table, emulator).map_err(failed)?;
+    let transcript = boot_within(systems, &table, emulator, &medium, seconds)?;
+    let backend = match iommu {
+        Iommu::None => Backend::Vmx,
+        _ => Backend::Svm,
+    };
+    let mut failures = check_demo_transcript(&transcript, &table, backend)
+        .err()
+        .unwrap_or_default();
+    let hypervisor: Vec<&str> = transcript.lines_of(crate::transcript::HYPERVISOR).collect();
+    let has = |text: &str| hypervisor.iter().any(|line| line.contains(text));
+    let wanted: &[&str] = match iommu {
+        Iommu::AmdVi => &[
+            "boot: AMD-Vi IOMMU at 0xfed80000 enabled: every device blocked",
+            "iommu: blocked-dma=0 other-events=0",
+        ],
+        Iommu::VtD => &[
+            "boot: VT-d IOMMU at 0xfed90000 enabled: DMA of every device blocked",
+            "iommu: blocked-dma=0 other-events=0",
+        ],
+        Iommu::None => &["boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined"],
+    };
+    for line in wanted {
+        if !has(line) {
+            failures.push(format!("the hypervisor did not print `{line}`"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
 }
 
 /// The long-mode table in `emulator`, checked.

@@ -56,6 +56,9 @@ pub enum Mode {
     Storm = 1,
     /// On the next NMI: spin in the handler for good, NMIs blocked.
     NmiSpin = 2,
+    /// On each NMI: record the handler's nesting depth, then wait in the handler until
+    /// released ([`CoreBlock::release_nmi`]) before returning.
+    NmiHold = 3,
 }
 
 /// Per-core state the handlers reach through GS. Field offsets are used by the assembly
@@ -70,6 +73,9 @@ pub struct CoreBlock {
     fault_rip: AtomicU64,
     mode: AtomicU64,
     nmis: AtomicU64,
+    nmi_depth: AtomicU64,
+    nmi_max_depth: AtomicU64,
+    nmi_release: AtomicU64,
     exceptions: [AtomicU64; 32],
     vectors: [AtomicU32; 256],
 }
@@ -82,6 +88,9 @@ const OFFSET_FAULT_ERROR: usize = core::mem::offset_of!(CoreBlock, fault_error);
 const OFFSET_FAULT_RIP: usize = core::mem::offset_of!(CoreBlock, fault_rip);
 const OFFSET_MODE: usize = core::mem::offset_of!(CoreBlock, mode);
 const OFFSET_NMIS: usize = core::mem::offset_of!(CoreBlock, nmis);
+const OFFSET_NMI_DEPTH: usize = core::mem::offset_of!(CoreBlock, nmi_depth);
+const OFFSET_NMI_MAX_DEPTH: usize = core::mem::offset_of!(CoreBlock, nmi_max_depth);
+const OFFSET_NMI_RELEASE: usize = core::mem::offset_of!(CoreBlock, nmi_release);
 const OFFSET_EXCEPTIONS: usize = core::mem::offset_of!(CoreBlock, exceptions);
 const OFFSET_VECTORS: usize = core::mem::offset_of!(CoreBlock, vectors);
 
@@ -96,6 +105,9 @@ impl CoreBlock {
             fault_rip: AtomicU64::new(0),
             mode: AtomicU64::new(Mode::Normal as u64),
             nmis: AtomicU64::new(0),
+            nmi_depth: AtomicU64::new(0),
+            nmi_max_depth: AtomicU64::new(0),
+            nmi_release: AtomicU64::new(0),
             exceptions: [const { AtomicU64::new(0) }; 32],
             vectors: [const { AtomicU32::new(0) }; 256],
         }
@@ -118,6 +130,26 @@ impl CoreBlock {
 
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u64, Ordering::Release);
+    }
+
+    /// Clears the [`Mode::NmiHold`] record: depth, deepest nesting, pending release.
+    pub fn reset_nmi_hold(&self) {
+        self.nmi_depth.store(0, Ordering::Release);
+        self.nmi_max_depth.store(0, Ordering::Release);
+        self.nmi_release.store(0, Ordering::Release);
+    }
+
+    /// NMI handlers of [`Mode::NmiHold`] running now, and the most seen at once.
+    pub fn nmi_depth(&self) -> (u64, u64) {
+        (
+            self.nmi_depth.load(Ordering::Acquire),
+            self.nmi_max_depth.load(Ordering::Acquire),
+        )
+    }
+
+    /// Lets one waiting [`Mode::NmiHold`] handler return.
+    pub fn release_nmi(&self) {
+        self.nmi_release.store(1, Ordering::Release);
     }
 }
 
@@ -473,13 +505,29 @@ redteam_trap_common:
     lea rdi, [rsp + 24]
     and rsp, -16
     call redteam_unexpected_exception
-4:  /* NMI: count; in NmiSpin mode never return. */
+4:  /* NMI: count; in NmiSpin mode never return; in NmiHold mode record the depth (before
+       the count, so a counted NMI is already in the depth) and wait for a release. */
     mov rcx, gs:[{self_offset}]
-    lock inc qword ptr [rcx + {nmis}]
+    cmp qword ptr gs:[{mode}], 3
+    jne 8f
+    lock inc qword ptr [rcx + {nmi_depth}]
+    mov rax, [rcx + {nmi_depth}]
+    cmp rax, [rcx + {nmi_max_depth}]
+    jbe 8f
+    mov [rcx + {nmi_max_depth}], rax
+8:  lock inc qword ptr [rcx + {nmis}]
+    cmp qword ptr gs:[{mode}], 3
+    je 9f
     cmp qword ptr gs:[{mode}], 2
     jne 6f
 7:  pause
     jmp 7b
+9:  pause
+    cmp qword ptr [rcx + {nmi_release}], 0
+    je 9b
+    mov qword ptr [rcx + {nmi_release}], 0
+    lock dec qword ptr [rcx + {nmi_depth}]
+    jmp 6f
 5:  /* An interrupt: count it and acknowledge it (not the spurious vector). */
     mov rcx, gs:[{self_offset}]
     lock inc dword ptr [rcx + {vectors} + rax * 4]
@@ -505,6 +553,9 @@ redteam_trap_common:
     fault_rip = const OFFSET_FAULT_RIP,
     mode = const OFFSET_MODE,
     nmis = const OFFSET_NMIS,
+    nmi_depth = const OFFSET_NMI_DEPTH,
+    nmi_max_depth = const OFFSET_NMI_MAX_DEPTH,
+    nmi_release = const OFFSET_NMI_RELEASE,
     vectors = const OFFSET_VECTORS,
     clear_flags = const !(RFLAGS_TRAP | RFLAGS_ALIGNMENT_CHECK) as i32,
 );

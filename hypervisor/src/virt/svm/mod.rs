@@ -13,6 +13,7 @@ mod vmcb;
 use crate::arch::msr;
 use core::arch::global_asm;
 use tessera_policy::control_registers::efer_supported;
+use tessera_policy::guest_nmi::{AtIret, DebugTrap, Delivery, NmiBlocking};
 use tessera_policy::guest_walk::PagingRegisters;
 use tessera_policy::xcr0::CheckedXcr0;
 pub use vmcb::Vmcb;
@@ -52,13 +53,18 @@ impl PermissionMaps {
 }
 
 /// The SVM state one core owns: its guest VMCB, a VMCB for the host's VMSAVE state, the
-/// host save area VMRUN uses, and the guest registers.
+/// host save area VMRUN uses, the guest registers, and the guest's NMI blocking, kept in
+/// software so that the guest can never mask the hypervisor's NMIs
+/// (`tessera_policy::guest_nmi`).
 #[repr(C, align(4096))]
 pub struct SvmCore {
     guest: Vmcb,
     host: Vmcb,
     host_save_area: Vmcb,
     registers: GeneralRegisters,
+    nmi: NmiBlocking,
+    /// The guest's DR6 when the hypervisor began single-stepping its IRET.
+    dr6_before_step: u64,
 }
 
 impl SvmCore {
@@ -68,6 +74,8 @@ impl SvmCore {
             host: Vmcb::new(),
             host_save_area: Vmcb::new(),
             registers: GeneralRegisters([0; 16]),
+            nmi: NmiBlocking::new(),
+            dr6_before_step: 0,
         }
     }
 }
@@ -162,6 +170,71 @@ impl SvmVcpu {
         Self { core }
     }
 
+    /// Turns the IRET intercept on or off (intercept vector 3 bit 20, APM table B-1).
+    fn set_iret_intercept(&mut self, on: bool) {
+        let vmcb = &mut self.core.guest;
+        let mut vector = InterceptVector3::from_bits_retain(
+            vmcb.read_field(control::INTERCEPT_VECTOR_3, 32) as u32,
+        );
+        vector.set(InterceptVector3::IRET, on);
+        vmcb.write_u32(control::INTERCEPT_VECTOR_3, vector.bits());
+    }
+
+    /// Injects the guest's NMI as an external-interrupt event with vector 2 (EVENTINJ type 0,
+    /// APM §15.20): it runs the guest's IDT entry 2 as an NMI would, without setting the
+    /// processor's NMI mask, which would hold off the hypervisor's own NMIs until the guest
+    /// chose to IRET. The blocking is kept in software instead; its end is the guest's IRET.
+    fn inject_nmi_as_interrupt(&mut self) {
+        self.core
+            .guest
+            .write_u64(control::EVENT_INJECTION, 2 | (1 << 31));
+        self.set_iret_intercept(true);
+    }
+
+    /// The exits the backend handles itself, for the software NMI blocking: the IRET that
+    /// ends it and the single step over that IRET. `None` means enter the guest again.
+    fn nmi_blocking_exit(&mut self, code: u64) -> Option<Exit> {
+        const TRAP_FLAG: u64 = 1 << 8;
+        match code {
+            // Before the IRET executes (no NRIP save: RIP is the IRET's).
+            exit_code::IRET => {
+                let rflags = self.core.guest.read_u64(state::RFLAGS);
+                self.set_iret_intercept(false);
+                if self.core.nmi.at_iret(rflags & TRAP_FLAG != 0) == AtIret::StepOver {
+                    // SDM Vol. 3B 17.3.1.4: TF set when an instruction starts makes a #DB
+                    // trap after it, even when the instruction (IRET) loads a clear TF.
+                    self.core.dr6_before_step = self.core.guest.read_u64(state::DR6);
+                    self.core.guest.write_u64(state::RFLAGS, rflags | TRAP_FLAG);
+                }
+                None
+            }
+            exit_code::DEBUG => match self.core.nmi.debug_trap() {
+                DebugTrap::Guest => Some(Exit::ReflectedException(Exception::Debug)),
+                DebugTrap::AfterIret {
+                    also_guest_trap: false,
+                } => {
+                    // The step was the hypervisor's: the guest's DR6 as before, and the held
+                    // NMI now, after the IRET, as the processor would deliver it.
+                    let dr6 = self.core.dr6_before_step;
+                    self.core.guest.write_u64(state::DR6, dr6);
+                    self.inject_nmi_as_interrupt();
+                    None
+                }
+                DebugTrap::AfterIret {
+                    also_guest_trap: true,
+                } => {
+                    // The guest's own trap first (SDM Vol. 3A 6.9), then the owed NMI: a
+                    // self-NMI exits at the next instruction boundary, after the #DB's
+                    // delivery, and is delivered as the guest's (no hypervisor signal is
+                    // counted for it).
+                    crate::arch::x2apic::send_nmi(crate::arch::x2apic::current_id());
+                    Some(Exit::ReflectedException(Exception::Debug))
+                }
+            },
+            _ => unreachable!("only IRET and #DB exits come here"),
+        }
+    }
+
     fn decode_exit(&self) -> Exit {
         let vmcb = &self.core.guest;
         let code = vmcb.read_u64(control::EXIT_CODE);
@@ -210,7 +283,6 @@ impl SvmVcpu {
             exit_code::SHUTDOWN => Exit::TripleFault,
             // The processor has already written the guest's DR6 in the VMCB for #DB (APM
             // §15.12); #AC's error code is always 0.
-            exit_code::DEBUG => Exit::ReflectedException(Exception::Debug),
             exit_code::ALIGNMENT_CHECK => Exit::ReflectedException(Exception::AlignmentCheck),
             exit_code::NMI => Exit::Nmi,
             exit_code::INIT => Exit::Init,
@@ -238,12 +310,21 @@ impl VirtualCpu for SvmVcpu {
     fn run(&mut self) -> Exit {
         let guest = self.core.guest.physical_address();
         let host = self.core.host.physical_address();
-        // SAFETY: both VMCBs are this core's own page-aligned statics, set up in `new`; the
-        // register block is this core's. VMRUN returns here on every exit.
-        unsafe { svm_run(&mut self.core.registers, guest, host) };
-        self.core.guest.write_u8(control::TLB_CONTROL, 0);
-        self.core.guest.write_u64(control::EVENT_INJECTION, 0);
-        let exit = self.decode_exit();
+        let exit = loop {
+            // SAFETY: both VMCBs are this core's own page-aligned statics, set up in `new`;
+            // the register block is this core's. VMRUN returns here on every exit.
+            unsafe { svm_run(&mut self.core.registers, guest, host) };
+            self.core.guest.write_u8(control::TLB_CONTROL, 0);
+            self.core.guest.write_u64(control::EVENT_INJECTION, 0);
+            let code = self.core.guest.read_u64(control::EXIT_CODE);
+            if code == exit_code::IRET || code == exit_code::DEBUG {
+                match self.nmi_blocking_exit(code) {
+                    Some(exit) => break exit,
+                    None => continue,
+                }
+            }
+            break self.decode_exit();
+        };
         if let Exit::Nmi = exit {
             // The NMI that caused the exit stays pending until GIF is set (APM §15.21.2): let
             // the host take it now (its IDT entry just returns) so it does not exit again.
@@ -425,6 +506,9 @@ impl VirtualCpu for SvmVcpu {
         self.core.registers = GeneralRegisters::default();
         self.set_register(Register::Rbx, registers.rbx);
         self.set_register(Register::Rsi, registers.rsi);
+        // A start begins outside any NMI handler, with nothing held.
+        self.core.nmi.reset();
+        self.set_iret_intercept(false);
     }
 
     fn clear_for_restart(&mut self) {
@@ -435,10 +519,11 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn inject_nmi(&mut self) {
-        // EVENTINJ type 2 = NMI, vector 2 (APM §15.20).
-        self.core
-            .guest
-            .write_u64(control::EVENT_INJECTION, 2 | (2 << 8) | (1 << 31));
+        // Never as EVENTINJ type 2 (NMI): see `inject_nmi_as_interrupt`. One that arrives
+        // while the guest is in its NMI handler is held until the handler's IRET.
+        if self.core.nmi.deliver() == Delivery::InjectNow {
+            self.inject_nmi_as_interrupt();
+        }
     }
 }
 

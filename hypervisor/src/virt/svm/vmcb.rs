@@ -55,6 +55,7 @@ bitflags::bitflags! {
         const NMI = 1 << 1;
         const INIT = 1 << 3;
         const CPUID = 1 << 18;
+        const IRET = 1 << 20;
         const INVD = 1 << 22;
         const IOIO = 1 << 27;
         const MSR = 1 << 28;
@@ -86,6 +87,7 @@ pub(super) mod exit_code {
     pub const NMI: u64 = 0x61;
     pub const INIT: u64 = 0x63;
     pub const CPUID: u64 = 0x72;
+    pub const IRET: u64 = 0x74;
     pub const INVD: u64 = 0x76;
     pub const IOIO: u64 = 0x7B;
     pub const MSR: u64 = 0x7C;

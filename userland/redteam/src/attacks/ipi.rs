@@ -111,6 +111,10 @@ pub const ATTACKS: &[Attack] = &[
         run: nmi_all_excluding_self,
     },
     Attack {
+        name: "ipi-nmi-held-until-iret",
+        run: nmi_held_until_iret,
+    },
+    Attack {
         name: "ipi-init-all-excluding-self",
         run: init_all_excluding_self,
     },
@@ -500,6 +504,57 @@ fn nmi_all_excluding_self(context: &Context) {
         victim(context) | SHORTHAND_ALL_EXCLUDING_SELF | NMI | ASSERT,
         None,
         own,
+    );
+}
+
+/// Two NMIs to the partition's second core, the second sent while the first's handler still
+/// runs: as on hardware (SDM Vol. 3A 6.7.1) it must be held until that handler's IRET and
+/// then delivered — not nested on top of it, not lost. On SVM the hypervisor keeps the
+/// guest's NMI blocking in software (hypervisor/policy/src/guest_nmi.rs) so that a guest
+/// can never mask the hypervisor's own NMIs; this checks that the software blocking keeps
+/// the guest's semantics. `held-until-iret` is the expected outcome; `nested` (the second
+/// handler ran inside the first), `lost` (never delivered) and `no-nmi` are failures.
+fn nmi_held_until_iret(context: &Context) {
+    let Some(second) = context.second_core else {
+        context.report("no-second-core", format_args!(""));
+        return;
+    };
+    let block = trap::block_of(second);
+    block.reset_nmi_hold();
+    block.set_mode(trap::Mode::NmiHold);
+    let before = block.nmis();
+    let icr = (u64::from(second) << 32) | NMI | ASSERT;
+    probe(redteam_wrmsr, [ICR, icr, 0, 0]).ok();
+    let first = wait_for(DELIVERY_MICROSECONDS * 50, || block.nmis() > before);
+    // The first handler now waits for its release: the second NMI must wait with it.
+    probe(redteam_wrmsr, [ICR, icr, 0, 0]).ok();
+    let early = wait_for(DELIVERY_MICROSECONDS * 5, || block.nmis() > before + 1);
+    block.release_nmi();
+    let after_iret = wait_for(DELIVERY_MICROSECONDS * 50, || block.nmis() > before + 1);
+    // Let every handler still waiting return (the depth is counted before the NMI is).
+    let drained = wait_for(DELIVERY_MICROSECONDS * 50, || {
+        let (depth, _) = block.nmi_depth();
+        if depth > 0 {
+            block.release_nmi();
+        }
+        depth == 0
+    });
+    block.set_mode(trap::Mode::Normal);
+    let (_, deepest) = block.nmi_depth();
+    let word = if !first {
+        "no-nmi"
+    } else if early || deepest > 1 {
+        "nested"
+    } else if !after_iret {
+        "lost"
+    } else if !drained {
+        "stuck"
+    } else {
+        "held-until-iret"
+    };
+    context.report(
+        word,
+        format_args!("nmis={} max-depth={deepest}", block.nmis() - before),
     );
 }
 

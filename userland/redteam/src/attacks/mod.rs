@@ -18,6 +18,7 @@ pub mod fatal;
 pub mod hypercalls;
 pub mod ioapic;
 pub mod ipi;
+pub mod logging;
 pub mod msr;
 pub mod ports;
 
@@ -99,6 +100,7 @@ pub const BATCH: &[&[Attack]] = &[
     ioapic::ATTACKS,
     hypercalls::ATTACKS,
     ipi::ATTACKS,
+    logging::ATTACKS,
 ];
 
 /// The attacks that end the partition's run (each on its own start of a restarting

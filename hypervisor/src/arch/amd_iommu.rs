@@ -1,0 +1,388 @@
+//! AMD-Vi IOMMU units (AMD I/O Virtualization Technology (IOMMU) Specification rev. 3.x):
+//! bring-up from the firmware's IVRS, the device table every requester ID is looked up in,
+//! the command buffer with completion waits, and the event log. The formats come from
+//! `tessera_policy::iommu` (host-tested); this leaf only places them in memory and touches
+//! the registers.
+//!
+//! Every device ID starts blocked: its entry translates through an empty table with
+//! neither read nor write allowed and aborts its interrupts, so a device no partition owns
+//! can neither DMA nor raise an MSI. The unit's own function and the I/O APICs (whose pins
+//! the partitions use) pass untouched.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use static_cell::ConstStaticCell;
+use tessera_policy::iommu::amd_vi::AmdViIo;
+use tessera_policy::iommu::amd_vi::{
+    self, control, device_table_base, feature, register, ring_base, status, Command,
+    DeviceTableEntry, Event, EventKind,
+};
+use tessera_policy::iommu::ivrs::{Ivrs, IvrsError};
+use tessera_policy::stage2::{self, TablePool};
+
+use crate::table::{DMA_TABLE_PAGES, MACHINE};
+
+/// Entries of the command buffer and of the event log: 2^8 (the minimum, 4 KiB each).
+const RING_ENTRIES_LOG2: u8 = 8;
+const RING_ENTRIES: usize = 1 << RING_ENTRIES_LOG2;
+
+#[repr(C, align(4096))]
+struct DeviceTable([[u64; 4]; amd_vi::DEVICE_IDS]);
+#[repr(C, align(4096))]
+struct Ring([[u64; 2]; RING_ENTRIES]);
+#[repr(C, align(4096))]
+struct EmptyTable([u64; 512]);
+
+/// The one unit Tessera drives (QEMU's q35 has one; a machine with several is refused).
+static DEVICE_TABLE: ConstStaticCell<DeviceTable> =
+    ConstStaticCell::new(DeviceTable([[0; 4]; amd_vi::DEVICE_IDS]));
+static COMMANDS: ConstStaticCell<Ring> = ConstStaticCell::new(Ring([[0; 2]; RING_ENTRIES]));
+static EVENTS: ConstStaticCell<Ring> = ConstStaticCell::new(Ring([[0; 2]; RING_ENTRIES]));
+/// The level-4 table of the blocking domain: all zero, never written.
+static EMPTY_ROOT: EmptyTable = EmptyTable([0; 512]);
+/// The DMA domains' I/O page tables, one tree per partition with a confined function.
+#[repr(C, align(4096))]
+struct DmaPool([[u64; 512]; DMA_TABLE_PAGES]);
+static DMA_POOL: ConstStaticCell<DmaPool> =
+    ConstStaticCell::new(DmaPool([[0; 512]; DMA_TABLE_PAGES]));
+
+/// Where COMPLETION_WAIT stores its sequence number.
+static COMPLETION: AtomicU64 = AtomicU64::new(0);
+
+/// The unit after bring-up: its register base, the rings, the next command slot, the
+/// event-log entries consumed, and the counts of what the event log reported.
+struct Unit {
+    base: u64,
+    /// The rings' addresses: the unit reads and writes them, so every access is volatile.
+    commands: *mut Ring,
+    events: *const Ring,
+    command_tail: usize,
+    sequence: u64,
+}
+
+// SAFETY: the rings are statics taken once by `enable`; after it only the holder of the
+// `UNIT` lock touches them.
+unsafe impl Send for Unit {}
+
+static UNIT: spin::Mutex<Option<Unit>> = spin::Mutex::new(None);
+/// IO_PAGE_FAULT events read, and every other event.
+static PAGE_FAULTS: AtomicU64 = AtomicU64::new(0);
+static OTHER_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Why bring-up stopped.
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    Ivrs(IvrsError),
+    /// More than one unit: only one is driven by this version.
+    SeveralUnits {
+        first: u64,
+        second: u64,
+    },
+    /// The unit's registers lie outside the uncached MMIO window of the host page tables.
+    OutsideMmioWindow {
+        base: u64,
+    },
+    /// A COMPLETION_WAIT did not complete.
+    CommandTimeout,
+    /// More I/O APICs than the pass-through list holds.
+    TooManyIoApics,
+    /// A partition's DMA domain could not be built (its index and why).
+    Domain {
+        partition: usize,
+        error: stage2::BuildError,
+    },
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            Refusal::Ivrs(error) => write!(formatter, "the IVRS table: {error:?}"),
+            Refusal::SeveralUnits { first, second } => write!(
+                formatter,
+                "several units ({first:#x}, {second:#x}); this version drives one"
+            ),
+            Refusal::OutsideMmioWindow { base } => write!(
+                formatter,
+                "registers at {base:#x} lie outside the uncached MMIO window"
+            ),
+            Refusal::CommandTimeout => formatter.write_str("a COMPLETION_WAIT never completed"),
+            Refusal::TooManyIoApics => {
+                formatter.write_str("more IOAPICs than the pass-through list holds")
+            }
+            Refusal::Domain { partition, error } => write!(
+                formatter,
+                "the DMA domain of partition {}: {error:?}",
+                MACHINE.partitions[*partition].name
+            ),
+        }
+    }
+}
+
+/// What bring-up found.
+pub struct Enabled {
+    pub base: u64,
+    pub iommu_device: u16,
+    pub passthrough: heapless::Vec<u16, 8>,
+}
+
+/// The fourth GiB, mapped uncached by the host page tables.
+const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0x1_0000_0000;
+
+fn read_register(base: u64, offset: usize) -> u64 {
+    // SAFETY: `base` is the unit's 16 KiB register window, checked to lie in the uncached
+    // MMIO window the host page tables map; the offsets are the specification's 64-bit
+    // registers (§3.4), 8-byte aligned.
+    unsafe { core::ptr::read_volatile((base + offset as u64) as *const u64) }
+}
+
+fn write_register(base: u64, offset: usize, value: u64) {
+    // SAFETY: as in `read_register`; writes to these registers configure the unit only.
+    unsafe { core::ptr::write_volatile((base + offset as u64) as *mut u64, value) }
+}
+
+/// Finds the AMD-Vi unit in `ivrs` (the raw IVRS table) and enables it with every device
+/// ID blocked but the unit itself and the I/O APICs the IVRS names. Called once by the
+/// bootstrap core before any other core runs.
+pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
+    let ivrs = Ivrs::parse(ivrs).map_err(Refusal::Ivrs)?;
+    let mut unit = None;
+    for block in ivrs.units() {
+        let block = block.map_err(Refusal::Ivrs)?;
+        match unit {
+            None => unit = Some(block),
+            // Types 10h and 11h describe the same unit twice; the later type is richer.
+            Some(first) if first.base == block.base => unit = Some(block),
+            Some(first) => {
+                return Err(Refusal::SeveralUnits {
+                    first: first.base,
+                    second: block.base,
+                })
+            }
+        }
+    }
+    let Some(unit) = unit else {
+        return Err(Refusal::Ivrs(IvrsError::NotIvrs));
+    };
+    let base = unit.base;
+    if !MMIO_WINDOW.contains(&base)
+        || !MMIO_WINDOW.contains(&(base + amd_vi::register::WINDOW_BYTES - 1))
+    {
+        return Err(Refusal::OutsideMmioWindow { base });
+    }
+    let mut passthrough = heapless::Vec::new();
+    let devices = core::iter::once(Some(unit.iommu_device))
+        .chain(ioapic_ids.iter().map(|&id| unit.ioapic_device(id)));
+    for device in devices.flatten() {
+        passthrough
+            .push(device)
+            .map_err(|_| Refusal::TooManyIoApics)?;
+    }
+
+    let table = DEVICE_TABLE.take();
+    let empty_root = &raw const EMPTY_ROOT as u64;
+    let blocked = DeviceTableEntry::blocked(empty_root, 0);
+    for (device, entry) in table.0.iter_mut().enumerate() {
+        *entry = if passthrough.contains(&(device as u16)) {
+            DeviceTableEntry::passthrough().0
+        } else {
+            blocked.0
+        };
+    }
+    build_domains(&mut table.0)?;
+    let commands: *mut Ring = COMMANDS.take();
+    let events: *const Ring = EVENTS.take();
+
+    // §3.4: registers are programmed with the unit disabled, then enabled together.
+    write_register(base, register::CONTROL, 0);
+    write_register(
+        base,
+        register::DEVICE_TABLE_BASE,
+        device_table_base(table as *const DeviceTable as u64, amd_vi::DEVICE_IDS),
+    );
+    write_register(
+        base,
+        register::COMMAND_BUFFER_BASE,
+        ring_base(commands as u64, RING_ENTRIES_LOG2),
+    );
+    write_register(
+        base,
+        register::EVENT_LOG_BASE,
+        ring_base(events as u64, RING_ENTRIES_LOG2),
+    );
+    for pointer in [
+        register::COMMAND_HEAD,
+        register::COMMAND_TAIL,
+        register::EVENT_HEAD,
+        register::EVENT_TAIL,
+    ] {
+        write_register(base, pointer, 0);
+    }
+    write_register(
+        base,
+        register::CONTROL,
+        control::IOMMU_ENABLE | control::EVENT_LOG_ENABLE | control::COMMAND_BUFFER_ENABLE,
+    );
+    let mut driven = Unit {
+        base,
+        commands,
+        events,
+        command_tail: 0,
+        sequence: 0,
+    };
+    // Whatever the firmware left cached goes: all of it where the unit can say so in one
+    // command, else each device ID's entry.
+    if read_register(base, register::EXTENDED_FEATURES) & feature::INVALIDATE_ALL != 0 {
+        driven.submit(Command::invalidate_all());
+    } else {
+        for device in 0..=u16::MAX {
+            driven.submit(Command::invalidate_device(device));
+            if driven.command_tail == 0 {
+                driven.wait()?;
+            }
+        }
+    }
+    driven.wait()?;
+    let iommu_device = unit.iommu_device;
+    *UNIT.lock() = Some(driven);
+    Ok(Enabled {
+        base,
+        iommu_device,
+        passthrough,
+    })
+}
+
+/// Gives every PCI function with confined DMA its partition's domain: I/O page tables that
+/// map the partition's RAM and channels at their guest-physical addresses (the same plan
+/// as its stage-2 tables), domain ID = partition index + 1 (0 is the blocking domain).
+/// Unconfined functions (`dma = "unconfined"`) pass untranslated, as the table says.
+fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refusal> {
+    let pool = DMA_POOL.take();
+    let phys_base = pool as *const DmaPool as u64;
+    let mut pool = TablePool::new(&mut pool.0, phys_base);
+    for (index, partition) in MACHINE.partitions.iter().enumerate() {
+        let confined = partition
+            .pci_functions
+            .iter()
+            .filter(|function| function.dma_confined);
+        if confined.clone().next().is_none() {
+            continue;
+        }
+        let root =
+            stage2::build::<AmdViIo>(partition.memory, false, &mut pool).map_err(|error| {
+                Refusal::Domain {
+                    partition: index,
+                    error,
+                }
+            })?;
+        for function in confined {
+            table[usize::from(function.physical.0)] =
+                DeviceTableEntry::translated(root, index as u16 + 1).0;
+            log::info!(
+                "iommu: {:02x}:{:02x}.{} DMA confined to the memory of partition {}",
+                function.physical.bus(),
+                function.physical.device(),
+                function.physical.function(),
+                partition.name
+            );
+        }
+    }
+    for partition in MACHINE.partitions {
+        let unconfined = partition
+            .pci_functions
+            .iter()
+            .filter(|function| !function.dma_confined);
+        for function in unconfined {
+            table[usize::from(function.physical.0)] = DeviceTableEntry::passthrough().0;
+            log::info!(
+                "iommu: {:02x}:{:02x}.{} of partition {} left unconfined (dma = \"unconfined\")",
+                function.physical.bus(),
+                function.physical.device(),
+                function.physical.function(),
+                partition.name
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Unit {
+    /// Puts `command` in the next slot and moves the tail past it (§3.4.6: the tail is a
+    /// byte offset into the buffer). Waits for the unit when the ring is full.
+    fn submit(&mut self, command: Command) {
+        let next = (self.command_tail + 1) % RING_ENTRIES;
+        while next * 16 == (read_register(self.base, register::COMMAND_HEAD) as usize & 0x7fff0) {
+            core::hint::spin_loop();
+        }
+        // SAFETY: `commands` is the ring taken in `enable`, reached only under the `UNIT`
+        // lock (or before it is published); the slot is free (the head is past it). The
+        // write is volatile so it precedes the tail write that hands it to the unit.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*self.commands).0[self.command_tail], command.0)
+        };
+        self.command_tail = next;
+        write_register(self.base, register::COMMAND_TAIL, (next * 16) as u64);
+    }
+
+    /// COMPLETION_WAIT: every command before it has completed when the store lands
+    /// (§2.4.1). Bounded: a unit that never answers is a refusal, not a hang.
+    fn wait(&mut self) -> Result<(), Refusal> {
+        self.sequence += 1;
+        let sequence = self.sequence;
+        self.submit(Command::completion_wait(
+            &raw const COMPLETION as u64,
+            sequence,
+        ));
+        for _ in 0..10_000_000 {
+            if COMPLETION.load(Ordering::Acquire) == sequence {
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+        Err(Refusal::CommandTimeout)
+    }
+}
+
+/// Reads the events the unit logged since the last call, counts them and logs each page
+/// fault (requester ID, DMA address). Any core may call it.
+pub fn poll_events() {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return;
+    };
+    let mut head = read_register(unit.base, register::EVENT_HEAD) as usize & 0x7fff0;
+    let tail = read_register(unit.base, register::EVENT_TAIL) as usize & 0x7fff0;
+    while head != tail {
+        // SAFETY: the unit wrote the entry before moving the tail past it (§2.5); a
+        // volatile read keeps the compiler from assuming the memory unchanged.
+        let quadwords = unsafe { core::ptr::read_volatile(&raw const (*unit.events).0[head / 16]) };
+        let event = Event::decode(quadwords);
+        if event.kind == EventKind::IoPageFault {
+            PAGE_FAULTS.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "iommu: DMA blocked: device {:02x}:{:02x}.{} address {:#x}",
+                event.device >> 8,
+                (event.device >> 3) & 0x1f,
+                event.device & 7,
+                event.address
+            );
+        } else {
+            OTHER_EVENTS.fetch_add(1, Ordering::Relaxed);
+            log::info!("iommu: event {:?} device {:#06x}", event.kind, event.device);
+        }
+        head = (head + 16) % (RING_ENTRIES * 16);
+    }
+    write_register(unit.base, register::EVENT_HEAD, head as u64);
+    if read_register(unit.base, register::STATUS) & status::EVENT_OVERFLOW != 0 {
+        log::info!("iommu: the event log overflowed; later events were lost");
+        // Write-1-to-clear (§3.4.13).
+        write_register(unit.base, register::STATUS, status::EVENT_OVERFLOW);
+    }
+}
+
+/// Page faults and other events counted so far, or None when no unit is enabled.
+pub fn event_counts() -> Option<(u64, u64)> {
+    UNIT.lock().as_ref()?;
+    Some((
+        PAGE_FAULTS.load(Ordering::Relaxed),
+        OTHER_EVENTS.load(Ordering::Relaxed),
+    ))
+}
