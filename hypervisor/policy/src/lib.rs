@@ -19,8 +19,9 @@
 //! * [`acpi_s5`]: finding the `\_S5_` sleep type in a DSDT, for powering off.
 //! * [`firmware_acpi`]: the firmware's ACPI tables (RSDP, RSDT/XSDT, MADT, FADT, DSDT), read
 //!   through the `acpi` crate.
-//! * [`pci`]: configuration-space address decoding (ECAM, 0xCF8/0xCFC) and BAR sizing for
-//!   PCI passthrough.
+//! * [`pci`]: PCI passthrough: configuration-space address decoding (ECAM, 0xCF8/0xCFC), BAR
+//!   sizing, the header write filter and virtual host bridge, capability re-linking, MSI
+//!   checks, the MCFG entry, and a function's whole virtual configuration space.
 //! * [`pvh`]: the PVH `hvm_start_info` block a guest receives at boot.
 //! * [`multiboot`]: the boot information (Multiboot v1 memory map, Multiboot2 tags, RSDP).
 //! * [`virtual_platform`]: the partition's ACPI sleep and reset ports.

@@ -14,6 +14,10 @@
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
 //!   through BAR0; `beta`'s restart finds decode and bus mastering off again.
+//! * `linux-pci-qemu` (partitions/linux-pci.toml): Debian's kernel without `pci=off`
+//!   (with `pci=lastbus=1`: its ACPI tables have no PCI root yet) enumerates exactly the host
+//!   bridge and its own `edu` at 00:03.0 with the BAR where the firmware put it, beside `rt`
+//!   and its `edu` (QEMU only: Linux on Bochs takes the long lane's 12 minutes).
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
@@ -27,6 +31,16 @@ use crate::transcript::{Transcript, HYPERVISOR};
 use crate::{bochs, Outcome, SystemTest, SystemTests};
 
 pub const QEMU_TABLE: &str = "partitions/pci.toml";
+pub const LINUX_TABLE: &str = "partitions/linux-pci.toml";
+/// Linux reaches its init in 15–60 s under TCG; `rt` powers off after its 100 s timer loop.
+const LINUX_SECONDS: u64 = 300;
+/// What Debian's kernel must report of its bus, exactly (after the `pci 0000:` prefix).
+const LINUX_FUNCTIONS: [&str; 2] = [
+    "00:00.0: [1b36:0008] type 00 class 0x060000",
+    "00:03.0: [1234:11e8] type 00 class 0x00ff00",
+];
+/// Its BAR as Linux keeps it (no reassignment).
+const LINUX_BAR: &str = "pci 0000:00:03.0: BAR 0 [mem 0xfe900000-0xfe9fffff]";
 pub const BOCHS_TABLE: &str = "partitions/pci-bochs.toml";
 const QEMU_SECONDS: u64 = 60;
 const BOCHS_SECONDS: u64 = 300;
@@ -126,6 +140,13 @@ pub fn tests() -> Vec<SystemTest> {
                 };
                 let transcript = build_and_boot(systems, BOCHS_TABLE, &emulator, BOCHS_SECONDS)?;
                 check(&transcript, &BOCHS_EXPECTED)
+            }),
+        ),
+        (
+            "linux-pci-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let transcript = build_and_boot(systems, LINUX_TABLE, &qemu(), LINUX_SECONDS)?;
+                check_linux(&transcript)
             }),
         ),
         (
@@ -240,6 +261,53 @@ fn check(transcript: &Transcript, expected: &[Expected]) -> Result<(), Vec<Strin
     }
 }
 
+/// Stock Linux's enumeration of its virtual bus (partitions/linux-pci.toml), and `rt`'s own
+/// view beside it.
+fn check_linux(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
+        Ok(()) => Vec::new(),
+        Err(failures) => failures,
+    };
+    let linux: Vec<&str> = transcript.lines_of("linux").map(str::trim_end).collect();
+    // Kernel lines carry a timestamp: `[    3.809838] pci 0000:00:00.0: [1b36:0008] …`.
+    let seen: BTreeSet<&str> = linux
+        .iter()
+        .filter_map(|line| line.split_once("] pci 0000:").map(|(_, rest)| rest))
+        .filter(|rest| rest.contains(": [") && rest.contains(" type "))
+        .collect();
+    let wanted: BTreeSet<&str> = LINUX_FUNCTIONS.into_iter().collect();
+    if seen != wanted {
+        failures.push(format!(
+            "linux enumerated {seen:?}, expected exactly {wanted:?}"
+        ));
+    }
+    if !linux.iter().any(|line| line.ends_with(LINUX_BAR)) {
+        failures.push(format!("linux: no `{LINUX_BAR}`"));
+    }
+    if !linux
+        .iter()
+        .any(|line| line.starts_with("TESSERA-LINUX: init reached"))
+    {
+        failures.push("linux did not reach its init".into());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// `rt` beside Linux: its own view only (no BIST, no restart).
+const LINUX_RT_EXPECTED: [Expected; 1] = [Expected {
+    partition: "rt",
+    functions: [HOST_BRIDGE, "00:06.0 id=1234:11e8 class=00ff00 header=00"],
+    scans: &["conf1", "ecam"],
+    lines: &["pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"],
+    counter:
+        "pci: partition=rt device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0",
+    hypervisor_lines: &[],
+}];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +398,31 @@ mod tests {
             "pci: bist 00:03.0 wrote=0x40 reads=0x40 rom=0x0",
         );
         assert!(check(&transcript(&lines), &QEMU_EXPECTED).is_err());
+    }
+
+    #[test]
+    fn linux_seeing_more_than_its_bus_fails() {
+        let mut lines = vec![
+            ("rt", "pci: conf1 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("rt", "pci: conf1 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("rt", "pci: conf1 scan found 2"),
+            ("rt", "pci: ecam 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("rt", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("rt", "pci: ecam scan found 2"),
+            ("rt", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            (HYPERVISOR, "pci: partition=rt device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
+            ("linux", "[    3.809838] pci 0000:00:00.0: [1b36:0008] type 00 class 0x060000"),
+            ("linux", "[    3.819355] pci 0000:00:03.0: [1234:11e8] type 00 class 0x00ff00"),
+            ("linux", "[    3.822404] pci 0000:00:03.0: BAR 0 [mem 0xfe900000-0xfe9fffff]"),
+            ("linux", "TESSERA-LINUX: init reached tsc=51589224478"),
+        ];
+        assert_eq!(check_linux(&transcript(&lines)), Ok(()));
+        lines.push((
+            "linux",
+            "[    3.829355] pci 0000:00:06.0: [1234:11e8] type 00 class 0x00ff00",
+        ));
+        let failures = check_linux(&transcript(&lines)).unwrap_err();
+        assert!(failures[0].contains("linux enumerated"), "{failures:?}");
     }
 
     #[test]
