@@ -1,15 +1,16 @@
 //! The health monitor at run time: each partition's monitor state (tessera_policy::health
 //! decides), carrying out its decisions — log, halt, warm or cold restart, machine reset or
-//! power-off — the partitions' watchdogs, watched from a core no partition owns, and the
-//! health log (docs/health.md).
+//! power-off, failover to a hot standby — the partitions' watchdogs, watched from a core no
+//! partition owns, and the health log (docs/health.md).
 
-use super::{partition, power};
-use crate::arch::{self, tsc};
+use super::{cores, partition, power};
+use crate::arch::{self, tsc, x2apic};
+use crate::exits::CoreContext;
 use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
 use tessera_abi::hypercall::HEALTH_LOG_RESTARTS;
-use tessera_abi::table::{HealthAction, HealthEvent};
+use tessera_abi::table::{HealthAction, HealthEvent, StandbyRole};
 use tessera_policy::health::{self, watchdog, Decision, HealthMonitor};
 
 /// Each partition's monitor, kept across its restarts.
@@ -22,6 +23,12 @@ static DEADLINES: [AtomicU64; PARTITION_COUNT] = [const { AtomicU64::new(0) }; P
 /// Set when the restart under way is a cold one (read by the reload).
 static COLD_RESTART: [AtomicBool; PARTITION_COUNT] =
     [const { AtomicBool::new(false) }; PARTITION_COUNT];
+
+/// Per standby partition: the TSC at which its primary's failure asked it to take over;
+/// 0 while no takeover is pending. Set once by the core that decided the failover, taken
+/// once by the standby's boot core.
+static TAKEOVER_ASKED: [AtomicU64; PARTITION_COUNT] =
+    [const { AtomicU64::new(0) }; PARTITION_COUNT];
 
 /// Where an event was seen, for the log.
 pub struct Report {
@@ -125,7 +132,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
                 rearm(partition);
             }
         }
-        HealthAction::Halt | HealthAction::SwitchToStandby => {
+        HealthAction::Halt => {
             disarm(partition);
             // A reset request the partition may not have is a stop it asked for.
             if reset_request {
@@ -136,6 +143,35 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
                 } else {
                     "halted"
                 });
+            }
+        }
+        HealthAction::SwitchToStandby => {
+            disarm(partition);
+            let asked = tsc::read();
+            let standby = match partition.partition().health.standby {
+                StandbyRole::Primary { standby } => Some(PartitionIndex(usize::from(standby))),
+                _ => None,
+            };
+            // The standby must be running (booted and waiting) and not be restarting.
+            let ready = standby.filter(|&standby| {
+                partition::state(standby) == tessera_abi::hypercall::PartitionState::Running
+                    && !partition::restart_pending(standby)
+            });
+            if partition::fault(partition, report.core) {
+                match ready {
+                    Some(standby) => {
+                        let mut outcome = heapless::String::<96>::new();
+                        let _ = core::fmt::write(
+                            &mut outcome,
+                            format_args!("halted; standby {} takes over", standby.partition().name),
+                        );
+                        contained(&outcome);
+                        TAKEOVER_ASKED[standby.0].store(asked.max(1), Ordering::Release);
+                        let boot_core = standby.partition().cpus[0];
+                        cores::signal(ApicId(boot_core), None);
+                    }
+                    None => contained("halted (no standby ready to take over)"),
+                }
             }
         }
         HealthAction::WarmRestart | HealthAction::ColdRestart => {
@@ -168,6 +204,58 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             arch::halt_forever();
         }
     }
+}
+
+/// On the boot core of a standby, out of its guest: if its primary's failure asked it to
+/// take over, waits until every core of the primary has left its guest for good, moves the
+/// primary's I/O ports (both permission maps rebuilt) and IOAPIC pins (ownership, entries
+/// re-targeted to this core and masked) to this partition, and sends this core the
+/// table's takeover vector, which the guest receives on its next entry.
+///
+/// Race-free by construction: the ownership words and maps change only here, on the one
+/// core of the standby (validation, `standby-cores`), while it is in the hypervisor, after
+/// the primary's cores have all stopped; no other partition reads them.
+pub fn take_over_if_asked(context: &CoreContext) {
+    let StandbyRole::Standby {
+        primary,
+        takeover_vector,
+    } = context.partition.health.standby
+    else {
+        return;
+    };
+    let asked = TAKEOVER_ASKED[context.partition_index.0].swap(0, Ordering::AcqRel);
+    if asked == 0 {
+        return;
+    }
+    let primary = PartitionIndex(usize::from(primary));
+    let primary_name = primary.partition().name;
+    if !partition::wait_until_stopped(primary) {
+        log::info!(
+            "takeover: partition={} from={} refused: a core of {} did not stop; the standby keeps waiting",
+            context.partition.name,
+            primary_name,
+            primary_name
+        );
+        return;
+    }
+    let ports = primary.partition().ports;
+    cores::rebuild_port_map(primary, &[]);
+    cores::rebuild_port_map(context.partition_index, ports);
+    let pins =
+        crate::exits::ioapic::hand_over_pins(primary, context.partition_index, context.apic_id.0);
+    let now = tsc::read();
+    log::info!(
+        "takeover: partition={} from={} ports={} pins={} vector={:#x} asked-tsc={} ticks-since-asked={} core={}",
+        context.partition.name,
+        primary_name,
+        ports.len(),
+        pins,
+        takeover_vector,
+        asked,
+        now.saturating_sub(asked),
+        context.apic_id
+    );
+    x2apic::send_fixed(context.apic_id, takeover_vector);
 }
 
 /// Whether the restart being carried out for `partition` is a cold one (and forgets it).

@@ -62,6 +62,16 @@
 //!   (status 3 on time-out);
 //! * `declare-fatal=CODE`: declare a fatal error (hypercall), print what it returned;
 //! * `beats=N`: N heartbeats, two per watchdog period, then silence forever;
+//! * `failover-primary=<channel>,<lines>,<address>,<pause µs>` (before `probe-outside`):
+//!   write `seq <n> from <name>` for n = 1..=lines on its console UART, recording in channel
+//!   `<channel>` each line the UART acknowledged (transmitter empty), then read `<address>`
+//!   outside its memory (see `failover.rs`);
+//! * `standby=<channel>,<vector>,<port>,<last>,<pause µs>` (first of all, no banner): wait
+//!   halted for the takeover vector, then open the UART at `<port>` and write the lines
+//!   after the primary's last acknowledged one up to `<last>`, print `takeover:
+//!   failover-ticks=<n> …` and stop with status 0;
+//! * `beat-until-others`: heartbeats, two per watchdog period, until every other partition
+//!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
 //! * `power-off`: power the machine off (status 4 if that fails);
 //!
 //! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1; an
@@ -70,6 +80,7 @@
 #![no_main]
 
 mod channel;
+mod failover;
 mod interrupt_modes;
 mod long_mode;
 
@@ -115,6 +126,10 @@ const MEASURE_IPI_VECTOR: u8 = 0xee;
 
 fn main(info: &BootInfo) {
     let command_line = info.command_line();
+    // A standby holds no device until it takes over: nothing to print on, nothing to do.
+    if let Some(text) = command_line.value("standby") {
+        failover::standby(command_line.value("name").unwrap_or("standby"), text);
+    }
     let core = processor::current_core();
     match command_line.value("name") {
         Some(name) => println!("partition {name}: hello from core {core}"),
@@ -126,6 +141,9 @@ fn main(info: &BootInfo) {
 
     if let Some(text) = command_line.value("measure-exits") {
         measure_exits(text);
+    }
+    if let Some(text) = command_line.value("failover-primary") {
+        failover::primary(command_line.value("name").unwrap_or("primary"), text);
     }
     if let Some(text) = command_line.value("probe-outside") {
         probe_outside(text);
@@ -160,6 +178,9 @@ fn main(info: &BootInfo) {
     }
     if command_line.has_flag("reset") {
         request_reset();
+    }
+    if command_line.has_flag("beat-until-others") {
+        failover::beat_until_others();
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
@@ -312,11 +333,17 @@ fn walk_memory(info: &BootInfo) {
 }
 
 /// Reads a word outside the partition's memory; the hypervisor must stop the partition.
-fn probe_outside(text: &str) {
+fn probe_outside(text: &str) -> ! {
     let Some(address) = tessera_guest::command_line::parse_number(text) else {
         println!("probe-outside: cannot read the address {text:?}");
         hypercall::stop_self(EXIT_ISOLATION_BROKEN);
     };
+    probe(address)
+}
+
+/// Reads `address`, which lies outside this partition's memory: the hypervisor must stop
+/// the partition (exit status 2 if the read returns).
+fn probe(address: u64) -> ! {
     if address.saturating_add(8) > boot::IDENTITY_MAP_END {
         println!("probe-outside: {address:#x} lies beyond the guest's identity map");
         hypercall::stop_self(EXIT_ISOLATION_BROKEN);

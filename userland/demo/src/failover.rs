@@ -1,0 +1,195 @@
+//! Hot-standby failover (docs/health.md, "Hot standby"): a primary that writes numbered
+//! lines to its UART and records each one the UART has acknowledged in a channel shared
+//! with its standby, then crashes; a standby that waits, halted, for the takeover vector,
+//! then drives the same UART and continues after the last acknowledged line; and a third
+//! partition whose heartbeat must not stop meanwhile.
+//!
+//! A line counts as acknowledged once the UART reports its transmitter empty (16550 line
+//! status bit 6, TEMT: the holding register and the shift register are both empty), so
+//! every acknowledged line has left the device; a line written but not acknowledged may be
+//! written again by the standby (at least once, never lost).
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tessera_abi::hypercall::{Call, PartitionState};
+use tessera_guest::command_line::parse_number;
+use tessera_guest::{console, hypercall, interrupts, println, processor, time, x2apic};
+
+use crate::EXIT_CHANNEL_FAILED;
+
+/// The 16550's line status register (base + 5) and its transmitter-empty bit.
+const LINE_STATUS: u16 = 5;
+const TRANSMITTER_EMPTY: u8 = 1 << 6;
+/// Polls of the line status before a line counts as not acknowledged.
+const ACKNOWLEDGE_POLLS: u32 = 1_000_000;
+
+/// The shared words: the number of the last line the UART acknowledged, and the TSC the
+/// primary read just before its crash (for the failover figure).
+#[repr(C, align(64))]
+struct Progress {
+    acknowledged: AtomicU64,
+    crash_tsc: AtomicU64,
+}
+
+/// Set by the takeover vector's handler.
+static TAKEN_OVER: AtomicBool = AtomicBool::new(false);
+
+fn takeover(_vector: u8) {
+    TAKEN_OVER.store(true, Ordering::Release);
+}
+
+/// The comma-separated numbers of a command-line value.
+fn numbers<const N: usize>(mode: &str, text: &str) -> [u64; N] {
+    let mut values = [0u64; N];
+    let mut parts = text.split(',');
+    for value in values.iter_mut() {
+        match parts.next().and_then(parse_number) {
+            Some(number) => *value = number,
+            None => {
+                println!("{mode}: expected {N} comma-separated numbers, got {text:?}");
+                hypercall::stop_self(EXIT_CHANNEL_FAILED)
+            }
+        }
+    }
+    values
+}
+
+/// The channel's shared memory as the progress word.
+fn progress(mode: &str, channel: u64) -> &'static Progress {
+    let address = hypercall::channel_address(channel);
+    if address < 0 || !(address as u64).is_multiple_of(64) {
+        println!("{mode}: channel {channel}: {address}");
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    // SAFETY: the hypervisor maps the channel's memory (whole 4 KiB pages) read-write into
+    // this partition at `address` (64-aligned, checked), inside the identity map; the peer
+    // writes it concurrently, which is why the word is atomic.
+    unsafe { &*(address as *const Progress) }
+}
+
+/// Reads the UART's line status register.
+fn line_status(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: IN from the UART's line status register has no side effect on memory.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port + LINE_STATUS, out("al") value,
+            options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Whether the UART at `port` has sent everything it was given.
+fn acknowledged_by_uart(port: u16) -> bool {
+    (0..ACKNOWLEDGE_POLLS).any(|_| line_status(port) & TRANSMITTER_EMPTY != 0)
+}
+
+/// Writes lines `first..=last` as `seq <n> from <name>`, `pause` microseconds apart,
+/// recording each the UART acknowledges.
+fn write_lines(name: &str, port: u16, progress: &Progress, (first, last): (u64, u64), pause: u64) {
+    for number in first..=last {
+        time::delay_microseconds(pause);
+        println!("seq {number} from {name}");
+        if !acknowledged_by_uart(port) {
+            println!("{name}: line {number} not acknowledged by the UART");
+            hypercall::stop_self(EXIT_CHANNEL_FAILED);
+        }
+        progress.acknowledged.store(number, Ordering::Release);
+    }
+}
+
+/// `failover-primary=<channel>,<lines>,<crash address>,<pause µs>`: lines 1..=`lines`,
+/// `pause` apart, then a read of `crash address` (outside its memory): the hypervisor's
+/// `memory-violation`, whose action is `standby`.
+pub fn primary(name: &str, text: &str) -> ! {
+    let [channel, lines, crash, pause] = numbers::<4>("failover-primary", text);
+    let Some(port) = console::port() else {
+        println!("failover-primary: needs console=0x…");
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    let progress = progress("failover-primary", channel);
+    progress.acknowledged.store(0, Ordering::Release);
+    progress.crash_tsc.store(0, Ordering::Release);
+    write_lines(name, port, progress, (1, lines), pause);
+    console::flush();
+    progress
+        .crash_tsc
+        .store(processor::rdtsc(), Ordering::Release);
+    crate::probe(crash)
+}
+
+/// `standby=<channel>,<takeover vector>,<uart port>,<last line>,<pause µs>`: no console
+/// and no device until the takeover vector arrives (the UART is the primary's until then);
+/// then open the UART, read where the primary stopped and write the lines after it up to
+/// `last line`. Prints `takeover: failover-ticks=<n> crash-tsc=<t0>
+/// first-device-access-tsc=<t1>`: from the TSC the primary read just before its faulting
+/// access to the TSC just before the standby's first access to the taken-over UART.
+pub fn standby(name: &str, text: &str) -> ! {
+    let [channel, vector, port, last, pause] = numbers::<5>("standby", text);
+    let progress = progress("standby", channel);
+    let (Ok(vector), Ok(port)) = (u8::try_from(vector), u16::try_from(port)) else {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    if x2apic::enable().is_err() {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    interrupts::set_handler(vector, takeover);
+    processor::disable_interrupts();
+    while !TAKEN_OVER.load(Ordering::Acquire) {
+        processor::wait_for_interrupt();
+    }
+    let first_access = processor::rdtsc();
+    console::open(port);
+    let acknowledged = progress.acknowledged.load(Ordering::Acquire);
+    println!(
+        "{name}: took over at tsc={first_access}; the primary's last acknowledged line is {acknowledged}"
+    );
+    let crash = progress.crash_tsc.load(Ordering::Acquire);
+    write_lines(name, port, progress, (acknowledged + 1, last), pause);
+    println!(
+        "takeover: failover-ticks={} crash-tsc={crash} first-device-access-tsc={first_access}",
+        first_access.wrapping_sub(crash)
+    );
+    println!("{name}: done");
+    console::flush();
+    hypercall::stop_self(0)
+}
+
+/// `beat-until-others`: heartbeats (two per watchdog period) until every other partition
+/// has stopped or faulted, each printed as `beat <n> tsc=<t>`, then `heartbeats: <n>
+/// sent, every other partition done`. The hypervisor's watchdog sees any gap longer than a
+/// period.
+pub fn beat_until_others() {
+    let period = hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+    if period <= 0 {
+        println!("beat-until-others: no watchdog ({period})");
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    let half = period as u64 / 2;
+    let count = hypercall::partition_count().max(0) as u64;
+    let mut beats: u64 = 1;
+    let started = processor::rdtsc();
+    println!("beat 1 tsc={started}");
+    loop {
+        let not_final = (0..count)
+            .filter(|&index| {
+                let state = hypercall::partition_state(index);
+                !(state >= 0
+                    && PartitionState::from_number(state as u64)
+                        .is_some_and(PartitionState::is_final))
+            })
+            .count();
+        if not_final <= 1 {
+            break;
+        }
+        if processor::rdtsc().wrapping_sub(started) > crate::WAIT_TIMEOUT_TICKS {
+            println!("beat-until-others: timed out");
+            hypercall::stop_self(crate::EXIT_WAIT_TIMED_OUT);
+        }
+        time::delay_microseconds(half);
+        let now = processor::rdtsc();
+        hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+        beats += 1;
+        println!("beat {beats} tsc={now}");
+    }
+    println!("heartbeats: {beats} sent, every other partition done");
+}
