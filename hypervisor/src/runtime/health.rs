@@ -24,6 +24,15 @@ static DEADLINES: [AtomicU64; PARTITION_COUNT] = [const { AtomicU64::new(0) }; P
 static COLD_RESTART: [AtomicBool; PARTITION_COUNT] =
     [const { AtomicBool::new(false) }; PARTITION_COUNT];
 
+/// Set when the machine is being switched off: the watchdog core stops watching, since
+/// the core printing the power-off (a partition's) sends no heartbeats any more.
+static WATCHDOGS_STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// Stops the watchdogs for good (power-off, machine reset): no deadline is checked after.
+pub fn stop_watchdogs() {
+    WATCHDOGS_STOPPED.store(true, Ordering::Release);
+}
+
 /// Per standby partition: the TSC at which its primary's failure asked it to take over;
 /// 0 while no takeover is pending. Set once by the core that decided the failover, taken
 /// once by the standby's boot core.
@@ -196,6 +205,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             power::power_off(name);
         }
         HealthAction::MachineReset => {
+            stop_watchdogs();
             contained("resetting the machine");
             print_health_log();
             crate::arch::console::drain();
@@ -316,7 +326,7 @@ pub fn idle_core(apic_id: ApicId) -> ! {
         "watchdog: core {} watches the partitions' heartbeats",
         apic_id
     );
-    loop {
+    while !WATCHDOGS_STOPPED.load(Ordering::Acquire) {
         let now = tsc::read();
         for (index, deadline) in DEADLINES.iter().enumerate() {
             let armed = deadline.load(Ordering::Acquire);
@@ -326,6 +336,7 @@ pub fn idle_core(apic_id: ApicId) -> ! {
             if deadline
                 .compare_exchange(armed, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+                && !WATCHDOGS_STOPPED.load(Ordering::Acquire)
             {
                 let late = health::ticks(1, tsc::khz()).max(1);
                 let report = Report {
@@ -340,6 +351,7 @@ pub fn idle_core(apic_id: ApicId) -> ! {
         }
         arch::idle_pause();
     }
+    arch::halt_forever()
 }
 
 /// The health log of `partition`: the count of event `selector` (a [`HealthEvent`] index),

@@ -686,6 +686,31 @@ pub fn parity_tests() -> Vec<SystemTest> {
                 check_health(&transcript)
             }),
         ),
+        (
+            "failover-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                let table = crate::failover_test::FAILOVER_TABLE;
+                crate::failover_test::check_failover(&build_and_boot(
+                    systems, table, &emulator, 90,
+                )?)
+            }),
+        ),
+        (
+            "failover-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                let table = crate::failover_test::FAILOVER_TABLE;
+                crate::failover_test::check_failover(&build_and_boot(
+                    systems, table, &emulator, 300,
+                )?)
+            }),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((

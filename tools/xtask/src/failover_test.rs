@@ -1,0 +1,246 @@
+//! The hot-standby failover system test (partitions/failover.toml, docs/health.md): the
+//! primary `io` writes numbered lines on com1 and crashes; the standby `spare` takes over
+//! com1 and continues after the last line the UART acknowledged; `rt`'s heartbeat goes on
+//! across the failover. Checked from the consoles: the hypervisor's decision and takeover
+//! lines in order, the numbered lines on com1 without gap or repeat and from the right
+//! writer, the takeover's ports and pins, `rt`'s beats before the crash and after the
+//! standby's first device access with no health event for `rt` (its watchdog would have
+//! raised one for any gap longer than a period), and a clean power-off.
+
+use crate::irq_test::{counter, exit_counters};
+use crate::markers::Marker;
+use crate::transcript::{Transcript, HYPERVISOR};
+
+/// The table the failover tests boot.
+pub const FAILOVER_TABLE: &str = "partitions/failover.toml";
+
+/// The primary's lines, then the standby's (the table's command lines).
+const PRIMARY_LINES: u64 = 5;
+const LAST_LINE: u64 = 10;
+
+/// Hypervisor lines (by their start, and a part they must contain) that must appear in
+/// this order.
+const HYPERVISOR_SEQUENCE: [(&str, &str); 5] = [
+    (
+        "health: partition=io event=memory-violation count=1 action=standby",
+        "",
+    ),
+    (
+        "contained: partition=io ",
+        "; halted; standby spare takes over",
+    ),
+    (
+        "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 ",
+        "",
+    ),
+    ("stopped: partition=spare status=0 ", ""),
+    ("power-off: requested by rt", ""),
+];
+
+/// The number after `key=` in `line`.
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(key)? + key.len();
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// `seq <n> from <writer>` lines of com1, in order.
+fn numbered_lines(transcript: &Transcript) -> Vec<(u64, String)> {
+    transcript
+        .lines_of("io")
+        .filter_map(|line| {
+            let rest = line.trim_end().strip_prefix("seq ")?;
+            let (number, writer) = rest.split_once(" from ")?;
+            Some((number.parse().ok()?, writer.to_owned()))
+        })
+        .collect()
+}
+
+/// Checks a run of [`FAILOVER_TABLE`].
+pub fn check_failover(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let mut position = 0;
+    for (start, part) in HYPERVISOR_SEQUENCE {
+        match hypervisor[position..]
+            .iter()
+            .position(|line| line.starts_with(start) && line.contains(part))
+        {
+            Some(found) => position += found + 1,
+            None => {
+                failures.push(format!("no hypervisor line `{start}…{part}` in order"));
+                break;
+            }
+        }
+    }
+    for partition in ["rt", "spare"] {
+        let prefix = format!("health: partition={partition} ");
+        if let Some(line) = hypervisor.iter().find(|line| line.starts_with(&prefix)) {
+            failures.push(format!("a health event for {partition}: `{line}`"));
+        }
+    }
+
+    // com1: 1..=5 from io, then 6..=10 from spare, nothing lost, nothing twice.
+    let lines = numbered_lines(transcript);
+    let expected: Vec<(u64, String)> = (1..=LAST_LINE)
+        .map(|number| {
+            let writer = if number <= PRIMARY_LINES {
+                "io"
+            } else {
+                "spare"
+            };
+            (number, writer.to_owned())
+        })
+        .collect();
+    if lines != expected {
+        failures.push(format!(
+            "com1's numbered lines are {:?}, expected 1..={PRIMARY_LINES} from io, then \
+             {}..={LAST_LINE} from spare",
+            lines
+                .iter()
+                .map(|(number, writer)| format!("{number}:{writer}"))
+                .collect::<Vec<_>>(),
+            PRIMARY_LINES + 1
+        ));
+    }
+    let resumed = format!("the primary's last acknowledged line is {PRIMARY_LINES}");
+    if !transcript
+        .lines_of("io")
+        .any(|line| line.starts_with("spare: took over at tsc=") && line.contains(&resumed))
+    {
+        failures.push(format!("no `spare: took over … {resumed}` on com1"));
+    }
+
+    // The failover's time span, from the standby's report.
+    let span = transcript
+        .lines_of("io")
+        .find(|line| line.starts_with("takeover: failover-ticks="))
+        .and_then(|line| {
+            Some((
+                number_after(line, "crash-tsc=")?,
+                number_after(line, "first-device-access-tsc=")?,
+            ))
+        });
+    match span {
+        None => failures.push(
+            "no `takeover: failover-ticks=… crash-tsc=… first-device-access-tsc=…` on com1".into(),
+        ),
+        Some((crash, first_access)) => {
+            let beats: Vec<u64> = transcript
+                .lines_of("rt")
+                .filter(|line| line.starts_with("beat "))
+                .filter_map(|line| number_after(line, "tsc="))
+                .collect();
+            if !beats.iter().any(|&tsc| tsc < crash) || !beats.iter().any(|&tsc| tsc > first_access)
+            {
+                failures.push(format!(
+                    "rt's heartbeats {beats:?} do not span the failover (crash at tsc={crash}, \
+                     standby's first device access at tsc={first_access})"
+                ));
+            }
+        }
+    }
+    if !transcript.lines_of("rt").any(|line| {
+        line.starts_with("heartbeats: ") && line.ends_with("sent, every other partition done")
+    }) {
+        failures.push("rt did not report its heartbeats".into());
+    }
+    // Every UART access of the standby passed through: its port map was rebuilt.
+    let counters = exit_counters(transcript, "spare").unwrap_or_default();
+    match counter(&counters, "unassigned-port-accesses") {
+        Some(0) => {}
+        other => failures.push(format!(
+            "spare: unassigned-port-accesses={other:?} in its exit counters, expected 0"
+        )),
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::{EmulatorExit, TranscriptLine};
+
+    fn line(source: &str, text: &str) -> TranscriptLine {
+        TranscriptLine {
+            source: source.into(),
+            text: text.into(),
+        }
+    }
+
+    /// A run as the failover table gives it, with com1's numbered lines `numbered`.
+    fn run(numbered: &[(u64, &str)], beats: &[u64]) -> Transcript {
+        let mut lines = vec![
+            line(HYPERVISOR, "health: partition=io event=memory-violation count=1 action=standby core=0"),
+            line(HYPERVISOR, "contained: partition=io core=0 reason=npf address=0x8000000 access=read rip=0x1011aa; halted; standby spare takes over"),
+            line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
+            line(HYPERVISOR, "stopped: partition=spare status=0 reason=stop-self core=1"),
+            line(HYPERVISOR, "power-off: requested by rt"),
+            line(HYPERVISOR, "exits: partition=spare state=Stopped total=14 unassigned-port-accesses=0 restarts=0"),
+            line(HYPERVISOR, "Tessera: power off"),
+            line("io", "spare: took over at tsc=200; the primary's last acknowledged line is 5"),
+            line("io", "takeover: failover-ticks=100 crash-tsc=100 first-device-access-tsc=200"),
+            line("rt", "heartbeats: 9 sent, every other partition done"),
+        ];
+        for (number, writer) in numbered {
+            lines.push(line("io", &format!("seq {number} from {writer}")));
+        }
+        for tsc in beats {
+            lines.push(line("rt", &format!("beat 1 tsc={tsc}")));
+        }
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
+    const GOOD: [(u64, &str); 10] = [
+        (1, "io"),
+        (2, "io"),
+        (3, "io"),
+        (4, "io"),
+        (5, "io"),
+        (6, "spare"),
+        (7, "spare"),
+        (8, "spare"),
+        (9, "spare"),
+        (10, "spare"),
+    ];
+
+    #[test]
+    fn a_clean_failover_passes() {
+        assert_eq!(check_failover(&run(&GOOD, &[50, 150, 250])), Ok(()));
+    }
+
+    #[test]
+    fn a_lost_line_a_repeat_or_a_stopped_heartbeat_fails() {
+        let mut lost = GOOD.to_vec();
+        lost.remove(5);
+        assert!(check_failover(&run(&lost, &[50, 250])).is_err());
+        let mut repeated = GOOD.to_vec();
+        repeated.insert(5, (5, "spare"));
+        assert!(check_failover(&run(&repeated, &[50, 250])).is_err());
+        // No beat after the standby's first device access.
+        assert!(check_failover(&run(&GOOD, &[50, 150])).is_err());
+    }
+}
