@@ -119,6 +119,12 @@ pub fn check_failover(transcript: &Transcript) -> Result<(), Vec<String>> {
         failures.push(format!("no `spare: took over … {resumed}` on com1"));
     }
 
+    // The primary's pin: refused to the standby before, handed over masked to its core.
+    if !transcript.lines_of("io").any(|line| {
+        line == "spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed"
+    }) {
+        failures.push("no `spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed` on com1".into());
+    }
     // The failover's time span, from the standby's report.
     let span = transcript
         .lines_of("io")
@@ -197,6 +203,7 @@ mod tests {
             line(HYPERVISOR, "exits: partition=spare state=Stopped total=14 unassigned-port-accesses=0 restarts=0"),
             line(HYPERVISOR, "Tessera: power off"),
             line("io", "spare: took over at tsc=200; the primary's last acknowledged line is 5"),
+            line("io", "spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed"),
             line("io", "takeover: failover-ticks=100 crash-tsc=100 first-device-access-tsc=200"),
             line("rt", "heartbeats: 9 sent, every other partition done"),
         ];

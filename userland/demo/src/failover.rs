@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tessera_abi::hypercall::{Call, PartitionState};
 use tessera_guest::command_line::parse_number;
+use tessera_guest::ioapic::{self, RedirectionEntry};
 use tessera_guest::{console, hypercall, interrupts, println, processor, time, x2apic};
 
 use crate::EXIT_CHANNEL_FAILED;
@@ -117,14 +118,30 @@ pub fn primary(name: &str, text: &str) -> ! {
     crate::probe(crash)
 }
 
-/// `standby=<channel>,<takeover vector>,<uart port>,<last line>,<pause µs>`: no console
+/// A vector the standby routes its taken-over pin to (masked: no interrupt is expected).
+const PIN_TEST_VECTOR: u8 = 0x50;
+
+/// Routes `pin` to this core (masked) and reads it back: whether the write took effect.
+fn route_pin(pin: u8) -> bool {
+    let entry = RedirectionEntry::fixed(PIN_TEST_VECTOR, processor::current_core()).masked();
+    ioapic::set_redirection_entry(pin, entry);
+    ioapic::redirection_entry(pin) == entry
+}
+
+/// `standby=<channel>,<takeover vector>,<uart port>,<last line>,<pause µs>,<pin>`: no console
 /// and no device until the takeover vector arrives (the UART is the primary's until then);
 /// then open the UART, read where the primary stopped and write the lines after it up to
 /// `last line`. Prints `takeover: failover-ticks=<n> crash-tsc=<t0>
 /// first-device-access-tsc=<t1>`: from the TSC the primary read just before its faulting
-/// access to the TSC just before the standby's first access to the taken-over UART.
+/// access to the TSC just before the standby's first access to the taken-over UART. The
+/// primary's IOAPIC pin `pin` is tried before the takeover (the hypervisor must refuse the
+/// write) and after it (the entry must point at this core, masked, and take a new route).
 pub fn standby(name: &str, text: &str) -> ! {
-    let [channel, vector, port, last, pause] = numbers::<5>("standby", text);
+    let [channel, vector, port, last, pause, pin] = numbers::<6>("standby", text);
+    let Ok(pin) = u8::try_from(pin) else {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    let routed_before = route_pin(pin);
     let progress = progress("standby", channel);
     let (Ok(vector), Ok(port)) = (u8::try_from(vector), u16::try_from(port)) else {
         hypercall::stop_self(EXIT_CHANNEL_FAILED)
@@ -144,6 +161,16 @@ pub fn standby(name: &str, text: &str) -> ! {
         "{name}: took over at tsc={first_access}; the primary's last acknowledged line is {acknowledged}"
     );
     let crash = progress.crash_tsc.load(Ordering::Acquire);
+    let handed_over = ioapic::redirection_entry(pin);
+    let core = processor::current_core();
+    let routed_after = route_pin(pin);
+    println!(
+        "{name}: ioapic pin {pin}: before takeover {}; after: masked={} destination={} (this core {core}), {}",
+        if routed_before { "ROUTED (not refused)" } else { "refused" },
+        handed_over.is_masked(),
+        handed_over.destination(),
+        if routed_after { "routed" } else { "NOT routed" }
+    );
     write_lines(name, port, progress, (acknowledged + 1, last), pause);
     println!(
         "takeover: failover-ticks={} crash-tsc={crash} first-device-access-tsc={first_access}",

@@ -66,8 +66,9 @@
 //!   write `seq <n> from <name>` for n = 1..=lines on its console UART, recording in channel
 //!   `<channel>` each line the UART acknowledged (transmitter empty), then read `<address>`
 //!   outside its memory (see `failover.rs`);
-//! * `standby=<channel>,<vector>,<port>,<last>,<pause µs>` (first of all, no banner): wait
-//!   halted for the takeover vector, then open the UART at `<port>` and write the lines
+//! * `standby=<channel>,<vector>,<port>,<last>,<pause µs>,<pin>` (first of all, no
+//!   banner): try to route IOAPIC pin `<pin>` (refused), wait halted for the takeover
+//!   vector, route the pin again (now its own), then open the UART at `<port>` and write the lines
 //!   after the primary's last acknowledged one up to `<last>`, print `takeover:
 //!   failover-ticks=<n> …` and stop with status 0;
 //! * `beat-until-others`: heartbeats, two per watchdog period, until every other partition
