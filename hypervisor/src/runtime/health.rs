@@ -233,7 +233,13 @@ pub fn take_over_if_asked(context: &CoreContext) {
     else {
         return;
     };
-    let asked = TAKEOVER_ASKED[context.partition_index.0].swap(0, Ordering::AcqRel);
+    // A load first: this runs after every exit of a standby, and a swap would write the
+    // word each time.
+    let word = &TAKEOVER_ASKED[context.partition_index.0];
+    if word.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let asked = word.swap(0, Ordering::AcqRel);
     if asked == 0 {
         return;
     }

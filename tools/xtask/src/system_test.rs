@@ -815,6 +815,41 @@ const HEALTH_SEQUENCES: [(&str, &[&str]); 2] = [
     ),
 ];
 
+/// The third partition of [`HEALTH_TABLE`], `control`: its heartbeat (watched by its own
+/// watchdog) never stopped while the others failed and restarted, and the health log it
+/// read with the `health-log` hypercall is the one the hypervisor prints at power-off.
+fn check_health_control(transcript: &Transcript, hypervisor: &[&str], failures: &mut Vec<String>) {
+    if let Some(line) = hypervisor
+        .iter()
+        .find(|line| line.starts_with("health: partition=control "))
+    {
+        failures.push(format!("control's heartbeat stopped: `{line}`"));
+    }
+    if !transcript.lines_of("control").any(|line| {
+        line.starts_with("heartbeats: ") && line.ends_with(" sent, every other partition done")
+    }) {
+        failures.push("control did not report its heartbeats".into());
+    }
+    for (index, partition) in ["hung", "fatal"].iter().enumerate() {
+        let printed = format!("health-log: partition={partition} ");
+        let expected = hypervisor
+            .iter()
+            .find_map(|line| line.strip_prefix(printed.as_str()));
+        let read = format!("health-log {index}: ");
+        let got = transcript.lines_of("control").find_map(|line| {
+            line.trim_end()
+                .strip_prefix(read.as_str())
+                .map(str::to_owned)
+        });
+        if expected.is_none() || got.as_deref() != expected {
+            failures.push(format!(
+                "control read the health log of {partition} as {got:?} with the hypercall, \
+                 the hypervisor printed {expected:?}"
+            ));
+        }
+    }
+}
+
 /// Checks a run of [`HEALTH_TABLE`]: each partition's health lines in order, no panic, and
 /// a clean power-off by `control`.
 pub fn check_health(transcript: &Transcript) -> Result<(), Vec<String>> {
@@ -846,6 +881,7 @@ pub fn check_health(transcript: &Transcript) -> Result<(), Vec<String>> {
     {
         failures.push("control did not power the machine off".into());
     }
+    check_health_control(transcript, &hypervisor, &mut failures);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -1635,6 +1671,19 @@ mod tests {
             }
         }
         lines.push((HYPERVISOR, "power-off: requested by control".to_string()));
+        // control's own lines: its heartbeats, and the health log it read.
+        for (index, (partition, sequence)) in HEALTH_SEQUENCES.iter().enumerate() {
+            let printed = format!("health-log: partition={partition} ");
+            let log = sequence
+                .iter()
+                .find_map(|line| line.strip_prefix(printed.as_str()))
+                .unwrap();
+            lines.push(("control", format!("health-log {index}: {log}")));
+        }
+        lines.push((
+            "control",
+            "heartbeats: 40 sent, every other partition done".to_string(),
+        ));
         let run = |lines: &[(&str, String)]| {
             let borrowed: Vec<(&str, &str)> = lines
                 .iter()
@@ -1647,6 +1696,19 @@ mod tests {
         swapped.swap(0, 2);
         assert!(run(&swapped).is_err());
         assert!(run(&lines[..lines.len() - 1]).is_err());
+        let mut missed = lines.clone();
+        missed.push((
+            HYPERVISOR,
+            "health: partition=control event=watchdog-expiry count=1 action=halt seen-by=watchdog-core".to_string(),
+        ));
+        assert!(run(&missed).is_err());
+        let mut misread = lines.clone();
+        let read = misread
+            .iter_mut()
+            .find(|(source, text)| *source == "control" && text.starts_with("health-log 0: "))
+            .unwrap();
+        read.1 = read.1.replace("restarts=2", "restarts=1");
+        assert!(run(&misread).is_err());
     }
 
     #[test]

@@ -220,3 +220,42 @@ pub fn beat_until_others() {
     }
     println!("heartbeats: {beats} sent, every other partition done");
 }
+
+/// `read-health-log=<index>[,<index>…]`: each partition's health log through the
+/// `health-log` hypercall (the table grants `health:<partition>`), printed as
+/// `health-log <index>: restarts=<n> <event>=<count>…`, the form of the hypervisor's own
+/// `health-log:` line after the partition's name.
+pub fn read_health_log(text: &str) {
+    for index in text.split(',').filter_map(parse_number) {
+        let restarts = hypercall::hypercall(
+            Call::HealthLog,
+            index,
+            tessera_abi::hypercall::HEALTH_LOG_RESTARTS,
+            0,
+        );
+        if restarts < 0 {
+            println!(
+                "health-log {index}: {restarts} ({})",
+                hypercall::result_name(restarts)
+            );
+            continue;
+        }
+        println!(
+            "health-log {index}: restarts={restarts}{}",
+            EventCounts(index)
+        );
+    }
+}
+
+/// The ` <event>=<count>` list of partition `index`'s health log.
+struct EventCounts(u64);
+
+impl core::fmt::Display for EventCounts {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for event in tessera_abi::table::HealthEvent::ALL {
+            let count = hypercall::hypercall(Call::HealthLog, self.0, event.index() as u64, 0);
+            write!(formatter, " {}={count}", event.name())?;
+        }
+        Ok(())
+    }
+}

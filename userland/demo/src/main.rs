@@ -73,6 +73,8 @@
 //!   failover-ticks=<n> …` and stop with status 0;
 //! * `beat-until-others`: heartbeats, two per watchdog period, until every other partition
 //!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
+//! * `read-health-log=<index>[,<index>…]`: read each partition's health log with the
+//!   `health-log` hypercall and print `health-log <index>: restarts=<n> <event>=<count>…`;
 //! * `power-off`: power the machine off (status 4 if that fails);
 //!
 //! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1; an
@@ -182,6 +184,9 @@ fn main(info: &BootInfo) {
     }
     if command_line.has_flag("beat-until-others") {
         failover::beat_until_others();
+    }
+    if let Some(text) = command_line.value("read-health-log") {
+        failover::read_health_log(text);
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
