@@ -1,5 +1,6 @@
 //! The hot-standby failover system test (partitions/failover.toml, docs/health.md): the
-//! primary `io` writes numbered lines on com1 and crashes; the standby `spare` takes over
+//! primary `io` writes numbered lines on com1 and crashes, is restarted, continues and
+//! crashes again, which escalates to the standby action; the standby `spare` takes over
 //! com1 and continues after the last line the UART acknowledged; `rt`'s heartbeat goes on
 //! across the failover. Checked from the consoles: the hypervisor's decision and takeover
 //! lines in order, the numbered lines on com1 without gap or repeat and from the right
@@ -14,15 +15,20 @@ use crate::transcript::{Transcript, HYPERVISOR};
 /// The table the failover tests boot.
 pub const FAILOVER_TABLE: &str = "partitions/failover.toml";
 
-/// The primary's lines, then the standby's (the table's command lines).
-const PRIMARY_LINES: u64 = 5;
+/// The primary's lines (two boots of 3), then the standby's (the table's command lines).
+const PRIMARY_LINES: u64 = 6;
 const LAST_LINE: u64 = 10;
 
 /// Hypervisor lines (by their start, and a part they must contain) that must appear in
 /// this order.
-const HYPERVISOR_SEQUENCE: [(&str, &str); 5] = [
+const HYPERVISOR_SEQUENCE: [(&str, &str); 7] = [
     (
-        "health: partition=io event=memory-violation count=1 action=standby",
+        "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
+        "",
+    ),
+    ("restarted: partition=io restarts=1 ", ""),
+    (
+        "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
         "",
     ),
     (
@@ -195,14 +201,16 @@ mod tests {
     /// A run as the failover table gives it, with com1's numbered lines `numbered`.
     fn run(numbered: &[(u64, &str)], beats: &[u64]) -> Transcript {
         let mut lines = vec![
-            line(HYPERVISOR, "health: partition=io event=memory-violation count=1 action=standby core=0"),
+            line(HYPERVISOR, "health: partition=io event=memory-violation count=1 action=warm-restart restart=1 core=0"),
+            line(HYPERVISOR, "restarted: partition=io restarts=1 core=0"),
+            line(HYPERVISOR, "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart core=0"),
             line(HYPERVISOR, "contained: partition=io core=0 reason=npf address=0x8000000 access=read rip=0x1011aa; halted; standby spare takes over"),
             line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
             line(HYPERVISOR, "stopped: partition=spare status=0 reason=stop-self core=1"),
             line(HYPERVISOR, "power-off: requested by rt"),
             line(HYPERVISOR, "exits: partition=spare state=Stopped total=14 unassigned-port-accesses=0 restarts=0"),
             line(HYPERVISOR, "Tessera: power off"),
-            line("io", "spare: took over at tsc=200; the primary's last acknowledged line is 5"),
+            line("io", "spare: took over at tsc=200; the primary's last acknowledged line is 6"),
             line("io", "spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed"),
             line("io", "takeover: failover-ticks=100 crash-tsc=100 first-device-access-tsc=200"),
             line("rt", "heartbeats: 9 sent, every other partition done"),
@@ -227,7 +235,7 @@ mod tests {
         (3, "io"),
         (4, "io"),
         (5, "io"),
-        (6, "spare"),
+        (6, "io"),
         (7, "spare"),
         (8, "spare"),
         (9, "spare"),
@@ -242,10 +250,10 @@ mod tests {
     #[test]
     fn a_lost_line_a_repeat_or_a_stopped_heartbeat_fails() {
         let mut lost = GOOD.to_vec();
-        lost.remove(5);
+        lost.remove(6);
         assert!(check_failover(&run(&lost, &[50, 250])).is_err());
         let mut repeated = GOOD.to_vec();
-        repeated.insert(5, (5, "spare"));
+        repeated.insert(6, (6, "spare"));
         assert!(check_failover(&run(&repeated, &[50, 250])).is_err());
         // No beat after the standby's first device access.
         assert!(check_failover(&run(&GOOD, &[50, 150])).is_err());

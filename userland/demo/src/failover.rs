@@ -98,19 +98,28 @@ fn write_lines(name: &str, port: u16, progress: &Progress, (first, last): (u64, 
     }
 }
 
-/// `failover-primary=<channel>,<lines>,<crash address>,<pause µs>`: lines 1..=`lines`,
+/// `failover-primary=<channel>,<lines>,<crash address>,<pause µs>`: `lines` lines,
 /// `pause` apart, then a read of `crash address` (outside its memory): the hypervisor's
-/// `memory-violation`, whose action is `standby`.
-pub fn primary(name: &str, text: &str) -> ! {
+/// `memory-violation`. On its first boot (`tessera.restarts=0`) it numbers from 1; after a
+/// restart it continues after the last line the UART acknowledged (from the channel), as
+/// its standby would.
+pub fn primary(name: &str, restarts: u64, text: &str) -> ! {
     let [channel, lines, crash, pause] = numbers::<4>("failover-primary", text);
     let Some(port) = console::port() else {
         println!("failover-primary: needs console=0x…");
         hypercall::stop_self(EXIT_CHANNEL_FAILED)
     };
     let progress = progress("failover-primary", channel);
-    progress.acknowledged.store(0, Ordering::Release);
-    progress.crash_tsc.store(0, Ordering::Release);
-    write_lines(name, port, progress, (1, lines), pause);
+    if restarts == 0 {
+        progress.acknowledged.store(0, Ordering::Release);
+        progress.crash_tsc.store(0, Ordering::Release);
+    }
+    let first = progress.acknowledged.load(Ordering::Acquire) + 1;
+    println!(
+        "{name}: boot {restarts}, continuing after acknowledged line {}",
+        first - 1
+    );
+    write_lines(name, port, progress, (first, first + lines - 1), pause);
     console::flush();
     progress
         .crash_tsc

@@ -63,7 +63,8 @@
 //! * `declare-fatal=CODE`: declare a fatal error (hypercall), print what it returned;
 //! * `beats=N`: N heartbeats, two per watchdog period, then silence forever;
 //! * `failover-primary=<channel>,<lines>,<address>,<pause µs>` (before `probe-outside`):
-//!   write `seq <n> from <name>` for n = 1..=lines on its console UART, recording in channel
+//!   write `lines` lines `seq <n> from <name>` on its console UART (from 1 on its first
+//!   boot, after the last acknowledged one after a restart), recording in channel
 //!   `<channel>` each line the UART acknowledged (transmitter empty), then read `<address>`
 //!   outside its memory (see `failover.rs`);
 //! * `standby=<channel>,<vector>,<port>,<last>,<pause µs>,<pin>` (first of all, no
@@ -146,7 +147,11 @@ fn main(info: &BootInfo) {
         measure_exits(text);
     }
     if let Some(text) = command_line.value("failover-primary") {
-        failover::primary(command_line.value("name").unwrap_or("primary"), text);
+        failover::primary(
+            command_line.value("name").unwrap_or("primary"),
+            command_line.number("tessera.restarts").unwrap_or(0),
+            text,
+        );
     }
     if let Some(text) = command_line.value("probe-outside") {
         probe_outside(text);
