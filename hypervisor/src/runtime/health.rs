@@ -169,15 +169,17 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             if partition::fault(partition, report.core) {
                 match ready {
                     Some(standby) => {
+                        // The standby is signalled before the line is printed: the console
+                        // is a polled UART, and the takeover need not wait for it.
+                        TAKEOVER_ASKED[standby.0].store(asked.max(1), Ordering::Release);
+                        let boot_core = standby.partition().cpus[0];
+                        cores::signal(ApicId(boot_core), None);
                         let mut outcome = heapless::String::<96>::new();
                         let _ = core::fmt::write(
                             &mut outcome,
                             format_args!("halted; standby {} takes over", standby.partition().name),
                         );
                         contained(&outcome);
-                        TAKEOVER_ASKED[standby.0].store(asked.max(1), Ordering::Release);
-                        let boot_core = standby.partition().cpus[0];
-                        cores::signal(ApicId(boot_core), None);
                     }
                     None => contained("halted (no standby ready to take over)"),
                 }
