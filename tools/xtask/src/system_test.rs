@@ -783,12 +783,14 @@ fn long_mode(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcom
 }
 
 /// The restart table in `emulator`, checked.
-/// The health-monitor table (docs/health.md): a watchdog miss with action escalation, and
-/// declared errors with event escalation, a cold restart and the restart budget.
+/// The health-monitor table (docs/health.md): a watchdog miss with action escalation,
+/// declared errors with event escalation, a cold restart and the restart budget, and an
+/// unexpected exit and two triple faults answered by a warm restart, a cold restart and the
+/// budget's halt.
 pub const HEALTH_TABLE: &str = "partitions/health.toml";
 
 /// Per partition, the hypervisor lines (by their start) that must appear in this order.
-const HEALTH_SEQUENCES: [(&str, &[&str]); 2] = [
+const HEALTH_SEQUENCES: [(&str, &[&str]); 3] = [
     (
         "hung",
         &[
@@ -813,7 +815,24 @@ const HEALTH_SEQUENCES: [(&str, &[&str]); 2] = [
             "health-log: partition=fatal restarts=3 memory-violation=0 shutdown=0 entry-failure=0 reset-request=2 unexpected-exit=0 watchdog-expiry=0 restart-budget-exhausted=1 declared-fatal=4",
         ],
     ),
+    (
+        "faults",
+        &[
+            "health: partition=faults event=unexpected-exit count=1 action=warm-restart restart=1 core=4",
+            "contained: partition=faults core=4 reason=string-io address=0x80 access=INS from an unassigned port",
+            "restarted: partition=faults restarts=1",
+            "health: partition=faults event=shutdown count=1 action=cold-restart restart=2 core=4",
+            "cold restart: partition=faults ioapic-pins-reset=0",
+            "restarted: partition=faults restarts=2",
+            "health: partition=faults event=shutdown count=2 action=halt (restart-budget-exhausted) core=4",
+            "contained: partition=faults core=4 reason=triple-fault address=0x0 access=shutdown rip=",
+            "health-log: partition=faults restarts=2 memory-violation=0 shutdown=2 entry-failure=0 reset-request=0 unexpected-exit=1 watchdog-expiry=0 restart-budget-exhausted=1 declared-fatal=0 device-fault=0",
+        ],
+    ),
 ];
+
+/// The partitions whose health log `control` reads with the hypercall: (table index, name).
+const HEALTH_LOG_READS: [(usize, &str); 3] = [(0, "hung"), (1, "fatal"), (3, "faults")];
 
 /// The third partition of [`HEALTH_TABLE`], `control`: its heartbeat (watched by its own
 /// watchdog) never stopped while the others failed and restarted, and the health log it
@@ -830,7 +849,7 @@ fn check_health_control(transcript: &Transcript, hypervisor: &[&str], failures: 
     }) {
         failures.push("control did not report its heartbeats".into());
     }
-    for (index, partition) in ["hung", "fatal"].iter().enumerate() {
+    for (index, partition) in HEALTH_LOG_READS {
         let printed = format!("health-log: partition={partition} ");
         let expected = hypervisor
             .iter()
@@ -1672,10 +1691,11 @@ mod tests {
         }
         lines.push((HYPERVISOR, "power-off: requested by control".to_string()));
         // control's own lines: its heartbeats, and the health log it read.
-        for (index, (partition, sequence)) in HEALTH_SEQUENCES.iter().enumerate() {
+        for (index, partition) in HEALTH_LOG_READS {
             let printed = format!("health-log: partition={partition} ");
-            let log = sequence
+            let log = HEALTH_SEQUENCES
                 .iter()
+                .flat_map(|(_, sequence)| sequence.iter())
                 .find_map(|line| line.strip_prefix(printed.as_str()))
                 .unwrap();
             lines.push(("control", format!("health-log {index}: {log}")));

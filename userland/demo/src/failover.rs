@@ -190,7 +190,8 @@ pub fn standby(name: &str, text: &str) -> ! {
     hypercall::stop_self(0)
 }
 
-/// `beat-until-others`: heartbeats (two per watchdog period) until every other partition
+/// `beat-until-others`: heartbeats (eight per watchdog period, so that an emulator that
+/// leaves this core unscheduled for most of a period does not look like a hang) until every other partition
 /// has stopped or faulted, each printed as `beat <n> tsc=<t>`, then `heartbeats: <n>
 /// sent, every other partition done`. The hypervisor's watchdog sees any gap longer than a
 /// period.
@@ -200,7 +201,7 @@ pub fn beat_until_others() {
         println!("beat-until-others: no watchdog ({period})");
         hypercall::stop_self(EXIT_CHANNEL_FAILED);
     }
-    let half = period as u64 / 2;
+    let interval = period as u64 / 8;
     let count = hypercall::partition_count().max(0) as u64;
     let mut beats: u64 = 1;
     let started = processor::rdtsc();
@@ -221,7 +222,7 @@ pub fn beat_until_others() {
             println!("beat-until-others: timed out");
             hypercall::stop_self(crate::EXIT_WAIT_TIMED_OUT);
         }
-        time::delay_microseconds(half);
+        time::delay_microseconds(interval);
         let now = processor::rdtsc();
         hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
         beats += 1;
@@ -266,5 +267,44 @@ impl core::fmt::Display for EventCounts {
             write!(formatter, " {}={count}", event.name())?;
         }
         Ok(())
+    }
+}
+
+/// `fault-by-boot=<kind>[,<kind>…]`: on boot `n` (`tessera.restarts=n`) cause the `n`-th
+/// fault of the list, before anything else (no console is needed): `ins` reads a string
+/// from a port it does not own (`unexpected-exit`: the hypervisor does not emulate INS
+/// from unassigned ports), `triple` loads an empty IDT and executes UD2 (#UD cannot be
+/// delivered, nor #DF: a triple fault, `shutdown`). Past the list's end it stops with
+/// status 0.
+pub fn fault_by_boot(restarts: u64, text: &str) -> ! {
+    let kind = text
+        .split(',')
+        .nth(usize::try_from(restarts).unwrap_or(usize::MAX));
+    match kind {
+        Some("ins") => {
+            let mut buffer = [0u8; 4];
+            // SAFETY: INSB stores at most one byte at RDI, which points into `buffer`, a
+            // local this function owns; port 0x80 belongs to no partition, so under
+            // Tessera the instruction exits and the partition is stopped before it
+            // completes.
+            unsafe {
+                core::arch::asm!("insb", in("dx") 0x80u16, inout("rdi") buffer.as_mut_ptr() => _,
+                    options(nostack, preserves_flags));
+            }
+            println!("fault-by-boot: INS returned {buffer:?}");
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        Some("triple") => {
+            let empty: [u16; 5] = [0; 5];
+            // SAFETY: loads an IDT of limit 0 and raises #UD: the processor cannot deliver
+            // it or the double fault that follows and shuts the core down (a triple fault,
+            // SDM vol. 3 §6.15 "Interrupt 8"), which the hypervisor intercepts. No memory
+            // is written; `empty` outlives the LIDT.
+            unsafe {
+                core::arch::asm!("lidt [{}]", "ud2", in(reg) empty.as_ptr(), options(nostack));
+            }
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        _ => hypercall::stop_self(0),
     }
 }

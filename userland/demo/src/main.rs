@@ -72,8 +72,11 @@
 //!   vector, route the pin again (now its own), then open the UART at `<port>` and write the lines
 //!   after the primary's last acknowledged one up to `<last>`, print `takeover:
 //!   failover-ticks=<n> …` and stop with status 0;
-//! * `beat-until-others`: heartbeats, two per watchdog period, until every other partition
+//! * `beat-until-others`: heartbeats, eight per watchdog period, until every other partition
 //!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
+//! * `fault-by-boot=<kind>[,<kind>…]` (first of all): on boot `n` cause the `n`-th fault,
+//!   `ins` (INS from an unassigned port) or `triple` (a triple fault); past the list, stop
+//!   with status 0;
 //! * `read-health-log=<index>[,<index>…]`: read each partition's health log with the
 //!   `health-log` hypercall and print `health-log <index>: restarts=<n> <event>=<count>…`;
 //! * `power-off`: power the machine off (status 4 if that fails);
@@ -130,6 +133,9 @@ const MEASURE_IPI_VECTOR: u8 = 0xee;
 
 fn main(info: &BootInfo) {
     let command_line = info.command_line();
+    if let Some(text) = command_line.value("fault-by-boot") {
+        failover::fault_by_boot(command_line.number("tessera.restarts").unwrap_or(0), text);
+    }
     // A standby holds no device until it takes over: nothing to print on, nothing to do.
     if let Some(text) = command_line.value("standby") {
         failover::standby(command_line.value("name").unwrap_or("standby"), text);
