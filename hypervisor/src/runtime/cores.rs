@@ -84,8 +84,10 @@ pub fn build_permission_maps(backend: &Backend, partition: PartitionIndex) -> u6
 
 /// Rebuilds the partition's I/O permission map to pass `ports` through (and every other
 /// port to exit). Only while no core of the partition is in the guest: the processor reads
-/// the map during guest execution, and both manuals want such structures changed only
-/// while no guest uses them (Intel SDM vol. 3 §25.11.4; AMD APM vol. 2 §15.10). The
+/// the map during guest execution, and Intel's manual wants such structures changed only
+/// while no logical processor uses them in VMX non-root operation (SDM vol. 3C §25.11.4,
+/// "Software Access to Related Structures"); the same discipline is kept for AMD's IOPM
+/// (APM vol. 2 §15.10). The
 /// takeover guarantees that: the primary's cores have stopped, and the standby has one
 /// core, the one calling this (validation, `standby-cores`).
 pub fn rebuild_port_map(partition: PartitionIndex, ports: &[tessera_abi::table::Range]) {
