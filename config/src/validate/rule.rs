@@ -197,7 +197,7 @@ pub enum Rule {
     StandbyTarget,
     /// A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.
     StandbyDevices,
-    /// A standby partition has more than one core: its boot core rebuilds its I/O permission map at takeover, which no other core of it may be running on.
+    /// A standby partition has more than one core: its boot core changes its I/O permission map at takeover, which no other core of it may be running on.
     StandbyCores,
     /// `takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.
     StandbyVector,
@@ -611,7 +611,7 @@ impl Rule {
             Rule::HealthWatchdogCore => "A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.",
             Rule::StandbyTarget => "`standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.",
             Rule::StandbyDevices => "A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.",
-            Rule::StandbyCores => "A standby partition has more than one core: its boot core rebuilds its I/O permission map at takeover, which no other core of it may be running on.",
+            Rule::StandbyCores => "A standby partition has more than one core: its boot core changes its I/O permission map at takeover, which no other core of it may be running on.",
             Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
             Rule::StandbyPci => "A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.",
             Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",

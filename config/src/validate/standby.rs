@@ -170,7 +170,7 @@ fn check_pair(
                 ),
             )
             .label("more than one")
-            .hint("its boot core rebuilds the I/O permission map it shares with its other cores at takeover; multi-core standbys are not built (docs/health.md)"),
+            .hint("its boot core changes the I/O permission map it shares with its other cores at takeover; multi-core standbys are not built (docs/health.md)"),
         );
     }
     for device in &primary.devices {

@@ -48,8 +48,8 @@ static SVM_PERMISSION_MAPS: [ConstStaticCell<svm::PermissionMaps>; PARTITION_COU
 static VMX_PERMISSION_MAPS: [ConstStaticCell<vmx::PermissionMaps>; PARTITION_COUNT] =
     [const { ConstStaticCell::new(vmx::PermissionMaps::new()) }; PARTITION_COUNT];
 
-/// Each partition's permission maps once built, kept so that a takeover can rebuild the
-/// I/O map (docs/health.md, "Hot standby"); the lock is taken only at boot and at a
+/// Each partition's permission maps once built, kept so that a takeover can move port
+/// ranges between I/O maps (docs/health.md, "Hot standby"); the lock is taken only at boot and at a
 /// takeover, never on an exit.
 enum BuiltMaps {
     Svm(&'static mut svm::PermissionMaps),
@@ -61,7 +61,7 @@ static BUILT_MAPS: [spin::Mutex<Option<BuiltMaps>>; PARTITION_COUNT] =
 
 /// Fills a partition's I/O and MSR permission maps; returns their physical address (the
 /// processor reads them from then on; the hypervisor writes them again only at a takeover,
-/// see [`rebuild_port_map`]).
+/// see [`set_ports`]).
 pub fn build_permission_maps(backend: &Backend, partition: PartitionIndex) -> u64 {
     let ports = partition.partition().ports;
     let (built, address) = match backend {
@@ -82,18 +82,18 @@ pub fn build_permission_maps(backend: &Backend, partition: PartitionIndex) -> u6
     address
 }
 
-/// Rebuilds the partition's I/O permission map to pass `ports` through (and every other
-/// port to exit). Only while no core of the partition is in the guest: the processor reads
-/// the map during guest execution, and Intel's manual wants such structures changed only
-/// while no logical processor uses them in VMX non-root operation (SDM vol. 3C §25.11.4,
-/// "Software Access to Related Structures"); the same discipline is kept for AMD's IOPM
-/// (APM vol. 2 §15.10). The
+/// Makes the partition's I/O permission map pass the ports of `ranges` through (`pass`)
+/// or make them exit, leaving every other bit as it is. Only while no core of the
+/// partition is in the guest: the processor reads the map during guest execution, and
+/// Intel's manual wants such structures changed only while no logical processor uses them
+/// in VMX non-root operation (SDM vol. 3C §25.11.4, "Software Access to Related
+/// Structures"); the same discipline is kept for AMD's IOPM (APM vol. 2 §15.10). The
 /// takeover guarantees that: the primary's cores have stopped, and the standby has one
 /// core, the one calling this (validation, `standby-cores`).
-pub fn rebuild_port_map(partition: PartitionIndex, ports: &[tessera_abi::table::Range]) {
+pub fn set_ports(partition: PartitionIndex, ranges: &[tessera_abi::table::Range], pass: bool) {
     match BUILT_MAPS[partition.0].lock().as_mut() {
-        Some(BuiltMaps::Svm(maps)) => maps.build(ports),
-        Some(BuiltMaps::Vmx(maps)) => maps.build(ports),
+        Some(BuiltMaps::Svm(maps)) => maps.set_ports(ranges, pass),
+        Some(BuiltMaps::Vmx(maps)) => maps.set_ports(ranges, pass),
         None => {}
     }
 }

@@ -220,7 +220,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
 
 /// On the boot core of a standby, out of its guest: if its primary's failure asked it to
 /// take over, waits until every core of the primary has left its guest for good, moves the
-/// primary's I/O ports (both permission maps rebuilt) and IOAPIC pins (ownership, entries
+/// primary's I/O ports (their bits in both permission maps) and IOAPIC pins (ownership, entries
 /// re-targeted to this core and masked) to this partition, and sends this core the
 /// table's takeover vector, which the guest receives on its next entry.
 ///
@@ -257,8 +257,10 @@ pub fn take_over_if_asked(context: &CoreContext) {
         return;
     }
     let ports = primary.partition().ports;
-    cores::rebuild_port_map(primary, &[]);
-    cores::rebuild_port_map(context.partition_index, ports);
+    // Only the moved ranges' bits change: the primary held exactly these ports and the
+    // standby none (validation, `standby-devices`).
+    cores::set_ports(primary, ports, false);
+    cores::set_ports(context.partition_index, ports, true);
     let pins =
         crate::exits::ioapic::hand_over_pins(primary, context.partition_index, context.apic_id.0);
     let now = tsc::read();

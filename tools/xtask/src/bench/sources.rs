@@ -263,7 +263,7 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
                  before its first access to the taken-over UART (`takeover: \
                  failover-ticks=` on com1): the stage-2 fault exit, the health decision, \
                  the NMI to the standby's core, the wait for the primary's core to stop, \
-                 both I/O permission maps rebuilt, the IOAPIC pin handed over, the takeover \
+                 the moved ports' bits in both I/O permission maps, the IOAPIC pin handed over, the takeover \
                  vector delivered and the guest's handler; TSC = instructions of the whole \
                  machine (all four cores under -icount), not of one core",
     },
