@@ -12,36 +12,67 @@ use crate::irq_test::{counter, exit_counters};
 use crate::markers::Marker;
 use crate::transcript::{Transcript, HYPERVISOR};
 
-/// The table the failover tests boot.
-pub const FAILOVER_TABLE: &str = "partitions/failover.toml";
+/// One failover table and what its run must show.
+pub struct Scenario {
+    pub table: &'static str,
+    /// The primary's lines; the standby writes the rest up to [`LAST_LINE`].
+    primary_lines: u64,
+    /// Hypervisor lines (by their start, and a part they must contain) that must appear
+    /// in this order.
+    sequence: &'static [(&'static str, &'static str)],
+}
 
-/// The primary's lines (two boots of 3), then the standby's (the table's command lines).
-const PRIMARY_LINES: u64 = 6;
+/// The last numbered line (the standby's command line).
 const LAST_LINE: u64 = 10;
 
-/// Hypervisor lines (by their start, and a part they must contain) that must appear in
-/// this order.
-const HYPERVISOR_SEQUENCE: [(&str, &str); 7] = [
-    (
-        "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
-        "",
-    ),
-    ("restarted: partition=io restarts=1 ", ""),
-    (
-        "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
-        "",
-    ),
-    (
-        "contained: partition=io ",
-        "; halted; standby spare takes over",
-    ),
-    (
-        "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 ",
-        "",
-    ),
-    ("stopped: partition=spare status=0 ", ""),
-    ("power-off: requested by rt", ""),
-];
+/// The takeover and the end of the run, common to both scenarios.
+const TAKEOVER: (&str, &str) = (
+    "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 ",
+    "",
+);
+const STANDBY_STOPPED: (&str, &str) = ("stopped: partition=spare status=0 ", "");
+const POWER_OFF: (&str, &str) = ("power-off: requested by rt", "");
+const STANDBY_TAKES_OVER: &str = "; halted; standby spare takes over";
+
+/// partitions/failover.toml: the primary faults (two boots of 3 lines), the first fault
+/// restarts it, the second escalates to standby.
+pub const CRASH: Scenario = Scenario {
+    table: "partitions/failover.toml",
+    primary_lines: 6,
+    sequence: &[
+        (
+            "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
+            "",
+        ),
+        ("restarted: partition=io restarts=1 ", ""),
+        (
+            "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
+            "",
+        ),
+        ("contained: partition=io ", STANDBY_TAKES_OVER),
+        TAKEOVER,
+        STANDBY_STOPPED,
+        POWER_OFF,
+    ],
+};
+
+/// partitions/failover-hang.toml: the primary hangs after 3 lines; its watchdog, on the
+/// watchdog core, decides the failover, and the hypervisor stops the primary's running
+/// core with an NMI before the takeover.
+pub const HANG: Scenario = Scenario {
+    table: "partitions/failover-hang.toml",
+    primary_lines: 3,
+    sequence: &[
+        (
+            "health: partition=io event=watchdog-expiry count=1 action=standby seen-by=watchdog-core",
+            "",
+        ),
+        ("contained: partition=io core=0 reason=watchdog ", STANDBY_TAKES_OVER),
+        TAKEOVER,
+        STANDBY_STOPPED,
+        POWER_OFF,
+    ],
+};
 
 /// The number after `key=` in `line`.
 fn number_after(line: &str, key: &str) -> Option<u64> {
@@ -65,8 +96,9 @@ fn numbered_lines(transcript: &Transcript) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Checks a run of [`FAILOVER_TABLE`].
-pub fn check_failover(transcript: &Transcript) -> Result<(), Vec<String>> {
+/// Checks a run of `scenario`'s table.
+pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<(), Vec<String>> {
+    let primary_lines = scenario.primary_lines;
     let mut failures = Vec::new();
     for marker in transcript.markers() {
         if let Marker::Panic { message } = marker {
@@ -75,7 +107,7 @@ pub fn check_failover(transcript: &Transcript) -> Result<(), Vec<String>> {
     }
     let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
     let mut position = 0;
-    for (start, part) in HYPERVISOR_SEQUENCE {
+    for &(start, part) in scenario.sequence {
         match hypervisor[position..]
             .iter()
             .position(|line| line.starts_with(start) && line.contains(part))
@@ -98,7 +130,7 @@ pub fn check_failover(transcript: &Transcript) -> Result<(), Vec<String>> {
     let lines = numbered_lines(transcript);
     let expected: Vec<(u64, String)> = (1..=LAST_LINE)
         .map(|number| {
-            let writer = if number <= PRIMARY_LINES {
+            let writer = if number <= primary_lines {
                 "io"
             } else {
                 "spare"
@@ -108,16 +140,16 @@ pub fn check_failover(transcript: &Transcript) -> Result<(), Vec<String>> {
         .collect();
     if lines != expected {
         failures.push(format!(
-            "com1's numbered lines are {:?}, expected 1..={PRIMARY_LINES} from io, then \
+            "com1's numbered lines are {:?}, expected 1..={primary_lines} from io, then \
              {}..={LAST_LINE} from spare",
             lines
                 .iter()
                 .map(|(number, writer)| format!("{number}:{writer}"))
                 .collect::<Vec<_>>(),
-            PRIMARY_LINES + 1
+            primary_lines + 1
         ));
     }
-    let resumed = format!("the primary's last acknowledged line is {PRIMARY_LINES}");
+    let resumed = format!("the primary's last acknowledged line is {primary_lines}");
     if !transcript
         .lines_of("io")
         .any(|line| line.starts_with("spare: took over at tsc=") && line.contains(&resumed))
@@ -244,18 +276,18 @@ mod tests {
 
     #[test]
     fn a_clean_failover_passes() {
-        assert_eq!(check_failover(&run(&GOOD, &[50, 150, 250])), Ok(()));
+        assert_eq!(check_failover(&run(&GOOD, &[50, 150, 250]), &CRASH), Ok(()));
     }
 
     #[test]
     fn a_lost_line_a_repeat_or_a_stopped_heartbeat_fails() {
         let mut lost = GOOD.to_vec();
         lost.remove(6);
-        assert!(check_failover(&run(&lost, &[50, 250])).is_err());
+        assert!(check_failover(&run(&lost, &[50, 250]), &CRASH).is_err());
         let mut repeated = GOOD.to_vec();
         repeated.insert(6, (6, "spare"));
-        assert!(check_failover(&run(&repeated, &[50, 250])).is_err());
+        assert!(check_failover(&run(&repeated, &[50, 250]), &CRASH).is_err());
         // No beat after the standby's first device access.
-        assert!(check_failover(&run(&GOOD, &[50, 150])).is_err());
+        assert!(check_failover(&run(&GOOD, &[50, 150]), &CRASH).is_err());
     }
 }

@@ -689,27 +689,20 @@ pub fn parity_tests() -> Vec<SystemTest> {
         (
             "failover-qemu".into(),
             Box::new(|systems: &SystemTests| {
-                let emulator = Emulator::Qemu {
-                    boot: BootMethod::Kernel,
-                    cpu: None,
-                };
-                let table = crate::failover_test::FAILOVER_TABLE;
-                crate::failover_test::check_failover(&build_and_boot(
-                    systems, table, &emulator, 90,
-                )?)
+                failover(systems, &crate::failover_test::CRASH, false)
             }),
         ),
         (
             "failover-bochs".into(),
-            Box::new(|systems: &SystemTests| {
-                let emulator = Emulator::Bochs {
-                    cpu: bochs::DEFAULT_CPU.into(),
-                };
-                let table = crate::failover_test::FAILOVER_TABLE;
-                crate::failover_test::check_failover(&build_and_boot(
-                    systems, table, &emulator, 300,
-                )?)
-            }),
+            Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::CRASH, true)),
+        ),
+        (
+            "failover-hang-qemu".into(),
+            Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::HANG, false)),
+        ),
+        (
+            "failover-hang-bochs".into(),
+            Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::HANG, true)),
         ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
@@ -719,6 +712,32 @@ pub fn parity_tests() -> Vec<SystemTest> {
         ));
     }
     tests
+}
+
+/// A failover scenario's table in QEMU (SVM) or Bochs (VMX), checked.
+fn failover(
+    systems: &SystemTests,
+    scenario: &crate::failover_test::Scenario,
+    bochs: bool,
+) -> Outcome {
+    let (emulator, seconds) = if bochs {
+        (
+            Emulator::Bochs {
+                cpu: bochs::DEFAULT_CPU.into(),
+            },
+            300,
+        )
+    } else {
+        (
+            Emulator::Qemu {
+                boot: BootMethod::Kernel,
+                cpu: None,
+            },
+            90,
+        )
+    };
+    let transcript = build_and_boot(systems, scenario.table, &emulator, seconds)?;
+    crate::failover_test::check_failover(&transcript, scenario)
 }
 
 /// Why `emulator` cannot run, if it cannot.

@@ -99,8 +99,9 @@ fn write_lines(name: &str, port: u16, progress: &Progress, (first, last): (u64, 
 }
 
 /// `failover-primary=<channel>,<lines>,<crash address>,<pause µs>`: `lines` lines,
-/// `pause` apart, then a read of `crash address` (outside its memory): the hypervisor's
-/// `memory-violation`. On its first boot (`tessera.restarts=0`) it numbers from 1; after a
+/// `pause` apart, each after a heartbeat (a no-op without a watchdog), then a read of
+/// `crash address` (outside its memory): the hypervisor's `memory-violation`; with crash
+/// address 0 it hangs instead (spins without heartbeats: `watchdog-expiry`). On its first boot (`tessera.restarts=0`) it numbers from 1; after a
 /// restart it continues after the last line the UART acknowledged (from the channel), as
 /// its standby would.
 pub fn primary(name: &str, restarts: u64, text: &str) -> ! {
@@ -119,11 +120,20 @@ pub fn primary(name: &str, restarts: u64, text: &str) -> ! {
         "{name}: boot {restarts}, continuing after acknowledged line {}",
         first - 1
     );
-    write_lines(name, port, progress, (first, first + lines - 1), pause);
+    for number in first..first + lines {
+        hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+        write_lines(name, port, progress, (number, number), pause);
+    }
     console::flush();
     progress
         .crash_tsc
         .store(processor::rdtsc(), Ordering::Release);
+    if crash == 0 {
+        println!("{name}: hanging (no more heartbeats)");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     crate::probe(crash)
 }
 
