@@ -20,6 +20,9 @@ pub struct Scenario {
     /// Hypervisor lines (by their start, and a part they must contain) that must appear
     /// in this order.
     sequence: &'static [(&'static str, &'static str)],
+    /// Whether the primary's core was running its guest when the failover was decided,
+    /// so that the hypervisor had to stop it with an NMI (counted as an `nmi` exit).
+    primary_stopped_by_nmi: bool,
 }
 
 /// The last numbered line (the standby's command line).
@@ -54,6 +57,7 @@ pub const CRASH: Scenario = Scenario {
         STANDBY_STOPPED,
         POWER_OFF,
     ],
+    primary_stopped_by_nmi: false,
 };
 
 /// partitions/failover-hang.toml: the primary hangs after 3 lines; its watchdog, on the
@@ -72,6 +76,7 @@ pub const HANG: Scenario = Scenario {
         STANDBY_STOPPED,
         POWER_OFF,
     ],
+    primary_stopped_by_nmi: true,
 };
 
 /// The number after `key=` in `line`.
@@ -204,6 +209,12 @@ pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<()
         other => failures.push(format!(
             "spare: unassigned-port-accesses={other:?} in its exit counters, expected 0"
         )),
+    }
+    if scenario.primary_stopped_by_nmi {
+        let primary = exit_counters(transcript, "io").unwrap_or_default();
+        if counter(&primary, "nmi").unwrap_or(0) == 0 {
+            failures.push("io: no `nmi` exit in its counters: its running core was not stopped by the hypervisor's NMI".into());
+        }
     }
     if !transcript.emulator_exit.is_clean_power_off() {
         failures.push(format!(
