@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use tessera_abi::hypercall::Call;
 use tessera_abi::table::{
     CacheControl, Capability, Console, Entry, EscalationTrigger, HealthAction, HealthEvent, Ioapic,
-    MappingKind, MemoryMapping, Range, Rights, Segment,
+    MappingKind, MemoryMapping, Range, Rights, Segment, StandbyRole,
 };
 
 use crate::lower::{
@@ -195,6 +195,19 @@ fn write_health(out: &mut String, health: &LoweredHealth) {
         "                watchdog_period_microseconds: {},",
         health.watchdog_period_microseconds
     );
+    let standby = match health.standby {
+        StandbyRole::None => format!("{TABLE}::StandbyRole::None"),
+        StandbyRole::Primary { standby } => {
+            format!("{TABLE}::StandbyRole::Primary {{ standby: {standby} }}")
+        }
+        StandbyRole::Standby {
+            primary,
+            takeover_vector,
+        } => format!(
+            "{TABLE}::StandbyRole::Standby {{ primary: {primary}, takeover_vector: {takeover_vector:#x} }}"
+        ),
+    };
+    let _ = writeln!(out, "                standby: {standby},");
     let _ = writeln!(out, "            }},");
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tessera_abi::table::{
     Bdf, CacheControl, Capability, Console, Entry, Escalation, EscalationTrigger, HealthAction,
-    HealthEvent, HealthPolicy, Ioapic, MemoryMapping, PciInterrupt, Range, Segment,
+    HealthEvent, HealthPolicy, Ioapic, MemoryMapping, PciInterrupt, Range, Segment, StandbyRole,
 };
 
 use crate::acpi::{self, AcpiMachine, Uart};
@@ -72,6 +72,7 @@ pub struct LoweredHealth {
     pub escalations: Vec<Escalation>,
     pub restart_limit: u32,
     pub watchdog_period_microseconds: u64,
+    pub standby: StandbyRole,
 }
 
 impl LoweredHealth {
@@ -82,6 +83,7 @@ impl LoweredHealth {
             escalations: Vec::leak(self.escalations.clone()),
             restart_limit: self.restart_limit,
             watchdog_period_microseconds: self.watchdog_period_microseconds,
+            standby: self.standby,
         }
     }
 }
@@ -94,6 +96,7 @@ pub fn lower_health(partition: &model::Partition) -> LoweredHealth {
         escalations: Vec::new(),
         restart_limit: base.restart_limit,
         watchdog_period_microseconds: base.watchdog_period_microseconds,
+        standby: StandbyRole::None,
     };
     let Some(health) = &partition.health else {
         return lowered;
@@ -127,6 +130,46 @@ pub fn lower_health(partition: &model::Partition) -> LoweredHealth {
         })
         .collect();
     lowered
+}
+
+/// The part partition `index` plays in a hot-standby pair (`standby-for`; validation
+/// allows at most one standby per primary and no chains).
+pub fn lower_standby(table: &model::Table, index: usize) -> StandbyRole {
+    let position = |name: &str| {
+        table
+            .partitions
+            .iter()
+            .position(|partition| *partition.name == name)
+            .and_then(|position| u16::try_from(position).ok())
+    };
+    let partition = &table.partitions[index];
+    if let Some(primary) = partition
+        .standby_for
+        .as_ref()
+        .and_then(|name| position(name))
+    {
+        return StandbyRole::Standby {
+            primary,
+            takeover_vector: partition
+                .takeover_vector
+                .as_ref()
+                .and_then(|vector| u8::try_from(**vector).ok())
+                .unwrap_or(0),
+        };
+    }
+    table
+        .partitions
+        .iter()
+        .position(|other| {
+            other
+                .standby_for
+                .as_ref()
+                .is_some_and(|name| **name == *partition.name)
+        })
+        .and_then(|standby| u16::try_from(standby).ok())
+        .map_or(StandbyRole::None, |standby| StandbyRole::Primary {
+            standby,
+        })
 }
 
 /// How a partition starts (the owned form of [`tessera_abi::table::Boot`]).
@@ -296,7 +339,10 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
             ports,
             irq_pins,
             boot,
-            health: lower_health(partition),
+            health: LoweredHealth {
+                standby: lower_standby(table, index),
+                ..lower_health(partition)
+            },
             capabilities: lower_capabilities(table, partition),
             user_hypercalls: partition
                 .user_hypercalls

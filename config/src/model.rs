@@ -468,6 +468,13 @@ pub struct Partition {
     /// What WBINVD does; [`WbinvdPolicy::Trap`] when absent.
     #[serde(default)]
     pub wbinvd: Option<Located<WbinvdPolicy>>,
+    /// `standby-for`: the partition this one is the hot standby of (docs/health.md).
+    #[serde(default)]
+    pub standby_for: Option<Located<String>>,
+    /// `takeover-vector`: the interrupt (32–255) a standby's boot core is sent once it
+    /// holds its primary's devices.
+    #[serde(default)]
+    pub takeover_vector: Option<Located<u64>>,
 }
 
 impl Partition {

@@ -180,6 +180,8 @@ const PARTITION: Shape = Shape::Table(&[
     optional("capabilities", STRING_LIST),
     optional("user-hypercalls", STRING_LIST),
     optional("wbinvd", Shape::Choice(&["native", "trap"])),
+    optional("standby-for", Shape::String),
+    optional("takeover-vector", ADDRESS),
 ]);
 const CHANNEL: Shape = Shape::Table(&[
     required("name", Shape::String),

@@ -38,13 +38,20 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
             .capabilities
             .iter()
             .any(|text| text.parse::<Capability>() == Ok(Capability::Power));
+        let has_standby = super::standby::has_standby(table, &partition.name);
         for event in HealthEvent::ALL {
             if let Some(action) = health.events.get(event) {
-                check_action(partition, action, has_power, findings);
+                check_action(partition, action, has_power, has_standby, findings);
                 check_event_action(partition, event, action, findings);
             }
         }
-        check_escalations(partition, &health.escalate, has_power, findings);
+        check_escalations(
+            partition,
+            &health.escalate,
+            has_power,
+            has_standby,
+            findings,
+        );
         if let Some(watchdog) = &health.watchdog {
             let period = watchdog.period.microseconds();
             let (least, most) = WATCHDOG_PERIOD_MICROSECONDS;
@@ -84,6 +91,7 @@ fn check_action(
     partition: &Partition,
     action: &Located<ActionName>,
     has_power: bool,
+    has_standby: bool,
     findings: &mut Vec<Finding>,
 ) {
     let resolved = action.action();
@@ -106,18 +114,18 @@ fn check_action(
             .hint("add \"power\" to its capabilities, or choose an action that stays in the partition"),
         );
     }
-    if resolved == HealthAction::SwitchToStandby {
+    if resolved == HealthAction::SwitchToStandby && !has_standby {
         findings.push(
             Finding::new(
                 Rule::HealthStandby,
                 action.span,
                 format!(
-                    "partition `{}` would switch to a standby partition, which Tessera cannot do yet",
+                    "partition `{}` would switch to a standby partition, but it has none",
                     *partition.name
                 ),
             )
-            .label("not built yet")
-            .hint("use `halt`, `warm-restart` or `cold-restart`; docs/health.md describes the planned standby"),
+            .label("no standby")
+            .hint(format!("give another partition `standby-for = \"{}\"`, or use `halt`, `warm-restart` or `cold-restart`", *partition.name)),
         );
     }
 }
@@ -166,6 +174,7 @@ fn check_escalations(
     partition: &Partition,
     rules: &[Located<EscalationRule>],
     has_power: bool,
+    has_standby: bool,
     findings: &mut Vec<Finding>,
 ) {
     let mut seen: HashMap<String, Span> = HashMap::new();
@@ -251,7 +260,7 @@ fn check_escalations(
                 .label("out of range"),
             );
         }
-        check_action(partition, &rule.to, has_power, findings);
+        check_action(partition, &rule.to, has_power, has_standby, findings);
         if let Some(event) = &rule.event {
             check_event_action(partition, event.event(), &rule.to, findings);
         }

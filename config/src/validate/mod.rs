@@ -16,6 +16,7 @@ mod names;
 pub mod pci;
 mod references;
 mod rule;
+mod standby;
 pub mod sweep;
 
 pub use boot::{BootFile, BootImage, ElfBoot, LinuxBoot};
@@ -66,6 +67,7 @@ pub(crate) fn validate_reading(
     references::check(table, &mut findings);
     hypercalls::check(table, &mut findings);
     health::check(table, &mut findings);
+    standby::check(table, &mut findings);
     let boot_images = boot::check(table, files, &mut BootFileReader::new(read), &mut findings);
     Validation {
         findings,

@@ -189,10 +189,22 @@ pub enum Rule {
     HealthLogOnly,
     /// `restart-budget-exhausted` is answered with a restart, which the budget has just run out of.
     HealthBudgetRestart,
-    /// A health action is `standby`, but standby partitions (`standby-for`) are not built yet.
+    /// A health action is `standby`, but no partition is the standby of this one (`standby-for`).
     HealthStandby,
     /// A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.
     HealthWatchdogCore,
+    /// `standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.
+    StandbyTarget,
+    /// A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.
+    StandbyDevices,
+    /// A standby partition has more than one core: its boot core changes its I/O permission map at takeover, which no other core of it may be running on.
+    StandbyCores,
+    /// `takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.
+    StandbyVector,
+    /// A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.
+    StandbyPci,
+    /// A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.
+    StandbyChannels,
     // run
     /// `run.expect-faults` names a partition that does not exist.
     RunUnknownPartition,
@@ -290,6 +302,12 @@ impl Rule {
         Rule::HealthBudgetRestart,
         Rule::HealthStandby,
         Rule::HealthWatchdogCore,
+        Rule::StandbyTarget,
+        Rule::StandbyDevices,
+        Rule::StandbyCores,
+        Rule::StandbyVector,
+        Rule::StandbyPci,
+        Rule::StandbyChannels,
         Rule::RunUnknownPartition,
         Rule::RunSeconds,
     ];
@@ -389,6 +407,12 @@ impl Rule {
             Rule::HealthBudgetRestart => "health-budget-restart",
             Rule::HealthStandby => "health-standby",
             Rule::HealthWatchdogCore => "health-watchdog-core",
+            Rule::StandbyTarget => "standby-target",
+            Rule::StandbyDevices => "standby-devices",
+            Rule::StandbyCores => "standby-cores",
+            Rule::StandbyVector => "standby-vector",
+            Rule::StandbyPci => "standby-pci",
+            Rule::StandbyChannels => "standby-channels",
             Rule::RunSeconds => "run-seconds",
         }
     }
@@ -484,6 +508,12 @@ impl Rule {
             Rule::HealthBudgetRestart => "health",
             Rule::HealthStandby => "health",
             Rule::HealthWatchdogCore => "health",
+            Rule::StandbyTarget => "health",
+            Rule::StandbyDevices => "health",
+            Rule::StandbyCores => "health",
+            Rule::StandbyVector => "health",
+            Rule::StandbyPci => "health",
+            Rule::StandbyChannels => "health",
             Rule::RunSeconds => "run",
         }
     }
@@ -577,8 +607,14 @@ impl Rule {
             Rule::HealthMachineAction => "A health action resets or powers off the machine (`machine-reset`, `machine-power-off`), but the partition lacks the `power` capability.",
             Rule::HealthLogOnly => "`log` is given to an event after which the partition cannot run on (memory-violation, shutdown, entry-failure, unexpected-exit, restart-budget-exhausted).",
             Rule::HealthBudgetRestart => "`restart-budget-exhausted` is answered with a restart, which the budget has just run out of.",
-            Rule::HealthStandby => "A health action is `standby`, but standby partitions (`standby-for`) are not built yet.",
+            Rule::HealthStandby => "A health action is `standby`, but no partition is the standby of this one (`standby-for`).",
             Rule::HealthWatchdogCore => "A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.",
+            Rule::StandbyTarget => "`standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.",
+            Rule::StandbyDevices => "A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.",
+            Rule::StandbyCores => "A standby partition has more than one core: its boot core changes its I/O permission map at takeover, which no other core of it may be running on.",
+            Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
+            Rule::StandbyPci => "A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.",
+            Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
             Rule::RunSeconds => "`run.seconds` is zero.",
         }
     }

@@ -159,8 +159,9 @@ pub enum HealthAction {
     /// A warm restart that also returns the partition's devices to their reset state, as
     /// far as the hypervisor can (docs/health.md says how far that is today).
     ColdRestart = 3,
-    /// Hand the partition's devices to its standby partition (not built yet; the validator
-    /// refuses it).
+    /// Stop the partition and hand its devices (I/O ports, IOAPIC pins) to its standby
+    /// partition (`standby-for`), which is then signalled; only for a partition that has a
+    /// standby (validation).
     SwitchToStandby = 4,
     /// Reset the whole machine. Needs the `power` capability.
     MachineReset = 5,
@@ -245,6 +246,26 @@ pub struct HealthPolicy {
     pub restart_limit: u32,
     /// The heartbeat period of its watchdog; 0 when it has none.
     pub watchdog_period_microseconds: u64,
+    /// Whether it has a hot standby, or is one (`standby-for`).
+    pub standby: StandbyRole,
+}
+
+/// A partition's part in a hot-standby pair (docs/health.md, "Hot standby").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyRole {
+    None,
+    /// A primary: the partition with index `standby` takes over its devices on the
+    /// `standby` action.
+    Primary {
+        standby: u16,
+    },
+    /// A standby for the partition with index `primary`: it boots with it, holds no
+    /// devices, and is sent `takeover_vector` (a fixed interrupt on its boot core) once it
+    /// holds the primary's devices.
+    Standby {
+        primary: u16,
+        takeover_vector: u8,
+    },
 }
 
 impl HealthPolicy {
@@ -262,6 +283,7 @@ impl HealthPolicy {
         escalations: &[],
         restart_limit: Self::DEFAULT_RESTART_LIMIT,
         watchdog_period_microseconds: 0,
+        standby: StandbyRole::None,
     };
 
     /// The policy `on-fault = "restart"` stands for: every event restarts (warm), until the
@@ -274,6 +296,7 @@ impl HealthPolicy {
             escalations: &[],
             restart_limit: Self::DEFAULT_RESTART_LIMIT,
             watchdog_period_microseconds: 0,
+            standby: StandbyRole::None,
         }
     };
 

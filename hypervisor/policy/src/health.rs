@@ -474,6 +474,7 @@ mod tests {
                 escalations: rules,
                 restart_limit,
                 watchdog_period_microseconds: 0,
+                standby: tessera_abi::table::StandbyRole::None,
             };
             let mut monitor = HealthMonitor::new();
             let mut now = 0u64;

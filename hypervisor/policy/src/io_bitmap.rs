@@ -22,11 +22,24 @@ pub const BITMAP_BYTES: usize = (PORT_COUNT / 8) as usize;
 /// beyond port 0xFFFF are ignored (the I/O space ends there).
 pub fn build_io_bitmap(owned: &[Range], bitmap: &mut [u8; BITMAP_BYTES]) {
     bitmap.fill(0xff);
-    for range in owned {
+    set_ports(owned, true, bitmap);
+}
+
+/// Makes the ports of `ranges` pass through (`pass`) or exit (`!pass`) and leaves every
+/// other bit as it is: moving port ranges from one partition to another at run time (a
+/// hot-standby takeover) changes only their bits. Parts beyond port 0xFFFF are ignored.
+pub fn set_ports(ranges: &[Range], pass: bool, bitmap: &mut [u8; BITMAP_BYTES]) {
+    for range in ranges {
         let start = range.base.min(PORT_COUNT);
         let end = range.base.saturating_add(range.size).min(PORT_COUNT);
         for port in start..end {
-            bitmap[(port / 8) as usize] &= !(1 << (port % 8));
+            let bit = 1 << (port % 8);
+            let byte = &mut bitmap[(port / 8) as usize];
+            if pass {
+                *byte &= !bit;
+            } else {
+                *byte |= bit;
+            }
         }
     }
 }
@@ -49,6 +62,31 @@ mod tests {
 
     fn intercepted(bitmap: &[u8; BITMAP_BYTES], port: u64) -> bool {
         bitmap[(port / 8) as usize] & (1 << (port % 8)) != 0
+    }
+
+    #[test]
+    fn moving_ranges_equals_building_from_the_new_sets() {
+        let serial = Range {
+            base: 0x3f8,
+            size: 8,
+        };
+        let other = Range {
+            base: 0x2f8,
+            size: 8,
+        };
+        // The primary owns `serial`, the standby nothing; after the move the other way round.
+        let mut primary = [0u8; BITMAP_BYTES];
+        build_io_bitmap(&[serial, other], &mut primary);
+        let mut standby = [0u8; BITMAP_BYTES];
+        build_io_bitmap(&[], &mut standby);
+        set_ports(&[serial], false, &mut primary);
+        set_ports(&[serial], true, &mut standby);
+        let mut expected_primary = [0u8; BITMAP_BYTES];
+        build_io_bitmap(&[other], &mut expected_primary);
+        let mut expected_standby = [0u8; BITMAP_BYTES];
+        build_io_bitmap(&[serial], &mut expected_standby);
+        assert!(primary == expected_primary);
+        assert!(standby == expected_standby);
     }
 
     #[test]

@@ -134,6 +134,28 @@ pub const fn redirection_high(pin: u8) -> u8 {
     REGISTER_REDIRECTION_TABLE + 2 * pin + 1
 }
 
+/// A pin's redirection entry when its device is handed to a standby partition at
+/// takeover (docs/health.md, "Hot standby"): from the entry's low half `low`, the new
+/// (low, high) halves. The vector, delivery mode, polarity and trigger mode stay (the
+/// standby may reuse them), the destination becomes the standby's boot core in physical
+/// mode, and the pin is masked: the standby has not yet installed a handler for the
+/// primary's vector, and unmasks the pin through its own view when it has. Read-only bits
+/// (delivery status, remote IRR) are written as 0, which the IOAPIC ignores (82093AA
+/// §3.2.4). None when `boot_core` cannot be named by an 8-bit physical destination (0xFF
+/// is the broadcast; the same limit as [`IoapicView::write_window`]).
+pub fn handed_over_entry(low: u32, boot_core: u32) -> Option<(u32, u32)> {
+    let destination = u8::try_from(boot_core).ok().filter(|&id| id != 0xff)?;
+    let kept = low
+        & (0xff
+            | DELIVERY_MODE_MASK
+            | RedirectionEntryLow::POLARITY_LOW.bits()
+            | RedirectionEntryLow::TRIGGER_LEVEL.bits());
+    Some((
+        kept | RedirectionEntryLow::MASKED.bits(),
+        u32::from(destination) << 24,
+    ))
+}
+
 /// Why a write to IOWIN is not performed. The hypervisor counts these per partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoapicRefusal {
@@ -341,6 +363,18 @@ fn check_unmasked_entry(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_handed_over_entry_keeps_the_vector_masks_and_points_at_the_standby() {
+        // Vector 0x31, fixed, level, active low, unmasked, logical, remote IRR set.
+        let low = 0x31 | (1 << 15) | (1 << 13) | (1 << 11) | (1 << 14);
+        assert_eq!(
+            super::handed_over_entry(low, 5),
+            Some((0x31 | (1 << 15) | (1 << 13) | (1 << 16), 5 << 24))
+        );
+        assert_eq!(super::handed_over_entry(low, 0xff), None);
+        assert_eq!(super::handed_over_entry(low, 300), None);
+    }
+
     use super::*;
     use std::cell::Cell;
 

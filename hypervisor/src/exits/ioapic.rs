@@ -14,8 +14,9 @@
 use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Counter, Flow, PartitionControl};
 use crate::arch::ioapic;
-use crate::table::{MACHINE, PARTITION_COUNT};
+use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
+use core::sync::atomic::{AtomicU16, Ordering};
 use spin::Mutex;
 use tessera_policy::ioapic::{
     IoapicView, RedirectionEntryLow, WindowWrite, IOREGSEL_OFFSET, IOWIN_OFFSET,
@@ -25,6 +26,60 @@ use tessera_policy::mmio_decode::MmioAccess;
 /// Each partition's view (its IOREGSEL value), shared by its cores.
 static VIEWS: [Mutex<IoapicView>; PARTITION_COUNT] =
     [const { Mutex::new(IoapicView::new()) }; PARTITION_COUNT];
+
+/// Whose table pins each partition holds: [`OWN_PINS`] (its own, from the table),
+/// [`NO_PINS`] (handed to its standby) or the index of the primary it took over from. One
+/// word per partition, sized by the table; it changes only at a takeover, which the
+/// standby's boot core carries out while it is out of the guest and every core of the
+/// primary has stopped (runtime/health.rs), so the only readers that could race with the
+/// change — the two partitions' own IOAPIC exits — cannot run during it.
+static PINS_FROM: [AtomicU16; PARTITION_COUNT] =
+    [const { AtomicU16::new(OWN_PINS) }; PARTITION_COUNT];
+const OWN_PINS: u16 = u16::MAX;
+const NO_PINS: u16 = u16::MAX - 1;
+
+/// The IOAPIC pins `partition` holds now: its table's, none after it was taken over, or
+/// its primary's after a takeover.
+pub fn held_pins(partition: PartitionIndex) -> &'static [u8] {
+    match PINS_FROM[partition.0].load(Ordering::Acquire) {
+        OWN_PINS => partition.partition().irq_pins,
+        NO_PINS => &[],
+        primary => MACHINE
+            .partitions
+            .get(usize::from(primary))
+            .map_or(&[], |primary| primary.irq_pins),
+    }
+}
+
+/// Moves the pins `primary` holds to `standby` (a takeover): ownership first, then each
+/// entry re-targeted to `standby_boot_core` and masked (`tessera_policy::ioapic::
+/// handed_over_entry`), under the IOAPIC lock. Returns how many pins moved.
+pub fn hand_over_pins(
+    primary: PartitionIndex,
+    standby: PartitionIndex,
+    standby_boot_core: u32,
+) -> usize {
+    let pins = held_pins(primary);
+    PINS_FROM[primary.0].store(NO_PINS, Ordering::Release);
+    PINS_FROM[standby.0].store(primary.0 as u16, Ordering::Release);
+    ioapic::with(|registers| {
+        for &pin in pins {
+            let low = tessera_policy::ioapic::redirection_low(pin);
+            let high = tessera_policy::ioapic::redirection_high(pin);
+            match tessera_policy::ioapic::handed_over_entry(registers.read(low), standby_boot_core)
+            {
+                Some((new_low, new_high)) => {
+                    // Masked first, so the entry never points anywhere half-written.
+                    registers.write(low, RedirectionEntryLow::MASKED.bits());
+                    registers.write(high, new_high);
+                    registers.write(low, new_low);
+                }
+                None => registers.write(low, RedirectionEntryLow::MASKED.bits()),
+            }
+        }
+    });
+    pins.len()
+}
 
 /// Masks every pin, so no entry the firmware left unmasked escapes the checks below, and
 /// checks the table's pin count against the hardware's (82093AA §3.2.2: version register
@@ -101,7 +156,7 @@ pub fn handle(
         Ok(decoded) => decoded,
         Err(flow) => return flow,
     };
-    let owned_pins = context.partition.irq_pins;
+    let owned_pins = held_pins(context.partition_index);
     let mut view = VIEWS[context.partition_index.0].lock();
     match instruction.access {
         MmioAccess::Load { register, .. } => {

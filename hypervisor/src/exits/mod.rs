@@ -33,6 +33,16 @@ pub struct CoreContext {
     pub partition: &'static Partition,
 }
 
+impl CoreContext {
+    /// Whether the core's partition is a hot standby (`standby-for`).
+    pub fn is_standby(&self) -> bool {
+        matches!(
+            self.partition.health.standby,
+            tessera_abi::table::StandbyRole::Standby { .. }
+        )
+    }
+}
+
 /// What the run loop does after an exit was handled.
 pub enum Flow {
     Resume,

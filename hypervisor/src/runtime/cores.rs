@@ -48,21 +48,53 @@ static SVM_PERMISSION_MAPS: [ConstStaticCell<svm::PermissionMaps>; PARTITION_COU
 static VMX_PERMISSION_MAPS: [ConstStaticCell<vmx::PermissionMaps>; PARTITION_COUNT] =
     [const { ConstStaticCell::new(vmx::PermissionMaps::new()) }; PARTITION_COUNT];
 
+/// Each partition's permission maps once built, kept so that a takeover can move port
+/// ranges between I/O maps (docs/health.md, "Hot standby"); the lock is taken only at boot and at a
+/// takeover, never on an exit.
+enum BuiltMaps {
+    Svm(&'static mut svm::PermissionMaps),
+    Vmx(&'static mut vmx::PermissionMaps),
+}
+
+static BUILT_MAPS: [spin::Mutex<Option<BuiltMaps>>; PARTITION_COUNT] =
+    [const { spin::Mutex::new(None) }; PARTITION_COUNT];
+
 /// Fills a partition's I/O and MSR permission maps; returns their physical address (the
-/// processor reads them from then on; the hypervisor never writes them again).
+/// processor reads them from then on; the hypervisor writes them again only at a takeover,
+/// see [`set_ports`]).
 pub fn build_permission_maps(backend: &Backend, partition: PartitionIndex) -> u64 {
     let ports = partition.partition().ports;
-    match backend {
+    let (built, address) = match backend {
         Backend::Svm => {
             let maps = SVM_PERMISSION_MAPS[partition.0].take();
             maps.build(ports);
-            maps.physical_address()
+            let address = maps.physical_address();
+            (BuiltMaps::Svm(maps), address)
         }
         Backend::Vmx(_) => {
             let maps = VMX_PERMISSION_MAPS[partition.0].take();
             maps.build(ports);
-            maps.physical_address()
+            let address = maps.physical_address();
+            (BuiltMaps::Vmx(maps), address)
         }
+    };
+    *BUILT_MAPS[partition.0].lock() = Some(built);
+    address
+}
+
+/// Makes the partition's I/O permission map pass the ports of `ranges` through (`pass`)
+/// or make them exit, leaving every other bit as it is. Only while no core of the
+/// partition is in the guest: the processor reads the map during guest execution, and
+/// Intel's manual wants such structures changed only while no logical processor uses them
+/// in VMX non-root operation (SDM vol. 3C §25.11.4, "Software Access to Related
+/// Structures"); the same discipline is kept for AMD's IOPM (APM vol. 2 §15.10). The
+/// takeover guarantees that: the primary's cores have stopped, and the standby has one
+/// core, the one calling this (validation, `standby-cores`).
+pub fn set_ports(partition: PartitionIndex, ranges: &[tessera_abi::table::Range], pass: bool) {
+    match BUILT_MAPS[partition.0].lock().as_mut() {
+        Some(BuiltMaps::Svm(maps)) => maps.set_ports(ranges, pass),
+        Some(BuiltMaps::Vmx(maps)) => maps.set_ports(ranges, pass),
+        None => {}
     }
 }
 
@@ -194,7 +226,13 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
     loop {
         if look_at_signals {
             if partition::is_stopping(context.partition_index) {
+                // Counted, so that a takeover knows every core of a failed primary has
+                // left its guest for good before it moves the primary's devices.
+                partition::note_core_stopped(context.partition_index);
                 arch::halt_forever();
+            }
+            if context.is_standby() {
+                super::health::take_over_if_asked(context);
             }
             let generation = partition::generation(context.partition_index);
             if generation != seen_generation {
@@ -246,16 +284,18 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
 /// memory cleared and its boot blobs checked and copied in again. None if that fails,
 /// which stops the partition.
 fn restart_partition(context: &CoreContext) -> Option<StartState> {
-    crate::exits::ioapic::mask_pins(context.partition.irq_pins);
+    // The pins it holds now: a standby that took over holds its primary's.
+    let pins = crate::exits::ioapic::held_pins(context.partition_index);
+    crate::exits::ioapic::mask_pins(pins);
     crate::exits::pci::quiesce_partition(context.partition_index);
     // A cold restart also returns the pins' destinations to their power-on value: all the
     // device state the hypervisor can reset today (docs/health.md).
     if super::health::take_cold_restart(context.partition_index) {
-        crate::exits::ioapic::reset_pins(context.partition.irq_pins);
+        crate::exits::ioapic::reset_pins(pins);
         log::info!(
             "cold restart: partition={} ioapic-pins-reset={}",
             context.partition.name,
-            context.partition.irq_pins.len()
+            pins.len()
         );
     }
     match memory::load_partition(

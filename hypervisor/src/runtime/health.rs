@@ -1,15 +1,16 @@
 //! The health monitor at run time: each partition's monitor state (tessera_policy::health
 //! decides), carrying out its decisions — log, halt, warm or cold restart, machine reset or
-//! power-off — the partitions' watchdogs, watched from a core no partition owns, and the
-//! health log (docs/health.md).
+//! power-off, failover to a hot standby — the partitions' watchdogs, watched from a core no
+//! partition owns, and the health log (docs/health.md).
 
-use super::{partition, power};
-use crate::arch::{self, tsc};
+use super::{cores, partition, power};
+use crate::arch::{self, tsc, x2apic};
+use crate::exits::CoreContext;
 use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
 use tessera_abi::hypercall::HEALTH_LOG_RESTARTS;
-use tessera_abi::table::{HealthAction, HealthEvent};
+use tessera_abi::table::{HealthAction, HealthEvent, StandbyRole};
 use tessera_policy::health::{self, watchdog, Decision, HealthMonitor};
 
 /// Each partition's monitor, kept across its restarts.
@@ -22,6 +23,21 @@ static DEADLINES: [AtomicU64; PARTITION_COUNT] = [const { AtomicU64::new(0) }; P
 /// Set when the restart under way is a cold one (read by the reload).
 static COLD_RESTART: [AtomicBool; PARTITION_COUNT] =
     [const { AtomicBool::new(false) }; PARTITION_COUNT];
+
+/// Set when the machine is being switched off: the watchdog core stops watching, since
+/// the core printing the power-off (a partition's) sends no heartbeats any more.
+static WATCHDOGS_STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// Stops the watchdogs for good (power-off, machine reset): no deadline is checked after.
+pub fn stop_watchdogs() {
+    WATCHDOGS_STOPPED.store(true, Ordering::Release);
+}
+
+/// Per standby partition: the TSC at which its primary's failure asked it to take over;
+/// 0 while no takeover is pending. Set once by the core that decided the failover, taken
+/// once by the standby's boot core.
+static TAKEOVER_ASKED: [AtomicU64; PARTITION_COUNT] =
+    [const { AtomicU64::new(0) }; PARTITION_COUNT];
 
 /// Where an event was seen, for the log.
 pub struct Report {
@@ -125,7 +141,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
                 rearm(partition);
             }
         }
-        HealthAction::Halt | HealthAction::SwitchToStandby => {
+        HealthAction::Halt => {
             disarm(partition);
             // A reset request the partition may not have is a stop it asked for.
             if reset_request {
@@ -136,6 +152,37 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
                 } else {
                     "halted"
                 });
+            }
+        }
+        HealthAction::SwitchToStandby => {
+            disarm(partition);
+            let asked = tsc::read();
+            let standby = match partition.partition().health.standby {
+                StandbyRole::Primary { standby } => Some(PartitionIndex(usize::from(standby))),
+                _ => None,
+            };
+            // The standby must be running (booted and waiting) and not be restarting.
+            let ready = standby.filter(|&standby| {
+                partition::state(standby) == tessera_abi::hypercall::PartitionState::Running
+                    && !partition::restart_pending(standby)
+            });
+            if partition::fault(partition, report.core) {
+                match ready {
+                    Some(standby) => {
+                        // The standby is signalled before the line is printed: the console
+                        // is a polled UART, and the takeover need not wait for it.
+                        TAKEOVER_ASKED[standby.0].store(asked.max(1), Ordering::Release);
+                        let boot_core = standby.partition().cpus[0];
+                        cores::signal(ApicId(boot_core), None);
+                        let mut outcome = heapless::String::<96>::new();
+                        let _ = core::fmt::write(
+                            &mut outcome,
+                            format_args!("halted; standby {} takes over", standby.partition().name),
+                        );
+                        contained(&outcome);
+                    }
+                    None => contained("halted (no standby ready to take over)"),
+                }
             }
         }
         HealthAction::WarmRestart | HealthAction::ColdRestart => {
@@ -160,6 +207,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             power::power_off(name);
         }
         HealthAction::MachineReset => {
+            stop_watchdogs();
             contained("resetting the machine");
             print_health_log();
             crate::arch::console::drain();
@@ -168,6 +216,66 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             arch::halt_forever();
         }
     }
+}
+
+/// On the boot core of a standby, out of its guest: if its primary's failure asked it to
+/// take over, waits until every core of the primary has left its guest for good, moves the
+/// primary's I/O ports (their bits in both permission maps) and IOAPIC pins (ownership, entries
+/// re-targeted to this core and masked) to this partition, and sends this core the
+/// table's takeover vector, which the guest receives on its next entry.
+///
+/// Race-free by construction: the ownership words and maps change only here, on the one
+/// core of the standby (validation, `standby-cores`), while it is in the hypervisor, after
+/// the primary's cores have all stopped; no other partition reads them.
+pub fn take_over_if_asked(context: &CoreContext) {
+    let StandbyRole::Standby {
+        primary,
+        takeover_vector,
+    } = context.partition.health.standby
+    else {
+        return;
+    };
+    // A load first: this runs after every exit of a standby, and a swap would write the
+    // word each time.
+    let word = &TAKEOVER_ASKED[context.partition_index.0];
+    if word.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let asked = word.swap(0, Ordering::AcqRel);
+    if asked == 0 {
+        return;
+    }
+    let primary = PartitionIndex(usize::from(primary));
+    let primary_name = primary.partition().name;
+    if !partition::wait_until_stopped(primary) {
+        log::info!(
+            "takeover: partition={} from={} refused: a core of {} did not stop; the standby keeps waiting",
+            context.partition.name,
+            primary_name,
+            primary_name
+        );
+        return;
+    }
+    let ports = primary.partition().ports;
+    // Only the moved ranges' bits change: the primary held exactly these ports and the
+    // standby none (validation, `standby-devices`).
+    cores::set_ports(primary, ports, false);
+    cores::set_ports(context.partition_index, ports, true);
+    let pins =
+        crate::exits::ioapic::hand_over_pins(primary, context.partition_index, context.apic_id.0);
+    let now = tsc::read();
+    log::info!(
+        "takeover: partition={} from={} ports={} pins={} vector={:#x} asked-tsc={} ticks-since-asked={} core={}",
+        context.partition.name,
+        primary_name,
+        ports.len(),
+        pins,
+        takeover_vector,
+        asked,
+        now.saturating_sub(asked),
+        context.apic_id
+    );
+    x2apic::send_fixed(context.apic_id, takeover_vector);
 }
 
 /// Whether the restart being carried out for `partition` is a cold one (and forgets it).
@@ -228,7 +336,7 @@ pub fn idle_core(apic_id: ApicId) -> ! {
         "watchdog: core {} watches the partitions' heartbeats",
         apic_id
     );
-    loop {
+    while !WATCHDOGS_STOPPED.load(Ordering::Acquire) {
         let now = tsc::read();
         for (index, deadline) in DEADLINES.iter().enumerate() {
             let armed = deadline.load(Ordering::Acquire);
@@ -238,6 +346,7 @@ pub fn idle_core(apic_id: ApicId) -> ! {
             if deadline
                 .compare_exchange(armed, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+                && !WATCHDOGS_STOPPED.load(Ordering::Acquire)
             {
                 let late = health::ticks(1, tsc::khz()).max(1);
                 let report = Report {
@@ -252,6 +361,7 @@ pub fn idle_core(apic_id: ApicId) -> ! {
         }
         arch::idle_pause();
     }
+    arch::halt_forever()
 }
 
 /// The health log of `partition`: the count of event `selector` (a [`HealthEvent`] index),

@@ -25,6 +25,8 @@ struct Runtime {
     /// The generation whose restart the boot core has completed.
     released: AtomicU32,
     restarts: AtomicU32,
+    /// Cores that have left the guest for good after the partition stopped.
+    stopped_cores: AtomicU32,
     /// The TSC at which the partition's log allowance is used up (see [`may_log`]).
     log_allowance_until: AtomicU64,
     suppressed_log_lines: AtomicU64,
@@ -44,6 +46,7 @@ impl Runtime {
             parked: AtomicU32::new(0),
             released: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
+            stopped_cores: AtomicU32::new(0),
             log_allowance_until: AtomicU64::new(0),
             suppressed_log_lines: AtomicU64::new(0),
         }
@@ -202,6 +205,29 @@ pub fn stop(partition: PartitionIndex, core: Option<ApicId>, status: u64, reason
         );
         signal_cores(partition, core);
     }
+}
+
+/// A core of the stopped `partition` is about to halt for good (outside its guest).
+pub fn note_core_stopped(partition: PartitionIndex) {
+    RUNTIME[partition.0]
+        .stopped_cores
+        .fetch_add(1, Ordering::AcqRel);
+}
+
+/// Waits, at most about a second, until every core of the stopped `partition` has left its
+/// guest for good; false if one has not (its guest keeps the hypervisor's signal out).
+pub fn wait_until_stopped(partition: PartitionIndex) -> bool {
+    let runtime = &RUNTIME[partition.0];
+    let cores = partition.partition().cpus.len() as u32;
+    let start = tsc::read();
+    let budget = tsc::khz().max(1_000_000) * 1000;
+    while runtime.stopped_cores.load(Ordering::Acquire) < cores {
+        if tsc::read().wrapping_sub(start) >= budget {
+            return false;
+        }
+        idle_pause();
+    }
+    true
 }
 
 /// Stops `partition` after a fault; false if it had stopped already.

@@ -1,11 +1,13 @@
 //! Powering the machine off on request of a partition with the `power` capability.
 
-use super::partition;
+use super::{health, partition};
 use crate::arch::{self, acpi, console, tsc};
 
 /// Prints the exit counters, then switches the machine off through ACPI (`\_S5`). Does not
 /// return.
 pub fn power_off(requested_by: &str) -> ! {
+    // The partition asking waits here from now on and beats no more.
+    health::stop_watchdogs();
     log::info!("power-off: requested by {}", requested_by);
     partition::print_counters();
     arch::amd_iommu::poll_events();

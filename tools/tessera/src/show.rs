@@ -23,7 +23,7 @@ pub fn show(path: &Path) -> Outcome {
 }
 
 /// The health policy of one partition as the hypervisor will apply it.
-fn describe_health(out: &mut String, partition: &tessera_config::model::Partition) {
+fn describe_health(out: &mut String, table: &Table, partition: &tessera_config::model::Partition) {
     use tessera_abi::table::{EscalationTrigger, HealthEvent};
     use tessera_config::duration::Duration;
     let health = tessera_config::lower::lower_health(partition);
@@ -49,6 +49,25 @@ fn describe_health(out: &mut String, partition: &tessera_config::model::Partitio
         })
         .collect();
     let _ = writeln!(out, "    {}", events.join(", "));
+    if let (Some(primary), Some(vector)) = (&partition.standby_for, &partition.takeover_vector) {
+        let _ = writeln!(
+            out,
+            "    hot standby for `{}`: takes over its devices, then gets vector {:#x}",
+            **primary, **vector
+        );
+    }
+    if let Some(standby) = table.partitions.iter().find(|other| {
+        other
+            .standby_for
+            .as_ref()
+            .is_some_and(|name| **name == *partition.name)
+    }) {
+        let _ = writeln!(
+            out,
+            "    hot standby: `{}` (on `standby` it takes over this partition's ports and IOAPIC pins)",
+            *standby.name
+        );
+    }
     for rule in &health.escalations {
         let (kind, name) = match rule.trigger {
             EscalationTrigger::Event(event) => ("event", event.name()),
@@ -145,7 +164,7 @@ pub fn describe(table: &Table) -> String {
         "\nhealth monitor (resolved policy: on-fault, refined by [partition.health]):"
     );
     for partition in &table.partitions {
-        describe_health(&mut out, partition);
+        describe_health(&mut out, table, partition);
     }
 
     let _ = writeln!(out, "\nmemory map (host-physical, sorted):");

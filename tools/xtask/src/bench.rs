@@ -573,7 +573,8 @@ mod tests {
                 "svm-demo",
                 "svm-irq-timer",
                 "svm-pingpong",
-                "vmx-pingpong"
+                "vmx-pingpong",
+                "svm-failover"
             ]
         );
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -11,6 +11,7 @@
 
 mod bench;
 mod bochs;
+mod failover_test;
 mod host_tests;
 mod image;
 mod install;

@@ -723,6 +723,24 @@ pub fn parity_tests() -> Vec<SystemTest> {
                 check_health(&transcript)
             }),
         ),
+        (
+            "failover-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                failover(systems, &crate::failover_test::CRASH, false)
+            }),
+        ),
+        (
+            "failover-bochs".into(),
+            Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::CRASH, true)),
+        ),
+        (
+            "failover-hang-qemu".into(),
+            Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::HANG, false)),
+        ),
+        (
+            "failover-hang-bochs".into(),
+            Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::HANG, true)),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((
@@ -731,6 +749,32 @@ pub fn parity_tests() -> Vec<SystemTest> {
         ));
     }
     tests
+}
+
+/// A failover scenario's table in QEMU (SVM) or Bochs (VMX), checked.
+fn failover(
+    systems: &SystemTests,
+    scenario: &crate::failover_test::Scenario,
+    bochs: bool,
+) -> Outcome {
+    let (emulator, seconds) = if bochs {
+        (
+            Emulator::Bochs {
+                cpu: bochs::DEFAULT_CPU.into(),
+            },
+            300,
+        )
+    } else {
+        (
+            Emulator::Qemu {
+                boot: BootMethod::Kernel,
+                cpu: None,
+            },
+            90,
+        )
+    };
+    let transcript = build_and_boot(systems, scenario.table, &emulator, seconds)?;
+    crate::failover_test::check_failover(&transcript, scenario)
 }
 
 /// Why `emulator` cannot run, if it cannot.
@@ -931,12 +975,14 @@ fn long_mode(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcom
 }
 
 /// The restart table in `emulator`, checked.
-/// The health-monitor table (docs/health.md): a watchdog miss with action escalation, and
-/// declared errors with event escalation, a cold restart and the restart budget.
+/// The health-monitor table (docs/health.md): a watchdog miss with action escalation,
+/// declared errors with event escalation, a cold restart and the restart budget, and an
+/// unexpected exit and two triple faults answered by a warm restart, a cold restart and the
+/// budget's halt.
 pub const HEALTH_TABLE: &str = "partitions/health.toml";
 
 /// Per partition, the hypervisor lines (by their start) that must appear in this order.
-const HEALTH_SEQUENCES: [(&str, &[&str]); 2] = [
+const HEALTH_SEQUENCES: [(&str, &[&str]); 3] = [
     (
         "hung",
         &[
@@ -961,7 +1007,59 @@ const HEALTH_SEQUENCES: [(&str, &[&str]); 2] = [
             "health-log: partition=fatal restarts=3 memory-violation=0 shutdown=0 entry-failure=0 reset-request=2 unexpected-exit=0 watchdog-expiry=0 restart-budget-exhausted=1 declared-fatal=4",
         ],
     ),
+    (
+        "faults",
+        &[
+            "health: partition=faults event=unexpected-exit count=1 action=warm-restart restart=1 core=4",
+            "contained: partition=faults core=4 reason=string-io address=0x80 access=INS from an unassigned port",
+            "restarted: partition=faults restarts=1",
+            "health: partition=faults event=shutdown count=1 action=cold-restart restart=2 core=4",
+            "cold restart: partition=faults ioapic-pins-reset=0",
+            "restarted: partition=faults restarts=2",
+            "health: partition=faults event=shutdown count=2 action=halt (restart-budget-exhausted) core=4",
+            "contained: partition=faults core=4 reason=triple-fault address=0x0 access=shutdown rip=",
+            "health-log: partition=faults restarts=2 memory-violation=0 shutdown=2 entry-failure=0 reset-request=0 unexpected-exit=1 watchdog-expiry=0 restart-budget-exhausted=1 declared-fatal=0 device-fault=0",
+        ],
+    ),
 ];
+
+/// The partitions whose health log `control` reads with the hypercall: (table index, name).
+const HEALTH_LOG_READS: [(usize, &str); 3] = [(0, "hung"), (1, "fatal"), (3, "faults")];
+
+/// The third partition of [`HEALTH_TABLE`], `control`: its heartbeat (watched by its own
+/// watchdog) never stopped while the others failed and restarted, and the health log it
+/// read with the `health-log` hypercall is the one the hypervisor prints at power-off.
+fn check_health_control(transcript: &Transcript, hypervisor: &[&str], failures: &mut Vec<String>) {
+    if let Some(line) = hypervisor
+        .iter()
+        .find(|line| line.starts_with("health: partition=control "))
+    {
+        failures.push(format!("control's heartbeat stopped: `{line}`"));
+    }
+    if !transcript.lines_of("control").any(|line| {
+        line.starts_with("heartbeats: ") && line.ends_with(" sent, every other partition done")
+    }) {
+        failures.push("control did not report its heartbeats".into());
+    }
+    for (index, partition) in HEALTH_LOG_READS {
+        let printed = format!("health-log: partition={partition} ");
+        let expected = hypervisor
+            .iter()
+            .find_map(|line| line.strip_prefix(printed.as_str()));
+        let read = format!("health-log {index}: ");
+        let got = transcript.lines_of("control").find_map(|line| {
+            line.trim_end()
+                .strip_prefix(read.as_str())
+                .map(str::to_owned)
+        });
+        if expected.is_none() || got.as_deref() != expected {
+            failures.push(format!(
+                "control read the health log of {partition} as {got:?} with the hypercall, \
+                 the hypervisor printed {expected:?}"
+            ));
+        }
+    }
+}
 
 /// Checks a run of [`HEALTH_TABLE`]: each partition's health lines in order, no panic, and
 /// a clean power-off by `control`.
@@ -994,6 +1092,7 @@ pub fn check_health(transcript: &Transcript) -> Result<(), Vec<String>> {
     {
         failures.push("control did not power the machine off".into());
     }
+    check_health_control(transcript, &hypervisor, &mut failures);
     if failures.is_empty() {
         Ok(())
     } else {
@@ -1785,6 +1884,20 @@ mod tests {
             }
         }
         lines.push((HYPERVISOR, "power-off: requested by control".to_string()));
+        // control's own lines: its heartbeats, and the health log it read.
+        for (index, partition) in HEALTH_LOG_READS {
+            let printed = format!("health-log: partition={partition} ");
+            let log = HEALTH_SEQUENCES
+                .iter()
+                .flat_map(|(_, sequence)| sequence.iter())
+                .find_map(|line| line.strip_prefix(printed.as_str()))
+                .unwrap();
+            lines.push(("control", format!("health-log {index}: {log}")));
+        }
+        lines.push((
+            "control",
+            "heartbeats: 40 sent, every other partition done".to_string(),
+        ));
         let run = |lines: &[(&str, String)]| {
             let borrowed: Vec<(&str, &str)> = lines
                 .iter()
@@ -1797,6 +1910,19 @@ mod tests {
         swapped.swap(0, 2);
         assert!(run(&swapped).is_err());
         assert!(run(&lines[..lines.len() - 1]).is_err());
+        let mut missed = lines.clone();
+        missed.push((
+            HYPERVISOR,
+            "health: partition=control event=watchdog-expiry count=1 action=halt seen-by=watchdog-core".to_string(),
+        ));
+        assert!(run(&missed).is_err());
+        let mut misread = lines.clone();
+        let read = misread
+            .iter_mut()
+            .find(|(source, text)| *source == "control" && text.starts_with("health-log 0: "))
+            .unwrap();
+        read.1 = read.1.replace("restarts=2", "restarts=1");
+        assert!(run(&misread).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! `irq-latency: rounds=<n> timer-min=<tsc> timer-max=<tsc> uart-min=<tsc> uart-max=<tsc>
 //! tsc-per-timer-tick=<tsc>/<ticks>` (under the deterministic emulator modes the TSC
 //! counts instructions). The console must be polled (no `uart-irq`): the measurement owns
-//! the UART's interrupt while it runs. Status 13 on failure.
+//! the UART's interrupt while it runs. Status 14 on failure.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

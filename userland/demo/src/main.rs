@@ -72,6 +72,23 @@
 //!   (status 3 on time-out);
 //! * `declare-fatal=CODE`: declare a fatal error (hypercall), print what it returned;
 //! * `beats=N`: N heartbeats, two per watchdog period, then silence forever;
+//! * `failover-primary=<channel>,<lines>,<address>,<pause µs>` (before `probe-outside`):
+//!   write `lines` lines `seq <n> from <name>` on its console UART (from 1 on its first
+//!   boot, after the last acknowledged one after a restart), recording in channel
+//!   `<channel>` each line the UART acknowledged (transmitter empty), then read `<address>`
+//!   outside its memory (see `failover.rs`);
+//! * `standby=<channel>,<vector>,<port>,<last>,<pause µs>,<pin>` (first of all, no
+//!   banner): try to route IOAPIC pin `<pin>` (refused), wait halted for the takeover
+//!   vector, route the pin again (now its own), then open the UART at `<port>` and write the lines
+//!   after the primary's last acknowledged one up to `<last>`, print `takeover:
+//!   failover-ticks=<n> …` and stop with status 0;
+//! * `beat-until-others`: heartbeats, eight per watchdog period, until every other partition
+//!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
+//! * `fault-by-boot=<kind>[,<kind>…]` (first of all): on boot `n` cause the `n`-th fault,
+//!   `ins` (INS from an unassigned port) or `triple` (a triple fault); past the list, stop
+//!   with status 0;
+//! * `read-health-log=<index>[,<index>…]`: read each partition's health log with the
+//!   `health-log` hypercall and print `health-log <index>: restarts=<n> <event>=<count>…`;
 //! * `power-off`: power the machine off (status 4 if that fails);
 //!
 //! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1; an
@@ -81,6 +98,7 @@
 
 mod channel;
 mod dma;
+mod failover;
 mod interrupt_modes;
 mod latency;
 mod long_mode;
@@ -129,6 +147,13 @@ const MEASURE_IPI_VECTOR: u8 = 0xee;
 
 fn main(info: &BootInfo) {
     let command_line = info.command_line();
+    if let Some(text) = command_line.value("fault-by-boot") {
+        failover::fault_by_boot(command_line.number("tessera.restarts").unwrap_or(0), text);
+    }
+    // A standby holds no device until it takes over: nothing to print on, nothing to do.
+    if let Some(text) = command_line.value("standby") {
+        failover::standby(command_line.value("name").unwrap_or("standby"), text);
+    }
     let core = processor::current_core();
     match command_line.value("name") {
         Some(name) => println!("partition {name}: hello from core {core}"),
@@ -140,6 +165,13 @@ fn main(info: &BootInfo) {
 
     if let Some(text) = command_line.value("measure-exits") {
         measure_exits(text);
+    }
+    if let Some(text) = command_line.value("failover-primary") {
+        failover::primary(
+            command_line.value("name").unwrap_or("primary"),
+            command_line.number("tessera.restarts").unwrap_or(0),
+            text,
+        );
     }
     if let Some(text) = command_line.value("probe-outside") {
         probe_outside(text);
@@ -181,6 +213,12 @@ fn main(info: &BootInfo) {
     }
     if command_line.has_flag("reset") {
         request_reset();
+    }
+    if command_line.has_flag("beat-until-others") {
+        failover::beat_until_others();
+    }
+    if let Some(text) = command_line.value("read-health-log") {
+        failover::read_health_log(text);
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
@@ -353,11 +391,17 @@ fn recheck_walk(info: &BootInfo) {
 }
 
 /// Reads a word outside the partition's memory; the hypervisor must stop the partition.
-fn probe_outside(text: &str) {
+fn probe_outside(text: &str) -> ! {
     let Some(address) = tessera_guest::command_line::parse_number(text) else {
         println!("probe-outside: cannot read the address {text:?}");
         hypercall::stop_self(EXIT_ISOLATION_BROKEN);
     };
+    probe(address)
+}
+
+/// Reads `address`, which lies outside this partition's memory: the hypervisor must stop
+/// the partition (exit status 2 if the read returns).
+fn probe(address: u64) -> ! {
     if address.saturating_add(8) > boot::IDENTITY_MAP_END {
         println!("probe-outside: {address:#x} lies beyond the guest's identity map");
         hypercall::stop_self(EXIT_ISOLATION_BROKEN);

@@ -48,6 +48,15 @@ impl PermissionMaps {
         tessera_policy::msr::build_svm_msr_permission_map(&mut self.msr);
     }
 
+    /// Makes the ports of `ranges` pass through (`pass`) or exit; every other bit, and the
+    /// MSR map, stay as they are (a hot-standby takeover).
+    pub fn set_ports(&mut self, ranges: &[tessera_abi::table::Range], pass: bool) {
+        let ports_bitmap: &mut [u8; 8192] = (&mut self.io[..8192])
+            .try_into()
+            .expect("8 KiB by construction");
+        tessera_policy::io_bitmap::set_ports(ranges, pass, ports_bitmap);
+    }
+
     /// Where the processor finds the maps (identity-mapped: the linear address).
     pub fn physical_address(&self) -> u64 {
         self as *const Self as u64

@@ -80,6 +80,12 @@ impl PermissionMaps {
         tessera_policy::msr::build_vmx_msr_bitmap(&mut self.msr);
     }
 
+    /// Makes the ports of `ranges` pass through (`pass`) or exit; every other bit, and the
+    /// MSR bitmap, stay as they are (a hot-standby takeover).
+    pub fn set_ports(&mut self, ranges: &[tessera_abi::table::Range], pass: bool) {
+        tessera_policy::io_bitmap::set_ports(ranges, pass, &mut self.io);
+    }
+
     /// Where the processor finds the maps (identity-mapped: the linear address).
     pub fn physical_address(&self) -> u64 {
         self as *const Self as u64

@@ -55,6 +55,15 @@ pub const VMX_PINGPONG: Boot = Boot {
     backend: Backend::Vmx,
 };
 
+/// partitions/failover.toml (a primary on com1 fails over to its hot standby while a third
+/// partition beats) on QEMU.
+pub const SVM_FAILOVER: Boot = Boot {
+    id: "svm-failover",
+    table: "partitions/failover.toml",
+    emulator: BenchEmulator::Qemu,
+    backend: Backend::Svm,
+};
+
 /// The guest's `measure-exits` line (userland/demo): `measure: rounds=<n>
 /// cpuid-exit-min=<tsc> cpuid-exit-mean=<tsc> hypercall-min=<tsc> hypercall-mean=<tsc>
 /// icr-exit-min=<tsc> icr-exit-mean=<tsc>` (the last two with `measure-exits=<n>,<apic id>`).
@@ -240,6 +249,23 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
         value: Value::Group,
         unit: "instructions",
         method: ICR_METHOD,
+    },
+    // Issue 15: hot-standby failover.
+    ConsoleFigure {
+        name: "failover_instructions",
+        boot: &SVM_FAILOVER,
+        console: Console::Partition("io"),
+        pattern: r"^takeover: failover-ticks=(?P<value>\d+)\b",
+        value: Value::Group,
+        unit: "instructions",
+        method: "from the TSC the primary reads just before its faulting access (stored in \
+                 the channel it shares with its standby) to the TSC the standby reads just \
+                 before its first access to the taken-over UART (`takeover: \
+                 failover-ticks=` on com1): the stage-2 fault exit, the health decision, \
+                 the NMI to the standby's core, the wait for the primary's core to stop, \
+                 the moved ports' bits in both I/O permission maps, the IOAPIC pin handed over, the takeover \
+                 vector delivered and the guest's handler; TSC = instructions of the whole \
+                 machine (all four cores under -icount), not of one core",
     },
     ConsoleFigure {
         name: "svm_ipi_exit_instructions",

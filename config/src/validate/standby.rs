@@ -1,0 +1,225 @@
+//! Hot standby (`standby-for`, docs/health.md): a standby names an existing partition other
+//! than itself that is no standby; each primary has at most one standby; the standby holds
+//! no devices, runs on one core and names its takeover vector; the primary holds nothing the
+//! takeover cannot move (PCI functions) and shares every channel with its standby.
+
+use std::collections::HashMap;
+
+use super::Rule;
+use crate::diagnostics::Finding;
+use crate::model::Table;
+use crate::source::Span;
+
+/// Interrupt vectors a takeover may use (0–31 are exceptions).
+const VECTORS: std::ops::RangeInclusive<u64> = 32..=255;
+
+pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
+    let index_of = |name: &str| {
+        table
+            .partitions
+            .iter()
+            .position(|partition| *partition.name == name)
+    };
+    // Primary index → the `standby-for` that first claimed it.
+    let mut claimed: HashMap<usize, Span> = HashMap::new();
+    for (index, partition) in table.partitions.iter().enumerate() {
+        check_vector(table, index, findings);
+        let Some(target) = &partition.standby_for else {
+            continue;
+        };
+        let Some(primary) = index_of(target) else {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyTarget,
+                    target.span,
+                    format!(
+                        "partition `{}` is the standby for `{}`, which does not exist",
+                        *partition.name, **target
+                    ),
+                )
+                .label("no such partition"),
+            );
+            continue;
+        };
+        if primary == index {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyTarget,
+                    target.span,
+                    format!("partition `{}` is the standby for itself", *partition.name),
+                )
+                .label("itself")
+                .hint("a standby takes over another partition's devices"),
+            );
+            continue;
+        }
+        if let Some(chained) = &table.partitions[primary].standby_for {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyTarget,
+                    target.span,
+                    format!(
+                        "partition `{}` is the standby for `{}`, which is itself the standby for `{}`",
+                        *partition.name, **target, **chained
+                    ),
+                )
+                .label("a standby of a standby")
+                .related(chained.span, "here")
+                .hint("name the primary itself: standbys form no chains or cycles"),
+            );
+            continue;
+        }
+        if let Some(&earlier) = claimed.get(&primary) {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyTarget,
+                    target.span,
+                    format!(
+                        "partition `{}` is a second standby for `{}`",
+                        *partition.name, **target
+                    ),
+                )
+                .label("second standby")
+                .related(earlier, "the first standby")
+                .hint("a primary has at most one standby"),
+            );
+            continue;
+        }
+        claimed.insert(primary, target.span);
+        check_pair(table, index, primary, findings);
+    }
+}
+
+/// `takeover-vector` comes with `standby-for`, and only with it, in 32–255.
+fn check_vector(table: &Table, index: usize, findings: &mut Vec<Finding>) {
+    let partition = &table.partitions[index];
+    match (&partition.standby_for, &partition.takeover_vector) {
+        (Some(target), None) => findings.push(
+            Finding::new(
+                Rule::StandbyVector,
+                target.span,
+                format!(
+                    "partition `{}` is a standby without a `takeover-vector`",
+                    *partition.name
+                ),
+            )
+            .label("signalled how?")
+            .hint("add `takeover-vector = 0x…` (32–255): the interrupt its boot core is sent once it holds the devices"),
+        ),
+        (None, Some(vector)) => findings.push(
+            Finding::new(
+                Rule::StandbyVector,
+                vector.span,
+                format!(
+                    "partition `{}` has a `takeover-vector` but is no standby",
+                    *partition.name
+                ),
+            )
+            .label("without `standby-for`"),
+        ),
+        (Some(_), Some(vector)) if !VECTORS.contains(&**vector) => findings.push(
+            Finding::new(
+                Rule::StandbyVector,
+                vector.span,
+                format!(
+                    "the takeover vector of partition `{}` is {}, outside 32–255",
+                    *partition.name, **vector
+                ),
+            )
+            .label("out of range"),
+        ),
+        _ => {}
+    }
+}
+
+/// The rules between a standby and its primary.
+fn check_pair(
+    table: &Table,
+    standby_index: usize,
+    primary_index: usize,
+    findings: &mut Vec<Finding>,
+) {
+    let standby = &table.partitions[standby_index];
+    let primary = &table.partitions[primary_index];
+    if let Some(device) = standby.devices.first() {
+        findings.push(
+            Finding::new(
+                Rule::StandbyDevices,
+                device.span,
+                format!(
+                    "standby partition `{}` lists device `{}` of its own",
+                    *standby.name, **device
+                ),
+            )
+            .label("a standby holds no devices")
+            .hint(format!(
+                "give the device to `{}`: the standby takes it over",
+                *primary.name
+            )),
+        );
+    }
+    if standby.cpus.len() > 1 {
+        findings.push(
+            Finding::new(
+                Rule::StandbyCores,
+                standby.cpus[1].span,
+                format!(
+                    "standby partition `{}` has {} cores",
+                    *standby.name,
+                    standby.cpus.len()
+                ),
+            )
+            .label("more than one")
+            .hint("its boot core changes the I/O permission map it shares with its other cores at takeover; multi-core standbys are not built (docs/health.md)"),
+        );
+    }
+    for device in &primary.devices {
+        let is_pci = table
+            .device(device)
+            .is_some_and(|named| named.device.pci.is_some());
+        if is_pci {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyPci,
+                    device.span,
+                    format!(
+                        "partition `{}` has a standby, but device `{}` is a PCI function",
+                        *primary.name, **device
+                    ),
+                )
+                .label("cannot move at takeover")
+                .hint("moving PCI functions with their IOMMU domain is not built (docs/health.md)"),
+            );
+        }
+    }
+    for channel in &table.channels {
+        let member = |name: &str| channel.partitions.iter().any(|member| **member == name);
+        if member(&primary.name) && !member(&standby.name) {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyChannels,
+                    channel.name.span,
+                    format!(
+                        "channel `{}` has partition `{}` but not its standby `{}`",
+                        *channel.name, *primary.name, *standby.name
+                    ),
+                )
+                .label("standby missing")
+                .hint(format!(
+                    "add `{}` to the channel's partitions: memberships do not move at takeover",
+                    *standby.name
+                )),
+            );
+        }
+    }
+}
+
+/// Whether partition `name` has a standby (for the `standby` action).
+pub(super) fn has_standby(table: &Table, name: &str) -> bool {
+    table.partitions.iter().any(|partition| {
+        partition
+            .standby_for
+            .as_ref()
+            .is_some_and(|target| **target == name)
+    })
+}

@@ -1,0 +1,304 @@
+//! The hot-standby failover system test (partitions/failover.toml, docs/health.md): the
+//! primary `io` writes numbered lines on com1 and crashes, is restarted, continues and
+//! crashes again, which escalates to the standby action; the standby `spare` takes over
+//! com1 and continues after the last line the UART acknowledged; `rt`'s heartbeat goes on
+//! across the failover. Checked from the consoles: the hypervisor's decision and takeover
+//! lines in order, the numbered lines on com1 without gap or repeat and from the right
+//! writer, the takeover's ports and pins, `rt`'s beats before the crash and after the
+//! standby's first device access with no health event for `rt` (its watchdog would have
+//! raised one for any gap longer than a period), and a clean power-off.
+
+use crate::irq_test::{counter, exit_counters};
+use crate::markers::Marker;
+use crate::transcript::{Transcript, HYPERVISOR};
+
+/// One failover table and what its run must show.
+pub struct Scenario {
+    pub table: &'static str,
+    /// The primary's lines; the standby writes the rest up to [`LAST_LINE`].
+    primary_lines: u64,
+    /// Hypervisor lines (by their start, and a part they must contain) that must appear
+    /// in this order.
+    sequence: &'static [(&'static str, &'static str)],
+    /// Whether the primary's core was running its guest when the failover was decided,
+    /// so that the hypervisor had to stop it with an NMI (counted as an `nmi` exit).
+    primary_stopped_by_nmi: bool,
+}
+
+/// The last numbered line (the standby's command line).
+const LAST_LINE: u64 = 10;
+
+/// The takeover and the end of the run, common to both scenarios.
+const TAKEOVER: (&str, &str) = (
+    "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 ",
+    "",
+);
+const STANDBY_STOPPED: (&str, &str) = ("stopped: partition=spare status=0 ", "");
+const POWER_OFF: (&str, &str) = ("power-off: requested by rt", "");
+const STANDBY_TAKES_OVER: &str = "; halted; standby spare takes over";
+
+/// partitions/failover.toml: the primary faults (two boots of 3 lines), the first fault
+/// restarts it, the second escalates to standby.
+pub const CRASH: Scenario = Scenario {
+    table: "partitions/failover.toml",
+    primary_lines: 6,
+    sequence: &[
+        (
+            "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
+            "",
+        ),
+        ("restarted: partition=io restarts=1 ", ""),
+        (
+            "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
+            "",
+        ),
+        ("contained: partition=io ", STANDBY_TAKES_OVER),
+        TAKEOVER,
+        STANDBY_STOPPED,
+        POWER_OFF,
+    ],
+    primary_stopped_by_nmi: false,
+};
+
+/// partitions/failover-hang.toml: the primary hangs after 3 lines; its watchdog, on the
+/// watchdog core, decides the failover, and the hypervisor stops the primary's running
+/// core with an NMI before the takeover.
+pub const HANG: Scenario = Scenario {
+    table: "partitions/failover-hang.toml",
+    primary_lines: 3,
+    sequence: &[
+        (
+            "health: partition=io event=watchdog-expiry count=1 action=standby seen-by=watchdog-core",
+            "",
+        ),
+        ("contained: partition=io core=0 reason=watchdog ", STANDBY_TAKES_OVER),
+        TAKEOVER,
+        STANDBY_STOPPED,
+        POWER_OFF,
+    ],
+    primary_stopped_by_nmi: true,
+};
+
+/// The number after `key=` in `line`.
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(key)? + key.len();
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// `seq <n> from <writer>` lines of com1, in order.
+fn numbered_lines(transcript: &Transcript) -> Vec<(u64, String)> {
+    transcript
+        .lines_of("io")
+        .filter_map(|line| {
+            let rest = line.trim_end().strip_prefix("seq ")?;
+            let (number, writer) = rest.split_once(" from ")?;
+            Some((number.parse().ok()?, writer.to_owned()))
+        })
+        .collect()
+}
+
+/// Checks a run of `scenario`'s table.
+pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<(), Vec<String>> {
+    let primary_lines = scenario.primary_lines;
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let mut position = 0;
+    for &(start, part) in scenario.sequence {
+        match hypervisor[position..]
+            .iter()
+            .position(|line| line.starts_with(start) && line.contains(part))
+        {
+            Some(found) => position += found + 1,
+            None => {
+                failures.push(format!("no hypervisor line `{start}…{part}` in order"));
+                break;
+            }
+        }
+    }
+    for partition in ["rt", "spare"] {
+        let prefix = format!("health: partition={partition} ");
+        if let Some(line) = hypervisor.iter().find(|line| line.starts_with(&prefix)) {
+            failures.push(format!("a health event for {partition}: `{line}`"));
+        }
+    }
+
+    // com1: 1..=5 from io, then 6..=10 from spare, nothing lost, nothing twice.
+    let lines = numbered_lines(transcript);
+    let expected: Vec<(u64, String)> = (1..=LAST_LINE)
+        .map(|number| {
+            let writer = if number <= primary_lines {
+                "io"
+            } else {
+                "spare"
+            };
+            (number, writer.to_owned())
+        })
+        .collect();
+    if lines != expected {
+        failures.push(format!(
+            "com1's numbered lines are {:?}, expected 1..={primary_lines} from io, then \
+             {}..={LAST_LINE} from spare",
+            lines
+                .iter()
+                .map(|(number, writer)| format!("{number}:{writer}"))
+                .collect::<Vec<_>>(),
+            primary_lines + 1
+        ));
+    }
+    let resumed = format!("the primary's last acknowledged line is {primary_lines}");
+    if !transcript
+        .lines_of("io")
+        .any(|line| line.starts_with("spare: took over at tsc=") && line.contains(&resumed))
+    {
+        failures.push(format!("no `spare: took over … {resumed}` on com1"));
+    }
+
+    // The primary's pin: refused to the standby before, handed over masked to its core.
+    if !transcript.lines_of("io").any(|line| {
+        line == "spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed"
+    }) {
+        failures.push("no `spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed` on com1".into());
+    }
+    // The failover's time span, from the standby's report.
+    let span = transcript
+        .lines_of("io")
+        .find(|line| line.starts_with("takeover: failover-ticks="))
+        .and_then(|line| {
+            Some((
+                number_after(line, "crash-tsc=")?,
+                number_after(line, "first-device-access-tsc=")?,
+            ))
+        });
+    match span {
+        None => failures.push(
+            "no `takeover: failover-ticks=… crash-tsc=… first-device-access-tsc=…` on com1".into(),
+        ),
+        Some((crash, first_access)) => {
+            let beats: Vec<u64> = transcript
+                .lines_of("rt")
+                .filter(|line| line.starts_with("beat "))
+                .filter_map(|line| number_after(line, "tsc="))
+                .collect();
+            if !beats.iter().any(|&tsc| tsc < crash) || !beats.iter().any(|&tsc| tsc > first_access)
+            {
+                failures.push(format!(
+                    "rt's heartbeats {beats:?} do not span the failover (crash at tsc={crash}, \
+                     standby's first device access at tsc={first_access})"
+                ));
+            }
+        }
+    }
+    if !transcript.lines_of("rt").any(|line| {
+        line.starts_with("heartbeats: ") && line.ends_with("sent, every other partition done")
+    }) {
+        failures.push("rt did not report its heartbeats".into());
+    }
+    // Every UART access of the standby passed through: its port map was rebuilt.
+    let counters = exit_counters(transcript, "spare").unwrap_or_default();
+    match counter(&counters, "unassigned-port-accesses") {
+        Some(0) => {}
+        other => failures.push(format!(
+            "spare: unassigned-port-accesses={other:?} in its exit counters, expected 0"
+        )),
+    }
+    if scenario.primary_stopped_by_nmi {
+        let primary = exit_counters(transcript, "io").unwrap_or_default();
+        if counter(&primary, "nmi").unwrap_or(0) == 0 {
+            failures.push("io: no `nmi` exit in its counters: its running core was not stopped by the hypervisor's NMI".into());
+        }
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::{EmulatorExit, TranscriptLine};
+
+    fn line(source: &str, text: &str) -> TranscriptLine {
+        TranscriptLine {
+            source: source.into(),
+            text: text.into(),
+        }
+    }
+
+    /// A run as the failover table gives it, with com1's numbered lines `numbered`.
+    fn run(numbered: &[(u64, &str)], beats: &[u64]) -> Transcript {
+        let mut lines = vec![
+            line(HYPERVISOR, "health: partition=io event=memory-violation count=1 action=warm-restart restart=1 core=0"),
+            line(HYPERVISOR, "restarted: partition=io restarts=1 core=0"),
+            line(HYPERVISOR, "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart core=0"),
+            line(HYPERVISOR, "contained: partition=io core=0 reason=npf address=0x8000000 access=read rip=0x1011aa; halted; standby spare takes over"),
+            line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
+            line(HYPERVISOR, "stopped: partition=spare status=0 reason=stop-self core=1"),
+            line(HYPERVISOR, "power-off: requested by rt"),
+            line(HYPERVISOR, "exits: partition=spare state=Stopped total=14 unassigned-port-accesses=0 restarts=0"),
+            line(HYPERVISOR, "Tessera: power off"),
+            line("io", "spare: took over at tsc=200; the primary's last acknowledged line is 6"),
+            line("io", "spare: ioapic pin 4: before takeover refused; after: masked=true destination=1 (this core 1), routed"),
+            line("io", "takeover: failover-ticks=100 crash-tsc=100 first-device-access-tsc=200"),
+            line("rt", "heartbeats: 9 sent, every other partition done"),
+        ];
+        for (number, writer) in numbered {
+            lines.push(line("io", &format!("seq {number} from {writer}")));
+        }
+        for tsc in beats {
+            lines.push(line("rt", &format!("beat 1 tsc={tsc}")));
+        }
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
+    const GOOD: [(u64, &str); 10] = [
+        (1, "io"),
+        (2, "io"),
+        (3, "io"),
+        (4, "io"),
+        (5, "io"),
+        (6, "io"),
+        (7, "spare"),
+        (8, "spare"),
+        (9, "spare"),
+        (10, "spare"),
+    ];
+
+    #[test]
+    fn a_clean_failover_passes() {
+        assert_eq!(check_failover(&run(&GOOD, &[50, 150, 250]), &CRASH), Ok(()));
+    }
+
+    #[test]
+    fn a_lost_line_a_repeat_or_a_stopped_heartbeat_fails() {
+        let mut lost = GOOD.to_vec();
+        lost.remove(6);
+        assert!(check_failover(&run(&lost, &[50, 250]), &CRASH).is_err());
+        let mut repeated = GOOD.to_vec();
+        repeated.insert(6, (6, "spare"));
+        assert!(check_failover(&run(&repeated, &[50, 250]), &CRASH).is_err());
+        // No beat after the standby's first device access.
+        assert!(check_failover(&run(&GOOD, &[50, 150]), &CRASH).is_err());
+    }
+}

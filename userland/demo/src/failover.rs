@@ -1,0 +1,320 @@
+//! Hot-standby failover (docs/health.md, "Hot standby"): a primary that writes numbered
+//! lines to its UART and records each one the UART has acknowledged in a channel shared
+//! with its standby, then crashes; a standby that waits, halted, for the takeover vector,
+//! then drives the same UART and continues after the last acknowledged line; and a third
+//! partition whose heartbeat must not stop meanwhile.
+//!
+//! A line counts as acknowledged once the UART reports its transmitter empty (16550 line
+//! status bit 6, TEMT: the holding register and the shift register are both empty), so
+//! every acknowledged line has left the device; a line written but not acknowledged may be
+//! written again by the standby (at least once, never lost).
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tessera_abi::hypercall::{Call, PartitionState};
+use tessera_guest::command_line::parse_number;
+use tessera_guest::ioapic::{self, RedirectionEntry};
+use tessera_guest::{console, hypercall, interrupts, println, processor, time, x2apic};
+
+use crate::EXIT_CHANNEL_FAILED;
+
+/// The 16550's line status register (base + 5) and its transmitter-empty bit.
+const LINE_STATUS: u16 = 5;
+const TRANSMITTER_EMPTY: u8 = 1 << 6;
+/// Polls of the line status before a line counts as not acknowledged.
+const ACKNOWLEDGE_POLLS: u32 = 1_000_000;
+
+/// The shared words: the number of the last line the UART acknowledged, and the TSC the
+/// primary read just before its crash (for the failover figure).
+#[repr(C, align(64))]
+struct Progress {
+    acknowledged: AtomicU64,
+    crash_tsc: AtomicU64,
+}
+
+/// Set by the takeover vector's handler.
+static TAKEN_OVER: AtomicBool = AtomicBool::new(false);
+
+fn takeover(_vector: u8) {
+    TAKEN_OVER.store(true, Ordering::Release);
+}
+
+/// The comma-separated numbers of a command-line value.
+fn numbers<const N: usize>(mode: &str, text: &str) -> [u64; N] {
+    let mut values = [0u64; N];
+    let mut parts = text.split(',');
+    for value in values.iter_mut() {
+        match parts.next().and_then(parse_number) {
+            Some(number) => *value = number,
+            None => {
+                println!("{mode}: expected {N} comma-separated numbers, got {text:?}");
+                hypercall::stop_self(EXIT_CHANNEL_FAILED)
+            }
+        }
+    }
+    values
+}
+
+/// The channel's shared memory as the progress word.
+fn progress(mode: &str, channel: u64) -> &'static Progress {
+    let address = hypercall::channel_address(channel);
+    if address < 0 || !(address as u64).is_multiple_of(64) {
+        println!("{mode}: channel {channel}: {address}");
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    // SAFETY: the hypervisor maps the channel's memory (whole 4 KiB pages) read-write into
+    // this partition at `address` (64-aligned, checked), inside the identity map; the peer
+    // writes it concurrently, which is why the word is atomic.
+    unsafe { &*(address as *const Progress) }
+}
+
+/// Reads the UART's line status register.
+fn line_status(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: IN from the UART's line status register has no side effect on memory.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port + LINE_STATUS, out("al") value,
+            options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Whether the UART at `port` has sent everything it was given.
+fn acknowledged_by_uart(port: u16) -> bool {
+    (0..ACKNOWLEDGE_POLLS).any(|_| line_status(port) & TRANSMITTER_EMPTY != 0)
+}
+
+/// Writes lines `first..=last` as `seq <n> from <name>`, `pause` microseconds apart,
+/// recording each the UART acknowledges.
+fn write_lines(name: &str, port: u16, progress: &Progress, (first, last): (u64, u64), pause: u64) {
+    for number in first..=last {
+        time::delay_microseconds(pause);
+        println!("seq {number} from {name}");
+        if !acknowledged_by_uart(port) {
+            println!("{name}: line {number} not acknowledged by the UART");
+            hypercall::stop_self(EXIT_CHANNEL_FAILED);
+        }
+        progress.acknowledged.store(number, Ordering::Release);
+    }
+}
+
+/// `failover-primary=<channel>,<lines>,<crash address>,<pause µs>`: `lines` lines,
+/// `pause` apart, each after a heartbeat (a no-op without a watchdog), then a read of
+/// `crash address` (outside its memory): the hypervisor's `memory-violation`; with crash
+/// address 0 it hangs instead (spins without heartbeats: `watchdog-expiry`). On its first boot (`tessera.restarts=0`) it numbers from 1; after a
+/// restart it continues after the last line the UART acknowledged (from the channel), as
+/// its standby would.
+pub fn primary(name: &str, restarts: u64, text: &str) -> ! {
+    let [channel, lines, crash, pause] = numbers::<4>("failover-primary", text);
+    let Some(port) = console::port() else {
+        println!("failover-primary: needs console=0x…");
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    let progress = progress("failover-primary", channel);
+    if restarts == 0 {
+        progress.acknowledged.store(0, Ordering::Release);
+        progress.crash_tsc.store(0, Ordering::Release);
+    }
+    let first = progress.acknowledged.load(Ordering::Acquire) + 1;
+    println!(
+        "{name}: boot {restarts}, continuing after acknowledged line {}",
+        first - 1
+    );
+    for number in first..first + lines {
+        hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+        write_lines(name, port, progress, (number, number), pause);
+    }
+    console::flush();
+    progress
+        .crash_tsc
+        .store(processor::rdtsc(), Ordering::Release);
+    if crash == 0 {
+        println!("{name}: hanging (no more heartbeats)");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    crate::probe(crash)
+}
+
+/// A vector the standby routes its taken-over pin to (masked: no interrupt is expected).
+const PIN_TEST_VECTOR: u8 = 0x50;
+
+/// Routes `pin` to this core (masked) and reads it back: whether the write took effect.
+fn route_pin(pin: u8) -> bool {
+    let entry = RedirectionEntry::fixed(PIN_TEST_VECTOR, processor::current_core()).masked();
+    ioapic::set_redirection_entry(pin, entry);
+    ioapic::redirection_entry(pin) == entry
+}
+
+/// `standby=<channel>,<takeover vector>,<uart port>,<last line>,<pause µs>,<pin>`: no console
+/// and no device until the takeover vector arrives (the UART is the primary's until then);
+/// then open the UART, read where the primary stopped and write the lines after it up to
+/// `last line`. Prints `takeover: failover-ticks=<n> crash-tsc=<t0>
+/// first-device-access-tsc=<t1>`: from the TSC the primary read just before its faulting
+/// access to the TSC just before the standby's first access to the taken-over UART. The
+/// primary's IOAPIC pin `pin` is tried before the takeover (the hypervisor must refuse the
+/// write) and after it (the entry must point at this core, masked, and take a new route).
+pub fn standby(name: &str, text: &str) -> ! {
+    let [channel, vector, port, last, pause, pin] = numbers::<6>("standby", text);
+    let Ok(pin) = u8::try_from(pin) else {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    let routed_before = route_pin(pin);
+    let progress = progress("standby", channel);
+    let (Ok(vector), Ok(port)) = (u8::try_from(vector), u16::try_from(port)) else {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    if x2apic::enable().is_err() {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    interrupts::set_handler(vector, takeover);
+    processor::disable_interrupts();
+    while !TAKEN_OVER.load(Ordering::Acquire) {
+        processor::wait_for_interrupt();
+    }
+    let first_access = processor::rdtsc();
+    console::open(port);
+    let acknowledged = progress.acknowledged.load(Ordering::Acquire);
+    println!(
+        "{name}: took over at tsc={first_access}; the primary's last acknowledged line is {acknowledged}"
+    );
+    let crash = progress.crash_tsc.load(Ordering::Acquire);
+    let handed_over = ioapic::redirection_entry(pin);
+    let core = processor::current_core();
+    let routed_after = route_pin(pin);
+    println!(
+        "{name}: ioapic pin {pin}: before takeover {}; after: masked={} destination={} (this core {core}), {}",
+        if routed_before { "ROUTED (not refused)" } else { "refused" },
+        handed_over.is_masked(),
+        handed_over.destination(),
+        if routed_after { "routed" } else { "NOT routed" }
+    );
+    write_lines(name, port, progress, (acknowledged + 1, last), pause);
+    println!(
+        "takeover: failover-ticks={} crash-tsc={crash} first-device-access-tsc={first_access}",
+        first_access.wrapping_sub(crash)
+    );
+    println!("{name}: done");
+    console::flush();
+    hypercall::stop_self(0)
+}
+
+/// `beat-until-others`: heartbeats (eight per watchdog period, so that an emulator that
+/// leaves this core unscheduled for most of a period does not look like a hang) until every other partition
+/// has stopped or faulted, each printed as `beat <n> tsc=<t>`, then `heartbeats: <n>
+/// sent, every other partition done`. The hypervisor's watchdog sees any gap longer than a
+/// period.
+pub fn beat_until_others() {
+    let period = hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+    if period <= 0 {
+        println!("beat-until-others: no watchdog ({period})");
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    let interval = period as u64 / 8;
+    let count = hypercall::partition_count().max(0) as u64;
+    let mut beats: u64 = 1;
+    let started = processor::rdtsc();
+    println!("beat 1 tsc={started}");
+    loop {
+        let not_final = (0..count)
+            .filter(|&index| {
+                let state = hypercall::partition_state(index);
+                !(state >= 0
+                    && PartitionState::from_number(state as u64)
+                        .is_some_and(PartitionState::is_final))
+            })
+            .count();
+        if not_final <= 1 {
+            break;
+        }
+        if processor::rdtsc().wrapping_sub(started) > crate::WAIT_TIMEOUT_TICKS {
+            println!("beat-until-others: timed out");
+            hypercall::stop_self(crate::EXIT_WAIT_TIMED_OUT);
+        }
+        time::delay_microseconds(interval);
+        let now = processor::rdtsc();
+        hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+        beats += 1;
+        println!("beat {beats} tsc={now}");
+    }
+    println!("heartbeats: {beats} sent, every other partition done");
+}
+
+/// `read-health-log=<index>[,<index>…]`: each partition's health log through the
+/// `health-log` hypercall (the table grants `health:<partition>`), printed as
+/// `health-log <index>: restarts=<n> <event>=<count>…`, the form of the hypervisor's own
+/// `health-log:` line after the partition's name.
+pub fn read_health_log(text: &str) {
+    for index in text.split(',').filter_map(parse_number) {
+        let restarts = hypercall::hypercall(
+            Call::HealthLog,
+            index,
+            tessera_abi::hypercall::HEALTH_LOG_RESTARTS,
+            0,
+        );
+        if restarts < 0 {
+            println!(
+                "health-log {index}: {restarts} ({})",
+                hypercall::result_name(restarts)
+            );
+            continue;
+        }
+        println!(
+            "health-log {index}: restarts={restarts}{}",
+            EventCounts(index)
+        );
+    }
+}
+
+/// The ` <event>=<count>` list of partition `index`'s health log.
+struct EventCounts(u64);
+
+impl core::fmt::Display for EventCounts {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for event in tessera_abi::table::HealthEvent::ALL {
+            let count = hypercall::hypercall(Call::HealthLog, self.0, event.index() as u64, 0);
+            write!(formatter, " {}={count}", event.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// `fault-by-boot=<kind>[,<kind>…]`: on boot `n` (`tessera.restarts=n`) cause the `n`-th
+/// fault of the list, before anything else (no console is needed): `ins` reads a string
+/// from a port it does not own (`unexpected-exit`: the hypervisor does not emulate INS
+/// from unassigned ports), `triple` loads an empty IDT and executes UD2 (#UD cannot be
+/// delivered, nor #DF: a triple fault, `shutdown`). Past the list's end it stops with
+/// status 0.
+pub fn fault_by_boot(restarts: u64, text: &str) -> ! {
+    let kind = text
+        .split(',')
+        .nth(usize::try_from(restarts).unwrap_or(usize::MAX));
+    match kind {
+        Some("ins") => {
+            let mut buffer = [0u8; 4];
+            // SAFETY: INSB stores at most one byte at RDI, which points into `buffer`, a
+            // local this function owns; port 0x80 belongs to no partition, so under
+            // Tessera the instruction exits and the partition is stopped before it
+            // completes.
+            unsafe {
+                core::arch::asm!("insb", in("dx") 0x80u16, inout("rdi") buffer.as_mut_ptr() => _,
+                    options(nostack, preserves_flags));
+            }
+            println!("fault-by-boot: INS returned {buffer:?}");
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        Some("triple") => {
+            let empty: [u16; 5] = [0; 5];
+            // SAFETY: loads an IDT of limit 0 and raises #UD: the processor cannot deliver
+            // it or the double fault that follows and shuts the core down (a triple fault,
+            // SDM vol. 3 §6.15 "Interrupt 8"), which the hypervisor intercepts. No memory
+            // is written; `empty` outlives the LIDT.
+            unsafe {
+                core::arch::asm!("lidt [{}]", "ud2", in(reg) empty.as_ptr(), options(nostack));
+            }
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        _ => hypercall::stop_self(0),
+    }
+}
