@@ -55,6 +55,16 @@ pub const MAPPED_END: u64 = 1 << 32;
 /// The fourth GiB: the IOAPIC, the local APIC's xAPIC page and device MMIO on PC platforms,
 /// mapped uncached (as the loader maps it).
 pub const MMIO_WINDOW: Range = Range::new(0xC000_0000, 0x4000_0000);
+/// Whether `bytes` bytes from `base` lie wholly in [`MMIO_WINDOW`], where the hypervisor
+/// may touch device registers (uncached, never RAM of anyone's).
+pub fn lies_in_mmio_window(base: u64, bytes: u64) -> bool {
+    bytes != 0
+        && base >= MMIO_WINDOW.base
+        && base
+            .checked_add(bytes)
+            .is_some_and(|end| end <= MMIO_WINDOW.end())
+}
+
 /// Page directories: one per GiB mapped.
 const DIRECTORIES: usize = (MAPPED_END / DIRECTORY_BYTES) as usize;
 /// Large pages in the mapped range.
@@ -829,6 +839,17 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn register_windows_must_lie_in_the_mmio_window() {
+        assert!(lies_in_mmio_window(0xfec0_0000, 0x20));
+        assert!(lies_in_mmio_window(0xc000_0000, 0x4000_0000));
+        assert!(lies_in_mmio_window(0xffff_f000, 0x1000));
+        assert!(!lies_in_mmio_window(0xffff_f000, 0x1001), "runs past 4 GiB");
+        assert!(!lies_in_mmio_window(0xbfff_f000, 0x2000), "starts below");
+        assert!(!lies_in_mmio_window(0xfed8_0000, 0), "empty");
+        assert!(!lies_in_mmio_window(u64::MAX - 8, 0x20), "wraps");
+    }
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;

@@ -17,9 +17,10 @@ use tessera_policy::iommu::amd_vi::{
     DeviceTableEntry, Event, EventKind,
 };
 use tessera_policy::iommu::ivrs::{Ivrs, IvrsError};
-use tessera_policy::stage2::{self, TablePool};
+use tessera_policy::stage2;
 
-use crate::table::{DMA_TABLE_PAGES, MACHINE};
+use super::iommu::{self, Window};
+use crate::table::MACHINE;
 
 /// Entries of the command buffer and of the event log: 2^8 (the minimum, 4 KiB each).
 const RING_ENTRIES_LOG2: u8 = 8;
@@ -39,19 +40,13 @@ static COMMANDS: ConstStaticCell<Ring> = ConstStaticCell::new(Ring([[0; 2]; RING
 static EVENTS: ConstStaticCell<Ring> = ConstStaticCell::new(Ring([[0; 2]; RING_ENTRIES]));
 /// The level-4 table of the blocking domain: all zero, never written.
 static EMPTY_ROOT: EmptyTable = EmptyTable([0; 512]);
-/// The DMA domains' I/O page tables, one tree per partition with a confined function.
-#[repr(C, align(4096))]
-struct DmaPool([[u64; 512]; DMA_TABLE_PAGES]);
-static DMA_POOL: ConstStaticCell<DmaPool> =
-    ConstStaticCell::new(DmaPool([[0; 512]; DMA_TABLE_PAGES]));
-
 /// Where COMPLETION_WAIT stores its sequence number.
 static COMPLETION: AtomicU64 = AtomicU64::new(0);
 
-/// The unit after bring-up: its register base, the rings, the next command slot, the
-/// event-log entries consumed, and the counts of what the event log reported.
+/// The unit after bring-up: its register window, the rings, the next command slot and the
+/// last completion-wait sequence number.
 struct Unit {
-    base: u64,
+    window: Window,
     /// The rings' addresses: the unit reads and writes them, so every access is volatile.
     commands: *mut Ring,
     events: *const Ring,
@@ -124,21 +119,6 @@ pub struct Enabled {
     pub passthrough: heapless::Vec<u16, 8>,
 }
 
-/// The fourth GiB, mapped uncached by the host page tables.
-const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0x1_0000_0000;
-
-fn read_register(base: u64, offset: usize) -> u64 {
-    // SAFETY: `base` is the unit's 16 KiB register window, checked to lie in the uncached
-    // MMIO window the host page tables map; the offsets are the specification's 64-bit
-    // registers (§3.4), 8-byte aligned.
-    unsafe { core::ptr::read_volatile((base + offset as u64) as *const u64) }
-}
-
-fn write_register(base: u64, offset: usize, value: u64) {
-    // SAFETY: as in `read_register`; writes to these registers configure the unit only.
-    unsafe { core::ptr::write_volatile((base + offset as u64) as *mut u64, value) }
-}
-
 /// Finds the AMD-Vi unit in `ivrs` (the raw IVRS table) and enables it with every device
 /// ID blocked but the unit itself and the I/O APICs the IVRS names. Called once by the
 /// bootstrap core before any other core runs.
@@ -163,11 +143,8 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         return Err(Refusal::Ivrs(IvrsError::NotIvrs));
     };
     let base = unit.base;
-    if !MMIO_WINDOW.contains(&base)
-        || !MMIO_WINDOW.contains(&(base + amd_vi::register::WINDOW_BYTES - 1))
-    {
-        return Err(Refusal::OutsideMmioWindow { base });
-    }
+    let window = Window::new(base, amd_vi::register::WINDOW_BYTES)
+        .ok_or(Refusal::OutsideMmioWindow { base })?;
     let mut passthrough = heapless::Vec::new();
     let devices = core::iter::once(Some(unit.iommu_device))
         .chain(ioapic_ids.iter().map(|&id| unit.ioapic_device(id)));
@@ -192,19 +169,16 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
     let events: *const Ring = EVENTS.take();
 
     // §3.4: registers are programmed with the unit disabled, then enabled together.
-    write_register(base, register::CONTROL, 0);
-    write_register(
-        base,
+    window.write64(register::CONTROL, 0);
+    window.write64(
         register::DEVICE_TABLE_BASE,
         device_table_base(table as *const DeviceTable as u64, amd_vi::DEVICE_IDS),
     );
-    write_register(
-        base,
+    window.write64(
         register::COMMAND_BUFFER_BASE,
         ring_base(commands as u64, RING_ENTRIES_LOG2),
     );
-    write_register(
-        base,
+    window.write64(
         register::EVENT_LOG_BASE,
         ring_base(events as u64, RING_ENTRIES_LOG2),
     );
@@ -214,15 +188,14 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         register::EVENT_HEAD,
         register::EVENT_TAIL,
     ] {
-        write_register(base, pointer, 0);
+        window.write64(pointer, 0);
     }
-    write_register(
-        base,
+    window.write64(
         register::CONTROL,
         control::IOMMU_ENABLE | control::EVENT_LOG_ENABLE | control::COMMAND_BUFFER_ENABLE,
     );
     let mut driven = Unit {
-        base,
+        window,
         commands,
         events,
         command_tail: 0,
@@ -237,7 +210,7 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
             driven.wait()?;
         }
     }
-    if read_register(base, register::EXTENDED_FEATURES) & feature::INVALIDATE_ALL != 0 {
+    if window.read64(register::EXTENDED_FEATURES) & feature::INVALIDATE_ALL != 0 {
         driven.submit(Command::invalidate_all());
     }
     driven.wait()?;
@@ -255,9 +228,7 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
 /// as its stage-2 tables), domain ID = partition index + 1 (0 is the blocking domain).
 /// Unconfined functions (`dma = "unconfined"`) pass untranslated, as the table says.
 fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refusal> {
-    let pool = DMA_POOL.take();
-    let phys_base = pool as *const DmaPool as u64;
-    let mut pool = TablePool::new(&mut pool.0, phys_base);
+    let mut pool = iommu::take_dma_pool();
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let confined = partition
             .pci_functions
@@ -278,13 +249,7 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
         for function in confined {
             table[usize::from(function.physical.0)] =
                 DeviceTableEntry::translated(root, index as u16 + 1).0;
-            log::info!(
-                "iommu: {:02x}:{:02x}.{} DMA confined to the memory of partition {}",
-                function.physical.bus(),
-                function.physical.device(),
-                function.physical.function(),
-                partition.name
-            );
+            iommu::log_confined(function, partition.name);
         }
     }
     for partition in MACHINE.partitions {
@@ -311,7 +276,7 @@ impl Unit {
     /// byte offset into the buffer). Waits for the unit when the ring is full.
     fn submit(&mut self, command: Command) {
         let next = (self.command_tail + 1) % RING_ENTRIES;
-        while next * 16 == (read_register(self.base, register::COMMAND_HEAD) as usize & 0x7fff0) {
+        while next * 16 == (self.window.read64(register::COMMAND_HEAD) as usize & 0x7fff0) {
             core::hint::spin_loop();
         }
         // SAFETY: `commands` is the ring taken in `enable`, reached only under the `UNIT`
@@ -321,7 +286,8 @@ impl Unit {
             core::ptr::write_volatile(&raw mut (*self.commands).0[self.command_tail], command.0)
         };
         self.command_tail = next;
-        write_register(self.base, register::COMMAND_TAIL, (next * 16) as u64);
+        self.window
+            .write64(register::COMMAND_TAIL, (next * 16) as u64);
     }
 
     /// COMPLETION_WAIT: every command before it has completed when the store lands
@@ -350,8 +316,8 @@ pub fn poll_events() {
     let Some(unit) = guard.as_mut() else {
         return;
     };
-    let mut head = read_register(unit.base, register::EVENT_HEAD) as usize & 0x7fff0;
-    let tail = read_register(unit.base, register::EVENT_TAIL) as usize & 0x7fff0;
+    let mut head = unit.window.read64(register::EVENT_HEAD) as usize & 0x7fff0;
+    let tail = unit.window.read64(register::EVENT_TAIL) as usize & 0x7fff0;
     while head != tail {
         // SAFETY: the unit wrote the entry before moving the tail past it (§2.5); a
         // volatile read keeps the compiler from assuming the memory unchanged.
@@ -372,11 +338,12 @@ pub fn poll_events() {
         }
         head = (head + 16) % (RING_ENTRIES * 16);
     }
-    write_register(unit.base, register::EVENT_HEAD, head as u64);
-    if read_register(unit.base, register::STATUS) & status::EVENT_OVERFLOW != 0 {
+    unit.window.write64(register::EVENT_HEAD, head as u64);
+    if unit.window.read64(register::STATUS) & status::EVENT_OVERFLOW != 0 {
         log::info!("iommu: the event log overflowed; later events were lost");
         // Write-1-to-clear (§3.4.13).
-        write_register(unit.base, register::STATUS, status::EVENT_OVERFLOW);
+        unit.window
+            .write64(register::STATUS, status::EVENT_OVERFLOW);
     }
 }
 

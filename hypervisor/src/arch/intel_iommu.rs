@@ -15,9 +15,10 @@ use tessera_policy::iommu::vt_d::{
     self, context_entry, fault_registers, global, iotlb_register, pass_through_context_entry,
     register, root_entry, Fault, VtdSecondLevel,
 };
-use tessera_policy::stage2::{self, TablePool};
+use tessera_policy::stage2;
 
-use crate::table::{DMA_TABLE_PAGES, MACHINE};
+use super::iommu::{self, Window};
+use crate::table::MACHINE;
 
 #[repr(C, align(4096))]
 struct EntryTable([[u64; 2]; 256]);
@@ -36,11 +37,6 @@ const CONTEXT_TABLES: usize = {
 static ROOT_TABLE: ConstStaticCell<EntryTable> = ConstStaticCell::new(EntryTable([[0; 2]; 256]));
 static CONTEXT: ConstStaticCell<[EntryTable; CONTEXT_TABLES]> =
     ConstStaticCell::new([const { EntryTable([[0; 2]; 256]) }; CONTEXT_TABLES]);
-
-#[repr(C, align(4096))]
-struct DmaPool([[u64; 512]; DMA_TABLE_PAGES]);
-static DMA_POOL: ConstStaticCell<DmaPool> =
-    ConstStaticCell::new(DmaPool([[0; 512]; DMA_TABLE_PAGES]));
 
 /// The enabled unit's register base (0: none).
 static BASE: AtomicU64 = AtomicU64::new(0);
@@ -94,30 +90,6 @@ impl core::fmt::Display for Refusal {
     }
 }
 
-const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0x1_0000_0000;
-
-fn read64(base: u64, offset: usize) -> u64 {
-    // SAFETY: `base` is the unit's register window, checked to lie in the uncached MMIO
-    // window of the host page tables; the offsets are the specification's registers (§10.4)
-    // at their natural alignment.
-    unsafe { core::ptr::read_volatile((base + offset as u64) as *const u64) }
-}
-
-fn write64(base: u64, offset: usize, value: u64) {
-    // SAFETY: as in `read64`.
-    unsafe { core::ptr::write_volatile((base + offset as u64) as *mut u64, value) }
-}
-
-fn read32(base: u64, offset: usize) -> u32 {
-    // SAFETY: as in `read64`, for the 32-bit registers.
-    unsafe { core::ptr::read_volatile((base + offset as u64) as *const u32) }
-}
-
-fn write32(base: u64, offset: usize, value: u32) {
-    // SAFETY: as in `read64`, for the 32-bit registers.
-    unsafe { core::ptr::write_volatile((base + offset as u64) as *mut u32, value) }
-}
-
 /// Spins until `done`, a bounded number of times.
 fn wait(what: &'static str, mut done: impl FnMut() -> bool) -> Result<(), Refusal> {
     for _ in 0..10_000_000 {
@@ -131,11 +103,11 @@ fn wait(what: &'static str, mut done: impl FnMut() -> bool) -> Result<(), Refusa
 
 /// Issues a global command (§10.4.4): the current persistent states with `command` added,
 /// then waits for the status bit of the same position.
-fn global_command(base: u64, command: u32, what: &'static str) -> Result<(), Refusal> {
-    let states = read32(base, register::GLOBAL_STATUS) & !global::ONE_SHOT;
-    write32(base, register::GLOBAL_COMMAND, states | command);
+fn global_command(window: Window, command: u32, what: &'static str) -> Result<(), Refusal> {
+    let states = window.read32(register::GLOBAL_STATUS) & !global::ONE_SHOT;
+    window.write32(register::GLOBAL_COMMAND, states | command);
     wait(what, || {
-        read32(base, register::GLOBAL_STATUS) & command != 0
+        window.read32(register::GLOBAL_STATUS) & command != 0
     })
 }
 
@@ -157,34 +129,26 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
         }
     }
     let base = unit.ok_or(Refusal::NoUnit)?.base;
-    if !MMIO_WINDOW.contains(&base) || !MMIO_WINDOW.contains(&(base + register::WINDOW_BYTES - 1)) {
-        return Err(Refusal::OutsideMmioWindow { base });
-    }
-    let extended = read64(base, register::EXTENDED_CAPABILITY);
+    let window =
+        Window::new(base, register::WINDOW_BYTES).ok_or(Refusal::OutsideMmioWindow { base })?;
+    let extended = window.read64(register::EXTENDED_CAPABILITY);
 
     let root = ROOT_TABLE.take();
     let contexts = CONTEXT.take();
-    let pool = DMA_POOL.take();
-    let pool_base = pool as *const DmaPool as u64;
-    let mut pool = TablePool::new(&mut pool.0, pool_base);
+    let mut pool = iommu::take_dma_pool();
+    // Which context table serves each bus; tables are handed out in order of first use.
+    let mut context_of_bus = [None::<usize>; 256];
     let mut used_contexts = 0;
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let mut domain_root = None;
         for function in partition.pci_functions {
             let bus = usize::from(function.physical.bus());
-            // The bus's context table: the one its root entry names, or the next free.
-            let context = match root.0[bus][0] & 1 {
-                1 => contexts
-                    .iter()
-                    .position(|table| table as *const EntryTable as u64 == root.0[bus][0] & !0xfff)
-                    .unwrap_or(0),
-                _ => {
-                    let next = used_contexts;
-                    used_contexts += 1;
-                    root.0[bus] = root_entry(&contexts[next] as *const EntryTable as u64);
-                    next
-                }
-            };
+            let context = *context_of_bus[bus].get_or_insert_with(|| {
+                let next = used_contexts;
+                used_contexts += 1;
+                root.0[bus] = root_entry(&contexts[next] as *const EntryTable as u64);
+                next
+            });
             let devfn = usize::from(function.physical.0 & 0xff);
             let domain = index as u16 + 1;
             contexts[context].0[devfn] = if function.dma_confined {
@@ -201,13 +165,7 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
                         built
                     }
                 };
-                log::info!(
-                    "iommu: {:02x}:{:02x}.{} DMA confined to the memory of partition {}",
-                    function.physical.bus(),
-                    function.physical.device(),
-                    function.physical.function(),
-                    partition.name
-                );
+                iommu::log_confined(function, partition.name);
                 context_entry(tables, domain)
             } else if extended & (1 << 6) != 0 {
                 pass_through_context_entry(domain)
@@ -218,30 +176,25 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
     }
 
     // §10.4.6, §6.5: the root table pointer, then the caches, then translation on.
-    write64(
-        base,
+    window.write64(
         register::ROOT_TABLE_ADDRESS,
         root as *const EntryTable as u64,
     );
     global_command(
-        base,
+        window,
         global::SET_ROOT_TABLE_POINTER,
         "the root table pointer",
     )?;
-    write64(
-        base,
-        register::CONTEXT_COMMAND,
-        vt_d::CONTEXT_INVALIDATE_GLOBAL,
-    );
+    window.write64(register::CONTEXT_COMMAND, vt_d::CONTEXT_INVALIDATE_GLOBAL);
     wait("the context-cache invalidation", || {
-        read64(base, register::CONTEXT_COMMAND) & (1 << 63) == 0
+        window.read64(register::CONTEXT_COMMAND) & (1 << 63) == 0
     })?;
     let iotlb = iotlb_register(extended);
-    write64(base, iotlb, vt_d::IOTLB_INVALIDATE_GLOBAL);
+    window.write64(iotlb, vt_d::IOTLB_INVALIDATE_GLOBAL);
     wait("the IOTLB invalidation", || {
-        read64(base, iotlb) & (1 << 63) == 0
+        window.read64(iotlb) & (1 << 63) == 0
     })?;
-    global_command(base, global::TRANSLATION_ENABLE, "translation enable")?;
+    global_command(window, global::TRANSLATION_ENABLE, "translation enable")?;
     BASE.store(base, Ordering::Release);
     Ok(base)
 }
@@ -249,14 +202,18 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
 /// Reads and clears the recorded faults, counting and logging each (§7.2.1, §10.4.14).
 pub fn poll_faults() {
     let base = BASE.load(Ordering::Acquire);
-    if base == 0 {
+    // Stored only after `Window::new` accepted it.
+    let Some(window) = (base != 0)
+        .then(|| Window::new(base, register::WINDOW_BYTES))
+        .flatten()
+    else {
         return;
-    }
-    let (first, count) = fault_registers(read64(base, register::CAPABILITY));
+    };
+    let (first, count) = fault_registers(window.read64(register::CAPABILITY));
     for slot in 0..count {
         let offset = first + slot * 16;
-        let high = read64(base, offset + 8);
-        if let Some(fault) = Fault::decode(read64(base, offset), high) {
+        let high = window.read64(offset + 8);
+        if let Some(fault) = Fault::decode(window.read64(offset), high) {
             FAULTS.fetch_add(1, Ordering::Relaxed);
             log::info!(
                 "iommu: DMA blocked: device {:02x}:{:02x}.{} {} address {:#x} reason {:#x}",
@@ -268,11 +225,11 @@ pub fn poll_faults() {
                 fault.reason
             );
             // F is write-1-to-clear.
-            write64(base, offset + 8, 1 << 63);
+            window.write64(offset + 8, 1 << 63);
         }
     }
     // Primary fault overflow (bit 0) is write-1-to-clear too (§10.4.9).
-    write32(base, register::FAULT_STATUS, 1);
+    window.write32(register::FAULT_STATUS, 1);
 }
 
 /// Faults counted so far, or None when no unit is enabled.

@@ -48,16 +48,13 @@ impl Registers {
     }
 }
 
-/// The uncached MMIO window of the boot page tables (the fourth GiB), where every IOAPIC
-/// the firmware can describe lies on PC platforms.
-const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0x1_0000_0000;
-
 /// Masks every redirection entry of an IOAPIC that no partition owns (82093AA §3.2.4:
 /// bit 16 of the low word). Returns how many pins it has, or None when `base` does not lie
 /// in the MMIO window (then it is not touched: it could be RAM).
 pub fn mask_every_pin_at(base: u64) -> Option<u8> {
-    if !MMIO_WINDOW.contains(&base)
-        || !MMIO_WINDOW.contains(&(base + 0x1F))
+    // The uncached MMIO window of the boot page tables (the fourth GiB), where every IOAPIC
+    // the firmware can describe lies on PC platforms.
+    if !tessera_policy::host_page_tables::lies_in_mmio_window(base, 0x20)
         || !base.is_multiple_of(16)
     {
         return None;

@@ -14,6 +14,7 @@ pub mod guest_memory;
 pub mod host_paging;
 pub mod intel_iommu;
 pub mod ioapic;
+pub mod iommu;
 pub mod msr;
 pub mod pci;
 pub mod pic;

@@ -339,6 +339,11 @@ mod tests {
 
     use std::vec;
 
+    /// The first unit of `table`, which must read without error.
+    fn first_unit(table: &[u8]) -> Unit<'_> {
+        Ivrs::parse(table).unwrap().units().next().unwrap().unwrap()
+    }
+
     /// QEMU's layout: all devices, then the I/O APIC as a special device (ID 0, 00:14.0
     /// in this example).
     const QEMU_LIKE: &[u8] = &[1, 0, 0, 0, 0x48, 0, 0, 0, 0, 0xa0, 0, 1];
@@ -366,12 +371,7 @@ mod tests {
             2, 0x08, 0, 0, 3, 0x10, 0, 0, 4, 0x1f, 0, 0, 0x42, 0x20, 0, 0, 0, 0x28, 0, 0,
         ];
         let table = ivrs(&[(0x10, 0x1000_0000, &entries)]);
-        let unit = Ivrs::parse(&table)
-            .unwrap()
-            .units()
-            .next()
-            .unwrap()
-            .unwrap();
+        let unit = first_unit(&table);
         let scope: Vec<_> = unit.scope().collect::<Result<_, _>>().unwrap();
         assert_eq!(
             scope,
@@ -400,24 +400,14 @@ mod tests {
     fn broken_tables_are_errors() {
         assert_eq!(Ivrs::parse(b"DMAR").unwrap_err(), IvrsError::NotIvrs);
         let unpaired = ivrs(&[(0x10, 0, &[3, 0x10, 0, 0])]);
-        let unit = Ivrs::parse(&unpaired)
-            .unwrap()
-            .units()
-            .next()
-            .unwrap()
-            .unwrap();
+        let unit = first_unit(&unpaired);
         assert!(matches!(
             unit.scope().next(),
             Some(Err(IvrsError::UnpairedRange { .. }))
         ));
         assert!(!unit.covers(0x10));
         let unknown = ivrs(&[(0x10, 0, &[0xf1, 0, 0, 0])]);
-        let unit = Ivrs::parse(&unknown)
-            .unwrap()
-            .units()
-            .next()
-            .unwrap()
-            .unwrap();
+        let unit = first_unit(&unknown);
         assert!(matches!(
             unit.scope().next(),
             Some(Err(IvrsError::UnknownEntry { kind: 0xf1, .. }))
