@@ -222,11 +222,7 @@ pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<()
             transcript.describe_exit()
         ));
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 #[cfg(test)]

@@ -166,14 +166,6 @@ fn printed(transcript: &Transcript, partition: &str, wanted: &str) -> bool {
         .any(|line| line.trim_end() == wanted)
 }
 
-fn outcome(failures: Vec<String>) -> Result<(), Vec<String>> {
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
-}
-
 /// (a) `partition` started its core `core` by INIT-SIPI-SIPI: the started core printed
 /// `core <core> up`, the boot core `second core started`, and the hypervisor reports the
 /// core's start (`started: partition=<partition> core=<core>`).
@@ -214,7 +206,7 @@ pub fn check_second_core(
             "partition {partition} was contained ({contained} times)"
         ));
     }
-    outcome(failures)
+    crate::outcome(failures)
 }
 
 /// (a′) `partition`'s NMI IPI to its core `core` was delivered: the started core printed
@@ -282,7 +274,7 @@ pub fn check_nmi_ipi(
             }
         }
     }
-    outcome(failures)
+    crate::outcome(failures)
 }
 
 /// (b) The attacker's IPIs and I/O APIC routes were refused and counted: it printed
@@ -372,7 +364,7 @@ pub fn check_attack(
             statuses.len()
         )),
     }
-    outcome(failures)
+    crate::outcome(failures)
 }
 
 /// (c) The doorbell ping-pong completed `rounds` round trips: `ping-pong: rounds=<rounds> …`
@@ -416,7 +408,7 @@ pub fn check_ping_pong(
             "partition {ponger} did not print `pong: answered {rounds}`"
         )),
     }
-    outcome(failures)
+    crate::outcome(failures)
 }
 
 /// (d) The timer loop ran `ticks` ticks without a VM exit: the guest's own count
@@ -497,28 +489,17 @@ pub fn check_timer_loop(
             }
         }
     }
-    outcome(failures)
+    crate::outcome(failures)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transcript::test_lines::replaced;
-    use crate::transcript::{EmulatorExit, TranscriptLine};
+    use crate::transcript::EmulatorExit;
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
-        Transcript {
-            emulator: "QEMU",
-            uart_files: vec![],
-            lines: lines
-                .iter()
-                .map(|(source, text)| TranscriptLine {
-                    source: source.to_string(),
-                    text: text.to_string(),
-                })
-                .collect(),
-            emulator_exit: EmulatorExit::Exited(0),
-        }
+        crate::transcript::test_lines::transcript("QEMU", lines, EmulatorExit::Exited(0))
     }
 
     /// The lines of a correct irq-demo run (abridged), as QEMU printed them.

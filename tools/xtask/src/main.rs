@@ -353,6 +353,15 @@ fn run(arguments: &RunArguments) -> Result<ExitCode> {
 /// One system test's outcome: `Err` holds the failures.
 type Outcome = Result<(), Vec<String>>;
 
+/// The outcome of a check that collected `failures`: passed when there are none.
+fn outcome(failures: Vec<String>) -> Outcome {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
 /// Whether the system test `name` runs under `--only words` (every test when none given).
 fn selected(name: &str, only: &[String]) -> bool {
     only.is_empty() || only.iter().any(|word| name.contains(word.as_str()))

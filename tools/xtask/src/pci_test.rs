@@ -254,11 +254,7 @@ fn check(transcript: &Transcript, expected: &[Expected]) -> Result<(), Vec<Strin
             }
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// Stock Linux's enumeration of its virtual bus (partitions/linux-pci.toml), and `rt`'s own
@@ -290,11 +286,7 @@ fn check_linux(transcript: &Transcript) -> Result<(), Vec<String>> {
     {
         failures.push("linux did not reach its init".into());
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// `rt` beside Linux: its own view only (no BIST, no restart).
@@ -311,21 +303,10 @@ const LINUX_RT_EXPECTED: [Expected; 1] = [Expected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transcript::{test_lines::replaced, EmulatorExit, TranscriptLine};
+    use crate::transcript::{test_lines::replaced, EmulatorExit};
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
-        Transcript {
-            emulator: "QEMU",
-            uart_files: vec![],
-            lines: lines
-                .iter()
-                .map(|(source, text)| TranscriptLine {
-                    source: source.to_string(),
-                    text: text.to_string(),
-                })
-                .collect(),
-            emulator_exit: EmulatorExit::Exited(0),
-        }
+        crate::transcript::test_lines::transcript("QEMU", lines, EmulatorExit::Exited(0))
     }
 
     /// The lines of a passing QEMU run (abridged to what the checks read).

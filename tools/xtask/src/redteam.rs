@@ -1433,11 +1433,7 @@ impl BackendResult {
         if evaluation.panics != 0 {
             failures.push(format!("{} hypervisor panics", evaluation.panics));
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures)
-        }
+        crate::outcome(failures)
     }
 }
 
@@ -1624,21 +1620,9 @@ pub fn command(root: &Path) -> ExitCode {
 mod tests {
     use super::*;
     use crate::transcript::test_lines::replaced;
-    use crate::transcript::TranscriptLine;
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
-        Transcript {
-            emulator: "Bochs",
-            uart_files: vec![],
-            lines: lines
-                .iter()
-                .map(|(source, text)| TranscriptLine {
-                    source: source.to_string(),
-                    text: text.to_string(),
-                })
-                .collect(),
-            emulator_exit: EmulatorExit::PoweredOff,
-        }
+        crate::transcript::test_lines::transcript("Bochs", lines, EmulatorExit::PoweredOff)
     }
 
     fn plans() -> Vec<AttackerPlan> {

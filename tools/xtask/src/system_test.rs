@@ -193,11 +193,7 @@ pub fn check_demo_transcript(
         ));
     }
 
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// What a clean refusal looks like: a `REFUSED:` line on the hypervisor console naming
@@ -237,11 +233,7 @@ pub fn check_refusal(transcript: &Transcript, missing: &str) -> Result<(), Vec<S
             transcript.describe_exit()
         ));
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// The first difference between two runs' UART files (`(label, content)` in port order), or
@@ -353,11 +345,7 @@ pub fn check_long_mode(
             transcript.describe_exit()
         ));
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// The failures of one core's `long-mode: core <core> …` lines among a partition's `lines`.
@@ -612,11 +600,7 @@ pub fn check_restarts(
             transcript.describe_exit()
         ));
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// The system tests that give QEMU/SVM and Bochs/VMX the same list (issue: Intel parity),
@@ -886,11 +870,7 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
             failures.push(format!("the hypervisor did not print `{line}`"));
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// Puts QEMU's VT-d model where the table names the AMD-Vi one.
@@ -961,11 +941,7 @@ fn iommu_dma(systems: &SystemTests, iommu: Iommu, seconds: u64) -> Outcome {
             failures.push(format!("the hypervisor did not print `{line}`"));
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// The long-mode table in `emulator`, checked.
@@ -1093,11 +1069,7 @@ pub fn check_health(transcript: &Transcript) -> Result<(), Vec<String>> {
         failures.push("control did not power the machine off".into());
     }
     check_health_control(transcript, &hypervisor, &mut failures);
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 fn restarts(systems: &SystemTests, emulator: &Emulator, seconds: u64) -> Outcome {
@@ -1154,11 +1126,7 @@ fn demo_bochs_multiboot2(systems: &SystemTests) -> Outcome {
             "no `{BOOTED_BY_MULTIBOOT2}, …` line: the hypervisor was not booted by Multiboot2"
         ));
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// The demo image on QEMU with `-cpu <cpu>` ends in a clean refusal naming `missing`.
@@ -1206,7 +1174,7 @@ fn has_word(line: &str, word: &str) -> bool {
 mod tests {
     use super::*;
     use crate::table::PartitionInfo;
-    use crate::transcript::{TranscriptLine, HYPERVISOR};
+    use crate::transcript::HYPERVISOR;
 
     fn demo_table() -> TableInfo {
         TableInfo {
@@ -1264,18 +1232,7 @@ mod tests {
     }
 
     fn transcript(lines: &[(&str, &str)], emulator_exit: EmulatorExit) -> Transcript {
-        Transcript {
-            emulator: "QEMU",
-            uart_files: vec![],
-            lines: lines
-                .iter()
-                .map(|(source, text)| TranscriptLine {
-                    source: source.to_string(),
-                    text: text.to_string(),
-                })
-                .collect(),
-            emulator_exit,
-        }
+        crate::transcript::test_lines::transcript("QEMU", lines, emulator_exit)
     }
 
     fn failures(lines: &[(&str, &str)], emulator_exit: EmulatorExit) -> Vec<String> {

@@ -95,6 +95,28 @@ impl Transcript {
 /// Test support shared by the transcript checks' tests.
 #[cfg(test)]
 pub mod test_lines {
+    use super::{EmulatorExit, Transcript, TranscriptLine};
+
+    /// A transcript of `emulator` holding `lines` (console, text) that ended with `exit`.
+    pub fn transcript(
+        emulator: &'static str,
+        lines: &[(&str, &str)],
+        exit: EmulatorExit,
+    ) -> Transcript {
+        Transcript {
+            emulator,
+            uart_files: vec![],
+            lines: lines
+                .iter()
+                .map(|(source, text)| TranscriptLine {
+                    source: source.to_string(),
+                    text: text.to_string(),
+                })
+                .collect(),
+            emulator_exit: exit,
+        }
+    }
+
     /// `lines` (console, text) with the first line whose text contains `old` replaced by
     /// `new`; panics when there is none, so a test cannot silently check nothing.
     pub fn replaced(

@@ -438,11 +438,7 @@ pub fn check_linux_rt(transcript: &Transcript, expected: &Expectations) -> Resul
         ));
     }
 
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    crate::outcome(failures)
 }
 
 /// The real-time guest `other`'s heartbeats: numbered 1, 2, … with no gap, as many as its

@@ -259,21 +259,9 @@ fn ticks(value: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transcript::TranscriptLine;
 
     fn transcript(lines: &[(&str, &str)], exit: EmulatorExit) -> Transcript {
-        Transcript {
-            emulator: "Bochs",
-            lines: lines
-                .iter()
-                .map(|(source, text)| TranscriptLine {
-                    source: source.to_string(),
-                    text: text.to_string(),
-                })
-                .collect(),
-            emulator_exit: exit,
-            uart_files: vec![],
-        }
+        crate::transcript::test_lines::transcript("Bochs", lines, exit)
     }
 
     #[test]
