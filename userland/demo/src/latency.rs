@@ -59,27 +59,8 @@ fn uart_interrupt(_vector: u8) {
     let port = UART_PORT.load(Ordering::Relaxed) as u16;
     // Disable the interrupt again (the line drops, so the next enable is a new edge) and
     // read IIR, which clears a pending THRE indication.
-    port_write(port + INTERRUPT_ENABLE, 0);
-    port_read(port + INTERRUPT_IDENTIFICATION);
-}
-
-fn port_write(port: u16, value: u8) {
-    // SAFETY: port I/O touches no memory; the port is this partition's own console UART
-    // (passthrough), whose registers only steer the UART.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") value,
-            options(nomem, nostack, preserves_flags));
-    }
-}
-
-fn port_read(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `port_write`; reading IIR only clears the UART's THRE indication.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") value,
-            options(nomem, nostack, preserves_flags));
-    }
-    value
+    processor::port_write_u8(port + INTERRUPT_ENABLE, 0);
+    processor::port_read_u8(port + INTERRUPT_IDENTIFICATION);
 }
 
 fn fail(message: core::fmt::Arguments) -> ! {
@@ -184,12 +165,14 @@ pub fn run(text: &str) {
             read_back.0
         ));
     }
-    port_write(port + INTERRUPT_ENABLE, 0);
-    port_write(port + MODEM_CONTROL, MODEM_CONTROL_DTR_RTS_OUT2);
-    port_read(port + INTERRUPT_IDENTIFICATION);
+    processor::port_write_u8(port + INTERRUPT_ENABLE, 0);
+    processor::port_write_u8(port + MODEM_CONTROL, MODEM_CONTROL_DTR_RTS_OUT2);
+    processor::port_read_u8(port + INTERRUPT_IDENTIFICATION);
     let (mut uart_min, mut uart_max) = (u64::MAX, 0);
     for _ in 0..rounds {
-        let latency = one_round(|| port_write(port + INTERRUPT_ENABLE, TRANSMIT_EMPTY_INTERRUPT));
+        let latency = one_round(|| {
+            processor::port_write_u8(port + INTERRUPT_ENABLE, TRANSMIT_EMPTY_INTERRUPT)
+        });
         uart_min = uart_min.min(latency);
         uart_max = uart_max.max(latency);
     }

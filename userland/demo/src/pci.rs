@@ -44,46 +44,25 @@ const CONF1_DATA: u16 = 0xcfc;
 /// Exit status when the `edu` device does not answer as documented.
 const EXIT_EDU_MISMATCH: u64 = 13;
 
-fn out32(port: u16, value: u32) {
-    // SAFETY: 0xCF8 is the configuration address register; under Tessera it is trapped
-    // and emulated, on bare hardware it only selects a register. No memory is touched.
-    unsafe {
-        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
-}
-
-fn in32(port: u16) -> u32 {
-    let value: u32;
-    // SAFETY: as for `out32`; reading the data port has no memory effects.
-    unsafe {
-        core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
-
 fn select(device: u8, function: u8, offset: u16) -> u32 {
     (1 << 31) | (u32::from(device) << 11) | (u32::from(function) << 8) | u32::from(offset & 0xfc)
 }
 
 /// A configuration dword of bus 0 through mechanism #1.
 pub(crate) fn conf1_read(device: u8, function: u8, offset: u16) -> u32 {
-    out32(CONF1_ADDRESS, select(device, function, offset));
-    in32(CONF1_DATA)
+    processor::port_write_u32(CONF1_ADDRESS, select(device, function, offset));
+    processor::port_read_u32(CONF1_DATA)
 }
 
 pub(crate) fn conf1_write(device: u8, function: u8, offset: u16, value: u32) {
-    out32(CONF1_ADDRESS, select(device, function, offset));
-    out32(CONF1_DATA, value);
+    processor::port_write_u32(CONF1_ADDRESS, select(device, function, offset));
+    processor::port_write_u32(CONF1_DATA, value);
 }
 
 /// A byte write through the data port's byte lanes (0xCFC + offset % 4).
 fn conf1_write_byte(device: u8, function: u8, offset: u16, value: u8) {
-    out32(CONF1_ADDRESS, select(device, function, offset));
-    let port = CONF1_DATA + (offset & 3);
-    // SAFETY: as for `out32`.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
+    processor::port_write_u32(CONF1_ADDRESS, select(device, function, offset));
+    processor::port_write_u8(CONF1_DATA + (offset & 3), value);
 }
 
 pub(crate) fn mmio_read(address: u64) -> u32 {

@@ -88,40 +88,20 @@ const TRANSMIT_WAIT_LIMIT: u32 = 1_000_000;
 /// Attempts at the lock on the fatal path before writing without it.
 const EMERGENCY_LOCK_ATTEMPTS: u32 = 10_000_000;
 
-fn port_write(port: u16, value: u8) {
-    // SAFETY: port I/O touches no memory. The console port is the guest's passthrough
-    // UART (or, if misconfigured, a port the hypervisor ignores); writing to it cannot
-    // affect memory safety.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") value,
-            options(nomem, nostack, preserves_flags));
-    }
-}
-
-fn port_read(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `port_write`; reading a UART register has no memory effects.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") value,
-            options(nomem, nostack, preserves_flags));
-    }
-    value
-}
-
 /// Initialises the UART at `port` (8N1, 115200 baud, FIFOs on, no interrupts) and makes
 /// it the (polled) console.
 pub fn open(port: u16) {
     let mut state = STATE.lock();
-    port_write(port.wrapping_add(INTERRUPT_ENABLE), 0);
-    port_write(port.wrapping_add(LINE_CONTROL), LINE_CONTROL_DIVISOR_LATCH);
-    port_write(port.wrapping_add(DATA), DIVISOR_115200 as u8);
-    port_write(
+    crate::processor::port_write_u8(port.wrapping_add(INTERRUPT_ENABLE), 0);
+    crate::processor::port_write_u8(port.wrapping_add(LINE_CONTROL), LINE_CONTROL_DIVISOR_LATCH);
+    crate::processor::port_write_u8(port.wrapping_add(DATA), DIVISOR_115200 as u8);
+    crate::processor::port_write_u8(
         port.wrapping_add(INTERRUPT_ENABLE),
         (DIVISOR_115200 >> 8) as u8,
     );
-    port_write(port.wrapping_add(LINE_CONTROL), LINE_CONTROL_8N1);
-    port_write(port.wrapping_add(FIFO_CONTROL), FIFO_ENABLE_AND_CLEAR);
-    port_write(port.wrapping_add(MODEM_CONTROL), MODEM_CONTROL_DTR_RTS);
+    crate::processor::port_write_u8(port.wrapping_add(LINE_CONTROL), LINE_CONTROL_8N1);
+    crate::processor::port_write_u8(port.wrapping_add(FIFO_CONTROL), FIFO_ENABLE_AND_CLEAR);
+    crate::processor::port_write_u8(port.wrapping_add(MODEM_CONTROL), MODEM_CONTROL_DTR_RTS);
     state.port = port;
     state.interrupt_driven = false;
     state.transmit_interrupt_enabled = false;
@@ -166,7 +146,7 @@ pub fn enable_interrupt_output(pin: u8) -> Result<(), InterruptOutputError> {
         return Err(InterruptOutputError::RouteRefused(read_back.0));
     }
     let mut state = STATE.lock();
-    port_write(
+    crate::processor::port_write_u8(
         port.wrapping_add(MODEM_CONTROL),
         MODEM_CONTROL_DTR_RTS | MODEM_CONTROL_OUT2,
     );
@@ -182,12 +162,15 @@ pub fn is_interrupt_driven() -> bool {
 /// Waits (bounded) for an empty transmit holding register, then sends `byte`.
 fn write_byte_polled(port: u16, byte: u8) {
     for _ in 0..TRANSMIT_WAIT_LIMIT {
-        if port_read(port.wrapping_add(LINE_STATUS)) & LINE_STATUS_TRANSMIT_EMPTY != 0 {
+        if crate::processor::port_read_u8(port.wrapping_add(LINE_STATUS))
+            & LINE_STATUS_TRANSMIT_EMPTY
+            != 0
+        {
             break;
         }
         core::hint::spin_loop();
     }
-    port_write(port.wrapping_add(DATA), byte);
+    crate::processor::port_write_u8(port.wrapping_add(DATA), byte);
 }
 
 impl ConsoleState {
@@ -242,15 +225,16 @@ impl ConsoleState {
         }
         let interrupt_enable = self.port.wrapping_add(INTERRUPT_ENABLE);
         if self.transmit_interrupt_enabled {
-            let idle =
-                port_read(self.port.wrapping_add(LINE_STATUS)) & LINE_STATUS_TRANSMIT_EMPTY != 0;
+            let idle = crate::processor::port_read_u8(self.port.wrapping_add(LINE_STATUS))
+                & LINE_STATUS_TRANSMIT_EMPTY
+                != 0;
             if !idle {
                 return;
             }
-            port_write(interrupt_enable, 0);
+            crate::processor::port_write_u8(interrupt_enable, 0);
         }
         self.transmit_interrupt_enabled = true;
-        port_write(interrupt_enable, INTERRUPT_ENABLE_TRANSMIT_EMPTY);
+        crate::processor::port_write_u8(interrupt_enable, INTERRUPT_ENABLE_TRANSMIT_EMPTY);
     }
 
     /// Sends everything queued by polling.
@@ -271,8 +255,11 @@ fn transmit_interrupt(_vector: u8) {
         return;
     }
     // Reading IIR acknowledges a pending "transmit holding register empty" interrupt.
-    let _identification = port_read(port.wrapping_add(INTERRUPT_IDENTIFICATION));
-    if port_read(port.wrapping_add(LINE_STATUS)) & LINE_STATUS_TRANSMIT_EMPTY != 0 {
+    let _identification =
+        crate::processor::port_read_u8(port.wrapping_add(INTERRUPT_IDENTIFICATION));
+    if crate::processor::port_read_u8(port.wrapping_add(LINE_STATUS)) & LINE_STATUS_TRANSMIT_EMPTY
+        != 0
+    {
         for _ in 0..TRANSMIT_FIFO_DEPTH {
             if state.length == 0 {
                 break;
@@ -280,12 +267,12 @@ fn transmit_interrupt(_vector: u8) {
             let byte = state.ring[state.head];
             state.head = (state.head + 1) % RING_SIZE;
             state.length -= 1;
-            port_write(port.wrapping_add(DATA), byte);
+            crate::processor::port_write_u8(port.wrapping_add(DATA), byte);
         }
     }
     if state.length == 0 && state.transmit_interrupt_enabled {
         state.transmit_interrupt_enabled = false;
-        port_write(port.wrapping_add(INTERRUPT_ENABLE), 0);
+        crate::processor::port_write_u8(port.wrapping_add(INTERRUPT_ENABLE), 0);
     }
 }
 

@@ -214,3 +214,47 @@ pub fn pause(iterations: u32) {
         core::hint::spin_loop();
     }
 }
+
+/// Writes the byte `value` to I/O port `port`.
+///
+/// Port I/O touches no memory of this program, so it is safe in the memory sense; what the
+/// device behind the port does is the caller's business (a guest under Tessera reaches only
+/// its own ports, the hypervisor emulates or refuses the rest).
+pub fn port_write_u8(port: u16, value: u8) {
+    // SAFETY: OUT touches no memory (see above).
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value,
+            options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Reads a byte from I/O port `port` (see [`port_write_u8`]).
+pub fn port_read_u8(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: IN touches no memory.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value,
+            options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Writes the doubleword `value` to I/O port `port` (see [`port_write_u8`]).
+pub fn port_write_u32(port: u16, value: u32) {
+    // SAFETY: OUT touches no memory.
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value,
+            options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Reads a doubleword from I/O port `port` (see [`port_write_u8`]).
+pub fn port_read_u32(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: IN touches no memory.
+    unsafe {
+        core::arch::asm!("in eax, dx", in("dx") port, out("eax") value,
+            options(nomem, nostack, preserves_flags));
+    }
+    value
+}

@@ -119,43 +119,24 @@ fn determine_tsc_frequency() -> (u64, TscSource) {
     (ASSUMED_TSC_HZ, TscSource::Assumed)
 }
 
-fn port_write(port: u16, value: u8) {
-    // SAFETY: port I/O touches no memory; the PIT ports are used only without Tessera,
-    // where the guest owns the whole machine.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") value,
-            options(nomem, nostack, preserves_flags));
-    }
-}
-
-fn port_read(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `port_write`.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") value,
-            options(nomem, nostack, preserves_flags));
-    }
-    value
-}
-
 /// Counts TSC ticks while PIT channel 2 counts down 10 ms (gated, speaker off).
 fn measure_with_pit() -> Option<u64> {
-    let gate = port_read(PIT_GATE_PORT);
-    port_write(PIT_GATE_PORT, (gate & !PIT_SPEAKER) & !PIT_GATE);
-    port_write(PIT_COMMAND, PIT_CHANNEL2_MODE0);
-    port_write(PIT_CHANNEL2_DATA, PIT_CALIBRATION_COUNT as u8);
-    port_write(PIT_CHANNEL2_DATA, (PIT_CALIBRATION_COUNT >> 8) as u8);
+    let gate = crate::processor::port_read_u8(PIT_GATE_PORT);
+    crate::processor::port_write_u8(PIT_GATE_PORT, (gate & !PIT_SPEAKER) & !PIT_GATE);
+    crate::processor::port_write_u8(PIT_COMMAND, PIT_CHANNEL2_MODE0);
+    crate::processor::port_write_u8(PIT_CHANNEL2_DATA, PIT_CALIBRATION_COUNT as u8);
+    crate::processor::port_write_u8(PIT_CHANNEL2_DATA, (PIT_CALIBRATION_COUNT >> 8) as u8);
     let start = processor::rdtsc();
-    port_write(PIT_GATE_PORT, (gate & !PIT_SPEAKER) | PIT_GATE);
+    crate::processor::port_write_u8(PIT_GATE_PORT, (gate & !PIT_SPEAKER) | PIT_GATE);
     let mut polls: u64 = 0;
-    while port_read(PIT_GATE_PORT) & PIT_OUTPUT == 0 {
+    while crate::processor::port_read_u8(PIT_GATE_PORT) & PIT_OUTPUT == 0 {
         polls += 1;
         if polls > 100_000_000 {
             return None;
         }
     }
     let elapsed = processor::rdtsc().wrapping_sub(start);
-    port_write(PIT_GATE_PORT, gate);
+    crate::processor::port_write_u8(PIT_GATE_PORT, gate);
     // Fewer than 1000 TSC ticks in 10 ms is not a plausible clock: no PIT there.
     (polls > 0 && elapsed > 1000).then(|| elapsed * PIT_HZ / PIT_CALIBRATION_COUNT)
 }
