@@ -197,8 +197,17 @@ fn write_health(out: &mut String, health: &LoweredHealth) {
     );
     let standby = match health.standby {
         StandbyRole::None => format!("{TABLE}::StandbyRole::None"),
-        StandbyRole::Primary { standby } => {
-            format!("{TABLE}::StandbyRole::Primary {{ standby: {standby} }}")
+        StandbyRole::Primary {
+            standby,
+            rejoin_vector,
+        } => {
+            let rejoin_vector = match rejoin_vector {
+                Some(vector) => format!("Some({vector:#x})"),
+                None => "None".to_string(),
+            };
+            format!(
+                "{TABLE}::StandbyRole::Primary {{ standby: {standby}, rejoin_vector: {rejoin_vector} }}"
+            )
         }
         StandbyRole::Standby {
             primary,

@@ -150,11 +150,7 @@ pub fn lower_standby(table: &model::Table, index: usize) -> StandbyRole {
     {
         return StandbyRole::Standby {
             primary,
-            takeover_vector: partition
-                .takeover_vector
-                .as_ref()
-                .and_then(|vector| u8::try_from(**vector).ok())
-                .unwrap_or(0),
+            takeover_vector: takeover_vector(partition).unwrap_or(0),
         };
     }
     table
@@ -169,7 +165,21 @@ pub fn lower_standby(table: &model::Table, index: usize) -> StandbyRole {
         .and_then(|standby| u16::try_from(standby).ok())
         .map_or(StandbyRole::None, |standby| StandbyRole::Primary {
             standby,
+            rejoin_vector: partition
+                .rejoin_as_standby
+                .as_ref()
+                .is_some_and(|rejoin| **rejoin)
+                .then(|| takeover_vector(partition))
+                .flatten(),
         })
+}
+
+/// The partition's `takeover-vector`, if it has one in range (validation, `standby-vector`).
+fn takeover_vector(partition: &model::Partition) -> Option<u8> {
+    partition
+        .takeover_vector
+        .as_ref()
+        .and_then(|vector| u8::try_from(**vector).ok())
 }
 
 /// How a partition starts (the owned form of [`tessera_abi::table::Boot`]).

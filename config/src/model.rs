@@ -475,6 +475,10 @@ pub struct Partition {
     /// holds its primary's devices.
     #[serde(default)]
     pub takeover_vector: Option<Located<u64>>,
+    /// `rejoin-as-standby`: on a primary, the pair swaps roles at each failover — the member
+    /// that failed restarts as the other's standby (docs/health.md, "Rejoining").
+    #[serde(default)]
+    pub rejoin_as_standby: Option<Located<bool>>,
 }
 
 impl Partition {

@@ -22,6 +22,8 @@ use crate::validate::Rule;
 #[derive(Clone, Copy, Debug)]
 enum Shape {
     String,
+    /// `true` or `false`.
+    Bool,
     /// A non-negative integer at most `max`.
     Integer {
         max: u64,
@@ -182,6 +184,7 @@ const PARTITION: Shape = Shape::Table(&[
     optional("wbinvd", Shape::Choice(&["native", "trap"])),
     optional("standby-for", Shape::String),
     optional("takeover-vector", ADDRESS),
+    optional("rejoin-as-standby", Shape::Bool),
 ]);
 const CHANNEL: Shape = Shape::Table(&[
     required("name", Shape::String),
@@ -404,6 +407,7 @@ impl<'a> Node<'a> {
 fn expected(shape: Shape) -> &'static str {
     match shape {
         Shape::String | Shape::Choice(_) => "a string",
+        Shape::Bool => "a boolean (true or false)",
         Shape::Integer { .. } => "an integer",
         Shape::Size => "a size (an integer number of bytes or a string like \"16 MiB\")",
         Shape::Pci => "a PCI address string \"bb:dd.f\"",
@@ -509,6 +513,11 @@ impl Checker<'_> {
         match shape {
             Shape::String => {
                 if !matches!(node.value(), Some(Value::String(_))) {
+                    wrong_type(findings);
+                }
+            }
+            Shape::Bool => {
+                if !matches!(node.value(), Some(Value::Boolean(_))) {
                     wrong_type(findings);
                 }
             }

@@ -38,7 +38,7 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
             .capabilities
             .iter()
             .any(|text| text.parse::<Capability>() == Ok(Capability::Power));
-        let has_standby = super::standby::has_standby(table, &partition.name);
+        let has_standby = super::standby::may_switch_to_standby(table, &partition.name);
         for event in HealthEvent::ALL {
             if let Some(action) = health.events.get(event) {
                 check_action(partition, action, has_power, has_standby, findings);

@@ -205,6 +205,8 @@ pub enum Rule {
     StandbyPci,
     /// A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.
     StandbyChannels,
+    /// `rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: more than one core, no `takeover-vector`, or not a member of a channel of its standby.
+    StandbyRejoin,
     // run
     /// `run.expect-faults` names a partition that does not exist.
     RunUnknownPartition,
@@ -308,6 +310,7 @@ impl Rule {
         Rule::StandbyVector,
         Rule::StandbyPci,
         Rule::StandbyChannels,
+        Rule::StandbyRejoin,
         Rule::RunUnknownPartition,
         Rule::RunSeconds,
     ];
@@ -413,6 +416,7 @@ impl Rule {
             Rule::StandbyVector => "standby-vector",
             Rule::StandbyPci => "standby-pci",
             Rule::StandbyChannels => "standby-channels",
+            Rule::StandbyRejoin => "standby-rejoin",
             Rule::RunSeconds => "run-seconds",
         }
     }
@@ -514,6 +518,7 @@ impl Rule {
             Rule::StandbyVector => "health",
             Rule::StandbyPci => "health",
             Rule::StandbyChannels => "health",
+            Rule::StandbyRejoin => "health",
             Rule::RunSeconds => "run",
         }
     }
@@ -615,6 +620,7 @@ impl Rule {
             Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
             Rule::StandbyPci => "A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.",
             Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
+            Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: more than one core, no `takeover-vector`, or not a member of a channel of its standby.",
             Rule::RunSeconds => "`run.seconds` is zero.",
         }
     }

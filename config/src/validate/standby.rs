@@ -1,7 +1,8 @@
 //! Hot standby (`standby-for`, docs/health.md): a standby names an existing partition other
 //! than itself that is no standby; each primary has at most one standby; the standby holds
 //! no devices, runs on one core and names its takeover vector; the primary holds nothing the
-//! takeover cannot move (PCI functions) and shares every channel with its standby.
+//! takeover cannot move (PCI functions) and shares every channel with its standby; a primary
+//! that rejoins as its standby's standby (`rejoin-as-standby`) can be one.
 
 use std::collections::HashMap;
 
@@ -87,6 +88,102 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
         }
         claimed.insert(primary, target.span);
         check_pair(table, index, primary, findings);
+        check_rejoin(table, index, primary, findings);
+    }
+    for partition in &table.partitions {
+        if let Some(rejoin) = rejoins(partition) {
+            if !has_standby(table, &partition.name) {
+                findings.push(
+                    Finding::new(
+                        Rule::StandbyRejoin,
+                        rejoin.span,
+                        format!(
+                            "partition `{}` would rejoin as a standby, but it has none",
+                            *partition.name
+                        ),
+                    )
+                    .label("no standby to swap roles with")
+                    .hint(format!(
+                        "give another partition `standby-for = \"{}\"`, or remove `rejoin-as-standby`",
+                        *partition.name
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// The `rejoin-as-standby = true` of a partition, if it says so.
+fn rejoins(partition: &crate::model::Partition) -> Option<&crate::source::Located<bool>> {
+    partition
+        .rejoin_as_standby
+        .as_ref()
+        .filter(|rejoin| ***rejoin)
+}
+
+/// A primary that rejoins as its standby's standby must be able to be one: one core, a
+/// takeover vector, and a member of every channel of its standby (memberships do not move).
+fn check_rejoin(
+    table: &Table,
+    standby_index: usize,
+    primary_index: usize,
+    findings: &mut Vec<Finding>,
+) {
+    let standby = &table.partitions[standby_index];
+    let primary = &table.partitions[primary_index];
+    let Some(rejoin) = rejoins(primary) else {
+        return;
+    };
+    if primary.cpus.len() > 1 {
+        findings.push(
+            Finding::new(
+                Rule::StandbyRejoin,
+                primary.cpus[1].span,
+                format!(
+                    "partition `{}` rejoins as a standby but has {} cores",
+                    *primary.name,
+                    primary.cpus.len()
+                ),
+            )
+            .label("more than one")
+            .related(rejoin.span, "rejoins here")
+            .hint("as a standby its one core takes the devices back; multi-core standbys are not built (docs/health.md)"),
+        );
+    }
+    if primary.takeover_vector.is_none() {
+        findings.push(
+            Finding::new(
+                Rule::StandbyRejoin,
+                rejoin.span,
+                format!(
+                    "partition `{}` rejoins as a standby but has no `takeover-vector`",
+                    *primary.name
+                ),
+            )
+            .label("signalled how?")
+            .hint("add `takeover-vector = 0x…` (32–255): the interrupt it is sent when it takes the devices back"),
+        );
+    }
+    for channel in &table.channels {
+        let member = |name: &str| channel.partitions.iter().any(|member| **member == name);
+        if member(&standby.name) && !member(&primary.name) {
+            findings.push(
+                Finding::new(
+                    Rule::StandbyRejoin,
+                    channel.name.span,
+                    format!(
+                        "channel `{}` has standby `{}` but not `{}`, which rejoins as its standby",
+                        *channel.name, *standby.name, *primary.name
+                    ),
+                )
+                .label("primary missing")
+                .related(rejoin.span, "rejoins here")
+                .hint(format!(
+                    "add `{}` to the channel's partitions: memberships do not move when the pair swaps roles",
+                    *primary.name
+                )),
+            );
+        }
     }
 }
 
@@ -106,7 +203,7 @@ fn check_vector(table: &Table, index: usize, findings: &mut Vec<Finding>) {
             .label("signalled how?")
             .hint("add `takeover-vector = 0x…` (32–255): the interrupt its boot core is sent once it holds the devices"),
         ),
-        (None, Some(vector)) => findings.push(
+        (None, Some(vector)) if rejoins(partition).is_none() => findings.push(
             Finding::new(
                 Rule::StandbyVector,
                 vector.span,
@@ -115,9 +212,9 @@ fn check_vector(table: &Table, index: usize, findings: &mut Vec<Finding>) {
                     *partition.name
                 ),
             )
-            .label("without `standby-for`"),
+            .label("without `standby-for` or `rejoin-as-standby`"),
         ),
-        (Some(_), Some(vector)) if !VECTORS.contains(&**vector) => findings.push(
+        (_, Some(vector)) if !VECTORS.contains(&**vector) => findings.push(
             Finding::new(
                 Rule::StandbyVector,
                 vector.span,
@@ -214,12 +311,27 @@ fn check_pair(
     }
 }
 
-/// Whether partition `name` has a standby (for the `standby` action).
-pub(super) fn has_standby(table: &Table, name: &str) -> bool {
+/// Whether partition `name` has a standby.
+fn has_standby(table: &Table, name: &str) -> bool {
     table.partitions.iter().any(|partition| {
         partition
             .standby_for
             .as_ref()
             .is_some_and(|target| **target == name)
     })
+}
+
+/// Whether partition `name` can ever switch to a standby (for the `standby` action): it
+/// has one, or it is the standby of a primary that rejoins as its standby.
+pub(super) fn may_switch_to_standby(table: &Table, name: &str) -> bool {
+    has_standby(table, name)
+        || table.partitions.iter().any(|partition| {
+            *partition.name == name
+                && partition.standby_for.as_ref().is_some_and(|primary| {
+                    table
+                        .partitions
+                        .iter()
+                        .any(|other| *other.name == **primary && rejoins(other).is_some())
+                })
+        })
 }

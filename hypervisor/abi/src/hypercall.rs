@@ -51,7 +51,17 @@ pub enum Call {
     /// RSI = [`HEALTH_LOG_RESTARTS`], how often it has been restarted. Needs
     /// `health:<that partition>` unless it asks about itself.
     HealthLog = 11,
+    /// The caller's place in its hot-standby pair (docs/health.md, "Hot standby"):
+    /// [`STANDBY_WAITING`] while it is a standby that holds none of the pair's devices,
+    /// [`STANDBY_ACTIVE`] otherwise (it holds them, or it is in no pair). A guest that may
+    /// boot in either role (`rejoin-as-standby`) asks this at boot. Always allowed.
+    StandbyStatus = 12,
 }
+
+/// [`Call::StandbyStatus`]: the caller holds its devices (or is in no pair).
+pub const STANDBY_ACTIVE: i64 = 0;
+/// [`Call::StandbyStatus`]: the caller is a standby waiting for its takeover vector.
+pub const STANDBY_WAITING: i64 = 1;
 
 /// The [`Call::HealthLog`] selector for the partition's restart count.
 pub const HEALTH_LOG_RESTARTS: u64 = 0x100;
@@ -70,6 +80,7 @@ impl Call {
             9 => Call::DeclareFatal,
             10 => Call::Heartbeat,
             11 => Call::HealthLog,
+            12 => Call::StandbyStatus,
             _ => return None,
         })
     }
@@ -79,7 +90,7 @@ impl Call {
 /// a call from guest user mode against (`tessera_abi::table::Partition::user_hypercalls`).
 impl Call {
     /// Every call, in number order.
-    pub const ALL: [Call; 11] = [
+    pub const ALL: [Call; 12] = [
         Call::StopSelf,
         Call::PowerOff,
         Call::PartitionState,
@@ -91,6 +102,7 @@ impl Call {
         Call::DeclareFatal,
         Call::Heartbeat,
         Call::HealthLog,
+        Call::StandbyStatus,
     ];
 
     /// The call's bit in a mask of calls: bit n stands for the call numbered n.
@@ -112,6 +124,7 @@ impl Call {
             Call::DeclareFatal => "declare-fatal",
             Call::Heartbeat => "heartbeat",
             Call::HealthLog => "health-log",
+            Call::StandbyStatus => "standby-status",
         }
     }
 

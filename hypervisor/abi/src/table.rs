@@ -255,9 +255,13 @@ pub struct HealthPolicy {
 pub enum StandbyRole {
     None,
     /// A primary: the partition with index `standby` takes over its devices on the
-    /// `standby` action.
+    /// `standby` action. With `rejoin_vector` (`rejoin-as-standby`), the pair swaps roles
+    /// at each failover: the member that failed restarts (cold) as the other's standby, and
+    /// is sent this vector (the primary) or the standby's `takeover_vector` when it takes
+    /// the devices back.
     Primary {
         standby: u16,
+        rejoin_vector: Option<u8>,
     },
     /// A standby for the partition with index `primary`: it boots with it, holds no
     /// devices, and is sent `takeover_vector` (a fixed interrupt on its boot core) once it

@@ -97,6 +97,13 @@ pub fn handle(
             0
         }
         Some(Call::Heartbeat) => control.heartbeat(context) as i64,
+        Some(Call::StandbyStatus) => {
+            if control.is_waiting_standby(context) {
+                tessera_abi::hypercall::STANDBY_WAITING
+            } else {
+                tessera_abi::hypercall::STANDBY_ACTIVE
+            }
+        }
         Some(Call::HealthLog) => match u16::try_from(argument) {
             Ok(index) if usize::from(index) < MACHINE.partitions.len() => {
                 if PartitionIndex(usize::from(index)) == context.partition_index

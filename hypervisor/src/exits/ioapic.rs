@@ -51,7 +51,7 @@ pub fn held_pins(partition: PartitionIndex) -> &'static [u8] {
     }
 }
 
-/// Moves the pins `primary` holds to `standby` (a takeover): ownership first, then each
+/// Moves the pins `primary` (the failed member of a pair) holds to `standby` (a takeover): ownership first, then each
 /// entry re-targeted to `standby_boot_core` and masked (`tessera_policy::ioapic::
 /// handed_over_entry`), under the IOAPIC lock. Returns how many pins moved.
 pub fn hand_over_pins(
@@ -60,8 +60,19 @@ pub fn hand_over_pins(
     standby_boot_core: u32,
 ) -> usize {
     let pins = held_pins(primary);
+    // Whose table pins move: the giver's own, or those it took over earlier (a pair that
+    // swaps roles hands the same pins back and forth, `rejoin-as-standby`).
+    let owner = match PINS_FROM[primary.0].load(Ordering::Acquire) {
+        OWN_PINS => primary.0 as u16,
+        other => other,
+    };
     PINS_FROM[primary.0].store(NO_PINS, Ordering::Release);
-    PINS_FROM[standby.0].store(primary.0 as u16, Ordering::Release);
+    let taken = if owner == standby.0 as u16 {
+        OWN_PINS
+    } else {
+        owner
+    };
+    PINS_FROM[standby.0].store(taken, Ordering::Release);
     ioapic::with(|registers| {
         for &pin in pins {
             let low = tessera_policy::ioapic::redirection_low(pin);

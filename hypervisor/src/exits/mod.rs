@@ -34,12 +34,10 @@ pub struct CoreContext {
 }
 
 impl CoreContext {
-    /// Whether the core's partition is a hot standby (`standby-for`).
-    pub fn is_standby(&self) -> bool {
-        matches!(
-            self.partition.health.standby,
-            tessera_abi::table::StandbyRole::Standby { .. }
-        )
+    /// Whether the core's partition is a member of a hot-standby pair (`standby-for`), so
+    /// may be asked to take over.
+    pub fn in_standby_pair(&self) -> bool {
+        self.partition.health.standby != tessera_abi::table::StandbyRole::None
     }
 }
 
@@ -126,6 +124,8 @@ pub trait PartitionControl {
     /// One entry of the health log of `partition` (see `Call::HealthLog`); None for an
     /// unknown selector.
     fn health_log(&self, partition: PartitionIndex, selector: u64) -> Option<u64>;
+    /// Whether the core's partition is a standby holding none of its pair's devices now.
+    fn is_waiting_standby(&self, context: &CoreContext) -> bool;
 }
 
 /// The counters' view of an exit: one slot per kind.

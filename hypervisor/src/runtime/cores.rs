@@ -229,9 +229,11 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
                 // Counted, so that a takeover knows every core of a failed primary has
                 // left its guest for good before it moves the primary's devices.
                 partition::note_core_stopped(context.partition_index);
-                arch::halt_forever();
+                // Halts for good unless the partition rejoins as its partner's standby.
+                super::health::wait_for_rejoin(context.partition_index);
+                continue;
             }
-            if context.is_standby() {
+            if context.in_standby_pair() {
                 super::health::take_over_if_asked(context);
             }
             let generation = partition::generation(context.partition_index);

@@ -157,18 +157,26 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
         HealthAction::SwitchToStandby => {
             disarm(partition);
             let asked = tsc::read();
-            let standby = match partition.partition().health.standby {
-                StandbyRole::Primary { standby } => Some(PartitionIndex(usize::from(standby))),
-                _ => None,
-            };
-            // The standby must be running (booted and waiting) and not be restarting.
-            let ready = standby.filter(|&standby| {
-                partition::state(standby) == tessera_abi::hypercall::PartitionState::Running
-                    && !partition::restart_pending(standby)
+            // The partner must be a standby that waits (booted, holding none of the pair's
+            // devices) and is not restarting; the failing partition must hold the devices.
+            let pair = Pair::of(partition);
+            let ready = pair.and_then(|pair| {
+                let partner = pair.partner(partition);
+                (!pair.is_waiting(partition)
+                    && pair.is_waiting(partner)
+                    && partition::state(partner) == tessera_abi::hypercall::PartitionState::Running
+                    && !partition::restart_pending(partner))
+                .then_some((pair, partner))
             });
+            // Before the stop, so that the failing partition's cores, which see the stop
+            // first, also see that they are to wait for the rejoin instead of halting.
+            let rejoins = ready.is_some_and(|(pair, _)| pair.rejoin_vector.is_some());
+            if rejoins {
+                REJOIN_PENDING[partition.0].store(true, Ordering::Release);
+            }
             if partition::fault(partition, report.core) {
                 match ready {
-                    Some(standby) => {
+                    Some((_, standby)) => {
                         // The standby is signalled before the line is printed: the console
                         // is a polled UART, and the takeover need not wait for it.
                         TAKEOVER_ASKED[standby.0].store(asked.max(1), Ordering::Release);
@@ -177,12 +185,22 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
                         let mut outcome = heapless::String::<96>::new();
                         let _ = core::fmt::write(
                             &mut outcome,
-                            format_args!("halted; standby {} takes over", standby.partition().name),
+                            format_args!(
+                                "halted; standby {} takes over{}",
+                                standby.partition().name,
+                                if rejoins {
+                                    ", then this one rejoins as its standby"
+                                } else {
+                                    ""
+                                }
+                            ),
                         );
                         contained(&outcome);
                     }
                     None => contained("halted (no standby ready to take over)"),
                 }
+            } else if rejoins {
+                REJOIN_PENDING[partition.0].store(false, Ordering::Release);
             }
         }
         HealthAction::WarmRestart | HealthAction::ColdRestart => {
@@ -218,23 +236,113 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
     }
 }
 
-/// On the boot core of a standby, out of its guest: if its primary's failure asked it to
-/// take over, waits until every core of the primary has left its guest for good, moves the
-/// primary's I/O ports (their bits in both permission maps) and IOAPIC pins (ownership, entries
-/// re-targeted to this core and masked) to this partition, and sends this core the
-/// table's takeover vector, which the guest receives on its next entry.
+/// A hot-standby pair (docs/health.md, "Hot standby"), from either member's table entry.
+#[derive(Clone, Copy)]
+struct Pair {
+    /// The member the table calls the primary (it holds the devices at boot).
+    primary: PartitionIndex,
+    standby: PartitionIndex,
+    /// The vector the standby is sent when it takes the devices.
+    standby_vector: u8,
+    /// With `rejoin-as-standby`: the vector the primary is sent when it takes them back.
+    rejoin_vector: Option<u8>,
+}
+
+impl Pair {
+    fn of(partition: PartitionIndex) -> Option<Pair> {
+        let (primary, standby) = match partition.partition().health.standby {
+            StandbyRole::None => return None,
+            StandbyRole::Primary { standby, .. } => {
+                (partition, PartitionIndex(usize::from(standby)))
+            }
+            StandbyRole::Standby { primary, .. } => {
+                (PartitionIndex(usize::from(primary)), partition)
+            }
+        };
+        let StandbyRole::Standby {
+            takeover_vector, ..
+        } = standby.partition().health.standby
+        else {
+            return None;
+        };
+        let StandbyRole::Primary { rejoin_vector, .. } = primary.partition().health.standby else {
+            return None;
+        };
+        Some(Pair {
+            primary,
+            standby,
+            standby_vector: takeover_vector,
+            rejoin_vector,
+        })
+    }
+
+    fn partner(&self, member: PartitionIndex) -> PartitionIndex {
+        if member == self.primary {
+            self.standby
+        } else {
+            self.primary
+        }
+    }
+
+    /// Whether `member` holds none of the pair's devices now.
+    fn is_waiting(&self, member: PartitionIndex) -> bool {
+        let with_standby = DEVICES_WITH_STANDBY[self.primary.0].load(Ordering::Acquire);
+        with_standby == (member == self.primary)
+    }
+
+    /// The vector `member` is sent once it holds the devices.
+    fn vector_of(&self, member: PartitionIndex) -> u8 {
+        if member == self.standby {
+            self.standby_vector
+        } else {
+            self.rejoin_vector.unwrap_or(0)
+        }
+    }
+}
+
+/// Per pair, indexed by its table primary: whether the pair's devices are with the table
+/// standby now (false at boot). Written only by a takeover, on the taking member's one core
+/// while the other member's cores have all stopped.
+static DEVICES_WITH_STANDBY: [AtomicBool; PARTITION_COUNT] =
+    [const { AtomicBool::new(false) }; PARTITION_COUNT];
+
+/// Per partition: set when it fails over to a standby that it is to rejoin as the standby
+/// of (`rejoin-as-standby`); its stopped cores wait instead of halting until the takeover
+/// has restarted it ([`wait_for_rejoin`]) or refused (cleared, they halt).
+static REJOIN_PENDING: [AtomicBool; PARTITION_COUNT] =
+    [const { AtomicBool::new(false) }; PARTITION_COUNT];
+
+/// Whether `partition` is a standby that holds none of its pair's devices now (the
+/// `standby-status` hypercall; a table standby at boot, a primary that rejoined).
+pub fn is_waiting_standby(partition: PartitionIndex) -> bool {
+    Pair::of(partition).is_some_and(|pair| pair.is_waiting(partition))
+}
+
+/// On a core of `partition`, which has stopped: returns once the partition has been
+/// brought back by a rejoin (its new restart generation is then carried out as any
+/// restart's), or halts this core for good if no rejoin is coming. The wait spins in the
+/// hypervisor (with the GIF open on SVM): a HLT here could miss the NMI that ends it, and
+/// it lasts only until the standby's takeover, which is bounded (about a second at most).
+pub fn wait_for_rejoin(partition: PartitionIndex) {
+    while REJOIN_PENDING[partition.0].load(Ordering::Acquire) {
+        arch::idle_pause();
+    }
+    if partition::is_stopping(partition) {
+        arch::halt_forever();
+    }
+}
+
+/// On the boot core of a waiting standby, out of its guest: if its partner's failure asked
+/// it to take over, waits until every core of the partner has left its guest for good,
+/// moves the pair's I/O ports (their bits in both permission maps) and IOAPIC pins
+/// (ownership, entries re-targeted to this core and masked) to this partition, and sends
+/// this core its takeover vector, which the guest receives on its next entry. With
+/// `rejoin-as-standby` the failed partner is then restarted (cold) as the new standby.
 ///
 /// Race-free by construction: the ownership words and maps change only here, on the one
-/// core of the standby (validation, `standby-cores`), while it is in the hypervisor, after
-/// the primary's cores have all stopped; no other partition reads them.
+/// core of the standby (validation, `standby-cores`, `standby-rejoin`), while it is in the
+/// hypervisor, after the partner's cores have all stopped; no other partition reads them.
 pub fn take_over_if_asked(context: &CoreContext) {
-    let StandbyRole::Standby {
-        primary,
-        takeover_vector,
-    } = context.partition.health.standby
-    else {
-        return;
-    };
     // A load first: this runs after every exit of a standby, and a swap would write the
     // word each time.
     let word = &TAKEOVER_ASKED[context.partition_index.0];
@@ -242,40 +350,59 @@ pub fn take_over_if_asked(context: &CoreContext) {
         return;
     }
     let asked = word.swap(0, Ordering::AcqRel);
-    if asked == 0 {
+    let Some(pair) = Pair::of(context.partition_index) else {
+        return;
+    };
+    if asked == 0 || !pair.is_waiting(context.partition_index) {
         return;
     }
-    let primary = PartitionIndex(usize::from(primary));
-    let primary_name = primary.partition().name;
-    if !partition::wait_until_stopped(primary) {
+    let partner = pair.partner(context.partition_index);
+    let partner_name = partner.partition().name;
+    if !partition::wait_until_stopped(partner) {
         log::info!(
             "takeover: partition={} from={} refused: a core of {} did not stop; the standby keeps waiting",
             context.partition.name,
-            primary_name,
-            primary_name
+            partner_name,
+            partner_name
         );
+        // No rejoin under a core that may still run: the partner's stopped cores halt.
+        REJOIN_PENDING[partner.0].store(false, Ordering::Release);
         return;
     }
-    let ports = primary.partition().ports;
-    // Only the moved ranges' bits change: the primary held exactly these ports and the
-    // standby none (validation, `standby-devices`).
-    cores::set_ports(primary, ports, false);
+    // The pair's devices are the table primary's (a standby lists none: `standby-devices`);
+    // only the moved ranges' bits change.
+    let ports = pair.primary.partition().ports;
+    cores::set_ports(partner, ports, false);
     cores::set_ports(context.partition_index, ports, true);
     let pins =
-        crate::exits::ioapic::hand_over_pins(primary, context.partition_index, context.apic_id.0);
+        crate::exits::ioapic::hand_over_pins(partner, context.partition_index, context.apic_id.0);
+    DEVICES_WITH_STANDBY[pair.primary.0]
+        .store(context.partition_index == pair.standby, Ordering::Release);
     let now = tsc::read();
+    let vector = pair.vector_of(context.partition_index);
     log::info!(
         "takeover: partition={} from={} ports={} pins={} vector={:#x} asked-tsc={} ticks-since-asked={} core={}",
         context.partition.name,
-        primary_name,
+        partner_name,
         ports.len(),
         pins,
-        takeover_vector,
+        vector,
         asked,
         now.saturating_sub(asked),
         context.apic_id
     );
-    x2apic::send_fixed(context.apic_id, takeover_vector);
+    x2apic::send_fixed(context.apic_id, vector);
+    if REJOIN_PENDING[partner.0].load(Ordering::Acquire) {
+        // A cold restart: the partner's image boots again and asks its role (it waits).
+        COLD_RESTART[partner.0].store(true, Ordering::Release);
+        partition::rejoin(partner);
+        log::info!(
+            "rejoin: partition={} restarts as the standby of {}",
+            partner_name,
+            context.partition.name
+        );
+        REJOIN_PENDING[partner.0].store(false, Ordering::Release);
+    }
 }
 
 /// Whether the restart being carried out for `partition` is a cold one (and forgets it).

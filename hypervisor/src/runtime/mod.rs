@@ -76,6 +76,9 @@ impl PartitionControl for PartitionRuntime {
     fn health_log(&self, partition: PartitionIndex, selector: u64) -> Option<u64> {
         health::log_entry(partition, selector)
     }
+    fn is_waiting_standby(&self, context: &CoreContext) -> bool {
+        health::is_waiting_standby(context.partition_index)
+    }
 }
 
 /// TSC value when the first guest instruction is about to run (for boot-time figures).

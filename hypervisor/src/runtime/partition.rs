@@ -230,6 +230,19 @@ pub fn wait_until_stopped(partition: PartitionIndex) -> bool {
     true
 }
 
+/// Brings the stopped `partition` back to run as its partner's standby (`rejoin-as-standby`,
+/// called by the takeover once every core of it has stopped): a new restart generation,
+/// which its cores, waiting in `health::wait_for_rejoin`, carry out as any restart; its
+/// count of stopped cores starts again for the next takeover.
+pub fn rejoin(partition: PartitionIndex) {
+    let runtime = &RUNTIME[partition.0];
+    runtime.stopped_cores.store(0, Ordering::Release);
+    runtime.generation.fetch_add(1, Ordering::AcqRel);
+    runtime
+        .state
+        .store(PartitionState::Running as u8, Ordering::Release);
+}
+
 /// Stops `partition` after a fault; false if it had stopped already.
 pub fn fault(partition: PartitionIndex, core: Option<ApicId>) -> bool {
     let first = transition(partition, PartitionState::Faulted);

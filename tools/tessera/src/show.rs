@@ -68,6 +68,16 @@ fn describe_health(out: &mut String, table: &Table, partition: &tessera_config::
             *standby.name
         );
     }
+    if let (Some(true), Some(vector)) = (
+        partition.rejoin_as_standby.as_ref().map(|rejoin| **rejoin),
+        &partition.takeover_vector,
+    ) {
+        let _ = writeln!(
+            out,
+            "    rejoins as a standby: after a failover the failed member restarts (cold) as the other's standby; this one gets vector {:#x} when it takes the devices back",
+            **vector
+        );
+    }
     for rule in &health.escalations {
         let (kind, name) = match rule.trigger {
             EscalationTrigger::Event(event) => ("event", event.name()),

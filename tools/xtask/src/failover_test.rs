@@ -101,18 +101,10 @@ fn numbered_lines(transcript: &Transcript) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Checks a run of `scenario`'s table.
-pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<(), Vec<String>> {
-    let primary_lines = scenario.primary_lines;
-    let mut failures = Vec::new();
-    for marker in transcript.markers() {
-        if let Marker::Panic { message } = marker {
-            failures.push(format!("hypervisor panic: {message}"));
-        }
-    }
-    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+/// Each `(start, part)` of `sequence` must match a hypervisor line after the previous one's.
+fn expect_in_order(hypervisor: &[&str], sequence: &[(&str, &str)], failures: &mut Vec<String>) {
     let mut position = 0;
-    for &(start, part) in scenario.sequence {
+    for &(start, part) in sequence {
         match hypervisor[position..]
             .iter()
             .position(|line| line.starts_with(start) && line.contains(part))
@@ -124,12 +116,30 @@ pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<()
             }
         }
     }
-    for partition in ["rt", "spare"] {
+}
+
+/// None of `partitions` may have had a health event.
+fn no_health_event(hypervisor: &[&str], partitions: &[&str], failures: &mut Vec<String>) {
+    for partition in partitions {
         let prefix = format!("health: partition={partition} ");
         if let Some(line) = hypervisor.iter().find(|line| line.starts_with(&prefix)) {
             failures.push(format!("a health event for {partition}: `{line}`"));
         }
     }
+}
+
+/// Checks a run of `scenario`'s table.
+pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<(), Vec<String>> {
+    let primary_lines = scenario.primary_lines;
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    expect_in_order(&hypervisor, scenario.sequence, &mut failures);
+    no_health_event(&hypervisor, &["rt", "spare"], &mut failures);
 
     // com1: 1..=5 from io, then 6..=10 from spare, nothing lost, nothing twice.
     let lines = numbered_lines(transcript);
@@ -225,6 +235,146 @@ pub fn check_failover(transcript: &Transcript, scenario: &Scenario) -> Result<()
     crate::outcome(failures)
 }
 
+/// partitions/failover-rejoin.toml: the table, and the turns of its pair — each member
+/// writes 3 lines, then faults and fails over; the failed one rejoins as the standby.
+pub const REJOIN_TABLE: &str = "partitions/failover-rejoin.toml";
+const REJOIN_TURNS: [&str; 4] = ["io", "spare", "io", "spare"];
+const REJOIN_LINES_PER_TURN: u64 = 3;
+
+/// The hypervisor's lines of one failover of the rejoin table: `from` fails, `to` (sent
+/// `vector`) takes over, `from` rejoins as its standby and is restarted for the
+/// `restarts`-th time; `count` is `from`'s memory-violation count.
+fn rejoin_failover(
+    from: &str,
+    to: &str,
+    vector: &str,
+    count: u32,
+    restarts: u32,
+) -> [(String, String); 5] {
+    [
+        (
+            format!(
+                "health: partition={from} event=memory-violation count={count} action=standby "
+            ),
+            String::new(),
+        ),
+        (
+            format!("contained: partition={from} "),
+            format!("; halted; standby {to} takes over, then this one rejoins as its standby"),
+        ),
+        (
+            format!("takeover: partition={to} from={from} ports=1 pins=1 vector={vector} "),
+            String::new(),
+        ),
+        (
+            format!("rejoin: partition={from} restarts as the standby of {to}"),
+            String::new(),
+        ),
+        (
+            format!("restarted: partition={from} restarts={restarts} "),
+            String::new(),
+        ),
+    ]
+}
+
+/// Checks a run of partitions/failover-rejoin.toml: three failovers in order, each failed
+/// member rejoining and later taking the devices back; com1's lines 1–12 from the members
+/// in turn, none lost or repeated; each takeover refused the pin before and routed it
+/// after; no partition's port access unassigned; `rt`'s heartbeat unbroken; a clean
+/// power-off.
+pub fn check_rejoin(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let mut sequence: Vec<(String, String)> = Vec::new();
+    sequence.extend(rejoin_failover("io", "spare", "0xf0", 1, 1));
+    sequence.extend(rejoin_failover("spare", "io", "0xf1", 1, 1));
+    sequence.extend(rejoin_failover("io", "spare", "0xf0", 2, 2));
+    let sequence: Vec<(&str, &str)> = sequence
+        .iter()
+        .map(|(start, part)| (start.as_str(), part.as_str()))
+        .collect();
+    expect_in_order(&hypervisor, &sequence, &mut failures);
+    // spare finishes after the last takeover; io's restart may end before or after that
+    // (on Bochs a reload takes longer than spare's three lines).
+    let rejoined = "rejoin: partition=io restarts as the standby of spare";
+    expect_in_order(
+        &hypervisor,
+        &[
+            (rejoined, ""),
+            (rejoined, ""),
+            ("stopped: partition=spare status=0 ", ""),
+            ("power-off: requested by rt", ""),
+        ],
+        &mut failures,
+    );
+    if !hypervisor
+        .iter()
+        .any(|line| line.starts_with("stopped: partition=io status=0 "))
+    {
+        failures.push(
+            "io, waiting as the standby when the pair was done, did not stop with status 0".into(),
+        );
+    }
+    no_health_event(&hypervisor, &["rt"], &mut failures);
+
+    let lines = numbered_lines(transcript);
+    let expected: Vec<(u64, String)> = REJOIN_TURNS
+        .iter()
+        .enumerate()
+        .flat_map(|(turn, writer)| {
+            let first = turn as u64 * REJOIN_LINES_PER_TURN + 1;
+            (first..first + REJOIN_LINES_PER_TURN).map(move |number| (number, writer.to_string()))
+        })
+        .collect();
+    if lines != expected {
+        failures.push(format!(
+            "com1's numbered lines are {:?}, expected 1–3 io, 4–6 spare, 7–9 io, 10–12 spare",
+            lines
+                .iter()
+                .map(|(number, writer)| format!("{number}:{writer}"))
+                .collect::<Vec<_>>()
+        ));
+    }
+    // Each takeover: the pin refused while waiting, routable once taken over.
+    for (name, boot) in [("spare", 0), ("io", 1), ("spare", 1)] {
+        let expected = format!(
+            "{name}: boot {boot}, took over; ioapic pin 4 before takeover refused, after routed"
+        );
+        if !transcript
+            .lines_of("io")
+            .any(|line| line.trim_end() == expected)
+        {
+            failures.push(format!("no `{expected}` on com1"));
+        }
+    }
+    for partition in ["io", "spare"] {
+        let counters = exit_counters(transcript, partition).unwrap_or_default();
+        match counter(&counters, "unassigned-port-accesses") {
+            Some(0) => {}
+            other => failures.push(format!(
+                "{partition}: unassigned-port-accesses={other:?} in its exit counters, expected 0"
+            )),
+        }
+    }
+    if !transcript.lines_of("rt").any(|line| {
+        line.starts_with("heartbeats: ") && line.ends_with("sent, every other partition done")
+    }) {
+        failures.push("rt did not report its heartbeats".into());
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    crate::outcome(failures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +446,82 @@ mod tests {
         assert!(check_failover(&run(&repeated, &[50, 250]), &CRASH).is_err());
         // No beat after the standby's first device access.
         assert!(check_failover(&run(&GOOD, &[50, 150]), &CRASH).is_err());
+    }
+    /// A run of the rejoin table with com1's numbered lines `numbered`.
+    fn rejoin_run(numbered: &[(u64, &str)]) -> Transcript {
+        let mut lines = Vec::new();
+        for (from, to, vector, count, restarts) in [
+            ("io", "spare", "0xf0", 1, 1),
+            ("spare", "io", "0xf1", 1, 1),
+            ("io", "spare", "0xf0", 2, 2),
+        ] {
+            lines.push(line(HYPERVISOR, &format!("health: partition={from} event=memory-violation count={count} action=standby core=0")));
+            lines.push(line(HYPERVISOR, &format!("contained: partition={from} core=0 reason=npf address=0x8000000 access=read rip=0x1; halted; standby {to} takes over, then this one rejoins as its standby")));
+            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 vector={vector} asked-tsc=1 ticks-since-asked=1 core=1")));
+            lines.push(line(
+                HYPERVISOR,
+                &format!("rejoin: partition={from} restarts as the standby of {to}"),
+            ));
+            lines.push(line(
+                HYPERVISOR,
+                &format!("restarted: partition={from} restarts={restarts} core=0"),
+            ));
+        }
+        for text in [
+            "stopped: partition=spare status=0 reason=stop-self core=1",
+            "stopped: partition=io status=0 reason=stop-self core=0",
+            "power-off: requested by rt",
+            "exits: partition=io state=Stopped total=75 unassigned-port-accesses=0 restarts=2",
+            "exits: partition=spare state=Stopped total=79 unassigned-port-accesses=0 restarts=1",
+            "Tessera: power off",
+        ] {
+            lines.push(line(HYPERVISOR, text));
+        }
+        for (name, boot) in [("spare", 0), ("io", 1), ("spare", 1)] {
+            lines.push(line("io", &format!("{name}: boot {boot}, took over; ioapic pin 4 before takeover refused, after routed")));
+        }
+        for (number, writer) in numbered {
+            lines.push(line("io", &format!("seq {number} from {writer}")));
+        }
+        lines.push(line(
+            "rt",
+            "heartbeats: 11 sent, every other partition done",
+        ));
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
+    fn rejoin_lines() -> Vec<(u64, &'static str)> {
+        (1..=12)
+            .map(|number| {
+                (
+                    number,
+                    if (number - 1) / 3 % 2 == 0 {
+                        "io"
+                    } else {
+                        "spare"
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pair_that_swaps_roles_twice_passes() {
+        assert_eq!(check_rejoin(&rejoin_run(&rejoin_lines())), Ok(()));
+    }
+
+    #[test]
+    fn a_rejoin_run_with_a_lost_line_or_the_wrong_writer_fails() {
+        let mut lost = rejoin_lines();
+        lost.remove(7);
+        assert!(check_rejoin(&rejoin_run(&lost)).is_err());
+        let mut wrong = rejoin_lines();
+        wrong[7].1 = "spare";
+        assert!(check_rejoin(&rejoin_run(&wrong)).is_err());
     }
 }

@@ -725,6 +725,14 @@ pub fn parity_tests() -> Vec<SystemTest> {
             "failover-hang-bochs".into(),
             Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::HANG, true)),
         ),
+        (
+            "failover-rejoin-qemu".into(),
+            Box::new(|systems: &SystemTests| failover_rejoin(systems, false)),
+        ),
+        (
+            "failover-rejoin-bochs".into(),
+            Box::new(|systems: &SystemTests| failover_rejoin(systems, true)),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((
@@ -741,7 +749,26 @@ fn failover(
     scenario: &crate::failover_test::Scenario,
     bochs: bool,
 ) -> Outcome {
-    let (emulator, seconds) = if bochs {
+    let (emulator, seconds) = failover_emulator(bochs);
+    let transcript = build_and_boot(systems, scenario.table, &emulator, seconds)?;
+    crate::failover_test::check_failover(&transcript, scenario)
+}
+
+/// The pair that swaps roles (partitions/failover-rejoin.toml), checked.
+fn failover_rejoin(systems: &SystemTests, bochs: bool) -> Outcome {
+    let (emulator, seconds) = failover_emulator(bochs);
+    let transcript = build_and_boot(
+        systems,
+        crate::failover_test::REJOIN_TABLE,
+        &emulator,
+        seconds,
+    )?;
+    crate::failover_test::check_rejoin(&transcript)
+}
+
+/// The emulator of a failover test and its time bound.
+fn failover_emulator(bochs: bool) -> (Emulator, u64) {
+    if bochs {
         (
             Emulator::Bochs {
                 cpu: bochs::DEFAULT_CPU.into(),
@@ -756,9 +783,7 @@ fn failover(
             },
             90,
         )
-    };
-    let transcript = build_and_boot(systems, scenario.table, &emulator, seconds)?;
-    crate::failover_test::check_failover(&transcript, scenario)
+    }
 }
 
 /// Why `emulator` cannot run, if it cannot.

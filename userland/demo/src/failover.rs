@@ -24,12 +24,16 @@ const TRANSMITTER_EMPTY: u8 = 1 << 6;
 /// Polls of the line status before a line counts as not acknowledged.
 const ACKNOWLEDGE_POLLS: u32 = 1_000_000;
 
-/// The shared words: the number of the last line the UART acknowledged, and the TSC the
-/// primary read just before its crash (for the failover figure).
+/// The shared words: the number of the last line the UART acknowledged, the TSC the
+/// primary read just before its crash (for the failover figure), and which pair member
+/// waits as the standby.
 #[repr(C, align(64))]
 struct Progress {
     acknowledged: AtomicU64,
     crash_tsc: AtomicU64,
+    /// `pair=`: the core number + 1 of the member that last became a waiting standby, so
+    /// that the active member fails over only once its partner is ready to take over.
+    standby_ready: AtomicU64,
 }
 
 /// Set by the takeover vector's handler.
@@ -198,6 +202,96 @@ pub fn standby(name: &str, text: &str) -> ! {
     println!("{name}: done");
     console::flush();
     hypercall::stop_self(0)
+}
+
+/// The channel doorbell's handler: the interrupt only wakes the waiting member, which
+/// then reads the channel (the pair's last line was written).
+fn doorbell(_vector: u8) {}
+
+/// `pair=<channel>,<takeover vector>,<uart port>,<lines per turn>,<last line>,<crash
+/// address>,<pause µs>,<pin>`: a member of a hot-standby pair that swaps roles at each
+/// failover (`rejoin-as-standby`), so the same image boots in either role and asks the
+/// hypervisor which (`standby-status`). Waiting: no console, no device; IOAPIC pin `pin`
+/// must be refused; halt until the takeover vector (or the channel's doorbell once the pair
+/// is done: stop with status 0). Active (at boot, or after a takeover, when `pin` must now
+/// be routable): open the UART, write `lines per turn` lines after the last acknowledged
+/// one, then read `crash address` (a memory violation: the failover); the member that
+/// writes `last line` rings the doorbell and stops with status 0 instead.
+pub fn pair(name: &str, restarts: u64, text: &str) -> ! {
+    let [channel, vector, port, lines, last, crash, pause, pin] = numbers::<8>("pair", text);
+    let (Ok(vector), Ok(port), Ok(pin)) =
+        (u8::try_from(vector), u16::try_from(port), u8::try_from(pin))
+    else {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED)
+    };
+    let progress = progress("pair", channel);
+    let waiting = hypercall::hypercall(Call::StandbyStatus, 0, 0, 0)
+        == tessera_abi::hypercall::STANDBY_WAITING;
+    if waiting {
+        let routed_before = route_pin(pin);
+        let Ok(doorbell_vector) = u8::try_from(hypercall::channel_vector(channel)) else {
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        };
+        if x2apic::enable().is_err() {
+            hypercall::stop_self(EXIT_CHANNEL_FAILED);
+        }
+        interrupts::set_handler(vector, takeover);
+        interrupts::set_handler(doorbell_vector, doorbell);
+        processor::disable_interrupts();
+        progress
+            .standby_ready
+            .store(u64::from(processor::current_core()) + 1, Ordering::Release);
+        while !TAKEN_OVER.load(Ordering::Acquire) {
+            // The doorbell only wakes this core: the pair may have finished while this
+            // member was restarting, before its handler existed.
+            if progress.acknowledged.load(Ordering::Acquire) >= last {
+                hypercall::stop_self(0)
+            }
+            processor::wait_for_interrupt();
+        }
+        console::open(port);
+        let routed_after = route_pin(pin);
+        println!(
+            "{name}: boot {restarts}, took over; ioapic pin {pin} before takeover {}, after {}",
+            if routed_before {
+                "ROUTED (not refused)"
+            } else {
+                "refused"
+            },
+            if routed_after { "routed" } else { "NOT routed" }
+        );
+    } else {
+        console::open(port);
+        if restarts == 0 {
+            progress.acknowledged.store(0, Ordering::Release);
+        }
+        println!("{name}: boot {restarts}, active");
+    }
+    let first = progress.acknowledged.load(Ordering::Acquire) + 1;
+    let end = (first + lines.max(1) - 1).min(last);
+    write_lines(name, port, progress, (first, end), pause);
+    if end == last {
+        println!("{name}: pair done at line {last}");
+        console::flush();
+        hypercall::ring_doorbell(channel);
+        hypercall::stop_self(0)
+    }
+    // Fail over only to a partner that waits (after a rejoin it boots again first).
+    let me = u64::from(processor::current_core()) + 1;
+    let started = processor::rdtsc();
+    loop {
+        let ready = progress.standby_ready.load(Ordering::Acquire);
+        if ready != 0 && ready != me {
+            break;
+        }
+        if processor::rdtsc().wrapping_sub(started) > crate::WAIT_TIMEOUT_TICKS {
+            println!("{name}: the partner never became a waiting standby");
+            hypercall::stop_self(crate::EXIT_WAIT_TIMED_OUT);
+        }
+        core::hint::spin_loop();
+    }
+    console::flush();
+    crate::probe(crash)
 }
 
 /// `beat-until-others`: heartbeats (eight per watchdog period, so that an emulator that

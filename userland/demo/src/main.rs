@@ -82,6 +82,12 @@
 //!   vector, route the pin again (now its own), then open the UART at `<port>` and write the lines
 //!   after the primary's last acknowledged one up to `<last>`, print `takeover:
 //!   failover-ticks=<n> …` and stop with status 0;
+//! * `pair=<channel>,<vector>,<port>,<lines>,<last>,<address>,<pause µs>,<pin>` (first of
+//!   all, no banner): a member of a pair that swaps roles (`rejoin-as-standby`): asks
+//!   `standby-status`; waiting, it behaves as `standby=` until the takeover vector (or stops
+//!   with status 0 on the doorbell once the pair wrote `<last>`); active, it writes
+//!   `<lines>` more lines, then reads `<address>` (a fault: the failover), or stops with
+//!   status 0 after ringing the doorbell if it wrote `<last>` (see `failover.rs`);
 //! * `beat-until-others`: heartbeats, eight per watchdog period, until every other partition
 //!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
 //! * `fault-by-boot=<kind>[,<kind>…]` (first of all): on boot `n` cause the `n`-th fault,
@@ -153,6 +159,14 @@ fn main(info: &BootInfo) {
     // A standby holds no device until it takes over: nothing to print on, nothing to do.
     if let Some(text) = command_line.value("standby") {
         failover::standby(command_line.value("name").unwrap_or("standby"), text);
+    }
+    // A pair member may boot waiting (holding no device): it opens its console itself.
+    if let Some(text) = command_line.value("pair") {
+        failover::pair(
+            command_line.value("name").unwrap_or("pair"),
+            command_line.number("tessera.restarts").unwrap_or(0),
+            text,
+        );
     }
     let core = processor::current_core();
     match command_line.value("name") {
