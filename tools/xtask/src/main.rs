@@ -12,6 +12,7 @@
 mod bench;
 mod bochs;
 mod failover_test;
+mod health_matrix_test;
 mod host_tests;
 mod image;
 mod install;

@@ -708,6 +708,29 @@ pub fn parity_tests() -> Vec<SystemTest> {
             }),
         ),
         (
+            "health-matrix-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                let transcript =
+                    build_and_boot(systems, crate::health_matrix_test::TABLE, &emulator, 120)?;
+                crate::health_matrix_test::check_matrix(&transcript)
+            }),
+        ),
+        (
+            "health-matrix-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                let transcript =
+                    build_and_boot(systems, crate::health_matrix_test::TABLE, &emulator, 400)?;
+                crate::health_matrix_test::check_matrix(&transcript)
+            }),
+        ),
+        (
             "failover-qemu".into(),
             Box::new(|systems: &SystemTests| {
                 failover(systems, &crate::failover_test::CRASH, false)
@@ -1025,7 +1048,7 @@ const HEALTH_SEQUENCES: [(&str, &[&str]); 3] = [
 ];
 
 /// The partitions whose health log `control` reads with the hypercall: (table index, name).
-const HEALTH_LOG_READS: [(usize, &str); 3] = [(0, "hung"), (1, "fatal"), (3, "faults")];
+const HEALTH_LOG_READS: [(u64, &str); 3] = [(0, "hung"), (1, "fatal"), (3, "faults")];
 
 /// The third partition of [`HEALTH_TABLE`], `control`: its heartbeat (watched by its own
 /// watchdog) never stopped while the others failed and restarted, and the health log it
@@ -1042,24 +1065,13 @@ fn check_health_control(transcript: &Transcript, hypervisor: &[&str], failures: 
     }) {
         failures.push("control did not report its heartbeats".into());
     }
-    for (index, partition) in HEALTH_LOG_READS {
-        let printed = format!("health-log: partition={partition} ");
-        let expected = hypervisor
-            .iter()
-            .find_map(|line| line.strip_prefix(printed.as_str()));
-        let read = format!("health-log {index}: ");
-        let got = transcript.lines_of("control").find_map(|line| {
-            line.trim_end()
-                .strip_prefix(read.as_str())
-                .map(str::to_owned)
-        });
-        if expected.is_none() || got.as_deref() != expected {
-            failures.push(format!(
-                "control read the health log of {partition} as {got:?} with the hypercall, \
-                 the hypervisor printed {expected:?}"
-            ));
-        }
-    }
+    crate::health_matrix_test::check_health_logs_read(
+        transcript,
+        hypervisor,
+        "control",
+        &HEALTH_LOG_READS,
+        failures,
+    );
 }
 
 /// Checks a run of [`HEALTH_TABLE`]: each partition's health lines in order, no panic, and

@@ -374,12 +374,20 @@ impl core::fmt::Display for EventCounts {
     }
 }
 
+/// How often `fault-by-boot`'s repeatable kinds (`reset`, `fatal`) try again while the
+/// hypervisor's answer is `log` (the call returns), before the guest gives up.
+const REPEATS: u32 = 8;
+
 /// `fault-by-boot=<kind>[,<kind>…]`: on boot `n` (`tessera.restarts=n`) cause the `n`-th
-/// fault of the list, before anything else (no console is needed): `ins` reads a string
+/// event of the list, before anything else (no console is needed): `ins` reads a string
 /// from a port it does not own (`unexpected-exit`: the hypervisor does not emulate INS
 /// from unassigned ports), `triple` loads an empty IDT and executes UD2 (#UD cannot be
-/// delivered, nor #DF: a triple fault, `shutdown`). Past the list's end it stops with
-/// status 0.
+/// delivered, nor #DF: a triple fault, `shutdown`), `npf` reads 0x8000000, outside its
+/// memory (`memory-violation`), `reset` writes the reset register and `fatal` declares a
+/// fatal error (`reset-request`, `declared-fatal`: both again while the answer is `log`,
+/// at most [`REPEATS`] times), `hang` sends one heartbeat and then spins
+/// (`watchdog-expiry`, again each period while the answer is `log`). Past the list's end
+/// it stops with status 0.
 pub fn fault_by_boot(restarts: u64, text: &str) -> ! {
     let kind = text
         .split(',')
@@ -408,6 +416,25 @@ pub fn fault_by_boot(restarts: u64, text: &str) -> ! {
                 core::arch::asm!("lidt [{}]", "ud2", in(reg) empty.as_ptr(), options(nostack));
             }
             hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        Some("npf") => crate::probe(0x800_0000),
+        Some("reset") => {
+            for _ in 0..REPEATS {
+                processor::port_write_u8(crate::RESET_CONTROL_PORT, crate::RESET_HARD);
+            }
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        Some("fatal") => {
+            for code in 0..u64::from(REPEATS) {
+                hypercall::hypercall(Call::DeclareFatal, code, 0, 0);
+            }
+            hypercall::stop_self(EXIT_CHANNEL_FAILED)
+        }
+        Some("hang") => {
+            hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
+            loop {
+                core::hint::spin_loop();
+            }
         }
         _ => hypercall::stop_self(0),
     }

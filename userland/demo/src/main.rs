@@ -90,11 +90,14 @@
 //!   status 0 after ringing the doorbell if it wrote `<last>` (see `failover.rs`);
 //! * `beat-until-others`: heartbeats, eight per watchdog period, until every other partition
 //!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
-//! * `fault-by-boot=<kind>[,<kind>…]` (first of all): on boot `n` cause the `n`-th fault,
-//!   `ins` (INS from an unassigned port) or `triple` (a triple fault); past the list, stop
-//!   with status 0;
+//! * `fault-by-boot=<kind>[,<kind>…]` (first of all): on boot `n` cause the `n`-th event,
+//!   `ins` (INS from an unassigned port), `triple` (a triple fault), `npf` (a read outside
+//!   its memory), `reset` (the reset register), `fatal` (`declare-fatal`) or `hang` (one
+//!   heartbeat, then silence); past the list, stop with status 0 (see `failover.rs`);
 //! * `read-health-log=<index>[,<index>…]`: read each partition's health log with the
 //!   `health-log` hypercall and print `health-log <index>: restarts=<n> <event>=<count>…`;
+//! * `declare-fatal-last=CODE` (after the above): declare a fatal error, print what it
+//!   returned;
 //! * `power-off`: power the machine off (status 4 if that fails);
 //!
 //! and otherwise `done`, exit status 0. Memory-walk mismatches stop with status 1; an
@@ -233,6 +236,10 @@ fn main(info: &BootInfo) {
     }
     if let Some(text) = command_line.value("read-health-log") {
         failover::read_health_log(text);
+    }
+    if let Some(code) = command_line.number("declare-fatal-last") {
+        let result = hypercall::hypercall(Call::DeclareFatal, code, 0, 0);
+        println!("declare-fatal returned {result}");
     }
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
