@@ -228,6 +228,9 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             stop_watchdogs();
             contained("resetting the machine");
             print_health_log();
+            // The runner's marker for a reset (tools/xtask/src/markers.rs), as `Tessera:
+            // power off` is for a power-off: the last line before the chipset resets.
+            log::info!("Tessera: machine reset");
             crate::arch::console::drain();
             arch::power::reset_machine();
             log::info!("Tessera: machine reset did not take effect; halting");

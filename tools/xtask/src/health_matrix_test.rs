@@ -5,12 +5,16 @@
 //! fatal error that its table answers with `machine-power-off`. Checked from the consoles:
 //! each partition's decisions in order with the right counts, actions and escalations, the
 //! cold restarts, the health logs read by `control` equal to the hypervisor's, `control`'s
-//! heartbeat unbroken, and the machine powered off by the health action.
+//! heartbeat unbroken, and the machine powered off by the health action. A second table
+//! (partitions/health-reset.toml) shows the `machine-reset` action: the reset announced,
+//! the health logs printed before it, and the machine really reset.
 
 use crate::markers::Marker;
 use crate::transcript::{Transcript, HYPERVISOR};
 
 pub const TABLE: &str = "partitions/health-matrix.toml";
+/// The `machine-reset` action's table.
+pub const RESET_TABLE: &str = "partitions/health-reset.toml";
 
 /// Each partition of the table, its index, and the event it causes; whether `log` is its
 /// first rung (events after which the guest may run on).
@@ -158,6 +162,65 @@ pub fn check_matrix(transcript: &Transcript) -> Result<(), Vec<String>> {
     crate::outcome(failures)
 }
 
+/// Checks a run of [`RESET_TABLE`]: `sensor`'s declared error answered by `machine-reset`,
+/// every health log printed before the reset, and the reset taking effect (QEMU exited by
+/// itself, Bochs booted the hypervisor again).
+pub fn check_reset(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let sequence = [
+        "health: partition=sensor event=declared-fatal count=1 action=machine-reset ",
+        "contained: partition=sensor ",
+        "health-log: partition=sensor restarts=0 ",
+        "health-log: partition=bystander restarts=0 ",
+        crate::markers::MACHINE_RESET,
+    ];
+    let mut position = 0;
+    for wanted in sequence {
+        match hypervisor[position..]
+            .iter()
+            .position(|line| line.starts_with(wanted))
+        {
+            Some(found) => position += found + 1,
+            None => {
+                failures.push(format!("no `{wanted}…` in order"));
+                break;
+            }
+        }
+    }
+    if !hypervisor.iter().any(|line| {
+        line.starts_with("contained: partition=sensor ")
+            && line.ends_with("; resetting the machine")
+    }) {
+        failures.push("no `contained: partition=sensor …; resetting the machine`".into());
+    }
+    if !hypervisor.iter().any(|line| {
+        line.starts_with("health-log: partition=sensor ") && line.contains(" declared-fatal=1 ")
+    }) {
+        failures.push("sensor's health log does not count its declared error".into());
+    }
+    if let Some(line) = hypervisor
+        .iter()
+        .find(|line| line.contains("did not take effect"))
+    {
+        failures.push(format!("`{line}`"));
+    }
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    if transcript.emulator_exit
+        != (crate::transcript::EmulatorExit::MachineReset { took_effect: true })
+    {
+        failures.push(format!(
+            "{}, expected the machine reset by the hypervisor",
+            transcript.describe_exit()
+        ));
+    }
+    crate::outcome(failures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +275,34 @@ mod tests {
         assert!(ladder("fatal", "declared-fatal", true).contains(&cold.to_string()));
         assert!(check_matrix(&run(Some(cold))).is_err());
         assert!(check_matrix(&run(Some("cold restart: partition=npf "))).is_err());
+    }
+
+    fn reset_run(exit: EmulatorExit) -> Transcript {
+        let lines = [
+            "health: partition=sensor event=declared-fatal count=1 action=machine-reset core=0",
+            "contained: partition=sensor core=0 reason=declared-fatal address=0x5 access=guest code rip=0x0; resetting the machine",
+            "health-log: partition=sensor restarts=0 memory-violation=0 declared-fatal=1 device-fault=0",
+            "health-log: partition=bystander restarts=0 memory-violation=0 declared-fatal=0 device-fault=0",
+            "Tessera: machine reset",
+        ];
+        Transcript {
+            emulator: "Bochs",
+            lines: lines.iter().map(|text| line(HYPERVISOR, text)).collect(),
+            emulator_exit: exit,
+            uart_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reset_passes_only_if_it_took_effect() {
+        assert_eq!(
+            check_reset(&reset_run(EmulatorExit::MachineReset { took_effect: true })),
+            Ok(())
+        );
+        assert!(check_reset(&reset_run(EmulatorExit::MachineReset {
+            took_effect: false
+        }))
+        .is_err());
+        assert!(check_reset(&reset_run(EmulatorExit::PoweredOff)).is_err());
     }
 }

@@ -14,6 +14,7 @@
 //! | power-off     | contains `power-off: requested by <name>`                         |
 //! | exit counters | starts with `exits: partition=<name>` (printed at power-off)      |
 //! | switching off | is `Tessera: power off` (the last line before the ACPI power-off)  |
+//! | machine reset | is `Tessera: machine reset` (the last line before a health action resets the machine) |
 //! | core started  | contains `started: partition=<name> core=<apic id> ` (first instruction) |
 //! | Multiboot2    | starts with `boot: Multiboot2, ` (booted by Multiboot2, not v1)    |
 //!
@@ -42,6 +43,9 @@ pub const POWER_OFF: &str = "power-off: requested by ";
 pub const EXITS_PREFIX: &str = "exits: partition=";
 /// The hypervisor's last line: it switches the machine off through ACPI next.
 pub const SWITCHING_OFF: &str = "Tessera: power off";
+/// The hypervisor's last line before it resets the machine (the health action
+/// `machine-reset`).
+pub const MACHINE_RESET: &str = "Tessera: machine reset";
 /// A core of a partition ran its first guest instruction (at the ELF entry, or at the SIPI
 /// vector for a core the partition started); the partition's name follows, then
 /// ` core=<apic id> entry=…`.
@@ -84,6 +88,8 @@ pub enum Marker {
     },
     /// The last line before the ACPI power-off ([`SWITCHING_OFF`]).
     SwitchingOff,
+    /// The last line before a machine reset ([`MACHINE_RESET`]).
+    MachineReset,
 }
 
 /// Recognises one hypervisor console line (without its line ending).
@@ -101,6 +107,9 @@ pub fn parse(line: &str) -> Option<Marker> {
     }
     if line == SWITCHING_OFF {
         return Some(Marker::SwitchingOff);
+    }
+    if line == MACHINE_RESET {
+        return Some(Marker::MachineReset);
     }
     if line.starts_with(BANNER_PREFIX) {
         if line.contains(BANNER_BACKEND_SVM) {
@@ -193,6 +202,7 @@ mod tests {
             })
         );
         assert_eq!(parse("Tessera: power off\r"), Some(Marker::SwitchingOff));
+        assert_eq!(parse("Tessera: machine reset"), Some(Marker::MachineReset));
     }
 
     #[test]

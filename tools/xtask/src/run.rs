@@ -28,6 +28,9 @@ const PANIC_GRACE: Duration = Duration::from_secs(1);
 /// For an emulator that may not act on ACPI power-off: how long after the hypervisor's last
 /// line (`Tessera: power off`) it is stopped …
 const SWITCHING_OFF_GRACE: Duration = Duration::from_millis(500);
+/// How long after `Tessera: machine reset` the machine may take to exit or boot the
+/// hypervisor again (Bochs runs its BIOS and GRUB first) before the reset counts as failed.
+const RESET_GRACE: Duration = Duration::from_secs(120);
 /// … and how long after `power-off: requested by` if that last line never comes.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(5);
 /// For an emulator that exits by itself on power-off (QEMU): how long it may take.
@@ -291,6 +294,10 @@ pub struct Progress {
     pub power_off: Option<Duration>,
     /// `Tessera: power off`, the hypervisor's last line.
     pub switching_off: Option<Duration>,
+    /// `Tessera: machine reset`, the hypervisor's last line before a reset.
+    pub machine_reset: Option<Duration>,
+    /// A boot banner after [`Progress::machine_reset`]: the machine booted again.
+    pub booted_after_reset: Option<Duration>,
 }
 
 impl Progress {
@@ -300,6 +307,10 @@ impl Progress {
             Some(Marker::Panic { .. } | Marker::Refused { .. }) => &mut self.ended,
             Some(Marker::PowerOff { .. }) => &mut self.power_off,
             Some(Marker::SwitchingOff) => &mut self.switching_off,
+            Some(Marker::MachineReset) => &mut self.machine_reset,
+            Some(Marker::Banner { .. }) if self.machine_reset.is_some() => {
+                &mut self.booted_after_reset
+            }
             _ => return,
         };
         slot.get_or_insert(now);
@@ -335,6 +346,9 @@ pub fn decide(
         |since: Option<Duration>, grace: Duration| since.is_some_and(|at| now >= at + grace);
     if let ProcessState::Exited(status) = state {
         return Some(match status {
+            _ if progress.machine_reset.is_some() => {
+                EmulatorExit::MachineReset { took_effect: true }
+            }
             _ if !watch.exits_on_power_off && progress.power_off.is_some() => {
                 EmulatorExit::PoweredOff
             }
@@ -347,6 +361,13 @@ pub fn decide(
     }
     if passed(progress.ended, PANIC_GRACE) {
         return Some(EmulatorExit::StoppedAfterPanic);
+    }
+    // A reset ends the run: QEMU (`-no-reboot`) exits by itself, Bochs boots again.
+    if progress.booted_after_reset.is_some() {
+        return Some(EmulatorExit::MachineReset { took_effect: true });
+    }
+    if passed(progress.machine_reset, RESET_GRACE) {
+        return Some(EmulatorExit::MachineReset { took_effect: false });
     }
     if watch.exits_on_power_off {
         if passed(progress.power_off, POWER_OFF_WAIT) {
@@ -386,6 +407,9 @@ pub fn judge(transcript: &Transcript, table: &TableInfo, settings: RunSettings) 
     }
     match transcript.emulator_exit {
         EmulatorExit::Exited(0) | EmulatorExit::PoweredOff if powered_off => {}
+        // The machine-reset health action of a partition the table expects to fault (its
+        // `contained:` line is judged above).
+        EmulatorExit::MachineReset { took_effect: true } => {}
         EmulatorExit::Exited(0) => failures.push(format!(
             "{} exited before the power-off marker",
             transcript.emulator
@@ -407,6 +431,7 @@ pub fn summary(transcript: &Transcript, failures: &[String]) -> String {
         EmulatorExit::TimedOut { seconds } => {
             format!("run: ok (stopped at the {seconds} s time limit, nothing failed)")
         }
+        EmulatorExit::MachineReset { .. } => "run: ok (the hypervisor reset the machine)".into(),
         _ => "run: ok (powered off cleanly)".into(),
     }
 }
@@ -581,12 +606,15 @@ mod tests {
         progress.note(Some(&power_off), seconds(3.0));
         progress.note(Some(&Marker::SwitchingOff), seconds(4.0));
         progress.note(Some(&Marker::Refused { reason: "x".into() }), seconds(5.0));
+        progress.note(Some(&Marker::MachineReset), seconds(6.0));
         assert_eq!(
             progress,
             Progress {
                 ended: Some(seconds(5.0)),
                 power_off: Some(seconds(2.0)),
                 switching_off: Some(seconds(4.0)),
+                machine_reset: Some(seconds(6.0)),
+                booted_after_reset: None,
             }
         );
     }
@@ -722,6 +750,46 @@ mod tests {
                 Some(EmulatorExit::Interrupted)
             );
         }
+    }
+
+    #[test]
+    fn a_machine_reset_ends_the_run_on_either_emulator() {
+        let reset = Progress {
+            machine_reset: Some(seconds(2.0)),
+            ..Progress::default()
+        };
+        // QEMU (`-no-reboot`) exits by itself.
+        assert_eq!(
+            decide(
+                &reset,
+                seconds(2.1),
+                ProcessState::Exited(Some(0)),
+                QEMU,
+                false
+            ),
+            Some(EmulatorExit::MachineReset { took_effect: true })
+        );
+        // Bochs boots again: the runner stops it at the new banner.
+        assert_eq!(
+            decide(&reset, seconds(2.1), ProcessState::Running, BOCHS, false),
+            None
+        );
+        let mut rebooted = reset;
+        rebooted.note(
+            Some(&Marker::Banner {
+                backend: crate::markers::Backend::Vmx,
+            }),
+            seconds(9.0),
+        );
+        assert_eq!(
+            decide(&rebooted, seconds(9.0), ProcessState::Running, BOCHS, false),
+            Some(EmulatorExit::MachineReset { took_effect: true })
+        );
+        // Neither: the reset did not take effect.
+        assert_eq!(
+            decide(&reset, seconds(122.0), ProcessState::Running, BOCHS, false),
+            Some(EmulatorExit::MachineReset { took_effect: false })
+        );
     }
 
     #[test]

@@ -720,6 +720,37 @@ pub fn parity_tests() -> Vec<SystemTest> {
             }),
         ),
         (
+            "health-reset-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Qemu {
+                    boot: BootMethod::Kernel,
+                    cpu: None,
+                };
+                let transcript = build_and_boot(
+                    systems,
+                    crate::health_matrix_test::RESET_TABLE,
+                    &emulator,
+                    60,
+                )?;
+                crate::health_matrix_test::check_reset(&transcript)
+            }),
+        ),
+        (
+            "health-reset-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                let emulator = Emulator::Bochs {
+                    cpu: bochs::DEFAULT_CPU.into(),
+                };
+                let transcript = build_and_boot(
+                    systems,
+                    crate::health_matrix_test::RESET_TABLE,
+                    &emulator,
+                    300,
+                )?;
+                crate::health_matrix_test::check_reset(&transcript)
+            }),
+        ),
+        (
             "health-matrix-bochs".into(),
             Box::new(|systems: &SystemTests| {
                 let emulator = Emulator::Bochs {

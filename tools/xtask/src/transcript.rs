@@ -35,6 +35,11 @@ pub enum EmulatorExit {
     StillRunningAfterPowerOff { seconds: u64 },
     /// The user (Ctrl-C) or a supervisor (SIGTERM, SIGHUP) interrupted the run.
     Interrupted,
+    /// The hypervisor announced a machine reset (a health action). `took_effect`: the
+    /// emulator then exited by itself (QEMU with `-no-reboot` turns the reset into an exit)
+    /// or booted the hypervisor again (Bochs; the runner stops it at the new banner); false
+    /// when neither happened within the grace.
+    MachineReset { took_effect: bool },
 }
 
 impl EmulatorExit {
@@ -57,6 +62,13 @@ impl EmulatorExit {
                 format!("{emulator} was still running {seconds} s after the power-off marker")
             }
             EmulatorExit::Interrupted => "interrupted".into(),
+            EmulatorExit::MachineReset { took_effect: true } => {
+                format!("{emulator}'s machine was reset by the hypervisor")
+            }
+            EmulatorExit::MachineReset { took_effect: false } => format!(
+                "{emulator}: the hypervisor announced a machine reset, but the machine neither \
+                 exited nor booted again"
+            ),
         }
     }
 }
