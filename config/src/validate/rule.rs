@@ -197,15 +197,13 @@ pub enum Rule {
     StandbyTarget,
     /// A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.
     StandbyDevices,
-    /// A standby partition has more than one core: its boot core changes its I/O permission map at takeover, which no other core of it may be running on.
-    StandbyCores,
     /// `takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.
     StandbyVector,
     /// A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.
     StandbyPci,
     /// A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.
     StandbyChannels,
-    /// `rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: more than one core, no `takeover-vector`, or not a member of a channel of its standby.
+    /// `rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.
     StandbyRejoin,
     // run
     /// `run.expect-faults` names a partition that does not exist.
@@ -306,7 +304,6 @@ impl Rule {
         Rule::HealthWatchdogCore,
         Rule::StandbyTarget,
         Rule::StandbyDevices,
-        Rule::StandbyCores,
         Rule::StandbyVector,
         Rule::StandbyPci,
         Rule::StandbyChannels,
@@ -412,7 +409,6 @@ impl Rule {
             Rule::HealthWatchdogCore => "health-watchdog-core",
             Rule::StandbyTarget => "standby-target",
             Rule::StandbyDevices => "standby-devices",
-            Rule::StandbyCores => "standby-cores",
             Rule::StandbyVector => "standby-vector",
             Rule::StandbyPci => "standby-pci",
             Rule::StandbyChannels => "standby-channels",
@@ -514,7 +510,6 @@ impl Rule {
             Rule::HealthWatchdogCore => "health",
             Rule::StandbyTarget => "health",
             Rule::StandbyDevices => "health",
-            Rule::StandbyCores => "health",
             Rule::StandbyVector => "health",
             Rule::StandbyPci => "health",
             Rule::StandbyChannels => "health",
@@ -616,11 +611,10 @@ impl Rule {
             Rule::HealthWatchdogCore => "A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.",
             Rule::StandbyTarget => "`standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.",
             Rule::StandbyDevices => "A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.",
-            Rule::StandbyCores => "A standby partition has more than one core: its boot core changes its I/O permission map at takeover, which no other core of it may be running on.",
             Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
             Rule::StandbyPci => "A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.",
             Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
-            Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: more than one core, no `takeover-vector`, or not a member of a channel of its standby.",
+            Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.",
             Rule::RunSeconds => "`run.seconds` is zero.",
         }
     }

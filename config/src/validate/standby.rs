@@ -1,6 +1,6 @@
 //! Hot standby (`standby-for`, docs/health.md): a standby names an existing partition other
 //! than itself that is no standby; each primary has at most one standby; the standby holds
-//! no devices, runs on one core and names its takeover vector; the primary holds nothing the
+//! no devices and names its takeover vector; the primary holds nothing the
 //! takeover cannot move (PCI functions) and shares every channel with its standby; a primary
 //! that rejoins as its standby's standby (`rejoin-as-standby`) can be one.
 
@@ -121,8 +121,8 @@ fn rejoins(partition: &crate::model::Partition) -> Option<&crate::source::Locate
         .filter(|rejoin| ***rejoin)
 }
 
-/// A primary that rejoins as its standby's standby must be able to be one: one core, a
-/// takeover vector, and a member of every channel of its standby (memberships do not move).
+/// A primary that rejoins as its standby's standby must be able to be one: a takeover
+/// vector, and a member of every channel of its standby (memberships do not move).
 fn check_rejoin(
     table: &Table,
     standby_index: usize,
@@ -134,22 +134,6 @@ fn check_rejoin(
     let Some(rejoin) = rejoins(primary) else {
         return;
     };
-    if primary.cpus.len() > 1 {
-        findings.push(
-            Finding::new(
-                Rule::StandbyRejoin,
-                primary.cpus[1].span,
-                format!(
-                    "partition `{}` rejoins as a standby but has {} cores",
-                    *primary.name,
-                    primary.cpus.len()
-                ),
-            )
-            .label("more than one")
-            .related(rejoin.span, "rejoins here")
-            .hint("as a standby its one core takes the devices back; multi-core standbys are not built (docs/health.md)"),
-        );
-    }
     if primary.takeover_vector.is_none() {
         findings.push(
             Finding::new(
@@ -253,21 +237,6 @@ fn check_pair(
                 "give the device to `{}`: the standby takes it over",
                 *primary.name
             )),
-        );
-    }
-    if standby.cpus.len() > 1 {
-        findings.push(
-            Finding::new(
-                Rule::StandbyCores,
-                standby.cpus[1].span,
-                format!(
-                    "standby partition `{}` has {} cores",
-                    *standby.name,
-                    standby.cpus.len()
-                ),
-            )
-            .label("more than one")
-            .hint("its boot core changes the I/O permission map it shares with its other cores at takeover; multi-core standbys are not built (docs/health.md)"),
         );
     }
     for device in &primary.devices {

@@ -88,8 +88,9 @@ pub fn build_permission_maps(backend: &Backend, partition: PartitionIndex) -> u6
 /// Intel's manual wants such structures changed only while no logical processor uses them
 /// in VMX non-root operation (SDM vol. 3C §25.11.4, "Software Access to Related
 /// Structures"); the same discipline is kept for AMD's IOPM (APM vol. 2 §15.10). The
-/// takeover guarantees that: the primary's cores have stopped, and the standby has one
-/// core, the one calling this (validation, `standby-cores`).
+/// takeover guarantees that: the failed partner's cores have stopped, and the standby's
+/// boot core, the one calling this, holds the standby's other cores in the hypervisor
+/// (`partition::hold_other_cores`).
 pub fn set_ports(partition: PartitionIndex, ranges: &[tessera_abi::table::Range], pass: bool) {
     match BUILT_MAPS[partition.0].lock().as_mut() {
         Some(BuiltMaps::Svm(maps)) => maps.set_ports(ranges, pass),
@@ -234,7 +235,11 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
                 continue;
             }
             if context.in_standby_pair() {
-                super::health::take_over_if_asked(context);
+                if is_boot_core {
+                    super::health::take_over_if_asked(context);
+                } else {
+                    partition::held_if_asked(context.partition_index);
+                }
             }
             let generation = partition::generation(context.partition_index);
             if generation != seen_generation {

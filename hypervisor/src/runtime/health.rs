@@ -342,9 +342,10 @@ pub fn wait_for_rejoin(partition: PartitionIndex) {
 /// this core its takeover vector, which the guest receives on its next entry. With
 /// `rejoin-as-standby` the failed partner is then restarted (cold) as the new standby.
 ///
-/// Race-free by construction: the ownership words and maps change only here, on the one
-/// core of the standby (validation, `standby-cores`, `standby-rejoin`), while it is in the
-/// hypervisor, after the partner's cores have all stopped; no other partition reads them.
+/// Race-free by construction: the ownership words and maps change only here, on the boot
+/// core of the standby, while it and every other core of the standby are in the hypervisor
+/// (`partition::hold_other_cores`) and the partner's cores have all stopped; no other
+/// partition reads them.
 pub fn take_over_if_asked(context: &CoreContext) {
     // A load first: this runs after every exit of a standby, and a swap would write the
     // word each time.
@@ -361,7 +362,20 @@ pub fn take_over_if_asked(context: &CoreContext) {
     }
     let partner = pair.partner(context.partition_index);
     let partner_name = partner.partition().name;
+    // This partition's other cores leave their guests first: the permission map they
+    // share with this core is about to change.
+    if !partition::hold_other_cores(context) {
+        log::info!(
+            "takeover: partition={} from={} refused: a core of {} did not stop; the standby keeps waiting",
+            context.partition.name,
+            partner_name,
+            context.partition.name
+        );
+        REJOIN_PENDING[partner.0].store(false, Ordering::Release);
+        return;
+    }
     if !partition::wait_until_stopped(partner) {
+        partition::release_other_cores(context.partition_index);
         log::info!(
             "takeover: partition={} from={} refused: a core of {} did not stop; the standby keeps waiting",
             context.partition.name,
@@ -384,16 +398,18 @@ pub fn take_over_if_asked(context: &CoreContext) {
     let now = tsc::read();
     let vector = pair.vector_of(context.partition_index);
     log::info!(
-        "takeover: partition={} from={} ports={} pins={} vector={:#x} asked-tsc={} ticks-since-asked={} core={}",
+        "takeover: partition={} from={} ports={} pins={} vector={:#x} held-cores={} asked-tsc={} ticks-since-asked={} core={}",
         context.partition.name,
         partner_name,
         ports.len(),
         pins,
         vector,
+        context.partition.cpus.len() - 1,
         asked,
         now.saturating_sub(asked),
         context.apic_id
     );
+    partition::release_other_cores(context.partition_index);
     x2apic::send_fixed(context.apic_id, vector);
     if REJOIN_PENDING[partner.0].load(Ordering::Acquire) {
         // A cold restart: the partner's image boots again and asks its role (it waits).

@@ -6,7 +6,7 @@ use super::{cores, health};
 use crate::arch::{idle_pause, tsc};
 use crate::exits::{Containment, CoreContext, Counter, ExitReason};
 use crate::table::{ApicId, PartitionIndex, CHANNEL_COUNT, MACHINE, PARTITION_COUNT};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use tessera_abi::hypercall::PartitionState;
 use tessera_abi::table::HealthEvent;
 
@@ -27,6 +27,11 @@ struct Runtime {
     restarts: AtomicU32,
     /// Cores that have left the guest for good after the partition stopped.
     stopped_cores: AtomicU32,
+    /// Set while the boot core holds the partition's other cores in the hypervisor (a
+    /// takeover changes the permission map they share, see [`hold_other_cores`]).
+    hold: AtomicBool,
+    /// Cores that are being held.
+    held: AtomicU32,
     /// The TSC at which the partition's log allowance is used up (see [`may_log`]).
     log_allowance_until: AtomicU64,
     suppressed_log_lines: AtomicU64,
@@ -47,6 +52,8 @@ impl Runtime {
             released: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
             stopped_cores: AtomicU32::new(0),
+            hold: AtomicBool::new(false),
+            held: AtomicU32::new(0),
             log_allowance_until: AtomicU64::new(0),
             suppressed_log_lines: AtomicU64::new(0),
         }
@@ -228,6 +235,51 @@ pub fn wait_until_stopped(partition: PartitionIndex) -> bool {
         idle_pause();
     }
     true
+}
+
+/// On the boot core of `context`'s partition: brings every other core of the partition out
+/// of its guest and holds it in the hypervisor until [`release_other_cores`]. True once all
+/// are held; false if one did not come within about a second (its guest keeps the NMI
+/// out), in which case the others are released again. What the processor reads during
+/// guest execution and the cores share — the I/O permission map — may then be changed
+/// (SDM vol. 3C §25.11.4; APM vol. 2 §15.10).
+pub fn hold_other_cores(context: &CoreContext) -> bool {
+    let runtime = &RUNTIME[context.partition_index.0];
+    let others = context.partition.cpus.len() as u32 - 1;
+    if others == 0 {
+        return true;
+    }
+    runtime.held.store(0, Ordering::Release);
+    runtime.hold.store(true, Ordering::Release);
+    signal_cores(context.partition_index, Some(context.apic_id));
+    let start = tsc::read();
+    let budget = tsc::khz().max(1_000_000) * 1000;
+    while runtime.held.load(Ordering::Acquire) < others {
+        if tsc::read().wrapping_sub(start) >= budget {
+            release_other_cores(context.partition_index);
+            return false;
+        }
+        idle_pause();
+    }
+    true
+}
+
+/// Lets the cores held by [`hold_other_cores`] return to their guests.
+pub fn release_other_cores(partition: PartitionIndex) {
+    RUNTIME[partition.0].hold.store(false, Ordering::Release);
+}
+
+/// On a core that is not its partition's boot core, out of its guest: if the boot core
+/// asked to hold the others, counts itself held and waits until released.
+pub fn held_if_asked(partition: PartitionIndex) {
+    let runtime = &RUNTIME[partition.0];
+    if !runtime.hold.load(Ordering::Acquire) {
+        return;
+    }
+    runtime.held.fetch_add(1, Ordering::AcqRel);
+    while runtime.hold.load(Ordering::Acquire) {
+        idle_pause();
+    }
 }
 
 /// Brings the stopped `partition` back to run as its partner's standby (`rejoin-as-standby`,

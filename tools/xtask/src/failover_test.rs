@@ -242,8 +242,9 @@ const REJOIN_TURNS: [&str; 4] = ["io", "spare", "io", "spare"];
 const REJOIN_LINES_PER_TURN: u64 = 3;
 
 /// The hypervisor's lines of one failover of the rejoin table: `from` fails, `to` (sent
-/// `vector`) takes over, `from` rejoins as its standby and is restarted for the
-/// `restarts`-th time; `count` is `from`'s memory-violation count.
+/// `vector`) takes over, holding its second core in the hypervisor meanwhile, `from`
+/// rejoins as its standby and is restarted for the `restarts`-th time; `count` is `from`'s
+/// memory-violation count.
 fn rejoin_failover(
     from: &str,
     to: &str,
@@ -263,7 +264,9 @@ fn rejoin_failover(
             format!("; halted; standby {to} takes over, then this one rejoins as its standby"),
         ),
         (
-            format!("takeover: partition={to} from={from} ports=1 pins=1 vector={vector} "),
+            format!(
+                "takeover: partition={to} from={from} ports=1 pins=1 vector={vector} held-cores=1 "
+            ),
             String::new(),
         ),
         (
@@ -350,6 +353,19 @@ pub fn check_rejoin(transcript: &Transcript) -> Result<(), Vec<String>> {
             .any(|line| line.trim_end() == expected)
         {
             failures.push(format!("no `{expected}` on com1"));
+        }
+    }
+    // The taking member's second core then reached the UART (its ports passed through).
+    for (name, core, times) in [("io", 4, 2), ("spare", 5, 2)] {
+        let prefix = format!("{name}: core {core} read the UART's line status ");
+        let count = transcript
+            .lines_of("io")
+            .filter(|line| line.starts_with(&prefix))
+            .count();
+        if count != times {
+            failures.push(format!(
+                "`{prefix}…` {count} times on com1, expected {times} (once per turn holding com1)"
+            ));
         }
     }
     for partition in ["io", "spare"] {
@@ -457,7 +473,7 @@ mod tests {
         ] {
             lines.push(line(HYPERVISOR, &format!("health: partition={from} event=memory-violation count={count} action=standby core=0")));
             lines.push(line(HYPERVISOR, &format!("contained: partition={from} core=0 reason=npf address=0x8000000 access=read rip=0x1; halted; standby {to} takes over, then this one rejoins as its standby")));
-            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 vector={vector} asked-tsc=1 ticks-since-asked=1 core=1")));
+            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 vector={vector} held-cores=1 asked-tsc=1 ticks-since-asked=1 core=1")));
             lines.push(line(
                 HYPERVISOR,
                 &format!("rejoin: partition={from} restarts as the standby of {to}"),
@@ -479,6 +495,12 @@ mod tests {
         }
         for (name, boot) in [("spare", 0), ("io", 1), ("spare", 1)] {
             lines.push(line("io", &format!("{name}: boot {boot}, took over; ioapic pin 4 before takeover refused, after routed")));
+        }
+        for (name, core) in [("io", 4), ("spare", 5), ("io", 4), ("spare", 5)] {
+            lines.push(line(
+                "io",
+                &format!("{name}: core {core} read the UART's line status 0x60"),
+            ));
         }
         for (number, writer) in numbered {
             lines.push(line("io", &format!("seq {number} from {writer}")));

@@ -9,12 +9,13 @@
 //! every acknowledged line has left the device; a line written but not acknowledged may be
 //! written again by the standby (at least once, never lost).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use tessera_abi::hypercall::{Call, PartitionState};
 use tessera_guest::command_line::parse_number;
 use tessera_guest::ioapic::{self, RedirectionEntry};
-use tessera_guest::{console, hypercall, interrupts, println, processor, time, x2apic};
+use tessera_guest::BootInfo;
+use tessera_guest::{console, hypercall, interrupts, println, processor, smp, time, x2apic};
 
 use crate::EXIT_CHANNEL_FAILED;
 
@@ -208,8 +209,53 @@ pub fn standby(name: &str, text: &str) -> ! {
 /// then reads the channel (the pair's last line was written).
 fn doorbell(_vector: u8) {}
 
+/// `pair=`'s UART, for its second core.
+static PAIR_PORT: AtomicU16 = AtomicU16::new(0);
+/// Set once the boot core holds the pair's devices: the second core may use the UART.
+static PAIR_ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The UART line status the second core read, with bit 8 set once it has read it.
+static SECOND_CORE_READ: AtomicU16 = AtomicU16::new(0);
+
+/// `pair=`'s second core: runs in its guest until the boot core holds the devices (so a
+/// takeover finds it running and must hold it in the hypervisor while the permission map
+/// changes), then reads the UART's line status once — an access that must pass through —
+/// and halts.
+fn pair_second_core(_core: u32) {
+    while !PAIR_ACTIVE.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    let status = line_status(PAIR_PORT.load(Ordering::Acquire));
+    SECOND_CORE_READ.store(0x100 | u16::from(status), Ordering::Release);
+    loop {
+        processor::halt();
+    }
+}
+
+/// Lets the second core use the UART and prints what it read (bounded wait).
+fn report_second_core(name: &str, core: u32) {
+    PAIR_ACTIVE.store(true, Ordering::Release);
+    let started = processor::rdtsc();
+    loop {
+        let read = SECOND_CORE_READ.load(Ordering::Acquire);
+        if read & 0x100 != 0 {
+            println!(
+                "{name}: core {core} read the UART's line status {:#x}",
+                read & 0xff
+            );
+            return;
+        }
+        if processor::rdtsc().wrapping_sub(started) > crate::WAIT_TIMEOUT_TICKS {
+            println!("{name}: core {core} never read the UART");
+            hypercall::stop_self(crate::EXIT_WAIT_TIMED_OUT);
+        }
+        core::hint::spin_loop();
+    }
+}
+
 /// `pair=<channel>,<takeover vector>,<uart port>,<lines per turn>,<last line>,<crash
-/// address>,<pause µs>,<pin>`: a member of a hot-standby pair that swaps roles at each
+/// address>,<pause µs>,<pin>[,<second core>]`: with a second core (its x2APIC ID), that core
+/// is started at boot and spins in its guest until this member holds the devices, then
+/// reads the UART once (see `pair_second_core`). a member of a hot-standby pair that swaps roles at each
 /// failover (`rejoin-as-standby`), so the same image boots in either role and asks the
 /// hypervisor which (`standby-status`). Waiting: no console, no device; IOAPIC pin `pin`
 /// must be refused; halt until the takeover vector (or the channel's doorbell once the pair
@@ -217,24 +263,35 @@ fn doorbell(_vector: u8) {}
 /// be routable): open the UART, write `lines per turn` lines after the last acknowledged
 /// one, then read `crash address` (a memory violation: the failover); the member that
 /// writes `last line` rings the doorbell and stops with status 0 instead.
-pub fn pair(name: &str, restarts: u64, text: &str) -> ! {
+pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str) -> ! {
     let [channel, vector, port, lines, last, crash, pause, pin] = numbers::<8>("pair", text);
     let (Ok(vector), Ok(port), Ok(pin)) =
         (u8::try_from(vector), u16::try_from(port), u8::try_from(pin))
     else {
         hypercall::stop_self(EXIT_CHANNEL_FAILED)
     };
+    let second_core = text
+        .split(',')
+        .nth(8)
+        .and_then(parse_number)
+        .and_then(|core| u32::try_from(core).ok());
     let progress = progress("pair", channel);
     let waiting = hypercall::hypercall(Call::StandbyStatus, 0, 0, 0)
         == tessera_abi::hypercall::STANDBY_WAITING;
+    if x2apic::enable().is_err() {
+        hypercall::stop_self(EXIT_CHANNEL_FAILED);
+    }
+    if let Some(core) = second_core {
+        PAIR_PORT.store(port, Ordering::Release);
+        if smp::start_core(info, core, pair_second_core).is_err() {
+            hypercall::stop_self(EXIT_CHANNEL_FAILED);
+        }
+    }
     if waiting {
         let routed_before = route_pin(pin);
         let Ok(doorbell_vector) = u8::try_from(hypercall::channel_vector(channel)) else {
             hypercall::stop_self(EXIT_CHANNEL_FAILED)
         };
-        if x2apic::enable().is_err() {
-            hypercall::stop_self(EXIT_CHANNEL_FAILED);
-        }
         interrupts::set_handler(vector, takeover);
         interrupts::set_handler(doorbell_vector, doorbell);
         processor::disable_interrupts();
@@ -260,12 +317,18 @@ pub fn pair(name: &str, restarts: u64, text: &str) -> ! {
             },
             if routed_after { "routed" } else { "NOT routed" }
         );
+        if let Some(core) = second_core {
+            report_second_core(name, core);
+        }
     } else {
         console::open(port);
         if restarts == 0 {
             progress.acknowledged.store(0, Ordering::Release);
         }
         println!("{name}: boot {restarts}, active");
+        if let Some(core) = second_core {
+            report_second_core(name, core);
+        }
     }
     let first = progress.acknowledged.load(Ordering::Acquire) + 1;
     let end = (first + lines.max(1) - 1).min(last);

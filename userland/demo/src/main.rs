@@ -82,7 +82,7 @@
 //!   vector, route the pin again (now its own), then open the UART at `<port>` and write the lines
 //!   after the primary's last acknowledged one up to `<last>`, print `takeover:
 //!   failover-ticks=<n> …` and stop with status 0;
-//! * `pair=<channel>,<vector>,<port>,<lines>,<last>,<address>,<pause µs>,<pin>` (first of
+//! * `pair=<channel>,<vector>,<port>,<lines>,<last>,<address>,<pause µs>,<pin>[,<core>]` (first of
 //!   all, no banner): a member of a pair that swaps roles (`rejoin-as-standby`): asks
 //!   `standby-status`; waiting, it behaves as `standby=` until the takeover vector (or stops
 //!   with status 0 on the doorbell once the pair wrote `<last>`); active, it writes
@@ -166,6 +166,7 @@ fn main(info: &BootInfo) {
     // A pair member may boot waiting (holding no device): it opens its console itself.
     if let Some(text) = command_line.value("pair") {
         failover::pair(
+            info,
             command_line.value("name").unwrap_or("pair"),
             command_line.number("tessera.restarts").unwrap_or(0),
             text,
