@@ -7,7 +7,7 @@ use super::{cores, partition, power};
 use crate::arch::{self, tsc, x2apic};
 use crate::exits::CoreContext;
 use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use spin::Mutex;
 use tessera_abi::hypercall::HEALTH_LOG_RESTARTS;
 use tessera_abi::table::{HealthAction, HealthEvent, StandbyRole};
@@ -172,7 +172,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             // first, also see that they are to wait for the rejoin instead of halting.
             let rejoins = ready.is_some_and(|(pair, _)| pair.rejoin_vector.is_some());
             if rejoins {
-                REJOIN_PENDING[partition.0].store(true, Ordering::Release);
+                REJOIN[partition.0].store(REJOIN_PENDING, Ordering::Release);
             }
             if partition::fault(partition, report.core) {
                 match ready {
@@ -200,7 +200,7 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
                     None => contained("halted (no standby ready to take over)"),
                 }
             } else if rejoins {
-                REJOIN_PENDING[partition.0].store(false, Ordering::Release);
+                REJOIN[partition.0].store(REJOIN_NONE, Ordering::Release);
             }
         }
         HealthAction::WarmRestart | HealthAction::ColdRestart => {
@@ -309,11 +309,20 @@ impl Pair {
 static DEVICES_WITH_STANDBY: [AtomicBool; PARTITION_COUNT] =
     [const { AtomicBool::new(false) }; PARTITION_COUNT];
 
-/// Per partition: set when it fails over to a standby that it is to rejoin as the standby
-/// of (`rejoin-as-standby`); its stopped cores wait instead of halting until the takeover
-/// has restarted it ([`wait_for_rejoin`]) or refused (cleared, they halt).
-static REJOIN_PENDING: [AtomicBool; PARTITION_COUNT] =
-    [const { AtomicBool::new(false) }; PARTITION_COUNT];
+/// Per partition, whether its stopped cores are to wait for a rejoin (`rejoin-as-standby`):
+/// [`REJOIN_PENDING`] from the failover decision until the takeover claims it
+/// ([`REJOIN_CLAIMED`]) and restarts the partition, or until the waiting cores give up
+/// ([`REJOIN_WAIT_MICROSECONDS`]); [`REJOIN_NONE`] otherwise (the cores halt).
+static REJOIN: [AtomicU8; PARTITION_COUNT] =
+    [const { AtomicU8::new(REJOIN_NONE) }; PARTITION_COUNT];
+const REJOIN_NONE: u8 = 0;
+const REJOIN_PENDING: u8 = 1;
+const REJOIN_CLAIMED: u8 = 2;
+
+/// How long stopped cores wait for the takeover that rejoins them: far longer than a
+/// takeover takes (its two waits are bounded by about a second each), so that only a
+/// takeover that never comes (the partner failed first) leaves them halted.
+const REJOIN_WAIT_MICROSECONDS: u64 = 10_000_000;
 
 /// Whether `partition` is a standby that holds none of its pair's devices now (the
 /// `standby-status` hypercall; a table standby at boot, a primary that rejoined).
@@ -323,12 +332,28 @@ pub fn is_waiting_standby(partition: PartitionIndex) -> bool {
 
 /// On a core of `partition`, which has stopped: returns once the partition has been
 /// brought back by a rejoin (its new restart generation is then carried out as any
-/// restart's), or halts this core for good if no rejoin is coming. The wait spins in the
-/// hypervisor (with the GIF open on SVM): a HLT here could miss the NMI that ends it, and
-/// it lasts only until the standby's takeover, which is bounded (about a second at most).
+/// restart's), or halts this core for good if no rejoin is coming or none came within
+/// [`REJOIN_WAIT_MICROSECONDS`]. The wait spins in the hypervisor (with the GIF open on
+/// SVM): a HLT here could miss the NMI that ends it, and it lasts only until the partner's
+/// takeover, which is bounded (about two seconds at most).
 pub fn wait_for_rejoin(partition: PartitionIndex) {
-    while REJOIN_PENDING[partition.0].load(Ordering::Acquire) {
-        arch::idle_pause();
+    let word = &REJOIN[partition.0];
+    let start = tsc::read();
+    let budget = health::ticks(REJOIN_WAIT_MICROSECONDS, tsc::khz().max(1));
+    loop {
+        match word.load(Ordering::Acquire) {
+            REJOIN_NONE => break,
+            // A claimed rejoin is under way: it ends by setting the word to none.
+            REJOIN_PENDING if tsc::read().wrapping_sub(start) >= budget => {
+                let _ = word.compare_exchange(
+                    REJOIN_PENDING,
+                    REJOIN_NONE,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            _ => arch::idle_pause(),
+        }
     }
     if partition::is_stopping(partition) {
         arch::halt_forever();
@@ -371,7 +396,7 @@ pub fn take_over_if_asked(context: &CoreContext) {
             partner_name,
             context.partition.name
         );
-        REJOIN_PENDING[partner.0].store(false, Ordering::Release);
+        REJOIN[partner.0].store(REJOIN_NONE, Ordering::Release);
         return;
     }
     if !partition::wait_until_stopped(partner) {
@@ -383,7 +408,7 @@ pub fn take_over_if_asked(context: &CoreContext) {
             partner_name
         );
         // No rejoin under a core that may still run: the partner's stopped cores halt.
-        REJOIN_PENDING[partner.0].store(false, Ordering::Release);
+        REJOIN[partner.0].store(REJOIN_NONE, Ordering::Release);
         return;
     }
     // The pair's devices are the table primary's (a standby lists none: `standby-devices`);
@@ -411,7 +436,17 @@ pub fn take_over_if_asked(context: &CoreContext) {
     );
     partition::release_other_cores(context.partition_index);
     x2apic::send_fixed(context.apic_id, vector);
-    if REJOIN_PENDING[partner.0].load(Ordering::Acquire) {
+    // Claimed first, so that the partner's waiting cores cannot give up meanwhile; they
+    // go on once the word is none again, by then with the partition running.
+    if REJOIN[partner.0]
+        .compare_exchange(
+            REJOIN_PENDING,
+            REJOIN_CLAIMED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    {
         // A cold restart: the partner's image boots again and asks its role (it waits).
         COLD_RESTART[partner.0].store(true, Ordering::Release);
         partition::rejoin(partner);
@@ -420,7 +455,7 @@ pub fn take_over_if_asked(context: &CoreContext) {
             partner_name,
             context.partition.name
         );
-        REJOIN_PENDING[partner.0].store(false, Ordering::Release);
+        REJOIN[partner.0].store(REJOIN_NONE, Ordering::Release);
     }
 }
 
