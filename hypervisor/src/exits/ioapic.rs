@@ -80,7 +80,12 @@ pub fn hand_over_pins(
             match tessera_policy::ioapic::handed_over_entry(registers.read(low), standby_boot_core)
             {
                 Some((new_low, new_high)) => {
-                    // Masked first, so the entry never points anywhere half-written.
+                    // Masked and edge-triggered first, so the entry never points anywhere
+                    // half-written, and a Remote IRR left set by an interrupt the failed
+                    // partner never acknowledged is cleared: switching a level-triggered
+                    // entry to edge clears it, the way Linux's `__eoi_ioapic_pin` EOIs an
+                    // I/O APIC without an EOI register (82093AA §3.2.4 leaves Remote IRR
+                    // undefined for edge-triggered entries; QEMU's model clears it).
                     registers.write(low, RedirectionEntryLow::MASKED.bits());
                     registers.write(high, new_high);
                     registers.write(low, new_low);
