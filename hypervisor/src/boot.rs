@@ -224,16 +224,34 @@ fn enable_iommu() {
         Ok(ivrs) => ivrs,
         Err(_) => {
             match tables.find(arch::acpi::Signature::DMAR) {
-                Ok(dmar) => match arch::intel_iommu::enable(dmar.bytes) {
-                    Ok(base) => log::info!(
-                        "boot: VT-d IOMMU at {:#x} enabled: DMA of every device blocked but the partitions' functions (interrupt remapping not built: MSIs pass)",
-                        base
-                    ),
-                    Err(refusal) => log::info!("boot: VT-d IOMMU left off: {}", refusal),
-                },
-                Err(_) => log::info!(
-                    "boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined"
-                ),
+                Ok(dmar) => {
+                    // The table's IOAPIC, whose pins go through remapping entries.
+                    let ioapic_id = MACHINE.ioapic.and_then(|table| {
+                        tables.madt().ok().and_then(|madt| {
+                            madt.io_apics()
+                                .find(|ioapic| ioapic.address == table.base)
+                                .map(|ioapic| ioapic.id)
+                        })
+                    });
+                    match arch::intel_iommu::enable(dmar.bytes, ioapic_id) {
+                        Ok(base) => {
+                            log::info!(
+                                "boot: VT-d IOMMU at {:#x} enabled: DMA of every device blocked but the partitions' functions",
+                                base
+                            );
+                            if let Some(table) = MACHINE.ioapic {
+                                arch::ioapic::start_remapping(
+                                    table.pins,
+                                    arch::intel_iommu::ioapic_entry,
+                                );
+                            }
+                        }
+                        Err(refusal) => log::info!("boot: VT-d IOMMU left off: {}", refusal),
+                    }
+                }
+                Err(_) => {
+                    log::info!("boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined")
+                }
             }
             return;
         }

@@ -8,15 +8,25 @@
 //! neither read nor write allowed and aborts its interrupts, so a device no partition owns
 //! can neither DMA nor raise an MSI. The unit's own function and the I/O APICs (whose pins
 //! the partitions use) pass untouched.
+//!
+//! Interrupt remapping (§2.2.5): every confined function's entry has IV set, IntCtl =
+//! remapped and its own interrupt remapping table of 2048 entries (the most an MSI's data
+//! bits 10:0 can index, so no index falls outside it), all with RemapEn clear: any message
+//! the function sends is target-aborted unless its data names an entry the hypervisor
+//! filled from a message it checked (`route`). Entries are 128 bits wide with x2APIC
+//! destinations where the unit reports XTSup and GASup (then GAEn and XTEn are set), else
+//! 32 bits with 8-bit destinations.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use static_cell::ConstStaticCell;
+use tessera_abi::table::Bdf;
 use tessera_policy::iommu::amd_vi::AmdViIo;
 use tessera_policy::iommu::amd_vi::{
     self, control, device_table_base, feature, register, ring_base, status, Command,
     DeviceTableEntry, Event, EventKind,
 };
 use tessera_policy::iommu::ivrs::{Ivrs, IvrsError};
+use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 use tessera_policy::stage2;
 
 use super::iommu::{self, Window};
@@ -32,6 +42,25 @@ struct DeviceTable([[u64; 4]; amd_vi::DEVICE_IDS]);
 struct Ring([[u64; 2]; RING_ENTRIES]);
 #[repr(C, align(4096))]
 struct EmptyTable([u64; 512]);
+/// One function's interrupt remapping table, in 128-bit slots (the 32-bit format uses the
+/// first quarter as 2048 four-byte entries).
+#[repr(C, align(4096))]
+struct InterruptTable([[u64; 2]; INTERRUPT_ENTRIES]);
+const INTERRUPT_ENTRIES: usize = 1 << amd_vi::MAX_INTERRUPT_TABLE_LOG2;
+
+/// Every passed-through function of the table, in table order (partition, then function):
+/// the confined ones get an interrupt remapping table each.
+const FUNCTIONS: usize = {
+    let mut count = 0;
+    let mut index = 0;
+    while index < MACHINE.partitions.len() {
+        count += MACHINE.partitions[index].pci_functions.len();
+        index += 1;
+    }
+    count
+};
+static INTERRUPT_TABLES: ConstStaticCell<[InterruptTable; FUNCTIONS]> =
+    ConstStaticCell::new([const { InterruptTable([[0; 2]; INTERRUPT_ENTRIES]) }; FUNCTIONS]);
 
 /// The one unit Tessera drives (QEMU's q35 has one; a machine with several is refused).
 static DEVICE_TABLE: ConstStaticCell<DeviceTable> =
@@ -52,6 +81,11 @@ struct Unit {
     events: *const Ring,
     command_tail: usize,
     sequence: u64,
+    /// The interrupt remapping tables (one per function, in table order), written by the
+    /// hypervisor only, under the `UNIT` lock.
+    interrupt_tables: *mut [InterruptTable; FUNCTIONS],
+    /// 128-bit entries with 32-bit destinations (GAEn and XTEn set).
+    wide_entries: bool,
 }
 
 // SAFETY: the rings are statics taken once by `enable`; after it only the holder of the
@@ -164,7 +198,10 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
             blocked.0
         };
     }
-    build_domains(&mut table.0)?;
+    let features = window.read64(register::EXTENDED_FEATURES);
+    let wide_entries = features & feature::X2APIC != 0 && features & feature::GUEST_APIC != 0;
+    let interrupt_tables = INTERRUPT_TABLES.take();
+    build_domains(&mut table.0, interrupt_tables)?;
     let commands: *mut Ring = COMMANDS.take();
     let events: *const Ring = EVENTS.take();
 
@@ -190,9 +227,25 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
     ] {
         window.write64(pointer, 0);
     }
+    let entry_format = if wide_entries {
+        control::GUEST_APIC_ENABLE | control::X2APIC_ENABLE
+    } else {
+        0
+    };
     window.write64(
         register::CONTROL,
-        control::IOMMU_ENABLE | control::EVENT_LOG_ENABLE | control::COMMAND_BUFFER_ENABLE,
+        control::IOMMU_ENABLE
+            | control::EVENT_LOG_ENABLE
+            | control::COMMAND_BUFFER_ENABLE
+            | entry_format,
+    );
+    log::info!(
+        "iommu: AMD-Vi interrupt remapping on, {} entries",
+        if wide_entries {
+            "128-bit (x2APIC)"
+        } else {
+            "32-bit"
+        }
     );
     let mut driven = Unit {
         window,
@@ -200,6 +253,8 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         events,
         command_tail: 0,
         sequence: 0,
+        interrupt_tables,
+        wide_entries,
     };
     // Whatever the firmware left cached goes: each device ID's entry (the unit reloads the
     // entries Tessera wrote; QEMU's model also only switches a device from pass-through to
@@ -227,7 +282,10 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
 /// map the partition's RAM and channels at their guest-physical addresses (the same plan
 /// as its stage-2 tables), domain ID = partition index + 1 (0 is the blocking domain).
 /// Unconfined functions (`dma = "unconfined"`) pass untranslated, as the table says.
-fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refusal> {
+fn build_domains(
+    table: &mut [[u64; 4]; amd_vi::DEVICE_IDS],
+    interrupt_tables: &[InterruptTable; FUNCTIONS],
+) -> Result<(), Refusal> {
     let mut pool = iommu::take_dma_pool();
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let confined = partition
@@ -247,8 +305,13 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
             })?;
         amd_vi::mark_holes(&mut pool.pages[first_page..pool.used]);
         for function in confined {
+            let interrupts = function_ordinal(function.physical).map_or(0, |ordinal| {
+                &interrupt_tables[ordinal] as *const InterruptTable as u64
+            });
             table[usize::from(function.physical.0)] =
-                DeviceTableEntry::translated(root, index as u16 + 1).0;
+                DeviceTableEntry::translated(root, index as u16 + 1)
+                    .with_interrupt_table(interrupts, amd_vi::MAX_INTERRUPT_TABLE_LOG2)
+                    .0;
             iommu::log_confined(function, partition.name);
         }
     }
@@ -270,6 +333,73 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
     }
     Ok(())
 }
+
+/// The position of the function at `physical` among all the table's functions.
+fn function_ordinal(physical: Bdf) -> Option<usize> {
+    MACHINE
+        .partitions
+        .iter()
+        .flat_map(|partition| partition.pci_functions.iter())
+        .position(|function| function.physical == physical)
+}
+
+/// Fills the interrupt remapping entries `first_entry..first_entry + vectors` of the
+/// confined function at `physical` with `message`'s destination and consecutive vectors,
+/// invalidates the unit's copy of the function's table (INVALIDATE_INTERRUPT_TABLE, then
+/// COMPLETION_WAIT: §2.4.5, §2.4.1) and returns the remappable message to program.
+/// `Ok(None)` when the function's interrupts are not remapped here (no unit, or the table
+/// leaves its DMA unconfined and its entry passes everything).
+pub fn route(
+    physical: Bdf,
+    message: CheckedMessage,
+    first_entry: u16,
+    vectors: u16,
+) -> Result<Option<(u64, u32)>, MsiRefusal> {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return Ok(None);
+    };
+    let confined = MACHINE
+        .partitions
+        .iter()
+        .flat_map(|partition| partition.pci_functions.iter())
+        .any(|function| function.physical == physical && function.dma_confined);
+    let Some(ordinal) = function_ordinal(physical).filter(|_| confined) else {
+        return Ok(None);
+    };
+    let message_out = amd_vi::remappable_message(first_entry)
+        .filter(|_| usize::from(first_entry) + usize::from(vectors) <= 256)
+        .ok_or(MsiRefusal::NoRemappingEntry)?;
+    for n in 0..vectors {
+        let index = usize::from(first_entry + n);
+        let vector = message.vector.wrapping_add(n as u8);
+        // SAFETY: the tables were taken once in `enable` and are written only here, under
+        // the `UNIT` lock; `ordinal` < FUNCTIONS and `index` < 256 < INTERRUPT_ENTRIES.
+        // The unit reads them (volatile writes, then the invalidation below).
+        unsafe {
+            let table = &raw mut (*unit.interrupt_tables)[ordinal];
+            if unit.wide_entries {
+                let entry = amd_vi::interrupt_entry_128(message.apic_id, vector);
+                // The high half first: the entry becomes valid with RemapEn in the low.
+                core::ptr::write_volatile(&raw mut (*table).0[index][1], entry[1]);
+                core::ptr::write_volatile(&raw mut (*table).0[index][0], entry[0]);
+            } else {
+                let entry = amd_vi::interrupt_entry_32(message.apic_id, vector)
+                    .ok_or(MsiRefusal::NoRemappingEntry)?;
+                let entries = table as *mut u32;
+                core::ptr::write_volatile(entries.add(index), entry);
+            }
+        }
+    }
+    unit.submit(Command::invalidate_interrupt_table(physical.0));
+    unit.wait().map_err(|_| MsiRefusal::NoRemappingEntry)?;
+    INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(message_out))
+}
+
+/// INVALIDATE_INTERRUPT_TABLE commands issued since boot (each followed by a completion
+/// wait): one per MSI (re)programming, none in steady state.
+pub static INTERRUPT_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl Unit {
     /// Puts `command` in the next slot and moves the tail past it (§3.4.6: the tail is a

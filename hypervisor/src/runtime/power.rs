@@ -16,7 +16,11 @@ pub fn power_off(requested_by: &str) -> ! {
     }
     arch::intel_iommu::poll_faults();
     if let Some(faults) = arch::intel_iommu::fault_count() {
-        log::info!("iommu: blocked-dma={} other-events=0", faults);
+        log::info!(
+            "iommu: blocked-dma={} other-events=0 blocked-interrupts={}",
+            faults,
+            arch::intel_iommu::interrupt_fault_count()
+        );
     }
     let method = acpi::power_off_method();
     log::info!("Tessera: power off");
