@@ -59,6 +59,9 @@ const FUNCTIONS: usize = {
     }
     count
 };
+/// The interrupt remapping table of the table's I/O APIC (indexed by `ioapic_index`).
+static IOAPIC_TABLE: ConstStaticCell<InterruptTable> =
+    ConstStaticCell::new(InterruptTable([[0; 2]; INTERRUPT_ENTRIES]));
 static INTERRUPT_TABLES: ConstStaticCell<[InterruptTable; FUNCTIONS]> =
     ConstStaticCell::new([const { InterruptTable([[0; 2]; INTERRUPT_ENTRIES]) }; FUNCTIONS]);
 
@@ -86,6 +89,8 @@ struct Unit {
     interrupt_tables: *mut [InterruptTable; FUNCTIONS],
     /// 128-bit entries with 32-bit destinations (GAEn and XTEn set).
     wide_entries: bool,
+    /// The table's I/O APIC: its device ID and interrupt remapping table.
+    ioapic: Option<(u16, *mut InterruptTable)>,
 }
 
 // SAFETY: the rings are statics taken once by `enable`; after it only the holder of the
@@ -156,7 +161,11 @@ pub struct Enabled {
 /// Finds the AMD-Vi unit in `ivrs` (the raw IVRS table) and enables it with every device
 /// ID blocked but the unit itself and the I/O APICs the IVRS names. Called once by the
 /// bootstrap core before any other core runs.
-pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
+pub fn enable(
+    ivrs: &[u8],
+    ioapic_ids: &[u8],
+    table_ioapic: Option<u8>,
+) -> Result<Enabled, Refusal> {
     let ivrs = Ivrs::parse(ivrs).map_err(Refusal::Ivrs)?;
     let mut unit = None;
     for block in ivrs.units() {
@@ -202,6 +211,16 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
     let wide_entries = features & feature::X2APIC != 0 && features & feature::GUEST_APIC != 0;
     let interrupt_tables = INTERRUPT_TABLES.take();
     build_domains(&mut table.0, interrupt_tables)?;
+    // The table's I/O APIC: its interrupts through its own remapping table, every entry
+    // RemapEn clear until the hypervisor routes a pin (`ioapic_entry`).
+    let ioapic_table = IOAPIC_TABLE.take();
+    let ioapic = table_ioapic
+        .and_then(|id| unit.ioapic_device(id))
+        .map(|device| {
+            table.0[usize::from(device)] =
+                amd_vi::ioapic_device_entry(ioapic_table as *const InterruptTable as u64).0;
+            (device, ioapic_table as *mut InterruptTable)
+        });
     let commands: *mut Ring = COMMANDS.take();
     let events: *const Ring = EVENTS.take();
 
@@ -255,6 +274,7 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         sequence: 0,
         interrupt_tables,
         wide_entries,
+        ioapic,
     };
     // Whatever the firmware left cached goes: each device ID's entry (the unit reloads the
     // entries Tessera wrote; QEMU's model also only switches a device from pass-through to
@@ -373,22 +393,10 @@ pub fn route(
     for n in 0..vectors {
         let index = usize::from(first_entry + n);
         let vector = message.vector.wrapping_add(n as u8);
-        // SAFETY: the tables were taken once in `enable` and are written only here, under
-        // the `UNIT` lock; `ordinal` < FUNCTIONS and `index` < 256 < INTERRUPT_ENTRIES.
-        // The unit reads them (volatile writes, then the invalidation below).
-        unsafe {
-            let table = &raw mut (*unit.interrupt_tables)[ordinal];
-            if unit.wide_entries {
-                let entry = amd_vi::interrupt_entry_128(message.apic_id, vector);
-                // The high half first: the entry becomes valid with RemapEn in the low.
-                core::ptr::write_volatile(&raw mut (*table).0[index][1], entry[1]);
-                core::ptr::write_volatile(&raw mut (*table).0[index][0], entry[0]);
-            } else {
-                let entry = amd_vi::interrupt_entry_32(message.apic_id, vector)
-                    .ok_or(MsiRefusal::NoRemappingEntry)?;
-                let entries = table as *mut u32;
-                core::ptr::write_volatile(entries.add(index), entry);
-            }
+        // SAFETY: `ordinal` < FUNCTIONS: a table taken once in `enable`.
+        let table = unsafe { &raw mut (*unit.interrupt_tables)[ordinal] };
+        if !unit.set_entry(table, index, Some((message.apic_id, vector))) {
+            return Err(MsiRefusal::NoRemappingEntry);
         }
     }
     unit.submit(Command::invalidate_interrupt_table(physical.0));
@@ -401,7 +409,71 @@ pub fn route(
 /// wait): one per MSI (re)programming, none in steady state.
 pub static INTERRUPT_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
 
+/// The remapped form of the table's I/O APIC pin `pin`, whose compatibility form (as the
+/// hypervisor computed it) is `low`/`high`: the pin's entry in the I/O APIC's table
+/// (`amd_vi::ioapic_index`) gets the destination and vector while the pin is unmasked and
+/// RemapEn clear while it is masked (so no message, forged or not, can use it then), the
+/// unit's copy is invalidated, and the redirection entry carries the index. `None` when
+/// the I/O APIC is not remapped.
+pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut()?;
+    let (device, table) = unit.ioapic?;
+    let index = amd_vi::ioapic_index(pin, low);
+    let masked = low & (1 << 16) != 0;
+    // Physical destination: the APIC ID in bits 63:56 (82093AA §3.2.4).
+    let target = (!masked).then_some((high >> 24, low as u8));
+    if !unit.set_entry(table, usize::from(index), target) {
+        let masked_low = amd_vi::ioapic_remapped_low(index, low | (1 << 16));
+        return Some((masked_low, high));
+    }
+    unit.submit(Command::invalidate_interrupt_table(device));
+    if unit.wait().is_err() {
+        return Some((amd_vi::ioapic_remapped_low(index, low | (1 << 16)), high));
+    }
+    INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    Some((amd_vi::ioapic_remapped_low(index, low), high))
+}
+
 impl Unit {
+    /// Writes entry `index` of `table`: RemapEn with `target`'s destination and vector, or
+    /// clear for `None`. False when the destination does not fit the entry format.
+    fn set_entry(
+        &mut self,
+        table: *mut InterruptTable,
+        index: usize,
+        target: Option<(u32, u8)>,
+    ) -> bool {
+        if index >= INTERRUPT_ENTRIES {
+            return false;
+        }
+        // SAFETY: `table` is one of the tables taken once in `enable`, written only here,
+        // under the `UNIT` lock; `index` < INTERRUPT_ENTRIES (checked; the 32-bit format
+        // uses the first quarter of the slots). The unit reads it: volatile writes, then
+        // the caller's invalidation.
+        unsafe {
+            if self.wide_entries {
+                let entry = target.map_or([0, 0], |(apic_id, vector)| {
+                    amd_vi::interrupt_entry_128(apic_id, vector)
+                });
+                // The low half holds RemapEn: cleared first, set last.
+                core::ptr::write_volatile(&raw mut (*table).0[index][0], 0);
+                core::ptr::write_volatile(&raw mut (*table).0[index][1], entry[1]);
+                core::ptr::write_volatile(&raw mut (*table).0[index][0], entry[0]);
+            } else {
+                let entry = match target {
+                    Some((apic_id, vector)) => match amd_vi::interrupt_entry_32(apic_id, vector) {
+                        Some(entry) => entry,
+                        None => return false,
+                    },
+                    None => 0,
+                };
+                core::ptr::write_volatile((table as *mut u32).add(index), entry);
+            }
+        }
+        true
+    }
+
     /// Puts `command` in the next slot and moves the tail past it (§3.4.6: the tail is a
     /// byte offset into the buffer). Waits for the unit when the ring is full.
     fn submit(&mut self, command: Command) {

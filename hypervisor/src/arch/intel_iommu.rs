@@ -426,6 +426,8 @@ pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
         remapping.extended_mode,
     );
     let entry = match entry {
+        // A masked pin's entry is not present: no message, forged or not, can use it.
+        Some(_) if low & (1 << 16) != 0 => [0, 0],
         // Without a known I/O APIC source, entries for its pins could be named by any
         // device's forged message: the pin stays masked instead.
         Some(entry) if remapping.ioapic_source.is_some() => entry,

@@ -933,11 +933,46 @@ fn iommu_dma(systems: &SystemTests, iommu: Iommu, seconds: u64) -> Outcome {
             failures.push(format!("the attacker did not print `{wanted}`"));
         }
     }
-    if !transcript
-        .lines_of("victim")
-        .any(|line| line.trim_end() == "memory recheck: intact")
-    {
-        failures.push("the victim did not print `memory recheck: intact`".into());
+    // The forged-MSI half: the attacker's own MSI (through the MSI capability, so through
+    // the hypervisor's remapping entry) arrives, its three forged messages are sent, and
+    // the victim counted nothing on the vector they name.
+    let mut attacker_wanted = vec![
+        "pci: msi 00:03.0 vector=0x50 foreign=1: delivered-while-foreign=0 delivered-own=1"
+            .to_string(),
+    ];
+    for (address, data) in [
+        ("0xfee01000", "0x62"),
+        ("0xfee01000", "0x162"),
+        ("0xfee00070", "0x3"),
+    ] {
+        attacker_wanted.push(format!(
+            "dma: forged-msi address={address} data={data} sent"
+        ));
+    }
+    for wanted in attacker_wanted {
+        if !attacker.iter().any(|line| line.trim_end() == wanted) {
+            failures.push(format!("the attacker did not print `{wanted}`"));
+        }
+    }
+    // Vector 0x61 is what the remapping entry of the victim's masked pin would deliver:
+    // never, on both kinds. Vector 0x62 is named by the compatibility-format forgeries:
+    // blocked on AMD-Vi (the data is an index no entry fills) and by VT-d hardware (CFI
+    // clear), but QEMU 10.0's VT-d model passes compatibility-format messages whatever CFI
+    // says (docs/emulators.md): there the count is printed, not required to be 0.
+    let mut victim_wanted = vec![
+        "memory recheck: intact",
+        "count-vector: vector=0x61 received=0",
+    ];
+    if let Iommu::AmdVi = iommu {
+        victim_wanted.push("count-vector: vector=0x62 received=0");
+    }
+    for wanted in victim_wanted {
+        if !transcript
+            .lines_of("victim")
+            .any(|line| line.trim_end() == wanted)
+        {
+            failures.push(format!("the victim did not print `{wanted}`"));
+        }
     }
     let hypervisor: Vec<&str> = transcript.lines_of(crate::transcript::HYPERVISOR).collect();
     let mut wanted = vec![
