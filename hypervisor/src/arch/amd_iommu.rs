@@ -511,9 +511,18 @@ impl Unit {
     }
 }
 
-/// Reads the events the unit logged since the last call, counts them and logs each page
-/// fault (requester ID, DMA address). Any core may call it.
-pub fn poll_events() {
+/// Reads the events the unit logged since the last call, counts them, logs each page
+/// fault (requester ID, DMA address) and hands the device ID of each page fault and
+/// illegal-device-table or invalid-request event to `on_fault`. Any core may call it.
+pub fn poll_events(on_fault: impl FnMut(u16)) {
+    // Collected under the lock, handed over after it: `on_fault` may raise a health event
+    // whose action waits for a core that is itself waiting for the lock in `route`.
+    let mut faulted = heapless::Vec::<u16, RING_ENTRIES>::new();
+    read_events(&mut faulted);
+    faulted.into_iter().for_each(on_fault);
+}
+
+fn read_events(faulted: &mut heapless::Vec<u16, RING_ENTRIES>) {
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         return;
@@ -525,6 +534,15 @@ pub fn poll_events() {
         // volatile read keeps the compiler from assuming the memory unchanged.
         let quadwords = unsafe { core::ptr::read_volatile(&raw const (*unit.events).0[head / 16]) };
         let event = Event::decode(quadwords);
+        if matches!(
+            event.kind,
+            EventKind::IoPageFault
+                | EventKind::IllegalDeviceTableEntry
+                | EventKind::InvalidDeviceRequest
+        ) {
+            // At most one per ring entry: the vector has the ring's capacity.
+            let _ = faulted.push(event.device);
+        }
         if event.kind == EventKind::IoPageFault {
             PAGE_FAULTS.fetch_add(1, Ordering::Relaxed);
             log::info!(
@@ -547,6 +565,11 @@ pub fn poll_events() {
         unit.window
             .write64(register::STATUS, status::EVENT_OVERFLOW);
     }
+}
+
+/// Whether a unit is enabled.
+pub fn enabled() -> bool {
+    UNIT.lock().is_some()
 }
 
 /// Page faults and other events counted so far, or None when no unit is enabled.

@@ -447,8 +447,15 @@ pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
     Some(vt_d::remappable_redirection_entry(u16::from(pin), low))
 }
 
-/// Reads and clears the recorded faults, counting and logging each (§7.2.1, §10.4.14).
-pub fn poll_faults() {
+/// One poller at a time: two cores reading a slot at once would count its fault twice.
+static POLLING: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Reads and clears the recorded faults, counting and logging each (§7.2.1, §10.4.14),
+/// and hands each one's requester ID to `on_fault` with whether it was an interrupt-
+/// remapping fault. Any core may call it; clearing a record lets the unit record the next
+/// fault (QEMU compresses further faults until then).
+pub fn poll_faults(mut on_fault: impl FnMut(u16, bool)) {
+    let _polling = POLLING.lock();
     let base = BASE.load(Ordering::Acquire);
     // Stored only after `Window::new` accepted it.
     let Some(window) = (base != 0)
@@ -472,6 +479,7 @@ pub fn poll_faults() {
                     fault.reason
                 );
                 window.write64(offset + 8, 1 << 63);
+                on_fault(fault.source, true);
                 continue;
             }
             FAULTS.fetch_add(1, Ordering::Relaxed);
@@ -486,6 +494,7 @@ pub fn poll_faults() {
             );
             // F is write-1-to-clear.
             window.write64(offset + 8, 1 << 63);
+            on_fault(fault.source, false);
         }
     }
     // Primary fault overflow (bit 0) is write-1-to-clear too (§10.4.9).
