@@ -39,7 +39,7 @@ pub fn with<R>(access: impl FnOnce(&mut Registers) -> R) -> Option<R> {
 /// Switches the table's IOAPIC to remapped entries (VT-d): every pin's entry is read into
 /// the shadow and written back through `remap`, which programs the pin's remapping entry
 /// and returns the remappable form (or `None`: remapping is off, nothing changes).
-pub fn start_remapping(pins: u8, remap: fn(u8, u32, u32) -> Option<(u32, u32)>) {
+pub fn start_remapping(pins: u8, remap: RemapPin) {
     let guard = IOAPIC.lock();
     let Some(base) = *guard else {
         return;
@@ -65,7 +65,11 @@ pub fn start_remapping(pins: u8, remap: fn(u8, u32, u32) -> Option<(u32, u32)>) 
     REMAPPED.store(true, Ordering::Release);
 }
 
-static REMAP: spin::Once<fn(u8, u32, u32) -> Option<(u32, u32)>> = spin::Once::new();
+/// The IOMMU's remapping of a pin: (pin, compatibility low, high) → the hardware words,
+/// or `None` when the IOMMU does not remap the I/O APIC.
+pub type RemapPin = fn(u8, u32, u32) -> Option<(u32, u32)>;
+
+static REMAP: spin::Once<RemapPin> = spin::Once::new();
 
 /// Register access while the lock is held.
 pub struct Registers {

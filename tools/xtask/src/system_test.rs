@@ -861,7 +861,8 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
     let wanted: &[&str] = match iommu {
         Iommu::AmdVi => &[
             "boot: AMD-Vi IOMMU at 0xfed80000 enabled: every device blocked",
-            "iommu: AMD-Vi interrupt remapping on",
+            // QEMU without `xtsup`: no XTSup, so 32-bit entries (iommu-dma has 128-bit).
+            "iommu: AMD-Vi interrupt remapping on, 32-bit entries",
             "iommu: blocked-dma=0 other-events=0",
         ],
         Iommu::VtD => &[
@@ -983,7 +984,12 @@ fn iommu_dma(systems: &SystemTests, iommu: Iommu, seconds: u64) -> Outcome {
         "iommu: 00:04.0 DMA confined to the memory of partition attacker".to_string(),
         "power-off: requested by victim".to_string(),
     ];
+    if let Iommu::AmdVi = iommu {
+        // The table's `xtsup=on`: XTSup and GASup reported, so 128-bit entries.
+        wanted.push("iommu: AMD-Vi interrupt remapping on, 128-bit (x2APIC) entries".into());
+    }
     if let Iommu::VtD = iommu {
+        wanted.push("iommu: VT-d interrupt remapping on (512 entries, x2APIC mode".into());
         // Read while the machine runs by the watchdog core, each raising `device-fault`
         // (the attacker's table says `log`) and counted for the function.
         wanted.push("iommu: DMA blocked: device 00:04.0 write address 0x2300000".into());
