@@ -91,6 +91,10 @@ struct Unit {
     wide_entries: bool,
     /// The table's I/O APIC: its device ID and interrupt remapping table.
     ioapic: Option<(u16, *mut InterruptTable)>,
+    /// Per I/O APIC table index, the unmasked pin + 1 whose entry it holds (0: none), and
+    /// per pin, its index + 1 (0: none).
+    ioapic_index_pin: [u8; INTERRUPT_ENTRIES],
+    ioapic_pin_index: [u16; 256],
 }
 
 // SAFETY: the rings are statics taken once by `enable`; after it only the holder of the
@@ -275,6 +279,8 @@ pub fn enable(
         interrupt_tables,
         wide_entries,
         ioapic,
+        ioapic_index_pin: [0; INTERRUPT_ENTRIES],
+        ioapic_pin_index: [0; 256],
     };
     // Whatever the firmware left cached goes: each device ID's entry (the unit reloads the
     // entries Tessera wrote; QEMU's model also only switches a device from pass-through to
@@ -290,6 +296,7 @@ pub fn enable(
     }
     driven.wait()?;
     let iommu_device = unit.iommu_device;
+    BROUGHT_UP.store(true, Ordering::Relaxed);
     *UNIT.lock() = Some(driven);
     Ok(Enabled {
         base,
@@ -405,34 +412,80 @@ pub fn route(
     Ok(Some(message_out))
 }
 
-/// INVALIDATE_INTERRUPT_TABLE commands issued since boot (each followed by a completion
-/// wait): one per MSI (re)programming, none in steady state.
+/// INVALIDATE_INTERRUPT_TABLE commands issued (each followed by a completion wait): one
+/// per MSI or I/O APIC entry (re)programming, none in steady state.
 pub static INTERRUPT_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
+/// Commands that drop cached translations (INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES,
+/// INVALIDATE_IOMMU_ALL), at bring-up and after it: the domains are static, so the second
+/// count stays 0.
+static TRANSLATION_INVALIDATIONS_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+static TRANSLATION_INVALIDATIONS_SINCE_BOOT: AtomicU64 = AtomicU64::new(0);
+static BROUGHT_UP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// (translation invalidations at bring-up, after it, interrupt table invalidations), or
+/// None when no unit is enabled.
+pub fn invalidation_counts() -> Option<(u64, u64, u64)> {
+    UNIT.lock().as_ref()?;
+    Some((
+        TRANSLATION_INVALIDATIONS_AT_BOOT.load(Ordering::Relaxed),
+        TRANSLATION_INVALIDATIONS_SINCE_BOOT.load(Ordering::Relaxed),
+        INTERRUPT_INVALIDATIONS.load(Ordering::Relaxed),
+    ))
+}
 
 /// The remapped form of the table's I/O APIC pin `pin`, whose compatibility form (as the
-/// hypervisor computed it) is `low`/`high`: the pin's entry in the I/O APIC's table
-/// (`amd_vi::ioapic_index`) gets the destination and vector while the pin is unmasked and
-/// RemapEn clear while it is masked (so no message, forged or not, can use it then), the
-/// unit's copy is invalidated, and the redirection entry carries the index. `None` when
-/// the I/O APIC is not remapped.
+/// hypervisor computed it) is `low`/`high`. The redirection entry is kept as it is; the
+/// I/O APIC's remapping table gets, at the index its messages name (`amd_vi::
+/// ioapic_index`: the vector), the pin's destination and vector while the pin is unmasked,
+/// and RemapEn clear once no unmasked pin uses it, so no message, forged or not, can use
+/// the entry of a masked pin. Two unmasked pins that would share an index with different
+/// targets cannot both be served: the later one stays masked in hardware (logged). `None`
+/// when the I/O APIC is not remapped.
 pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut()?;
     let (device, table) = unit.ioapic?;
-    let index = amd_vi::ioapic_index(pin, low);
+    let pin_slot = usize::from(pin);
+    let index = usize::from(amd_vi::ioapic_index(low));
     let masked = low & (1 << 16) != 0;
-    // Physical destination: the APIC ID in bits 63:56 (82093AA §3.2.4).
-    let target = (!masked).then_some((high >> 24, low as u8));
-    if !unit.set_entry(table, usize::from(index), target) {
-        let masked_low = amd_vi::ioapic_remapped_low(index, low | (1 << 16));
-        return Some((masked_low, high));
+    let mut changed = false;
+    // The index this pin held before: released when it moves or the pin is masked.
+    if let Some(old) = unit.ioapic_pin_index[pin_slot].checked_sub(1) {
+        let old = usize::from(old);
+        if masked || old != index {
+            unit.set_entry(table, old, None);
+            unit.ioapic_index_pin[old] = 0;
+            unit.ioapic_pin_index[pin_slot] = 0;
+            changed = true;
+        }
     }
-    unit.submit(Command::invalidate_interrupt_table(device));
-    if unit.wait().is_err() {
-        return Some((amd_vi::ioapic_remapped_low(index, low | (1 << 16)), high));
+    let mut hardware_low = low;
+    if !masked {
+        let holder = unit.ioapic_index_pin[index];
+        if holder != 0 && usize::from(holder - 1) != pin_slot {
+            log::info!(
+                "iommu: I/O APIC pin {} would share remapping index {:#x} with pin {}: kept masked",
+                pin,
+                index,
+                holder - 1
+            );
+            hardware_low |= 1 << 16;
+        } else if unit.set_entry(table, index, Some((high >> 24, low as u8))) {
+            unit.ioapic_index_pin[index] = pin.saturating_add(1);
+            unit.ioapic_pin_index[pin_slot] = index as u16 + 1;
+            changed = true;
+        } else {
+            hardware_low |= 1 << 16;
+        }
     }
-    INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
-    Some((amd_vi::ioapic_remapped_low(index, low), high))
+    if changed {
+        unit.submit(Command::invalidate_interrupt_table(device));
+        if unit.wait().is_err() {
+            hardware_low |= 1 << 16;
+        }
+        INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+    Some((hardware_low, high))
 }
 
 impl Unit {
@@ -477,6 +530,14 @@ impl Unit {
     /// Puts `command` in the next slot and moves the tail past it (§3.4.6: the tail is a
     /// byte offset into the buffer). Waits for the unit when the ring is full.
     fn submit(&mut self, command: Command) {
+        // Opcodes 2, 3 and 8 drop cached translations (§2.4.2, §2.4.3, §2.4.9).
+        if matches!(command.0[0] >> 60, 0x2 | 0x3 | 0x8) {
+            if BROUGHT_UP.load(Ordering::Relaxed) {
+                TRANSLATION_INVALIDATIONS_SINCE_BOOT.fetch_add(1, Ordering::Relaxed);
+            } else {
+                TRANSLATION_INVALIDATIONS_AT_BOOT.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let next = (self.command_tail + 1) % RING_ENTRIES;
         while next * 16 == (self.window.read64(register::COMMAND_HEAD) as usize & 0x7fff0) {
             core::hint::spin_loop();

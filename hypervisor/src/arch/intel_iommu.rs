@@ -288,11 +288,13 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
         global::SET_ROOT_TABLE_POINTER,
         "the root table pointer",
     )?;
+    count_translation_invalidation();
     window.write64(register::CONTEXT_COMMAND, vt_d::CONTEXT_INVALIDATE_GLOBAL);
     wait("the context-cache invalidation", || {
         window.read64(register::CONTEXT_COMMAND) & (1 << 63) == 0
     })?;
     let iotlb = iotlb_register(extended);
+    count_translation_invalidation();
     window.write64(iotlb, vt_d::IOTLB_INVALIDATE_GLOBAL);
     wait("the IOTLB invalidation", || {
         window.read64(iotlb) & (1 << 63) == 0
@@ -504,6 +506,33 @@ pub fn poll_faults(mut on_fault: impl FnMut(u16, bool)) {
 /// DMA faults counted so far, or None when no unit is enabled.
 pub fn fault_count() -> Option<u64> {
     (BASE.load(Ordering::Acquire) != 0).then(|| FAULTS.load(Ordering::Relaxed))
+}
+
+/// (IOTLB and context-cache invalidations at bring-up, after it, interrupt entry cache
+/// invalidations), or None when no unit is enabled. Only bring-up invalidates
+/// translations: the domains are static, so the second count is always 0 — there is no
+/// other path that issues one.
+pub fn invalidation_counts() -> Option<(u64, u64, u64)> {
+    (BASE.load(Ordering::Acquire) != 0).then(|| {
+        (
+            TRANSLATION_INVALIDATIONS_AT_BOOT.load(Ordering::Relaxed),
+            TRANSLATION_INVALIDATIONS_SINCE_BOOT.load(Ordering::Relaxed),
+            INTERRUPT_INVALIDATIONS.load(Ordering::Relaxed),
+        )
+    })
+}
+
+static TRANSLATION_INVALIDATIONS_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+static TRANSLATION_INVALIDATIONS_SINCE_BOOT: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a context-cache or IOTLB invalidation, at bring-up (no unit published yet) or
+/// after it.
+fn count_translation_invalidation() {
+    if BASE.load(Ordering::Acquire) == 0 {
+        TRANSLATION_INVALIDATIONS_AT_BOOT.fetch_add(1, Ordering::Relaxed);
+    } else {
+        TRANSLATION_INVALIDATIONS_SINCE_BOOT.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Interrupt-remapping faults counted so far.

@@ -23,6 +23,16 @@ pub fn power_off(requested_by: &str) -> ! {
         );
     }
     health::print_device_faults();
+    if let Some((at_boot, since_boot, interrupt_entries)) =
+        arch::amd_iommu::invalidation_counts().or_else(arch::intel_iommu::invalidation_counts)
+    {
+        log::info!(
+            "iommu: invalidations translation-at-boot={} translation-since-boot={} interrupt-entries={}",
+            at_boot,
+            since_boot,
+            interrupt_entries
+        );
+    }
     let method = acpi::power_off_method();
     log::info!("Tessera: power off");
     console::drain();

@@ -225,27 +225,14 @@ pub fn remappable_message(index: u16) -> Option<(u64, u32)> {
     (index < 256).then_some((0xfee0_0000, u32::from(index)))
 }
 
-/// The interrupt table index of an I/O APIC pin: the pin number for an edge-triggered pin,
-/// the vector for a level-triggered one (pins are below 32, vectors from 32, so the two
-/// never meet). A level-triggered entry must keep its vector in the redirection entry:
-/// the local APIC's EOI broadcast names the delivered vector and the I/O APIC clears
-/// Remote IRR only in the entry whose vector matches (82093AA §3.2.4).
-pub fn ioapic_index(pin: u8, compatibility_low: u32) -> u16 {
-    if compatibility_low & (1 << 15) != 0 {
-        u16::from(compatibility_low as u8)
-    } else {
-        u16::from(pin)
-    }
-}
-
-/// The redirection entry's low word the I/O APIC is programmed with under remapping
-/// (§2.2.5: the unit indexes the table with the message's data bits 10:0, which the I/O
-/// APIC fills from the vector and the delivery mode): the vector field holds `index`,
-/// delivery mode fixed, destination mode physical; polarity, trigger mode and mask are
-/// kept.
-pub fn ioapic_remapped_low(index: u16, compatibility_low: u32) -> u32 {
-    let kept = compatibility_low & ((1 << 13) | (1 << 15) | (1 << 16));
-    kept | u32::from(index as u8)
+/// The interrupt table index an I/O APIC's message names: its data bits 10:0 (§2.2.5),
+/// which the I/O APIC fills from the redirection entry's vector (7:0) and delivery mode
+/// (10:8). Tessera keeps the entry's vector (so the local APIC's EOI broadcast, which
+/// names the delivered vector, still matches the entry's, 82093AA §3.2.4, and an I/O APIC
+/// that is not behind the unit still delivers the right vector) and indexes the table by
+/// it.
+pub fn ioapic_index(compatibility_low: u32) -> u16 {
+    (compatibility_low & 0x7ff) as u16
 }
 
 /// The device table entry of an I/O APIC whose interrupts are remapped through `table`:
@@ -547,11 +534,9 @@ mod tests {
         );
         assert_eq!(remappable_message(5), Some((0xfee0_0000, 5)));
         assert_eq!(remappable_message(256), None);
-        // I/O APIC: edge pins by pin, level pins by vector; the entry carries the index.
-        assert_eq!(ioapic_index(3, 0x0001_0061), 3);
-        assert_eq!(ioapic_index(9, 0x0000_a061), 0x61);
-        assert_eq!(ioapic_remapped_low(3, 0x0001_0961), 0x0001_0003);
-        assert_eq!(ioapic_remapped_low(0x61, 0x0000_a861), 0x0000_a061);
+        // I/O APIC: indexed by delivery mode and vector, as its messages' data says.
+        assert_eq!(ioapic_index(0x0001_0061), 0x61);
+        assert_eq!(ioapic_index(0x0000_a161), 0x161);
         let ioapic = ioapic_device_entry(0x8000);
         assert_eq!(ioapic.0[0], 1, "valid, no translation");
         assert_eq!(ioapic.interrupt_table(), Some((0x8000, 11)));
