@@ -220,20 +220,36 @@ fn enable_iommu() {
     let Ok(tables) = arch::acpi::tables() else {
         return;
     };
+    // The table's IOAPIC, whose pins go through remapping entries.
+    let ioapic_id = MACHINE.ioapic.and_then(|table| {
+        tables.madt().ok().and_then(|madt| {
+            madt.io_apics()
+                .find(|ioapic| ioapic.address == table.base)
+                .map(|ioapic| ioapic.id)
+        })
+    });
     let ivrs = match tables.find(arch::acpi::Signature::IVRS) {
         Ok(ivrs) => ivrs,
         Err(_) => {
             match tables.find(arch::acpi::Signature::DMAR) {
-                Ok(dmar) => match arch::intel_iommu::enable(dmar.bytes) {
-                    Ok(base) => log::info!(
-                        "boot: VT-d IOMMU at {:#x} enabled: DMA of every device blocked but the partitions' functions (interrupt remapping not built: MSIs pass)",
-                        base
-                    ),
+                Ok(dmar) => match arch::intel_iommu::enable(dmar.bytes, ioapic_id) {
+                    Ok(base) => {
+                        log::info!(
+                                "boot: VT-d IOMMU at {:#x} enabled: DMA of every device blocked but the partitions' functions",
+                                base
+                            );
+                        if let Some(table) = MACHINE.ioapic {
+                            arch::ioapic::start_remapping(
+                                table.pins,
+                                arch::intel_iommu::ioapic_entry,
+                            );
+                        }
+                    }
                     Err(refusal) => log::info!("boot: VT-d IOMMU left off: {}", refusal),
                 },
-                Err(_) => log::info!(
-                    "boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined"
-                ),
+                Err(_) => {
+                    log::info!("boot: no IOMMU (no IVRS, no DMAR): device DMA is not confined")
+                }
             }
             return;
         }
@@ -247,13 +263,18 @@ fn enable_iommu() {
             }
         }
     }
-    match arch::amd_iommu::enable(ivrs.bytes, &ioapic_ids) {
-        Ok(enabled) => log::info!(
-            "boot: AMD-Vi IOMMU at {:#x} enabled: every device blocked but the unit ({:#06x}) and the IOAPICs {:04x?}",
-            enabled.base,
-            enabled.iommu_device,
-            &enabled.passthrough[1..]
-        ),
+    match arch::amd_iommu::enable(ivrs.bytes, &ioapic_ids, ioapic_id) {
+        Ok(enabled) => {
+            log::info!(
+                "boot: AMD-Vi IOMMU at {:#x} enabled: every device blocked but the unit ({:#06x}) and the IOAPICs {:04x?}",
+                enabled.base,
+                enabled.iommu_device,
+                &enabled.passthrough[1..]
+            );
+            if let Some(table) = MACHINE.ioapic {
+                arch::ioapic::start_remapping(table.pins, arch::amd_iommu::ioapic_entry);
+            }
+        }
         Err(refusal) => log::info!("boot: AMD-Vi IOMMU left off: {}", refusal),
     }
 }

@@ -8,15 +8,25 @@
 //! neither read nor write allowed and aborts its interrupts, so a device no partition owns
 //! can neither DMA nor raise an MSI. The unit's own function and the I/O APICs (whose pins
 //! the partitions use) pass untouched.
+//!
+//! Interrupt remapping (§2.2.5): every confined function's entry has IV set, IntCtl =
+//! remapped and its own interrupt remapping table of 2048 entries (the most an MSI's data
+//! bits 10:0 can index, so no index falls outside it), all with RemapEn clear: any message
+//! the function sends is target-aborted unless its data names an entry the hypervisor
+//! filled from a message it checked (`route`). Entries are 128 bits wide with x2APIC
+//! destinations where the unit reports XTSup and GASup (then GAEn and XTEn are set), else
+//! 32 bits with 8-bit destinations.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use static_cell::ConstStaticCell;
+use tessera_abi::table::Bdf;
 use tessera_policy::iommu::amd_vi::AmdViIo;
 use tessera_policy::iommu::amd_vi::{
     self, control, device_table_base, feature, register, ring_base, status, Command,
     DeviceTableEntry, Event, EventKind,
 };
 use tessera_policy::iommu::ivrs::{Ivrs, IvrsError};
+use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 use tessera_policy::stage2;
 
 use super::iommu::{self, Window};
@@ -32,6 +42,28 @@ struct DeviceTable([[u64; 4]; amd_vi::DEVICE_IDS]);
 struct Ring([[u64; 2]; RING_ENTRIES]);
 #[repr(C, align(4096))]
 struct EmptyTable([u64; 512]);
+/// One function's interrupt remapping table, in 128-bit slots (the 32-bit format uses the
+/// first quarter as 2048 four-byte entries).
+#[repr(C, align(4096))]
+struct InterruptTable([[u64; 2]; INTERRUPT_ENTRIES]);
+const INTERRUPT_ENTRIES: usize = 1 << amd_vi::MAX_INTERRUPT_TABLE_LOG2;
+
+/// Every passed-through function of the table, in table order (partition, then function):
+/// the confined ones get an interrupt remapping table each.
+const FUNCTIONS: usize = {
+    let mut count = 0;
+    let mut index = 0;
+    while index < MACHINE.partitions.len() {
+        count += MACHINE.partitions[index].pci_functions.len();
+        index += 1;
+    }
+    count
+};
+/// The interrupt remapping table of the table's I/O APIC (indexed by `ioapic_index`).
+static IOAPIC_TABLE: ConstStaticCell<InterruptTable> =
+    ConstStaticCell::new(InterruptTable([[0; 2]; INTERRUPT_ENTRIES]));
+static INTERRUPT_TABLES: ConstStaticCell<[InterruptTable; FUNCTIONS]> =
+    ConstStaticCell::new([const { InterruptTable([[0; 2]; INTERRUPT_ENTRIES]) }; FUNCTIONS]);
 
 /// The one unit Tessera drives (QEMU's q35 has one; a machine with several is refused).
 static DEVICE_TABLE: ConstStaticCell<DeviceTable> =
@@ -52,6 +84,17 @@ struct Unit {
     events: *const Ring,
     command_tail: usize,
     sequence: u64,
+    /// The interrupt remapping tables (one per function, in table order), written by the
+    /// hypervisor only, under the `UNIT` lock.
+    interrupt_tables: *mut [InterruptTable; FUNCTIONS],
+    /// 128-bit entries with 32-bit destinations (GAEn and XTEn set).
+    wide_entries: bool,
+    /// The table's I/O APIC: its device ID and interrupt remapping table.
+    ioapic: Option<(u16, *mut InterruptTable)>,
+    /// Per I/O APIC table index, the unmasked pin + 1 whose entry it holds (0: none), and
+    /// per pin, its index + 1 (0: none).
+    ioapic_index_pin: [u8; INTERRUPT_ENTRIES],
+    ioapic_pin_index: [u16; 256],
 }
 
 // SAFETY: the rings are statics taken once by `enable`; after it only the holder of the
@@ -122,7 +165,11 @@ pub struct Enabled {
 /// Finds the AMD-Vi unit in `ivrs` (the raw IVRS table) and enables it with every device
 /// ID blocked but the unit itself and the I/O APICs the IVRS names. Called once by the
 /// bootstrap core before any other core runs.
-pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
+pub fn enable(
+    ivrs: &[u8],
+    ioapic_ids: &[u8],
+    table_ioapic: Option<u8>,
+) -> Result<Enabled, Refusal> {
     let ivrs = Ivrs::parse(ivrs).map_err(Refusal::Ivrs)?;
     let mut unit = None;
     for block in ivrs.units() {
@@ -164,7 +211,20 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
             blocked.0
         };
     }
-    build_domains(&mut table.0)?;
+    let features = window.read64(register::EXTENDED_FEATURES);
+    let wide_entries = features & feature::X2APIC != 0 && features & feature::GUEST_APIC != 0;
+    let interrupt_tables = INTERRUPT_TABLES.take();
+    build_domains(&mut table.0, interrupt_tables)?;
+    // The table's I/O APIC: its interrupts through its own remapping table, every entry
+    // RemapEn clear until the hypervisor routes a pin (`ioapic_entry`).
+    let ioapic_table = IOAPIC_TABLE.take();
+    let ioapic = table_ioapic
+        .and_then(|id| unit.ioapic_device(id))
+        .map(|device| {
+            table.0[usize::from(device)] =
+                amd_vi::ioapic_device_entry(ioapic_table as *const InterruptTable as u64).0;
+            (device, ioapic_table as *mut InterruptTable)
+        });
     let commands: *mut Ring = COMMANDS.take();
     let events: *const Ring = EVENTS.take();
 
@@ -190,9 +250,25 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
     ] {
         window.write64(pointer, 0);
     }
+    let entry_format = if wide_entries {
+        control::GUEST_APIC_ENABLE | control::X2APIC_ENABLE
+    } else {
+        0
+    };
     window.write64(
         register::CONTROL,
-        control::IOMMU_ENABLE | control::EVENT_LOG_ENABLE | control::COMMAND_BUFFER_ENABLE,
+        control::IOMMU_ENABLE
+            | control::EVENT_LOG_ENABLE
+            | control::COMMAND_BUFFER_ENABLE
+            | entry_format,
+    );
+    log::info!(
+        "iommu: AMD-Vi interrupt remapping on, {} entries",
+        if wide_entries {
+            "128-bit (x2APIC)"
+        } else {
+            "32-bit"
+        }
     );
     let mut driven = Unit {
         window,
@@ -200,6 +276,11 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
         events,
         command_tail: 0,
         sequence: 0,
+        interrupt_tables,
+        wide_entries,
+        ioapic,
+        ioapic_index_pin: [0; INTERRUPT_ENTRIES],
+        ioapic_pin_index: [0; 256],
     };
     // Whatever the firmware left cached goes: each device ID's entry (the unit reloads the
     // entries Tessera wrote; QEMU's model also only switches a device from pass-through to
@@ -215,6 +296,7 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
     }
     driven.wait()?;
     let iommu_device = unit.iommu_device;
+    BROUGHT_UP.store(true, Ordering::Relaxed);
     *UNIT.lock() = Some(driven);
     Ok(Enabled {
         base,
@@ -227,7 +309,10 @@ pub fn enable(ivrs: &[u8], ioapic_ids: &[u8]) -> Result<Enabled, Refusal> {
 /// map the partition's RAM and channels at their guest-physical addresses (the same plan
 /// as its stage-2 tables), domain ID = partition index + 1 (0 is the blocking domain).
 /// Unconfined functions (`dma = "unconfined"`) pass untranslated, as the table says.
-fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refusal> {
+fn build_domains(
+    table: &mut [[u64; 4]; amd_vi::DEVICE_IDS],
+    interrupt_tables: &[InterruptTable; FUNCTIONS],
+) -> Result<(), Refusal> {
     let mut pool = iommu::take_dma_pool();
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let confined = partition
@@ -247,8 +332,13 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
             })?;
         amd_vi::mark_holes(&mut pool.pages[first_page..pool.used]);
         for function in confined {
+            let interrupts = function_ordinal(function.physical).map_or(0, |ordinal| {
+                &interrupt_tables[ordinal] as *const InterruptTable as u64
+            });
             table[usize::from(function.physical.0)] =
-                DeviceTableEntry::translated(root, index as u16 + 1).0;
+                DeviceTableEntry::translated(root, index as u16 + 1)
+                    .with_interrupt_table(interrupts, amd_vi::MAX_INTERRUPT_TABLE_LOG2)
+                    .0;
             iommu::log_confined(function, partition.name);
         }
     }
@@ -271,10 +361,183 @@ fn build_domains(table: &mut [[u64; 4]; amd_vi::DEVICE_IDS]) -> Result<(), Refus
     Ok(())
 }
 
+/// The position of the function at `physical` among all the table's functions.
+fn function_ordinal(physical: Bdf) -> Option<usize> {
+    MACHINE
+        .partitions
+        .iter()
+        .flat_map(|partition| partition.pci_functions.iter())
+        .position(|function| function.physical == physical)
+}
+
+/// Fills the interrupt remapping entries `first_entry..first_entry + vectors` of the
+/// confined function at `physical` with `message`'s destination and consecutive vectors,
+/// invalidates the unit's copy of the function's table (INVALIDATE_INTERRUPT_TABLE, then
+/// COMPLETION_WAIT: §2.4.5, §2.4.1) and returns the remappable message to program.
+/// `Ok(None)` when the function's interrupts are not remapped here (no unit, or the table
+/// leaves its DMA unconfined and its entry passes everything).
+pub fn route(
+    physical: Bdf,
+    message: CheckedMessage,
+    first_entry: u16,
+    vectors: u16,
+) -> Result<Option<(u64, u32)>, MsiRefusal> {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return Ok(None);
+    };
+    let confined = MACHINE
+        .partitions
+        .iter()
+        .flat_map(|partition| partition.pci_functions.iter())
+        .any(|function| function.physical == physical && function.dma_confined);
+    let Some(ordinal) = function_ordinal(physical).filter(|_| confined) else {
+        return Ok(None);
+    };
+    let message_out = amd_vi::remappable_message(first_entry)
+        .filter(|_| usize::from(first_entry) + usize::from(vectors) <= 256)
+        .ok_or(MsiRefusal::NoRemappingEntry)?;
+    for n in 0..vectors {
+        let index = usize::from(first_entry + n);
+        let vector = message.vector.wrapping_add(n as u8);
+        // SAFETY: `ordinal` < FUNCTIONS: a table taken once in `enable`.
+        let table = unsafe { &raw mut (*unit.interrupt_tables)[ordinal] };
+        if !unit.set_entry(table, index, Some((message.apic_id, vector))) {
+            return Err(MsiRefusal::NoRemappingEntry);
+        }
+    }
+    unit.submit(Command::invalidate_interrupt_table(physical.0));
+    unit.wait().map_err(|_| MsiRefusal::NoRemappingEntry)?;
+    INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(message_out))
+}
+
+/// INVALIDATE_INTERRUPT_TABLE commands issued (each followed by a completion wait): one
+/// per MSI or I/O APIC entry (re)programming, none in steady state.
+pub static INTERRUPT_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
+/// Commands that drop cached translations (INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES,
+/// INVALIDATE_IOMMU_ALL), at bring-up and after it: the domains are static, so the second
+/// count stays 0.
+static TRANSLATION_INVALIDATIONS_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+static TRANSLATION_INVALIDATIONS_SINCE_BOOT: AtomicU64 = AtomicU64::new(0);
+static BROUGHT_UP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// (translation invalidations at bring-up, after it, interrupt table invalidations), or
+/// None when no unit is enabled.
+pub fn invalidation_counts() -> Option<(u64, u64, u64)> {
+    UNIT.lock().as_ref()?;
+    Some((
+        TRANSLATION_INVALIDATIONS_AT_BOOT.load(Ordering::Relaxed),
+        TRANSLATION_INVALIDATIONS_SINCE_BOOT.load(Ordering::Relaxed),
+        INTERRUPT_INVALIDATIONS.load(Ordering::Relaxed),
+    ))
+}
+
+/// The remapped form of the table's I/O APIC pin `pin`, whose compatibility form (as the
+/// hypervisor computed it) is `low`/`high`. The redirection entry is kept as it is; the
+/// I/O APIC's remapping table gets, at the index its messages name (`amd_vi::
+/// ioapic_index`: the vector), the pin's destination and vector while the pin is unmasked,
+/// and RemapEn clear once no unmasked pin uses it, so no message, forged or not, can use
+/// the entry of a masked pin. Two unmasked pins that would share an index with different
+/// targets cannot both be served: the later one stays masked in hardware (logged). `None`
+/// when the I/O APIC is not remapped.
+pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut()?;
+    let (device, table) = unit.ioapic?;
+    let pin_slot = usize::from(pin);
+    let index = usize::from(amd_vi::ioapic_index(low));
+    let masked = low & (1 << 16) != 0;
+    let mut changed = false;
+    // The index this pin held before: released when it moves or the pin is masked.
+    if let Some(old) = unit.ioapic_pin_index[pin_slot].checked_sub(1) {
+        let old = usize::from(old);
+        if masked || old != index {
+            unit.set_entry(table, old, None);
+            unit.ioapic_index_pin[old] = 0;
+            unit.ioapic_pin_index[pin_slot] = 0;
+            changed = true;
+        }
+    }
+    let mut hardware_low = low;
+    if !masked {
+        let holder = unit.ioapic_index_pin[index];
+        if holder != 0 && usize::from(holder - 1) != pin_slot {
+            log::info!(
+                "iommu: I/O APIC pin {} would share remapping index {:#x} with pin {}: kept masked",
+                pin,
+                index,
+                holder - 1
+            );
+            hardware_low |= 1 << 16;
+        } else if unit.set_entry(table, index, Some((high >> 24, low as u8))) {
+            unit.ioapic_index_pin[index] = pin.saturating_add(1);
+            unit.ioapic_pin_index[pin_slot] = index as u16 + 1;
+            changed = true;
+        } else {
+            hardware_low |= 1 << 16;
+        }
+    }
+    if changed {
+        unit.submit(Command::invalidate_interrupt_table(device));
+        if unit.wait().is_err() {
+            hardware_low |= 1 << 16;
+        }
+        INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+    Some((hardware_low, high))
+}
+
 impl Unit {
+    /// Writes entry `index` of `table`: RemapEn with `target`'s destination and vector, or
+    /// clear for `None`. False when the destination does not fit the entry format.
+    fn set_entry(
+        &mut self,
+        table: *mut InterruptTable,
+        index: usize,
+        target: Option<(u32, u8)>,
+    ) -> bool {
+        if index >= INTERRUPT_ENTRIES {
+            return false;
+        }
+        // SAFETY: `table` is one of the tables taken once in `enable`, written only here,
+        // under the `UNIT` lock; `index` < INTERRUPT_ENTRIES (checked; the 32-bit format
+        // uses the first quarter of the slots). The unit reads it: volatile writes, then
+        // the caller's invalidation.
+        unsafe {
+            if self.wide_entries {
+                let entry = target.map_or([0, 0], |(apic_id, vector)| {
+                    amd_vi::interrupt_entry_128(apic_id, vector)
+                });
+                // The low half holds RemapEn: cleared first, set last.
+                core::ptr::write_volatile(&raw mut (*table).0[index][0], 0);
+                core::ptr::write_volatile(&raw mut (*table).0[index][1], entry[1]);
+                core::ptr::write_volatile(&raw mut (*table).0[index][0], entry[0]);
+            } else {
+                let entry = match target {
+                    Some((apic_id, vector)) => match amd_vi::interrupt_entry_32(apic_id, vector) {
+                        Some(entry) => entry,
+                        None => return false,
+                    },
+                    None => 0,
+                };
+                core::ptr::write_volatile((table as *mut u32).add(index), entry);
+            }
+        }
+        true
+    }
+
     /// Puts `command` in the next slot and moves the tail past it (§3.4.6: the tail is a
     /// byte offset into the buffer). Waits for the unit when the ring is full.
     fn submit(&mut self, command: Command) {
+        // Opcodes 2, 3 and 8 drop cached translations (§2.4.2, §2.4.3, §2.4.9).
+        if matches!(command.0[0] >> 60, 0x2 | 0x3 | 0x8) {
+            if BROUGHT_UP.load(Ordering::Relaxed) {
+                TRANSLATION_INVALIDATIONS_SINCE_BOOT.fetch_add(1, Ordering::Relaxed);
+            } else {
+                TRANSLATION_INVALIDATIONS_AT_BOOT.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let next = (self.command_tail + 1) % RING_ENTRIES;
         while next * 16 == (self.window.read64(register::COMMAND_HEAD) as usize & 0x7fff0) {
             core::hint::spin_loop();
@@ -309,9 +572,18 @@ impl Unit {
     }
 }
 
-/// Reads the events the unit logged since the last call, counts them and logs each page
-/// fault (requester ID, DMA address). Any core may call it.
-pub fn poll_events() {
+/// Reads the events the unit logged since the last call, counts them, logs each page
+/// fault (requester ID, DMA address) and hands the device ID of each page fault and
+/// illegal-device-table or invalid-request event to `on_fault`. Any core may call it.
+pub fn poll_events(on_fault: impl FnMut(u16)) {
+    // Collected under the lock, handed over after it: `on_fault` may raise a health event
+    // whose action waits for a core that is itself waiting for the lock in `route`.
+    let mut faulted = heapless::Vec::<u16, RING_ENTRIES>::new();
+    read_events(&mut faulted);
+    faulted.into_iter().for_each(on_fault);
+}
+
+fn read_events(faulted: &mut heapless::Vec<u16, RING_ENTRIES>) {
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         return;
@@ -323,6 +595,15 @@ pub fn poll_events() {
         // volatile read keeps the compiler from assuming the memory unchanged.
         let quadwords = unsafe { core::ptr::read_volatile(&raw const (*unit.events).0[head / 16]) };
         let event = Event::decode(quadwords);
+        if matches!(
+            event.kind,
+            EventKind::IoPageFault
+                | EventKind::IllegalDeviceTableEntry
+                | EventKind::InvalidDeviceRequest
+        ) {
+            // At most one per ring entry: the vector has the ring's capacity.
+            let _ = faulted.push(event.device);
+        }
         if event.kind == EventKind::IoPageFault {
             PAGE_FAULTS.fetch_add(1, Ordering::Relaxed);
             log::info!(
@@ -345,6 +626,11 @@ pub fn poll_events() {
         unit.window
             .write64(register::STATUS, status::EVENT_OVERFLOW);
     }
+}
+
+/// Whether a unit is enabled.
+pub fn enabled() -> bool {
+    UNIT.lock().is_some()
 }
 
 /// Page faults and other events counted so far, or None when no unit is enabled.

@@ -6,10 +6,17 @@
 //!
 //! Every requester starts blocked: a root entry that is not present (or, on a bus that
 //! holds a partition's function, a context entry that is not present) makes the unit
-//! refuse and record the request (§7.1.3). DMA remapping does not cover interrupt requests:
-//! without interrupt remapping (not built yet) an MSI from any device is still delivered.
+//! refuse and record the request (§7.1.3). DMA remapping does not cover interrupt requests;
+//! interrupt remapping does (§5): where ECAP reports IR and QI, the hypervisor owns one
+//! interrupt remapping table (extended interrupt mode where ECAP.EIM says so), turns it on
+//! with SIRTP/IRE and leaves CFI clear, so every compatibility-format message is blocked.
+//! Handles 0–255 are the I/O APIC's pins (source-validated against the I/O APIC's ID from
+//! the DMAR scope); each passed-through function owns a block of 256 handles from
+//! 256 × (its position among all functions + 1), each entry source-validated against the
+//! function's requester ID. Entries start not present; `route` fills them from checked
+//! messages and invalidates the interrupt entry cache through the invalidation queue.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use static_cell::ConstStaticCell;
 use tessera_policy::iommu::vt_d::{
     self, context_entry, fault_registers, global, iotlb_register, pass_through_context_entry,
@@ -19,6 +26,8 @@ use tessera_policy::stage2;
 
 use super::iommu::{self, Window};
 use crate::table::MACHINE;
+use tessera_abi::table::Bdf;
+use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 
 #[repr(C, align(4096))]
 struct EntryTable([[u64; 2]; 256]);
@@ -37,6 +46,97 @@ const CONTEXT_TABLES: usize = {
 static ROOT_TABLE: ConstStaticCell<EntryTable> = ConstStaticCell::new(EntryTable([[0; 2]; 256]));
 static CONTEXT: ConstStaticCell<[EntryTable; CONTEXT_TABLES]> =
     ConstStaticCell::new([const { EntryTable([[0; 2]; 256]) }; CONTEXT_TABLES]);
+
+/// Handles per block: the I/O APIC's pins, or one function's vectors.
+const HANDLES_PER_BLOCK: usize = 256;
+/// log2 of the interrupt remapping table's entries: a block for the I/O APIC and one per
+/// function, rounded up to a power of two (at least 2 entries, §10.4.29).
+const INTERRUPT_TABLE_LOG2: u8 = {
+    let blocks = CONTEXT_TABLES + 1;
+    let entries = blocks * HANDLES_PER_BLOCK;
+    let mut log2 = 1;
+    while (1usize << log2) < entries {
+        log2 += 1;
+    }
+    log2
+};
+const INTERRUPT_ENTRIES: usize = 1 << INTERRUPT_TABLE_LOG2;
+
+#[repr(C, align(4096))]
+struct InterruptTable([[u64; 2]; INTERRUPT_ENTRIES]);
+static INTERRUPT_TABLE: ConstStaticCell<InterruptTable> =
+    ConstStaticCell::new(InterruptTable([[0; 2]; INTERRUPT_ENTRIES]));
+/// The invalidation queue: one page of 256 128-bit descriptors (QS = 0).
+static QUEUE: ConstStaticCell<EntryTable> = ConstStaticCell::new(EntryTable([[0; 2]; 256]));
+/// Where invalidation wait descriptors store their sequence number.
+static QUEUE_STATUS: AtomicU32 = AtomicU32::new(0);
+
+/// Interrupt remapping once it is on: the table, the queue and its tail, the last wait
+/// sequence number, the mode, and the I/O APIC's source ID.
+struct Remapping {
+    window: Window,
+    table: *mut InterruptTable,
+    queue: *mut EntryTable,
+    tail: usize,
+    sequence: u32,
+    extended_mode: bool,
+    ioapic_source: Option<u16>,
+}
+
+// SAFETY: the table and queue are statics taken once by `enable`; after it only the
+// holder of the `REMAPPING` lock touches them.
+unsafe impl Send for Remapping {}
+
+static REMAPPING: spin::Mutex<Option<Remapping>> = spin::Mutex::new(None);
+/// Interrupt entry cache invalidations (each with its wait) since boot.
+pub static INTERRUPT_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
+static INTERRUPT_FAULTS: AtomicU64 = AtomicU64::new(0);
+
+impl Remapping {
+    /// Queues `descriptor` (§6.5.2: the tail register holds the next slot × 16).
+    fn submit(&mut self, descriptor: [u64; 2]) -> Result<(), Refusal> {
+        let next = (self.tail + 1) % 256;
+        let window = self.window;
+        wait("a free invalidation queue slot", || {
+            (window.read64(register::QUEUE_HEAD) as usize >> 4) & 0xff != next
+        })?;
+        // SAFETY: `queue` is the page taken in `enable`, reached only under the lock; the
+        // slot is free (the head is not on it). Volatile, so it precedes the tail write.
+        unsafe { core::ptr::write_volatile(&raw mut (*self.queue).0[self.tail], descriptor) };
+        self.tail = next;
+        window.write64(register::QUEUE_TAIL, (next << 4) as u64);
+        Ok(())
+    }
+
+    /// An invalidation wait with status write: every descriptor before it has completed
+    /// when the store lands (§6.5.2.8). Bounded.
+    fn wait_for_queue(&mut self) -> Result<(), Refusal> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        self.submit(vt_d::descriptor::wait(
+            &raw const QUEUE_STATUS as u64,
+            sequence,
+        ))?;
+        wait("an invalidation wait", || {
+            QUEUE_STATUS.load(Ordering::Acquire) == sequence
+        })
+    }
+
+    /// Writes entry `index` (the high half first: the low half holds P) and invalidates
+    /// the unit's cached copy of it.
+    fn set_entry(&mut self, index: usize, entry: [u64; 2]) -> Result<(), Refusal> {
+        // SAFETY: `table` is the static taken in `enable`, written only under the lock;
+        // callers pass `index` < INTERRUPT_ENTRIES.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*self.table).0[index][1], entry[1]);
+            core::ptr::write_volatile(&raw mut (*self.table).0[index][0], entry[0]);
+        }
+        self.submit(vt_d::descriptor::interrupt_entries(index as u16, 0))?;
+        self.wait_for_queue()?;
+        INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
 
 /// The enabled unit's register base (0: none).
 static BASE: AtomicU64 = AtomicU64::new(0);
@@ -104,7 +204,10 @@ fn wait(what: &'static str, mut done: impl FnMut() -> bool) -> Result<(), Refusa
 /// Issues a global command (§10.4.4): the current persistent states with `command` added,
 /// then waits for the status bit of the same position.
 fn global_command(window: Window, command: u32, what: &'static str) -> Result<(), Refusal> {
-    let states = window.read32(register::GLOBAL_STATUS) & !global::ONE_SHOT;
+    // CFI is never kept: compatibility-format interrupts stay blocked under remapping.
+    let states = window.read32(register::GLOBAL_STATUS)
+        & !global::ONE_SHOT
+        & !global::COMPATIBILITY_FORMAT_INTERRUPTS;
     window.write32(register::GLOBAL_COMMAND, states | command);
     wait(what, || {
         window.read32(register::GLOBAL_STATUS) & command != 0
@@ -114,7 +217,7 @@ fn global_command(window: Window, command: u32, what: &'static str) -> Result<()
 /// Finds the DMA-remapping unit in `dmar` and enables translation with every requester
 /// blocked but the partitions' functions (their domains) and the unconfined ones. Called
 /// once by the bootstrap core before any other core runs. Returns the unit's base.
-pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
+pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
     let mut unit = None;
     for found in vt_d::units(dmar) {
         let found = found.map_err(Refusal::Dmar)?;
@@ -167,7 +270,7 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
                 };
                 iommu::log_confined(function, partition.name);
                 context_entry(tables, domain)
-            } else if extended & (1 << 6) != 0 {
+            } else if extended & vt_d::extended::PASS_THROUGH != 0 {
                 pass_through_context_entry(domain)
             } else {
                 return Err(Refusal::NoPassThrough);
@@ -185,22 +288,176 @@ pub fn enable(dmar: &[u8]) -> Result<u64, Refusal> {
         global::SET_ROOT_TABLE_POINTER,
         "the root table pointer",
     )?;
+    count_translation_invalidation();
     window.write64(register::CONTEXT_COMMAND, vt_d::CONTEXT_INVALIDATE_GLOBAL);
     wait("the context-cache invalidation", || {
         window.read64(register::CONTEXT_COMMAND) & (1 << 63) == 0
     })?;
     let iotlb = iotlb_register(extended);
+    count_translation_invalidation();
     window.write64(iotlb, vt_d::IOTLB_INVALIDATE_GLOBAL);
     wait("the IOTLB invalidation", || {
         window.read64(iotlb) & (1 << 63) == 0
     })?;
     global_command(window, global::TRANSLATION_ENABLE, "translation enable")?;
     BASE.store(base, Ordering::Release);
+    let wanted = vt_d::extended::QUEUED_INVALIDATION | vt_d::extended::INTERRUPT_REMAPPING;
+    if extended & wanted == wanted {
+        let ioapic_source = ioapic_id.and_then(|id| vt_d::ioapic_source(dmar, id));
+        enable_interrupt_remapping(window, extended, ioapic_source)?;
+    } else {
+        log::info!(
+            "iommu: VT-d unit without interrupt remapping or queued invalidation (ECAP {extended:#x}): device interrupts are not remapped"
+        );
+    }
     Ok(base)
 }
 
-/// Reads and clears the recorded faults, counting and logging each (§7.2.1, §10.4.14).
-pub fn poll_faults() {
+/// Turns interrupt remapping on (§5.1, §6.5.2, §10.4.4): the invalidation queue (after
+/// the register-based invalidations above, never mixed with them), the table address
+/// with EIME where ECAP.EIM says so, SIRTP, a global interrupt entry cache invalidation,
+/// then IRE with CFI clear. The I/O APIC's entries follow (`arch::ioapic`).
+fn enable_interrupt_remapping(
+    window: Window,
+    extended: u64,
+    ioapic_source: Option<u16>,
+) -> Result<(), Refusal> {
+    let table = INTERRUPT_TABLE.take();
+    let queue = QUEUE.take();
+    window.write64(register::QUEUE_TAIL, 0);
+    window.write64(
+        register::QUEUE_ADDRESS,
+        vt_d::queue_address(queue as *const EntryTable as u64),
+    );
+    global_command(window, global::QUEUED_INVALIDATION_ENABLE, "queue enable")?;
+    let extended_mode = extended & vt_d::extended::EXTENDED_INTERRUPT_MODE != 0;
+    window.write64(
+        register::INTERRUPT_TABLE_ADDRESS,
+        vt_d::interrupt_table_address(
+            table as *const InterruptTable as u64,
+            INTERRUPT_TABLE_LOG2,
+            extended_mode,
+        ),
+    );
+    global_command(
+        window,
+        global::SET_INTERRUPT_TABLE_POINTER,
+        "the interrupt table pointer",
+    )?;
+    let mut remapping = Remapping {
+        window,
+        table,
+        queue,
+        tail: 0,
+        sequence: 0,
+        extended_mode,
+        ioapic_source,
+    };
+    remapping.submit(vt_d::descriptor::interrupt_entries_global())?;
+    remapping.wait_for_queue()?;
+    global_command(
+        window,
+        global::INTERRUPT_REMAPPING_ENABLE,
+        "interrupt remapping enable",
+    )?;
+    *REMAPPING.lock() = Some(remapping);
+    log::info!(
+        "iommu: VT-d interrupt remapping on ({} entries, {} mode, compatibility format blocked, I/O APIC source {})",
+        INTERRUPT_ENTRIES,
+        if extended_mode { "x2APIC" } else { "xAPIC" },
+        ioapic_source.map_or(-1, i32::from)
+    );
+    Ok(())
+}
+
+/// Fills the handles of the function at `physical` from `first_entry` for `vectors`
+/// consecutive vectors of `message`, source-validated against its requester ID, and
+/// returns the remappable-format message (address with SHV, data 0). `Ok(None)` when
+/// interrupt remapping is off.
+pub fn route(
+    physical: Bdf,
+    message: CheckedMessage,
+    first_entry: u16,
+    vectors: u16,
+) -> Result<Option<(u64, u32)>, MsiRefusal> {
+    let mut guard = REMAPPING.lock();
+    let Some(remapping) = guard.as_mut() else {
+        return Ok(None);
+    };
+    let ordinal = MACHINE
+        .partitions
+        .iter()
+        .flat_map(|partition| partition.pci_functions.iter())
+        .position(|function| function.physical == physical)
+        .ok_or(MsiRefusal::NoRemappingEntry)?;
+    if usize::from(first_entry) + usize::from(vectors) > HANDLES_PER_BLOCK {
+        return Err(MsiRefusal::NoRemappingEntry);
+    }
+    let first = HANDLES_PER_BLOCK * (ordinal + 1) + usize::from(first_entry);
+    for n in 0..usize::from(vectors) {
+        let entry = vt_d::interrupt_entry(
+            message.apic_id,
+            message.vector.wrapping_add(n as u8),
+            false,
+            Some(physical.0),
+            remapping.extended_mode,
+        )
+        .ok_or(MsiRefusal::NoRemappingEntry)?;
+        remapping
+            .set_entry(first + n, entry)
+            .map_err(|_| MsiRefusal::NoRemappingEntry)?;
+    }
+    Ok(Some((u64::from(vt_d::remappable_address(first as u16)), 0)))
+}
+
+/// The remappable form of I/O APIC pin `pin`'s redirection entry, whose compatibility
+/// form (as the hypervisor computed it) is `low`/`high`: the pin's handle (= `pin`) gets
+/// the entry's destination, vector and trigger mode, source-validated against the I/O
+/// APIC; `None` when interrupt remapping is off (the entry is written as it is).
+pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
+    let mut guard = REMAPPING.lock();
+    let remapping = guard.as_mut()?;
+    let masked_low = low | (1 << 16);
+    // Physical destination (bit 11 clear, which the hypervisor always writes): the APIC
+    // ID in bits 63:56 (82093AA §3.2.4).
+    let entry = vt_d::interrupt_entry(
+        high >> 24,
+        low as u8,
+        low & (1 << 15) != 0,
+        remapping.ioapic_source,
+        remapping.extended_mode,
+    );
+    let entry = match entry {
+        // A masked pin's entry is not present: no message, forged or not, can use it.
+        Some(_) if low & (1 << 16) != 0 => [0, 0],
+        // Without a known I/O APIC source, entries for its pins could be named by any
+        // device's forged message: the pin stays masked instead.
+        Some(entry) if remapping.ioapic_source.is_some() => entry,
+        _ => {
+            return Some(vt_d::remappable_redirection_entry(
+                u16::from(pin),
+                masked_low,
+            ))
+        }
+    };
+    if remapping.set_entry(usize::from(pin), entry).is_err() {
+        return Some(vt_d::remappable_redirection_entry(
+            u16::from(pin),
+            masked_low,
+        ));
+    }
+    Some(vt_d::remappable_redirection_entry(u16::from(pin), low))
+}
+
+/// One poller at a time: two cores reading a slot at once would count its fault twice.
+static POLLING: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Reads and clears the recorded faults, counting and logging each (§7.2.1, §10.4.14),
+/// and hands each one's requester ID to `on_fault` with whether it was an interrupt-
+/// remapping fault. Any core may call it; clearing a record lets the unit record the next
+/// fault (QEMU compresses further faults until then).
+pub fn poll_faults(mut on_fault: impl FnMut(u16, bool)) {
+    let _polling = POLLING.lock();
     let base = BASE.load(Ordering::Acquire);
     // Stored only after `Window::new` accepted it.
     let Some(window) = (base != 0)
@@ -214,6 +471,19 @@ pub fn poll_faults() {
         let offset = first + slot * 16;
         let high = window.read64(offset + 8);
         if let Some(fault) = Fault::decode(window.read64(offset), high) {
+            if fault.interrupt() {
+                INTERRUPT_FAULTS.fetch_add(1, Ordering::Relaxed);
+                log::info!(
+                    "iommu: interrupt blocked: device {:02x}:{:02x}.{} reason {:#x}",
+                    fault.source >> 8,
+                    (fault.source >> 3) & 0x1f,
+                    fault.source & 7,
+                    fault.reason
+                );
+                window.write64(offset + 8, 1 << 63);
+                on_fault(fault.source, true);
+                continue;
+            }
             FAULTS.fetch_add(1, Ordering::Relaxed);
             log::info!(
                 "iommu: DMA blocked: device {:02x}:{:02x}.{} {} address {:#x} reason {:#x}",
@@ -226,13 +496,46 @@ pub fn poll_faults() {
             );
             // F is write-1-to-clear.
             window.write64(offset + 8, 1 << 63);
+            on_fault(fault.source, false);
         }
     }
     // Primary fault overflow (bit 0) is write-1-to-clear too (§10.4.9).
     window.write32(register::FAULT_STATUS, 1);
 }
 
-/// Faults counted so far, or None when no unit is enabled.
+/// DMA faults counted so far, or None when no unit is enabled.
 pub fn fault_count() -> Option<u64> {
     (BASE.load(Ordering::Acquire) != 0).then(|| FAULTS.load(Ordering::Relaxed))
+}
+
+/// (IOTLB and context-cache invalidations at bring-up, after it, interrupt entry cache
+/// invalidations), or None when no unit is enabled. Only bring-up invalidates
+/// translations: the domains are static, so the second count is always 0 — there is no
+/// other path that issues one.
+pub fn invalidation_counts() -> Option<(u64, u64, u64)> {
+    (BASE.load(Ordering::Acquire) != 0).then(|| {
+        (
+            TRANSLATION_INVALIDATIONS_AT_BOOT.load(Ordering::Relaxed),
+            TRANSLATION_INVALIDATIONS_SINCE_BOOT.load(Ordering::Relaxed),
+            INTERRUPT_INVALIDATIONS.load(Ordering::Relaxed),
+        )
+    })
+}
+
+static TRANSLATION_INVALIDATIONS_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+static TRANSLATION_INVALIDATIONS_SINCE_BOOT: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a context-cache or IOTLB invalidation, at bring-up (no unit published yet) or
+/// after it.
+fn count_translation_invalidation() {
+    if BASE.load(Ordering::Acquire) == 0 {
+        TRANSLATION_INVALIDATIONS_AT_BOOT.fetch_add(1, Ordering::Relaxed);
+    } else {
+        TRANSLATION_INVALIDATIONS_SINCE_BOOT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Interrupt-remapping faults counted so far.
+pub fn interrupt_fault_count() -> u64 {
+    INTERRUPT_FAULTS.load(Ordering::Relaxed)
 }

@@ -3,7 +3,8 @@
 //! function. Only one of the drivers runs on a machine, so one pool serves either.
 
 use static_cell::ConstStaticCell;
-use tessera_abi::table::PciFunction;
+use tessera_abi::table::{Bdf, PciFunction};
+use tessera_policy::pci::msi::{CheckedMessage, MessageRoute, MsiRefusal};
 use tessera_policy::stage2::TablePool;
 
 use crate::table::DMA_TABLE_PAGES;
@@ -67,4 +68,28 @@ pub fn log_confined(function: &PciFunction, partition: &str) {
         function.physical.function(),
         partition
     );
+}
+
+/// The one path from a checked MSI (or MSI-X) message to what its function is programmed
+/// with (`tessera_policy::pci::msi::MessageRoute`): through the enabled unit's interrupt
+/// remapping entries for the function at `0` (AMD-Vi or VT-d), or unchanged when no unit
+/// remaps that function's interrupts.
+pub struct FunctionRoute(pub Bdf);
+
+impl MessageRoute for FunctionRoute {
+    fn route(
+        &mut self,
+        message: CheckedMessage,
+        first_entry: u16,
+        vectors: u16,
+        original: (u64, u32),
+    ) -> Result<(u64, u32), MsiRefusal> {
+        if let Some(routed) = super::amd_iommu::route(self.0, message, first_entry, vectors)? {
+            return Ok(routed);
+        }
+        if let Some(routed) = super::intel_iommu::route(self.0, message, first_entry, vectors)? {
+            return Ok(routed);
+        }
+        Ok(original)
+    }
 }

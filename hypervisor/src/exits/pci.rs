@@ -230,12 +230,15 @@ fn write(
     let function = &context.partition.pci_functions[slot];
     let state = &bus.functions[slot];
     let effect = match state.function.lock().as_mut() {
-        Some(virtual_function) => virtual_function.write(
+        Some(virtual_function) => virtual_function.write_routed(
             &mut Conf1Function(function.physical),
             offset,
             size,
             value,
             context.partition.cpus,
+            // A checked MSI message reaches the function through the IOMMU's interrupt
+            // remapping entries where a unit remaps its interrupts.
+            &mut crate::arch::iommu::FunctionRoute(function.physical),
         ),
         None => return,
     };

@@ -492,6 +492,110 @@ fn rearm(partition: PartitionIndex) {
         DEADLINES[partition.0].compare_exchange(0, deadline, Ordering::AcqRel, Ordering::Acquire);
 }
 
+/// Every passed-through function of the table, in table order: sizes the device-fault
+/// counters.
+const FUNCTIONS: usize = {
+    let mut count = 0;
+    let mut index = 0;
+    while index < MACHINE.partitions.len() {
+        count += MACHINE.partitions[index].pci_functions.len();
+        index += 1;
+    }
+    count
+};
+/// IOMMU faults (DMA and interrupt remapping) per function, in table order, and those of
+/// requesters no partition owns.
+static DEVICE_FAULTS: [AtomicU64; FUNCTIONS] = [const { AtomicU64::new(0) }; FUNCTIONS];
+static UNOWNED_DEVICE_FAULTS: AtomicU64 = AtomicU64::new(0);
+
+/// The partition and table position of the function with requester ID `source`.
+fn owner_of(source: u16) -> Option<(PartitionIndex, usize)> {
+    let mut ordinal = 0;
+    for (index, partition) in MACHINE.partitions.iter().enumerate() {
+        for function in partition.pci_functions {
+            if function.physical.0 == source {
+                return Some((PartitionIndex(index), ordinal));
+            }
+            ordinal += 1;
+        }
+    }
+    None
+}
+
+/// Counts a fault of requester `source`; returns its owner.
+fn count_device_fault(source: u16) -> Option<PartitionIndex> {
+    match owner_of(source) {
+        Some((partition, ordinal)) => {
+            DEVICE_FAULTS[ordinal].fetch_add(1, Ordering::Relaxed);
+            Some(partition)
+        }
+        None => {
+            UNOWNED_DEVICE_FAULTS.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// A fault the IOMMU recorded for requester `source` while the machine runs: counted, and
+/// the `device-fault` event raised for the partition that owns the function, whose table
+/// decides (log, halt, restart …). A requester no partition owns is only counted: its
+/// entry blocks everything, so nothing reached memory.
+fn device_fault(source: u16) {
+    if let Some(partition) = count_device_fault(source) {
+        let report = Report {
+            core: None,
+            reason: "device-fault",
+            address: u64::from(source),
+            detail: "IOMMU fault of the function with this requester ID",
+            rip: 0,
+        };
+        raise(partition, HealthEvent::DeviceFault, &report);
+    }
+}
+
+/// A fault read at power-off: counted only (the machine is going down).
+pub fn device_fault_at_power_off(source: u16) {
+    count_device_fault(source);
+}
+
+/// Reads the IOMMU's fault records (VT-d fault recording registers, AMD-Vi event log).
+fn poll_device_faults() {
+    arch::intel_iommu::poll_faults(|source, _interrupt| device_fault(source));
+    arch::amd_iommu::poll_events(device_fault);
+}
+
+/// One line per passed-through function with its IOMMU fault count, and one for
+/// requesters no partition owns (at power-off).
+pub fn print_device_faults() {
+    if arch::intel_iommu::fault_count().is_none() && !arch::amd_iommu::enabled() {
+        return;
+    }
+    let mut ordinal = 0;
+    for partition in MACHINE.partitions {
+        for function in partition.pci_functions {
+            log::info!(
+                "iommu: partition={} device={} function={:02x}:{:02x}.{} faults={}",
+                partition.name,
+                function.name,
+                function.physical.bus(),
+                function.physical.device(),
+                function.physical.function(),
+                DEVICE_FAULTS[ordinal].load(Ordering::Relaxed)
+            );
+            ordinal += 1;
+        }
+    }
+    log::info!(
+        "iommu: unowned-requester faults={}",
+        UNOWNED_DEVICE_FAULTS.load(Ordering::Relaxed)
+    );
+}
+
+/// Whether an IOMMU unit runs whose faults the watchdog core should read as they happen.
+fn iommu_to_poll() -> bool {
+    arch::intel_iommu::fault_count().is_some() || arch::amd_iommu::enabled()
+}
+
 /// Whether any partition of the table has a watchdog.
 fn any_watchdog() -> bool {
     MACHINE
@@ -501,24 +605,38 @@ fn any_watchdog() -> bool {
 }
 
 /// The life of a core no partition owns. The first such core in table order is the
-/// watchdog core when any partition has a watchdog: it polls the TSC against every
-/// deadline, so the watchdog takes no timer interrupt and causes the partitions no exit
-/// (docs/health.md); the others halt.
+/// watchdog core when any partition has a watchdog or an IOMMU unit runs: it polls the
+/// TSC against every deadline, so the watchdog takes no timer interrupt and causes the
+/// partitions no exit, and reads the IOMMU's fault records once a millisecond, so a
+/// device fault reaches its partition's health policy while the machine runs
+/// (docs/health.md, docs/pci-iommu.md); the others halt.
 pub fn idle_core(apic_id: ApicId) -> ! {
     let first_free = MACHINE
         .cpus
         .iter()
         .copied()
         .find(|&cpu| crate::table::partition_of_cpu(ApicId(cpu)).is_none());
-    if !any_watchdog() || first_free != Some(apic_id.0) {
+    let poll_iommu = iommu_to_poll();
+    if !(any_watchdog() || poll_iommu) || first_free != Some(apic_id.0) {
         arch::halt_forever();
     }
     log::info!(
-        "watchdog: core {} watches the partitions' heartbeats",
-        apic_id
+        "watchdog: core {} watches the partitions' heartbeats{}",
+        apic_id,
+        if poll_iommu {
+            " and the IOMMU's fault records"
+        } else {
+            ""
+        }
     );
+    let poll_interval = tsc::khz().max(1);
+    let mut last_poll = tsc::read();
     while !WATCHDOGS_STOPPED.load(Ordering::Acquire) {
         let now = tsc::read();
+        if poll_iommu && now.wrapping_sub(last_poll) >= poll_interval {
+            last_poll = now;
+            poll_device_faults();
+        }
         for (index, deadline) in DEADLINES.iter().enumerate() {
             let armed = deadline.load(Ordering::Acquire);
             if !watchdog::is_overdue(armed, now) {

@@ -10,13 +10,28 @@ pub fn power_off(requested_by: &str) -> ! {
     health::stop_watchdogs();
     log::info!("power-off: requested by {}", requested_by);
     partition::print_counters();
-    arch::amd_iommu::poll_events();
+    arch::amd_iommu::poll_events(health::device_fault_at_power_off);
     if let Some((page_faults, other)) = arch::amd_iommu::event_counts() {
         log::info!("iommu: blocked-dma={} other-events={}", page_faults, other);
     }
-    arch::intel_iommu::poll_faults();
+    arch::intel_iommu::poll_faults(|source, _| health::device_fault_at_power_off(source));
     if let Some(faults) = arch::intel_iommu::fault_count() {
-        log::info!("iommu: blocked-dma={} other-events=0", faults);
+        log::info!(
+            "iommu: blocked-dma={} other-events=0 blocked-interrupts={}",
+            faults,
+            arch::intel_iommu::interrupt_fault_count()
+        );
+    }
+    health::print_device_faults();
+    if let Some((at_boot, since_boot, interrupt_entries)) =
+        arch::amd_iommu::invalidation_counts().or_else(arch::intel_iommu::invalidation_counts)
+    {
+        log::info!(
+            "iommu: invalidations translation-at-boot={} translation-since-boot={} interrupt-entries={}",
+            at_boot,
+            since_boot,
+            interrupt_entries
+        );
     }
     let method = acpi::power_off_method();
     log::info!("Tessera: power off");

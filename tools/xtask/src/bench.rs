@@ -574,7 +574,8 @@ mod tests {
                 "svm-irq-timer",
                 "svm-pingpong",
                 "vmx-pingpong",
-                "svm-failover"
+                "svm-failover",
+                "svm-iommu"
             ]
         );
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -15,8 +15,10 @@
 //! turned on first (command register bit 2).
 
 use crate::pci::{conf1_read, conf1_write, enable_bar0, mmio_read, mmio_write, parse_bdf};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use tessera_guest::command_line::parse_number;
-use tessera_guest::{boot, println, processor, time, BootInfo};
+use tessera_guest::ioapic::{self, RedirectionEntry};
+use tessera_guest::{boot, hypercall, interrupts, println, processor, time, x2apic, BootInfo};
 
 /// The device-side address of the `edu` buffer, and the bytes each transfer moves.
 const BUFFER: u64 = 0x40000;
@@ -62,27 +64,27 @@ pub fn run(text: &str, info: &BootInfo) {
         // image; nothing in this program refers to it.
         unsafe { core::ptr::write_volatile((source + offset) as *mut u64, PATTERN ^ offset) };
     }
-    transfer(bar0, source, BUFFER, START);
+    transfer(bar0, source, BUFFER, START, BYTES);
     for &address in addresses {
         // A word of the target that differs from the pattern beforehand, where it can be seen.
         if own_ram(info, address) && address != source {
             // SAFETY: as above: own RAM, unused by this program.
             unsafe { core::ptr::write_volatile(address as *mut u64, 0) };
         }
-        transfer(bar0, BUFFER, address, START | TO_RAM);
+        transfer(bar0, BUFFER, address, START | TO_RAM, BYTES);
         let landed = own_ram(info, address) && holds_pattern(address);
         let scratch = source + SCRATCH;
         // SAFETY: own RAM (checked above), unused by this program.
         unsafe { core::ptr::write_volatile(scratch as *mut u64, 0) };
-        transfer(bar0, address, BUFFER, START);
-        transfer(bar0, BUFFER, scratch, START | TO_RAM);
+        transfer(bar0, address, BUFFER, START, BYTES);
+        transfer(bar0, BUFFER, scratch, START | TO_RAM, BYTES);
         let read = if holds_pattern(scratch) {
             "pattern"
         } else {
             "other"
         };
         // Refill the buffer from the source for the next address.
-        transfer(bar0, source, BUFFER, START);
+        transfer(bar0, source, BUFFER, START, BYTES);
         println!(
             "dma: {address:#x} write={} read={read}",
             if landed { "landed" } else { "not-seen" }
@@ -105,14 +107,113 @@ fn own_ram(info: &BootInfo, address: u64) -> bool {
     })
 }
 
-/// One transfer of `BYTES` from `source` to `destination`, waiting until the device clears
+/// `pci-forge-msi=<bdf>,<scratch>,<address>:<data>[,<address>:<data>…]` (issue 13's
+/// forged-MSI attack): for each pair, the `edu` DMA-writes the 4-byte `data` to `address`
+/// (an MSI is nothing but such a write, PCI 3.0 §6.8): the guest puts `data` at
+/// `<scratch>` (its own RAM), the device reads it into its buffer and writes it to
+/// `address`. Prints `dma: forged-msi address=<a> data=<d> sent` per pair. The `edu` needs
+/// `dma_mask=0xffffffff` to reach 0xFEExxxxx (QEMU clamps its DMA to 28 bits otherwise).
+pub fn forge_msi(text: &str, info: &BootInfo) {
+    let mut parts = text.split(',');
+    let bdf = parts.next().and_then(parse_bdf);
+    let scratch = parts.next().and_then(parse_number);
+    let (Some((device, function)), Some(scratch)) = (bdf, scratch) else {
+        println!("dma: bad pci-forge-msi argument {text}");
+        return;
+    };
+    if !own_ram(info, scratch) {
+        println!("dma: the scratch address {scratch:#x} must be in this partition's RAM");
+        return;
+    }
+    let bar0 = enable_bar0(device, function);
+    let command = conf1_read(device, function, 0x04);
+    conf1_write(device, function, 0x04, (command & 0xffff) | 0b110);
+    for pair in parts {
+        let Some((address, data)) = pair
+            .split_once(':')
+            .and_then(|(address, data)| Some((parse_number(address)?, parse_number(data)?)))
+        else {
+            println!("dma: bad pci-forge-msi pair {pair}");
+            continue;
+        };
+        // SAFETY: `scratch` is this partition's identity-mapped RAM (checked), unused by
+        // this program otherwise.
+        unsafe { core::ptr::write_volatile(scratch as *mut u32, data as u32) };
+        transfer(bar0, scratch, BUFFER, START, 4);
+        transfer(bar0, BUFFER, address, START | TO_RAM, 4);
+        println!("dma: forged-msi address={address:#x} data={data:#x} sent");
+    }
+}
+
+/// The vectors `count-vector` counts (0: unused slot), and the interrupts seen on each.
+static COUNTED_VECTORS: [AtomicU8; 4] = [const { AtomicU8::new(0) }; 4];
+static COUNTED: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+
+fn counted(vector: u8) {
+    if let Some(slot) = COUNTED_VECTORS
+        .iter()
+        .position(|counted| counted.load(Ordering::Relaxed) == vector)
+    {
+        COUNTED[slot].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `count-vector=<vector>,<own pin>[,<vector>…]` (the forged-MSI victim): counts every
+/// interrupt on each vector (at most 4) from now on, with interrupts enabled, and routes
+/// its own I/O APIC pin `<pin>` to this core with the first vector, masked (so the pin's
+/// remapping entry, were it present, would name this core and vector, yet the pin itself
+/// never fires). [`report_counted`] prints the counts.
+pub fn count_vector(text: &str) {
+    let mut parts = text.split(',').map(parse_number);
+    let (Some(Some(vector @ 32..=255)), Some(Some(pin))) = (parts.next(), parts.next()) else {
+        println!("count-vector: expected <vector>,<pin>[,<vector>…], got {text:?}");
+        return;
+    };
+    let apic = match x2apic::enable() {
+        Ok(apic) => apic,
+        Err(error) => {
+            println!("count-vector: cannot use the x2APIC: {error:?}");
+            hypercall::stop_self(13);
+        }
+    };
+    let vectors = core::iter::once(Some(vector)).chain(parts);
+    for (slot, extra) in COUNTED_VECTORS.iter().zip(vectors) {
+        if let Some(counted_vector @ 32..=255) = extra {
+            slot.store(counted_vector as u8, Ordering::Relaxed);
+            interrupts::set_handler(counted_vector as u8, counted);
+        }
+    }
+    ioapic::set_redirection_entry(
+        pin as u8,
+        RedirectionEntry::fixed(vector as u8, apic.id()).masked(),
+    );
+    processor::enable_interrupts();
+    println!("count-vector: counting from now, pin {pin} routed here masked on {vector:#x}");
+}
+
+/// Prints `count-vector: vector=<v> received=<n>` per counted vector, if `count-vector`
+/// ran.
+pub fn report_counted() {
+    for (slot, count) in COUNTED_VECTORS.iter().zip(&COUNTED) {
+        let vector = slot.load(Ordering::Relaxed);
+        if vector != 0 {
+            processor::disable_interrupts();
+            println!(
+                "count-vector: vector={vector:#x} received={}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// One transfer of `bytes` from `source` to `destination`, waiting until the device clears
 /// its start bit.
-fn transfer(bar0: u64, source: u64, destination: u64, command: u32) {
+fn transfer(bar0: u64, source: u64, destination: u64, command: u32, bytes: u64) {
     mmio_write(bar0 + SOURCE, source as u32);
     mmio_write(bar0 + SOURCE + 4, (source >> 32) as u32);
     mmio_write(bar0 + DESTINATION, destination as u32);
     mmio_write(bar0 + DESTINATION + 4, (destination >> 32) as u32);
-    mmio_write(bar0 + COUNT, BYTES as u32);
+    mmio_write(bar0 + COUNT, bytes as u32);
     mmio_write(bar0 + COMMAND, command);
     let limit = time::tsc_hz().saturating_mul(TRANSFER_MICROSECONDS) / 1_000_000;
     let start = processor::rdtsc();

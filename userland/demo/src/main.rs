@@ -67,6 +67,11 @@
 //!   Tessera restarts the partition (`on-fault = "restart"`, up to its restart limit) or
 //!   stops it (status 12 if the write returns);
 //! * `pci-dma=<bdf>,<address>…`: DMA by an `edu` device at each address (see `dma.rs`);
+//! * `pci-forge-msi=<bdf>,<scratch>,<address>:<data>…`: the `edu` DMA-writes each 4-byte
+//!   `data` to `address` — forged MSIs (see `dma.rs`);
+//! * `count-vector=<vector>,<pin>` (early): count interrupts on `<vector>`, own pin `<pin>`
+//!   routed here masked; after `wait-for-others` print `count-vector: vector=<v>
+//!   received=<n>`;
 //! * `recheck-walk` (after `wait-for-others`): verify the memory walk's pattern again;
 //! * `wait-for-others`: wait until every other partition has stopped or faulted
 //!   (status 3 on time-out);
@@ -180,6 +185,9 @@ fn main(info: &BootInfo) {
     report_hypervisor();
     report_memory(info);
     walk_memory(info);
+    if let Some(text) = command_line.value("count-vector") {
+        dma::count_vector(text);
+    }
 
     if let Some(text) = command_line.value("measure-exits") {
         measure_exits(text);
@@ -197,6 +205,9 @@ fn main(info: &BootInfo) {
     pci::run(&command_line);
     if let Some(text) = command_line.value("pci-dma") {
         dma::run(text, info);
+    }
+    if let Some(text) = command_line.value("pci-forge-msi") {
+        dma::forge_msi(text, info);
     }
     if let Some(text) = command_line.value("start-core") {
         interrupt_modes::start_core(info, text, command_line.has_flag("nmi-ipi"));
@@ -245,6 +256,7 @@ fn main(info: &BootInfo) {
     if command_line.has_flag("wait-for-others") {
         wait_for_others();
     }
+    dma::report_counted();
     if command_line.has_flag("recheck-walk") {
         recheck_walk(info);
     }

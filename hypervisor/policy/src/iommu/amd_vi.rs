@@ -114,6 +114,12 @@ mod dte {
     /// Quadword 2: IV (the interrupt fields are valid), IntCtl (bits 189:188 of the entry,
     /// 61:60 of the quadword; 00b = fixed and arbitrated interrupts are target-aborted).
     pub const INTERRUPT_VALID: u64 = 1 << 0;
+    /// Quadword 2: IntTabLen (bits 4:1, the table holds 2^n entries), IntTablePtr (bits
+    /// 51:6, the table's address), IntCtl = 10b (bits 61:60: fixed and arbitrated
+    /// interrupts are remapped through the table).
+    pub const INTERRUPT_TABLE_LENGTH_SHIFT: u32 = 1;
+    pub const INTERRUPT_TABLE_MASK: u64 = 0x000f_ffff_ffff_ffc0;
+    pub const INTERRUPT_CONTROL_REMAPPED: u64 = 0b10 << 60;
 }
 
 impl DeviceTableEntry {
@@ -158,10 +164,82 @@ impl DeviceTableEntry {
         DeviceTableEntry([0; 4])
     }
 
+    /// The same entry with its interrupts remapped through the table at `table` of
+    /// 2^`entries_log2` entries (§2.2.2.1 IV, IntTabLen, IntTablePtr; IntCtl = remapped,
+    /// §2.2.5): an MSI's data bits 10:0 index the table, an index whose entry has RemapEn
+    /// clear is target-aborted, and INIT, NMI, ExtInt and LINT pass-through stay off.
+    pub fn with_interrupt_table(self, table: u64, entries_log2: u8) -> Self {
+        let mut quadwords = self.0;
+        quadwords[2] = dte::INTERRUPT_VALID
+            | (u64::from(entries_log2.min(MAX_INTERRUPT_TABLE_LOG2))
+                << dte::INTERRUPT_TABLE_LENGTH_SHIFT)
+            | (table & dte::INTERRUPT_TABLE_MASK)
+            | dte::INTERRUPT_CONTROL_REMAPPED;
+        DeviceTableEntry(quadwords)
+    }
+
+    /// The interrupt table address and log2 of its entries, if the entry remaps interrupts.
+    pub fn interrupt_table(&self) -> Option<(u64, u8)> {
+        let quadword = self.0[2];
+        (quadword & dte::INTERRUPT_VALID != 0 && (quadword >> 60) & 0b11 == 0b10).then_some((
+            quadword & dte::INTERRUPT_TABLE_MASK,
+            ((quadword >> dte::INTERRUPT_TABLE_LENGTH_SHIFT) & 0xf) as u8,
+        ))
+    }
+
     /// The domain the entry names.
     pub fn domain(&self) -> u16 {
         self.0[1] as u16
     }
+}
+
+/// The largest interrupt remapping table: 2^11 entries (IntTabLen = 1011b, §2.2.2.1); an
+/// MSI's data bits 10:0 index it (§2.2.5).
+pub const MAX_INTERRUPT_TABLE_LOG2: u8 = 11;
+
+/// An interrupt remapping table entry in the 32-bit format (§2.2.5.1; no guest virtual
+/// APIC, no x2APIC): RemapEn, IntType = fixed (000b), DM = physical, the 8-bit destination
+/// APIC ID in bits 15:8 and the vector in bits 23:16. `None` when the destination does not
+/// fit the 8-bit field (such a core needs the 128-bit format).
+pub fn interrupt_entry_32(apic_id: u32, vector: u8) -> Option<u32> {
+    let destination = u8::try_from(apic_id).ok()?;
+    Some(1 | (u32::from(destination) << 8) | (u32::from(vector) << 16))
+}
+
+/// An interrupt remapping table entry in the 128-bit format (§2.2.5.2, GuestMode = 0; used
+/// when the control register's GAEn is set, with XTEn for 32-bit destinations): RemapEn,
+/// IntType fixed, DM physical, destination bits 23:0 in 31:8 of the low quadword and bits
+/// 31:24 in 63:56 of the high one, the vector in bits 7:0 of the high quadword.
+pub fn interrupt_entry_128(apic_id: u32, vector: u8) -> [u64; 2] {
+    [
+        1 | (u64::from(apic_id & 0x00ff_ffff) << 8),
+        u64::from(vector) | (u64::from(apic_id >> 24) << 56),
+    ]
+}
+
+/// The MSI a device is programmed with once its interrupts are remapped: address
+/// 0xFEE00000 (destination fields unused), data = the table index (§2.2.5: data bits 10:0).
+/// Indexes stay below 256 so data bits 10:8, which a unit may also read as the delivery
+/// mode (fixed = 000b), stay clear.
+pub fn remappable_message(index: u16) -> Option<(u64, u32)> {
+    (index < 256).then_some((0xfee0_0000, u32::from(index)))
+}
+
+/// The interrupt table index an I/O APIC's message names: its data bits 10:0 (§2.2.5),
+/// which the I/O APIC fills from the redirection entry's vector (7:0) and delivery mode
+/// (10:8). Tessera keeps the entry's vector (so the local APIC's EOI broadcast, which
+/// names the delivered vector, still matches the entry's, 82093AA §3.2.4, and an I/O APIC
+/// that is not behind the unit still delivers the right vector) and indexes the table by
+/// it.
+pub fn ioapic_index(compatibility_low: u32) -> u16 {
+    (compatibility_low & 0x7ff) as u16
+}
+
+/// The device table entry of an I/O APIC whose interrupts are remapped through `table`:
+/// valid, translation fields not valid, interrupts remapped (a message whose index names
+/// an entry with RemapEn clear is target-aborted).
+pub fn ioapic_device_entry(table: u64) -> DeviceTableEntry {
+    DeviceTableEntry([dte::VALID, 0, 0, 0]).with_interrupt_table(table, MAX_INTERRUPT_TABLE_LOG2)
 }
 
 /// One 128-bit command for the command buffer (§2.4), as two quadwords.
@@ -282,6 +360,10 @@ pub mod register {
 
 /// Extended feature register bits (§3.4.5).
 pub mod feature {
+    /// XTSup: x2APIC destinations (32-bit) in 128-bit interrupt table entries.
+    pub const X2APIC: u64 = 1 << 2;
+    /// GASup: the 128-bit interrupt table entry format (GAEn) exists.
+    pub const GUEST_APIC: u64 = 1 << 7;
     /// IASup: INVALIDATE_IOMMU_ALL is supported.
     pub const INVALIDATE_ALL: u64 = 1 << 6;
 }
@@ -296,6 +378,10 @@ pub mod control {
     pub const IOMMU_ENABLE: u64 = 1 << 0;
     pub const EVENT_LOG_ENABLE: u64 = 1 << 2;
     pub const COMMAND_BUFFER_ENABLE: u64 = 1 << 12;
+    /// GAEn: interrupt table entries are 128 bits wide (§2.2.5.2).
+    pub const GUEST_APIC_ENABLE: u64 = 1 << 17;
+    /// XTEn: 32-bit (x2APIC) destinations in interrupt table entries.
+    pub const X2APIC_ENABLE: u64 = 1 << 50;
 }
 
 /// The Device Table Base register value: the table's address and its size in 4 KiB pages
@@ -404,6 +490,58 @@ mod tests {
         assert_eq!(translated.0[0] & ADDRESS_MASK, 0x7000);
         assert_eq!(translated.domain(), 3);
         assert_ne!(translated.0[0] & dte::WRITE, 0);
+    }
+
+    #[test]
+    fn interrupt_remapping_fields() {
+        // §2.2.2.1: IV bit 128, IntTabLen 132:129, IntTablePtr 179:134, IntCtl 189:188.
+        let entry = DeviceTableEntry::translated(0x7000, 3).with_interrupt_table(0x12_3440, 11);
+        assert_eq!(entry.0[2] & 1, 1, "IV");
+        assert_eq!((entry.0[2] >> 1) & 0xf, 11, "IntTabLen");
+        assert_eq!(entry.0[2] & 0x000f_ffff_ffff_ffc0, 0x12_3440, "IntTablePtr");
+        assert_eq!((entry.0[2] >> 60) & 0b11, 0b10, "IntCtl remapped");
+        assert_eq!(entry.0[2] & (0b111 << 56), 0, "no INIT/ExtInt/NMI pass");
+        assert_eq!(entry.0[2] >> 62, 0, "no LINT pass");
+        assert_eq!(
+            entry.0[0],
+            DeviceTableEntry::translated(0x7000, 3).0[0],
+            "DMA fields kept"
+        );
+        assert_eq!(entry.interrupt_table(), Some((0x12_3440, 11)));
+        assert_eq!(
+            DeviceTableEntry::translated(0x7000, 3).interrupt_table(),
+            None
+        );
+        assert_eq!(
+            DeviceTableEntry::blocked(0x7000, 0).interrupt_table(),
+            None,
+            "target abort"
+        );
+        assert_eq!(
+            DeviceTableEntry::translated(0, 1)
+                .with_interrupt_table(0x4000, 15)
+                .interrupt_table(),
+            Some((0x4000, 11)),
+            "IntTabLen is at most 1011b"
+        );
+        // §2.2.5.1: RemapEn 0, IntType 4:2, DM 6, Destination 15:8, Vector 23:16.
+        assert_eq!(interrupt_entry_32(2, 0x41), Some(0x0041_0201));
+        assert_eq!(interrupt_entry_32(256, 0x41), None);
+        // §2.2.5.2: Destination[23:0] in 31:8, Vector in 71:64, Destination[31:24] in 127:120.
+        assert_eq!(
+            interrupt_entry_128(0x1234_5678, 0x41),
+            [0x3456_7801, 0x1200_0000_0000_0041]
+        );
+        assert_eq!(remappable_message(5), Some((0xfee0_0000, 5)));
+        assert_eq!(remappable_message(256), None);
+        // I/O APIC: indexed by delivery mode and vector, as its messages' data says.
+        assert_eq!(ioapic_index(0x0001_0061), 0x61);
+        assert_eq!(ioapic_index(0x0000_a161), 0x161);
+        let ioapic = ioapic_device_entry(0x8000);
+        assert_eq!(ioapic.0[0], 1, "valid, no translation");
+        assert_eq!(ioapic.interrupt_table(), Some((0x8000, 11)));
+        let invalidate = Command::invalidate_interrupt_table(0x0020);
+        assert_eq!(invalidate.0, [0x5000_0000_0000_0020, 0]);
     }
 
     #[test]

@@ -93,6 +93,14 @@ pub mod register {
     pub const ROOT_TABLE_ADDRESS: usize = 0x20;
     pub const CONTEXT_COMMAND: usize = 0x28;
     pub const FAULT_STATUS: usize = 0x34;
+    /// Invalidation queue head, tail and address (§10.4.22–10.4.24).
+    pub const QUEUE_HEAD: usize = 0x80;
+    pub const QUEUE_TAIL: usize = 0x88;
+    pub const QUEUE_ADDRESS: usize = 0x90;
+    /// Invalidation completion status (§10.4.25): IWC, bit 0, write-1-to-clear.
+    pub const INVALIDATION_COMPLETION_STATUS: usize = 0x9c;
+    /// Interrupt remapping table address (§10.4.29).
+    pub const INTERRUPT_TABLE_ADDRESS: usize = 0xb8;
     /// The unit's register window (4 KiB at least, §10.4).
     pub const WINDOW_BYTES: u64 = 0x1000;
 }
@@ -101,8 +109,175 @@ pub mod register {
 pub mod global {
     pub const TRANSLATION_ENABLE: u32 = 1 << 31;
     pub const SET_ROOT_TABLE_POINTER: u32 = 1 << 30;
-    /// The one-shot commands, which are not states to preserve when another is written.
-    pub const ONE_SHOT: u32 = (1 << 30) | (1 << 29) | (1 << 27);
+    /// QIE: the invalidation queue is on.
+    pub const QUEUED_INVALIDATION_ENABLE: u32 = 1 << 26;
+    /// IRE: interrupt remapping is on.
+    pub const INTERRUPT_REMAPPING_ENABLE: u32 = 1 << 25;
+    /// SIRTP: latch the interrupt remapping table address (one-shot).
+    pub const SET_INTERRUPT_TABLE_POINTER: u32 = 1 << 24;
+    /// CFI: compatibility-format interrupts pass. Tessera never sets it, so with IRE on
+    /// every compatibility-format message is blocked (§5.1.4).
+    pub const COMPATIBILITY_FORMAT_INTERRUPTS: u32 = 1 << 23;
+    /// The one-shot commands (SRTP, SFL, WBF, SIRTP), which are not states to preserve
+    /// when another command is written (§10.4.4).
+    pub const ONE_SHOT: u32 = (1 << 30) | (1 << 29) | (1 << 27) | (1 << 24);
+}
+
+/// Extended capability bits (§10.4.3).
+pub mod extended {
+    /// QI: queued invalidation.
+    pub const QUEUED_INVALIDATION: u64 = 1 << 1;
+    /// IR: interrupt remapping.
+    pub const INTERRUPT_REMAPPING: u64 = 1 << 3;
+    /// EIM: extended interrupt mode (32-bit x2APIC destinations).
+    pub const EXTENDED_INTERRUPT_MODE: u64 = 1 << 4;
+    /// PT: pass-through context entries.
+    pub const PASS_THROUGH: u64 = 1 << 6;
+}
+
+/// An interrupt remapping table entry (§9.10, remapped format, IM = 0): present, physical
+/// destination mode, fixed delivery, `trigger_level` for a level-triggered I/O APIC pin,
+/// the vector, the destination (the 32-bit x2APIC ID in extended interrupt mode, else the
+/// 8-bit APIC ID in bits 47:40) and, when `source` is given, source validation of the
+/// requester ID (SVT = 01b, SQ = 00b: all 16 bits must match, §9.10), so a message with
+/// this entry's handle from any other requester is blocked and recorded.
+pub fn interrupt_entry(
+    apic_id: u32,
+    vector: u8,
+    trigger_level: bool,
+    source: Option<u16>,
+    extended_mode: bool,
+) -> Option<[u64; 2]> {
+    let destination = if extended_mode {
+        u64::from(apic_id) << 32
+    } else {
+        u64::from(u8::try_from(apic_id).ok()?) << 40
+    };
+    let low = 1 | (u64::from(trigger_level) << 4) | (u64::from(vector) << 16) | destination;
+    let high = source.map_or(0, |source| u64::from(source) | (0b01 << 18));
+    Some([low, high])
+}
+
+/// The remappable-format MSI address for `handle` (§5.1.2.2): 0xFEE in bits 31:20,
+/// handle bits 14:0 in 19:5, bit 15 in bit 2, interrupt format (bit 4) set, SHV (bit 3)
+/// set so the device's data (its multiple-message number, bits 15:0) is added to the
+/// handle. The data the device is programmed with is 0.
+pub fn remappable_address(handle: u16) -> u32 {
+    0xfee0_0000
+        | (u32::from(handle & 0x7fff) << 5)
+        | (1 << 4)
+        | (1 << 3)
+        | (u32::from(handle >> 15) << 2)
+}
+
+/// The interrupt handle a remappable-format address and data name (§5.1.3), or `None`
+/// for a compatibility-format message (interrupt format bit 4 clear).
+pub fn handle_of(address: u32, data: u32) -> Option<u32> {
+    if address & (1 << 4) == 0 {
+        return None;
+    }
+    let handle = ((address >> 5) & 0x7fff) | (((address >> 2) & 1) << 15);
+    Some(if address & (1 << 3) != 0 {
+        handle + (data & 0xffff)
+    } else {
+        handle
+    })
+}
+
+/// An I/O APIC redirection entry in the remappable format (§5.1.5.1) for `handle`: the
+/// low word keeps the vector (which must equal the entry's, for the EOI), trigger mode,
+/// polarity and mask, with delivery mode 000b and handle bit 15 in bit 11; the high word
+/// has the interrupt format bit (48) and handle bits 14:0 in bits 63:49. Returns (low,
+/// high) from the compatibility-format `low` the hypervisor computed.
+pub fn remappable_redirection_entry(handle: u16, compatibility_low: u32) -> (u32, u32) {
+    // Vector (7:0), polarity (13), trigger mode (15), mask (16).
+    let kept = compatibility_low & (0xff | (1 << 13) | (1 << 15) | (1 << 16));
+    (
+        kept | (u32::from(handle >> 15) << 11),
+        (1 << 16) | (u32::from(handle & 0x7fff) << 17),
+    )
+}
+
+/// The interrupt remapping table address register (§10.4.29): the table's address,
+/// EIME (bit 11) and S (bits 3:0: the table holds 2^(S+1) entries).
+pub fn interrupt_table_address(table: u64, entries_log2: u8, extended_mode: bool) -> u64 {
+    (table & ADDRESS_MASK)
+        | (u64::from(extended_mode) << 11)
+        | u64::from(entries_log2.clamp(1, 16) - 1)
+}
+
+/// The invalidation queue address register (§10.4.24): 128-bit descriptors (DW = 0) and
+/// QS = 0 (one 4 KiB page, 256 descriptors).
+pub fn queue_address(queue: u64) -> u64 {
+    queue & ADDRESS_MASK
+}
+
+/// Invalidation descriptors (§6.5.2), 128 bits each.
+pub mod descriptor {
+    /// Interrupt entry cache invalidation (type 4), global (G = 0).
+    pub fn interrupt_entries_global() -> [u64; 2] {
+        [0x4, 0]
+    }
+
+    /// Interrupt entry cache invalidation of 2^`mask_log2` entries from `index` (G = 1,
+    /// IM in bits 31:27, IIDX in bits 47:32; §6.5.2.7).
+    pub fn interrupt_entries(index: u16, mask_log2: u8) -> [u64; 2] {
+        [
+            0x4 | (1 << 4) | (u64::from(mask_log2 & 0x1f) << 27) | (u64::from(index) << 32),
+            0,
+        ]
+    }
+
+    /// Invalidation wait (type 5) with status write (SW, bit 5): when every earlier
+    /// descriptor has completed, the unit writes `data` to the 4-byte aligned `address`
+    /// (§6.5.2.8).
+    pub fn wait(address: u64, data: u32) -> [u64; 2] {
+        [0x5 | (1 << 5) | (u64::from(data) << 32), address & !3]
+    }
+}
+
+/// The source ID the DMAR's scope gives the I/O APIC with `ioapic_id` (§8.3.1: device
+/// scope type 03h, enumeration ID = I/O APIC ID, start bus and a one-entry path), if a
+/// DRHD lists it.
+pub fn ioapic_source(table: &[u8], ioapic_id: u8) -> Option<u16> {
+    let length = read::<u32>(table, 4)? as usize;
+    if table.get(0..4) != Some(b"DMAR".as_slice()) || length > table.len() {
+        return None;
+    }
+    let table = &table[..length];
+    let mut offset = 48;
+    while offset < table.len() {
+        let kind = u16_at(table, offset)?;
+        let size = usize::from(u16_at(table, offset + 2)?);
+        let structure = slice_at(table, offset, size).filter(|_| size >= 16)?;
+        offset += size;
+        if kind != 0 {
+            continue;
+        }
+        let mut scope = 16;
+        while scope + 6 <= structure.len() {
+            let scope_kind = read::<u8>(structure, scope)?;
+            let scope_length = usize::from(read::<u8>(structure, scope + 1)?);
+            if scope_length < 6 {
+                return None;
+            }
+            if scope_kind == 3
+                && scope_length == 8
+                && read::<u8>(structure, scope + 4)? == ioapic_id
+            {
+                let bus = read::<u8>(structure, scope + 5)?;
+                let device = read::<u8>(structure, scope + 6)?;
+                let function = read::<u8>(structure, scope + 7)?;
+                return Some(
+                    (u16::from(bus) << 8)
+                        | (u16::from(device & 0x1f) << 3)
+                        | u16::from(function & 7),
+                );
+            }
+            scope += scope_length;
+        }
+    }
+    None
 }
 
 /// Context command: invalidate the context cache globally (ICC, CIRG = 01b, §10.4.7).
@@ -136,6 +311,12 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// Whether the fault is an interrupt-remapping fault (reasons 20h–26h, §7.1.3), not a
+    /// DMA one; its `address` bits 63:48 then hold the handle.
+    pub fn interrupt(&self) -> bool {
+        (0x20..=0x26).contains(&self.reason)
+    }
+
     /// The fault in a recording register, if its F bit is set.
     pub fn decode(low: u64, high: u64) -> Option<Fault> {
         if high & (1 << 63) == 0 {
@@ -271,6 +452,63 @@ mod tests {
             }
         );
         assert_eq!(Fault::decode(0, 0), None);
+        assert!(!fault.interrupt());
+    }
+
+    #[test]
+    fn interrupt_remapping_formats() {
+        // §9.10: P bit 0, TM bit 4, V 23:16, DST 63:32 (EIM) or 47:40; SID 79:64, SVT 83:82.
+        let entry = interrupt_entry(0x1234_5678, 0x41, false, Some(0x0020), true).unwrap();
+        assert_eq!(entry, [0x1234_5678_0041_0001, 0x0004_0020]);
+        let xapic = interrupt_entry(3, 0x41, true, None, false).unwrap();
+        assert_eq!(xapic, [0x0000_0300_0041_0011, 0]);
+        assert_eq!(interrupt_entry(256, 0x41, false, None, false), None);
+        // §5.1.2.2: handle 14:0 at 19:5, handle 15 at 2, format bit 4, SHV bit 3.
+        assert_eq!(
+            remappable_address(0x0105),
+            0xfee0_0000 | (0x105 << 5) | 0x18
+        );
+        assert_eq!(remappable_address(0x8001), 0xfee0_0000 | (1 << 5) | 0x1c);
+        assert_eq!(handle_of(remappable_address(0x8105), 2), Some(0x8107));
+        assert_eq!(handle_of(0xfee0_1000, 0x41), None, "compatibility format");
+        assert_eq!(
+            handle_of(0xfee0_0000 | (7 << 5) | 0x10, 9),
+            Some(7),
+            "no SHV"
+        );
+        // §5.1.5.1: the I/O APIC entry keeps vector, polarity, trigger, mask.
+        let (low, high) = remappable_redirection_entry(0x8003, 0x0001_a741);
+        assert_eq!(low, 0x0001_a041 | (1 << 11));
+        assert_eq!(high, (1 << 16) | (3 << 17));
+        assert_eq!(
+            interrupt_table_address(0x40_0000, 9, true),
+            0x40_0000 | (1 << 11) | 8
+        );
+        assert_eq!(descriptor::interrupt_entries_global(), [4, 0]);
+        assert_eq!(
+            descriptor::interrupt_entries(0x100, 5),
+            [0x4 | 0x10 | (5 << 27) | (0x100 << 32), 0]
+        );
+        assert_eq!(descriptor::wait(0x1234, 7), [0x25 | (7 << 32), 0x1234]);
+        assert_eq!(
+            global::ONE_SHOT & global::SET_INTERRUPT_TABLE_POINTER,
+            global::SET_INTERRUPT_TABLE_POINTER
+        );
+    }
+
+    #[test]
+    fn reads_the_ioapic_source_from_the_scope() {
+        let mut drhd = vec![0, 0, 0, 0, 1, 0, 0, 0];
+        drhd.extend_from_slice(&0xfed9_0000u64.to_le_bytes());
+        // An endpoint scope (type 1), then the I/O APIC (type 3, ID 0, bus 0xff, 00.0).
+        drhd.extend_from_slice(&[1, 8, 0, 0, 0, 0, 4, 0]);
+        drhd.extend_from_slice(&[3, 8, 0, 0, 0, 0xff, 0, 0]);
+        let size = drhd.len() as u16;
+        drhd[2..4].copy_from_slice(&size.to_le_bytes());
+        let table = dmar(&[drhd]);
+        assert_eq!(ioapic_source(&table, 0), Some(0xff00));
+        assert_eq!(ioapic_source(&table, 1), None);
+        assert_eq!(ioapic_source(b"IVRS", 0), None);
     }
 
     fn dmar(structures: &[Vec<u8>]) -> Vec<u8> {

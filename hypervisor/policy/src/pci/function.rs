@@ -10,7 +10,7 @@
 use super::bar::{BarKind, VirtualBar};
 use super::capability::{self, CapabilityList};
 use super::header::{self, byte_lanes, extract};
-use super::msi::{self, MsiRefusal};
+use super::msi::{self, MessageRoute, MsiRefusal, Unremapped};
 use tessera_abi::table::{PciInterrupt, Range};
 
 /// Dword access to one function's configuration space.
@@ -345,6 +345,20 @@ impl VirtualFunction {
         value: u32,
         cores: &[u32],
     ) -> WriteEffect {
+        self.write_routed(space, offset, size, value, cores, &mut Unremapped)
+    }
+
+    /// [`Self::write`], with a checked MSI message programmed as `route` encodes it (the
+    /// hypervisor's interrupt remapping entries, when the IOMMU remaps interrupts).
+    pub fn write_routed(
+        &mut self,
+        space: &mut impl ConfigSpace,
+        offset: u16,
+        size: u8,
+        value: u32,
+        cores: &[u32],
+        route: &mut impl MessageRoute,
+    ) -> WriteEffect {
         let dword = offset & !3;
         let lanes = byte_lanes(offset, size);
         let shifted = (value << ((offset & 3) * 8)) & lanes;
@@ -380,7 +394,7 @@ impl VirtualFunction {
             .as_mut()
             .filter(|msi| (msi.offset..msi.offset + msi.length()).contains(&dword))
         {
-            return Self::write_msi(msi, space, dword - msi.offset, lanes, shifted, cores);
+            return Self::write_msi(msi, space, dword - msi.offset, lanes, shifted, cores, route);
         }
         if dword < 0x100 {
             if let Some(effect) = self.write_capability(space, dword, lanes, shifted) {
@@ -448,6 +462,7 @@ impl VirtualFunction {
         lanes: u32,
         shifted: u32,
         cores: &[u32],
+        route: &mut impl MessageRoute,
     ) -> WriteEffect {
         let mut effect = WriteEffect::default();
         let merge = |old: u32| (old & !lanes) | shifted;
@@ -480,7 +495,7 @@ impl VirtualFunction {
                 return effect;
             }
         }
-        effect.refused_message = Self::apply_msi(msi, space, cores);
+        effect.refused_message = Self::apply_msi(msi, space, cores, route);
         effect
     }
 
@@ -490,6 +505,7 @@ impl VirtualFunction {
         msi: &MsiShadow,
         space: &mut impl ConfigSpace,
         cores: &[u32],
+        route: &mut impl MessageRoute,
     ) -> Option<MsiRefusal> {
         let hardware_first = space.read(msi.offset);
         let disabled = hardware_first & !(MSI_ENABLE | MSI_MULTIPLE_ENABLE);
@@ -498,15 +514,24 @@ impl VirtualFunction {
             return None;
         }
         let address = u64::from(msi.address_high) << 32 | u64::from(msi.address_low);
-        if let Err(refusal) = msi::check_message(address, msi.data, cores) {
-            space.write(msi.offset, disabled);
-            return Some(refusal);
-        }
-        space.write(msi.offset + 4, msi.address_low);
+        let routed = msi::check_message(address, msi.data, cores).and_then(|checked| {
+            // Multiple Message Enable: the function sends 2^n vectors, varying the low
+            // data bits (PCI 3.0 §6.8.1.3); all of them are routed.
+            let vectors = 1u16 << ((msi.control & MSI_MULTIPLE_ENABLE) >> 20);
+            route.route(checked, 0, vectors, (address, msi.data))
+        });
+        let (address, data) = match routed {
+            Ok(routed) => routed,
+            Err(refusal) => {
+                space.write(msi.offset, disabled);
+                return Some(refusal);
+            }
+        };
+        space.write(msi.offset + 4, address as u32);
         if msi.is_64_bit() {
-            space.write(msi.offset + 8, msi.address_high);
+            space.write(msi.offset + 8, (address >> 32) as u32);
         }
-        space.write(msi.offset + msi.data_offset(), msi.data);
+        space.write(msi.offset + msi.data_offset(), data);
         space.write(
             msi.offset,
             disabled | (msi.control & (MSI_ENABLE | MSI_MULTIPLE_ENABLE)),

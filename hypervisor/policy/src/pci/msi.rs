@@ -27,6 +27,9 @@ pub enum MsiRefusal {
     LevelTriggered,
     /// Reserved data bits (31:16) set.
     ReservedData,
+    /// The hypervisor has no interrupt remapping entry left for the message (its function's
+    /// block is smaller than the vectors asked for, or the unit did not take the update).
+    NoRemappingEntry,
 }
 
 /// A message that passed the checks: the destination and vector it names.
@@ -34,6 +37,39 @@ pub enum MsiRefusal {
 pub struct CheckedMessage {
     pub apic_id: u32,
     pub vector: u8,
+}
+
+/// Where a checked message goes on the bus: the one place that turns a partition's
+/// message into what its function is programmed with. Without interrupt remapping that is
+/// the message itself ([`Unremapped`]); with it, the hypervisor's remapping entries for
+/// the function (docs/pci-iommu.md, "MSI and MSI-X") and a remappable-format message
+/// naming them. MSI and MSI-X entries both go through it.
+pub trait MessageRoute {
+    /// The address and data to program for `vectors` consecutive messages from entry
+    /// `first_entry` of the function (MSI: 0 and its enabled count; MSI-X: the table entry
+    /// and 1), each vector `message.vector + n` to `message.apic_id`.
+    fn route(
+        &mut self,
+        message: CheckedMessage,
+        first_entry: u16,
+        vectors: u16,
+        original: (u64, u32),
+    ) -> Result<(u64, u32), MsiRefusal>;
+}
+
+/// No interrupt remapping: the checked message is programmed unchanged.
+pub struct Unremapped;
+
+impl MessageRoute for Unremapped {
+    fn route(
+        &mut self,
+        _message: CheckedMessage,
+        _first_entry: u16,
+        _vectors: u16,
+        original: (u64, u32),
+    ) -> Result<(u64, u32), MsiRefusal> {
+        Ok(original)
+    }
 }
 
 /// Checks a message address (both halves as one 64-bit value) and data against the

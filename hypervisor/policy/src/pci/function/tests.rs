@@ -247,6 +247,74 @@ fn msi_is_shadowed_and_checked() {
     assert_eq!(model.registers[0x50 / 4] & MSI_ENABLE, 0);
 }
 
+/// A route in the shape of the hypervisor's remapping: records what it was asked and
+/// answers with a remappable-format message, or refuses past its block of entries.
+struct RecordingRoute {
+    asked: Vec<(msi::CheckedMessage, u16, u16)>,
+    block: u16,
+}
+
+impl MessageRoute for RecordingRoute {
+    fn route(
+        &mut self,
+        message: msi::CheckedMessage,
+        first_entry: u16,
+        vectors: u16,
+        _original: (u64, u32),
+    ) -> Result<(u64, u32), MsiRefusal> {
+        self.asked.push((message, first_entry, vectors));
+        if first_entry + vectors > self.block {
+            return Err(MsiRefusal::NoRemappingEntry);
+        }
+        Ok((0xfee0_0018 | (u64::from(first_entry) << 5), 0))
+    }
+}
+
+#[test]
+fn a_routed_message_is_what_the_function_gets() {
+    let cores = [2u32];
+    let mut model = Model::edu();
+    let mut function = discover(&mut model, PciInterrupt::Msi { vectors: 4 }).unwrap();
+    let mut route = RecordingRoute {
+        asked: Vec::new(),
+        block: 4,
+    };
+    function.write_routed(&mut model, 0x54, 4, 0xfee0_2000, &cores, &mut route);
+    function.write_routed(&mut model, 0x5c, 2, 0x0044, &cores, &mut route);
+    assert!(route.asked.is_empty(), "nothing routed while MSI is off");
+    let effect = function.write_routed(&mut model, 0x52, 2, 0x0021, &cores, &mut route);
+    assert_eq!(effect.refused_message, None);
+    let checked = msi::CheckedMessage {
+        apic_id: 2,
+        vector: 0x44,
+    };
+    assert_eq!(
+        route.asked,
+        [(checked, 0, 4)],
+        "four vectors enabled, all routed"
+    );
+    // The function holds the route's message, never the guest's.
+    assert_eq!(model.registers[0x54 / 4], 0xfee0_0018);
+    assert_eq!(model.registers[0x58 / 4], 0);
+    assert_eq!(model.registers[0x5c / 4], 0);
+    assert_ne!(model.registers[0x50 / 4] & MSI_ENABLE, 0);
+    // The guest still reads back its own message.
+    assert_eq!(function.read(&mut model, 0x54, 4), 0xfee0_2000);
+    assert_eq!(function.read(&mut model, 0x5c, 2), 0x0044);
+    // A foreign core is refused before the route is asked.
+    function.write_routed(&mut model, 0x54, 4, 0xfee0_0000, &cores, &mut route);
+    assert_eq!(route.asked.len(), 1);
+    assert_eq!(model.registers[0x50 / 4] & MSI_ENABLE, 0);
+    // A route that has no entries left refuses: MSI stays off.
+    let mut small = RecordingRoute {
+        asked: Vec::new(),
+        block: 2,
+    };
+    let effect = function.write_routed(&mut model, 0x54, 4, 0xfee0_2000, &cores, &mut small);
+    assert_eq!(effect.refused_message, Some(MsiRefusal::NoRemappingEntry));
+    assert_eq!(model.registers[0x50 / 4] & MSI_ENABLE, 0);
+}
+
 #[test]
 fn interrupt_kind_hides_capabilities() {
     let mut model = Model::edu();
