@@ -246,9 +246,13 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
                 seen_generation = generation;
                 let mut restarted = None;
                 partition::restart_rendezvous(context, is_boot_core, generation, || {
+                    // Every core of the partition is parked here and the new guest has not
+                    // started: a message its old guest left is dropped now. Dropping it
+                    // after the release instead would race with the new guest's own INIT
+                    // and start-up IPIs to a core slow to leave the rendezvous.
+                    drop_messages(context.partition);
                     restarted = restart_partition(context);
                 });
-                signals.take_message();
                 // Every core of the partition comes back as from power-on, not only the boot core.
                 vcpu.clear_for_restart();
                 match restarted {
@@ -319,6 +323,16 @@ fn restart_partition(context: &CoreContext) -> Option<StartState> {
             );
             partition::mark_failed(context.partition_index);
             None
+        }
+    }
+}
+
+/// Empties the message slot of every core of `partition` (its cores are all parked for a
+/// restart).
+fn drop_messages(partition: &Partition) {
+    for &apic_id in partition.cpus {
+        if let Some(index) = table::cpu_index(ApicId(apic_id)) {
+            SIGNALS[index.0].take_message();
         }
     }
 }

@@ -284,7 +284,7 @@ pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str) -> ! {
     if let Some(core) = second_core {
         PAIR_PORT.store(port, Ordering::Release);
         if smp::start_core(info, core, pair_second_core).is_err() {
-            hypercall::stop_self(EXIT_CHANNEL_FAILED);
+            hypercall::stop_self(crate::EXIT_CORE_START_FAILED);
         }
     }
     if waiting {
