@@ -62,6 +62,8 @@ pub struct LoweredPartition {
     pub stage2_table_pages: usize,
     /// In table order.
     pub pci_functions: Vec<PciFunction>,
+    /// Whether its virtual bus answers on configuration mechanism #1.
+    pub pci_conf1: bool,
 }
 
 /// A partition's health policy (the owned form of [`tessera_abi::table::HealthPolicy`]):
@@ -358,6 +360,7 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
                 .iter()
                 .filter_map(|device| lower_pci_function(&device.name, &device.device))
                 .collect(),
+            pci_conf1: partition.pci_conf1(),
         });
     }
     if !findings.is_empty() {
@@ -543,6 +546,7 @@ pub fn acpi_machine(table: &Table, index: usize) -> AcpiMachine {
         if device.device.pci.is_some() {
             let root = pci.get_or_insert_with(|| PciRoot {
                 ecam: table.platform.ecam.as_ref().map(|ecam| *ecam.base),
+                conf1: partition.pci_conf1(),
                 memory_windows: Vec::new(),
                 io_windows: Vec::new(),
             });

@@ -182,6 +182,7 @@ const PARTITION: Shape = Shape::Table(&[
     optional("wbinvd", Shape::Choice(&["native", "trap"])),
     optional("standby-for", Shape::String),
     optional("takeover-vector", ADDRESS),
+    optional("pci-config", Shape::Choice(&["ecam-only", "ecam-and-conf1"])),
 ]);
 const CHANNEL: Shape = Shape::Table(&[
     required("name", Shape::String),

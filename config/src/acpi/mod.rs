@@ -77,6 +77,9 @@ pub struct PciRoot {
     /// PNP0C02 reservation), when the platform has ECAM; without it the partition reaches
     /// its bus through configuration mechanism #1 only.
     pub ecam: Option<u64>,
+    /// Whether the partition has configuration mechanism #1 (its ports are then in
+    /// `PCI0._CRS`).
+    pub conf1: bool,
     /// The functions' BAR windows (host- and guest-physical: identity-mapped), as
     /// `(base, size)`, listed in `PCI0._CRS` so Linux keeps the BARs where they are.
     pub memory_windows: Vec<(u64, u64)>,
@@ -257,15 +260,18 @@ fn mcfg(ecam: u64) -> Vec<u8> {
 
 /// `Device (PCI0)`, the partition's host bridge (ACPI 6.5 §6.1.5 `_HID` PNP0A08 "PCI
 /// Express root bridge" with `_CID` PNP0A03 "PCI root bridge", §6.5.6 `_SEG`, §6.5.5
-/// `_BBN`), whose `_CRS` (§6.2.2) produces bus 0, consumes the mechanism #1 ports (as
-/// chipsets describe them; Linux drops that range from the bus's windows) and produces
+/// `_BBN`), whose `_CRS` (§6.2.2) produces bus 0, consumes the mechanism #1 ports if the
+/// partition has them (as chipsets describe them; Linux drops that range from the bus's
+/// windows) and produces
 /// the functions' BAR windows and I/O ranges, so a kernel keeps the BARs where they are.
 /// With ECAM, `Device (MRES)` (PNP0C02, motherboard resources) reserves the window: Linux
 /// uses an MCFG window only if firmware reserves it (in E820 or as a motherboard
 /// resource, PCI Firmware 3.0 §4.1.2's note on reserving the range).
 fn pci_devices(root: &PciRoot) -> Vec<u8> {
     let mut resources = aml::word_bus_number(0, 0);
-    resources.extend(aml::io_port(CONF1_PORTS, 8));
+    if root.conf1 {
+        resources.extend(aml::io_port(CONF1_PORTS, 8));
+    }
     for (base, size) in &root.memory_windows {
         resources.extend(aml::memory_window(*base, *size));
     }

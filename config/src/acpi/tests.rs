@@ -29,6 +29,7 @@ fn pci_machine() -> AcpiMachine {
     AcpiMachine {
         pci: Some(PciRoot {
             ecam: Some(0xb000_0000),
+            conf1: true,
             memory_windows: vec![(0xfe90_0000, 0x10_0000), (0x8_0000_0000, 0x4000)],
             io_windows: vec![(0xc000, 0x20)],
         }),
@@ -262,6 +263,7 @@ fn mcfg_gives_the_virtual_ecam_window_for_bus_zero() {
     let conf1_only = build_tables(&AcpiMachine {
         pci: Some(PciRoot {
             ecam: None,
+            conf1: true,
             memory_windows: vec![(0xfe90_0000, 0x10_0000)],
             io_windows: Vec::new(),
         }),
@@ -271,6 +273,20 @@ fn mcfg_gives_the_virtual_ecam_window_for_bus_zero() {
     let dsdt = conf1_only.table(conf1_only.dsdt);
     let find = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
     assert!(find(b"PCI0") && !find(b"MRES"));
+    // ECAM only: no mechanism #1 ports in PCI0._CRS.
+    let ecam_only = build_tables(&AcpiMachine {
+        pci: Some(PciRoot {
+            conf1: false,
+            ..pci_machine().pci.unwrap()
+        }),
+        ..machine()
+    });
+    let dsdt = ecam_only.table(ecam_only.dsdt);
+    let conf1 = aml::io_port(0xcf8, 8);
+    assert!(!dsdt.windows(conf1.len()).any(|w| w == conf1));
+    assert!(ecam_only.mcfg.is_some());
+    let dsdt = tables.table(tables.dsdt);
+    assert!(dsdt.windows(conf1.len()).any(|w| w == conf1), "mechanism #1 by default");
 }
 
 #[test]

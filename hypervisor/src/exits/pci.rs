@@ -275,7 +275,9 @@ pub fn port(
     input: bool,
     value: u32,
 ) -> Option<u32> {
-    if !has_bus(context.partition) {
+    // `pci-config = "ecam-only"`: the ports are unassigned, as for a partition without a
+    // bus (all-ones, writes dropped), so the guest finds no mechanism #1.
+    if !has_bus(context.partition) || !context.partition.pci_conf1 {
         return None;
     }
     let bus = &BUSES[context.partition_index.0];
