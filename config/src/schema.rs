@@ -182,7 +182,10 @@ const PARTITION: Shape = Shape::Table(&[
     optional("wbinvd", Shape::Choice(&["native", "trap"])),
     optional("standby-for", Shape::String),
     optional("takeover-vector", ADDRESS),
-    optional("pci-config", Shape::Choice(&["ecam-only", "ecam-and-conf1"])),
+    optional(
+        "pci-config",
+        Shape::Choice(&["ecam-only", "ecam-and-conf1"]),
+    ),
 ]);
 const CHANNEL: Shape = Shape::Table(&[
     required("name", Shape::String),

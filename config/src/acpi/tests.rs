@@ -286,7 +286,10 @@ fn mcfg_gives_the_virtual_ecam_window_for_bus_zero() {
     assert!(!dsdt.windows(conf1.len()).any(|w| w == conf1));
     assert!(ecam_only.mcfg.is_some());
     let dsdt = tables.table(tables.dsdt);
-    assert!(dsdt.windows(conf1.len()).any(|w| w == conf1), "mechanism #1 by default");
+    assert!(
+        dsdt.windows(conf1.len()).any(|w| w == conf1),
+        "mechanism #1 by default"
+    );
 }
 
 #[test]

@@ -170,9 +170,15 @@ fn check_partitions(table: &Table, findings: &mut Vec<Finding>) {
             .filter(|config| config.value == PciConfig::EcamOnly)
         {
             let why = if functions.is_empty() {
-                Some(format!("partition `{}` owns no PCI function", *partition.name))
+                Some(format!(
+                    "partition `{}` owns no PCI function",
+                    *partition.name
+                ))
             } else if table.platform.ecam.is_none() {
-                Some("the platform has no `ecam` window, so mechanism #1 is the only way to its bus".to_owned())
+                Some(
+                    "the platform has no `ecam` window, so mechanism #1 is the only way to its bus"
+                        .to_owned(),
+                )
             } else {
                 None
             };

@@ -14,10 +14,12 @@
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
 //!   through BAR0; `beta`'s restart finds decode and bus mastering off again.
-//! * `linux-pci-qemu` (partitions/linux-pci.toml): Debian's kernel without `pci=off`
-//!   (with `pci=lastbus=1`: its ACPI tables have no PCI root yet) enumerates exactly the host
-//!   bridge and its own `edu` at 00:03.0 with the BAR where the firmware put it, beside `rt`
-//!   and its `edu` (QEMU only: Linux on Bochs takes the long lane's 12 minutes).
+//! * `linux-pci-qemu` (partitions/linux-pci.toml): Debian's kernel with no PCI option finds
+//!   its bus from its ACPI tables (the MCFG window reserved by a PNP0C02 device, the root
+//!   bridge `PCI0` and its `_CRS` windows) and, with `pci-config = "ecam-only"` (no mechanism
+//!   #1), enumerates exactly the host bridge and its own `edu` at 00:03.0 through the virtual
+//!   ECAM window, with the BAR where the firmware put it, beside `rt` and its `edu` (QEMU
+//!   only: Linux on Bochs takes the long lane's 12 minutes, and Bochs has no ECAM).
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
@@ -41,6 +43,20 @@ const LINUX_FUNCTIONS: [&str; 2] = [
 ];
 /// Its BAR as Linux keeps it (no reassignment).
 const LINUX_BAR: &str = "pci 0000:00:03.0: BAR 0 [mem 0xfe900000-0xfe9fffff]";
+/// Kernel lines (after the timestamp) showing that Linux took its bus from the partition's
+/// ACPI tables: the MCFG window, accepted because the PNP0C02 device reserves it, the root
+/// bridge from the DSDT and the BAR window from its `_CRS`.
+const LINUX_ACPI_LINES: [&str; 4] = [
+    "PCI: MMCONFIG for domain 0000 [bus 00-00] at [mem 0xb0000000-0xb00fffff] (base 0xb0000000)",
+    "PCI: MMCONFIG at [mem 0xb0000000-0xb00fffff] reserved in ACPI motherboard resources",
+    "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])",
+    "pci_bus 0000:00: root bus resource [mem 0xfe900000-0xfe9fffff window]",
+];
+/// What Linux prints when it found mechanism #1: it must not, the partition has ECAM only.
+const LINUX_CONF1: &str = "PCI: Using configuration type 1";
+/// The fewest ECAM exits (`npf`) of an enumeration through the window: one load of the
+/// vendor ID for each of the bus's 32 device numbers, at least.
+const LINUX_MIN_ECAM_EXITS: u64 = 32;
 pub const BOCHS_TABLE: &str = "partitions/pci-bochs.toml";
 const QEMU_SECONDS: u64 = 60;
 const BOCHS_SECONDS: u64 = 300;
@@ -280,6 +296,28 @@ fn check_linux(transcript: &Transcript) -> Result<(), Vec<String>> {
     if !linux.iter().any(|line| line.ends_with(LINUX_BAR)) {
         failures.push(format!("linux: no `{LINUX_BAR}`"));
     }
+    for wanted in LINUX_ACPI_LINES {
+        if !linux.iter().any(|line| line.ends_with(wanted)) {
+            failures.push(format!("linux: no `{wanted}`"));
+        }
+    }
+    if let Some(line) = linux.iter().find(|line| line.contains(LINUX_CONF1)) {
+        failures.push(format!(
+            "linux found configuration mechanism #1, which `pci-config = \"ecam-only\"` hides: `{line}`"
+        ));
+    }
+    match crate::irq_test::exit_counters(transcript, "linux") {
+        None => failures.push("no exit counters (`exits: partition=linux`) on the console".into()),
+        Some(counters) => {
+            let ecam = crate::irq_test::counter(&counters, "npf").unwrap_or(0);
+            if ecam < LINUX_MIN_ECAM_EXITS {
+                failures.push(format!(
+                    "linux: npf={ecam} exits, fewer than an enumeration through ECAM makes \
+                     ({LINUX_MIN_ECAM_EXITS})"
+                ));
+            }
+        }
+    }
     if !linux
         .iter()
         .any(|line| line.starts_with("TESSERA-LINUX: init reached"))
@@ -395,9 +433,33 @@ mod tests {
             ("linux", "[    3.809838] pci 0000:00:00.0: [1b36:0008] type 00 class 0x060000"),
             ("linux", "[    3.819355] pci 0000:00:03.0: [1234:11e8] type 00 class 0x00ff00"),
             ("linux", "[    3.822404] pci 0000:00:03.0: BAR 0 [mem 0xfe900000-0xfe9fffff]"),
+            ("linux", "[    4.586012] PCI: MMCONFIG for domain 0000 [bus 00-00] at [mem 0xb0000000-0xb00fffff] (base 0xb0000000)"),
+            ("linux", "[    4.593057] PCI: MMCONFIG at [mem 0xb0000000-0xb00fffff] reserved in ACPI motherboard resources"),
+            ("linux", "[    4.637969] ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])"),
+            ("linux", "[    4.652600] pci_bus 0000:00: root bus resource [mem 0xfe900000-0xfe9fffff window]"),
             ("linux", "TESSERA-LINUX: init reached tsc=51589224478"),
+            (HYPERVISOR, "exits: partition=linux state=Running cpuid=4871 io=33 npf=400 total=5304"),
         ];
         assert_eq!(check_linux(&transcript(&lines)), Ok(()));
+        // Mechanism #1 found, or too few ECAM exits, or no root bridge: failures.
+        let mut with_conf1 = lines.clone();
+        with_conf1.push((
+            "linux",
+            "[    4.440776] PCI: Using configuration type 1 for base access",
+        ));
+        assert!(check_linux(&transcript(&with_conf1)).is_err());
+        let few = crate::transcript::test_lines::replaced(
+            lines.clone(),
+            "npf=400",
+            "exits: partition=linux state=Running cpuid=4871 io=33654 npf=18 total=39764",
+        );
+        assert!(check_linux(&transcript(&few)).is_err());
+        let no_root: Vec<_> = lines
+            .iter()
+            .copied()
+            .filter(|(_, text)| !text.contains("PCI Root Bridge"))
+            .collect();
+        assert!(check_linux(&transcript(&no_root)).is_err());
         lines.push((
             "linux",
             "[    3.829355] pci 0000:00:06.0: [1234:11e8] type 00 class 0x00ff00",
