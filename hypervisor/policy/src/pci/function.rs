@@ -498,15 +498,19 @@ impl VirtualFunction {
             return None;
         }
         let address = u64::from(msi.address_high) << 32 | u64::from(msi.address_low);
-        if let Err(refusal) = msi::check_message(address, msi.data, cores) {
-            space.write(msi.offset, disabled);
-            return Some(refusal);
-        }
-        space.write(msi.offset + 4, msi.address_low);
+        let checked = match msi::check_message(address, msi.data, cores) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                space.write(msi.offset, disabled);
+                return Some(refusal);
+            }
+        };
+        let (address, data) = msi::hypervisor_encoding(checked, address, msi.data);
+        space.write(msi.offset + 4, address as u32);
         if msi.is_64_bit() {
-            space.write(msi.offset + 8, msi.address_high);
+            space.write(msi.offset + 8, (address >> 32) as u32);
         }
-        space.write(msi.offset + msi.data_offset(), msi.data);
+        space.write(msi.offset + msi.data_offset(), data);
         space.write(
             msi.offset,
             disabled | (msi.control & (MSI_ENABLE | MSI_MULTIPLE_ENABLE)),

@@ -68,6 +68,16 @@ pub fn check_message(address: u64, data: u32, cores: &[u32]) -> Result<CheckedMe
     Ok(CheckedMessage { apic_id, vector })
 }
 
+/// The message the device gets for a message the guest asked for and the checks passed:
+/// the one place that chooses the encoding. Without interrupt remapping it is the guest's
+/// message unchanged (it names one of the partition's cores and an allowed vector); with
+/// remapping, this is where a remappable-format message (an IRTE handle) will be returned
+/// instead (docs/pci-iommu.md, "Encoding").
+pub fn hypervisor_encoding(checked: CheckedMessage, address: u64, data: u32) -> (u64, u32) {
+    let _ = checked;
+    (address, data)
+}
+
 /// An MSI-X table entry's dword (PCI 3.0 §6.8.2.6–§6.8.2.9: address low, address high,
 /// data, vector control) within its 16-byte entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
