@@ -20,6 +20,11 @@
 //!   #1), enumerates exactly the host bridge and its own `edu` at 00:03.0 through the virtual
 //!   ECAM window, with the BAR where the firmware put it, beside `rt` and its `edu` (QEMU
 //!   only: Linux on Bochs takes the long lane's 12 minutes, and Bochs has no ECAM).
+//! * `linux-e1000e-qemu` (partitions/linux-e1000e.toml): Debian's kernel drives QEMU's
+//!   e1000e with the in-tree driver and MSI-X (the table trapped, its messages checked), gets
+//!   a DHCP lease from QEMU's user network, pings the gateway, and its /proc/interrupts shows
+//!   the NIC's MSI-X vectors counting; DMA confined by the AMD IOMMU (QEMU only: Bochs has
+//!   no e1000e with MSI-X and no IOMMU).
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
@@ -34,6 +39,7 @@ use crate::{bochs, Outcome, SystemTest, SystemTests};
 
 pub const QEMU_TABLE: &str = "partitions/pci.toml";
 pub const LINUX_TABLE: &str = "partitions/linux-pci.toml";
+pub const E1000E_TABLE: &str = "partitions/linux-e1000e.toml";
 /// Linux reaches its init in 15–60 s under TCG; `rt` powers off after its 100 s timer loop.
 const LINUX_SECONDS: u64 = 300;
 /// What Debian's kernel must report of its bus, exactly (after the `pci 0000:` prefix).
@@ -163,6 +169,13 @@ pub fn tests() -> Vec<SystemTest> {
             Box::new(|systems: &SystemTests| {
                 let transcript = build_and_boot(systems, LINUX_TABLE, &qemu(), LINUX_SECONDS)?;
                 check_linux(&transcript)
+            }),
+        ),
+        (
+            "linux-e1000e-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let transcript = build_and_boot(systems, E1000E_TABLE, &qemu(), LINUX_SECONDS)?;
+                check_e1000e(&transcript)
             }),
         ),
         (
@@ -327,6 +340,94 @@ fn check_linux(transcript: &Transcript) -> Result<(), Vec<String>> {
     crate::outcome(failures)
 }
 
+/// Linux driving its e1000e through MSI-X (partitions/linux-e1000e.toml), `rt` beside it.
+fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
+        Ok(()) => Vec::new(),
+        Err(failures) => failures,
+    };
+    let linux: Vec<&str> = transcript.lines_of("linux").map(str::trim_end).collect();
+    // The lease line comes through udhcpc's output (`udhcpc: TESSERA-LINUX: lease …`).
+    for wanted in [
+        "TESSERA-LINUX: init reached",
+        "TESSERA-LINUX: e1000e loaded",
+        "TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0",
+        "TESSERA-LINUX: net-test done",
+    ] {
+        if !linux.iter().any(|line| line.contains(wanted)) {
+            failures.push(format!("linux: no `{wanted}`"));
+        }
+    }
+    // `ping: 5 packets transmitted, 5 packets received, 0% packet loss`
+    let received = linux
+        .iter()
+        .find_map(|line| line.strip_prefix("ping: 5 packets transmitted, "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse::<u32>().ok());
+    if received != Some(5) {
+        failures.push(format!(
+            "linux: expected 5 of 5 ICMP replies from 10.0.2.2, got {received:?}"
+        ));
+    }
+    // `msi-irqs: 25 msix`: the NIC's message interrupts, each MSI-X (e1000e asks for three:
+    // receive, transmit, other).
+    let kinds: Vec<&str> = linux
+        .iter()
+        .filter_map(|line| line.strip_prefix("msi-irqs: "))
+        .collect();
+    let msix_irqs: Vec<&str> = kinds
+        .iter()
+        .filter_map(|line| line.strip_suffix(" msix"))
+        .collect();
+    if msix_irqs.len() < 3 || msix_irqs.len() != kinds.len() {
+        failures.push(format!(
+            "linux: the NIC's interrupts are {kinds:?}, expected three or more, all msix"
+        ));
+    }
+    // `net-interrupts:  25:   0   21   PCI-MSI 32768-edge   eth0-rx-0` (6.1 names the MSI
+    // domain `PCI-MSI` for MSI-X too): the receive and transmit vectors counted interrupts.
+    for queue in ["eth0-rx-0", "eth0-tx-0"] {
+        let counted: Option<u64> = linux
+            .iter()
+            .filter_map(|line| line.strip_prefix("net-interrupts:"))
+            .find(|line| line.trim_end().ends_with(queue))
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let irq = words.next().unwrap_or_default().trim_end_matches(':');
+                if !msix_irqs.contains(&irq) {
+                    return 0;
+                }
+                words.map_while(|word| word.parse::<u64>().ok()).sum()
+            });
+        if !counted.is_some_and(|count| count > 0) {
+            failures.push(format!(
+                "linux: the MSI-X vector {queue} counted no interrupts ({counted:?})"
+            ));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let table_accesses = hypervisor
+        .iter()
+        .find_map(|line| line.strip_prefix("pci: partition=linux device=nic msix-table-accesses="))
+        .and_then(|count| count.parse::<u64>().ok());
+    if !table_accesses.is_some_and(|count| count > 0) {
+        failures.push(format!(
+            "no trapped MSI-X table access by linux ({table_accesses:?})"
+        ));
+    }
+    let refused = "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=";
+    match hypervisor
+        .iter()
+        .find_map(|line| line.strip_prefix(refused))
+    {
+        Some(rest) if rest.ends_with(" refused-msi=0") => {}
+        other => failures.push(format!(
+            "linux's NIC counters: {other:?}, expected refused-msi=0"
+        )),
+    }
+    crate::outcome(failures)
+}
+
 /// `rt` beside Linux: its own view only (no BIST, no restart).
 const LINUX_RT_EXPECTED: [Expected; 1] = [Expected {
     partition: "rt",
@@ -466,6 +567,63 @@ mod tests {
         ));
         let failures = check_linux(&transcript(&lines)).unwrap_err();
         assert!(failures[0].contains("linux enumerated"), "{failures:?}");
+    }
+
+    /// The lines of a passing linux-e1000e run (abridged).
+    fn e1000e_lines() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("rt", "pci: conf1 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("rt", "pci: conf1 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("rt", "pci: conf1 scan found 2"),
+            ("rt", "pci: ecam 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("rt", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("rt", "pci: ecam scan found 2"),
+            ("rt", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            (HYPERVISOR, "pci: partition=rt device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
+            ("linux", "TESSERA-LINUX: init reached tsc=93651436659"),
+            ("linux", "TESSERA-LINUX: e1000e loaded"),
+            ("linux", "udhcpc: TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0"),
+            ("linux", "ping: 5 packets transmitted, 5 packets received, 0% packet loss"),
+            ("linux", "net-interrupts:  25:          0         21   PCI-MSI 32768-edge      eth0-rx-0"),
+            ("linux", "net-interrupts:  26:         28          0   PCI-MSI 32769-edge      eth0-tx-0"),
+            ("linux", "net-interrupts:  27:          0          4   PCI-MSI 32770-edge      eth0"),
+            ("linux", "msi-irqs: 25 msix"),
+            ("linux", "msi-irqs: 26 msix"),
+            ("linux", "msi-irqs: 27 msix"),
+            ("linux", "TESSERA-LINUX: net-test done"),
+            (HYPERVISOR, "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=0"),
+            (HYPERVISOR, "pci: partition=linux device=nic msix-table-accesses=47"),
+        ]
+    }
+
+    #[test]
+    fn e1000e_checks() {
+        assert_eq!(check_e1000e(&transcript(&e1000e_lines())), Ok(()));
+        for (old, new) in [
+            (
+                "5 packets received",
+                "ping: 5 packets transmitted, 4 packets received, 20% packet loss",
+            ),
+            (
+                "32768-edge",
+                "net-interrupts:  25:          0          0   PCI-MSI 32768-edge      eth0-rx-0",
+            ),
+            (
+                "msix-table-accesses",
+                "pci: partition=linux device=nic msix-table-accesses=0",
+            ),
+            ("msi-irqs: 25", "msi-irqs: 25 msi"),
+            ("lease", "udhcpc: udhcpc: no lease, failing"),
+        ] {
+            let lines = replaced(e1000e_lines(), old, new);
+            assert!(check_e1000e(&transcript(&lines)).is_err(), "{new}");
+        }
+        let lines = replaced(
+            e1000e_lines(),
+            "device=nic function=00:02.0",
+            "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=1",
+        );
+        assert!(check_e1000e(&transcript(&lines)).is_err());
     }
 
     #[test]

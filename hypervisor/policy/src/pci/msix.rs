@@ -39,6 +39,9 @@ pub enum MsixLayoutError {
     NoSuchBar { bar: u8 },
     /// The table runs past the end of its BAR.
     TableOutsideBar,
+    /// The table's BAR lies where the hypervisor cannot reach it (outside the uncached MMIO
+    /// window of its page tables).
+    Unreachable { base: u64 },
 }
 
 /// A guest access to a trapped page, by what it touches.
@@ -99,7 +102,7 @@ impl MsixLayout {
         let within =
             |start: u64, bytes: u64| offset < start + bytes && offset + u64::from(size) > start;
         if bar == self.table_bar && within(table, self.table_bytes()) {
-            if size != 4 || offset % 4 != 0 {
+            if size != 4 || !offset.is_multiple_of(4) {
                 return TrappedAccess::Malformed;
             }
             return match msi::msix_entry_field(offset - table, self.entries) {
