@@ -24,7 +24,8 @@
 //!   e1000e with the in-tree driver and MSI-X (the table trapped, its messages checked), gets
 //!   a DHCP lease from QEMU's user network, pings the gateway, and its /proc/interrupts shows
 //!   the NIC's MSI-X vectors counting; DMA confined by the AMD IOMMU (QEMU only: Bochs has
-//!   no e1000e with MSI-X and no IOMMU).
+//!   no e1000e with MSI-X and no IOMMU). `linux-e1000e-vtd-qemu`: the same with QEMU's VT-d
+//!   model (`intel-iommu`) in place of the AMD one.
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
@@ -175,6 +176,27 @@ pub fn tests() -> Vec<SystemTest> {
             "linux-e1000e-qemu".into(),
             Box::new(|systems: &SystemTests| {
                 let transcript = build_and_boot(systems, E1000E_TABLE, &qemu(), LINUX_SECONDS)?;
+                check_e1000e(&transcript)
+            }),
+        ),
+        (
+            "linux-e1000e-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+                let mut table =
+                    crate::table::load(&systems.root.join(E1000E_TABLE)).map_err(failed)?;
+                crate::system_test::use_intel_iommu(&mut table);
+                let emulator = qemu();
+                crate::system_test::missing_emulator(systems, &emulator)?;
+                let medium =
+                    crate::run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+                let transcript = crate::system_test::boot_within(
+                    systems,
+                    &table,
+                    &emulator,
+                    &medium,
+                    LINUX_SECONDS,
+                )?;
                 check_e1000e(&transcript)
             }),
         ),
