@@ -258,6 +258,7 @@ fn write_partition(out: &mut String, partition: &LoweredPartition, blobs: &[(&Bl
         let _ = writeln!(out, "                {},", function.literal());
     }
     let _ = writeln!(out, "            ],");
+    let _ = writeln!(out, "            pci_conf1: {},", partition.pci_conf1);
     let _ = writeln!(out, "        }},");
 }
 

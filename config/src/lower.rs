@@ -17,7 +17,7 @@ use tessera_abi::table::{
     HealthEvent, HealthPolicy, Ioapic, MemoryMapping, PciInterrupt, Range, Segment, StandbyRole,
 };
 
-use crate::acpi::{self, AcpiMachine, Uart};
+use crate::acpi::{self, AcpiMachine, PciRoot, Uart};
 use crate::diagnostics::{Diagnostics, Finding};
 use crate::layout::{merge_ranges, plan_partition};
 use crate::linux;
@@ -62,6 +62,8 @@ pub struct LoweredPartition {
     pub stage2_table_pages: usize,
     /// In table order.
     pub pci_functions: Vec<PciFunction>,
+    /// Whether its virtual bus answers on configuration mechanism #1.
+    pub pci_conf1: bool,
 }
 
 /// A partition's health policy (the owned form of [`tessera_abi::table::HealthPolicy`]):
@@ -368,6 +370,7 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
                 .iter()
                 .filter_map(|device| lower_pci_function(&device.name, &device.device))
                 .collect(),
+            pci_conf1: partition.pci_conf1(),
         });
     }
     if !findings.is_empty() {
@@ -539,14 +542,41 @@ fn lower_linux(table: &Table, index: usize, files: &LinuxBoot, cmdline: String) 
 }
 
 /// What partition `index`'s ACPI tables describe: its cores, its IOAPIC view if it owns
-/// pins, and its UARTs — owned devices with exactly one port range, of 8 ports (a 16550),
-/// once per base port.
+/// pins, its UARTs — owned devices without `pci` with exactly one port range, of 8 ports
+/// (a 16550), once per base port — and its virtual PCI bus if it owns PCI functions (the
+/// virtual ECAM window at the platform's ECAM base, the functions' `mmio` windows and
+/// port ranges).
 pub fn acpi_machine(table: &Table, index: usize) -> AcpiMachine {
     let partition = &table.partitions[index];
     let mut uarts: Vec<Uart> = Vec::new();
     let mut owns_pins = false;
+    let mut pci: Option<PciRoot> = None;
     for device in table.partition_devices(partition) {
         owns_pins |= device.device.irq.is_some();
+        if device.device.pci.is_some() {
+            let root = pci.get_or_insert_with(|| PciRoot {
+                ecam: table.platform.ecam.as_ref().map(|ecam| *ecam.base),
+                conf1: partition.pci_conf1(),
+                memory_windows: Vec::new(),
+                io_windows: Vec::new(),
+            });
+            root.memory_windows.extend(
+                device
+                    .device
+                    .mmio
+                    .iter()
+                    .filter(|window| window.size.0 > 0)
+                    .map(|window| (*window.base, window.size.0)),
+            );
+            // Port ranges are validated inside the 64 KiB I/O space.
+            root.io_windows
+                .extend(device.device.ports.iter().filter_map(|range| {
+                    let base = u16::try_from(*range.base).ok()?;
+                    let size = u32::try_from(range.size.0).ok()?;
+                    (size > 0 && u32::from(base) + size <= 0x1_0000).then_some((base, size))
+                }));
+            continue;
+        }
         let [range] = device.device.ports.as_slice() else {
             continue;
         };
@@ -575,6 +605,7 @@ pub fn acpi_machine(table: &Table, index: usize) -> AcpiMachine {
             .filter(|_| owns_pins)
             .and_then(|ioapic| u32::try_from(*ioapic.base).ok()),
         uarts,
+        pci,
     }
 }
 

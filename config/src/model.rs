@@ -479,9 +479,31 @@ pub struct Partition {
     /// that failed restarts as the other's standby (docs/health.md, "Rejoining").
     #[serde(default)]
     pub rejoin_as_standby: Option<Located<bool>>,
+    /// `pci-config`: how the partition reaches its virtual PCI bus's configuration space
+    /// ([`PciConfig::EcamAndConf1`] when absent; mechanism #1 only without `platform.ecam`).
+    #[serde(default)]
+    pub pci_config: Option<Located<PciConfig>>,
+}
+
+/// `pci-config = "ecam-only" | "ecam-and-conf1"` (docs/pci-iommu.md, "The virtual PCI bus").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PciConfig {
+    /// The virtual ECAM window only: 0xCF8/0xCFC are not trapped for the partition (they
+    /// read all-ones like any port it does not own), so a kernel that finds no mechanism #1
+    /// reaches every register through ECAM.
+    EcamOnly,
+    /// The virtual ECAM window (with `platform.ecam`) and mechanism #1 (the default).
+    EcamAndConf1,
 }
 
 impl Partition {
+    /// Whether the partition's virtual bus answers on configuration mechanism #1.
+    pub fn pci_conf1(&self) -> bool {
+        self.pci_config
+            .as_ref()
+            .is_none_or(|config| config.value == PciConfig::EcamAndConf1)
+    }
     /// The `wbinvd` policy, with its default.
     pub fn wbinvd_policy(&self) -> WbinvdPolicy {
         self.wbinvd

@@ -185,6 +185,10 @@ const PARTITION: Shape = Shape::Table(&[
     optional("standby-for", Shape::String),
     optional("takeover-vector", ADDRESS),
     optional("rejoin-as-standby", Shape::Bool),
+    optional(
+        "pci-config",
+        Shape::Choice(&["ecam-only", "ecam-and-conf1"]),
+    ),
 ]);
 const CHANNEL: Shape = Shape::Table(&[
     required("name", Shape::String),

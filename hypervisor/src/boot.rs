@@ -461,6 +461,10 @@ fn describe_discovery_error(
                 "I/O BAR{bar} at {base:#x} (size {size:#x}) lies outside the partition's ports"
             ),
         ),
+        DiscoveryError::MsixTable(error) => core::fmt::write(
+            &mut text,
+            format_args!("its MSI-X table cannot be trapped: {error:?}"),
+        ),
     };
     text
 }

@@ -33,6 +33,26 @@ pub const END_TAG: u8 = 0x79;
 /// Large resource descriptor: Extended Interrupt (§6.4.3.6), for pins the 16-bit IRQ mask
 /// of the small descriptor cannot name.
 pub const EXTENDED_INTERRUPT_TAG: u8 = 0x89;
+/// Large resource descriptors (§6.4.3): 32-bit Fixed Memory Range (§6.4.3.4), DWord Address
+/// Space (§6.4.3.5.2), Word Address Space (§6.4.3.5.3) and QWord Address Space (§6.4.3.5.1).
+pub const MEMORY32_FIXED_TAG: u8 = 0x86;
+pub const DWORD_ADDRESS_SPACE_TAG: u8 = 0x87;
+pub const WORD_ADDRESS_SPACE_TAG: u8 = 0x88;
+pub const QWORD_ADDRESS_SPACE_TAG: u8 = 0x8a;
+/// Address space descriptor Resource Type (§6.4.3.5, Table 6.43): memory, I/O, bus number.
+pub const RESOURCE_TYPE_MEMORY: u8 = 0;
+pub const RESOURCE_TYPE_IO: u8 = 1;
+pub const RESOURCE_TYPE_BUS_NUMBER: u8 = 2;
+/// Address space descriptor General Flags (Table 6.43): bit 3 _MAF (maximum address fixed),
+/// bit 2 _MIF (minimum address fixed), bit 1 _DEC clear (positive decode), bit 0 clear
+/// (the device produces the range for its children: a bridge window, `ResourceProducer`).
+pub const PRODUCER_FIXED_RANGE: u8 = 0b1100;
+/// Memory Type Specific Flags (Table 6.46): bit 0 _RW read-write, bits 2:1 _MEM 0
+/// (non-cacheable), bits 4:3 _MTP 0 (AddressRangeMemory), bit 5 _TTP 0 (TypeStatic).
+pub const MEMORY_READ_WRITE_NON_CACHEABLE: u8 = 0b0000_0001;
+/// I/O Type Specific Flags (Table 6.47): bits 1:0 _RNG 3 (ISA and non-ISA ranges,
+/// `EntireRange`), _TTP and _TRS 0.
+pub const IO_ENTIRE_RANGE: u8 = 0b0000_0011;
 
 /// The largest length a 4-byte PkgLength can express.
 pub const PACKAGE_LENGTH_MAX: usize = (1 << 28) - 1;
@@ -183,6 +203,94 @@ pub fn interrupt(pin: u8) -> Vec<u8> {
     }
 }
 
+/// A Word Address Space descriptor (§6.4.3.5.3) of `resource_type` producing the fixed
+/// range `minimum..=maximum`: 3 bytes of type and flags, then granularity, minimum,
+/// maximum, translation offset (0) and length, 16 bits each.
+fn word_address_space(resource_type: u8, type_flags: u8, minimum: u16, maximum: u16) -> Vec<u8> {
+    let length = maximum.wrapping_sub(minimum).wrapping_add(1);
+    let mut bytes = vec![WORD_ADDRESS_SPACE_TAG, 0x0d, 0x00];
+    bytes.extend([resource_type, PRODUCER_FIXED_RANGE, type_flags]);
+    for field in [0, minimum, maximum, 0, length] {
+        bytes.extend(field.to_le_bytes());
+    }
+    bytes
+}
+
+/// `WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, first, last, 0,
+/// last - first + 1)`: the bus numbers a host bridge decodes.
+pub fn word_bus_number(first: u8, last: u8) -> Vec<u8> {
+    word_address_space(
+        RESOURCE_TYPE_BUS_NUMBER,
+        0,
+        u16::from(first),
+        u16::from(last),
+    )
+}
+
+/// `WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, base,
+/// base + length - 1, 0, length)`: an I/O window of a bridge.
+///
+/// # Panics
+/// If the range is empty or passes port 0xffff (the table validator keeps port ranges
+/// inside the 64 KiB I/O space).
+pub fn word_io(base: u16, length: u32) -> Vec<u8> {
+    assert!(
+        length > 0 && u32::from(base) + length <= 0x1_0000,
+        "I/O window {base:#x}+{length:#x} is outside the I/O space"
+    );
+    let maximum = (u32::from(base) + length - 1) as u16;
+    word_address_space(RESOURCE_TYPE_IO, IO_ENTIRE_RANGE, base, maximum)
+}
+
+/// A memory window of a bridge: `DWordMemory (ResourceProducer, PosDecode, MinFixed,
+/// MaxFixed, NonCacheable, ReadWrite, 0, base, base + length - 1, 0, length)` when it lies
+/// below 4 GiB, else the `QWordMemory` equivalent (§6.4.3.5.1).
+///
+/// # Panics
+/// If `length` is 0 or the range wraps the 64-bit space.
+pub fn memory_window(base: u64, length: u64) -> Vec<u8> {
+    let maximum = length
+        .checked_sub(1)
+        .and_then(|last| base.checked_add(last))
+        .expect("a memory window inside the 64-bit space");
+    let head = [
+        RESOURCE_TYPE_MEMORY,
+        PRODUCER_FIXED_RANGE,
+        MEMORY_READ_WRITE_NON_CACHEABLE,
+    ];
+    match (
+        u32::try_from(base),
+        u32::try_from(maximum),
+        u32::try_from(length),
+    ) {
+        (Ok(base), Ok(maximum), Ok(length)) => {
+            let mut bytes = vec![DWORD_ADDRESS_SPACE_TAG, 0x17, 0x00];
+            bytes.extend(head);
+            for field in [0, base, maximum, 0, length] {
+                bytes.extend(field.to_le_bytes());
+            }
+            bytes
+        }
+        _ => {
+            let mut bytes = vec![QWORD_ADDRESS_SPACE_TAG, 0x2b, 0x00];
+            bytes.extend(head);
+            for field in [0, base, maximum, 0, length] {
+                bytes.extend(field.to_le_bytes());
+            }
+            bytes
+        }
+    }
+}
+
+/// `Memory32Fixed (ReadWrite, base, length)` (§6.4.3.4): a range a device consumes, such
+/// as the ECAM window a PNP0C02 motherboard device reserves.
+pub fn memory32_fixed(base: u32, length: u32) -> Vec<u8> {
+    let mut bytes = vec![MEMORY32_FIXED_TAG, 0x09, 0x00, 0x01];
+    bytes.extend(base.to_le_bytes());
+    bytes.extend(length.to_le_bytes());
+    bytes
+}
+
 /// The end tag of a resource template with checksum 0 ("the template is not checksummed").
 pub fn end_tag() -> [u8; 2] {
     [END_TAG, 0]
@@ -270,5 +378,50 @@ mod tests {
         assert_eq!(interrupt(4), [0x22, 0x10, 0x00]);
         assert_eq!(interrupt(20), [0x89, 6, 0, 0x03, 1, 20, 0, 0, 0]);
         assert_eq!(end_tag(), [0x79, 0x00]);
+    }
+
+    /// The bytes ACPICA's iasl (20200925) compiles from the ASL in the comments (checked
+    /// by hand once; the DSDT test below disassembles whole tables where iasl exists).
+    #[test]
+    fn address_space_descriptors_match_iasl() {
+        // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,
+        //     0x0000, 0x0000, 0x00FF, 0x0000, 0x0100)
+        assert_eq!(
+            word_bus_number(0, 0xff),
+            [0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0xff, 0, 0, 0, 0x00, 0x01]
+        );
+        // WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+        //     0x0000, 0x0D00, 0xFFFF, 0x0000, 0xF300)
+        assert_eq!(
+            word_io(0x0d00, 0xf300),
+            [0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x0d, 0xff, 0xff, 0, 0, 0x00, 0xf3]
+        );
+        // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable,
+        //     ReadWrite, 0x00000000, 0xC0000000, 0xFEBFFFFF, 0x00000000, 0x3EC00000)
+        assert_eq!(
+            memory_window(0xc000_0000, 0x3ec0_0000),
+            [
+                0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0xc0, 0xff, 0xff,
+                0xbf, 0xfe, 0, 0, 0, 0, 0x00, 0x00, 0xc0, 0x3e
+            ]
+        );
+        let high = memory_window(0x1_0000_0000, 0x1000);
+        assert_eq!(high.len(), 46);
+        assert_eq!(&high[..6], [0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x01]);
+        assert_eq!(
+            u64::from_le_bytes(high[22..30].try_into().unwrap()),
+            0x1_0000_0fff
+        );
+        // Memory32Fixed (ReadWrite, 0xB0000000, 0x00100000)
+        assert_eq!(
+            memory32_fixed(0xb000_0000, 0x10_0000),
+            [0x86, 0x09, 0x00, 0x01, 0, 0, 0, 0xb0, 0, 0, 0x10, 0]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the I/O space")]
+    fn an_io_window_past_the_io_space_is_a_programming_error() {
+        let _ = word_io(0xfff0, 0x20);
     }
 }

@@ -1,7 +1,9 @@
 //! Per-partition ACPI tables, built on the host at build time: RSDP (revision 2) → XSDT →
 //! FADT (revision 6, hardware-reduced, with reset and sleep registers at the
 //! [`tessera_abi::virtual_platform`] ports) → MADT (the partition's x2APIC IDs, its IOAPIC
-//! view when it owns pins) and DSDT (one PNP0501 device per owned UART, `\_S5`).
+//! view when it owns pins), DSDT (one PNP0501 device per owned UART, the PCI host bridge
+//! `\_SB.PCI0` and the motherboard resource reserving its ECAM window when the partition
+//! owns PCI functions, `\_S5`) and, with a virtual ECAM window, the MCFG.
 //!
 //! The tables form one blob loaded at [`TABLES_GUEST`] with the RSDP first, so that guests
 //! that scan 0xE0000–0xFFFFF for "RSD PTR " find it as well as Linux, which reads
@@ -57,6 +59,34 @@ pub struct Uart {
     pub irq: Option<u8>,
 }
 
+/// Bytes of one bus's ECAM configuration space (PCIe Base 4.0 §7.2.2): the partition's
+/// virtual bus is bus 0 only.
+pub const ECAM_BUS_BYTES: u64 = 1 << 20;
+/// Configuration mechanism #1's ports (PCI 3.0 §3.2.2.3.2): 0xCF8–0xCFF.
+pub const CONF1_PORTS: u16 = 0xcf8;
+/// Size of the MCFG up to its first allocation entry (PCI Firmware 3.0 §4.1.2: the header
+/// and 8 reserved bytes), and of one entry.
+pub const MCFG_ENTRIES_OFFSET: usize = 44;
+pub const MCFG_ENTRY_LENGTH: usize = 16;
+
+/// A partition's virtual PCI bus as its ACPI tables describe it (docs/pci-iommu.md, "The
+/// virtual PCI bus"): bus 0 behind one host bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciRoot {
+    /// Guest-physical base of the one-bus virtual ECAM window (the MCFG entry and the
+    /// PNP0C02 reservation), when the platform has ECAM; without it the partition reaches
+    /// its bus through configuration mechanism #1 only.
+    pub ecam: Option<u64>,
+    /// Whether the partition has configuration mechanism #1 (its ports are then in
+    /// `PCI0._CRS`).
+    pub conf1: bool,
+    /// The functions' BAR windows (host- and guest-physical: identity-mapped), as
+    /// `(base, size)`, listed in `PCI0._CRS` so Linux keeps the BARs where they are.
+    pub memory_windows: Vec<(u64, u64)>,
+    /// The I/O port ranges of the partition's PCI devices (their I/O BARs), `(base, size)`.
+    pub io_windows: Vec<(u16, u32)>,
+}
+
 /// What a partition's ACPI tables describe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiMachine {
@@ -66,6 +96,8 @@ pub struct AcpiMachine {
     pub ioapic: Option<u32>,
     /// UARTs, in the order their `_UID`s are given.
     pub uarts: Vec<Uart>,
+    /// The virtual PCI bus, when the partition owns PCI functions.
+    pub pci: Option<PciRoot>,
 }
 
 /// The tables as one blob, with each table's guest-physical address.
@@ -78,6 +110,8 @@ pub struct AcpiTables {
     pub fadt: u64,
     pub madt: u64,
     pub dsdt: u64,
+    /// The MCFG, when the partition has a virtual ECAM window.
+    pub mcfg: Option<u64>,
 }
 
 impl AcpiTables {
@@ -213,7 +247,61 @@ fn uart_name(index: usize) -> String {
     format!("U{}{}{}", digit(2), digit(1), digit(0))
 }
 
-/// The DSDT body (AML): the UARTs under `\_SB` and `\_S5`.
+/// The MCFG (PCI Firmware 3.0 §4.1.2, revision 1): one allocation entry, segment 0, buses
+/// 0–0, at the partition's virtual ECAM window.
+fn mcfg(ecam: u64) -> Vec<u8> {
+    let mut body = vec![0u8; MCFG_ENTRIES_OFFSET - HEADER_LENGTH]; // reserved
+    body.extend(ecam.to_le_bytes()); // base address of bus 0
+    body.extend(0u16.to_le_bytes()); // PCI segment group
+    body.extend([0, 0]); // start and end bus numbers
+    body.extend(0u32.to_le_bytes()); // reserved
+    table(b"MCFG", 1, &body)
+}
+
+/// `Device (PCI0)`, the partition's host bridge (ACPI 6.5 §6.1.5 `_HID` PNP0A08 "PCI
+/// Express root bridge" with `_CID` PNP0A03 "PCI root bridge", §6.5.6 `_SEG`, §6.5.5
+/// `_BBN`), whose `_CRS` (§6.2.2) produces bus 0, consumes the mechanism #1 ports if the
+/// partition has them (as chipsets describe them; Linux drops that range from the bus's
+/// windows) and produces
+/// the functions' BAR windows and I/O ranges, so a kernel keeps the BARs where they are.
+/// With ECAM, `Device (MRES)` (PNP0C02, motherboard resources) reserves the window: Linux
+/// uses an MCFG window only if firmware reserves it (in E820 or as a motherboard
+/// resource, PCI Firmware 3.0 §4.1.2's note on reserving the range).
+fn pci_devices(root: &PciRoot) -> Vec<u8> {
+    let mut resources = aml::word_bus_number(0, 0);
+    if root.conf1 {
+        resources.extend(aml::io_port(CONF1_PORTS, 8));
+    }
+    for (base, size) in &root.memory_windows {
+        resources.extend(aml::memory_window(*base, *size));
+    }
+    for (base, size) in &root.io_windows {
+        resources.extend(aml::word_io(*base, *size));
+    }
+    resources.extend(aml::end_tag());
+    let mut body = aml::name("_HID", &aml::dword(aml::eisa_id("PNP0A08")));
+    body.extend(aml::name("_CID", &aml::dword(aml::eisa_id("PNP0A03"))));
+    body.extend(aml::name("_SEG", &aml::integer(0)));
+    body.extend(aml::name("_BBN", &aml::integer(0)));
+    body.extend(aml::name("_UID", &aml::integer(0)));
+    body.extend(aml::name("_CRS", &aml::buffer(&resources)));
+    let mut devices = aml::device("PCI0", &body);
+    if let Some(ecam) = root.ecam {
+        // The window lies below 4 GiB (memory above 4 GiB is refused by the validator);
+        // a window the 32-bit descriptor cannot name is left unreserved.
+        if let Ok(base) = u32::try_from(ecam) {
+            let mut resources = aml::memory32_fixed(base, ECAM_BUS_BYTES as u32);
+            resources.extend(aml::end_tag());
+            let mut body = aml::name("_HID", &aml::dword(aml::eisa_id("PNP0C02")));
+            body.extend(aml::name("_UID", &aml::integer(1)));
+            body.extend(aml::name("_CRS", &aml::buffer(&resources)));
+            devices.extend(aml::device("MRES", &body));
+        }
+    }
+    devices
+}
+
+/// The DSDT body (AML): the UARTs and the PCI host bridge under `\_SB`, and `\_S5`.
 pub fn dsdt_aml(machine: &AcpiMachine) -> Vec<u8> {
     let mut devices = Vec::new();
     for (index, uart) in machine.uarts.iter().enumerate() {
@@ -226,6 +314,9 @@ pub fn dsdt_aml(machine: &AcpiMachine) -> Vec<u8> {
         body.extend(aml::name("_UID", &aml::integer(index as u64)));
         body.extend(aml::name("_CRS", &aml::buffer(&resources)));
         devices.extend(aml::device(&uart_name(index), &body));
+    }
+    if let Some(root) = &machine.pci {
+        devices.extend(pci_devices(root));
     }
     let mut body = aml::root_scope("_SB", &devices);
     let sleep_type = u64::from(S5_SLEEP_TYPE);
@@ -250,21 +341,26 @@ fn append(blob: &mut Vec<u8>, bytes: &[u8]) -> u64 {
 }
 
 /// Builds every table for `machine`, laid out from [`TABLES_GUEST`]: RSDP, XSDT, FADT, MADT,
-/// DSDT, each 16-byte aligned.
+/// DSDT and the MCFG if there is one, each 16-byte aligned.
 pub fn build_tables(machine: &AcpiMachine) -> AcpiTables {
     let dsdt = table(b"DSDT", 2, &dsdt_aml(machine));
     let madt = madt(machine);
-    // The addresses follow from the sizes; XSDT holds two entries.
+    let mcfg = machine.pci.as_ref().and_then(|root| root.ecam).map(mcfg);
+    // The addresses follow from the sizes; the XSDT lists the FADT, the MADT and the MCFG.
     let align = |length: usize| length.next_multiple_of(16) as u64;
+    let xsdt_entries = 2 + usize::from(mcfg.is_some());
     let xsdt_address = TABLES_GUEST + align(RSDP_LENGTH);
-    let fadt_address = xsdt_address + align(HEADER_LENGTH + 2 * 8);
+    let fadt_address = xsdt_address + align(HEADER_LENGTH + xsdt_entries * 8);
     let madt_address = fadt_address + align(FADT_LENGTH);
     let dsdt_address = madt_address + align(madt.len());
+    let mcfg_address = mcfg.as_ref().map(|_| dsdt_address + align(dsdt.len()));
 
+    let mut listed = vec![fadt_address, madt_address];
+    listed.extend(mcfg_address);
     let mut bytes = Vec::new();
     let rsdp_address = append(&mut bytes, &rsdp(xsdt_address));
     let placed = [
-        append(&mut bytes, &xsdt(&[fadt_address, madt_address])),
+        append(&mut bytes, &xsdt(&listed)),
         append(&mut bytes, &fadt(dsdt_address)),
         append(&mut bytes, &madt),
         append(&mut bytes, &dsdt),
@@ -273,6 +369,10 @@ pub fn build_tables(machine: &AcpiMachine) -> AcpiTables {
         placed,
         [xsdt_address, fadt_address, madt_address, dsdt_address]
     );
+    if let Some(mcfg) = &mcfg {
+        let placed = append(&mut bytes, mcfg);
+        debug_assert_eq!(Some(placed), mcfg_address);
+    }
     AcpiTables {
         bytes,
         rsdp: rsdp_address,
@@ -280,6 +380,7 @@ pub fn build_tables(machine: &AcpiMachine) -> AcpiTables {
         fadt: fadt_address,
         madt: madt_address,
         dsdt: dsdt_address,
+        mcfg: mcfg_address,
     }
 }
 

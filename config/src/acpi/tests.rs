@@ -19,6 +19,21 @@ fn machine() -> AcpiMachine {
                 irq: None,
             },
         ],
+        pci: None,
+    }
+}
+
+/// [`machine`] owning PCI functions: an ECAM window, two BAR windows (one above 4 GiB) and
+/// an I/O BAR range.
+fn pci_machine() -> AcpiMachine {
+    AcpiMachine {
+        pci: Some(PciRoot {
+            ecam: Some(0xb000_0000),
+            conf1: true,
+            memory_windows: vec![(0xfe90_0000, 0x10_0000), (0x8_0000_0000, 0x4000)],
+            io_windows: vec![(0xc000, 0x20)],
+        }),
+        ..machine()
     }
 }
 
@@ -139,6 +154,7 @@ fn dsdt_names_s5_for_an_independent_reader() {
         cpus: vec![0],
         ioapic: None,
         uarts: Vec::new(),
+        pci: None,
     });
     assert_eq!(
         tessera_policy::acpi_s5::find_s5_sleep_type(empty.table(empty.dsdt)),
@@ -196,6 +212,7 @@ fn many_uarts_use_longer_package_lengths() {
         cpus: vec![0],
         ioapic: Some(0xfec0_0000),
         uarts,
+        pci: None,
     });
     let dsdt = tables.table(tables.dsdt);
     assert_eq!(byte_sum(dsdt), 0);
@@ -204,6 +221,123 @@ fn many_uarts_use_longer_package_lengths() {
     assert_eq!(dsdt[HEADER_LENGTH + 1] >> 6, 2);
     assert_eq!(
         tessera_policy::acpi_s5::find_s5_sleep_type(dsdt),
+        Some(S5_SLEEP_TYPE)
+    );
+}
+
+#[test]
+fn without_pci_functions_there_is_no_mcfg_and_no_host_bridge() {
+    let tables = build_tables(&machine());
+    assert_eq!(tables.mcfg, None);
+    let xsdt = tables.table(tables.xsdt);
+    assert_eq!(xsdt.len(), HEADER_LENGTH + 2 * 8);
+    let dsdt = tables.table(tables.dsdt);
+    let find = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+    assert!(!find(b"PCI0") && !find(b"MRES"));
+}
+
+#[test]
+fn mcfg_gives_the_virtual_ecam_window_for_bus_zero() {
+    let tables = build_tables(&pci_machine());
+    let mcfg_address = tables.mcfg.expect("an MCFG");
+    let xsdt = tables.table(tables.xsdt);
+    assert_eq!(xsdt.len(), HEADER_LENGTH + 3 * 8);
+    assert_eq!(u64_at(xsdt, 52), mcfg_address);
+    let mcfg = tables.table(mcfg_address);
+    assert_eq!(&mcfg[..4], b"MCFG");
+    assert_eq!(mcfg.len(), 60);
+    assert_eq!(byte_sum(mcfg), 0);
+    assert_eq!(byte_sum(xsdt), 0);
+    // Read back by the hypervisor's own MCFG reader (the one it checks firmware with).
+    assert_eq!(
+        tessera_policy::pci::mcfg::segment_zero(mcfg),
+        Some(tessera_policy::pci::mcfg::EcamWindow {
+            base: 0xb000_0000,
+            segment: 0,
+            first_bus: 0,
+            last_bus: 0,
+        })
+    );
+    assert!(tables.rsdp + tables.bytes.len() as u64 <= SCAN_AREA_END);
+    // PCI functions but no ECAM (mechanism #1 only): a host bridge, no MCFG.
+    let conf1_only = build_tables(&AcpiMachine {
+        pci: Some(PciRoot {
+            ecam: None,
+            conf1: true,
+            memory_windows: vec![(0xfe90_0000, 0x10_0000)],
+            io_windows: Vec::new(),
+        }),
+        ..machine()
+    });
+    assert_eq!(conf1_only.mcfg, None);
+    let dsdt = conf1_only.table(conf1_only.dsdt);
+    let find = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+    assert!(find(b"PCI0") && !find(b"MRES"));
+    // ECAM only: no mechanism #1 ports in PCI0._CRS.
+    let ecam_only = build_tables(&AcpiMachine {
+        pci: Some(PciRoot {
+            conf1: false,
+            ..pci_machine().pci.unwrap()
+        }),
+        ..machine()
+    });
+    let dsdt = ecam_only.table(ecam_only.dsdt);
+    let conf1 = aml::io_port(0xcf8, 8);
+    assert!(!dsdt.windows(conf1.len()).any(|w| w == conf1));
+    assert!(ecam_only.mcfg.is_some());
+    let dsdt = tables.table(tables.dsdt);
+    assert!(
+        dsdt.windows(conf1.len()).any(|w| w == conf1),
+        "mechanism #1 by default"
+    );
+}
+
+#[test]
+fn dsdt_describes_the_host_bridge_and_its_windows() {
+    let aml = dsdt_aml(&pci_machine());
+    let find = |needle: &[u8]| aml.windows(needle.len()).position(|w| w == needle);
+    let pci0 = find(b"PCI0").expect("Device (PCI0)");
+    // Searches from `start` on (COM0 has its own `_UID 0` before PCI0).
+    let find_after = |start: usize, needle: &[u8]| {
+        aml[start..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|at| at + start)
+    };
+    assert_eq!(&aml[pci0 - 4..pci0 - 2], &[0x5b, 0x82]);
+    let named = |name: &[u8], value: &[u8]| [&[aml::NAME_OP][..], name, value].concat();
+    for expected in [
+        named(b"_HID", &[0x0c, 0x41, 0xd0, 0x0a, 0x08]),
+        named(b"_CID", &[0x0c, 0x41, 0xd0, 0x0a, 0x03]),
+        named(b"_SEG", &[0x00]),
+        named(b"_BBN", &[0x00]),
+        named(b"_UID", &[0x00]),
+    ] {
+        assert!(find_after(pci0, &expected).is_some(), "{expected:x?}");
+    }
+    let resources = [
+        aml::word_bus_number(0, 0),
+        aml::io_port(0xcf8, 8).to_vec(),
+        aml::memory_window(0xfe90_0000, 0x10_0000),
+        aml::memory_window(0x8_0000_0000, 0x4000),
+        aml::word_io(0xc000, 0x20),
+        aml::end_tag().to_vec(),
+    ]
+    .concat();
+    let crs = [&b"_CRS"[..], &aml::buffer(&resources)].concat();
+    assert!(find_after(pci0, &crs).is_some());
+    // The motherboard resource reserving the ECAM window.
+    let mres = find(b"MRES").expect("Device (MRES)");
+    assert!(find_after(mres, &named(b"_HID", &[0x0c, 0x41, 0xd0, 0x0c, 0x02])).is_some());
+    let reserved = [
+        aml::memory32_fixed(0xb000_0000, 0x10_0000),
+        aml::end_tag().to_vec(),
+    ]
+    .concat();
+    assert!(find_after(mres, &[&b"_CRS"[..], &aml::buffer(&reserved)].concat()).is_some());
+    // \_S5 still found by the independent reader.
+    assert_eq!(
+        tessera_policy::acpi_s5::find_s5_sleep_type(&aml),
         Some(S5_SLEEP_TYPE)
     );
 }
@@ -223,12 +357,13 @@ fn iasl_disassembles_the_tables_when_installed() {
     let directory = std::env::temp_dir().join(format!("tessera-acpi-iasl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);
     std::fs::create_dir_all(&directory).unwrap();
-    let tables = build_tables(&machine());
+    let tables = build_tables(&pci_machine());
     let mut texts = Vec::new();
     for (name, address) in [
         ("facp", tables.fadt),
         ("apic", tables.madt),
         ("dsdt", tables.dsdt),
+        ("mcfg", tables.mcfg.unwrap()),
     ] {
         let path = directory.join(format!("{name}.dat"));
         std::fs::write(&path, tables.table(address)).unwrap();
@@ -246,7 +381,7 @@ fn iasl_disassembles_the_tables_when_installed() {
         assert!(!log.contains("Error"), "{name}: {log}");
         texts.push(text);
     }
-    let (fadt, madt, dsdt) = (&texts[0], &texts[1], &texts[2]);
+    let (fadt, madt, dsdt, mcfg) = (&texts[0], &texts[1], &texts[2], &texts[3]);
     assert!(fadt.contains("Hardware Reduced (V5) : 1"), "{fadt}");
     assert!(fadt.contains("Reset Register Supported (V2) : 1"), "{fadt}");
     assert!(madt.contains("Processor x2Apic ID : 00000002"), "{madt}");
@@ -259,8 +394,32 @@ fn iasl_disassembles_the_tables_when_installed() {
         "IRQNoFlags ()",
         "{4}",
         "Name (_S5, Package (0x04)",
+        "Device (PCI0)",
+        "Name (_HID, EisaId (\"PNP0A08\")",
+        "Name (_CID, EisaId (\"PNP0A03\")",
+        "Name (_SEG, Zero)",
+        "Name (_BBN, Zero)",
+        "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
+        "IO (Decode16,\n                    0x0CF8,",
+        "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,",
+        "0xFE900000,",
+        "0xFE9FFFFF,",
+        "QWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,",
+        "0x0000000800003FFF,",
+        "WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,",
+        "0xC01F,",
+        "Device (MRES)",
+        "Name (_HID, EisaId (\"PNP0C02\")",
+        "Memory32Fixed (ReadWrite,\n                    0xB0000000,",
     ] {
         assert!(dsdt.contains(expected), "`{expected}` not in:\n{dsdt}");
+    }
+    for expected in [
+        "Base Address : 00000000B0000000",
+        "Start Bus Number : 00",
+        "End Bus Number : 00",
+    ] {
+        assert!(mcfg.contains(expected), "`{expected}` not in:\n{mcfg}");
     }
     let _ = std::fs::remove_dir_all(&directory);
 }

@@ -12,7 +12,7 @@ use tessera_abi::table::MappingKind;
 
 use crate::diagnostics::Finding;
 use crate::layout::plan_partition;
-use crate::model::{Dma, NamedDevice, PciAddress, PciInterruptKind, Table};
+use crate::model::{Dma, NamedDevice, PciAddress, PciConfig, PciInterruptKind, Table};
 use crate::source::Span;
 
 /// ECAM gives each bus 1 MiB of configuration space (PCIe Base 4.0 §7.2.2); a partition's
@@ -164,6 +164,36 @@ fn check_partitions(table: &Table, findings: &mut Vec<Finding>) {
             .partition_devices(partition)
             .filter(|device| device.device.pci.is_some())
             .collect();
+        if let Some(config) = partition
+            .pci_config
+            .as_ref()
+            .filter(|config| config.value == PciConfig::EcamOnly)
+        {
+            let why = if functions.is_empty() {
+                Some(format!(
+                    "partition `{}` owns no PCI function",
+                    *partition.name
+                ))
+            } else if table.platform.ecam.is_none() {
+                Some(
+                    "the platform has no `ecam` window, so mechanism #1 is the only way to its bus"
+                        .to_owned(),
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                findings.push(
+                    Finding::new(
+                        Rule::PciConfig,
+                        config.span,
+                        format!("`pci-config = \"ecam-only\"` cannot apply: {why}"),
+                    )
+                    .label("ECAM only")
+                    .hint("remove `pci-config`, or give the partition a PCI function and the platform an `ecam` window"),
+                );
+            }
+        }
         if functions.is_empty() {
             continue;
         }

@@ -100,6 +100,8 @@ pub enum Rule {
     PciKeyWithoutFunction,
     /// A partition's PCI function with confined DMA (the default) is covered by no IOMMU unit of `platform.iommu`; `dma = "unconfined"` accepts it with a warning.
     PciDmaUncovered,
+    /// `pci-config = "ecam-only"` on a partition that owns no PCI function, or on a platform without `ecam` (no window to reach the bus through).
+    PciConfig,
     /// A device's IRQ pin is not below the IOAPIC's pin count.
     IrqPin,
     /// One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.
@@ -258,6 +260,7 @@ impl Rule {
         Rule::PciInterrupt,
         Rule::PciKeyWithoutFunction,
         Rule::PciDmaUncovered,
+        Rule::PciConfig,
         Rule::IrqPin,
         Rule::IrqShared,
         Rule::IrqNoIoapic,
@@ -361,6 +364,7 @@ impl Rule {
             Rule::PciInterrupt => "pci-interrupt",
             Rule::PciKeyWithoutFunction => "pci-key-without-function",
             Rule::PciDmaUncovered => "pci-dma-uncovered",
+            Rule::PciConfig => "pci-config",
             Rule::IrqPin => "irq-pin",
             Rule::IrqShared => "irq-shared",
             Rule::IrqNoIoapic => "irq-no-ioapic",
@@ -462,6 +466,7 @@ impl Rule {
             Rule::PciInterrupt => "devices",
             Rule::PciKeyWithoutFunction => "devices",
             Rule::PciDmaUncovered => "devices",
+            Rule::PciConfig => "devices",
             Rule::IrqPin => "devices",
             Rule::IrqShared => "devices",
             Rule::IrqNoIoapic => "devices",
@@ -563,6 +568,7 @@ impl Rule {
             Rule::PciInterrupt => "A PCI function's interrupt is inconsistent: `intx` without an `irq` pin or with `vectors`, MSI vectors not a power of two from 1 to 32, MSI-X vectors not from 1 to 2048.",
             Rule::PciKeyWithoutFunction => "`virtual-pci`, `interrupt` or `dma` is given to a device without `pci`.",
             Rule::PciDmaUncovered => "A partition's PCI function with confined DMA (the default) is covered by no IOMMU unit of `platform.iommu`; `dma = \"unconfined\"` accepts it with a warning.",
+            Rule::PciConfig => "`pci-config = \"ecam-only\"` on a partition that owns no PCI function, or on a platform without `ecam` (no window to reach the bus through).",
             Rule::IrqPin => "A device's IRQ pin is not below the IOAPIC's pin count.",
             Rule::IrqShared => "One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.",
             Rule::IrqNoIoapic => "A device has an IRQ pin but the platform declares no IOAPIC.",

@@ -100,6 +100,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             stage2_table_pages: 4,
             pci_functions: &[
             ],
+            pci_conf1: true,
         },
         ::tessera_abi::table::Partition {
             name: "rt",
@@ -144,6 +145,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             stage2_table_pages: 4,
             pci_functions: &[
             ],
+            pci_conf1: true,
         },
     ],
     channels: &[

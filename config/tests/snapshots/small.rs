@@ -66,6 +66,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             stage2_table_pages: 6,
             pci_functions: &[
             ],
+            pci_conf1: true,
         },
         ::tessera_abi::table::Partition {
             name: "beta",
@@ -110,6 +111,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             stage2_table_pages: 4,
             pci_functions: &[
             ],
+            pci_conf1: true,
         },
     ],
     channels: &[

@@ -420,6 +420,9 @@ pub struct Partition {
     pub stage2_table_pages: usize,
     /// The PCI functions it owns, on its virtual bus (docs/pci-iommu.md), in table order.
     pub pci_functions: &'static [PciFunction],
+    /// Whether its virtual bus answers on configuration mechanism #1 (0xCF8/0xCFC); when
+    /// false (`pci-config = "ecam-only"`) only the virtual ECAM window reaches it.
+    pub pci_conf1: bool,
 }
 
 /// A PCI function address packed as the requester ID: bus in bits 15:8, device in 7:3,

@@ -632,6 +632,54 @@ pub fn walk<F: EntryFormat>(
     None
 }
 
+/// Why [`unmap_page`] could not take a page out of a tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnmapError {
+    /// Nothing maps the page.
+    NotMapped,
+    /// A 2 MiB or 1 GiB leaf maps it: taking one 4 KiB page out would need a new table,
+    /// which the build-time pool size does not provide.
+    LargePage(PageSize),
+}
+
+/// Takes the 4 KiB page at `guest` out of the tree rooted at `root` (tables in
+/// `pool_pages`, as for [`walk`]), so that every access to it exits: the hypervisor traps
+/// pages inside a mapped window this way (an MSI-X table inside a BAR). The caller
+/// flushes cached translations if the tree is in use.
+pub fn unmap_page<F: EntryFormat>(
+    pool_pages: &mut [[u64; ENTRIES]],
+    phys_base: u64,
+    root: u64,
+    guest: u64,
+) -> Result<(), UnmapError> {
+    if guest >= GUEST_ADDRESS_LIMIT {
+        return Err(UnmapError::NotMapped);
+    }
+    let mut table = page_index(pool_pages.len(), phys_base, root).ok_or(UnmapError::NotMapped)?;
+    for level in (1..=4).rev() {
+        let slot = entry_index(guest, level);
+        match F::decode(pool_pages[table][slot], level) {
+            Decoded::NotPresent => return Err(UnmapError::NotMapped),
+            Decoded::Table { next } => {
+                if level == 1 {
+                    return Err(UnmapError::NotMapped);
+                }
+                table =
+                    page_index(pool_pages.len(), phys_base, next).ok_or(UnmapError::NotMapped)?;
+            }
+            Decoded::Leaf { .. } => {
+                let size = PageSize::at_level(level).ok_or(UnmapError::NotMapped)?;
+                if size != PageSize::Size4KiB {
+                    return Err(UnmapError::LargePage(size));
+                }
+                pool_pages[table][slot] = 0;
+                return Ok(());
+            }
+        }
+    }
+    Err(UnmapError::NotMapped)
+}
+
 /// Calls `f(guest_base, host_base, size, rights)` for every present leaf of the tree rooted
 /// at `root`, in ascending guest order. Tables outside the pool and malformed entries are
 /// skipped (and so show up as missing mappings to a validator).
@@ -1121,6 +1169,41 @@ mod tests {
             Some((0x200_0123, Rights::RWX, PageSize::Size4KiB))
         );
         assert_eq!(walk::<Npt>(&pages, POOL_BASE, root_b, 0), None);
+    }
+
+    #[test]
+    fn unmap_page_takes_out_one_small_page_only() {
+        let device = MemoryMapping {
+            guest: 0xfe90_0000,
+            host: Range::new(0xfe90_0000, 0x4000),
+            rights: Rights::RW,
+            kind: MappingKind::DeviceMmio,
+        };
+        let map = [ram(0, 0, GIB1), device];
+        let mut pages = pool_pages(8);
+        let root = build::<Npt>(&map, true, &mut TablePool::new(&mut pages, POOL_BASE)).unwrap();
+        assert_eq!(
+            unmap_page::<Npt>(&mut pages, POOL_BASE, root, 0xfe90_1000),
+            Ok(())
+        );
+        assert_eq!(walk::<Npt>(&pages, POOL_BASE, root, 0xfe90_1000), None);
+        assert_eq!(walk::<Npt>(&pages, POOL_BASE, root, 0xfe90_1fff), None);
+        // Its neighbours stay mapped.
+        assert!(walk::<Npt>(&pages, POOL_BASE, root, 0xfe90_0fff).is_some());
+        assert!(walk::<Npt>(&pages, POOL_BASE, root, 0xfe90_2000).is_some());
+        assert_eq!(
+            unmap_page::<Npt>(&mut pages, POOL_BASE, root, 0xfe90_1000),
+            Err(UnmapError::NotMapped)
+        );
+        assert_eq!(
+            unmap_page::<Npt>(&mut pages, POOL_BASE, root, 0x1000),
+            Err(UnmapError::LargePage(PageSize::Size1GiB))
+        );
+        assert_eq!(
+            unmap_page::<Npt>(&mut pages, POOL_BASE, root, 0xfe98_0000),
+            Err(UnmapError::NotMapped)
+        );
+        assert!(walk::<Npt>(&pages, POOL_BASE, root, 0x1000).is_some());
     }
 
     #[test]

@@ -58,3 +58,53 @@ impl ConfigSpace for Conf1Function {
         false
     }
 }
+
+/// Reads `size` bytes (1, 2, 4 or 8, naturally aligned) of a passed-through function's BAR
+/// memory at host-physical `address`: the hypervisor's path to registers that share a
+/// trapped MSI-X table page. `None` for an address outside the uncached MMIO window of the
+/// host page tables or a misaligned or odd-sized access.
+pub fn bar_read(address: u64, size: u8) -> Option<u64> {
+    if !bar_access_allowed(address, size) {
+        return None;
+    }
+    // SAFETY: `address` lies in the host page tables' uncached MMIO window (checked above),
+    // identity-mapped; the callers pass only addresses inside a BAR window the table gives
+    // the partition whose access is being forwarded (`exits::pci`, through
+    // `MsixTrap::covers`), so the read reaches that function's registers and nothing of the
+    // hypervisor's. The access is naturally aligned and of a size the processor performs
+    // as one bus transaction.
+    unsafe {
+        Some(match size {
+            1 => u64::from(core::ptr::read_volatile(address as *const u8)),
+            2 => u64::from(core::ptr::read_volatile(address as *const u16)),
+            4 => u64::from(core::ptr::read_volatile(address as *const u32)),
+            _ => core::ptr::read_volatile(address as *const u64),
+        })
+    }
+}
+
+/// Writes `size` bytes of `value` to a passed-through function's BAR memory at
+/// host-physical `address` (as [`bar_read`]); false if refused.
+pub fn bar_write(address: u64, size: u8, value: u64) -> bool {
+    if !bar_access_allowed(address, size) {
+        return false;
+    }
+    // SAFETY: as in `bar_read`; what is written has passed the MSI-X policy
+    // (`tessera_policy::pci::msix`): a table entry masked or holding a checked message, or
+    // a register outside the table that the partition could write directly anyway.
+    unsafe {
+        match size {
+            1 => core::ptr::write_volatile(address as *mut u8, value as u8),
+            2 => core::ptr::write_volatile(address as *mut u16, value as u16),
+            4 => core::ptr::write_volatile(address as *mut u32, value as u32),
+            _ => core::ptr::write_volatile(address as *mut u64, value),
+        }
+    }
+    true
+}
+
+fn bar_access_allowed(address: u64, size: u8) -> bool {
+    matches!(size, 1 | 2 | 4 | 8)
+        && address.is_multiple_of(u64::from(size))
+        && tessera_policy::host_page_tables::lies_in_mmio_window(address, u64::from(size))
+}

@@ -268,6 +268,13 @@ pub fn handle_exit(
         }
         Exit::NestedPageFault {
             guest_physical,
+            fetch: false,
+            ..
+        } if pci::covers_msix(context, guest_physical) => {
+            pci::handle_msix(vcpu, context, control, guest_physical)
+        }
+        Exit::NestedPageFault {
+            guest_physical,
             write,
             fetch,
         } => {

@@ -7,21 +7,29 @@
 //! virtual addresses and all-ones everywhere else. What a guest may read and write is
 //! `tessera_policy::pci::function`; this module moves bytes between it, the guest and
 //! mechanism #1.
+//!
+//! MSI-X: the 4 KiB pages that hold a function's MSI-X table are taken out of its
+//! partition's stage-2 tables (`runtime::memory`), so table accesses fault and come here:
+//! entries are shadowed and reach the device only through `tessera_policy::pci::msix`
+//! (masked, or a checked message in the hypervisor's encoding); the PBA is read-only;
+//! whatever else the device keeps in those pages is forwarded access by access.
 
 use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Flow, PartitionControl};
+use crate::arch;
 use crate::arch::pci::Conf1Function;
 use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
-use tessera_abi::table::{Bdf, Partition, PciFunction};
+use tessera_abi::table::{Bdf, Partition, PciFunction, PciInterrupt};
 use tessera_policy::mmio_decode::MmioAccess;
 use tessera_policy::pci::address::{
     decode_conf1, decode_ecam, CONF1_ADDRESS_PORT, CONF1_DATA_PORT,
 };
-use tessera_policy::pci::function::{DiscoveryError, VirtualFunction};
+use tessera_policy::pci::function::{ConfigSpace, DiscoveryError, MsixTrap, VirtualFunction};
 use tessera_policy::pci::header;
+use tessera_policy::pci::msix::{self, MsixEntry, MsixLayoutError, TrappedAccess};
 
 /// The most functions one partition owns (sizes the static state).
 const MAX_FUNCTIONS: usize = {
@@ -37,6 +45,29 @@ const MAX_FUNCTIONS: usize = {
     most
 };
 
+/// The most MSI-X entries the table grants one function (sizes the shadow tables).
+const MAX_MSIX_ENTRIES: usize = {
+    let mut most = 1;
+    let mut index = 0;
+    while index < PARTITION_COUNT {
+        let functions = MACHINE.partitions[index].pci_functions;
+        let mut slot = 0;
+        while slot < functions.len() {
+            if let PciInterrupt::Msix { vectors } = functions[slot].interrupt {
+                if vectors as usize > most {
+                    most = vectors as usize;
+                }
+            }
+            slot += 1;
+        }
+        index += 1;
+    }
+    most
+};
+
+/// Command register: Memory Space Enable (PCI 3.0 §6.2.2).
+const MEMORY_SPACE: u32 = 1 << 1;
+
 /// The virtual ECAM window covers one bus: 1 MiB (PCIe Base 4.0 §7.2.2).
 const VIRTUAL_ECAM_BYTES: u64 = 1 << 20;
 
@@ -45,8 +76,12 @@ struct FunctionState {
     function: Mutex<Option<VirtualFunction>>,
     /// Guest writes dropped by the filter (outside the whitelist).
     dropped_writes: AtomicU64,
-    /// MSI messages refused by the checks.
+    /// MSI and MSI-X messages refused by the checks.
     refused_messages: AtomicU64,
+    /// The guest's MSI-X table (the entries the table grants; the rest read as after reset).
+    msix: Mutex<[MsixEntry; MAX_MSIX_ENTRIES]>,
+    /// Guest accesses to trapped MSI-X table pages.
+    msix_accesses: AtomicU64,
 }
 
 impl FunctionState {
@@ -55,6 +90,8 @@ impl FunctionState {
             function: Mutex::new(None),
             dropped_writes: AtomicU64::new(0),
             refused_messages: AtomicU64::new(0),
+            msix: Mutex::new([MsixEntry::RESET; MAX_MSIX_ENTRIES]),
+            msix_accesses: AtomicU64::new(0),
         }
     }
 }
@@ -127,7 +164,36 @@ pub fn discover() -> Result<(), Refusal> {
                 function,
                 error,
             })?;
-            let id = tessera_policy::pci::function::ConfigSpace::read(&mut space, 0);
+            if let Some(trap) = discovered.msix() {
+                if !tessera_policy::host_page_tables::lies_in_mmio_window(
+                    trap.pages,
+                    trap.pages_bytes,
+                ) {
+                    return Err(Refusal {
+                        partition: partition.name,
+                        function,
+                        error: DiscoveryError::MsixTable(MsixLayoutError::Unreachable {
+                            base: trap.table_bar_base,
+                        }),
+                    });
+                }
+                mask_hardware_table(function, &trap);
+                log::info!(
+                    "pci: partition={} device={} function={} msix entries={} granted={} table=bar{}+{:#x} pba=bar{}+{:#x} trapped={:#x}+{:#x}",
+                    partition.name,
+                    function.name,
+                    ShowBdf(function.physical),
+                    trap.layout.entries,
+                    trap.granted,
+                    trap.layout.table_bar,
+                    trap.layout.table_offset,
+                    trap.layout.pba_bar,
+                    trap.layout.pba_offset,
+                    trap.pages,
+                    trap.pages_bytes
+                );
+            }
+            let id = space.read(0);
             log::info!(
                 "pci: partition={} device={} function={} id={:04x}:{:04x} at virtual {} capabilities={}; quiesced",
                 partition.name,
@@ -162,7 +228,13 @@ pub fn quiesce_partition(partition_index: PartitionIndex) {
             function.interrupt,
             |_| {},
         ) {
-            Ok(fresh) => *state = Some(fresh),
+            Ok(fresh) => {
+                if let Some(trap) = fresh.msix() {
+                    mask_hardware_table(function, &trap);
+                }
+                *bus.functions[slot].msix.lock() = [MsixEntry::RESET; MAX_MSIX_ENTRIES];
+                *state = Some(fresh)
+            }
             Err(error) => {
                 // The function no longer matches the table: it stays invisible to the
                 // partition (all-ones) rather than half-configured.
@@ -177,6 +249,169 @@ pub fn quiesce_partition(partition_index: PartitionIndex) {
             }
         }
     }
+}
+
+/// Masks every entry of the function's MSI-X table in hardware (the quiesced function has
+/// MSI-X off and bus mastering off; memory decoding is turned on only while the hypervisor
+/// writes): from here on each hardware entry is masked or holds a checked message, so the
+/// guest may enable MSI-X (`tessera_policy::pci::function`).
+fn mask_hardware_table(function: &PciFunction, trap: &MsixTrap) {
+    let mut space = Conf1Function(function.physical);
+    // The low half only: writing the status half back would clear its W1C bits.
+    let command = space.read(header::COMMAND) & 0xffff;
+    space.write(header::COMMAND, command | MEMORY_SPACE);
+    for entry in 0..trap.layout.entries {
+        arch::pci::bar_write(
+            trap.entry_address(entry) + msix::VECTOR_CONTROL,
+            4,
+            u64::from(msix::VECTOR_MASKED),
+        );
+    }
+    space.write(header::COMMAND, command);
+}
+
+/// Calls `take_out` with every 4 KiB page of partition `partition_index`'s MSI-X tables
+/// (guest-physical = host-physical: BAR windows are identity-mapped), to be left out of its
+/// stage-2 tables. After [`discover`].
+pub fn for_each_msix_page(partition_index: usize, mut take_out: impl FnMut(u64)) {
+    let bus = &BUSES[partition_index];
+    for slot in 0..MACHINE.partitions[partition_index].pci_functions.len() {
+        let trap = bus.functions[slot]
+            .function
+            .lock()
+            .as_ref()
+            .and_then(VirtualFunction::msix);
+        if let Some(trap) = trap {
+            let mut page = trap.pages;
+            while page < trap.pages + trap.pages_bytes {
+                take_out(page);
+                page += msix::PAGE_BYTES;
+            }
+        }
+    }
+}
+
+/// The function slot and MSI-X table whose trapped pages hold `guest_physical`.
+fn msix_at(context: &CoreContext, guest_physical: u64) -> Option<(usize, MsixTrap)> {
+    let bus = &BUSES[context.partition_index.0];
+    (0..context.partition.pci_functions.len()).find_map(|slot| {
+        bus.functions[slot]
+            .function
+            .lock()
+            .as_ref()
+            .and_then(VirtualFunction::msix)
+            .filter(|trap| trap.covers(guest_physical))
+            .map(|trap| (slot, trap))
+    })
+}
+
+/// Whether `guest_physical` lies in a trapped MSI-X table page of the partition.
+pub fn covers_msix(context: &CoreContext, guest_physical: u64) -> bool {
+    has_bus(context.partition) && msix_at(context, guest_physical).is_some()
+}
+
+/// Emulates the MOV that touched a trapped MSI-X table page at `guest_physical`.
+pub fn handle_msix(
+    vcpu: &mut impl VirtualCpu,
+    context: &CoreContext,
+    control: &impl PartitionControl,
+    guest_physical: u64,
+) -> Flow {
+    let Some((slot, trap)) = msix_at(context, guest_physical) else {
+        return Flow::Resume;
+    };
+    let (instruction, _) = match mmio::decode_trapped(
+        vcpu,
+        context,
+        control,
+        guest_physical,
+        &TrapDetails {
+            undecodable: "MSI-X table access by an instruction the hypervisor cannot decode",
+            begins_elsewhere: "MSI-X table access that begins outside the faulting page",
+            crosses_page: "MSI-X table access that runs past its page",
+        },
+    ) {
+        Ok(decoded) => decoded,
+        Err(flow) => return flow,
+    };
+    let state = &BUSES[context.partition_index.0].functions[slot];
+    state.msix_accesses.fetch_add(1, Ordering::Relaxed);
+    let function = &context.partition.pci_functions[slot];
+    let access = trap.layout.classify(
+        trap.layout.table_bar,
+        guest_physical - trap.table_bar_base,
+        instruction.size,
+    );
+    // Entries the table grants are shadowed; the others read as after reset.
+    let granted = |entry: u16| entry < trap.granted && usize::from(entry) < MAX_MSIX_ENTRIES;
+    match instruction.access {
+        MmioAccess::Load { register, .. } => {
+            let value = match access {
+                TrappedAccess::Entry { entry, field } if granted(entry) => {
+                    u64::from(state.msix.lock()[usize::from(entry)].read(field))
+                }
+                TrappedAccess::Entry { field, .. } => u64::from(MsixEntry::RESET.read(field)),
+                TrappedAccess::Pba | TrappedAccess::Other => {
+                    arch::pci::bar_read(guest_physical, instruction.size).unwrap_or(u64::MAX)
+                }
+                TrappedAccess::Malformed => u64::MAX,
+            };
+            let old = vcpu.register_number(register);
+            if let Some(new) = instruction.load_result(old, value) {
+                vcpu.set_register_number(register, new);
+            }
+        }
+        MmioAccess::Store { .. } => {
+            let value = instruction
+                .store_value(|register| vcpu.register_number(register))
+                .unwrap_or(0);
+            match access {
+                TrappedAccess::Entry { entry, field } if granted(entry) => {
+                    let mut table = state.msix.lock();
+                    let shadow = &mut table[usize::from(entry)];
+                    shadow.write(field, value as u32);
+                    let (update, refusal) = msix::hardware_update(
+                        entry,
+                        shadow,
+                        trap.granted,
+                        context.partition.cpus,
+                        // Through the IOMMU's remapping entry where a unit remaps
+                        // the function's interrupts, as for MSI.
+                        &mut crate::arch::iommu::FunctionRoute(function.physical),
+                    );
+                    for &(offset, word) in update.writes() {
+                        arch::pci::bar_write(
+                            trap.entry_address(entry) + offset,
+                            4,
+                            u64::from(word),
+                        );
+                    }
+                    drop(table);
+                    if let Some(refusal) = refusal {
+                        state.refused_messages.fetch_add(1, Ordering::Relaxed);
+                        if control.may_log(context) {
+                            log::info!(
+                                "refused: partition={} core={} device={} MSI-X {:?}",
+                                context.partition.name,
+                                context.apic_id,
+                                function.name,
+                                refusal
+                            );
+                        }
+                    }
+                }
+                TrappedAccess::Other => {
+                    arch::pci::bar_write(guest_physical, instruction.size, value);
+                }
+                // Entries beyond the grant, the read-only PBA, malformed accesses.
+                TrappedAccess::Entry { .. } | TrappedAccess::Pba | TrappedAccess::Malformed => {
+                    state.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    vcpu.set_rip(vcpu.rip() + u64::from(instruction.length));
+    Flow::Resume
 }
 
 /// Whether the partition has a virtual bus (owns at least one function).
@@ -278,7 +513,9 @@ pub fn port(
     input: bool,
     value: u32,
 ) -> Option<u32> {
-    if !has_bus(context.partition) {
+    // `pci-config = "ecam-only"`: the ports are unassigned, as for a partition without a
+    // bus (all-ones, writes dropped), so the guest finds no mechanism #1.
+    if !has_bus(context.partition) || !context.partition.pci_conf1 {
         return None;
     }
     let bus = &BUSES[context.partition_index.0];
@@ -411,6 +648,14 @@ pub fn print_counters() {
                 state.dropped_writes.load(Ordering::Relaxed),
                 state.refused_messages.load(Ordering::Relaxed)
             );
+            if matches!(function.interrupt, PciInterrupt::Msix { .. }) {
+                log::info!(
+                    "pci: partition={} device={} msix-table-accesses={}",
+                    partition.name,
+                    function.name,
+                    state.msix_accesses.load(Ordering::Relaxed)
+                );
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! runs, so the static pools below have a single writer.
 
 use crate::arch::{guest_memory, tsc};
+use crate::exits;
 use crate::table::{MACHINE, PARTITION_COUNT, STAGE2_TABLE_PAGES};
 use crate::virt::{Backend, StartState};
 use sha2::{Digest, Sha256};
@@ -54,10 +55,19 @@ fn digest_matches(blob: &Blob, at_boot: bool) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub enum SetupError {
     Stage2(stage2::BuildError),
-    BlobDigestMismatch { blob: usize },
+    BlobDigestMismatch {
+        blob: usize,
+    },
     CommandLineTooLong,
-    SegmentOutsideMemory { guest: u64 },
+    SegmentOutsideMemory {
+        guest: u64,
+    },
     StartInfo,
+    /// An MSI-X table page could not be taken out of the stage-2 tables.
+    MsixTrap {
+        page: u64,
+        error: stage2::UnmapError,
+    },
 }
 
 impl core::fmt::Display for SetupError {
@@ -78,6 +88,10 @@ impl core::fmt::Display for SetupError {
                 )
             }
             SetupError::StartInfo => formatter.write_str("no room for the PVH start-info block"),
+            SetupError::MsixTrap { page, error } => write!(
+                formatter,
+                "the MSI-X table page {page:#x} cannot be trapped: {error:?} (a BAR window mapped with large pages)"
+            ),
         }
     }
 }
@@ -94,13 +108,38 @@ pub fn build_stage2_tables(
     let mut offset = 0;
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let pages = &mut pool[offset..offset + partition.stage2_table_pages];
-        let mut table_pool = TablePool::new(pages, base + (offset as u64) * 4096);
+        let phys_base = base + (offset as u64) * 4096;
         let built = match backend {
-            Backend::Svm => stage2::build::<Npt>(partition.memory, allow_1gib, &mut table_pool),
-            Backend::Vmx(_) => stage2::build::<Ept>(partition.memory, allow_1gib, &mut table_pool)
-                .map(Ept::pointer),
+            Backend::Svm => stage2::build::<Npt>(
+                partition.memory,
+                allow_1gib,
+                &mut TablePool::new(pages, phys_base),
+            ),
+            Backend::Vmx(_) => stage2::build::<Ept>(
+                partition.memory,
+                allow_1gib,
+                &mut TablePool::new(pages, phys_base),
+            ),
         };
-        roots[index] = built.map_err(|error| (index, SetupError::Stage2(error)))?;
+        let root = built.map_err(|error| (index, SetupError::Stage2(error)))?;
+        // MSI-X table pages leave the map, so that table accesses exit (exits::pci).
+        let mut trap_error = None;
+        exits::pci::for_each_msix_page(index, |page| {
+            let unmapped = match backend {
+                Backend::Svm => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
+                Backend::Vmx(_) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
+            };
+            if let Err(error) = unmapped {
+                trap_error.get_or_insert(SetupError::MsixTrap { page, error });
+            }
+        });
+        if let Some(error) = trap_error {
+            return Err((index, error));
+        }
+        roots[index] = match backend {
+            Backend::Svm => root,
+            Backend::Vmx(_) => Ept::pointer(root),
+        };
         offset += partition.stage2_table_pages;
     }
     Ok(roots)

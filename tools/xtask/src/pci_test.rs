@@ -14,10 +14,18 @@
 //! * `pci-bochs` (partitions/pci-bochs.toml, i440FX with two e1000 cards): the same through
 //!   0xCF8/0xCFC (Bochs has no ECAM and no `edu`); each reads its card's STATUS register
 //!   through BAR0; `beta`'s restart finds decode and bus mastering off again.
-//! * `linux-pci-qemu` (partitions/linux-pci.toml): Debian's kernel without `pci=off`
-//!   (with `pci=lastbus=1`: its ACPI tables have no PCI root yet) enumerates exactly the host
-//!   bridge and its own `edu` at 00:03.0 with the BAR where the firmware put it, beside `rt`
-//!   and its `edu` (QEMU only: Linux on Bochs takes the long lane's 12 minutes).
+//! * `linux-pci-qemu` (partitions/linux-pci.toml): Debian's kernel with no PCI option finds
+//!   its bus from its ACPI tables (the MCFG window reserved by a PNP0C02 device, the root
+//!   bridge `PCI0` and its `_CRS` windows) and, with `pci-config = "ecam-only"` (no mechanism
+//!   #1), enumerates exactly the host bridge and its own `edu` at 00:03.0 through the virtual
+//!   ECAM window, with the BAR where the firmware put it, beside `rt` and its `edu` (QEMU
+//!   only: Linux on Bochs takes the long lane's 12 minutes, and Bochs has no ECAM).
+//! * `linux-e1000e-qemu` (partitions/linux-e1000e.toml): Debian's kernel drives QEMU's
+//!   e1000e with the in-tree driver and MSI-X (the table trapped, its messages checked), gets
+//!   a DHCP lease from QEMU's user network, pings the gateway, and its /proc/interrupts shows
+//!   the NIC's MSI-X vectors counting; DMA confined by the AMD IOMMU (QEMU only: Bochs has
+//!   no e1000e with MSI-X and no IOMMU). `linux-e1000e-vtd-qemu`: the same with QEMU's VT-d
+//!   model (`intel-iommu`) in place of the AMD one.
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
@@ -32,6 +40,7 @@ use crate::{bochs, Outcome, SystemTest, SystemTests};
 
 pub const QEMU_TABLE: &str = "partitions/pci.toml";
 pub const LINUX_TABLE: &str = "partitions/linux-pci.toml";
+pub const E1000E_TABLE: &str = "partitions/linux-e1000e.toml";
 /// Linux reaches its init in 15–60 s under TCG; `rt` powers off after its 100 s timer loop.
 const LINUX_SECONDS: u64 = 300;
 /// What Debian's kernel must report of its bus, exactly (after the `pci 0000:` prefix).
@@ -41,6 +50,20 @@ const LINUX_FUNCTIONS: [&str; 2] = [
 ];
 /// Its BAR as Linux keeps it (no reassignment).
 const LINUX_BAR: &str = "pci 0000:00:03.0: BAR 0 [mem 0xfe900000-0xfe9fffff]";
+/// Kernel lines (after the timestamp) showing that Linux took its bus from the partition's
+/// ACPI tables: the MCFG window, accepted because the PNP0C02 device reserves it, the root
+/// bridge from the DSDT and the BAR window from its `_CRS`.
+const LINUX_ACPI_LINES: [&str; 4] = [
+    "PCI: MMCONFIG for domain 0000 [bus 00-00] at [mem 0xb0000000-0xb00fffff] (base 0xb0000000)",
+    "PCI: MMCONFIG at [mem 0xb0000000-0xb00fffff] reserved in ACPI motherboard resources",
+    "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])",
+    "pci_bus 0000:00: root bus resource [mem 0xfe900000-0xfe9fffff window]",
+];
+/// What Linux prints when it found mechanism #1: it must not, the partition has ECAM only.
+const LINUX_CONF1: &str = "PCI: Using configuration type 1";
+/// The fewest ECAM exits (`npf`) of an enumeration through the window: one load of the
+/// vendor ID for each of the bus's 32 device numbers, at least.
+const LINUX_MIN_ECAM_EXITS: u64 = 32;
 pub const BOCHS_TABLE: &str = "partitions/pci-bochs.toml";
 const QEMU_SECONDS: u64 = 60;
 const BOCHS_SECONDS: u64 = 300;
@@ -147,6 +170,34 @@ pub fn tests() -> Vec<SystemTest> {
             Box::new(|systems: &SystemTests| {
                 let transcript = build_and_boot(systems, LINUX_TABLE, &qemu(), LINUX_SECONDS)?;
                 check_linux(&transcript)
+            }),
+        ),
+        (
+            "linux-e1000e-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let transcript = build_and_boot(systems, E1000E_TABLE, &qemu(), LINUX_SECONDS)?;
+                check_e1000e(&transcript)
+            }),
+        ),
+        (
+            "linux-e1000e-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+                let mut table =
+                    crate::table::load(&systems.root.join(E1000E_TABLE)).map_err(failed)?;
+                crate::system_test::use_intel_iommu(&mut table);
+                let emulator = qemu();
+                crate::system_test::missing_emulator(systems, &emulator)?;
+                let medium =
+                    crate::run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+                let transcript = crate::system_test::boot_within(
+                    systems,
+                    &table,
+                    &emulator,
+                    &medium,
+                    LINUX_SECONDS,
+                )?;
+                check_e1000e(&transcript)
             }),
         ),
         (
@@ -280,11 +331,121 @@ fn check_linux(transcript: &Transcript) -> Result<(), Vec<String>> {
     if !linux.iter().any(|line| line.ends_with(LINUX_BAR)) {
         failures.push(format!("linux: no `{LINUX_BAR}`"));
     }
+    for wanted in LINUX_ACPI_LINES {
+        if !linux.iter().any(|line| line.ends_with(wanted)) {
+            failures.push(format!("linux: no `{wanted}`"));
+        }
+    }
+    if let Some(line) = linux.iter().find(|line| line.contains(LINUX_CONF1)) {
+        failures.push(format!(
+            "linux found configuration mechanism #1, which `pci-config = \"ecam-only\"` hides: `{line}`"
+        ));
+    }
+    match crate::irq_test::exit_counters(transcript, "linux") {
+        None => failures.push("no exit counters (`exits: partition=linux`) on the console".into()),
+        Some(counters) => {
+            let ecam = crate::irq_test::counter(&counters, "npf").unwrap_or(0);
+            if ecam < LINUX_MIN_ECAM_EXITS {
+                failures.push(format!(
+                    "linux: npf={ecam} exits, fewer than an enumeration through ECAM makes \
+                     ({LINUX_MIN_ECAM_EXITS})"
+                ));
+            }
+        }
+    }
     if !linux
         .iter()
         .any(|line| line.starts_with("TESSERA-LINUX: init reached"))
     {
         failures.push("linux did not reach its init".into());
+    }
+    crate::outcome(failures)
+}
+
+/// Linux driving its e1000e through MSI-X (partitions/linux-e1000e.toml), `rt` beside it.
+fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
+        Ok(()) => Vec::new(),
+        Err(failures) => failures,
+    };
+    let linux: Vec<&str> = transcript.lines_of("linux").map(str::trim_end).collect();
+    // The lease line comes through udhcpc's output (`udhcpc: TESSERA-LINUX: lease …`).
+    for wanted in [
+        "TESSERA-LINUX: init reached",
+        "TESSERA-LINUX: e1000e loaded",
+        "TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0",
+        "TESSERA-LINUX: net-test done",
+    ] {
+        if !linux.iter().any(|line| line.contains(wanted)) {
+            failures.push(format!("linux: no `{wanted}`"));
+        }
+    }
+    // `ping: 5 packets transmitted, 5 packets received, 0% packet loss`
+    let received = linux
+        .iter()
+        .find_map(|line| line.strip_prefix("ping: 5 packets transmitted, "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse::<u32>().ok());
+    if received != Some(5) {
+        failures.push(format!(
+            "linux: expected 5 of 5 ICMP replies from 10.0.2.2, got {received:?}"
+        ));
+    }
+    // `msi-irqs: 25 msix`: the NIC's message interrupts, each MSI-X (e1000e asks for three:
+    // receive, transmit, other).
+    let kinds: Vec<&str> = linux
+        .iter()
+        .filter_map(|line| line.strip_prefix("msi-irqs: "))
+        .collect();
+    let msix_irqs: Vec<&str> = kinds
+        .iter()
+        .filter_map(|line| line.strip_suffix(" msix"))
+        .collect();
+    if msix_irqs.len() < 3 || msix_irqs.len() != kinds.len() {
+        failures.push(format!(
+            "linux: the NIC's interrupts are {kinds:?}, expected three or more, all msix"
+        ));
+    }
+    // `net-interrupts:  25:   0   21   PCI-MSI 32768-edge   eth0-rx-0` (6.1 names the MSI
+    // domain `PCI-MSI` for MSI-X too): the receive and transmit vectors counted interrupts.
+    for queue in ["eth0-rx-0", "eth0-tx-0"] {
+        let counted: Option<u64> = linux
+            .iter()
+            .filter_map(|line| line.strip_prefix("net-interrupts:"))
+            .find(|line| line.trim_end().ends_with(queue))
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let irq = words.next().unwrap_or_default().trim_end_matches(':');
+                if !msix_irqs.contains(&irq) {
+                    return 0;
+                }
+                words.map_while(|word| word.parse::<u64>().ok()).sum()
+            });
+        if counted.is_none_or(|count| count == 0) {
+            failures.push(format!(
+                "linux: the MSI-X vector {queue} counted no interrupts ({counted:?})"
+            ));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let table_accesses = hypervisor
+        .iter()
+        .find_map(|line| line.strip_prefix("pci: partition=linux device=nic msix-table-accesses="))
+        .and_then(|count| count.parse::<u64>().ok());
+    if table_accesses.is_none_or(|count| count == 0) {
+        failures.push(format!(
+            "no trapped MSI-X table access by linux ({table_accesses:?})"
+        ));
+    }
+    let refused = "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=";
+    match hypervisor
+        .iter()
+        .find_map(|line| line.strip_prefix(refused))
+    {
+        Some(rest) if rest.ends_with(" refused-msi=0") => {}
+        other => failures.push(format!(
+            "linux's NIC counters: {other:?}, expected refused-msi=0"
+        )),
     }
     crate::outcome(failures)
 }
@@ -395,15 +556,96 @@ mod tests {
             ("linux", "[    3.809838] pci 0000:00:00.0: [1b36:0008] type 00 class 0x060000"),
             ("linux", "[    3.819355] pci 0000:00:03.0: [1234:11e8] type 00 class 0x00ff00"),
             ("linux", "[    3.822404] pci 0000:00:03.0: BAR 0 [mem 0xfe900000-0xfe9fffff]"),
+            ("linux", "[    4.586012] PCI: MMCONFIG for domain 0000 [bus 00-00] at [mem 0xb0000000-0xb00fffff] (base 0xb0000000)"),
+            ("linux", "[    4.593057] PCI: MMCONFIG at [mem 0xb0000000-0xb00fffff] reserved in ACPI motherboard resources"),
+            ("linux", "[    4.637969] ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])"),
+            ("linux", "[    4.652600] pci_bus 0000:00: root bus resource [mem 0xfe900000-0xfe9fffff window]"),
             ("linux", "TESSERA-LINUX: init reached tsc=51589224478"),
+            (HYPERVISOR, "exits: partition=linux state=Running cpuid=4871 io=33 npf=400 total=5304"),
         ];
         assert_eq!(check_linux(&transcript(&lines)), Ok(()));
+        // Mechanism #1 found, or too few ECAM exits, or no root bridge: failures.
+        let mut with_conf1 = lines.clone();
+        with_conf1.push((
+            "linux",
+            "[    4.440776] PCI: Using configuration type 1 for base access",
+        ));
+        assert!(check_linux(&transcript(&with_conf1)).is_err());
+        let few = crate::transcript::test_lines::replaced(
+            lines.clone(),
+            "npf=400",
+            "exits: partition=linux state=Running cpuid=4871 io=33654 npf=18 total=39764",
+        );
+        assert!(check_linux(&transcript(&few)).is_err());
+        let no_root: Vec<_> = lines
+            .iter()
+            .copied()
+            .filter(|(_, text)| !text.contains("PCI Root Bridge"))
+            .collect();
+        assert!(check_linux(&transcript(&no_root)).is_err());
         lines.push((
             "linux",
             "[    3.829355] pci 0000:00:06.0: [1234:11e8] type 00 class 0x00ff00",
         ));
         let failures = check_linux(&transcript(&lines)).unwrap_err();
         assert!(failures[0].contains("linux enumerated"), "{failures:?}");
+    }
+
+    /// The lines of a passing linux-e1000e run (abridged).
+    fn e1000e_lines() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("rt", "pci: conf1 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("rt", "pci: conf1 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("rt", "pci: conf1 scan found 2"),
+            ("rt", "pci: ecam 00:00.0 id=1b36:0008 class=060000 header=00"),
+            ("rt", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
+            ("rt", "pci: ecam scan found 2"),
+            ("rt", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            (HYPERVISOR, "pci: partition=rt device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
+            ("linux", "TESSERA-LINUX: init reached tsc=93651436659"),
+            ("linux", "TESSERA-LINUX: e1000e loaded"),
+            ("linux", "udhcpc: TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0"),
+            ("linux", "ping: 5 packets transmitted, 5 packets received, 0% packet loss"),
+            ("linux", "net-interrupts:  25:          0         21   PCI-MSI 32768-edge      eth0-rx-0"),
+            ("linux", "net-interrupts:  26:         28          0   PCI-MSI 32769-edge      eth0-tx-0"),
+            ("linux", "net-interrupts:  27:          0          4   PCI-MSI 32770-edge      eth0"),
+            ("linux", "msi-irqs: 25 msix"),
+            ("linux", "msi-irqs: 26 msix"),
+            ("linux", "msi-irqs: 27 msix"),
+            ("linux", "TESSERA-LINUX: net-test done"),
+            (HYPERVISOR, "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=0"),
+            (HYPERVISOR, "pci: partition=linux device=nic msix-table-accesses=47"),
+        ]
+    }
+
+    #[test]
+    fn e1000e_checks() {
+        assert_eq!(check_e1000e(&transcript(&e1000e_lines())), Ok(()));
+        for (old, new) in [
+            (
+                "5 packets received",
+                "ping: 5 packets transmitted, 4 packets received, 20% packet loss",
+            ),
+            (
+                "32768-edge",
+                "net-interrupts:  25:          0          0   PCI-MSI 32768-edge      eth0-rx-0",
+            ),
+            (
+                "msix-table-accesses",
+                "pci: partition=linux device=nic msix-table-accesses=0",
+            ),
+            ("msi-irqs: 25", "msi-irqs: 25 msi"),
+            ("lease", "udhcpc: udhcpc: no lease, failing"),
+        ] {
+            let lines = replaced(e1000e_lines(), old, new);
+            assert!(check_e1000e(&transcript(&lines)).is_err(), "{new}");
+        }
+        let lines = replaced(
+            e1000e_lines(),
+            "device=nic function=00:02.0",
+            "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=1",
+        );
+        assert!(check_e1000e(&transcript(&lines)).is_err());
     }
 
     #[test]

@@ -860,7 +860,7 @@ pub(crate) fn missing_emulator(
 }
 
 /// Boots `medium` for `table` in `emulator` within `seconds`.
-fn boot_within(
+pub(crate) fn boot_within(
     systems: &SystemTests,
     table: &TableInfo,
     emulator: &Emulator,
@@ -968,7 +968,7 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
 }
 
 /// Puts QEMU's VT-d model where the table names the AMD-Vi one.
-fn use_intel_iommu(table: &mut TableInfo) {
+pub fn use_intel_iommu(table: &mut TableInfo) {
     for device in &mut table.qemu_devices {
         if device.starts_with("amd-iommu") {
             // Interrupt remapping with x2APIC destinations (no split irqchip under TCG).

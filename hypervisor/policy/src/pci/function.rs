@@ -11,6 +11,7 @@ use super::bar::{BarKind, VirtualBar};
 use super::capability::{self, CapabilityList};
 use super::header::{self, byte_lanes, extract};
 use super::msi::{self, MessageRoute, MsiRefusal, Unremapped};
+use super::msix::{MsixLayout, MsixLayoutError};
 use tessera_abi::table::{PciInterrupt, Range};
 
 /// Dword access to one function's configuration space.
@@ -52,6 +53,38 @@ pub enum DiscoveryError {
     BarOutsideWindows { bar: u8, base: u64, size: u64 },
     /// An I/O BAR outside the partition's ports.
     IoBarOutsidePorts { bar: u8, base: u64, size: u64 },
+    /// The MSI-X table is not inside one of the function's memory BARs.
+    MsixTable(MsixLayoutError),
+}
+
+/// A function's MSI-X table as the hypervisor traps it: the layout, the host-physical
+/// address of the table's BAR (identity-mapped, so also the guest's) and the pages to take
+/// out of stage-2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsixTrap {
+    /// Offset of the MSI-X capability in configuration space.
+    pub capability: u16,
+    pub layout: MsixLayout,
+    /// Host-physical base of the BAR holding the table, and of the BAR holding the PBA.
+    pub table_bar_base: u64,
+    pub pba_bar_base: u64,
+    /// Host-physical address and length of the trapped pages (4 KiB-aligned).
+    pub pages: u64,
+    pub pages_bytes: u64,
+    /// The entries the table grants (`interrupt = { kind = "msix", vectors }`), at most
+    /// the function's table size.
+    pub granted: u16,
+}
+
+impl MsixTrap {
+    /// Host-physical address of table entry `entry`.
+    pub fn entry_address(&self, entry: u16) -> u64 {
+        self.table_bar_base + u64::from(self.layout.table_offset) + u64::from(entry) * 16
+    }
+    /// Whether host-physical `address` is in a trapped page.
+    pub fn covers(&self, address: u64) -> bool {
+        address.wrapping_sub(self.pages) < self.pages_bytes
+    }
 }
 
 /// A BAR read at boot.
@@ -119,6 +152,7 @@ pub struct VirtualFunction {
     capabilities: CapabilityList,
     extended: CapabilityList,
     msi: Option<MsiShadow>,
+    msix: Option<MsixTrap>,
 }
 
 fn inside(ranges: &[Range], base: u64, size: u64) -> bool {
@@ -167,6 +201,7 @@ impl VirtualFunction {
             _ => true,
         });
         let mut msi = None;
+        let mut msix_found = None;
         for kept in CapabilityList::walk(status_has_list, |offset| space.read(offset)).kept() {
             let first = space.read(kept.offset);
             match kept.id as u8 {
@@ -188,6 +223,14 @@ impl VirtualFunction {
                 }
                 capability::MSI_X => {
                     space.write(kept.offset, (first & !MSIX_ENABLE) | MSIX_FUNCTION_MASK);
+                    if capabilities.find(kept.id).is_some() {
+                        let layout = MsixLayout::decode(
+                            first,
+                            space.read(kept.offset + 4),
+                            space.read(kept.offset + 8),
+                        );
+                        msix_found = Some((kept.offset, layout));
+                    }
                 }
                 _ => {}
             }
@@ -198,6 +241,8 @@ impl VirtualFunction {
             CapabilityList::default()
         };
         let mut bars = [None; 6];
+        // Per BAR index: the memory BAR's host base and size (for the MSI-X table).
+        let mut memory_bars = [None; 6];
         let mut index = 0u8;
         while index < 6 {
             let offset = header::BAR0 + u16::from(index) * 4;
@@ -260,6 +305,9 @@ impl VirtualFunction {
                 base,
                 size,
             });
+            if !io {
+                memory_bars[usize::from(index)] = Some((base, size));
+            }
             bars[usize::from(index)] = Some(bar);
             if wide {
                 bars[usize::from(index) + 1] = VirtualBar::new(BarKind::Memory64High, size, base);
@@ -267,6 +315,38 @@ impl VirtualFunction {
             }
             index += 1;
         }
+        let msix = match msix_found {
+            None => None,
+            Some((capability, layout)) => {
+                let bar = |index: u8| {
+                    memory_bars
+                        .get(usize::from(index))
+                        .copied()
+                        .flatten()
+                        .ok_or(DiscoveryError::MsixTable(MsixLayoutError::NoSuchBar {
+                            bar: index,
+                        }))
+                };
+                let (table_bar_base, table_bar_size) = bar(layout.table_bar)?;
+                let (pba_bar_base, _) = bar(layout.pba_bar)?;
+                let (offset, bytes) = layout
+                    .trapped_pages(table_bar_size)
+                    .map_err(DiscoveryError::MsixTable)?;
+                let granted = match interrupt {
+                    PciInterrupt::Msix { vectors } => vectors.min(layout.entries),
+                    _ => 0,
+                };
+                Some(MsixTrap {
+                    capability,
+                    layout,
+                    table_bar_base,
+                    pba_bar_base,
+                    pages: table_bar_base + offset,
+                    pages_bytes: bytes,
+                    granted,
+                })
+            }
+        };
         let interrupt_line = space.read(header::INTERRUPT_LINE) as u8;
         Ok(Self {
             bars,
@@ -275,7 +355,13 @@ impl VirtualFunction {
             capabilities,
             extended,
             msi,
+            msix,
         })
+    }
+
+    /// The function's MSI-X table, when the table grants it MSI-X and it has one.
+    pub fn msix(&self) -> Option<MsixTrap> {
+        self.msix
     }
 
     /// The kept capabilities (for the boot log).
@@ -431,8 +517,10 @@ impl VirtualFunction {
             // Device control (all but Initiate FLR, bit 15, which is the hypervisor's reset);
             // device status error bits 3:0 W1C (PCIe 4.0 §7.5.3.4, §7.5.3.5).
             (capability::PCI_EXPRESS, 8) => (0x0000_7fff, 0x000f_0000),
-            // MSI-X: the table is not trapped yet, so the guest may not enable MSI-X; the
-            // function mask passes (docs/pci-iommu.md, Status).
+            // MSI-X Enable and Function Mask pass: the table is trapped, and every
+            // hardware entry is masked or holds a checked message (the hypervisor masks
+            // them all at discovery and writes them only through `msix::hardware_update`).
+            (capability::MSI_X, 0) if self.msix.is_some() => (MSIX_ENABLE | MSIX_FUNCTION_MASK, 0),
             (capability::MSI_X, 0) => (MSIX_FUNCTION_MASK, 0),
             _ => (0, 0),
         };
@@ -445,8 +533,15 @@ impl VirtualFunction {
             dword,
             (current & !pass & !write_one_to_clear) | (shifted & pass),
         );
+        // MSI-X message control is written read-modify-write (the table size comes back
+        // as read): only a change to a read-only bit counts as dropped there.
+        let dropped = if owner.id as u8 == capability::MSI_X {
+            (shifted ^ current) & lanes & !pass != 0
+        } else {
+            shifted & !pass != 0
+        };
         Some(WriteEffect {
-            dropped: shifted & !pass != 0,
+            dropped,
             ..WriteEffect::default()
         })
     }

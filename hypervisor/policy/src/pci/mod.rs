@@ -1,7 +1,7 @@
 //! PCI passthrough policy (docs/pci-iommu.md): decoding configuration-space accesses a
 //! partition makes through its virtual ECAM window or mechanism #1, BAR sizing, the header
 //! write filter and the virtual host bridge, capability re-linking, MSI/MSI-X message
-//! checks, and the firmware's MCFG entry for segment 0.
+//! checks, the MSI-X table layout and shadow, and the firmware's MCFG entry for segment 0.
 
 pub mod address;
 pub mod bar;
@@ -10,3 +10,4 @@ pub mod function;
 pub mod header;
 pub mod mcfg;
 pub mod msi;
+pub mod msix;

@@ -59,6 +59,15 @@ pub const BUSYBOX: DebPackage = DebPackage {
     sha256: "3d3fdbe91d4660c873e14b092c213fe81c1da6362daa236eb25d0171eb108744",
 };
 
+/// Kernel modules copied from [`KERNEL`] into the initramfs's `/lib/modules/` (file name,
+/// member of the package): the in-tree drivers of the PCI tests' functions. Debian 12
+/// ships them uncompressed; `e1000e` depends on nothing that is not built in
+/// (`modinfo -F depends` is empty: PTP and PPS are `=y`).
+pub const MODULES: [(&str, &str); 1] = [(
+    "e1000e.ko",
+    "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko",
+)];
+
 /// The initramfs's `/init`, relative to the workspace root.
 pub const INIT_SCRIPT: &str = "userland/linux/init.sh";
 /// File names in [`directory`].
@@ -97,7 +106,18 @@ pub fn ensure(root: &Path) -> Result<Images> {
     let busybox_bytes =
         std::fs::read(&busybox).with_context(|| format!("cannot read {}", busybox.display()))?;
     let applets = applets(&busybox)?;
-    let archive = cpio::archive(&initramfs_entries(&busybox_bytes, &applets, &init));
+    let mut entries = initramfs_entries(&busybox_bytes, &applets, &init);
+    entries.push(Entry::directory("lib"));
+    entries.push(Entry::directory("lib/modules"));
+    for (name, member) in MODULES {
+        let cached = directory.join(name);
+        let member = format!("./lib/modules/{KERNEL_RELEASE}/{member}");
+        extract_cached(&kernel_deb, &KERNEL, &member, &cached)?;
+        let bytes =
+            std::fs::read(&cached).with_context(|| format!("cannot read {}", cached.display()))?;
+        entries.push(Entry::file(&format!("lib/modules/{name}"), 0o644, bytes));
+    }
+    let archive = cpio::archive(&entries);
     let compressed = gzip(&archive)?;
     let initramfs = directory.join(INITRAMFS);
     let changed = write_if_changed(&initramfs, &compressed)?;

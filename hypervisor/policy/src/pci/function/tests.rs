@@ -359,3 +359,54 @@ proptest::proptest! {
         }
     }
 }
+
+/// The model with an MSI-X capability at 0x80 (after PM): 5 entries in BAR0 at 0x3000, the
+/// PBA at 0x3800, enabled and unmasked by firmware.
+fn with_msix(table: u32) -> Model {
+    let mut model = Model::edu();
+    model.registers[0x70 / 4] = 0x01 | 0x80 << 8;
+    model.registers[0x80 / 4] = 0x11 | (0x8000 | 4) << 16;
+    model.registers[0x84 / 4] = table;
+    model.registers[0x88 / 4] = 0x3800;
+    model
+}
+
+#[test]
+fn msix_table_is_trapped_and_enable_passes() {
+    let mut model = with_msix(0x3000);
+    let mut function = discover(&mut model, PciInterrupt::Msix { vectors: 2 }).unwrap();
+    // Quiesced: disabled and function-masked.
+    assert_eq!(model.registers[0x80 / 4] >> 30, 0b01);
+    let trap = function.msix().expect("an MSI-X table");
+    assert_eq!(trap.capability, 0x80);
+    assert_eq!(trap.layout.entries, 5);
+    assert_eq!(trap.granted, 2);
+    assert_eq!((trap.pages, trap.pages_bytes), (0xfea0_3000, 0x1000));
+    assert_eq!(trap.entry_address(1), 0xfea0_3010);
+    assert!(trap.covers(0xfea0_3ffc) && !trap.covers(0xfea0_4000) && !trap.covers(0xfea0_2fff));
+    // The guest enables MSI-X and clears the function mask: both reach the device.
+    let effect = function.write(&mut model, 0x82, 2, 0x8004, &[2]);
+    assert!(!effect.dropped);
+    assert_eq!(model.registers[0x80 / 4] >> 30, 0b10);
+}
+
+#[test]
+fn msix_enable_is_dropped_without_a_trapped_table_and_a_table_outside_its_bar_is_refused() {
+    // The table grants MSI, so the MSI-X capability is hidden and nothing is trapped.
+    let mut model = with_msix(0x3000);
+    let function = discover(&mut model, MSI_ONE).unwrap();
+    assert_eq!(function.msix(), None);
+    // 5 entries at 0xffff8 run past the 1 MiB BAR; BIR 2 names no BAR.
+    let mut model = with_msix(0xf_fff8);
+    assert_eq!(
+        discover(&mut model, PciInterrupt::Msix { vectors: 2 }),
+        Err(DiscoveryError::MsixTable(MsixLayoutError::TableOutsideBar))
+    );
+    let mut model = with_msix(0x3002);
+    assert_eq!(
+        discover(&mut model, PciInterrupt::Msix { vectors: 2 }),
+        Err(DiscoveryError::MsixTable(MsixLayoutError::NoSuchBar {
+            bar: 2
+        }))
+    );
+}
