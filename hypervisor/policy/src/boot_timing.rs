@@ -86,9 +86,15 @@ mod tests {
         assert_eq!(hpet_period_femtoseconds(caps), Some(10_000_000));
         assert_eq!(hpet_ticks_in(1000, 10_000_000), 100_000);
         // 1 ms of a 2.3 GHz TSC.
-        assert_eq!(tsc_khz_from_hpet(2_300_000, 100_000, 10_000_000), Some(2_300_000));
+        assert_eq!(
+            tsc_khz_from_hpet(2_300_000, 100_000, 10_000_000),
+            Some(2_300_000)
+        );
         // One tick of error in 100,000 is 10 ppm.
-        assert_eq!(tsc_khz_from_hpet(2_300_000, 100_001, 10_000_000), Some(2_299_977));
+        assert_eq!(
+            tsc_khz_from_hpet(2_300_000, 100_001, 10_000_000),
+            Some(2_299_977)
+        );
         // The common 14.31818 MHz HPET: 69,841,279 fs a tick.
         assert_eq!(hpet_ticks_in(1000, 69_841_279), 14_318);
         assert_eq!(tsc_khz_from_hpet(0, 0, 10_000_000), None);
@@ -96,7 +102,10 @@ mod tests {
         assert_eq!(hpet_period_femtoseconds(u64::MAX), None);
         assert_eq!(hpet_period_femtoseconds(0x8086_a201), None);
         assert_eq!(hpet_period_femtoseconds(100_000_001 << 32), None);
-        assert_eq!(hpet_period_femtoseconds(100_000_000 << 32), Some(100_000_000));
+        assert_eq!(
+            hpet_period_femtoseconds(100_000_000 << 32),
+            Some(100_000_000)
+        );
     }
 
     #[test]

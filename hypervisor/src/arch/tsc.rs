@@ -90,7 +90,9 @@ const HPET_WINDOW_MICROSECONDS: u64 = 1000;
 /// and stopped again after it, so the hardware is left as it was found (but for the count).
 fn calibrate_against_hpet() -> Option<u64> {
     use tessera_policy::boot_timing::{hpet_period_femtoseconds, hpet_ticks_in, tsc_khz_from_hpet};
-    let base = super::acpi::tables().and_then(|tables| tables.hpet_base()).ok()?;
+    let base = super::acpi::tables()
+        .and_then(|tables| tables.hpet_base())
+        .ok()?;
     if !tessera_policy::host_page_tables::lies_in_mmio_window(base, HPET_BLOCK_BYTES) {
         return None;
     }

@@ -492,7 +492,12 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
     let beside_median = beside.median_seconds(false);
     let total_median = partition.median_seconds(true);
     let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default();
     let runs = format!(
         "{RUNS} interleaved runs each (bare {} s; partition {} s; partition incl. hypervisor \
@@ -673,7 +678,14 @@ mod tests {
         assert_eq!(reading.init, 99);
         assert_eq!(
             reading.phases(),
-            [Some(0.5), Some(2.5), Some(0.5), Some(0.25), Some(1.25), Some(0.5)]
+            [
+                Some(0.5),
+                Some(2.5),
+                Some(0.5),
+                Some(0.25),
+                Some(1.25),
+                Some(0.5)
+            ]
         );
         // A missing line leaves its phase and the next one unmeasured.
         let mut partial = Reading::default();
