@@ -352,10 +352,13 @@ impl PartitionSetup {
         let arguments = qemu::arguments(&self.table, &self.medium, None, &captures, false);
         println!("running: {} {}", qemu::BINARY, arguments.join(" "));
         let child = spawn(&arguments, &directory.join("qemu.txt"))?;
-        let files = captures
+        // The hypervisor's console first: a poll that finds the `started:` line and Linux's
+        // first lines together must see the start before them.
+        let mut files: Vec<FollowedFile> = captures
             .into_iter()
             .map(|capture| FollowedFile::new(capture.label, capture.file))
             .collect();
+        files.sort_by_key(|file| file.label != HYPERVISOR);
         let mut reading = Reading::default();
         follow(child, files, |label, line, seconds, pid| {
             if label == HYPERVISOR {
