@@ -83,11 +83,16 @@ fn demo_table_lowers() {
     assert_eq!(boot.cmdline, "name=worker console=0x2f8");
     assert_eq!((boot.cmdline_guest, boot.cmdline_capacity), (0, 0));
     assert_eq!(boot.blobs.len(), 1);
-    let BlobSource::File(image) = &boot.blobs[0].source else {
-        panic!("an ELF guest boots from its file");
+    // An ELF guest's blob holds the bytes its segments load, generated from its file.
+    let BlobSource::Generated { file_name, bytes } = &boot.blobs[0].source else {
+        panic!("an ELF guest boots from the loaded bytes of its file");
     };
-    assert!(image.is_absolute());
+    assert!(file_name.starts_with("elf-") && file_name.ends_with(".bin"));
+    assert_eq!(bytes.len() as u64, boot.segments[0].file_size);
+    assert_eq!(boot.segments[0].file_offset, 0);
     assert_ne!(boot.blobs[0].sha256, [0; 32]);
+    assert!(lowered.files.iter().any(|file| file.is_absolute()
+        && file.ends_with("target/x86_64-unknown-none/release/tessera-demo")));
 
     let intruder = &lowered.partitions[2];
     assert_eq!(intruder.cpus, [2, 3]);
@@ -289,11 +294,49 @@ fn lowering_uses_the_images_validation_read() {
 
     let lowered =
         lower(&validated).unwrap_or_else(|diagnostics| panic!("{}", diagnostics.render()));
-    let blob = &lowered.partitions[0].boot.blobs[0];
-    assert_eq!(blob.size, bytes.len() as u64);
+    // The blob is the loaded bytes of the file read by validation, each segment's file
+    // bytes in order, hashed as embedded; the three partitions share it.
+    let boot = &lowered.partitions[0].boot;
+    let blob = &boot.blobs[0];
+    let Some(BootImage::Elf(elf)) = validated.boot_image(0) else {
+        unreachable!()
+    };
+    let mut loaded = Vec::new();
+    for segment in &elf.image.segments {
+        let start = segment.file_offset as usize;
+        loaded.extend_from_slice(&bytes[start..start + segment.file_size as usize]);
+    }
+    assert!(loaded.len() < bytes.len());
+    assert_eq!(blob.size, loaded.len() as u64);
+    let BlobSource::Generated {
+        bytes: embedded, ..
+    } = &blob.source
+    else {
+        panic!("an ELF guest's blob is generated");
+    };
+    assert_eq!(embedded, &loaded);
     let expected: [u8; 32] = {
         use sha2::Digest;
-        sha2::Sha256::digest(&bytes).into()
+        sha2::Sha256::digest(&loaded).into()
     };
     assert_eq!(blob.sha256, expected);
+    for segment in &boot.segments {
+        let original = elf
+            .image
+            .segments
+            .iter()
+            .find(|original| original.guest == segment.guest)
+            .unwrap();
+        let from = segment.file_offset as usize;
+        let to = from + segment.file_size as usize;
+        let start = original.file_offset as usize;
+        assert_eq!(
+            &embedded[from..to],
+            &bytes[start..start + original.file_size as usize]
+        );
+    }
+    assert_eq!(
+        lowered.partitions[1].boot.blobs[0].source, blob.source,
+        "one blob for the shared image"
+    );
 }

@@ -229,7 +229,8 @@ fn write_generated_puts_blobs_where_the_code_includes_them() {
     let (lowered, _, _) = lowered("linux-write");
     let out_dir = common::scratch_directory("linux-write-out");
     let written = write_generated(&lowered, &out_dir).unwrap();
-    assert_eq!(written.len(), 2);
+    // The Linux partition's boot data and ACPI tables, and the rt guest's loaded bytes.
+    assert_eq!(written.len(), 3);
     for blob in &lowered.partitions[0].boot.blobs[2..] {
         let path = blob.path_in(&out_dir);
         assert_eq!(std::fs::read(&path).unwrap(), generated_bytes(&blob.source));

@@ -520,7 +520,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         refuse(format_args!("host page tables: {error}"));
     }
     let checked = tsc::read();
-    let (_, rate_from_cpuid) = tsc::determine_rate();
+    let (_, rate_source) = tsc::determine_rate();
     let rated = tsc::read();
     if let Err((table_pins, hardware_pins)) = exits::ioapic::init() {
         refuse(format_args!(
@@ -579,7 +579,7 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         "boot: phases (TSC ticks) checks={} tsc-rate={} ({}) stage2-tables={} load-partitions={} start-cores={}",
         checked.wrapping_sub(entered),
         rated.wrapping_sub(checked),
-        if rate_from_cpuid { "from CPUID" } else { "calibrated against the PIT" },
+        rate_source.describe(),
         tables_built.wrapping_sub(rated),
         loaded.wrapping_sub(tables_built),
         tsc::read().wrapping_sub(loaded)

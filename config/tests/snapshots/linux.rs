@@ -12,7 +12,7 @@ const BLOB_0: &[u8] = include_bytes!("@SCRATCH@/bzImage");
 const BLOB_1: &[u8] = include_bytes!("@SCRATCH@/initrd.img");
 const BLOB_2: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/partition-linux-boot-data.bin"));
 const BLOB_3: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/partition-linux-acpi.bin"));
-const BLOB_4: &[u8] = include_bytes!("@SCRATCH@/guest.elf");
+const BLOB_4: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/elf-c230b44037d18723.bin"));
 
 /// The machine described by `linux.toml`.
 pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machine {
@@ -116,15 +116,15 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
                     ::tessera_abi::table::Blob {
                         bytes: BLOB_4,
                         sha256: [
-                            0x0c, 0xe0, 0x2d, 0x7c, 0xe3, 0x63, 0x58, 0x45,
-                            0xb9, 0xbe, 0x53, 0x95, 0x81, 0xd9, 0x35, 0xe0,
-                            0x0f, 0xe4, 0x4c, 0x47, 0xc7, 0x3e, 0xbf, 0x5a,
-                            0x52, 0xaa, 0x5c, 0xea, 0x44, 0xe4, 0x60, 0x8e,
+                            0xc2, 0x30, 0xb4, 0x40, 0x37, 0xd1, 0x87, 0x23,
+                            0x9e, 0xca, 0x42, 0xba, 0x4d, 0x02, 0x09, 0xe1,
+                            0x01, 0x1e, 0x58, 0xba, 0x28, 0x06, 0xf7, 0x63,
+                            0x2a, 0x5e, 0x21, 0x83, 0xc9, 0x92, 0x8d, 0x22,
                         ],
                     },
                 ],
                 segments: &[
-                    ::tessera_abi::table::Segment { guest: 0x100000, blob: 0, file_offset: 0xb0, file_size: 0x10, memory_size: 0x2000 },
+                    ::tessera_abi::table::Segment { guest: 0x100000, blob: 0, file_offset: 0x0, file_size: 0x10, memory_size: 0x2000 },
                 ],
                 entry: ::tessera_abi::table::Entry::Pvh { entry: 0x100000 },
                 cmdline: "",
@@ -168,4 +168,4 @@ const _: () = assert!(BLOB_0.len() == 2816);
 const _: () = assert!(BLOB_1.len() == 6144);
 const _: () = assert!(BLOB_2.len() == 32768);
 const _: () = assert!(BLOB_3.len() == 598);
-const _: () = assert!(BLOB_4.len() == 212);
+const _: () = assert!(BLOB_4.len() == 16);

@@ -24,6 +24,32 @@ pub fn tsc_khz_from_cpuid(max_basic_leaf: u32, leaf15: [u32; 4], leaf16: [u32; 4
     (base_mhz != 0).then_some(u64::from(base_mhz) * 1000)
 }
 
+/// The HPET's tick in femtoseconds from its General Capabilities and ID register (IA-PC HPET
+/// specification 1.0a §2.3.4: COUNTER_CLK_PERIOD, bits 63:32), or `None` when it is out of
+/// the specification's range (non-zero, at most 10^8 fs = 100 ns) — an all-ones read from
+/// an absent device included.
+pub fn hpet_period_femtoseconds(capabilities: u64) -> Option<u64> {
+    let period = capabilities >> 32;
+    (period != 0 && period <= 100_000_000).then_some(period)
+}
+
+/// HPET ticks in `microseconds` at a tick of `period_femtoseconds` (at least one).
+pub fn hpet_ticks_in(microseconds: u64, period_femtoseconds: u64) -> u64 {
+    (microseconds * 1_000_000_000 / period_femtoseconds.max(1)).max(1)
+}
+
+/// The TSC rate in kHz from `tsc_ticks` counted over `hpet_ticks` of an HPET whose tick is
+/// `period_femtoseconds`: ticks / (hpet_ticks × period) seconds. `None` for an empty window.
+pub fn tsc_khz_from_hpet(tsc_ticks: u64, hpet_ticks: u64, period_femtoseconds: u64) -> Option<u64> {
+    let femtoseconds = u128::from(hpet_ticks) * u128::from(period_femtoseconds);
+    if femtoseconds == 0 {
+        return None;
+    }
+    // kHz = ticks / seconds / 1000 = ticks × 10^12 / femtoseconds.
+    let khz = u128::from(tsc_ticks) * 1_000_000_000_000 / femtoseconds;
+    u64::try_from(khz).ok()
+}
+
 /// Microseconds to wait between the INIT IPI and the first start-up IPI. The universal
 /// start-up algorithm (Intel SDM vol. 3A §9.4.4.1) waits 10 ms, which the processors with a
 /// discrete 82489DX APIC needed; Intel family 6 and later, and AMD family 0Fh and later
@@ -52,6 +78,35 @@ pub fn display_family(leaf1_eax: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tsc_rate_from_an_hpet_window() {
+        // QEMU's HPET: 10 ns (10^7 fs) a tick, 100 MHz.
+        let caps = (10_000_000u64 << 32) | 0x8086_a201;
+        assert_eq!(hpet_period_femtoseconds(caps), Some(10_000_000));
+        assert_eq!(hpet_ticks_in(1000, 10_000_000), 100_000);
+        // 1 ms of a 2.3 GHz TSC.
+        assert_eq!(
+            tsc_khz_from_hpet(2_300_000, 100_000, 10_000_000),
+            Some(2_300_000)
+        );
+        // One tick of error in 100,000 is 10 ppm.
+        assert_eq!(
+            tsc_khz_from_hpet(2_300_000, 100_001, 10_000_000),
+            Some(2_299_977)
+        );
+        // The common 14.31818 MHz HPET: 69,841,279 fs a tick.
+        assert_eq!(hpet_ticks_in(1000, 69_841_279), 14_318);
+        assert_eq!(tsc_khz_from_hpet(0, 0, 10_000_000), None);
+        // Absent (all ones), zero or slower than 100 ns: not an HPET to trust.
+        assert_eq!(hpet_period_femtoseconds(u64::MAX), None);
+        assert_eq!(hpet_period_femtoseconds(0x8086_a201), None);
+        assert_eq!(hpet_period_femtoseconds(100_000_001 << 32), None);
+        assert_eq!(
+            hpet_period_femtoseconds(100_000_000 << 32),
+            Some(100_000_000)
+        );
+    }
 
     #[test]
     fn tsc_rate_from_the_crystal_or_the_base_frequency() {

@@ -37,12 +37,17 @@ pub fn has_root_pointer() -> bool {
     root_pointer().is_some()
 }
 
+/// The result of the BIOS-area scan, made once: every table lookup starts from the root
+/// pointer, and scanning the 128 KiB area in 16-byte steps each time cost about 0.5 M
+/// instructions per lookup at boot (docs/benchmarks.md).
+static SCANNED: spin::Once<Option<Rsdp>> = spin::Once::new();
+
 /// The root pointer: the one the boot loader gave, else the one found in the BIOS areas.
 fn root_pointer() -> Option<Rsdp> {
     GIVEN
         .get()
         .copied()
-        .or_else(|| firmware_acpi::find_root_pointer(&IdentityMapped).ok())
+        .or_else(|| *SCANNED.call_once(|| firmware_acpi::find_root_pointer(&IdentityMapped).ok()))
 }
 
 /// The firmware's tables, opened from the root pointer: for every other lookup (the MADT's

@@ -208,9 +208,47 @@ pub fn set_nmi_handler(handler: fn()) {
     NMI_HANDLER.call_once(|| handler);
 }
 
+extern "C" {
+    fn tessera_idle_halt();
+    static tessera_idle_halt_hlt: u8;
+    static tessera_idle_halt_resume: u8;
+}
+
+/// STGI; HLT; CLGI (SVM only: EFER.SVME must be set), for a core whose wake-ups all come
+/// with an NMI. The race this closes: an NMI sent after the caller last looked at its
+/// signals is held while GIF is clear and taken at the boundary after STGI, i.e. with the
+/// HLT as its return address; the hypervisor's NMI path then returns past the HLT instead
+/// of to it ([`tessera_exception`]), so the core never sleeps over a signal it has not seen.
+pub fn halt_until_nmi() {
+    // SAFETY: the routine below only toggles GIF (valid with EFER.SVME set, which the
+    // caller checked) and halts with RFLAGS.IF clear; it touches no memory and no register
+    // but the return address it pops.
+    unsafe { tessera_idle_halt() }
+}
+
+global_asm!(
+    r#"
+    .section .text
+    .global tessera_idle_halt
+    .global tessera_idle_halt_hlt
+    .global tessera_idle_halt_resume
+tessera_idle_halt:
+    stgi
+tessera_idle_halt_hlt:
+    hlt
+tessera_idle_halt_resume:
+    clgi
+    ret
+"#
+);
+
 #[no_mangle]
-extern "C" fn tessera_exception(frame: &ExceptionFrame) {
+extern "C" fn tessera_exception(frame: &mut ExceptionFrame) {
     if frame.vector == 2 {
+        // An NMI taken before the idle halt's HLT ran: return past it (see `halt_until_nmi`).
+        if frame.rip == (&raw const tessera_idle_halt_hlt) as u64 {
+            frame.rip = (&raw const tessera_idle_halt_resume) as u64;
+        }
         if let Some(handler) = NMI_HANDLER.get() {
             handler();
         }

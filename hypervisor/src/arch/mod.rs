@@ -69,6 +69,28 @@ pub fn pause() {
     core::hint::spin_loop();
 }
 
+/// Whether [`idle_halt`] may be used on this core: on SVM, where the hypervisor runs with
+/// GIF clear, so an NMI sent before the halt is held until the halt's STGI and then always
+/// ends it (the NMI path steps over a HLT it interrupted before it ran, `arch::cpu`). On VMX
+/// an NMI is taken at any instruction of the hypervisor, so one that arrives between the
+/// caller's last look at its signals and the HLT would be lost; such cores spin instead.
+pub fn can_idle_halt() -> bool {
+    svm_enabled()
+}
+
+/// Waits in HLT, with GIF set and RFLAGS.IF clear, until an NMI (or SMI, INIT) arrives: the
+/// idle wait of a core whose every wake-up comes with an NMI (a core waiting for its
+/// start-up IPI). Unlike [`idle_pause`] the core does not run while it waits — on an
+/// emulator, a host thread that does not spin. Only where [`can_idle_halt`] says so.
+pub fn idle_halt() {
+    if !svm_enabled() {
+        core::hint::spin_loop();
+        return;
+    }
+    before_gif_opens();
+    cpu::halt_until_nmi();
+}
+
 /// A spin-wait step for a core that idles in the hypervisor (waiting for a start-up IPI or
 /// for a restart): on SVM the global interrupt flag is opened for the instant of the PAUSE,
 /// so SMIs and INIT are not held back while the core waits (APM vol. 2 §15.17).

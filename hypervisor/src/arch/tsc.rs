@@ -1,5 +1,11 @@
 //! The time-stamp counter: its rate from CPUID 15H/16H when the processor reports it, else
-//! calibrated once at boot against PIT channel 2.
+//! calibrated once at boot against the HPET when the ACPI tables describe one, else against
+//! PIT channel 2.
+//!
+//! The HPET's main counter (IA-PC HPET specification 1.0a) runs at 10–100 MHz (QEMU's at
+//! 100 MHz, many chipsets' at 14.318 MHz) and is read without side effects, so a 1 ms
+//! window measures the rate to about ±10 ppm (one 10 ns tick in 100,000) — better than the
+//! PIT's ±84 ppm over 10 ms — in a tenth of the time.
 //!
 //! The PIT (8254) runs at 1.193182 MHz on every PC; channel 2's gate is port 0x61 bit 0 and
 //! its output can be read at port 0x61 bit 5, so it times an interval without interrupts.
@@ -19,11 +25,29 @@ pub fn khz() -> u64 {
     TSC_KHZ.load(Ordering::Relaxed)
 }
 
+/// Where the TSC rate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateSource {
+    Cpuid,
+    Hpet,
+    Pit,
+}
+
+impl RateSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RateSource::Cpuid => "from CPUID",
+            RateSource::Hpet => "calibrated against the HPET",
+            RateSource::Pit => "calibrated against the PIT",
+        }
+    }
+}
+
 /// Sets the TSC rate: from CPUID 15H/16H when the processor reports it
-/// (tessera_policy::boot_timing::tsc_khz_from_cpuid), else measured against the PIT. Runs
-/// once, on the bootstrap core, before any partition owns the PIT ports. Returns the rate
-/// and whether it came from CPUID.
-pub fn determine_rate() -> (u64, bool) {
+/// (tessera_policy::boot_timing::tsc_khz_from_cpuid), else measured against the HPET the
+/// ACPI tables describe, else against the PIT. Runs once, on the bootstrap core, before any
+/// partition runs (none owns the PIT ports or the HPET yet). Returns the rate and its source.
+pub fn determine_rate() -> (u64, RateSource) {
     let max_leaf = super::cpuid::max_basic_leaf();
     let leaf = |number: u32| {
         if max_leaf >= number {
@@ -35,10 +59,84 @@ pub fn determine_rate() -> (u64, bool) {
     match tessera_policy::boot_timing::tsc_khz_from_cpuid(max_leaf, leaf(0x15), leaf(0x16)) {
         Some(khz) => {
             TSC_KHZ.store(khz, Ordering::Relaxed);
-            (khz, true)
+            (khz, RateSource::Cpuid)
         }
-        None => (calibrate(), false),
+        None => match calibrate_against_hpet() {
+            Some(khz) => {
+                TSC_KHZ.store(khz, Ordering::Relaxed);
+                (khz, RateSource::Hpet)
+            }
+            None => (calibrate(), RateSource::Pit),
+        },
     }
+}
+
+/// HPET register offsets in bytes (IA-PC HPET specification 1.0a §2.3.1).
+const HPET_CAPABILITIES: usize = 0x000;
+const HPET_CONFIGURATION: usize = 0x010;
+const HPET_MAIN_COUNTER: usize = 0x0f0;
+/// General Configuration bit 0, ENABLE_CNF: the main counter runs (§2.3.5).
+const HPET_ENABLE: u64 = 1 << 0;
+/// General Capabilities bit 13, COUNT_SIZE_CAP: the main counter has 64 bits, else 32 (§2.3.4).
+const HPET_COUNTER_64_BITS: u64 = 1 << 13;
+/// The registers' block: 1 KiB (§2.3.1).
+const HPET_BLOCK_BYTES: u64 = 0x400;
+/// The calibration window.
+const HPET_WINDOW_MICROSECONDS: u64 = 1000;
+
+/// Measures the TSC over 1 ms of the HPET's main counter; `None` when the ACPI tables name
+/// no HPET in the MMIO window the hypervisor maps uncached, its tick is out of range, or its
+/// counter does not advance. A counter the firmware left stopped is started for the window
+/// and stopped again after it, so the hardware is left as it was found (but for the count).
+fn calibrate_against_hpet() -> Option<u64> {
+    use tessera_policy::boot_timing::{hpet_period_femtoseconds, hpet_ticks_in, tsc_khz_from_hpet};
+    let base = super::acpi::tables()
+        .and_then(|tables| tables.hpet_base())
+        .ok()?;
+    if !tessera_policy::host_page_tables::lies_in_mmio_window(base, HPET_BLOCK_BYTES) {
+        return None;
+    }
+    let register = |offset: usize| (base as usize + offset) as *mut u64;
+    // SAFETY: the firmware's HPET table puts the register block at `base`, inside the MMIO
+    // window the host page tables map uncached for the hypervisor; the capabilities
+    // register is read-only, and no partition runs yet that could own the device.
+    let capabilities = unsafe { core::ptr::read_volatile(register(HPET_CAPABILITIES)) };
+    let period = hpet_period_femtoseconds(capabilities)?;
+    let counter_mask = if capabilities & HPET_COUNTER_64_BITS != 0 {
+        u64::MAX
+    } else {
+        u64::from(u32::MAX)
+    };
+    let window = hpet_ticks_in(HPET_WINDOW_MICROSECONDS, period);
+    // SAFETY: as above; the configuration write only sets ENABLE_CNF, which starts the main
+    // counter (its interrupt routing bits are written back as read), and the main counter
+    // is read without side effects (§2.3.5, §2.3.7).
+    let (hpet_ticks, tsc_ticks) = unsafe {
+        let configuration = core::ptr::read_volatile(register(HPET_CONFIGURATION));
+        if configuration & HPET_ENABLE == 0 {
+            core::ptr::write_volatile(register(HPET_CONFIGURATION), configuration | HPET_ENABLE);
+        }
+        let counter = || core::ptr::read_volatile(register(HPET_MAIN_COUNTER)) & counter_mask;
+        let first = counter();
+        let start = read();
+        let mut spins: u64 = 0;
+        let mut last = first;
+        // A counter that does not move (a broken or absent device) is given up on after a
+        // spin budget far beyond the window, and the PIT is used instead.
+        while last.wrapping_sub(first) & counter_mask < window && spins < 100_000_000 {
+            last = counter();
+            spins += 1;
+        }
+        let end = read();
+        if configuration & HPET_ENABLE == 0 {
+            core::ptr::write_volatile(register(HPET_CONFIGURATION), configuration);
+        }
+        (last.wrapping_sub(first) & counter_mask, end - start)
+    };
+    if hpet_ticks < window {
+        return None;
+    }
+    tsc_khz_from_hpet(tsc_ticks, hpet_ticks, period).filter(|&khz| khz != 0)
 }
 
 /// Measures the TSC over 10 ms of PIT channel 2 time.

@@ -278,7 +278,11 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
                 Some(Message::StartUp { .. }) | Some(Message::GuestNmi) | None => {}
             }
             if waiting_for_startup {
-                arch::idle_pause();
+                if arch::can_idle_halt() {
+                    signals.halt_until_signalled();
+                } else {
+                    arch::idle_pause();
+                }
                 continue;
             }
         }
@@ -338,12 +342,14 @@ fn drop_messages(partition: &Partition) {
 }
 
 /// The hypervisor's signals to one core: a message slot, a count of NMIs the hypervisor
-/// sent it (to tell them from the guest's own NMIs), and a guest NMI that arrived while
-/// the core was in the hypervisor.
+/// sent it (to tell them from the guest's own NMIs), a guest NMI that arrived while
+/// the core was in the hypervisor, and whether the core halts waiting for a start-up IPI
+/// (which then comes with an NMI, `signal`).
 struct CoreSignals {
     message: AtomicU32,
     hypervisor_nmis: AtomicU32,
     guest_nmi_pending: AtomicBool,
+    halted_for_startup: AtomicBool,
 }
 
 const NO_MESSAGE: u32 = 0;
@@ -356,7 +362,25 @@ impl CoreSignals {
             message: AtomicU32::new(NO_MESSAGE),
             hypervisor_nmis: AtomicU32::new(0),
             guest_nmi_pending: AtomicBool::new(false),
+            halted_for_startup: AtomicBool::new(false),
         }
+    }
+
+    /// The wait of a core for its start-up IPI, in HLT instead of spinning (on an emulator
+    /// a spinning core takes a host CPU from the cores that run: with Linux's second core
+    /// spinning through the first one's decompression and early boot, the partition's boot
+    /// was measurably slower). Every wake-up comes with an NMI: INIT and state changes
+    /// always send one; a start-up IPI sends one when this flag says the core halts. The
+    /// flag is set before the last look at the slot, and `signal` stores the message before
+    /// it takes the flag (both sequentially consistent), so either this core sees the
+    /// message or the sender sees the flag and sends the NMI, which ends the halt even if it
+    /// arrives before it (`arch::idle_halt`).
+    fn halt_until_signalled(&self) {
+        self.halted_for_startup.store(true, Ordering::SeqCst);
+        if self.message.load(Ordering::SeqCst) == NO_MESSAGE {
+            arch::idle_halt();
+        }
+        self.halted_for_startup.store(false, Ordering::SeqCst);
     }
 
     fn take_message(&self) -> Option<Message> {
@@ -411,11 +435,15 @@ pub fn signal(apic_id: ApicId, message: Option<Message>) {
         // NMI exit accounts for both signals the other NMI, arriving after it, looked like
         // the guest's own and was injected into the core's start-up trampoline, whose IDT
         // is the reset one (the restart-qemu triple faults at rip=0x8048, docs/emulators.md).
+        // The exception: a core that halts waiting for it (`halt_until_signalled`), which
+        // is in the hypervisor, not running a guest, and gets one NMI per halt.
         Some(Message::StartUp { vector }) => {
             signals
                 .message
-                .store(MESSAGE_STARTUP | u32::from(vector), Ordering::Release);
-            return;
+                .store(MESSAGE_STARTUP | u32::from(vector), Ordering::SeqCst);
+            if !signals.halted_for_startup.swap(false, Ordering::SeqCst) {
+                return;
+            }
         }
         None => {}
     }

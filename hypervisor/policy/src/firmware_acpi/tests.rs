@@ -896,6 +896,56 @@ fn tables_without_a_crate_type_are_found_by_signature() {
     );
 }
 
+/// The body of an HPET table (after the header): event timer block ID, the register
+/// block's Generic Address Structure in address space `space` at `address`, HPET number,
+/// minimum tick, page protection.
+fn hpet_body(space: u8, address: u64) -> Vec<u8> {
+    let mut body = std::vec![0x01, 0xa2, 0x86, 0x80]; // block ID: vendor 8086h, 3 timers
+    body.extend_from_slice(&[space, 64, 0, 0]);
+    body.extend_from_slice(&address.to_le_bytes());
+    body.extend_from_slice(&[0, 0x80, 0x00, 0]);
+    body
+}
+
+#[test]
+fn the_hpet_register_block_is_read_from_its_table() {
+    let mut machine = Machine::standard();
+    machine.root_entries = std::vec![MADT_AT, FADT_AT, SPARE_AT];
+    machine.spare = table(b"HPET", 1, &hpet_body(0, 0xfed0_0000));
+    let image = machine.image();
+    assert_eq!(image.open(&RSDP_V2).unwrap().hpet_base(), Ok(0xfed0_0000));
+    // In I/O space, at 0, or cut short: no HPET to calibrate against.
+    machine.spare = table(b"HPET", 1, &hpet_body(1, 0xfed0_0000));
+    let image = machine.image();
+    assert_eq!(
+        image.open(&RSDP_V2).unwrap().hpet_base(),
+        Err(FirmwareTableError::HpetNotInMemory)
+    );
+    machine.spare = table(b"HPET", 1, &hpet_body(0, 0));
+    let image = machine.image();
+    assert_eq!(
+        image.open(&RSDP_V2).unwrap().hpet_base(),
+        Err(FirmwareTableError::HpetNotInMemory)
+    );
+    machine.spare = table(b"HPET", 1, &hpet_body(0, 0xfed0_0000)[..12]);
+    let image = machine.image();
+    assert_eq!(
+        image.open(&RSDP_V2).unwrap().hpet_base(),
+        Err(FirmwareTableError::Truncated {
+            signature: Signature::HPET,
+            length: 48
+        })
+    );
+    machine.root_entries = std::vec![MADT_AT, FADT_AT];
+    let image = machine.image();
+    assert_eq!(
+        image.open(&RSDP_V2).unwrap().hpet_base(),
+        Err(FirmwareTableError::Missing {
+            signature: Signature::HPET
+        })
+    );
+}
+
 #[test]
 fn errors_and_signatures_display_readably() {
     use std::string::ToString;
