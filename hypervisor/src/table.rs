@@ -38,6 +38,19 @@ pub const DMA_TABLE_PAGES: usize = {
     total
 };
 
+/// Every passed-through PCI function of the table, counted in table order (partition by
+/// partition, then function): sizes the per-function state (remapping tables, fault
+/// counters), which [`pci_function`]'s ordinal indexes.
+pub const PCI_FUNCTION_COUNT: usize = {
+    let mut count = 0;
+    let mut index = 0;
+    while index < PARTITION_COUNT {
+        count += MACHINE.partitions[index].pci_functions.len();
+        index += 1;
+    }
+    count
+};
+
 const _: () = assert!(CPU_COUNT > 0 && PARTITION_COUNT > 0);
 
 /// A core's x2APIC ID, as the hardware and the table name it.
@@ -89,4 +102,28 @@ pub fn partition_of_cpu(apic_id: ApicId) -> Option<(PartitionIndex, usize)> {
                 .position(|&id| id == apic_id.0)
                 .map(|position| (PartitionIndex(partition), position))
         })
+}
+
+/// The passed-through function at `physical`: its owner, its ordinal among all the table's
+/// functions (below [`PCI_FUNCTION_COUNT`]) and its table entry.
+pub fn pci_function(
+    physical: tessera_abi::table::Bdf,
+) -> Option<(
+    PartitionIndex,
+    usize,
+    &'static tessera_abi::table::PciFunction,
+)> {
+    MACHINE
+        .partitions
+        .iter()
+        .enumerate()
+        .flat_map(|(index, partition)| {
+            partition
+                .pci_functions
+                .iter()
+                .map(move |function| (PartitionIndex(index), function))
+        })
+        .enumerate()
+        .find(|(_, (_, function))| function.physical == physical)
+        .map(|(ordinal, (owner, function))| (owner, ordinal, function))
 }

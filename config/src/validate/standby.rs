@@ -148,26 +148,23 @@ fn check_rejoin(
             .hint("add `takeover-vector = 0x…` (32–255): the interrupt it is sent when it takes the devices back"),
         );
     }
-    for channel in &table.channels {
-        let member = |name: &str| channel.partitions.iter().any(|member| **member == name);
-        if member(&standby.name) && !member(&primary.name) {
-            findings.push(
-                Finding::new(
-                    Rule::StandbyRejoin,
-                    channel.name.span,
-                    format!(
-                        "channel `{}` has standby `{}` but not `{}`, which rejoins as its standby",
-                        *channel.name, *standby.name, *primary.name
-                    ),
-                )
-                .label("primary missing")
-                .related(rejoin.span, "rejoins here")
-                .hint(format!(
-                    "add `{}` to the channel's partitions: memberships do not move when the pair swaps roles",
-                    *primary.name
-                )),
-            );
-        }
+    for channel in channels_without(table, &standby.name, &primary.name) {
+        findings.push(
+            Finding::new(
+                Rule::StandbyRejoin,
+                channel.name.span,
+                format!(
+                    "channel `{}` has standby `{}` but not `{}`, which rejoins as its standby",
+                    *channel.name, *standby.name, *primary.name
+                ),
+            )
+            .label("primary missing")
+            .related(rejoin.span, "rejoins here")
+            .hint(format!(
+                "add `{}` to the channel's partitions: memberships do not move when the pair swaps roles",
+                *primary.name
+            )),
+        );
     }
 }
 
@@ -258,26 +255,41 @@ fn check_pair(
             );
         }
     }
-    for channel in &table.channels {
-        let member = |name: &str| channel.partitions.iter().any(|member| **member == name);
-        if member(&primary.name) && !member(&standby.name) {
-            findings.push(
-                Finding::new(
-                    Rule::StandbyChannels,
-                    channel.name.span,
-                    format!(
-                        "channel `{}` has partition `{}` but not its standby `{}`",
-                        *channel.name, *primary.name, *standby.name
-                    ),
-                )
-                .label("standby missing")
-                .hint(format!(
-                    "add `{}` to the channel's partitions: memberships do not move at takeover",
-                    *standby.name
-                )),
-            );
-        }
+    for channel in channels_without(table, &primary.name, &standby.name) {
+        findings.push(
+            Finding::new(
+                Rule::StandbyChannels,
+                channel.name.span,
+                format!(
+                    "channel `{}` has partition `{}` but not its standby `{}`",
+                    *channel.name, *primary.name, *standby.name
+                ),
+            )
+            .label("standby missing")
+            .hint(format!(
+                "add `{}` to the channel's partitions: memberships do not move at takeover",
+                *standby.name
+            )),
+        );
     }
+}
+
+/// The channels that have partition `member` but not partition `missing`: memberships do
+/// not move at a takeover, so a pair's members must share them.
+fn channels_without<'table>(
+    table: &'table Table,
+    member: &'table str,
+    missing: &'table str,
+) -> impl Iterator<Item = &'table crate::model::Channel> {
+    table.channels.iter().filter(move |channel| {
+        let has = |name: &str| {
+            channel
+                .partitions
+                .iter()
+                .any(|partition| **partition == name)
+        };
+        has(member) && !has(missing)
+    })
 }
 
 /// Whether partition `name` has a standby.

@@ -30,7 +30,7 @@ use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 use tessera_policy::stage2;
 
 use super::iommu::{self, Window};
-use crate::table::MACHINE;
+use crate::table::{MACHINE, PCI_FUNCTION_COUNT};
 
 /// Entries of the command buffer and of the event log: 2^8 (the minimum, 4 KiB each).
 const RING_ENTRIES_LOG2: u8 = 8;
@@ -48,22 +48,13 @@ struct EmptyTable([u64; 512]);
 struct InterruptTable([[u64; 2]; INTERRUPT_ENTRIES]);
 const INTERRUPT_ENTRIES: usize = 1 << amd_vi::MAX_INTERRUPT_TABLE_LOG2;
 
-/// Every passed-through function of the table, in table order (partition, then function):
-/// the confined ones get an interrupt remapping table each.
-const FUNCTIONS: usize = {
-    let mut count = 0;
-    let mut index = 0;
-    while index < MACHINE.partitions.len() {
-        count += MACHINE.partitions[index].pci_functions.len();
-        index += 1;
-    }
-    count
-};
 /// The interrupt remapping table of the table's I/O APIC (indexed by `ioapic_index`).
 static IOAPIC_TABLE: ConstStaticCell<InterruptTable> =
     ConstStaticCell::new(InterruptTable([[0; 2]; INTERRUPT_ENTRIES]));
-static INTERRUPT_TABLES: ConstStaticCell<[InterruptTable; FUNCTIONS]> =
-    ConstStaticCell::new([const { InterruptTable([[0; 2]; INTERRUPT_ENTRIES]) }; FUNCTIONS]);
+static INTERRUPT_TABLES: ConstStaticCell<[InterruptTable; PCI_FUNCTION_COUNT]> =
+    ConstStaticCell::new(
+        [const { InterruptTable([[0; 2]; INTERRUPT_ENTRIES]) }; PCI_FUNCTION_COUNT],
+    );
 
 /// The one unit Tessera drives (QEMU's q35 has one; a machine with several is refused).
 static DEVICE_TABLE: ConstStaticCell<DeviceTable> =
@@ -86,7 +77,7 @@ struct Unit {
     sequence: u64,
     /// The interrupt remapping tables (one per function, in table order), written by the
     /// hypervisor only, under the `UNIT` lock.
-    interrupt_tables: *mut [InterruptTable; FUNCTIONS],
+    interrupt_tables: *mut [InterruptTable; PCI_FUNCTION_COUNT],
     /// 128-bit entries with 32-bit destinations (GAEn and XTEn set).
     wide_entries: bool,
     /// The table's I/O APIC: its device ID and interrupt remapping table.
@@ -311,7 +302,7 @@ pub fn enable(
 /// Unconfined functions (`dma = "unconfined"`) pass untranslated, as the table says.
 fn build_domains(
     table: &mut [[u64; 4]; amd_vi::DEVICE_IDS],
-    interrupt_tables: &[InterruptTable; FUNCTIONS],
+    interrupt_tables: &[InterruptTable; PCI_FUNCTION_COUNT],
 ) -> Result<(), Refusal> {
     let mut pool = iommu::take_dma_pool();
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
@@ -332,9 +323,10 @@ fn build_domains(
             })?;
         amd_vi::mark_holes(&mut pool.pages[first_page..pool.used]);
         for function in confined {
-            let interrupts = function_ordinal(function.physical).map_or(0, |ordinal| {
-                &interrupt_tables[ordinal] as *const InterruptTable as u64
-            });
+            let interrupts = crate::table::pci_function(function.physical)
+                .map_or(0, |(_, ordinal, _)| {
+                    &interrupt_tables[ordinal] as *const InterruptTable as u64
+                });
             table[usize::from(function.physical.0)] =
                 DeviceTableEntry::translated(root, index as u16 + 1)
                     .with_interrupt_table(interrupts, amd_vi::MAX_INTERRUPT_TABLE_LOG2)
@@ -361,15 +353,6 @@ fn build_domains(
     Ok(())
 }
 
-/// The position of the function at `physical` among all the table's functions.
-fn function_ordinal(physical: Bdf) -> Option<usize> {
-    MACHINE
-        .partitions
-        .iter()
-        .flat_map(|partition| partition.pci_functions.iter())
-        .position(|function| function.physical == physical)
-}
-
 /// Fills the interrupt remapping entries `first_entry..first_entry + vectors` of the
 /// confined function at `physical` with `message`'s destination and consecutive vectors,
 /// invalidates the unit's copy of the function's table (INVALIDATE_INTERRUPT_TABLE, then
@@ -386,12 +369,9 @@ pub fn route(
     let Some(unit) = guard.as_mut() else {
         return Ok(None);
     };
-    let confined = MACHINE
-        .partitions
-        .iter()
-        .flat_map(|partition| partition.pci_functions.iter())
-        .any(|function| function.physical == physical && function.dma_confined);
-    let Some(ordinal) = function_ordinal(physical).filter(|_| confined) else {
+    let Some((_, ordinal, _)) =
+        crate::table::pci_function(physical).filter(|(_, _, function)| function.dma_confined)
+    else {
         return Ok(None);
     };
     let message_out = amd_vi::remappable_message(first_entry)
@@ -400,7 +380,7 @@ pub fn route(
     for n in 0..vectors {
         let index = usize::from(first_entry + n);
         let vector = message.vector.wrapping_add(n as u8);
-        // SAFETY: `ordinal` < FUNCTIONS: a table taken once in `enable`.
+        // SAFETY: `ordinal` < PCI_FUNCTION_COUNT: a table taken once in `enable`.
         let table = unsafe { &raw mut (*unit.interrupt_tables)[ordinal] };
         if !unit.set_entry(table, index, Some((message.apic_id, vector))) {
             return Err(MsiRefusal::NoRemappingEntry);

@@ -384,12 +384,8 @@ pub fn route(
     let Some(remapping) = guard.as_mut() else {
         return Ok(None);
     };
-    let ordinal = MACHINE
-        .partitions
-        .iter()
-        .flat_map(|partition| partition.pci_functions.iter())
-        .position(|function| function.physical == physical)
-        .ok_or(MsiRefusal::NoRemappingEntry)?;
+    let (_, ordinal, _) =
+        crate::table::pci_function(physical).ok_or(MsiRefusal::NoRemappingEntry)?;
     if usize::from(first_entry) + usize::from(vectors) > HANDLES_PER_BLOCK {
         return Err(MsiRefusal::NoRemappingEntry);
     }

@@ -6,11 +6,11 @@
 use super::{cores, partition, power};
 use crate::arch::{self, tsc, x2apic};
 use crate::exits::CoreContext;
-use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT};
+use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT, PCI_FUNCTION_COUNT};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use spin::Mutex;
 use tessera_abi::hypercall::HEALTH_LOG_RESTARTS;
-use tessera_abi::table::{HealthAction, HealthEvent, StandbyRole};
+use tessera_abi::table::{Bdf, HealthAction, HealthEvent, StandbyRole};
 use tessera_policy::health::{self, watchdog, Decision, HealthMonitor};
 
 /// Each partition's monitor, kept across its restarts.
@@ -492,40 +492,16 @@ fn rearm(partition: PartitionIndex) {
         DEADLINES[partition.0].compare_exchange(0, deadline, Ordering::AcqRel, Ordering::Acquire);
 }
 
-/// Every passed-through function of the table, in table order: sizes the device-fault
-/// counters.
-const FUNCTIONS: usize = {
-    let mut count = 0;
-    let mut index = 0;
-    while index < MACHINE.partitions.len() {
-        count += MACHINE.partitions[index].pci_functions.len();
-        index += 1;
-    }
-    count
-};
 /// IOMMU faults (DMA and interrupt remapping) per function, in table order, and those of
 /// requesters no partition owns.
-static DEVICE_FAULTS: [AtomicU64; FUNCTIONS] = [const { AtomicU64::new(0) }; FUNCTIONS];
+static DEVICE_FAULTS: [AtomicU64; PCI_FUNCTION_COUNT] =
+    [const { AtomicU64::new(0) }; PCI_FUNCTION_COUNT];
 static UNOWNED_DEVICE_FAULTS: AtomicU64 = AtomicU64::new(0);
-
-/// The partition and table position of the function with requester ID `source`.
-fn owner_of(source: u16) -> Option<(PartitionIndex, usize)> {
-    let mut ordinal = 0;
-    for (index, partition) in MACHINE.partitions.iter().enumerate() {
-        for function in partition.pci_functions {
-            if function.physical.0 == source {
-                return Some((PartitionIndex(index), ordinal));
-            }
-            ordinal += 1;
-        }
-    }
-    None
-}
 
 /// Counts a fault of requester `source`; returns its owner.
 fn count_device_fault(source: u16) -> Option<PartitionIndex> {
-    match owner_of(source) {
-        Some((partition, ordinal)) => {
+    match crate::table::pci_function(Bdf(source)) {
+        Some((partition, ordinal, _)) => {
             DEVICE_FAULTS[ordinal].fetch_add(1, Ordering::Relaxed);
             Some(partition)
         }
