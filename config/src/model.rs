@@ -847,6 +847,25 @@ pub struct Run {
     /// `pcivga`, …
     #[serde(default)]
     pub bochs_pci_slots: Vec<Located<String>>,
+    /// Disk images the runner creates in the run directory and gives QEMU, each behind
+    /// one `-device` (e.g. an NVMe controller).
+    #[serde(default)]
+    pub qemu_disks: Vec<QemuDisk>,
+}
+
+/// `[[run.qemu-disks]]` / `qemu-disks = [ { file, size, device } ]`: a raw image of `size`
+/// bytes that the runner writes as `file` in the run directory before QEMU starts (with
+/// the runner's known pattern) and attaches as `-drive file=…,if=none,id=diskN,format=raw
+/// -device <device>,drive=diskN`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QemuDisk {
+    /// A plain file name (no directory).
+    pub file: Located<String>,
+    /// The image's size: a whole number of 512-byte sectors.
+    pub size: Located<Size>,
+    /// The QEMU device that takes the drive (`nvme,serial=…,addr=0x4`).
+    pub device: Located<String>,
 }
 
 /// A span that covers nothing, for findings about the file as a whole.

@@ -202,6 +202,12 @@ const RUN: Shape = Shape::Table(&[
     optional("seconds", ADDRESS),
     optional("qemu-devices", STRING_LIST),
     optional("bochs-pci-slots", STRING_LIST),
+    optional("qemu-disks", Shape::Array(&QEMU_DISK)),
+]);
+const QEMU_DISK: Shape = Shape::Table(&[
+    required("file", Shape::String),
+    required("size", Shape::Size),
+    required("device", Shape::String),
 ]);
 const DOCUMENT: &[Field] = &[
     required("platform", PLATFORM),

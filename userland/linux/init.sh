@@ -65,6 +65,72 @@ SCRIPT
         echo "TESSERA-LINUX: net-test done"
         ;;
 esac
+# The NVMe driver and its module chain (tools/xtask/src/linux/images.rs, MODULES: each
+# module's dependencies come before it), then /dev/nvme0n1.
+nvme_up() {
+    for module in crct10dif_common crct10dif_generic crc-t10dif crc64 \
+        crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme; do
+        if ! insmod "/lib/modules/$module.ko"; then
+            echo "TESSERA-LINUX: insmod $module failed"
+            return 1
+        fi
+    done
+    echo "TESSERA-LINUX: nvme loaded"
+    tries=0
+    while [ ! -b /dev/nvme0n1 ] && [ "$tries" -lt 30 ]; do
+        sleep 1
+        tries=$((tries + 1))
+    done
+    if [ ! -b /dev/nvme0n1 ]; then
+        echo "TESSERA-LINUX: no /dev/nvme0n1"
+        return 1
+    fi
+    echo "TESSERA-LINUX: nvme0n1 sectors=$(cat /sys/block/nvme0n1/size)"
+}
+nvme_mib=8
+nvme_marker=0
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        tessera.nvme-mib=*) nvme_mib="${word#tessera.nvme-mib=}" ;;
+        tessera.nvme-marker=*) nvme_marker="${word#tessera.nvme-marker=}" ;;
+    esac
+done
+case " $(cat /proc/cmdline) " in
+    *" tessera.nvme-test "*)
+        # A passed-through NVMe disk (docs/pci-iommu.md): the in-tree driver reads the
+        # test-written image (its SHA-256 over `tessera.nvme-mib` MiB), then writes a marker
+        # sector at `tessera.nvme-marker` (512-byte sectors) that the test finds in the image
+        # file after QEMU has exited.
+        if nvme_up; then
+            sum=$(dd if=/dev/nvme0n1 bs=1M count="$nvme_mib" iflag=direct 2>/dev/null | sha256sum)
+            echo "TESSERA-LINUX: nvme-sha256 mib=$nvme_mib ${sum%% *}"
+            printf 'TESSERA-NVME-MARKER sector=%s\n' "$nvme_marker" |
+                dd of=/dev/nvme0n1 bs=512 seek="$nvme_marker" count=1 conv=sync,notrunc,fsync 2>&1 |
+                sed 's/^/dd: /'
+            sync
+            echo "TESSERA-LINUX: nvme-marker written sector=$nvme_marker"
+        fi
+        grep nvme /proc/interrupts | sed 's/^/nvme-interrupts: /'
+        for irq in /sys/bus/pci/devices/0000:00:04.0/msi_irqs/*; do
+            [ -e "$irq" ] && echo "msi-irqs: ${irq##*/} $(cat "$irq")"
+        done
+        dmesg | grep -i -e nvme -e dmar -e amd-vi -e iommu | sed 's/^/dmesg: /'
+        echo "TESSERA-LINUX: nvme-test done"
+        ;;
+    *" tessera.nvme-bench "*)
+        # The NVMe read figure (`cargo xtask bench`, nvme_read_throughput_ratio): three
+        # reads of `tessera.nvme-mib` MiB with O_DIRECT, each timed by the TSC.
+        if nvme_up; then
+            for run in 1 2 3; do
+                start=$(/bin/tessera-tsc)
+                dd if=/dev/nvme0n1 of=/dev/null bs=1M count="$nvme_mib" iflag=direct 2>/dev/null
+                end=$(/bin/tessera-tsc)
+                echo "TESSERA-LINUX: nvme-read run=$run mib=$nvme_mib tsc=$((end - start))"
+            done
+        fi
+        echo "TESSERA-LINUX: nvme-bench done"
+        ;;
+esac
 n=0
 while true; do
     n=$((n + 1))

@@ -192,6 +192,46 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
             );
         }
     }
+    for (index, disk) in table.run.qemu_disks.iter().enumerate() {
+        let file = disk.file.as_str();
+        if file.is_empty() || file == "." || file == ".." || file.contains('/') {
+            findings.push(
+                Finding::new(
+                    Rule::RunDisk,
+                    disk.file.span,
+                    format!("run.qemu-disks file `{file}` is not a plain file name"),
+                )
+                .label("the runner writes the image into the run directory")
+                .hint("name a file without a directory, e.g. `nvme.img`"),
+            );
+        }
+        let bytes = disk.size.bytes();
+        if bytes == 0 || bytes % 512 != 0 {
+            findings.push(
+                Finding::new(
+                    Rule::RunDisk,
+                    disk.size.span,
+                    format!("run.qemu-disks `{file}`: size {bytes} is not a positive multiple of 512 bytes"),
+                )
+                .label("a disk holds whole 512-byte sectors")
+                .hint("give the size in MiB, e.g. \"8 MiB\""),
+            );
+        }
+        if let Some(earlier) = table.run.qemu_disks[..index]
+            .iter()
+            .find(|other| other.file.as_str() == file)
+        {
+            findings.push(
+                Finding::new(
+                    Rule::RunDisk,
+                    disk.file.span,
+                    format!("run.qemu-disks names `{file}` twice"),
+                )
+                .related(earlier.file.span, "first named here")
+                .hint("give each disk its own file"),
+            );
+        }
+    }
     for name in &table.run.expect_faults {
         if table.partition_index(name).is_none() {
             findings.push(missing_partition(

@@ -212,6 +212,9 @@ pub enum Rule {
     RunUnknownPartition,
     /// `run.seconds` is zero.
     RunSeconds,
+    /// A `run.qemu-disks` entry whose file is not a plain file name, whose size is not a
+    /// positive multiple of 512 bytes, or whose file another entry uses too.
+    RunDisk,
 }
 
 impl Rule {
@@ -313,6 +316,7 @@ impl Rule {
         Rule::StandbyRejoin,
         Rule::RunUnknownPartition,
         Rule::RunSeconds,
+        Rule::RunDisk,
     ];
 
     /// Identifiers of rules that no longer exist, never to be given to a new rule:
@@ -418,6 +422,7 @@ impl Rule {
             Rule::StandbyChannels => "standby-channels",
             Rule::StandbyRejoin => "standby-rejoin",
             Rule::RunSeconds => "run-seconds",
+            Rule::RunDisk => "run-disk",
         }
     }
 
@@ -520,6 +525,7 @@ impl Rule {
             Rule::StandbyChannels => "health",
             Rule::StandbyRejoin => "health",
             Rule::RunSeconds => "run",
+            Rule::RunDisk => "run",
         }
     }
 
@@ -622,6 +628,7 @@ impl Rule {
             Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
             Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.",
             Rule::RunSeconds => "`run.seconds` is zero.",
+            Rule::RunDisk => "A `run.qemu-disks` entry's `file` is not a plain file name (empty, `.`, `..` or with a `/`), its `size` is not a positive multiple of 512 bytes, or two entries name one file.",
         }
     }
 

@@ -78,6 +78,7 @@ impl Selection<'_> {
                     && *name != sources::IMAGE_GROUP
                     && *name != sources::VALIDATION_GROUP
                     && !crate::linux::bench::NAMES.contains(name)
+                    && !crate::linux::nvme_bench::NAMES.contains(name)
                     && !latency::NAMES.contains(name)
                     && *name != latency::GROUP
             })
@@ -286,6 +287,31 @@ pub fn run(root: &Path, only: &[String]) -> Result<ExitCode> {
             Err(error) => found
                 .failures
                 .push(format!("{}: {error:#}", crate::linux::bench::FIGURE)),
+        }
+        if process::interrupted() {
+            eprintln!("bench: interrupted");
+            return Ok(ExitCode::from(crate::INTERRUPTED_STATUS));
+        }
+    }
+
+    // NVMe reads in a partition against bare (interleaved runs, not deterministic; see
+    // linux::nvme_bench): every figure of it when any of them is asked for.
+    if selection.any(|wanted| crate::linux::nvme_bench::NAMES.contains(&wanted)) {
+        println!("== bench: {}", crate::linux::nvme_bench::FIGURE);
+        match crate::linux::nvme_bench::measure(root) {
+            Ok(figures) => {
+                for (name, figure) in figures {
+                    let figure = Figure {
+                        value: figure.value,
+                        unit: figure.unit,
+                        method: figure.method,
+                    };
+                    found.add(name, figure);
+                }
+            }
+            Err(error) => found
+                .failures
+                .push(format!("{}: {error:#}", crate::linux::nvme_bench::FIGURE)),
         }
         if process::interrupted() {
             eprintln!("bench: interrupted");

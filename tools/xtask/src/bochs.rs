@@ -345,6 +345,7 @@ mod tests {
             run_seconds: None,
             qemu_devices: vec![],
             bochs_pci_slots: vec![],
+            qemu_disks: vec![],
         }
     }
 

@@ -11,6 +11,7 @@
 
 mod bench;
 mod bochs;
+mod disk;
 mod failover_test;
 mod health_matrix_test;
 mod host_tests;

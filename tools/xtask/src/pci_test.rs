@@ -26,6 +26,14 @@
 //!   the NIC's MSI-X vectors counting; DMA confined by the AMD IOMMU (QEMU only: Bochs has
 //!   no e1000e with MSI-X and no IOMMU). `linux-e1000e-vtd-qemu`: the same with QEMU's VT-d
 //!   model (`intel-iommu`) in place of the AMD one.
+//! * `linux-nvme-qemu` (partitions/linux-nvme.toml): Debian's kernel drives a QEMU NVMe
+//!   controller with the in-tree `nvme` and MSI-X; its namespace is the runner's image of
+//!   a known pattern (`[run] qemu-disks`). The SHA-256 Linux prints of the disk must be the
+//!   pattern's, the marker sector it writes must be in the image file after QEMU exited
+//!   (and nothing else changed), its NVMe vectors must be MSI-X and count interrupts, no
+//!   DMA or interrupt is blocked, and the machine powers off cleanly. DMA confined by the
+//!   AMD IOMMU; `linux-nvme-vtd-qemu`: the same with QEMU's VT-d model (QEMU only: Bochs
+//!   has no NVMe model and no IOMMU).
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
@@ -41,6 +49,12 @@ use crate::{bochs, Outcome, SystemTest, SystemTests};
 pub const QEMU_TABLE: &str = "partitions/pci.toml";
 pub const LINUX_TABLE: &str = "partitions/linux-pci.toml";
 pub const E1000E_TABLE: &str = "partitions/linux-e1000e.toml";
+pub const NVME_TABLE: &str = "partitions/linux-nvme.toml";
+/// The NVMe table's disk image (its `[run] qemu-disks` file) and what its Linux command
+/// line asks for: the SHA-256 of the first [`NVME_MIB`] MiB, then a marker sector.
+const NVME_IMAGE: &str = "nvme.img";
+const NVME_MIB: usize = 8;
+const NVME_MARKER_SECTOR: usize = 12288;
 /// Linux reaches its init in 15–60 s under TCG; `rt` powers off after its 100 s timer loop.
 const LINUX_SECONDS: u64 = 300;
 /// What Debian's kernel must report of its bus, exactly (after the `pci 0000:` prefix).
@@ -199,6 +213,14 @@ pub fn tests() -> Vec<SystemTest> {
                 )?;
                 check_e1000e(&transcript)
             }),
+        ),
+        (
+            "linux-nvme-qemu".into(),
+            Box::new(|systems: &SystemTests| nvme(systems, false)),
+        ),
+        (
+            "linux-nvme-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| nvme(systems, true)),
         ),
         (
             "pci-refusal-absent-qemu".into(),
@@ -450,6 +472,185 @@ fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
     crate::outcome(failures)
 }
 
+/// The NVMe run on QEMU with AMD-Vi, or with VT-d in its place: boots the table (the
+/// runner writes the image first), then checks the transcript and the image file.
+fn nvme(systems: &SystemTests, vtd: bool) -> Outcome {
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let mut table = crate::table::load(&systems.root.join(NVME_TABLE)).map_err(failed)?;
+    if vtd {
+        crate::system_test::use_intel_iommu(&mut table);
+    }
+    let emulator = qemu();
+    crate::system_test::missing_emulator(systems, &emulator)?;
+    let medium = crate::run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+    let transcript =
+        crate::system_test::boot_within(systems, &table, &emulator, &medium, LINUX_SECONDS)?;
+    let image = crate::image::target_directory(&systems.root)
+        .join("tessera")
+        .join("run")
+        .join(emulator.run_directory_name(&table.stem))
+        .join(NVME_IMAGE);
+    let bytes = std::fs::read(&image)
+        .map_err(|error| vec![format!("cannot read {}: {error}", image.display())])?;
+    check_nvme(&transcript, &bytes)
+}
+
+/// The 512 bytes init.sh writes at the marker sector: its line, zero-padded (`dd conv=sync`).
+fn nvme_marker() -> Vec<u8> {
+    let mut sector = format!("TESSERA-NVME-MARKER sector={NVME_MARKER_SECTOR}\n").into_bytes();
+    sector.resize(512, 0);
+    sector
+}
+
+/// Linux driving its NVMe disk (partitions/linux-nvme.toml), `rt` beside it; `image` is the
+/// disk image file as QEMU left it.
+fn check_nvme(transcript: &Transcript, image: &[u8]) -> Result<(), Vec<String>> {
+    use sha2::{Digest, Sha256};
+    let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
+        Ok(()) => Vec::new(),
+        Err(failures) => failures,
+    };
+    let linux: Vec<&str> = transcript.lines_of("linux").map(str::trim_end).collect();
+    let written = format!("TESSERA-LINUX: nvme-marker written sector={NVME_MARKER_SECTOR}");
+    for wanted in [
+        "TESSERA-LINUX: init reached",
+        "TESSERA-LINUX: nvme loaded",
+        "TESSERA-LINUX: nvme0n1 sectors=16384",
+        written.as_str(),
+        "TESSERA-LINUX: nvme-test done",
+    ] {
+        if !linux.iter().any(|line| line.contains(wanted)) {
+            failures.push(format!("linux: no `{wanted}`"));
+        }
+    }
+    // The disk as the runner wrote it, hashed here: Linux must have read exactly that.
+    let pattern = crate::disk::pattern(NVME_IMAGE, NVME_MIB << 20);
+    let expected: String = Sha256::digest(&pattern)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let prefix = format!("TESSERA-LINUX: nvme-sha256 mib={NVME_MIB} ");
+    match linux
+        .iter()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+    {
+        Some(sum) if sum == expected => {}
+        other => failures.push(format!(
+            "linux: the disk's SHA-256 is {other:?}, the image's is {expected}"
+        )),
+    }
+    // The image after QEMU exited: the marker sector, and the pattern everywhere else.
+    let marker = NVME_MARKER_SECTOR * 512;
+    if image.len() != pattern.len() {
+        failures.push(format!(
+            "the image has {} bytes, expected {}",
+            image.len(),
+            pattern.len()
+        ));
+    } else {
+        if image[marker..marker + 512] != nvme_marker()[..] {
+            failures.push(format!(
+                "the image has no marker at sector {NVME_MARKER_SECTOR}: {:?}",
+                String::from_utf8_lossy(&image[marker..marker + 40])
+            ));
+        }
+        if image[..marker] != pattern[..marker] || image[marker + 512..] != pattern[marker + 512..]
+        {
+            failures.push("the image changed outside the marker sector".into());
+        }
+    }
+    // `msi-irqs: 25 msix`: the controller's message interrupts, all MSI-X (the admin queue's
+    // and at least one I/O queue's).
+    let kinds: Vec<&str> = linux
+        .iter()
+        .filter_map(|line| line.strip_prefix("msi-irqs: "))
+        .collect();
+    let msix_irqs: Vec<&str> = kinds
+        .iter()
+        .filter_map(|line| line.strip_suffix(" msix"))
+        .collect();
+    if msix_irqs.len() < 2 || msix_irqs.len() != kinds.len() {
+        failures.push(format!(
+            "linux: the controller's interrupts are {kinds:?}, expected two or more, all msix"
+        ));
+    }
+    // `nvme-interrupts:  25:   0   21   PCI-MSI 65536-edge   nvme0q0`: the admin queue and
+    // some I/O queue counted interrupts on MSI-X vectors.
+    let counted = |queue: &dyn Fn(&str) -> bool| -> u64 {
+        linux
+            .iter()
+            .filter_map(|line| line.strip_prefix("nvme-interrupts:"))
+            .filter(|line| line.split_whitespace().last().is_some_and(queue))
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let irq = words.next().unwrap_or_default().trim_end_matches(':');
+                if !msix_irqs.contains(&irq) {
+                    return 0;
+                }
+                words
+                    .map_while(|word| word.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    let admin = counted(&|name| name == "nvme0q0");
+    let io = counted(&|name| name.starts_with("nvme0q") && name != "nvme0q0");
+    if admin == 0 || io == 0 {
+        failures.push(format!(
+            "linux: NVMe MSI-X interrupts counted: admin queue {admin}, I/O queues {io}; both must be > 0"
+        ));
+    }
+    for line in &linux {
+        if line.contains("nvme") && (line.contains("timeout") || line.contains("I/O error")) {
+            failures.push(format!("linux: `{line}`"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    let table_accesses = hypervisor
+        .iter()
+        .find_map(|line| line.strip_prefix("pci: partition=linux device=disk msix-table-accesses="))
+        .and_then(|count| count.parse::<u64>().ok());
+    if table_accesses.is_none_or(|count| count == 0) {
+        failures.push(format!(
+            "no trapped MSI-X table access by linux ({table_accesses:?})"
+        ));
+    }
+    let counters = "pci: partition=linux device=disk function=00:04.0 dropped-config-writes=";
+    match hypervisor
+        .iter()
+        .find_map(|line| line.strip_prefix(counters))
+    {
+        Some(rest) if rest.ends_with(" refused-msi=0") => {}
+        other => failures.push(format!(
+            "linux's disk counters: {other:?}, expected refused-msi=0"
+        )),
+    }
+    // No DMA or interrupt fault: the IOMMU's counters at power-off, and no fault line.
+    match hypervisor
+        .iter()
+        .find(|line| line.starts_with("iommu: blocked-dma="))
+    {
+        // AMD-Vi: `iommu: blocked-dma=0 other-events=0`; VT-d adds `blocked-interrupts=0`.
+        Some(line)
+            if line.starts_with("iommu: blocked-dma=0 other-events=0")
+                && line
+                    .split_once("blocked-interrupts=")
+                    .is_none_or(|(_, count)| count == "0") => {}
+        other => failures.push(format!(
+            "IOMMU counters {other:?}, expected nothing blocked"
+        )),
+    }
+    for line in &hypervisor {
+        if line.contains("DMA blocked")
+            || line.contains("interrupt blocked")
+            || line.contains("event=device-fault")
+        {
+            failures.push(format!("hypervisor: `{line}`"));
+        }
+    }
+    crate::outcome(failures)
+}
+
 /// `rt` beside Linux: its own view only (no BIST, no restart).
 const LINUX_RT_EXPECTED: [Expected; 1] = [Expected {
     partition: "rt",
@@ -646,6 +847,90 @@ mod tests {
             "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=1",
         );
         assert!(check_e1000e(&transcript(&lines)).is_err());
+    }
+
+    /// The lines of a passing linux-nvme run (abridged; the SHA-256 of the 8 MiB pattern
+    /// was also computed independently of xtask, with Python's hashlib).
+    fn nvme_lines() -> Vec<(&'static str, &'static str)> {
+        let mut lines = e1000e_lines()[..8].to_vec();
+        lines.extend([
+            ("linux", "TESSERA-LINUX: init reached tsc=20791031831"),
+            ("linux", "TESSERA-LINUX: nvme loaded"),
+            ("linux", "TESSERA-LINUX: nvme0n1 sectors=16384"),
+            ("linux", "TESSERA-LINUX: nvme-sha256 mib=8 e7502f0b0bf0e55a5889a910d6af06ea4c5957329d1406ca2c5932945663b90c"),
+            ("linux", "TESSERA-LINUX: nvme-marker written sector=12288"),
+            ("linux", "nvme-interrupts:  25:          0         12   PCI-MSI 65536-edge      nvme0q0"),
+            ("linux", "nvme-interrupts:  26:          4          0   PCI-MSI 65537-edge      nvme0q1"),
+            ("linux", "nvme-interrupts:  27:          0         16   PCI-MSI 65538-edge      nvme0q2"),
+            ("linux", "msi-irqs: 25 msix"),
+            ("linux", "msi-irqs: 26 msix"),
+            ("linux", "msi-irqs: 27 msix"),
+            ("linux", "TESSERA-LINUX: nvme-test done"),
+            (HYPERVISOR, "pci: partition=linux device=disk function=00:04.0 dropped-config-writes=4 refused-msi=0"),
+            (HYPERVISOR, "pci: partition=linux device=disk msix-table-accesses=40"),
+            (HYPERVISOR, "iommu: blocked-dma=0 other-events=0"),
+        ]);
+        lines
+    }
+
+    /// The image as a passing run leaves it: the pattern with the marker sector.
+    fn nvme_image() -> Vec<u8> {
+        let mut image = crate::disk::pattern(NVME_IMAGE, NVME_MIB << 20);
+        let at = NVME_MARKER_SECTOR * 512;
+        image[at..at + 512].copy_from_slice(&nvme_marker());
+        image
+    }
+
+    #[test]
+    fn nvme_checks() {
+        assert_eq!(
+            check_nvme(&transcript(&nvme_lines()), &nvme_image()),
+            Ok(())
+        );
+        for (old, new) in [
+            // Another hash: Linux read something else (the wrong sectors, stale data).
+            (
+                "nvme-sha256",
+                "TESSERA-LINUX: nvme-sha256 mib=8 e7502f0b0bf0e55a5889a910d6af06ea4c5957329d1406ca2c5932945663b90d",
+            ),
+            (
+                "65536-edge",
+                "nvme-interrupts:  25:          0          0   PCI-MSI 65536-edge      nvme0q0",
+            ),
+            ("msi-irqs: 26", "msi-irqs: 26 msi"),
+            ("msix-table-accesses", "pci: partition=linux device=disk msix-table-accesses=0"),
+            ("blocked-dma", "iommu: blocked-dma=1 other-events=0"),
+            ("blocked-dma", "iommu: blocked-dma=0 other-events=0 blocked-interrupts=2"),
+            ("nvme-test done", "TESSERA-LINUX: heartbeat 1"),
+        ] {
+            let lines = replaced(nvme_lines(), old, new);
+            assert!(check_nvme(&transcript(&lines), &nvme_image()).is_err(), "{new}");
+        }
+        // No I/O queue interrupt at all (one queue counting is enough: Linux spreads its
+        // queues over the cores, and one core may have issued no read).
+        let idle = replaced(
+            replaced(
+                nvme_lines(),
+                "65537-edge",
+                "nvme-interrupts:  26:          0          0   PCI-MSI 65537-edge      nvme0q1",
+            ),
+            "65538-edge",
+            "nvme-interrupts:  27:          0          0   PCI-MSI 65538-edge      nvme0q2",
+        );
+        assert!(check_nvme(&transcript(&idle), &nvme_image()).is_err());
+        let mut timed_out = nvme_lines();
+        timed_out.push((
+            "linux",
+            "[   33.1] nvme nvme0: I/O 3 QID 1 timeout, aborting",
+        ));
+        assert!(check_nvme(&transcript(&timed_out), &nvme_image()).is_err());
+        // The marker missing (the write never reached the file), or another sector changed.
+        let unwritten = crate::disk::pattern(NVME_IMAGE, NVME_MIB << 20);
+        assert!(check_nvme(&transcript(&nvme_lines()), &unwritten).is_err());
+        let mut elsewhere = nvme_image();
+        elsewhere[512] ^= 1;
+        assert!(check_nvme(&transcript(&nvme_lines()), &elsewhere).is_err());
+        assert!(check_nvme(&transcript(&nvme_lines()), &nvme_image()[..4096]).is_err());
     }
 
     #[test]

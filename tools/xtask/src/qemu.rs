@@ -38,7 +38,8 @@ pub fn launch(
     deterministic: bool,
     directory: &Path,
 ) -> Launch {
-    let arguments = arguments(table, medium, cpu, captures, deterministic);
+    let mut arguments = arguments(table, medium, cpu, captures, deterministic);
+    arguments.extend(crate::disk::qemu_arguments(table, directory));
     let output = directory.join("qemu.txt");
     let mut command = Command::new(BINARY);
     command.args(&arguments);
@@ -197,6 +198,7 @@ mod tests {
             run_seconds: None,
             qemu_devices: vec![],
             bochs_pci_slots: vec![],
+            qemu_disks: vec![],
         }
     }
 

@@ -193,6 +193,9 @@ pub fn boot(
     std::fs::create_dir_all(&directory)
         .with_context(|| format!("cannot create {}", directory.display()))?;
 
+    if let Emulator::Qemu { .. } = emulator {
+        crate::disk::write_images(table, &directory)?;
+    }
     let captures = serial::serial_captures(table, &directory);
     let launch = match emulator {
         Emulator::Qemu { cpu, .. } => qemu::launch(
@@ -459,6 +462,7 @@ mod tests {
             run_seconds: None,
             qemu_devices: vec![],
             bochs_pci_slots: vec![],
+            qemu_disks: vec![],
         }
     }
 

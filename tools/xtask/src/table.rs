@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::disk::QemuDisk;
+
 /// The parts of a partition table that building and running an image depend on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableInfo {
@@ -32,6 +34,8 @@ pub struct TableInfo {
     pub qemu_devices: Vec<String>,
     /// Bochs i440FX PCI slot devices, slot 1 first (`[run] bochs-pci-slots`).
     pub bochs_pci_slots: Vec<String>,
+    /// Disk images QEMU gets (`[run] qemu-disks`).
+    pub qemu_disks: Vec<QemuDisk>,
 }
 
 /// One partition, as far as the runner is concerned.
@@ -107,6 +111,16 @@ pub fn load(path: &Path) -> Result<TableInfo> {
             .bochs_pci_slots
             .iter()
             .map(|device| device.to_string())
+            .collect(),
+        qemu_disks: table
+            .run
+            .qemu_disks
+            .iter()
+            .map(|disk| QemuDisk {
+                file: disk.file.to_string(),
+                size: disk.size.bytes(),
+                device: disk.device.to_string(),
+            })
             .collect(),
     })
 }

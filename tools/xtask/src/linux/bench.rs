@@ -239,7 +239,7 @@ impl Reading {
 /// Follows `files` of a started emulator until `line` says the run is over or the time
 /// runs out; stops the emulator either way. `line` gets the file's label, the line, the
 /// host seconds since the start and QEMU's pid.
-fn follow(
+pub(super) fn follow(
     mut child: std::process::Child,
     mut files: Vec<FollowedFile>,
     mut line_seen: impl FnMut(&str, &str, f64, u32) -> bool,
@@ -267,10 +267,14 @@ fn follow(
             break Err(anyhow::anyhow!("interrupted"));
         }
         if let Some(status) = child.try_wait()? {
-            break Err(anyhow::anyhow!("QEMU exited ({status}) before /init"));
+            break Err(anyhow::anyhow!(
+                "QEMU exited ({status}) before the run's last line"
+            ));
         }
         if started.elapsed() > Duration::from_secs(RUN_SECONDS) {
-            break Err(anyhow::anyhow!("no /init marker within {RUN_SECONDS} s"));
+            break Err(anyhow::anyhow!(
+                "the run's last line did not come within {RUN_SECONDS} s"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -278,7 +282,7 @@ fn follow(
     result
 }
 
-fn fresh_directory(root: &Path, name: &str) -> Result<PathBuf> {
+pub(super) fn fresh_directory(root: &Path, name: &str) -> Result<PathBuf> {
     let directory = image::target_directory(root)
         .join("tessera")
         .join("run")
@@ -291,7 +295,7 @@ fn fresh_directory(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(directory)
 }
 
-fn spawn(arguments: &[String], output: &Path) -> Result<std::process::Child> {
+pub(super) fn spawn(arguments: &[String], output: &Path) -> Result<std::process::Child> {
     let log = File::create(output)?;
     let mut command = Command::new(qemu::BINARY);
     command
@@ -401,7 +405,7 @@ pub struct Figure {
 }
 
 /// Rounds to `digits` decimals.
-fn round(value: f64, digits: i32) -> f64 {
+pub(super) fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
 }

@@ -61,12 +61,31 @@ pub const BUSYBOX: DebPackage = DebPackage {
 
 /// Kernel modules copied from [`KERNEL`] into the initramfs's `/lib/modules/` (file name,
 /// member of the package): the in-tree drivers of the PCI tests' functions. Debian 12
-/// ships them uncompressed; `e1000e` depends on nothing that is not built in
-/// (`modinfo -F depends` is empty: PTP and PPS are `=y`).
-pub const MODULES: [(&str, &str); 1] = [(
-    "e1000e.ko",
-    "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko",
-)];
+/// ships them uncompressed. `e1000e` depends on nothing that is not built in
+/// (`depends=` in its `.modinfo` is empty: PTP and PPS are `=y`). The NVMe driver's chain,
+/// in load order (each module's `depends=` names only modules above it): `nvme` needs
+/// `nvme-core`, which needs `t10-pi` (protection information), which needs `crc-t10dif`
+/// and `crc64-rocksoft`; those two need `crct10dif_common` and `crc64` and name the crypto
+/// drivers `crct10dif` and `crc64-rocksoft` as soft dependencies (`softdep=pre:`), here
+/// the generic ones. init.sh loads them in this order with busybox `insmod`.
+pub const MODULES: [(&str, &str); 10] = [
+    (
+        "e1000e.ko",
+        "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko",
+    ),
+    ("crct10dif_common.ko", "kernel/crypto/crct10dif_common.ko"),
+    ("crct10dif_generic.ko", "kernel/crypto/crct10dif_generic.ko"),
+    ("crc-t10dif.ko", "kernel/lib/crc-t10dif.ko"),
+    ("crc64.ko", "kernel/lib/crc64.ko"),
+    (
+        "crc64_rocksoft_generic.ko",
+        "kernel/crypto/crc64_rocksoft_generic.ko",
+    ),
+    ("crc64-rocksoft.ko", "kernel/lib/crc64-rocksoft.ko"),
+    ("t10-pi.ko", "kernel/block/t10-pi.ko"),
+    ("nvme-core.ko", "kernel/drivers/nvme/host/nvme-core.ko"),
+    ("nvme.ko", "kernel/drivers/nvme/host/nvme.ko"),
+];
 
 /// The initramfs's `/init`, relative to the workspace root.
 pub const INIT_SCRIPT: &str = "userland/linux/init.sh";

@@ -8,6 +8,7 @@ pub mod checks;
 mod cpio;
 pub mod images;
 pub mod long_lane;
+pub mod nvme_bench;
 
 use std::path::Path;
 
