@@ -126,9 +126,15 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
             .map(|capture| FollowedFile::new(capture.label, capture.file))
             .collect();
         let mut reads = Vec::new();
+        let mut ended = None;
         follow(child, files, |label, line, _, _| {
             if label == HYPERVISOR && line.starts_with("Tessera") {
                 khz = banner_khz(line).unwrap_or(khz);
+            }
+            // A refusal or panic halts the machine: no point waiting for the time bound.
+            if label == HYPERVISOR && (line.starts_with("REFUSED") || line.starts_with("PANIC")) {
+                ended = Some(line.to_string());
+                return true;
             }
             if label == LINUX {
                 reads.extend(read_line(line));
@@ -136,6 +142,9 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
             }
             false
         })?;
+        if let Some(line) = ended {
+            bail!("partition: the hypervisor stopped: {line}");
+        }
         partition.extend(checked(reads, mib, "partition")?);
     }
     if khz == 0 {
