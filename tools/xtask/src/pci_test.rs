@@ -185,7 +185,7 @@ pub fn tests() -> Vec<SystemTest> {
                 let failed = |error: anyhow::Error| vec![format!("{error:#}")];
                 let mut table =
                     crate::table::load(&systems.root.join(E1000E_TABLE)).map_err(failed)?;
-                crate::system_test::use_intel_iommu(&mut table);
+                crate::system_test::use_intel_iommu(&mut table).map_err(failed)?;
                 let emulator = qemu();
                 crate::system_test::missing_emulator(systems, &emulator)?;
                 let medium =
