@@ -567,6 +567,10 @@ fn describe_discovery_error(
                 "I/O BAR{bar} at {base:#x} (size {size:#x}) lies outside the partition's ports"
             ),
         ),
+        DiscoveryError::Reset(error) => core::fmt::write(
+            &mut text,
+            format_args!("its reset did not complete: {error:?}"),
+        ),
         DiscoveryError::MsixTable(error) => core::fmt::write(
             &mut text,
             format_args!("its MSI-X table cannot be trapped: {error:?}"),
