@@ -437,6 +437,12 @@ fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
             "no trapped MSI-X table access by linux ({table_accesses:?})"
         ));
     }
+    // QEMU's e1000e has a PCI Express capability without FLR and a Power Management
+    // capability with No_Soft_Reset clear: the D3hot→D0 reset, before Linux drives it.
+    let reset = "pci: partition=linux device=nic function=00:02.0 reset=d3hot-d0";
+    if !hypervisor.contains(&reset) {
+        failures.push(format!("the hypervisor did not print `{reset}`"));
+    }
     let refused = "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=";
     match hypervisor
         .iter()
