@@ -607,6 +607,7 @@ mod tests {
             ("rt", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
             ("rt", "pci: ecam scan found 2"),
             ("rt", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            (HYPERVISOR, "pci: partition=linux device=nic function=00:02.0 reset=d3hot-d0"),
             (HYPERVISOR, "pci: partition=rt device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
             ("linux", "TESSERA-LINUX: init reached tsc=93651436659"),
             ("linux", "TESSERA-LINUX: e1000e loaded"),
@@ -642,13 +643,17 @@ mod tests {
             ),
             ("msi-irqs: 25", "msi-irqs: 25 msi"),
             ("lease", "udhcpc: udhcpc: no lease, failing"),
+            (
+                "reset=d3hot-d0",
+                "pci: partition=linux device=nic function=00:02.0 reset=none",
+            ),
         ] {
             let lines = replaced(e1000e_lines(), old, new);
             assert!(check_e1000e(&transcript(&lines)).is_err(), "{new}");
         }
         let lines = replaced(
             e1000e_lines(),
-            "device=nic function=00:02.0",
+            "device=nic function=00:02.0 dropped-config-writes",
             "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=1",
         );
         assert!(check_e1000e(&transcript(&lines)).is_err());
