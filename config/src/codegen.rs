@@ -91,6 +91,7 @@ pub fn generate_rust(lowered: &Lowered) -> String {
     let _ = writeln!(out, "    console: {},", lowered.console.literal());
     let _ = writeln!(out, "    ioapic: {},", lowered.ioapic.literal());
     let _ = writeln!(out, "    ecam: {},", lowered.ecam.literal());
+    let _ = writeln!(out, "    iommu: &[{}],", list(&lowered.iommu));
     let _ = writeln!(out, "    partitions: &[");
     for partition in &lowered.partitions {
         write_partition(&mut out, partition, &blobs);

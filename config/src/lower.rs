@@ -36,6 +36,7 @@ pub struct Lowered {
     pub console: Console,
     pub ioapic: Option<Ioapic>,
     pub ecam: Option<Range>,
+    pub iommu: Vec<Range>,
     pub partitions: Vec<LoweredPartition>,
     pub channels: Vec<LoweredChannel>,
     /// Every file the result depends on (the table and the boot files).
@@ -415,6 +416,12 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
             pins: u8::try_from(*ioapic.pins).unwrap_or(u8::MAX),
         }),
         ecam: table.platform.ecam.as_ref().map(|ecam| ecam.to_abi()),
+        iommu: table
+            .platform
+            .iommu
+            .iter()
+            .map(|unit| unit.to_abi())
+            .collect(),
         partitions,
         channels: table
             .channels

@@ -211,6 +211,108 @@ fn check_fixed_hardware_ports() {
     }
 }
 
+/// The firmware's IOMMU units against the table (docs/pci-iommu.md, "Discovery at boot",
+/// step 5): each unit's register base is one of `platform.iommu`'s windows and each window
+/// a unit; each confined function lies in a unit's device scope (IVRS device entries,
+/// AMD IOMMU 3.0 §5.2.2; DRHD device scopes or INCLUDE_PCI_ALL, VT-d 3.0 §8.3.1). A table
+/// without windows and without confined functions is not checked. Refuses before any
+/// partition starts.
+fn check_iommu_units(
+    tables: &tessera_policy::firmware_acpi::FirmwareTables<arch::acpi::IdentityMapped>,
+) {
+    use tessera_policy::iommu::{boot_check, ivrs, vt_d};
+    let confined = MACHINE
+        .partitions
+        .iter()
+        .flat_map(|partition| partition.pci_functions.iter())
+        .filter(|function| function.dma_confined)
+        .count();
+    if !boot_check::applies(MACHINE.iommu, confined) {
+        return;
+    }
+    let ivrs_bytes = tables
+        .find(arch::acpi::Signature::IVRS)
+        .ok()
+        .map(|t| t.bytes);
+    let dmar_bytes = tables
+        .find(arch::acpi::Signature::DMAR)
+        .ok()
+        .map(|t| t.bytes);
+    // Register bases, each once (an AMD-Vi unit is often described by two IVHD blocks).
+    let mut bases = heapless::Vec::<u64, 8>::new();
+    let mut add = |base: u64, kind: &str| {
+        if !bases.contains(&base) && bases.push(base).is_err() {
+            refuse(format_args!(
+                "the firmware describes more than 8 {kind} IOMMU units; this version checks 8"
+            ));
+        }
+    };
+    let kind = if let Some(bytes) = ivrs_bytes {
+        let table = ivrs::Ivrs::parse(bytes)
+            .unwrap_or_else(|error| refuse(format_args!("the IVRS table: {error:?}")));
+        for unit in table.units() {
+            match unit {
+                Ok(unit) => add(unit.base, "AMD-Vi"),
+                Err(error) => refuse(format_args!("the IVRS table: {error:?}")),
+            }
+        }
+        "AMD-Vi"
+    } else if let Some(bytes) = dmar_bytes {
+        for unit in vt_d::units(bytes) {
+            match unit {
+                Ok(unit) => add(unit.base, "VT-d"),
+                Err(error) => refuse(format_args!("the DMAR table: {error:?}")),
+            }
+        }
+        "VT-d"
+    } else {
+        "no"
+    };
+    match boot_check::match_units(&bases, MACHINE.iommu) {
+        Ok(()) => {}
+        Err(boot_check::Disagreement::UnitNotInTable { base }) => refuse(format_args!(
+            "the firmware's {kind} IOMMU unit at {base:#x} is not among the table's `platform.iommu` windows"
+        )),
+        Err(boot_check::Disagreement::WindowWithoutUnit { base }) => refuse(format_args!(
+            "the table's IOMMU window at {base:#x} has no unit in the firmware ({})",
+            if ivrs_bytes.is_some() {
+                "IVRS"
+            } else if dmar_bytes.is_some() {
+                "DMAR"
+            } else {
+                "neither IVRS nor DMAR"
+            }
+        )),
+    }
+    for partition in MACHINE.partitions {
+        for function in partition.pci_functions.iter().filter(|f| f.dma_confined) {
+            let device = function.physical.0;
+            let covered = if let Some(bytes) = ivrs_bytes {
+                ivrs::Ivrs::parse(bytes)
+                    .map(|table| {
+                        table
+                            .units()
+                            .map_while(Result::ok)
+                            .any(|unit| unit.segment == 0 && unit.covers(device))
+                    })
+                    .unwrap_or(false)
+            } else if let Some(bytes) = dmar_bytes {
+                vt_d::covering_unit(bytes, device).is_some()
+            } else {
+                false
+            };
+            if !covered {
+                refuse(format_args!(
+                    "PCI function {} (device `{}` of partition `{}`): no {kind} IOMMU unit's device scope covers it, and its DMA is confined",
+                    exits::pci::ShowBdf(function.physical),
+                    function.name,
+                    partition.name
+                ));
+            }
+        }
+    }
+}
+
 /// Enables the IOMMU the firmware describes — the AMD-Vi unit of the IVRS, else the VT-d unit
 /// of the DMAR — with every device blocked but the partitions' functions (and, on AMD-Vi,
 /// the unit itself and the I/O APICs); docs/pci-iommu.md, "The IOMMU". Without either,
@@ -228,6 +330,7 @@ fn enable_iommu() {
                 .map(|ioapic| ioapic.id)
         })
     });
+    check_iommu_units(&tables);
     let ivrs = match tables.find(arch::acpi::Signature::IVRS) {
         Ok(ivrs) => ivrs,
         Err(_) => {
@@ -244,6 +347,9 @@ fn enable_iommu() {
                                 arch::intel_iommu::ioapic_entry,
                             );
                         }
+                    }
+                    Err(refusal @ arch::intel_iommu::Refusal::CannotRemapInterrupts { .. }) => {
+                        refuse(format_args!("{refusal}"))
                     }
                     Err(refusal) => log::info!("boot: VT-d IOMMU left off: {}", refusal),
                 },
@@ -460,6 +566,10 @@ fn describe_discovery_error(
             format_args!(
                 "I/O BAR{bar} at {base:#x} (size {size:#x}) lies outside the partition's ports"
             ),
+        ),
+        DiscoveryError::Reset(error) => core::fmt::write(
+            &mut text,
+            format_args!("its reset did not complete: {error:?}"),
         ),
         DiscoveryError::MsixTable(error) => core::fmt::write(
             &mut text,

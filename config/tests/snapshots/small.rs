@@ -20,6 +20,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
     console: ::tessera_abi::table::Console { port: 0x2f8 },
     ioapic: Some(::tessera_abi::table::Ioapic { base: 0xfec00000, pins: 24 }),
     ecam: None,
+    iommu: &[],
     partitions: &[
         ::tessera_abi::table::Partition {
             name: "alpha",

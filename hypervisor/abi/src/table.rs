@@ -517,6 +517,10 @@ pub struct Machine {
     /// declares one; partitions with PCI functions see a one-bus virtual ECAM window at its
     /// base.
     pub ecam: Option<Range>,
+    /// The IOMMU register windows the table declares (`platform.iommu`), in table order;
+    /// the hypervisor checks them against the firmware's units at boot (docs/pci-iommu.md,
+    /// "Discovery at boot").
+    pub iommu: &'static [Range],
     pub partitions: &'static [Partition],
     pub channels: &'static [Channel],
 }

@@ -26,7 +26,7 @@ use tessera_policy::stage2;
 
 use super::iommu::{self, Window};
 use crate::table::MACHINE;
-use tessera_abi::table::Bdf;
+use tessera_abi::table::{Bdf, PciFunction, PciInterrupt};
 use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 
 #[repr(C, align(4096))]
@@ -162,6 +162,15 @@ pub enum Refusal {
     },
     /// A function left unconfined, on a unit without pass-through (ECAP.PT).
     NoPassThrough,
+    /// A confined function with MSI or MSI-X, on a unit without interrupt remapping or
+    /// queued invalidation (ECAP.IR, ECAP.QI): its messages would reach the cores
+    /// unchecked by the unit, so the machine does not start (ACRN's rule).
+    CannotRemapInterrupts {
+        partition: &'static str,
+        function: &'static PciFunction,
+        base: u64,
+        extended: u64,
+    },
 }
 
 impl core::fmt::Display for Refusal {
@@ -186,6 +195,23 @@ impl core::fmt::Display for Refusal {
             Refusal::NoPassThrough => {
                 formatter.write_str("an unconfined function, but the unit has no pass-through")
             }
+            Refusal::CannotRemapInterrupts {
+                partition,
+                function,
+                base,
+                extended,
+            } => write!(
+                formatter,
+                "PCI function {:02x}:{:02x}.{} (device `{}` of partition `{}`): it uses {}, but the VT-d unit at {:#x} cannot remap interrupts (ECAP {:#x}: no IR or no QI)",
+                function.physical.bus(),
+                function.physical.device(),
+                function.physical.function(),
+                function.name,
+                partition,
+                if matches!(function.interrupt, PciInterrupt::Msix { .. }) { "MSI-X" } else { "MSI" },
+                base,
+                extended
+            ),
         }
     }
 }
@@ -235,6 +261,27 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
     let window =
         Window::new(base, register::WINDOW_BYTES).ok_or(Refusal::OutsideMmioWindow { base })?;
     let extended = window.read64(register::EXTENDED_CAPABILITY);
+    let wanted = vt_d::extended::QUEUED_INVALIDATION | vt_d::extended::INTERRUPT_REMAPPING;
+    let remaps = extended & wanted == wanted;
+    // ACRN's rule (docs/pci-iommu.md, "The IOMMU"): checked before the unit is touched.
+    if !remaps {
+        for partition in MACHINE.partitions {
+            if let Some(function) = partition.pci_functions.iter().find(|function| {
+                function.dma_confined
+                    && matches!(
+                        function.interrupt,
+                        PciInterrupt::Msi { .. } | PciInterrupt::Msix { .. }
+                    )
+            }) {
+                return Err(Refusal::CannotRemapInterrupts {
+                    partition: partition.name,
+                    function,
+                    base,
+                    extended,
+                });
+            }
+        }
+    }
 
     let root = ROOT_TABLE.take();
     let contexts = CONTEXT.take();
@@ -301,8 +348,7 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
     })?;
     global_command(window, global::TRANSLATION_ENABLE, "translation enable")?;
     BASE.store(base, Ordering::Release);
-    let wanted = vt_d::extended::QUEUED_INVALIDATION | vt_d::extended::INTERRUPT_REMAPPING;
-    if extended & wanted == wanted {
+    if remaps {
         let ioapic_source = ioapic_id.and_then(|id| vt_d::ioapic_source(dmar, id));
         enable_interrupt_remapping(window, extended, ioapic_source)?;
     } else {

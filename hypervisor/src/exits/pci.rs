@@ -30,6 +30,7 @@ use tessera_policy::pci::address::{
 use tessera_policy::pci::function::{ConfigSpace, DiscoveryError, MsixTrap, VirtualFunction};
 use tessera_policy::pci::header;
 use tessera_policy::pci::msix::{self, MsixEntry, MsixLayoutError, TrappedAccess};
+use tessera_policy::pci::reset::{self, ResetKind};
 
 /// The most functions one partition owns (sizes the static state).
 const MAX_FUNCTIONS: usize = {
@@ -141,6 +142,25 @@ pub fn discover() -> Result<(), Refusal> {
     for (partition_index, partition) in MACHINE.partitions.iter().enumerate() {
         for (slot, function) in partition.pci_functions.iter().enumerate() {
             let mut space = Conf1Function(function.physical);
+            // Absent functions are refused by the discovery below, not waited for.
+            let reset = if space.read(0) & 0xffff == 0xffff {
+                ResetKind::None
+            } else {
+                reset::reset(&mut space, arch::tsc::delay_microseconds).map_err(|error| {
+                    Refusal {
+                        partition: partition.name,
+                        function,
+                        error: DiscoveryError::Reset(error),
+                    }
+                })?
+            };
+            log::info!(
+                "pci: partition={} device={} function={} reset={}",
+                partition.name,
+                function.name,
+                ShowBdf(function.physical),
+                reset.name()
+            );
             let discovered = VirtualFunction::discover(
                 &mut space,
                 function.bar_windows,
@@ -214,15 +234,26 @@ pub fn discover() -> Result<(), Refusal> {
 /// decode, bus mastering, MSI and MSI-X off, INTx disabled — and its virtual state (BARs
 /// as the guest wrote them, the interrupt line, the MSI shadow, the 0xCF8 register)
 /// back to what the partition saw at boot, so a restarted guest never meets a function
-/// still running for its previous life (docs/pci-iommu.md, "Reset"; no FLR yet).
+/// still running for its previous life; before that, the function is reset as at boot
+/// (FLR, else D3hot→D0, else none: docs/pci-iommu.md, "Reset").
 pub fn quiesce_partition(partition_index: PartitionIndex) {
     let partition = partition_index.partition();
     let bus = &BUSES[partition_index.0];
     *bus.address.lock() = 0;
     for (slot, function) in partition.pci_functions.iter().enumerate() {
         let mut state = bus.functions[slot].function.lock();
+        // The same reset as at boot (docs/pci-iommu.md, "Reset").
+        let mut space = Conf1Function(function.physical);
+        let reset = reset::reset(&mut space, arch::tsc::delay_microseconds);
+        log::info!(
+            "pci: partition={} device={} function={} reset at restart: {:?}",
+            partition.name,
+            function.name,
+            ShowBdf(function.physical),
+            reset.map(ResetKind::name)
+        );
         match VirtualFunction::discover(
-            &mut Conf1Function(function.physical),
+            &mut space,
             function.bar_windows,
             partition.ports,
             function.interrupt,

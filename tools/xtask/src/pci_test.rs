@@ -199,7 +199,7 @@ pub fn tests() -> Vec<SystemTest> {
                 let failed = |error: anyhow::Error| vec![format!("{error:#}")];
                 let mut table =
                     crate::table::load(&systems.root.join(E1000E_TABLE)).map_err(failed)?;
-                crate::system_test::use_intel_iommu(&mut table);
+                crate::system_test::use_intel_iommu(&mut table).map_err(failed)?;
                 let emulator = qemu();
                 crate::system_test::missing_emulator(systems, &emulator)?;
                 let medium =
@@ -458,6 +458,12 @@ fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
         failures.push(format!(
             "no trapped MSI-X table access by linux ({table_accesses:?})"
         ));
+    }
+    // QEMU's e1000e has a PCI Express capability without FLR and a Power Management
+    // capability with No_Soft_Reset clear: the D3hot→D0 reset, before Linux drives it.
+    let reset = "pci: partition=linux device=nic function=00:02.0 reset=d3hot-d0";
+    if !hypervisor.contains(&reset) {
+        failures.push(format!("the hypervisor did not print `{reset}`"));
     }
     let refused = "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=";
     match hypervisor
@@ -802,6 +808,7 @@ mod tests {
             ("rt", "pci: ecam 00:06.0 id=1234:11e8 class=00ff00 header=00"),
             ("rt", "pci: ecam scan found 2"),
             ("rt", "pci: edu 00:06.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120"),
+            (HYPERVISOR, "pci: partition=linux device=nic function=00:02.0 reset=d3hot-d0"),
             (HYPERVISOR, "pci: partition=rt device=edu-b function=00:05.0 dropped-config-writes=0 refused-msi=0"),
             ("linux", "TESSERA-LINUX: init reached tsc=93651436659"),
             ("linux", "TESSERA-LINUX: e1000e loaded"),
@@ -837,13 +844,17 @@ mod tests {
             ),
             ("msi-irqs: 25", "msi-irqs: 25 msi"),
             ("lease", "udhcpc: udhcpc: no lease, failing"),
+            (
+                "reset=d3hot-d0",
+                "pci: partition=linux device=nic function=00:02.0 reset=none",
+            ),
         ] {
             let lines = replaced(e1000e_lines(), old, new);
             assert!(check_e1000e(&transcript(&lines)).is_err(), "{new}");
         }
         let lines = replaced(
             e1000e_lines(),
-            "device=nic function=00:02.0",
+            "device=nic function=00:02.0 dropped-config-writes",
             "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=1",
         );
         assert!(check_e1000e(&transcript(&lines)).is_err());

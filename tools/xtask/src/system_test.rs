@@ -682,6 +682,51 @@ pub fn parity_tests() -> Vec<SystemTest> {
             Box::new(|systems: &SystemTests| iommu_fault(systems, 90)),
         ),
         (
+            "iommu-refusal-window-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                // The AMD-Vi table on a machine whose unit is VT-d's.
+                iommu_refusal(
+                    systems,
+                    |table| {
+                        for device in &mut table.qemu_devices {
+                            if device.starts_with("amd-iommu") {
+                                *device = "intel-iommu,intremap=on,eim=on".into();
+                            }
+                        }
+                        Ok(())
+                    },
+                    "the firmware's VT-d IOMMU unit at 0xfed90000 is not among the table's `platform.iommu` windows",
+                )
+            }),
+        ),
+        (
+            "iommu-refusal-nounit-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                // The AMD-Vi table on a machine without an IOMMU.
+                iommu_refusal(
+                    systems,
+                    |table| {
+                        table
+                            .qemu_devices
+                            .retain(|device| !device.starts_with("amd-iommu"));
+                        Ok(())
+                    },
+                    "the table's IOMMU window at 0xfed80000 has no unit in the firmware (neither IVRS nor DMAR)",
+                )
+            }),
+        ),
+        (
+            "iommu-refusal-noir-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                // QEMU's VT-d model with `intremap=off` (TCG defaults to on): no IR in ECAP.
+                iommu_refusal(
+                    systems,
+                    |table| use_intel_iommu_device(table, "intel-iommu,intremap=off"),
+                    "PCI function 00:04.0 (device `edu` of partition `attacker`): it uses MSI, but the VT-d unit at 0xfed90000 cannot remap interrupts",
+                )
+            }),
+        ),
+        (
             "iommu-bochs".into(),
             Box::new(|systems: &SystemTests| {
                 let emulator = Emulator::Bochs {
@@ -923,7 +968,7 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
     let failed = |error: anyhow::Error| vec![format!("{error:#}")];
     let mut table = table::load(&systems.root.join(IOMMU_TABLE)).map_err(failed)?;
     if let Iommu::VtD = iommu {
-        use_intel_iommu(&mut table);
+        use_intel_iommu(&mut table).map_err(failed)?;
     }
     missing_emulator(systems, emulator)?;
     let medium = run::prepare(&systems.root, &table, emulator).map_err(failed)?;
@@ -967,14 +1012,114 @@ fn iommu(systems: &SystemTests, emulator: &Emulator, iommu: Iommu, seconds: u64)
     crate::outcome(failures)
 }
 
-/// Puts QEMU's VT-d model where the table names the AMD-Vi one.
-pub fn use_intel_iommu(table: &mut TableInfo) {
-    for device in &mut table.qemu_devices {
-        if device.starts_with("amd-iommu") {
+/// QEMU's AMD-Vi register window as the IOMMU tables declare it (`platform.iommu`).
+const AMD_VI_WINDOW: &str = r#"{ base = 0xfed80000, size = "16 KiB" }"#;
+/// QEMU's VT-d register window (q35 `intel-iommu`: one 4 KiB page at 0xfed90000).
+const VT_D_WINDOW: &str = r#"{ base = 0xfed90000, size = "4 KiB" }"#;
+
+/// Puts QEMU's VT-d model where the table names the AMD-Vi one (`device`: the QEMU device
+/// with its options) and, when the table declares the AMD-Vi window, the VT-d window in its
+/// place: the hypervisor checks the firmware's unit against `platform.iommu` at boot.
+pub fn use_intel_iommu(table: &mut TableInfo) -> anyhow::Result<()> {
+    use_intel_iommu_device(table, "intel-iommu,intremap=on,eim=on")?;
+    Ok(())
+}
+
+/// [`use_intel_iommu`] with `device` as QEMU's VT-d model.
+pub fn use_intel_iommu_device(table: &mut TableInfo, device: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&table.path)?;
+    if text.contains(AMD_VI_WINDOW) {
+        *table = table_variant(table, "vtd", &[(AMD_VI_WINDOW, VT_D_WINDOW)])?;
+    }
+    for qemu_device in &mut table.qemu_devices {
+        if qemu_device.starts_with("amd-iommu") {
             // Interrupt remapping with x2APIC destinations (no split irqchip under TCG).
-            *device = "intel-iommu,intremap=on,eim=on".into();
+            *qemu_device = device.into();
         }
     }
+    Ok(())
+}
+
+/// A copy of `table` with each `(from, to)` text replaced, written as
+/// `target/tessera/tables/<stem>-<suffix>.toml` (its `../` paths made absolute, so they
+/// still name the repository's files) and loaded, with the original's `[run]` QEMU devices.
+pub fn table_variant(
+    table: &TableInfo,
+    suffix: &str,
+    replacements: &[(&str, &str)],
+) -> anyhow::Result<TableInfo> {
+    use anyhow::Context;
+    let mut text = std::fs::read_to_string(&table.path)?;
+    for (from, to) in replacements {
+        anyhow::ensure!(
+            text.contains(from),
+            "{} does not contain `{from}`",
+            table.path.display()
+        );
+        text = text.replace(from, to);
+    }
+    let repository = table
+        .path
+        .parent()
+        .and_then(|directory| directory.parent())
+        .context("the table has no parent directory")?;
+    text = text.replace("\"../", &format!("\"{}/", repository.display()));
+    let directory = repository.join("target/tessera/tables");
+    std::fs::create_dir_all(&directory)?;
+    let path = directory.join(format!("{}-{suffix}.toml", table.stem));
+    std::fs::write(&path, text)?;
+    let mut variant = table::load(&path)?;
+    variant.qemu_devices = table.qemu_devices.clone();
+    Ok(variant)
+}
+
+/// The DMA attack table (partitions/iommu-dma.toml) on a machine `adapt` changes so that
+/// the hypervisor must refuse it at boot: exactly one `REFUSED:` line, which starts with
+/// `reason` (the rest is the register value some refusals add), no hypervisor banner, no
+/// panic and not one line from a partition.
+fn iommu_refusal(
+    systems: &SystemTests,
+    adapt: impl Fn(&mut TableInfo) -> anyhow::Result<()>,
+    reason: &str,
+) -> Outcome {
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let emulator = Emulator::Qemu {
+        boot: BootMethod::Kernel,
+        cpu: None,
+    };
+    let mut table = table::load(&systems.root.join(IOMMU_DMA_TABLE)).map_err(failed)?;
+    adapt(&mut table).map_err(failed)?;
+    missing_emulator(systems, &emulator)?;
+    let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+    let transcript = boot_within(
+        systems,
+        &table,
+        &emulator,
+        &medium,
+        crate::REFUSAL_TEST_SECONDS,
+    )?;
+    let mut failures = check_refusal(&transcript, reason).err().unwrap_or_default();
+    let refused: Vec<String> = transcript
+        .markers()
+        .filter_map(|marker| match marker {
+            Marker::Refused { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    if !refused.iter().any(|line| line.starts_with(reason)) {
+        failures.push(format!(
+            "expected the line `REFUSED: {reason}…`, got {refused:?}"
+        ));
+    }
+    for partition in &table.partitions {
+        if let Some(line) = transcript.lines_of(&partition.name).next() {
+            failures.push(format!(
+                "partition {} started (`{line}`) although the machine was refused",
+                partition.name
+            ));
+        }
+    }
+    crate::outcome(failures)
 }
 
 /// The DMA attack table (partitions/iommu-dma.toml).
@@ -996,7 +1141,7 @@ fn iommu_dma(systems: &SystemTests, iommu: Iommu, seconds: u64) -> Outcome {
     };
     let mut table = table::load(&systems.root.join(IOMMU_DMA_TABLE)).map_err(failed)?;
     if let Iommu::VtD = iommu {
-        use_intel_iommu(&mut table);
+        use_intel_iommu(&mut table).map_err(failed)?;
     }
     missing_emulator(systems, &emulator)?;
     let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
@@ -1107,7 +1252,7 @@ fn iommu_fault(systems: &SystemTests, seconds: u64) -> Outcome {
         cpu: None,
     };
     let mut table = table::load(&systems.root.join(IOMMU_FAULT_TABLE)).map_err(failed)?;
-    use_intel_iommu(&mut table);
+    use_intel_iommu(&mut table).map_err(failed)?;
     missing_emulator(systems, &emulator)?;
     let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
     let transcript = boot_within(systems, &table, &emulator, &medium, seconds)?;

@@ -3,5 +3,6 @@
 //! reads from event logs and the firmware's IVRS table (docs/pci-iommu.md, "The IOMMU").
 
 pub mod amd_vi;
+pub mod boot_check;
 pub mod ivrs;
 pub mod vt_d;

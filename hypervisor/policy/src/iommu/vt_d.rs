@@ -391,6 +391,58 @@ pub fn units(table: &[u8]) -> impl Iterator<Item = Result<Unit, DmarError>> + '_
     })
 }
 
+/// The register base of the DRHD unit that translates requests from `device` (a requester
+/// ID on segment 0), if any (§8.3.1): a unit whose device scope lists it as a PCI endpoint
+/// (scope type 01h) or as a sub-hierarchy's bridge (02h) with a one-entry path from the
+/// scope's start bus; otherwise the segment-0 unit with INCLUDE_PCI_ALL, which covers every
+/// device no other unit lists. Functions behind a bridge that a scope names only through a
+/// longer path or a sub-hierarchy are not resolved here (that needs the bus topology):
+/// they count as covered by the INCLUDE_PCI_ALL unit only, or by none.
+pub fn covering_unit(table: &[u8], device: u16) -> Option<u64> {
+    let length = read::<u32>(table, 4)? as usize;
+    if table.get(0..4) != Some(b"DMAR".as_slice()) || length > table.len() {
+        return None;
+    }
+    let table = &table[..length];
+    let mut include_all = None;
+    let mut offset = 48;
+    while offset < table.len() {
+        let kind = u16_at(table, offset)?;
+        let size = usize::from(u16_at(table, offset + 2)?);
+        let structure = slice_at(table, offset, size).filter(|_| size >= 16)?;
+        offset += size;
+        if kind != 0 || u16_at(structure, 6)? != 0 {
+            continue;
+        }
+        let base = u64_at(structure, 8)?;
+        if read::<u8>(structure, 4)? & 1 != 0 {
+            include_all.get_or_insert(base);
+            continue;
+        }
+        let mut scope = 16;
+        while scope + 6 <= structure.len() {
+            let scope_kind = read::<u8>(structure, scope)?;
+            let scope_length = usize::from(read::<u8>(structure, scope + 1)?);
+            if scope_length < 6 || scope + scope_length > structure.len() {
+                return None;
+            }
+            if matches!(scope_kind, 1 | 2) && scope_length == 8 {
+                let bus = read::<u8>(structure, scope + 5)?;
+                let path_device = read::<u8>(structure, scope + 6)?;
+                let path_function = read::<u8>(structure, scope + 7)?;
+                let listed = (u16::from(bus) << 8)
+                    | (u16::from(path_device & 0x1f) << 3)
+                    | u16::from(path_function & 7);
+                if listed == device {
+                    return Some(base);
+                }
+            }
+            scope += scope_length;
+        }
+    }
+    include_all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +603,53 @@ mod tests {
         ));
     }
 
+    /// A DRHD of `flags` at `base` with the given device scopes.
+    fn drhd(flags: u8, base: u64, scopes: &[Vec<u8>]) -> Vec<u8> {
+        let mut structure = vec![0, 0, 0, 0, flags, 0, 0, 0];
+        structure.extend_from_slice(&base.to_le_bytes());
+        for scope in scopes {
+            structure.extend_from_slice(scope);
+        }
+        let size = structure.len() as u16;
+        structure[2..4].copy_from_slice(&size.to_le_bytes());
+        structure
+    }
+
+    /// A device scope entry of `kind` with start bus `bus` and a one-entry path.
+    fn scope(kind: u8, bus: u8, device: u8, function: u8) -> Vec<u8> {
+        vec![kind, 8, 0, 0, 0, bus, device, function]
+    }
+
+    #[test]
+    fn finds_the_unit_covering_a_device() {
+        let nic = 0x0010; // 00:02.0
+        let disk = 0x0320; // 03:04.0
+        let listing = drhd(0, 0xfed9_1000, &[scope(1, 0, 2, 0), scope(3, 0, 0x1f, 7)]);
+        let catch_all = drhd(1, 0xfed9_0000, &[]);
+        let table = dmar(&[listing.clone(), catch_all.clone()]);
+        assert_eq!(covering_unit(&table, nic), Some(0xfed9_1000));
+        assert_eq!(covering_unit(&table, disk), Some(0xfed9_0000));
+        // Without the INCLUDE_PCI_ALL unit, an unlisted function has none.
+        let only_listing = dmar(&[listing]);
+        assert_eq!(covering_unit(&only_listing, disk), None);
+        assert_eq!(covering_unit(&only_listing, nic), Some(0xfed9_1000));
+        // A sub-hierarchy scope naming the function's own address counts.
+        let bridge = dmar(&[drhd(0, 0xfed9_2000, &[scope(2, 3, 4, 0)])]);
+        assert_eq!(covering_unit(&bridge, disk), Some(0xfed9_2000));
+        // An I/O APIC scope (type 03h) at the same address does not.
+        let ioapic = dmar(&[drhd(0, 0xfed9_2000, &[scope(3, 3, 4, 0)])]);
+        assert_eq!(covering_unit(&ioapic, disk), None);
+        // A unit of another segment does not cover segment 0.
+        let mut other_segment = catch_all;
+        other_segment[6] = 1;
+        assert_eq!(covering_unit(&dmar(&[other_segment]), nic), None);
+        // A scope running past its structure: nothing is trusted.
+        let mut broken = drhd(0, 0xfed9_1000, &[scope(1, 0, 2, 0)]);
+        broken[17] = 40;
+        assert_eq!(covering_unit(&dmar(&[broken]), nic), None);
+        assert_eq!(covering_unit(b"IVRS", nic), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_structures_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
@@ -560,6 +659,7 @@ mod tests {
             let length = table.len() as u32;
             table[4..8].copy_from_slice(&length.to_le_bytes());
             let _ = units(&table).count();
+            let _ = covering_unit(&table, 0x0010);
         }
     }
 }

@@ -55,6 +55,8 @@ pub enum DiscoveryError {
     IoBarOutsidePorts { bar: u8, base: u64, size: u64 },
     /// The MSI-X table is not inside one of the function's memory BARs.
     MsixTable(MsixLayoutError),
+    /// The reset before the partition starts did not complete (`super::reset`).
+    Reset(super::reset::ResetError),
 }
 
 /// A function's MSI-X table as the hypervisor traps it: the layout, the host-physical

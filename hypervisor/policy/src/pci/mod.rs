@@ -11,3 +11,4 @@ pub mod header;
 pub mod mcfg;
 pub mod msi;
 pub mod msix;
+pub mod reset;
