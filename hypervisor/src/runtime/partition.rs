@@ -189,8 +189,7 @@ pub fn doorbell_allowed(partition: PartitionIndex, channel: usize) -> bool {
 }
 
 /// Per channel: TSC ticks between two allowed rings of one member (0 until the first ring).
-static DOORBELL_INTERVAL: [AtomicU64; CHANNEL_COUNT] =
-    [const { AtomicU64::new(0) }; CHANNEL_COUNT];
+static DOORBELL_INTERVAL: [AtomicU64; CHANNEL_COUNT] = [const { AtomicU64::new(0) }; CHANNEL_COUNT];
 
 /// The health event a contained fault is (by the stable reason names of
 /// [`Containment::reason`]).
