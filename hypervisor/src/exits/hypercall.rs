@@ -140,6 +140,7 @@ fn member_channel(context: &CoreContext, argument: u64) -> Option<usize> {
 /// Raises the channel's vector on the boot core of every other member that runs: one
 /// fixed, physical-destination IPI each (Intel SDM vol. 3 §11.12.9). The destination is
 /// chosen here, from the table, never by the guest.
+#[inline(always)]
 fn ring_doorbell(context: &CoreContext, control: &impl PartitionControl, channel: usize) -> i64 {
     let channel = &MACHINE.channels[channel];
     let mut signalled = 0;

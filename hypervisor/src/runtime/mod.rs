@@ -47,6 +47,7 @@ impl PartitionControl for PartitionRuntime {
     fn guest_nmi_after_exit(&self, context: &CoreContext) -> bool {
         cores::guest_nmi_after_exit(context.core_index)
     }
+    #[inline(always)]
     fn doorbell_allowed(&self, context: &CoreContext, channel: usize) -> bool {
         partition::doorbell_allowed(context.partition_index, channel)
     }
