@@ -92,7 +92,13 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
             description: format!("memory of channel `{}`", *channel.name),
         });
     }
-    for device in table.partition_devices(partition) {
+    let own = table
+        .partition_devices(partition)
+        .map(|device| (device, None));
+    let taken_over = table
+        .takeover_pci_devices(partition)
+        .map(|device| (device, partition.standby_for.as_ref()));
+    for (device, from) in own.chain(taken_over) {
         for window in &device.device.mmio {
             planned.push(PlannedMapping {
                 mapping: MemoryMapping {
@@ -102,7 +108,13 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
                     kind: MappingKind::DeviceMmio,
                 },
                 span: window.span,
-                description: format!("MMIO window of device `{}`", *device.name),
+                description: match from {
+                    None => format!("MMIO window of device `{}`", *device.name),
+                    Some(primary) => format!(
+                        "MMIO window of device `{}`, taken over from `{}`",
+                        *device.name, **primary
+                    ),
+                },
             });
         }
     }

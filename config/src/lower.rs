@@ -375,8 +375,12 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
                 WbinvdPolicy::Trap => CacheControl::Trap,
             },
             stage2_table_pages,
+            // A standby's list ends with its primary's functions, which it holds only
+            // after a takeover (the hypervisor knows a standby from its health policy).
             pci_functions: devices
                 .iter()
+                .copied()
+                .chain(table.takeover_pci_devices(partition))
                 .filter_map(|device| lower_pci_function(&device.name, &device.device))
                 .collect(),
             pci_conf1: partition.pci_conf1(),
@@ -593,7 +597,7 @@ pub fn acpi_machine(table: &Table, index: usize) -> AcpiMachine {
     let mut uarts: Vec<Uart> = Vec::new();
     let mut owns_pins = false;
     let mut pci: Option<PciRoot> = None;
-    for device in table.partition_devices(partition) {
+    for device in table.partition_devices_with_takeover(partition) {
         owns_pins |= device.device.irq.is_some();
         if device.device.pci.is_some() {
             let root = pci.get_or_insert_with(|| PciRoot {

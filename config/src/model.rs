@@ -123,6 +123,34 @@ impl Table {
             .iter()
             .filter_map(|name| self.device(name))
     }
+
+    /// The PCI functions a standby takes over from its primary (`standby-for`), in the
+    /// primary's order: the standby's virtual bus, ACPI tables, stage-2 tables and DMA
+    /// domain are built for them too, and they are its own only after a takeover
+    /// (docs/health.md, "PCI functions at a takeover"). None for other partitions.
+    pub fn takeover_pci_devices<'table>(
+        &'table self,
+        partition: &'table Partition,
+    ) -> impl Iterator<Item = &'table NamedDevice> + 'table {
+        partition
+            .standby_for
+            .as_ref()
+            .and_then(|primary| self.partition_index(primary))
+            .filter(|&primary| self.partitions[primary].name.value != partition.name.value)
+            .into_iter()
+            .flat_map(move |primary| self.partition_devices(&self.partitions[primary]))
+            .filter(|device| device.device.pci.is_some())
+    }
+
+    /// The devices whose PCI functions, MMIO windows and ACPI description a partition's
+    /// static state is built with: its own, then those it may take over.
+    pub fn partition_devices_with_takeover<'table>(
+        &'table self,
+        partition: &'table Partition,
+    ) -> impl Iterator<Item = &'table NamedDevice> + 'table {
+        self.partition_devices(partition)
+            .chain(self.takeover_pci_devices(partition))
+    }
 }
 
 /// The top level of the TOML document.

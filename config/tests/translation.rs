@@ -90,6 +90,27 @@ fn expected_map(table: &Table, index: usize) -> Vec<Run> {
             runs.push((*window.base, *window.base, window.size.0, Rights::RW));
         }
     }
+    // A standby's tables also hold its primary's PCI windows: the hypervisor takes them
+    // out at boot and puts them back only when the standby takes the functions over.
+    let primary = partition.standby_for.as_ref().and_then(|primary| {
+        table
+            .partitions
+            .iter()
+            .find(|other| other.name.value == primary.value)
+    });
+    for name in primary.iter().flat_map(|primary| &primary.devices) {
+        let device = table
+            .platform
+            .devices
+            .iter()
+            .find(|device| device.name.value == name.value)
+            .expect("validated: devices exist");
+        if device.device.pci.is_some() {
+            for window in &device.device.mmio {
+                runs.push((*window.base, *window.base, window.size.0, Rights::RW));
+            }
+        }
+    }
     normalize(runs)
 }
 

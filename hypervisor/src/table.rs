@@ -40,7 +40,7 @@ pub const DMA_TABLE_PAGES: usize = {
 
 /// Every passed-through PCI function of the table, counted in table order (partition by
 /// partition, then function): sizes the per-function state (remapping tables, fault
-/// counters), which [`pci_function`]'s ordinal indexes.
+/// counters), indexed by [`pci_function_ordinal`].
 pub const PCI_FUNCTION_COUNT: usize = {
     let mut count = 0;
     let mut index = 0;
@@ -104,26 +104,23 @@ pub fn partition_of_cpu(apic_id: ApicId) -> Option<(PartitionIndex, usize)> {
         })
 }
 
-/// The passed-through function at `physical`: its owner, its ordinal among all the table's
-/// functions (below [`PCI_FUNCTION_COUNT`]) and its table entry.
-pub fn pci_function(
-    physical: tessera_abi::table::Bdf,
-) -> Option<(
-    PartitionIndex,
-    usize,
-    &'static tessera_abi::table::PciFunction,
-)> {
-    MACHINE
-        .partitions
+/// Whether `partition` holds the PCI functions of its list when the machine boots: every
+/// partition but a table standby, whose list is its primary's functions, held only after
+/// a takeover (docs/health.md, "PCI functions at a takeover").
+pub const fn holds_pci_functions_at_boot(partition: &tessera_abi::table::Partition) -> bool {
+    !matches!(
+        partition.health.standby,
+        tessera_abi::table::StandbyRole::Standby { .. }
+    )
+}
+
+/// The ordinal of slot `slot` of partition `partition`'s functions among all the table's
+/// functions (table order, below [`PCI_FUNCTION_COUNT`]): the index of the per-function
+/// state that belongs to this partition's view of it (its interrupt remapping entries).
+pub fn pci_function_ordinal(partition: PartitionIndex, slot: usize) -> usize {
+    MACHINE.partitions[..partition.0]
         .iter()
-        .enumerate()
-        .flat_map(|(index, partition)| {
-            partition
-                .pci_functions
-                .iter()
-                .map(move |function| (PartitionIndex(index), function))
-        })
-        .enumerate()
-        .find(|(_, (_, function))| function.physical == physical)
-        .map(|(ordinal, (owner, function))| (owner, ordinal, function))
+        .map(|earlier| earlier.pci_functions.len())
+        .sum::<usize>()
+        + slot
 }

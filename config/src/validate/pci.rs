@@ -161,7 +161,7 @@ fn check_device_keys(table: &Table, findings: &mut Vec<Finding>) {
 fn check_partitions(table: &Table, findings: &mut Vec<Finding>) {
     for (index, partition) in table.partitions.iter().enumerate() {
         let functions: Vec<&NamedDevice> = table
-            .partition_devices(partition)
+            .partition_devices_with_takeover(partition)
             .filter(|device| device.device.pci.is_some())
             .collect();
         if let Some(config) = partition

@@ -201,8 +201,6 @@ pub enum Rule {
     StandbyDevices,
     /// `takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.
     StandbyVector,
-    /// A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.
-    StandbyPci,
     /// A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.
     StandbyChannels,
     /// `rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.
@@ -311,7 +309,6 @@ impl Rule {
         Rule::StandbyTarget,
         Rule::StandbyDevices,
         Rule::StandbyVector,
-        Rule::StandbyPci,
         Rule::StandbyChannels,
         Rule::StandbyRejoin,
         Rule::RunUnknownPartition,
@@ -320,8 +317,12 @@ impl Rule {
     ];
 
     /// Identifiers of rules that no longer exist, never to be given to a new rule:
-    /// `boot-unsupported` (linux partitions could not be started before issue 6).
-    pub const RETIRED: &'static [&'static str] = &["boot-unsupported"];
+    /// `boot-unsupported` (linux partitions could not be started before issue 6),
+    /// `standby-cores` (a standby had to have one core before takeovers held its other
+    /// cores) and `standby-pci` (PCI functions could not move at a takeover before they
+    /// moved with their IOMMU domain).
+    pub const RETIRED: &'static [&'static str] =
+        &["boot-unsupported", "standby-cores", "standby-pci"];
 
     /// The stable identifier, e.g. `memory-overlap`.
     pub const fn id(self) -> &'static str {
@@ -418,7 +419,6 @@ impl Rule {
             Rule::StandbyTarget => "standby-target",
             Rule::StandbyDevices => "standby-devices",
             Rule::StandbyVector => "standby-vector",
-            Rule::StandbyPci => "standby-pci",
             Rule::StandbyChannels => "standby-channels",
             Rule::StandbyRejoin => "standby-rejoin",
             Rule::RunSeconds => "run-seconds",
@@ -521,7 +521,6 @@ impl Rule {
             Rule::StandbyTarget => "health",
             Rule::StandbyDevices => "health",
             Rule::StandbyVector => "health",
-            Rule::StandbyPci => "health",
             Rule::StandbyChannels => "health",
             Rule::StandbyRejoin => "health",
             Rule::RunSeconds => "run",
@@ -624,7 +623,6 @@ impl Rule {
             Rule::StandbyTarget => "`standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.",
             Rule::StandbyDevices => "A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.",
             Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
-            Rule::StandbyPci => "A partition with a standby holds a PCI function: moving PCI functions with their IOMMU domain at takeover is not built.",
             Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
             Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.",
             Rule::RunSeconds => "`run.seconds` is zero.",

@@ -236,25 +236,6 @@ fn check_pair(
             )),
         );
     }
-    for device in &primary.devices {
-        let is_pci = table
-            .device(device)
-            .is_some_and(|named| named.device.pci.is_some());
-        if is_pci {
-            findings.push(
-                Finding::new(
-                    Rule::StandbyPci,
-                    device.span,
-                    format!(
-                        "partition `{}` has a standby, but device `{}` is a PCI function",
-                        *primary.name, **device
-                    ),
-                )
-                .label("cannot move at takeover")
-                .hint("moving PCI functions with their IOMMU domain is not built (docs/health.md)"),
-            );
-        }
-    }
     for channel in channels_without(table, &primary.name, &standby.name) {
         findings.push(
             Finding::new(

@@ -644,7 +644,8 @@ pub enum UnmapError {
 
 /// Takes the 4 KiB page at `guest` out of the tree rooted at `root` (tables in
 /// `pool_pages`, as for [`walk`]), so that every access to it exits: the hypervisor traps
-/// pages inside a mapped window this way (an MSI-X table inside a BAR). The caller
+/// pages inside a mapped window this way (an MSI-X table inside a BAR), and takes a moving
+/// device's window from the partition that loses it (a hot-standby takeover). The caller
 /// flushes cached translations if the tree is in use.
 pub fn unmap_page<F: EntryFormat>(
     pool_pages: &mut [[u64; ENTRIES]],
@@ -652,32 +653,62 @@ pub fn unmap_page<F: EntryFormat>(
     root: u64,
     guest: u64,
 ) -> Result<(), UnmapError> {
+    let (table, slot) = small_page_slot::<F>(pool_pages, phys_base, root, guest)?;
+    if pool_pages[table][slot] == 0 {
+        return Err(UnmapError::NotMapped);
+    }
+    pool_pages[table][slot] = 0;
+    Ok(())
+}
+
+/// Puts the 4 KiB page at `guest` back into the tree rooted at `root`: host page `host`
+/// with `rights` and `kind`'s memory type, in the level-1 table that mapped it before
+/// [`unmap_page`] took it out (the tables are sized at build time, so only a page whose
+/// path of tables exists can be mapped). `NotMapped` when no level-1 table holds the
+/// address; `LargePage` when a larger leaf covers it. Making a page present needs no
+/// invalidation: neither EPT (SDM vol. 3C §28.3.3.1) nor nested paging (APM vol. 2 §5.5.3)
+/// caches a translation through a not-present entry.
+pub fn map_page<F: EntryFormat>(
+    pool_pages: &mut [[u64; ENTRIES]],
+    phys_base: u64,
+    root: u64,
+    guest: u64,
+    host: u64,
+    rights: Rights,
+    kind: MappingKind,
+) -> Result<(), UnmapError> {
+    let (table, slot) = small_page_slot::<F>(pool_pages, phys_base, root, guest)?;
+    pool_pages[table][slot] = F::leaf(host & !0xfff, PageSize::Size4KiB, rights, kind);
+    Ok(())
+}
+
+/// The level-1 table (pool index) and slot that hold the 4 KiB page at `guest`, whether
+/// that slot is present or not.
+fn small_page_slot<F: EntryFormat>(
+    pool_pages: &[[u64; ENTRIES]],
+    phys_base: u64,
+    root: u64,
+    guest: u64,
+) -> Result<(usize, usize), UnmapError> {
     if guest >= GUEST_ADDRESS_LIMIT {
         return Err(UnmapError::NotMapped);
     }
     let mut table = page_index(pool_pages.len(), phys_base, root).ok_or(UnmapError::NotMapped)?;
-    for level in (1..=4).rev() {
+    for level in (2..=4).rev() {
         let slot = entry_index(guest, level);
         match F::decode(pool_pages[table][slot], level) {
             Decoded::NotPresent => return Err(UnmapError::NotMapped),
             Decoded::Table { next } => {
-                if level == 1 {
-                    return Err(UnmapError::NotMapped);
-                }
                 table =
                     page_index(pool_pages.len(), phys_base, next).ok_or(UnmapError::NotMapped)?;
             }
             Decoded::Leaf { .. } => {
                 let size = PageSize::at_level(level).ok_or(UnmapError::NotMapped)?;
-                if size != PageSize::Size4KiB {
-                    return Err(UnmapError::LargePage(size));
-                }
-                pool_pages[table][slot] = 0;
-                return Ok(());
+                return Err(UnmapError::LargePage(size));
             }
         }
     }
-    Err(UnmapError::NotMapped)
+    Ok((table, entry_index(guest, 1)))
 }
 
 /// Calls `f(guest_base, host_base, size, rights)` for every present leaf of the tree rooted
@@ -1204,6 +1235,53 @@ mod tests {
             Err(UnmapError::NotMapped)
         );
         assert!(walk::<Npt>(&pages, POOL_BASE, root, 0x1000).is_some());
+    }
+
+    #[test]
+    fn map_page_puts_back_what_unmap_page_took_out() {
+        map_page_round_trip::<Npt>();
+        map_page_round_trip::<Ept>();
+    }
+
+    fn map_page_round_trip<F: EntryFormat>() {
+        let device = MemoryMapping {
+            guest: 0xfe90_0000,
+            host: Range::new(0xfe90_0000, 0x4000),
+            rights: Rights::RW,
+            kind: MappingKind::DeviceMmio,
+        };
+        let map = [ram(0, 0, GIB1), device];
+        let mut pages = pool_pages(8);
+        let root = build::<F>(&map, true, &mut TablePool::new(&mut pages, POOL_BASE)).unwrap();
+        let map_back = |pages: &mut [[u64; ENTRIES]], guest: u64| {
+            map_page::<F>(
+                pages,
+                POOL_BASE,
+                root,
+                guest,
+                guest,
+                Rights::RW,
+                MappingKind::DeviceMmio,
+            )
+        };
+        let before = walk::<F>(&pages, POOL_BASE, root, 0xfe90_2000);
+        assert!(before.is_some());
+        assert_eq!(
+            unmap_page::<F>(&mut pages, POOL_BASE, root, 0xfe90_2000),
+            Ok(())
+        );
+        assert_eq!(walk::<F>(&pages, POOL_BASE, root, 0xfe90_2000), None);
+        assert_eq!(map_back(&mut pages, 0xfe90_2000), Ok(()));
+        assert_eq!(walk::<F>(&pages, POOL_BASE, root, 0xfe90_2000), before);
+        // Only where a level-1 table exists: not in a hole, not under a large leaf.
+        assert_eq!(
+            map_back(&mut pages, 0xfec0_0000),
+            Err(UnmapError::NotMapped)
+        );
+        assert_eq!(
+            map_back(&mut pages, 0x1000),
+            Err(UnmapError::LargePage(PageSize::Size1GiB))
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use static_cell::ConstStaticCell;
-use tessera_abi::table::Bdf;
 use tessera_policy::iommu::amd_vi::AmdViIo;
 use tessera_policy::iommu::amd_vi::{
     self, control, device_table_base, feature, register, ring_base, status, Command,
@@ -29,8 +28,8 @@ use tessera_policy::iommu::ivrs::{Ivrs, IvrsError};
 use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 use tessera_policy::stage2;
 
-use super::iommu::{self, Window};
-use crate::table::{MACHINE, PCI_FUNCTION_COUNT};
+use super::iommu::{self, FunctionView, MoveRefusal, Window};
+use crate::table::{PartitionIndex, MACHINE, PCI_FUNCTION_COUNT};
 
 /// Entries of the command buffer and of the event log: 2^8 (the minimum, 4 KiB each).
 const RING_ENTRIES_LOG2: u8 = 8;
@@ -75,6 +74,9 @@ struct Unit {
     events: *const Ring,
     command_tail: usize,
     sequence: u64,
+    /// The device table, taken once in `enable`: a takeover rewrites a moving function's
+    /// entry, under the `UNIT` lock.
+    device_table: *mut DeviceTable,
     /// The interrupt remapping tables (one per function, in table order), written by the
     /// hypervisor only, under the `UNIT` lock.
     interrupt_tables: *mut [InterruptTable; PCI_FUNCTION_COUNT],
@@ -263,6 +265,7 @@ pub fn enable(
     );
     let mut driven = Unit {
         window,
+        device_table: table as *mut DeviceTable,
         commands,
         events,
         command_tail: 0,
@@ -306,11 +309,11 @@ fn build_domains(
 ) -> Result<(), Refusal> {
     let mut pool = iommu::take_dma_pool();
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
-        let confined = partition
+        let mut confined = partition
             .pci_functions
             .iter()
             .filter(|function| function.dma_confined);
-        if confined.clone().next().is_none() {
+        if confined.next().is_none() {
             continue;
         }
         let first_page = pool.used;
@@ -322,13 +325,20 @@ fn build_domains(
                 }
             })?;
         amd_vi::mark_holes(&mut pool.pages[first_page..pool.used]);
-        for function in confined {
-            let interrupts = crate::table::pci_function(function.physical)
-                .map_or(0, |(_, ordinal, _)| {
-                    &interrupt_tables[ordinal] as *const InterruptTable as u64
-                });
+        iommu::DOMAIN_ROOTS[index].store(root, Ordering::Relaxed);
+        // A table standby's functions are its primary's: their entries name the primary's
+        // domain until a takeover (`move_function`).
+        if !crate::table::holds_pci_functions_at_boot(partition) {
+            continue;
+        }
+        for (slot, function) in partition.pci_functions.iter().enumerate() {
+            if !function.dma_confined {
+                continue;
+            }
+            let ordinal = crate::table::pci_function_ordinal(PartitionIndex(index), slot);
+            let interrupts = &interrupt_tables[ordinal] as *const InterruptTable as u64;
             table[usize::from(function.physical.0)] =
-                DeviceTableEntry::translated(root, index as u16 + 1)
+                DeviceTableEntry::translated(root, iommu::domain_id(index))
                     .with_interrupt_table(interrupts, amd_vi::MAX_INTERRUPT_TABLE_LOG2)
                     .0;
             iommu::log_confined(function, partition.name);
@@ -360,7 +370,7 @@ fn build_domains(
 /// `Ok(None)` when the function's interrupts are not remapped here (no unit, or the table
 /// leaves its DMA unconfined and its entry passes everything).
 pub fn route(
-    physical: Bdf,
+    function: FunctionView,
     message: CheckedMessage,
     first_entry: u16,
     vectors: u16,
@@ -369,11 +379,10 @@ pub fn route(
     let Some(unit) = guard.as_mut() else {
         return Ok(None);
     };
-    let Some((_, ordinal, _)) =
-        crate::table::pci_function(physical).filter(|(_, _, function)| function.dma_confined)
-    else {
+    if !function.dma_confined || function.ordinal >= PCI_FUNCTION_COUNT {
         return Ok(None);
-    };
+    }
+    let (physical, ordinal) = (function.physical, function.ordinal);
     let message_out = amd_vi::remappable_message(first_entry)
         .filter(|_| usize::from(first_entry) + usize::from(vectors) <= 256)
         .ok_or(MsiRefusal::NoRemappingEntry)?;
@@ -390,6 +399,64 @@ pub fn route(
     unit.wait().map_err(|_| MsiRefusal::NoRemappingEntry)?;
     INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
     Ok(Some(message_out))
+}
+
+/// A hot-standby takeover's move of a confined function (`iommu::move_function`): `to`'s
+/// remapping table cleared, the device table entry pointed at `to`'s domain and table,
+/// then INVALIDATE_DEVTAB_ENTRY, INVALIDATE_INTERRUPT_TABLE and INVALIDATE_IOMMU_PAGES of
+/// `from`'s domain (§2.4.2, §2.4.5, §2.4.3) and a COMPLETION_WAIT, after which nothing the
+/// unit cached still names `from`; `from`'s table is cleared last. `Ok(false)` when no
+/// unit is up or the function is not confined.
+pub fn move_function(
+    from: FunctionView,
+    from_partition: usize,
+    to: FunctionView,
+    to_partition: usize,
+) -> Result<bool, MoveRefusal> {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return Ok(false);
+    };
+    if !to.dma_confined || to.ordinal >= PCI_FUNCTION_COUNT || from.ordinal >= PCI_FUNCTION_COUNT {
+        return Ok(false);
+    }
+    let root = iommu::DOMAIN_ROOTS[to_partition].load(Ordering::Relaxed);
+    if root == 0 {
+        return Err(MoveRefusal::NoDomain);
+    }
+    // SAFETY: both ordinals < PCI_FUNCTION_COUNT (checked): tables taken once in `enable`,
+    // written only under the `UNIT` lock.
+    let (to_table, from_table) = unsafe {
+        (
+            &raw mut (*unit.interrupt_tables)[to.ordinal],
+            &raw mut (*unit.interrupt_tables)[from.ordinal],
+        )
+    };
+    for index in 0..INTERRUPT_ENTRIES {
+        unit.set_entry(to_table, index, None);
+    }
+    let device = usize::from(to.physical.0);
+    let entry = DeviceTableEntry::translated(root, iommu::domain_id(to_partition))
+        .with_interrupt_table(to_table as u64, amd_vi::MAX_INTERRUPT_TABLE_LOG2)
+        .0;
+    // SAFETY: the device table is the static taken in `enable`; `device` < 65,536 entries.
+    // The unit reads it: the entry's quadwords are written volatile, V and TV (in the first)
+    // last, and the invalidation below makes the unit read it again.
+    unsafe {
+        let slot = &raw mut (*unit.device_table).0[device];
+        for quadword in [3, 2, 1, 0] {
+            core::ptr::write_volatile(&raw mut (*slot)[quadword], entry[quadword]);
+        }
+    }
+    unit.submit(Command::invalidate_device(to.physical.0));
+    unit.submit(Command::invalidate_interrupt_table(to.physical.0));
+    unit.submit(Command::invalidate_domain(iommu::domain_id(from_partition)));
+    unit.wait().map_err(|_| MoveRefusal::InvalidationTimeout)?;
+    for index in 0..INTERRUPT_ENTRIES {
+        unit.set_entry(from_table, index, None);
+    }
+    INTERRUPT_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
 }
 
 /// INVALIDATE_INTERRUPT_TABLE commands issued (each followed by a completion wait): one

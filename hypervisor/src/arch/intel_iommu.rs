@@ -24,9 +24,9 @@ use tessera_policy::iommu::vt_d::{
 };
 use tessera_policy::stage2;
 
-use super::iommu::{self, Window};
+use super::iommu::{self, FunctionView, MoveRefusal, Window};
 use crate::table::MACHINE;
-use tessera_abi::table::{Bdf, PciFunction, PciInterrupt};
+use tessera_abi::table::{PciFunction, PciInterrupt};
 use tessera_policy::pci::msi::{CheckedMessage, MsiRefusal};
 
 #[repr(C, align(4096))]
@@ -122,6 +122,22 @@ impl Remapping {
         })
     }
 
+    /// Clears every present handle of the block of the function view `ordinal` (the
+    /// caller invalidates the interrupt entry cache afterwards).
+    fn clear_block(&mut self, ordinal: usize) {
+        let first = HANDLES_PER_BLOCK * (ordinal + 1);
+        for index in first..(first + HANDLES_PER_BLOCK).min(INTERRUPT_ENTRIES) {
+            // SAFETY: `table` is the static taken in `enable`, written only under the
+            // lock; `index` < INTERRUPT_ENTRIES (bounded above). The low half (P) first.
+            unsafe {
+                if core::ptr::read_volatile(&(*self.table).0[index][0]) & 1 != 0 {
+                    core::ptr::write_volatile(&raw mut (*self.table).0[index][0], 0);
+                    core::ptr::write_volatile(&raw mut (*self.table).0[index][1], 0);
+                }
+            }
+        }
+    }
+
     /// Writes entry `index` (the high half first: the low half holds P) and invalidates
     /// the unit's cached copy of it.
     fn set_entry(&mut self, index: usize, entry: [u64; 2]) -> Result<(), Refusal> {
@@ -140,6 +156,9 @@ impl Remapping {
 
 /// The enabled unit's register base (0: none).
 static BASE: AtomicU64 = AtomicU64::new(0);
+/// The root table's address once translation is on (0: none): a takeover finds a moving
+/// function's context entry through it.
+static ROOT: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 
 /// Why bring-up stopped.
@@ -291,6 +310,9 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
     let mut used_contexts = 0;
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let mut domain_root = None;
+        // A table standby's functions are its primary's: their context entries name the
+        // primary's domain until a takeover (`move_function`); its domain is built below.
+        let holds_at_boot = crate::table::holds_pci_functions_at_boot(partition);
         for function in partition.pci_functions {
             let bus = usize::from(function.physical.bus());
             let context = *context_of_bus[bus].get_or_insert_with(|| {
@@ -300,8 +322,8 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
                 next
             });
             let devfn = usize::from(function.physical.0 & 0xff);
-            let domain = index as u16 + 1;
-            contexts[context].0[devfn] = if function.dma_confined {
+            let domain = iommu::domain_id(index);
+            let entry = if function.dma_confined {
                 let tables = match domain_root {
                     Some(tables) => tables,
                     None => {
@@ -312,16 +334,22 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
                                     error,
                                 })?;
                         domain_root = Some(built);
+                        iommu::DOMAIN_ROOTS[index].store(built, Ordering::Relaxed);
                         built
                     }
                 };
-                iommu::log_confined(function, partition.name);
+                if holds_at_boot {
+                    iommu::log_confined(function, partition.name);
+                }
                 context_entry(tables, domain)
             } else if extended & vt_d::extended::PASS_THROUGH != 0 {
                 pass_through_context_entry(domain)
             } else {
                 return Err(Refusal::NoPassThrough);
             };
+            if holds_at_boot {
+                contexts[context].0[devfn] = entry;
+            }
         }
     }
 
@@ -347,6 +375,7 @@ pub fn enable(dmar: &[u8], ioapic_id: Option<u8>) -> Result<u64, Refusal> {
         window.read64(iotlb) & (1 << 63) == 0
     })?;
     global_command(window, global::TRANSLATION_ENABLE, "translation enable")?;
+    ROOT.store(root as *const EntryTable as u64, Ordering::Release);
     BASE.store(base, Ordering::Release);
     if remaps {
         let ioapic_source = ioapic_id.and_then(|id| vt_d::ioapic_source(dmar, id));
@@ -421,7 +450,7 @@ fn enable_interrupt_remapping(
 /// returns the remappable-format message (address with SHV, data 0). `Ok(None)` when
 /// interrupt remapping is off.
 pub fn route(
-    physical: Bdf,
+    function: FunctionView,
     message: CheckedMessage,
     first_entry: u16,
     vectors: u16,
@@ -430,8 +459,10 @@ pub fn route(
     let Some(remapping) = guard.as_mut() else {
         return Ok(None);
     };
-    let (_, ordinal, _) =
-        crate::table::pci_function(physical).ok_or(MsiRefusal::NoRemappingEntry)?;
+    let (physical, ordinal) = (function.physical, function.ordinal);
+    if ordinal >= CONTEXT_TABLES {
+        return Err(MsiRefusal::NoRemappingEntry);
+    }
     if usize::from(first_entry) + usize::from(vectors) > HANDLES_PER_BLOCK {
         return Err(MsiRefusal::NoRemappingEntry);
     }
@@ -489,6 +520,85 @@ pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
         ));
     }
     Some(vt_d::remappable_redirection_entry(u16::from(pin), low))
+}
+
+/// A hot-standby takeover's move of a function (`iommu::move_function`): `to`'s block of
+/// interrupt handles cleared, the context entry pointed at `to`'s domain (a confined
+/// function; an unconfined one passes through in either partition and keeps its entry),
+/// then the context cache and the IOTLB invalidated globally and the interrupt entry cache
+/// for both blocks (§6.5.3.3: a present context entry changed needs a context-cache
+/// invalidation, then an IOTLB invalidation), through the invalidation queue when it is on
+/// (§6.5.2: register-based invalidation is not used while it is) or the registers; then
+/// `from`'s block cleared. `Ok(false)` when no unit is up.
+pub fn move_function(
+    from: FunctionView,
+    _from_partition: usize,
+    to: FunctionView,
+    to_partition: usize,
+) -> Result<bool, MoveRefusal> {
+    let base = BASE.load(Ordering::Acquire);
+    let root = ROOT.load(Ordering::Acquire);
+    if base == 0 || root == 0 {
+        return Ok(false);
+    }
+    let Some(window) = Window::new(base, register::WINDOW_BYTES) else {
+        return Ok(false);
+    };
+    let mut guard = REMAPPING.lock();
+    if let Some(remapping) = guard.as_mut() {
+        for ordinal in [to.ordinal, from.ordinal] {
+            remapping.clear_block(ordinal);
+        }
+    }
+    if to.dma_confined {
+        let domain_root = iommu::DOMAIN_ROOTS[to_partition].load(Ordering::Relaxed);
+        if domain_root == 0 {
+            return Err(MoveRefusal::NoDomain);
+        }
+        let bus = usize::from(to.physical.bus());
+        let devfn = usize::from(to.physical.0 & 0xff);
+        let entry = context_entry(domain_root, iommu::domain_id(to_partition));
+        // SAFETY: `root` is the root table taken in `enable` (identity-mapped hypervisor
+        // memory); a function's bus has a present root entry pointing at one of the
+        // context tables taken there (`enable` gave every table function's bus one). The
+        // unit reads the entry: the high half (domain) first, the low half (present,
+        // second-level root) last, both volatile; the function is quiesced meanwhile.
+        unsafe {
+            let root_entry = core::ptr::read_volatile(&(*(root as *const EntryTable)).0[bus]);
+            if root_entry[0] & 1 == 0 {
+                return Err(MoveRefusal::NoDomain);
+            }
+            let context = (root_entry[0] & !0xfff & ((1 << 52) - 1)) as *mut EntryTable;
+            core::ptr::write_volatile(&raw mut (*context).0[devfn][1], entry[1]);
+            core::ptr::write_volatile(&raw mut (*context).0[devfn][0], entry[0]);
+        }
+    }
+    count_translation_invalidation();
+    count_translation_invalidation();
+    let done = match guard.as_mut() {
+        Some(remapping) => remapping
+            .submit(vt_d::descriptor::context_cache_global())
+            .and_then(|()| remapping.submit(vt_d::descriptor::iotlb_global()))
+            .and_then(|()| remapping.submit(vt_d::descriptor::interrupt_entries_global()))
+            .and_then(|()| remapping.wait_for_queue()),
+        None => register_invalidations(window),
+    };
+    done.map_err(|_| MoveRefusal::InvalidationTimeout)?;
+    Ok(true)
+}
+
+/// The global context-cache and IOTLB invalidations through the registers (§10.4.7,
+/// §10.4.8), for a unit without the invalidation queue.
+fn register_invalidations(window: Window) -> Result<(), Refusal> {
+    window.write64(register::CONTEXT_COMMAND, vt_d::CONTEXT_INVALIDATE_GLOBAL);
+    wait("the context-cache invalidation", || {
+        window.read64(register::CONTEXT_COMMAND) & (1 << 63) == 0
+    })?;
+    let iotlb = iotlb_register(window.read64(register::EXTENDED_CAPABILITY));
+    window.write64(iotlb, vt_d::IOTLB_INVALIDATE_GLOBAL);
+    wait("the IOTLB invalidation", || {
+        window.read64(iotlb) & (1 << 63) == 0
+    })
 }
 
 /// One poller at a time: two cores reading a slot at once would count its fault twice.

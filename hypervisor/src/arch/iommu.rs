@@ -7,7 +7,8 @@ use tessera_abi::table::{Bdf, PciFunction};
 use tessera_policy::pci::msi::{CheckedMessage, MessageRoute, MsiRefusal};
 use tessera_policy::stage2::TablePool;
 
-use crate::table::DMA_TABLE_PAGES;
+use crate::table::{DMA_TABLE_PAGES, PARTITION_COUNT};
+use core::sync::atomic::AtomicU64;
 
 /// A unit's register window, checked at construction to lie in the uncached MMIO window
 /// of the host page tables.
@@ -70,11 +71,31 @@ pub fn log_confined(function: &PciFunction, partition: &str) {
     );
 }
 
+/// Per partition, the root of its DMA domain's I/O page tables (0: none), written once by
+/// the driver that comes up: a takeover points a moving function at the taker's domain.
+pub static DOMAIN_ROOTS: [AtomicU64; PARTITION_COUNT] =
+    [const { AtomicU64::new(0) }; PARTITION_COUNT];
+
+/// The domain ID of partition `index`'s DMA domain (0 is the blocking domain).
+pub fn domain_id(index: usize) -> u16 {
+    index as u16 + 1
+}
+
+/// A passed-through function as one partition sees it: its requester ID, the ordinal of
+/// that partition's view of it (`table::pci_function_ordinal`: which interrupt remapping
+/// entries are that partition's) and whether its DMA is confined.
+#[derive(Clone, Copy)]
+pub struct FunctionView {
+    pub physical: Bdf,
+    pub ordinal: usize,
+    pub dma_confined: bool,
+}
+
 /// The one path from a checked MSI (or MSI-X) message to what its function is programmed
 /// with (`tessera_policy::pci::msi::MessageRoute`): through the enabled unit's interrupt
-/// remapping entries for the function at `0` (AMD-Vi or VT-d), or unchanged when no unit
-/// remaps that function's interrupts.
-pub struct FunctionRoute(pub Bdf);
+/// remapping entries of the function as the partition holding it sees it (AMD-Vi or VT-d),
+/// or unchanged when no unit remaps that function's interrupts.
+pub struct FunctionRoute(pub FunctionView);
 
 impl MessageRoute for FunctionRoute {
     fn route(
@@ -92,4 +113,31 @@ impl MessageRoute for FunctionRoute {
         }
         Ok(original)
     }
+}
+
+/// Why a function could not be moved to another partition's domain.
+#[derive(Clone, Copy, Debug)]
+pub enum MoveRefusal {
+    /// The taking partition has no DMA domain (its table lists no confined function).
+    NoDomain,
+    /// The unit did not complete the invalidations in time.
+    InvalidationTimeout,
+}
+
+/// At a hot-standby takeover (the function quiesced: bus mastering and its interrupts
+/// off): points the function `from` held at `to`'s DMA domain and `to`'s interrupt
+/// remapping entries (all cleared first, so nothing `from`'s guest or an earlier holding
+/// period programmed can be used), invalidates what the unit cached of the function's
+/// context, `from`'s domain and interrupt entries, and clears `from`'s entries. `Ok(false)`
+/// when no unit translates the function (no IOMMU, or its DMA unconfined).
+pub fn move_function(
+    from: FunctionView,
+    from_partition: usize,
+    to: FunctionView,
+    to_partition: usize,
+) -> Result<bool, MoveRefusal> {
+    if super::amd_iommu::move_function(from, from_partition, to, to_partition)? {
+        return Ok(true);
+    }
+    super::intel_iommu::move_function(from, from_partition, to, to_partition)
 }

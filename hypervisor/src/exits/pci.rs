@@ -17,12 +17,13 @@
 use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Flow, PartitionControl};
 use crate::arch;
+use crate::arch::iommu::FunctionView;
 use crate::arch::pci::Conf1Function;
 use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
-use tessera_abi::table::{Bdf, Partition, PciFunction, PciInterrupt};
+use tessera_abi::table::{Bdf, Partition, PciFunction, PciInterrupt, Range, StandbyRole};
 use tessera_policy::mmio_decode::MmioAccess;
 use tessera_policy::pci::address::{
     decode_conf1, decode_ecam, CONF1_ADDRESS_PORT, CONF1_DATA_PORT,
@@ -114,6 +115,107 @@ static BUSES: [Bus; PARTITION_COUNT] = [const {
     }
 }; PARTITION_COUNT];
 
+/// Per partition, whether it holds the functions of its table list now: from the table at
+/// boot (a table standby's list is its primary's functions, which it does not hold), then
+/// moved by [`hand_over_functions`] at each hot-standby takeover. A partition that does
+/// not hold them still has its virtual bus (the host bridge), with nothing on it.
+static HOLDS: [AtomicBool; PARTITION_COUNT] = {
+    let mut holds = [const { AtomicBool::new(false) }; PARTITION_COUNT];
+    let mut index = 0;
+    while index < PARTITION_COUNT {
+        holds[index] = AtomicBool::new(crate::table::holds_pci_functions_at_boot(
+            &MACHINE.partitions[index],
+        ));
+        index += 1;
+    }
+    holds
+};
+
+/// The functions partition `index` holds now: its table list, or none.
+fn held_functions(index: PartitionIndex) -> &'static [PciFunction] {
+    if HOLDS[index.0].load(Ordering::Acquire) {
+        index.partition().pci_functions
+    } else {
+        &[]
+    }
+}
+
+/// The I/O ports a partition's functions' I/O BARs must lie in: its own, or for a table
+/// standby its primary's (the ports move with the functions).
+fn bar_ports(partition: &Partition) -> &'static [Range] {
+    match partition.health.standby {
+        StandbyRole::Standby { primary, .. } => MACHINE.partitions[usize::from(primary)].ports,
+        _ => partition.ports,
+    }
+}
+
+/// The function in slot `slot` of partition `index`'s list, as the IOMMU sees that
+/// partition's view of it.
+fn view(index: PartitionIndex, slot: usize, function: &PciFunction) -> FunctionView {
+    FunctionView {
+        physical: function.physical,
+        ordinal: crate::table::pci_function_ordinal(index, slot),
+        dma_confined: function.dma_confined,
+    }
+}
+
+/// At a hot-standby takeover, on the taking partition's boot core with every core of both
+/// members out of its guest: the functions `from` held become `to`'s. Each is quiesced
+/// again (decode, bus mastering and its interrupts off; `to`'s virtual state fresh, as at
+/// a restart), then moved to `to`'s DMA domain and interrupt remapping entries. The pair
+/// lists the same functions in the same order (a standby's list is its primary's). Returns
+/// how many moved; a function the IOMMU could not move is logged and stays invisible to
+/// both (its entry still names `from`'s domain, whose partition is stopped).
+pub fn hand_over_functions(from: PartitionIndex, to: PartitionIndex) -> usize {
+    if !HOLDS[from.0].swap(false, Ordering::AcqRel) {
+        return 0;
+    }
+    HOLDS[to.0].store(true, Ordering::Release);
+    quiesce_partition(to);
+    let mut moved = 0;
+    let pairs = from
+        .partition()
+        .pci_functions
+        .iter()
+        .zip(to.partition().pci_functions)
+        .enumerate();
+    for (slot, (old, new)) in pairs {
+        match arch::iommu::move_function(view(from, slot, old), from.0, view(to, slot, new), to.0) {
+            Ok(_) => moved += 1,
+            Err(error) => {
+                *BUSES[to.0].functions[slot].function.lock() = None;
+                log::info!(
+                    "takeover: partition={} device={} function={} not moved: {:?}",
+                    to.partition().name,
+                    new.name,
+                    ShowBdf(new.physical),
+                    error
+                );
+            }
+        }
+    }
+    moved
+}
+
+/// The partition that holds the function at `physical` now, and the ordinal of its view
+/// of it (`table::pci_function_ordinal`).
+pub fn holder_of(physical: Bdf) -> Option<(PartitionIndex, usize)> {
+    (0..PARTITION_COUNT).map(PartitionIndex).find_map(|index| {
+        held_functions(index)
+            .iter()
+            .position(|function| function.physical == physical)
+            .map(|slot| (index, crate::table::pci_function_ordinal(index, slot)))
+    })
+}
+
+/// Whether the 4 KiB page at `page` holds an MSI-X table of a function partition `index`
+/// holds (such pages stay out of its stage-2 tables).
+pub fn is_msix_page(index: PartitionIndex, page: u64) -> bool {
+    let mut found = false;
+    for_each_msix_page(index.0, |trapped| found |= trapped == page);
+    found
+}
+
 /// Why the hardware disagrees with the table, for the boot refusal.
 pub struct Refusal {
     pub partition: &'static str,
@@ -142,8 +244,11 @@ pub fn discover() -> Result<(), Refusal> {
     for (partition_index, partition) in MACHINE.partitions.iter().enumerate() {
         for (slot, function) in partition.pci_functions.iter().enumerate() {
             let mut space = Conf1Function(function.physical);
-            // Absent functions are refused by the discovery below, not waited for.
-            let reset = if space.read(0) & 0xffff == 0xffff {
+            // Absent functions are refused by the discovery below, not waited for; a table
+            // standby's functions are its primary's, reset under the primary's entry.
+            let reset = if space.read(0) & 0xffff == 0xffff
+                || !crate::table::holds_pci_functions_at_boot(partition)
+            {
                 ResetKind::None
             } else {
                 reset::reset(&mut space, arch::tsc::delay_microseconds).map_err(|error| {
@@ -164,7 +269,7 @@ pub fn discover() -> Result<(), Refusal> {
             let discovered = VirtualFunction::discover(
                 &mut space,
                 function.bar_windows,
-                partition.ports,
+                bar_ports(partition),
                 function.interrupt,
                 |bar| {
                     log::info!(
@@ -240,7 +345,9 @@ pub fn quiesce_partition(partition_index: PartitionIndex) {
     let partition = partition_index.partition();
     let bus = &BUSES[partition_index.0];
     *bus.address.lock() = 0;
-    for (slot, function) in partition.pci_functions.iter().enumerate() {
+    // A partition that does not hold its functions (a waiting standby) must not touch
+    // them: its partner may be driving them.
+    for (slot, function) in held_functions(partition_index).iter().enumerate() {
         let mut state = bus.functions[slot].function.lock();
         // The same reset as at boot (docs/pci-iommu.md, "Reset").
         let mut space = Conf1Function(function.physical);
@@ -255,7 +362,7 @@ pub fn quiesce_partition(partition_index: PartitionIndex) {
         match VirtualFunction::discover(
             &mut space,
             function.bar_windows,
-            partition.ports,
+            bar_ports(partition),
             function.interrupt,
             |_| {},
         ) {
@@ -325,7 +432,7 @@ pub fn for_each_msix_page(partition_index: usize, mut take_out: impl FnMut(u64))
 /// The function slot and MSI-X table whose trapped pages hold `guest_physical`.
 fn msix_at(context: &CoreContext, guest_physical: u64) -> Option<(usize, MsixTrap)> {
     let bus = &BUSES[context.partition_index.0];
-    (0..context.partition.pci_functions.len()).find_map(|slot| {
+    (0..held_functions(context.partition_index).len()).find_map(|slot| {
         bus.functions[slot]
             .function
             .lock()
@@ -408,7 +515,11 @@ pub fn handle_msix(
                         context.partition.cpus,
                         // Through the IOMMU's remapping entry where a unit remaps
                         // the function's interrupts, as for MSI.
-                        &mut crate::arch::iommu::FunctionRoute(function.physical),
+                        &mut crate::arch::iommu::FunctionRoute(view(
+                            context.partition_index,
+                            slot,
+                            function,
+                        )),
                     );
                     for &(offset, word) in update.writes() {
                         arch::pci::bar_write(
@@ -456,9 +567,7 @@ fn read(context: &CoreContext, address: Bdf, offset: u16, size: u8) -> u32 {
         return header::extract(header::host_bridge_read(offset & !3), offset, size);
     }
     let bus = &BUSES[context.partition_index.0];
-    let Some(slot) = context
-        .partition
-        .pci_functions
+    let Some(slot) = held_functions(context.partition_index)
         .iter()
         .position(|function| function.virtual_address == address)
     else {
@@ -483,9 +592,7 @@ fn write(
     value: u32,
 ) {
     let bus = &BUSES[context.partition_index.0];
-    let slot = context
-        .partition
-        .pci_functions
+    let slot = held_functions(context.partition_index)
         .iter()
         .position(|function| function.virtual_address == address);
     let Some(slot) = slot else {
@@ -504,7 +611,7 @@ fn write(
             context.partition.cpus,
             // A checked MSI message reaches the function through the IOMMU's interrupt
             // remapping entries where a unit remaps its interrupts.
-            &mut crate::arch::iommu::FunctionRoute(function.physical),
+            &mut crate::arch::iommu::FunctionRoute(view(context.partition_index, slot, function)),
         ),
         None => return,
     };

@@ -3,7 +3,7 @@
 //! power-off, failover to a hot standby — the partitions' watchdogs, watched from a core no
 //! partition owns, and the health log (docs/health.md).
 
-use super::{cores, partition, power};
+use super::{cores, memory, partition, power};
 use crate::arch::{self, tsc, x2apic};
 use crate::exits::CoreContext;
 use crate::table::{ApicId, PartitionIndex, MACHINE, PARTITION_COUNT, PCI_FUNCTION_COUNT};
@@ -418,16 +418,27 @@ pub fn take_over_if_asked(context: &CoreContext) {
     cores::set_ports(context.partition_index, ports, true);
     let pins =
         crate::exits::ioapic::hand_over_pins(partner, context.partition_index, context.apic_id.0);
+    // PCI functions: quiesced, into this partition's DMA domain and interrupt remapping
+    // entries, their BAR windows out of the partner's stage-2 tables and into ours.
+    let functions = crate::exits::pci::hand_over_functions(partner, context.partition_index);
+    if let Err(page) = memory::move_function_windows(partner, context.partition_index) {
+        log::info!(
+            "takeover: partition={} BAR page {:#x} could not be moved; it stays unmapped",
+            context.partition.name,
+            page
+        );
+    }
     DEVICES_WITH_STANDBY[pair.primary.0]
         .store(context.partition_index == pair.standby, Ordering::Release);
     let now = tsc::read();
     let vector = pair.vector_of(context.partition_index);
     log::info!(
-        "takeover: partition={} from={} ports={} pins={} vector={:#x} held-cores={} asked-tsc={} ticks-since-asked={} core={}",
+        "takeover: partition={} from={} ports={} pins={} functions={} vector={:#x} held-cores={} asked-tsc={} ticks-since-asked={} core={}",
         context.partition.name,
         partner_name,
         ports.len(),
         pins,
+        functions,
         vector,
         context.partition.cpus.len() - 1,
         asked,
@@ -500,8 +511,8 @@ static UNOWNED_DEVICE_FAULTS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts a fault of requester `source`; returns its owner.
 fn count_device_fault(source: u16) -> Option<PartitionIndex> {
-    match crate::table::pci_function(Bdf(source)) {
-        Some((partition, ordinal, _)) => {
+    match crate::exits::pci::holder_of(Bdf(source)) {
+        Some((partition, ordinal)) => {
             DEVICE_FAULTS[ordinal].fetch_add(1, Ordering::Relaxed);
             Some(partition)
         }

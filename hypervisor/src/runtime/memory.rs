@@ -6,12 +6,12 @@
 
 use crate::arch::{guest_memory, tsc};
 use crate::exits;
-use crate::table::{MACHINE, PARTITION_COUNT, STAGE2_TABLE_PAGES};
+use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT, STAGE2_TABLE_PAGES};
 use crate::virt::{Backend, StartState};
 use sha2::{Digest, Sha256};
 use static_cell::ConstStaticCell;
-use tessera_abi::table::{Blob, Entry, Partition};
-use tessera_policy::stage2::{self, Ept, Npt, TablePool};
+use tessera_abi::table::{Blob, Entry, MappingKind, Partition, PciFunction, Rights};
+use tessera_policy::stage2::{self, Ept, Npt, TablePool, UnmapError};
 
 /// Guest-physical address of the PVH start-info block: page 1 of the partition, below the
 /// 1 MiB where ELF guests are linked and clear of the real-mode IVT at 0.
@@ -25,6 +25,20 @@ struct Stage2Pool([[u64; 512]; STAGE2_TABLE_PAGES]);
 
 static STAGE2_POOL: ConstStaticCell<Stage2Pool> =
     ConstStaticCell::new(Stage2Pool([[0; 512]; STAGE2_TABLE_PAGES]));
+
+/// The built stage-2 tables, kept for the one change made after boot: a hot-standby
+/// takeover moves PCI functions' BAR windows from one member's tables to the other's
+/// (`move_function_windows`).
+struct BuiltTables {
+    pool: &'static mut [[u64; 512]; STAGE2_TABLE_PAGES],
+    phys_base: u64,
+    /// Per partition: its first page in the pool and its root table's address.
+    first_page: [usize; PARTITION_COUNT],
+    roots: [u64; PARTITION_COUNT],
+    nested_paging: bool,
+}
+
+static BUILT: spin::Mutex<Option<BuiltTables>> = spin::Mutex::new(None);
 
 /// The blobs whose digest the first boot has checked already: their address, length and
 /// expected digest. A table may give several partitions the same image (the demo table's
@@ -68,6 +82,12 @@ pub enum SetupError {
         page: u64,
         error: stage2::UnmapError,
     },
+    /// A page of a BAR window a standby takes over could not be taken out of its tables
+    /// (a 2 MiB or 1 GiB leaf maps it).
+    MovingWindow {
+        page: u64,
+        error: stage2::UnmapError,
+    },
 }
 
 impl core::fmt::Display for SetupError {
@@ -92,6 +112,10 @@ impl core::fmt::Display for SetupError {
                 formatter,
                 "the MSI-X table page {page:#x} cannot be trapped: {error:?} (a BAR window mapped with large pages)"
             ),
+            SetupError::MovingWindow { page, error } => write!(
+                formatter,
+                "the page {page:#x} of a BAR window the standby takes over cannot be left out until then: {error:?} (a BAR window mapped with large pages)"
+            ),
         }
     }
 }
@@ -105,6 +129,8 @@ pub fn build_stage2_tables(
     let pool = &mut STAGE2_POOL.take().0;
     let base = pool.as_ptr() as u64;
     let mut roots = [0; PARTITION_COUNT];
+    let mut first_pages = [0; PARTITION_COUNT];
+    let mut raw_roots = [0; PARTITION_COUNT];
     let mut offset = 0;
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         let pages = &mut pool[offset..offset + partition.stage2_table_pages];
@@ -136,13 +162,112 @@ pub fn build_stage2_tables(
         if let Some(error) = trap_error {
             return Err((index, error));
         }
+        // A table standby's tables hold its primary's BAR windows (built from the same
+        // plan), taken out until a takeover gives it the functions.
+        if !crate::table::holds_pci_functions_at_boot(partition) {
+            for function in partition.pci_functions {
+                for_each_window_page(function, |page| {
+                    let unmapped = match backend {
+                        Backend::Svm => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
+                        Backend::Vmx(_) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
+                    };
+                    match unmapped {
+                        // MSI-X table pages are out already.
+                        Ok(()) | Err(UnmapError::NotMapped) => {}
+                        Err(error) => {
+                            trap_error.get_or_insert(SetupError::MovingWindow { page, error });
+                        }
+                    }
+                });
+            }
+            if let Some(error) = trap_error {
+                return Err((index, error));
+            }
+        }
+        first_pages[index] = offset;
+        raw_roots[index] = root;
         roots[index] = match backend {
             Backend::Svm => root,
             Backend::Vmx(_) => Ept::pointer(root),
         };
         offset += partition.stage2_table_pages;
     }
+    *BUILT.lock() = Some(BuiltTables {
+        pool,
+        phys_base: base,
+        first_page: first_pages,
+        roots: raw_roots,
+        nested_paging: matches!(backend, Backend::Svm),
+    });
     Ok(roots)
+}
+
+/// Calls `visit` with every 4 KiB page of `function`'s BAR windows (identity-mapped).
+fn for_each_window_page(function: &PciFunction, mut visit: impl FnMut(u64)) {
+    for window in function.bar_windows {
+        let mut page = window.base & !0xfff;
+        while page < window.base + window.size {
+            visit(page);
+            page += 4096;
+        }
+    }
+}
+
+/// At a hot-standby takeover (every core of both members out of its guest): the BAR
+/// windows of the PCI functions `from` held leave its stage-2 tables and enter `to`'s,
+/// except MSI-X table pages, which stay out of both (`exits::pci`). The pair lists the
+/// same functions. Mapping needs no invalidation (`stage2::map_page`); `from`'s cores
+/// drop their cached translations when they next start a guest (every start flushes:
+/// `VirtualCpu::reset`). Returns the pages moved, or the first page that could not be.
+pub fn move_function_windows(from: PartitionIndex, to: PartitionIndex) -> Result<usize, u64> {
+    let mut guard = BUILT.lock();
+    let Some(built) = guard.as_mut() else {
+        return Ok(0);
+    };
+    let mut moved = 0;
+    let mut failed = None;
+    for function in to.partition().pci_functions {
+        for_each_window_page(function, |page| {
+            for (index, map) in [(from, false), (to, true)] {
+                let first = built.first_page[index.0];
+                let count = index.partition().stage2_table_pages;
+                let pages = &mut built.pool[first..first + count];
+                let phys_base = built.phys_base + first as u64 * 4096;
+                let root = built.roots[index.0];
+                let result = match (map, built.nested_paging) {
+                    (false, true) => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
+                    (false, false) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
+                    (true, _) if exits::pci::is_msix_page(index, page) => Ok(()),
+                    (true, true) => stage2::map_page::<Npt>(
+                        pages,
+                        phys_base,
+                        root,
+                        page,
+                        page,
+                        Rights::RW,
+                        MappingKind::DeviceMmio,
+                    ),
+                    (true, false) => stage2::map_page::<Ept>(
+                        pages,
+                        phys_base,
+                        root,
+                        page,
+                        page,
+                        Rights::RW,
+                        MappingKind::DeviceMmio,
+                    ),
+                };
+                match result {
+                    Ok(()) | Err(UnmapError::NotMapped) if !map => {}
+                    Ok(()) => moved += 1,
+                    Err(_) => {
+                        failed.get_or_insert(page);
+                    }
+                }
+            }
+        });
+    }
+    failed.map_or(Ok(moved), Err)
 }
 
 /// Clears a partition's RAM, checks every blob against its build-time SHA-256, copies the

@@ -484,7 +484,7 @@ fn nvme(systems: &SystemTests, vtd: bool) -> Outcome {
     let failed = |error: anyhow::Error| vec![format!("{error:#}")];
     let mut table = crate::table::load(&systems.root.join(NVME_TABLE)).map_err(failed)?;
     if vtd {
-        crate::system_test::use_intel_iommu(&mut table);
+        crate::system_test::use_intel_iommu(&mut table).map_err(failed)?;
     }
     let emulator = qemu();
     crate::system_test::missing_emulator(systems, &emulator)?;

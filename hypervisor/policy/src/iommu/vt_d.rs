@@ -228,6 +228,17 @@ pub mod descriptor {
         ]
     }
 
+    /// Context-cache invalidation (type 1), global granularity (G = 01b in bits 5:4,
+    /// §6.5.2.1).
+    pub fn context_cache_global() -> [u64; 2] {
+        [0x1 | (0b01 << 4), 0]
+    }
+
+    /// IOTLB invalidation (type 2), global granularity (G = 01b in bits 5:4, §6.5.2.3).
+    pub fn iotlb_global() -> [u64; 2] {
+        [0x2 | (0b01 << 4), 0]
+    }
+
     /// Invalidation wait (type 5) with status write (SW, bit 5): when every earlier
     /// descriptor has completed, the unit writes `data` to the 4-byte aligned `address`
     /// (§6.5.2.8).
@@ -542,6 +553,8 @@ mod tests {
             [0x4 | 0x10 | (5 << 27) | (0x100 << 32), 0]
         );
         assert_eq!(descriptor::wait(0x1234, 7), [0x25 | (7 << 32), 0x1234]);
+        assert_eq!(descriptor::context_cache_global(), [0x11, 0]);
+        assert_eq!(descriptor::iotlb_global(), [0x12, 0]);
         assert_eq!(
             global::ONE_SHOT & global::SET_INTERRUPT_TABLE_POINTER,
             global::SET_INTERRUPT_TABLE_POINTER

@@ -706,6 +706,19 @@ impl VirtualCpu for VmxVcpu {
             task_register_16_bit: false,
         };
         self.load_control_state(&state, None, TranslationFlush::AllContexts);
+        // INVVPID above drops linear and combined mappings only; guest-physical ones (used
+        // while the guest's paging is off, as at a start) go with INVEPT (SDM vol. 3C
+        // §29.4.3.1). A takeover may have taken BAR pages out of this partition's EPT while
+        // it was stopped (`runtime::memory::move_function_windows`).
+        if self.capabilities.invept_all_contexts {
+            let descriptor = [0u64; 2];
+            // SAFETY: VMX is on and the processor reports all-context INVEPT (checked); the
+            // descriptor is a valid 128-bit INVEPT descriptor on the stack (SDM vol. 3C
+            // §31.3, INVEPT). It only drops cached translations.
+            unsafe {
+                core::arch::asm!("invept {}, [{}]", in(reg) 2u64, in(reg) &descriptor, options(nostack));
+            }
+        }
         // A fresh start holds no NMI for the guest.
         self.set_nmi_window_exiting(false);
         self.core.registers = GeneralRegisters::default();
