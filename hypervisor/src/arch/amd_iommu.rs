@@ -379,18 +379,19 @@ pub fn route(
     let Some(unit) = guard.as_mut() else {
         return Ok(None);
     };
-    if !function.dma_confined || function.ordinal >= PCI_FUNCTION_COUNT {
+    if !function.dma_confined {
         return Ok(None);
     }
-    let (physical, ordinal) = (function.physical, function.ordinal);
+    let physical = function.physical;
+    let table = unit
+        .interrupt_table(function.ordinal)
+        .ok_or(MsiRefusal::NoRemappingEntry)?;
     let message_out = amd_vi::remappable_message(first_entry)
         .filter(|_| usize::from(first_entry) + usize::from(vectors) <= 256)
         .ok_or(MsiRefusal::NoRemappingEntry)?;
     for n in 0..vectors {
         let index = usize::from(first_entry + n);
         let vector = message.vector.wrapping_add(n as u8);
-        // SAFETY: `ordinal` < PCI_FUNCTION_COUNT: a table taken once in `enable`.
-        let table = unsafe { &raw mut (*unit.interrupt_tables)[ordinal] };
         if !unit.set_entry(table, index, Some((message.apic_id, vector))) {
             return Err(MsiRefusal::NoRemappingEntry);
         }
@@ -417,21 +418,19 @@ pub fn move_function(
     let Some(unit) = guard.as_mut() else {
         return Ok(false);
     };
-    if !to.dma_confined || to.ordinal >= PCI_FUNCTION_COUNT || from.ordinal >= PCI_FUNCTION_COUNT {
+    if !to.dma_confined {
         return Ok(false);
     }
+    let (Some(to_table), Some(from_table)) = (
+        unit.interrupt_table(to.ordinal),
+        unit.interrupt_table(from.ordinal),
+    ) else {
+        return Ok(false);
+    };
     let root = iommu::DOMAIN_ROOTS[to_partition].load(Ordering::Relaxed);
     if root == 0 {
         return Err(MoveRefusal::NoDomain);
     }
-    // SAFETY: both ordinals < PCI_FUNCTION_COUNT (checked): tables taken once in `enable`,
-    // written only under the `UNIT` lock.
-    let (to_table, from_table) = unsafe {
-        (
-            &raw mut (*unit.interrupt_tables)[to.ordinal],
-            &raw mut (*unit.interrupt_tables)[from.ordinal],
-        )
-    };
     for index in 0..INTERRUPT_ENTRIES {
         unit.set_entry(to_table, index, None);
     }
@@ -536,6 +535,13 @@ pub fn ioapic_entry(pin: u8, low: u32, high: u32) -> Option<(u32, u32)> {
 }
 
 impl Unit {
+    /// The interrupt remapping table of function view `ordinal`, if the table has one.
+    fn interrupt_table(&mut self, ordinal: usize) -> Option<*mut InterruptTable> {
+        // SAFETY: `interrupt_tables` is the array taken once in `enable`, reached only under
+        // the `UNIT` lock; `get_mut` bounds the index.
+        unsafe { (*self.interrupt_tables).get_mut(ordinal) }.map(|table| table as *mut _)
+    }
+
     /// Writes entry `index` of `table`: RemapEn with `target`'s destination and vector, or
     /// clear for `None`. False when the destination does not fit the entry format.
     fn set_entry(

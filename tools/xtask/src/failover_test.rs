@@ -30,7 +30,7 @@ const LAST_LINE: u64 = 10;
 
 /// The takeover and the end of the run, common to both scenarios.
 const TAKEOVER: (&str, &str) = (
-    "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 ",
+    "takeover: partition=spare from=io ports=1 pins=1 functions=0 vector=0xf0 ",
     "",
 );
 const STANDBY_STOPPED: (&str, &str) = ("stopped: partition=spare status=0 ", "");
@@ -249,8 +249,7 @@ fn rejoin_failover(
     from: &str,
     to: &str,
     vector: &str,
-    count: u32,
-    restarts: u32,
+    (count, restarts, functions): (u32, u32, u32),
 ) -> [(String, String); 5] {
     [
         (
@@ -265,7 +264,7 @@ fn rejoin_failover(
         ),
         (
             format!(
-                "takeover: partition={to} from={from} ports=1 pins=1 vector={vector} held-cores=1 "
+                "takeover: partition={to} from={from} ports=1 pins=1 functions={functions} vector={vector} held-cores=1 "
             ),
             String::new(),
         ),
@@ -286,6 +285,60 @@ fn rejoin_failover(
 /// after; no partition's port access unassigned; `rt`'s heartbeat unbroken; a clean
 /// power-off.
 pub fn check_rejoin(transcript: &Transcript) -> Result<(), Vec<String>> {
+    crate::outcome(rejoin_failures(transcript, 0))
+}
+
+/// partitions/failover-pci.toml: the rejoin table with QEMU's `edu` among the pair's devices.
+pub const PCI_TABLE: &str = "partitions/failover-pci.toml";
+
+/// Checks a run of partitions/failover-pci.toml: everything [`check_rejoin`] checks (each
+/// takeover now moving one function), and for the `edu`: all-ones to each member while it
+/// waits, driven through BAR0 and DMA to the active member's own RAM landing and reading
+/// back in each of the four turns, and no IOMMU fault.
+pub fn check_rejoin_pci(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = rejoin_failures(transcript, 1);
+    for (name, boot) in [("spare", 0), ("io", 1), ("spare", 1)] {
+        let expected = format!("{name}: pci 00:03.0 while waiting id=0xffffffff");
+        if !transcript
+            .lines_of("io")
+            .any(|line| line.trim_end() == expected)
+        {
+            failures.push(format!("no `{expected}` on com1 (boot {boot})"));
+        }
+    }
+    for expected in [
+        "pci: edu 00:03.0 bar0=0xfea00000 id=0x010000ed liveness=ok factorial(5)=120",
+        "dma: 0x300000 write=landed read=pattern",
+    ] {
+        let count = transcript
+            .lines_of("io")
+            .filter(|line| line.trim_end() == expected)
+            .count();
+        if count != 4 {
+            failures.push(format!(
+                "`{expected}` {count} times on com1, expected 4 (once per turn holding the devices)"
+            ));
+        }
+    }
+    for line in transcript.lines_of(HYPERVISOR) {
+        let line = line.trim_end();
+        let fault = line.starts_with("iommu: DMA blocked")
+            || line.starts_with("iommu: interrupt blocked")
+            || (line.starts_with("iommu: partition=") && !line.ends_with(" faults=0"))
+            || (line.starts_with("iommu: blocked-dma=")
+                && !matches!(
+                    line,
+                    "iommu: blocked-dma=0 other-events=0"
+                        | "iommu: blocked-dma=0 other-events=0 blocked-interrupts=0"
+                ));
+        if fault {
+            failures.push(format!("an IOMMU fault: `{line}`"));
+        }
+    }
+    crate::outcome(failures)
+}
+
+fn rejoin_failures(transcript: &Transcript, functions: u32) -> Vec<String> {
     let mut failures = Vec::new();
     for marker in transcript.markers() {
         if let Marker::Panic { message } = marker {
@@ -294,9 +347,9 @@ pub fn check_rejoin(transcript: &Transcript) -> Result<(), Vec<String>> {
     }
     let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
     let mut sequence: Vec<(String, String)> = Vec::new();
-    sequence.extend(rejoin_failover("io", "spare", "0xf0", 1, 1));
-    sequence.extend(rejoin_failover("spare", "io", "0xf1", 1, 1));
-    sequence.extend(rejoin_failover("io", "spare", "0xf0", 2, 2));
+    sequence.extend(rejoin_failover("io", "spare", "0xf0", (1, 1, functions)));
+    sequence.extend(rejoin_failover("spare", "io", "0xf1", (1, 1, functions)));
+    sequence.extend(rejoin_failover("io", "spare", "0xf0", (2, 2, functions)));
     let sequence: Vec<(&str, &str)> = sequence
         .iter()
         .map(|(start, part)| (start.as_str(), part.as_str()))
@@ -388,7 +441,7 @@ pub fn check_rejoin(transcript: &Transcript) -> Result<(), Vec<String>> {
             transcript.describe_exit()
         ));
     }
-    crate::outcome(failures)
+    failures
 }
 
 #[cfg(test)]
@@ -410,7 +463,7 @@ mod tests {
             line(HYPERVISOR, "restarted: partition=io restarts=1 core=0"),
             line(HYPERVISOR, "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart core=0"),
             line(HYPERVISOR, "contained: partition=io core=0 reason=npf address=0x8000000 access=read rip=0x1011aa; halted; standby spare takes over"),
-            line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
+            line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 functions=0 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
             line(HYPERVISOR, "stopped: partition=spare status=0 reason=stop-self core=1"),
             line(HYPERVISOR, "power-off: requested by rt"),
             line(HYPERVISOR, "exits: partition=spare state=Stopped total=14 unassigned-port-accesses=0 restarts=0"),
@@ -473,7 +526,7 @@ mod tests {
         ] {
             lines.push(line(HYPERVISOR, &format!("health: partition={from} event=memory-violation count={count} action=standby core=0")));
             lines.push(line(HYPERVISOR, &format!("contained: partition={from} core=0 reason=npf address=0x8000000 access=read rip=0x1; halted; standby {to} takes over, then this one rejoins as its standby")));
-            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 vector={vector} held-cores=1 asked-tsc=1 ticks-since-asked=1 core=1")));
+            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 functions=0 vector={vector} held-cores=1 asked-tsc=1 ticks-since-asked=1 core=1")));
             lines.push(line(
                 HYPERVISOR,
                 &format!("rejoin: partition={from} restarts as the standby of {to}"),

@@ -836,6 +836,14 @@ pub fn parity_tests() -> Vec<SystemTest> {
             "failover-rejoin-bochs".into(),
             Box::new(|systems: &SystemTests| failover_rejoin(systems, true)),
         ),
+        (
+            "failover-pci-qemu".into(),
+            Box::new(|systems: &SystemTests| failover_pci(systems, false)),
+        ),
+        (
+            "failover-pci-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| failover_pci(systems, true)),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((
@@ -867,6 +875,23 @@ fn failover_rejoin(systems: &SystemTests, bochs: bool) -> Outcome {
         seconds,
     )?;
     crate::failover_test::check_rejoin(&transcript)
+}
+
+/// The pair with a PCI function (partitions/failover-pci.toml) on QEMU, with its AMD IOMMU
+/// or, for `vtd`, a copy with VT-d in its place; checked. QEMU only: Bochs has no `edu`
+/// and no IOMMU (docs/emulators.md).
+fn failover_pci(systems: &SystemTests, vtd: bool) -> Outcome {
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let mut table =
+        crate::table::load(&systems.root.join(crate::failover_test::PCI_TABLE)).map_err(failed)?;
+    if vtd {
+        use_intel_iommu(&mut table).map_err(failed)?;
+    }
+    let (emulator, seconds) = failover_emulator(false);
+    missing_emulator(systems, &emulator)?;
+    let medium = crate::run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+    let transcript = boot_within(systems, &table, &emulator, &medium, seconds)?;
+    crate::failover_test::check_rejoin_pci(&transcript)
 }
 
 /// The emulator of a failover test and its time bound.

@@ -263,7 +263,14 @@ fn report_second_core(name: &str, core: u32) {
 /// be routable): open the UART, write `lines per turn` lines after the last acknowledged
 /// one, then read `crash address` (a memory violation: the failover); the member that
 /// writes `last line` rings the doorbell and stops with status 0 instead.
-pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str) -> ! {
+///
+/// With `pci` (`pair-pci=<dd.f>,<own RAM address>`, the pair's `edu`, docs/health.md "PCI
+/// functions at a takeover"): a waiting member reads the function's ID through mechanism #1
+/// (a standby holds no function: all-ones) and reports it after its takeover; a member that
+/// holds the devices drives the `edu` (`pci::edu`) and has it DMA a pattern at the address
+/// in its own RAM and read it back (`dma::run`: `write=landed read=pattern` only when the
+/// function's DMA goes through this member's domain).
+pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str, pci: Option<&str>) -> ! {
     let [channel, vector, port, lines, last, crash, pause, pin] = numbers::<8>("pair", text);
     let (Ok(vector), Ok(port), Ok(pin)) =
         (u8::try_from(vector), u16::try_from(port), u8::try_from(pin))
@@ -287,7 +294,10 @@ pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str) -> ! {
             hypercall::stop_self(crate::EXIT_CORE_START_FAILED);
         }
     }
+    let pci_function = pci.and_then(|text| text.split(',').next().and_then(crate::pci::parse_bdf));
     if waiting {
+        let id_while_waiting =
+            pci_function.map(|(device, function)| crate::pci::conf1_read(device, function, 0));
         let routed_before = route_pin(pin);
         let Ok(doorbell_vector) = u8::try_from(hypercall::channel_vector(channel)) else {
             hypercall::stop_self(EXIT_CHANNEL_FAILED)
@@ -317,6 +327,9 @@ pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str) -> ! {
             },
             if routed_after { "routed" } else { "NOT routed" }
         );
+        if let (Some(id), Some((device, function))) = (id_while_waiting, pci_function) {
+            println!("{name}: pci 00:{device:02x}.{function} while waiting id={id:#010x}");
+        }
         if let Some(core) = second_core {
             report_second_core(name, core);
         }
@@ -329,6 +342,10 @@ pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str) -> ! {
         if let Some(core) = second_core {
             report_second_core(name, core);
         }
+    }
+    if let (Some(text), Some((device, function))) = (pci, pci_function) {
+        crate::pci::edu(device, function);
+        crate::dma::run(text, info);
     }
     let first = progress.acknowledged.load(Ordering::Acquire) + 1;
     let end = (first + lines.max(1) - 1).min(last);

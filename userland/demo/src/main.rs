@@ -87,6 +87,8 @@
 //!   vector, route the pin again (now its own), then open the UART at `<port>` and write the lines
 //!   after the primary's last acknowledged one up to `<last>`, print `takeover:
 //!   failover-ticks=<n> …` and stop with status 0;
+//! * `pair-pci=<dd.f>,<own RAM address>` (with `pair=`): the pair's `edu`, checked by each member
+//!   while it waits (all-ones) and driven once it holds the devices (see `failover::pair`);
 //! * `pair=<channel>,<vector>,<port>,<lines>,<last>,<address>,<pause µs>,<pin>[,<core>]` (first of
 //!   all, no banner): a member of a pair that swaps roles (`rejoin-as-standby`): asks
 //!   `standby-status`; waiting, it behaves as `standby=` until the takeover vector (or stops
@@ -175,6 +177,7 @@ fn main(info: &BootInfo) {
             command_line.value("name").unwrap_or("pair"),
             command_line.number("tessera.restarts").unwrap_or(0),
             text,
+            command_line.value("pair-pci"),
         );
     }
     let core = processor::current_core();

@@ -225,7 +225,7 @@ pub fn run(command_line: &CommandLine) {
 
 /// QEMU's `edu` (docs/specs/edu.rst in QEMU): identification at 0x00, liveness at 0x04,
 /// factorial at 0x08 with status bit 0 (0x20) set while computing.
-fn edu(device: u8, function: u8) {
+pub(crate) fn edu(device: u8, function: u8) {
     let bar0 = enable_bar0(device, function);
     let id = mmio_read(bar0);
     let pattern = 0x1234_5678 ^ (u32::from(device) << 24);
