@@ -79,13 +79,16 @@ fn expected_map(table: &Table, index: usize) -> Vec<Run> {
             cursor = align_up(cursor + channel.memory.size.0, 2 << 20);
         }
     }
-    for name in &partition.devices {
-        let device = table
+    let device_named = |name: &str| {
+        table
             .platform
             .devices
             .iter()
-            .find(|device| device.name.value == name.value)
-            .expect("validated: devices exist");
+            .find(|device| device.name.value == name)
+            .expect("validated: devices exist")
+    };
+    for name in &partition.devices {
+        let device = device_named(&name.value);
         for window in &device.device.mmio {
             runs.push((*window.base, *window.base, window.size.0, Rights::RW));
         }
@@ -99,12 +102,7 @@ fn expected_map(table: &Table, index: usize) -> Vec<Run> {
             .find(|other| other.name.value == primary.value)
     });
     for name in primary.iter().flat_map(|primary| &primary.devices) {
-        let device = table
-            .platform
-            .devices
-            .iter()
-            .find(|device| device.name.value == name.value)
-            .expect("validated: devices exist");
+        let device = device_named(&name.value);
         if device.device.pci.is_some() {
             for window in &device.device.mmio {
                 runs.push((*window.base, *window.base, window.size.0, Rights::RW));

@@ -150,11 +150,9 @@ pub fn build_stage2_tables(
         let root = built.map_err(|error| (index, SetupError::Stage2(error)))?;
         // MSI-X table pages leave the map, so that table accesses exit (exits::pci).
         let mut trap_error = None;
+        let nested_paging = matches!(backend, Backend::Svm);
         exits::pci::for_each_msix_page(index, |page| {
-            let unmapped = match backend {
-                Backend::Svm => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
-                Backend::Vmx(_) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
-            };
+            let unmapped = set_device_page(pages, phys_base, root, page, false, nested_paging);
             if let Err(error) = unmapped {
                 trap_error.get_or_insert(SetupError::MsixTrap { page, error });
             }
@@ -167,11 +165,7 @@ pub fn build_stage2_tables(
         if !crate::table::holds_pci_functions_at_boot(partition) {
             for function in partition.pci_functions {
                 for_each_window_page(function, |page| {
-                    let unmapped = match backend {
-                        Backend::Svm => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
-                        Backend::Vmx(_) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
-                    };
-                    match unmapped {
+                    match set_device_page(pages, phys_base, root, page, false, nested_paging) {
                         // MSI-X table pages are out already.
                         Ok(()) | Err(UnmapError::NotMapped) => {}
                         Err(error) => {
@@ -200,6 +194,25 @@ pub fn build_stage2_tables(
         nested_paging: matches!(backend, Backend::Svm),
     });
     Ok(roots)
+}
+
+/// Maps (`present`) or takes out the identity-mapped 4 KiB device page `page` in the tree
+/// at `root`, in the backend's format (nested paging or EPT).
+fn set_device_page(
+    pages: &mut [[u64; 512]],
+    phys_base: u64,
+    root: u64,
+    page: u64,
+    present: bool,
+    nested_paging: bool,
+) -> Result<(), UnmapError> {
+    let (rights, kind) = (Rights::RW, MappingKind::DeviceMmio);
+    match (present, nested_paging) {
+        (false, true) => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
+        (false, false) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
+        (true, true) => stage2::map_page::<Npt>(pages, phys_base, root, page, page, rights, kind),
+        (true, false) => stage2::map_page::<Ept>(pages, phys_base, root, page, page, rights, kind),
+    }
 }
 
 /// Calls `visit` with every 4 KiB page of `function`'s BAR windows (identity-mapped).
@@ -234,28 +247,10 @@ pub fn move_function_windows(from: PartitionIndex, to: PartitionIndex) -> Result
                 let pages = &mut built.pool[first..first + count];
                 let phys_base = built.phys_base + first as u64 * 4096;
                 let root = built.roots[index.0];
-                let result = match (map, built.nested_paging) {
-                    (false, true) => stage2::unmap_page::<Npt>(pages, phys_base, root, page),
-                    (false, false) => stage2::unmap_page::<Ept>(pages, phys_base, root, page),
-                    (true, _) if exits::pci::is_msix_page(index, page) => Ok(()),
-                    (true, true) => stage2::map_page::<Npt>(
-                        pages,
-                        phys_base,
-                        root,
-                        page,
-                        page,
-                        Rights::RW,
-                        MappingKind::DeviceMmio,
-                    ),
-                    (true, false) => stage2::map_page::<Ept>(
-                        pages,
-                        phys_base,
-                        root,
-                        page,
-                        page,
-                        Rights::RW,
-                        MappingKind::DeviceMmio,
-                    ),
+                let result = if map && exits::pci::is_msix_page(index, page) {
+                    Ok(())
+                } else {
+                    set_device_page(pages, phys_base, root, page, map, built.nested_paging)
                 };
                 match result {
                     Ok(()) | Err(UnmapError::NotMapped) if !map => {}

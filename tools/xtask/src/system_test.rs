@@ -881,17 +881,33 @@ fn failover_rejoin(systems: &SystemTests, bochs: bool) -> Outcome {
 /// or, for `vtd`, a copy with VT-d in its place; checked. QEMU only: Bochs has no `edu`
 /// and no IOMMU (docs/emulators.md).
 fn failover_pci(systems: &SystemTests, vtd: bool) -> Outcome {
-    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
-    let mut table =
-        crate::table::load(&systems.root.join(crate::failover_test::PCI_TABLE)).map_err(failed)?;
-    if vtd {
-        use_intel_iommu(&mut table).map_err(failed)?;
-    }
-    let (emulator, seconds) = failover_emulator(false);
-    missing_emulator(systems, &emulator)?;
-    let medium = crate::run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
-    let transcript = boot_within(systems, &table, &emulator, &medium, seconds)?;
+    let (_, seconds) = failover_emulator(false);
+    let adapt = |table: &mut TableInfo| match vtd {
+        true => use_intel_iommu(table),
+        false => Ok(()),
+    };
+    let transcript = boot_qemu_variant(systems, crate::failover_test::PCI_TABLE, adapt, seconds)?;
     crate::failover_test::check_rejoin_pci(&transcript)
+}
+
+/// Boots the table at `path` (from the repository root), changed by `adapt` (say, to
+/// VT-d), in QEMU with `-kernel`, for at most `seconds`.
+fn boot_qemu_variant(
+    systems: &SystemTests,
+    path: &str,
+    adapt: impl Fn(&mut TableInfo) -> anyhow::Result<()>,
+    seconds: u64,
+) -> Result<Transcript, Vec<String>> {
+    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
+    let emulator = Emulator::Qemu {
+        boot: BootMethod::Kernel,
+        cpu: None,
+    };
+    let mut table = table::load(&systems.root.join(path)).map_err(failed)?;
+    adapt(&mut table).map_err(failed)?;
+    missing_emulator(systems, &emulator)?;
+    let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
+    boot_within(systems, &table, &emulator, &medium, seconds)
 }
 
 /// The emulator of a failover test and its time bound.
@@ -1107,22 +1123,11 @@ fn iommu_refusal(
     adapt: impl Fn(&mut TableInfo) -> anyhow::Result<()>,
     reason: &str,
 ) -> Outcome {
-    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
-    let emulator = Emulator::Qemu {
-        boot: BootMethod::Kernel,
-        cpu: None,
-    };
-    let mut table = table::load(&systems.root.join(IOMMU_DMA_TABLE)).map_err(failed)?;
-    adapt(&mut table).map_err(failed)?;
-    missing_emulator(systems, &emulator)?;
-    let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
-    let transcript = boot_within(
-        systems,
-        &table,
-        &emulator,
-        &medium,
-        crate::REFUSAL_TEST_SECONDS,
-    )?;
+    let transcript =
+        boot_qemu_variant(systems, IOMMU_DMA_TABLE, adapt, crate::REFUSAL_TEST_SECONDS)?;
+    // Its partitions: the adapted copies keep the table's.
+    let table = table::load(&systems.root.join(IOMMU_DMA_TABLE))
+        .map_err(|error| vec![format!("{error:#}")])?;
     let mut failures = check_refusal(&transcript, reason).err().unwrap_or_default();
     let refused: Vec<String> = transcript
         .markers()
@@ -1271,16 +1276,7 @@ pub const IOMMU_FAULT_TABLE: &str = "partitions/iommu-fault.toml";
 /// and raises `device-fault`, whose action `halt` stops the attacker before it finishes
 /// (no `done`, state Faulted), while the victim finds its memory intact and powers off.
 fn iommu_fault(systems: &SystemTests, seconds: u64) -> Outcome {
-    let failed = |error: anyhow::Error| vec![format!("{error:#}")];
-    let emulator = Emulator::Qemu {
-        boot: BootMethod::Kernel,
-        cpu: None,
-    };
-    let mut table = table::load(&systems.root.join(IOMMU_FAULT_TABLE)).map_err(failed)?;
-    use_intel_iommu(&mut table).map_err(failed)?;
-    missing_emulator(systems, &emulator)?;
-    let medium = run::prepare(&systems.root, &table, &emulator).map_err(failed)?;
-    let transcript = boot_within(systems, &table, &emulator, &medium, seconds)?;
+    let transcript = boot_qemu_variant(systems, IOMMU_FAULT_TABLE, use_intel_iommu, seconds)?;
     let mut failures = Vec::new();
     let attacker: Vec<&str> = transcript.lines_of("attacker").collect();
     if !attacker
