@@ -74,6 +74,22 @@ SCRIPT
         for irq in /sys/bus/pci/devices/0000:00:02.0/msi_irqs/*; do
             [ -e "$irq" ] && echo "msi-irqs: ${irq##*/} $(cat "$irq")"
         done
+        # The NIC's extended capabilities as Linux reads them through the ECAM window
+        # (PCIe 4.0 §7.6.3: ID in bits 15:0, next offset in bits 31:20), at most 16.
+        config=/sys/bus/pci/devices/0000:00:02.0/config
+        offset=256
+        chain=
+        steps=0
+        while [ "$offset" -ge 256 ] && [ "$steps" -lt 16 ]; do
+            header=$(od -An -tx4 -j "$offset" -N 4 "$config" 2>/dev/null | tr -d ' ')
+            case "$header" in
+                "" | 00000000 | ffffffff) break ;;
+            esac
+            chain="$chain $(printf '0x%04x@0x%x' $((0x$header & 0xffff)) "$offset")"
+            offset=$(((0x$header >> 20) & 0xffc))
+            steps=$((steps + 1))
+        done
+        echo "TESSERA-LINUX: extended-capabilities${chain:- none}"
         echo "TESSERA-LINUX: net-test done"
         ;;
 esac

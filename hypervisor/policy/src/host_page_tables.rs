@@ -16,6 +16,7 @@
 //! | the page under each core's stack       | not present   | 4 KiB            |
 //! | partition RAM and channel memory       | read, write   | 2 MiB where it can |
 //! | the AP start-up page (0x8000)          | read, write   | 4 KiB            |
+//! | the PCI Express ECAM window, uncached  | read, write   | 2 MiB where it can |
 //! | the fourth GiB, uncached               | read, write   | 2 MiB            |
 //! | the rest of the first 4 GiB            | read          | 2 MiB where it can |
 //! | above 4 GiB                            | not present   |                  |
@@ -25,6 +26,13 @@
 //! hypervisor never runs or touches user pages. The rest of the first 4 GiB stays readable
 //! because the hypervisor reads firmware there at any time (ACPI tables, the BIOS data and
 //! ROM areas, the boot loader's information), wherever the firmware put it.
+//!
+//! The ECAM window (the table's `platform.ecam`, PCIe Base 4.0 §7.2.2) is where the
+//! hypervisor reads and writes the configuration space of the functions it passes through,
+//! extended space included; firmware often puts it below the fourth GiB (QEMU's q35 at
+//! 0xB000_0000), where the rest of memory is write-back and read-only, so it gets its own
+//! row: configuration registers are device registers, which a cached mapping would answer
+//! with stale values and write back late, and the hypervisor writes command registers, BARs and capabilities there.
 //!
 //! The AP start-up page is data here: the application processors execute it under the
 //! loader's boot tables, which the trampoline loads itself, and move to these tables in Rust.
@@ -63,6 +71,17 @@ pub fn lies_in_mmio_window(base: u64, bytes: u64) -> bool {
         && base
             .checked_add(bytes)
             .is_some_and(|end| end <= MMIO_WINDOW.end())
+}
+
+/// Whether the table's ECAM window can be a row of the plan: 2 MiB-aligned in start and size
+/// and below 4 GiB. (Windows elsewhere stay unmapped; the hypervisor then reaches
+/// configuration space through mechanism #1, without extended space.)
+pub const fn ecam_mappable(ecam: Range) -> bool {
+    ecam.size != 0
+        && ecam.base.is_multiple_of(LARGE_PAGE_BYTES)
+        && ecam.size.is_multiple_of(LARGE_PAGE_BYTES)
+        && ecam.base < MAPPED_END
+        && ecam.size <= MAPPED_END - ecam.base
 }
 
 /// Page directories: one per GiB mapped.
@@ -199,6 +218,8 @@ pub enum Purpose {
     /// The page the application processors start from: written with the trampoline and its
     /// parameter block, never executed under these tables.
     ApTrampoline,
+    /// The PCI Express configuration window (ECAM): uncached, read-write.
+    Ecam,
     /// The fourth GiB: IOAPIC registers and device MMIO, uncached.
     MmioWindow,
     /// Anything else below 4 GiB: firmware tables, BIOS areas, the boot information, unused
@@ -218,6 +239,7 @@ impl Purpose {
             Purpose::Data
             | Purpose::PartitionMemory
             | Purpose::ApTrampoline
+            | Purpose::Ecam
             | Purpose::MmioWindow => Some(Access::ReadWrite),
         }
     }
@@ -248,6 +270,8 @@ pub struct HostLayout<'a> {
     pub partitions: &'a [&'a [MemoryMapping]],
     /// The page the application processors start from.
     pub ap_trampoline: Range,
+    /// The PCI Express ECAM window, if the table has one.
+    pub ecam: Option<Range>,
 }
 
 /// Why a [`HostLayout`] cannot be mapped.
@@ -273,6 +297,9 @@ pub enum LayoutError {
     PartitionOverlapsImage { partition: usize, mapping: usize },
     /// The AP start-up page is not one page-aligned page outside the image.
     TrampolineMisplaced,
+    /// The ECAM window is not 2 MiB-aligned in start and size, reaches past 4 GiB, or
+    /// overlaps the image, partition memory or the AP start-up page.
+    EcamMisplaced,
 }
 
 impl fmt::Display for LayoutError {
@@ -307,6 +334,9 @@ impl fmt::Display for LayoutError {
             ),
             LayoutError::TrampolineMisplaced => formatter
                 .write_str("the AP start-up page is not one aligned page outside the image"),
+            LayoutError::EcamMisplaced => formatter.write_str(
+                "the ECAM window is not 2 MiB-aligned below 4 GiB, clear of the image, partition memory and the AP page",
+            ),
         }
     }
 }
@@ -413,6 +443,19 @@ impl HostLayout<'_> {
         {
             return Err(LayoutError::TrampolineMisplaced);
         }
+        if let Some(ecam) = self.ecam {
+            // 2 MiB-aligned, so the window never splits a large page and the bound of
+            // `page_tables_bound` holds without it.
+            if !ecam_mappable(ecam)
+                || overlap(ecam, image)
+                || overlap(ecam, trampoline)
+                || self
+                    .written_mappings()
+                    .any(|(_, _, host)| overlap(host, ecam))
+            {
+                return Err(LayoutError::EcamMisplaced);
+            }
+        }
         Ok(())
     }
 
@@ -439,6 +482,8 @@ impl HostLayout<'_> {
             Purpose::PartitionMemory
         } else if self.ap_trampoline.contains(address) {
             Purpose::ApTrampoline
+        } else if self.ecam.is_some_and(|ecam| ecam.contains(address)) {
+            Purpose::Ecam
         } else if MMIO_WINDOW.contains(address) {
             Purpose::MmioWindow
         } else {
@@ -449,16 +494,19 @@ impl HostLayout<'_> {
 
     /// The rights of the page at `address`; `None` if it is not mapped.
     pub fn rights(&self, address: u64) -> Option<PageRights> {
-        let access = self.purpose(address)?.access()?;
-        Some(PageRights {
-            access,
-            caching: Caching::at(address),
-        })
+        let purpose = self.purpose(address)?;
+        let access = purpose.access()?;
+        let caching = if purpose == Purpose::Ecam {
+            Caching::Uncached
+        } else {
+            Caching::at(address)
+        };
+        Some(PageRights { access, caching })
     }
 
     /// Every address where the plan may change from one page to the next: the start and
     /// end of every range it names. Between two neighbours, [`Self::purpose`] and
-    /// [`Caching::at`] are constant.
+    /// [`Self::rights`] are constant.
     fn boundaries(&self) -> impl Iterator<Item = u64> + '_ {
         let ranges = [
             self.text,
@@ -467,6 +515,7 @@ impl HostLayout<'_> {
             self.boot_page_tables,
             self.ap_trampoline,
             MMIO_WINDOW,
+            self.ecam.unwrap_or(Range::new(0, 0)),
         ];
         ranges
             .into_iter()
@@ -963,6 +1012,7 @@ mod tests {
             guard_pages: guards,
             partitions: &slices,
             ap_trampoline: TRAMPOLINE,
+            ecam: None,
         })
     }
 
@@ -1069,6 +1119,62 @@ mod tests {
                 assert_eq!(above.rights(), RW);
             }
         });
+    }
+
+    #[test]
+    fn the_ecam_window_is_uncached_and_writable_with_large_pages() {
+        let partitions = demo_partitions();
+        let slices: Vec<&[MemoryMapping]> = partitions.iter().map(Vec::as_slice).collect();
+        let ecam = Range::new(0xB000_0000, 256 * MIB);
+        let layout = HostLayout {
+            text: TEXT,
+            rodata: RODATA,
+            data: DATA,
+            boot_page_tables: BOOT_TABLES,
+            guard_pages: &GUARDS,
+            partitions: &slices,
+            ap_trampoline: TRAMPOLINE,
+            ecam: Some(ecam),
+        };
+        assert_eq!(layout.check(), Ok(()));
+        let tables = build_tables(&layout);
+        for (address, translation) in pages_of(&tables, ecam) {
+            let translation = translation.expect("the ECAM window is mapped");
+            assert_eq!(translation.rights(), RW_UNCACHED, "{address:#x}");
+            assert_eq!(translation.size, LARGE_PAGE_BYTES, "{address:#x}");
+        }
+        // Its neighbours keep their rows: read-only below, the fourth GiB above.
+        for (address, rights) in [(ecam.base - PAGE_BYTES, RO), (ecam.end(), RW_UNCACHED)] {
+            let translation = translate(&tables.0, tables.1, tables.2.root, address).unwrap();
+            assert_eq!(translation.rights(), rights, "{address:#x}");
+            assert_eq!(layout.rights(address), rights, "{address:#x}");
+        }
+        // The ECAM window adds no page table: the bound stays the one without it.
+        assert_eq!(layout.split_pieces().count(), {
+            let without = HostLayout {
+                ecam: None,
+                ..layout
+            };
+            without.split_pieces().count()
+        });
+        // A window that is not 2 MiB-aligned, crosses 4 GiB or covers partition memory
+        // is refused.
+        for misplaced in [
+            Range::new(0xB010_0000, 2 * MIB),
+            Range::new(0xB000_0000, MIB),
+            Range::new(0xFFE0_0000, 4 * MIB),
+            Range::new(0x0200_0000, 2 * MIB),
+        ] {
+            let layout = HostLayout {
+                ecam: Some(misplaced),
+                ..layout
+            };
+            assert_eq!(
+                layout.check(),
+                Err(LayoutError::EcamMisplaced),
+                "{misplaced:?}"
+            );
+        }
     }
 
     #[test]
@@ -1344,6 +1450,7 @@ mod tests {
                 guard_pages: &guards,
                 partitions: &slices,
                 ap_trampoline: trampoline,
+                ecam: None,
             };
             prop_assert_eq!(layout.check(), Ok(()));
             // The one-pass census of split pieces is the per-piece search.

@@ -1,7 +1,7 @@
 //! The hypervisor's own page tables: built once at boot by the bootstrap core from the plan
 //! in `tessera_policy::host_page_tables` (W^X by image section, partition memory and the AP
 //! start-up page read-write and not executable, the rest of the first 4 GiB read-only, the
-//! fourth GiB uncached, a guard page under every core's stack), checked against that plan,
+//! fourth GiB and the ECAM window uncached, a guard page under every core's stack), checked against that plan,
 //! then loaded on every core with CR0.WP, and CR4.SMEP and CR4.SMAP where the processor has
 //! them.
 //!
@@ -133,6 +133,7 @@ pub fn enable(ap_stack_guards: impl Iterator<Item = u64>) -> Result<(), Error> {
         guard_pages: &guards[..count],
         partitions: &memory,
         ap_trampoline: Range::new(tessera_loader::AP_TRAMPOLINE_ADDRESS, PAGE_BYTES),
+        ecam: crate::arch::pci::MAPPED_ECAM,
     };
     let pages = &mut TABLES.take().0;
     let phys_base = pages.as_ptr() as u64;

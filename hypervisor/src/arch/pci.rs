@@ -1,16 +1,103 @@
-//! PCI configuration mechanism #1 (PCI Local Bus 3.0 §3.2.2.3.2): the address port 0xCF8
-//! and the data port 0xCFC, the hypervisor's own path to the configuration space of the
-//! functions the table passes through. One address/data pair for the whole machine, so
-//! every access is one locked select-then-access pair.
-//!
-//! Only the first 256 bytes of a function are reachable this way; extended space would
-//! need the ECAM window mapped uncached and writable in the host page tables, which it is
-//! not (docs/pci-iommu.md, Status).
+//! The hypervisor's own path to the configuration space of the functions the table passes
+//! through: the ECAM window (PCIe Base 4.0 §7.2.2), 4 KiB per function with extended space,
+//! where the table has one the host page tables map (uncached, read-write:
+//! `tessera_policy::host_page_tables::ecam_mappable`); otherwise configuration mechanism #1
+//! (PCI Local Bus 3.0 §3.2.2.3.2), the address port 0xCF8 and the data port 0xCFC, which
+//! reaches only the first 256 bytes. Mechanism #1 has one address/data pair for the whole
+//! machine, so every access is one locked select-then-access pair; ECAM accesses are single
+//! aligned dword loads and stores and need no lock.
 
+use crate::table::MACHINE;
 use spin::Mutex;
-use tessera_abi::table::Bdf;
-use tessera_policy::pci::address::{CONF1_ADDRESS_PORT, CONF1_DATA_PORT};
+use tessera_abi::table::{Bdf, Range};
+use tessera_policy::host_page_tables::ecam_mappable;
+use tessera_policy::pci::address::{CONF1_ADDRESS_PORT, CONF1_DATA_PORT, ECAM_FUNCTION_BYTES};
 use tessera_policy::pci::function::ConfigSpace;
+
+/// The table's ECAM window if the host page tables map it (uncached, read-write).
+pub const MAPPED_ECAM: Option<Range> = match MACHINE.ecam {
+    Some(ecam) if ecam_mappable(ecam) => Some(ecam),
+    _ => None,
+};
+
+/// A function's configuration space through the best path the machine has: ECAM where
+/// [`MAPPED_ECAM`] covers its bus, else mechanism #1.
+pub enum FunctionConfig {
+    Ecam(EcamFunction),
+    Conf1(Conf1Function),
+}
+
+/// The configuration space of `function`.
+pub fn config_space(function: Bdf) -> FunctionConfig {
+    let offset = u64::from(function.0) * ECAM_FUNCTION_BYTES;
+    match MAPPED_ECAM {
+        // The validator's `pci-outside-ecam` keeps table functions inside the window; the
+        // check here keeps the pointer inside it whatever is asked.
+        Some(ecam) if offset + ECAM_FUNCTION_BYTES <= ecam.size => {
+            FunctionConfig::Ecam(EcamFunction {
+                base: ecam.base + offset,
+            })
+        }
+        _ => FunctionConfig::Conf1(Conf1Function(function)),
+    }
+}
+
+impl ConfigSpace for FunctionConfig {
+    fn read(&mut self, offset: u16) -> u32 {
+        match self {
+            FunctionConfig::Ecam(function) => function.read(offset),
+            FunctionConfig::Conf1(function) => function.read(offset),
+        }
+    }
+
+    fn write(&mut self, offset: u16, value: u32) {
+        match self {
+            FunctionConfig::Ecam(function) => function.write(offset, value),
+            FunctionConfig::Conf1(function) => function.write(offset, value),
+        }
+    }
+
+    fn extended(&self) -> bool {
+        match self {
+            FunctionConfig::Ecam(function) => function.extended(),
+            FunctionConfig::Conf1(function) => function.extended(),
+        }
+    }
+}
+
+/// One function's 4 KiB of configuration space in the ECAM window.
+pub struct EcamFunction {
+    /// The physical (identity-mapped) address of the function's first byte.
+    base: u64,
+}
+
+impl EcamFunction {
+    /// The dword at `offset` (masked to an aligned dword inside the 4 KiB).
+    fn pointer(&self, offset: u16) -> *mut u32 {
+        (self.base + u64::from(offset & 0xffc)) as *mut u32
+    }
+}
+
+impl ConfigSpace for EcamFunction {
+    fn read(&mut self, offset: u16) -> u32 {
+        // SAFETY: `base` is a function's 4 KiB inside MAPPED_ECAM (`config_space`), which
+        // the host page tables map uncached and read-write (no partition's stage-2 tables
+        // map the physical window: the validator keeps partitions' memory and windows off
+        // it); the offset is masked to an aligned dword inside those 4 KiB. A configuration
+        // read has no effect on memory the hypervisor uses.
+        unsafe { core::ptr::read_volatile(self.pointer(offset)) }
+    }
+
+    fn write(&mut self, offset: u16, value: u32) {
+        // SAFETY: as for `read`; what is written has passed the configuration-space filter
+        // (tessera_policy::pci) or is the hypervisor's own discovery, reset or quiesce step.
+        unsafe { core::ptr::write_volatile(self.pointer(offset), value) }
+    }
+
+    fn extended(&self) -> bool {
+        true
+    }
+}
 
 /// Serialises the select-then-access pairs of every core.
 static CONF1: Mutex<()> = Mutex::new(());

@@ -85,6 +85,10 @@ pub enum Counter {
     RefusedUserHypercall,
     /// A doorbell rung beyond its channel's budget.
     DroppedDoorbell,
+    /// An intercepted WRMSR of another MSR than the x2APIC ICR (counted on the rare path
+    /// only, so that the ICR's fast path pays nothing: ICR writes are the MSR-write exits
+    /// minus these).
+    OtherMsrWrite,
 }
 
 /// What exit handlers ask of the partition runtime above them.

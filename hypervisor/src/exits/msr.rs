@@ -127,6 +127,7 @@ fn write_other(
     number: u32,
     value: u64,
 ) -> Flow {
+    control.count(context, Counter::OtherMsrWrite, 1);
     match number {
         msr::IA32_APIC_BASE => {
             let host = msr::apic_base();

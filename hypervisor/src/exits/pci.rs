@@ -18,7 +18,7 @@ use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Flow, PartitionControl};
 use crate::arch;
 use crate::arch::iommu::FunctionView;
-use crate::arch::pci::Conf1Function;
+use crate::arch::pci::config_space;
 use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -243,7 +243,7 @@ impl core::fmt::Display for ShowBdf {
 pub fn discover() -> Result<(), Refusal> {
     for (partition_index, partition) in MACHINE.partitions.iter().enumerate() {
         for (slot, function) in partition.pci_functions.iter().enumerate() {
-            let mut space = Conf1Function(function.physical);
+            let mut space = config_space(function.physical);
             // Absent functions are refused by the discovery below, not waited for; a table
             // standby's functions are its primary's, reset under the primary's entry.
             let reset = if space.read(0) & 0xffff == 0xffff
@@ -320,14 +320,17 @@ pub fn discover() -> Result<(), Refusal> {
             }
             let id = space.read(0);
             log::info!(
-                "pci: partition={} device={} function={} id={:04x}:{:04x} at virtual {} capabilities={}; quiesced",
+                "pci: partition={} device={} function={} id={:04x}:{:04x} at virtual {} capabilities={} of {} extended={} of {}; quiesced",
                 partition.name,
                 function.name,
                 ShowBdf(function.physical),
                 id & 0xffff,
                 id >> 16,
                 ShowBdf(function.virtual_address),
-                discovered.capabilities().kept().len()
+                discovered.capabilities().kept().len(),
+                discovered.capabilities().walked,
+                discovered.extended_capabilities().kept().len(),
+                discovered.extended_capabilities().walked
             );
             *BUSES[partition_index].functions[slot].function.lock() = Some(discovered);
         }
@@ -350,7 +353,7 @@ pub fn quiesce_partition(partition_index: PartitionIndex) {
     for (slot, function) in held_functions(partition_index).iter().enumerate() {
         let mut state = bus.functions[slot].function.lock();
         // The same reset as at boot (docs/pci-iommu.md, "Reset").
-        let mut space = Conf1Function(function.physical);
+        let mut space = config_space(function.physical);
         let reset = reset::reset(&mut space, arch::tsc::delay_microseconds);
         log::info!(
             "pci: partition={} device={} function={} reset at restart: {:?}",
@@ -394,7 +397,7 @@ pub fn quiesce_partition(partition_index: PartitionIndex) {
 /// writes): from here on each hardware entry is masked or holds a checked message, so the
 /// guest may enable MSI-X (`tessera_policy::pci::function`).
 fn mask_hardware_table(function: &PciFunction, trap: &MsixTrap) {
-    let mut space = Conf1Function(function.physical);
+    let mut space = config_space(function.physical);
     // The low half only: writing the status half back would clear its W1C bits.
     let command = space.read(header::COMMAND) & 0xffff;
     space.write(header::COMMAND, command | MEMORY_SPACE);
@@ -576,7 +579,7 @@ fn read(context: &CoreContext, address: Bdf, offset: u16, size: u8) -> u32 {
     let function = &context.partition.pci_functions[slot];
     match bus.functions[slot].function.lock().as_ref() {
         Some(virtual_function) => {
-            virtual_function.read(&mut Conf1Function(function.physical), offset, size)
+            virtual_function.read(&mut config_space(function.physical), offset, size)
         }
         None => all_ones(size),
     }
@@ -604,7 +607,7 @@ fn write(
     let state = &bus.functions[slot];
     let effect = match state.function.lock().as_mut() {
         Some(virtual_function) => virtual_function.write_routed(
-            &mut Conf1Function(function.physical),
+            &mut config_space(function.physical),
             offset,
             size,
             value,

@@ -18,6 +18,7 @@ struct Runtime {
     refused_ioapic_writes: AtomicU64,
     refused_user_hypercalls: AtomicU64,
     dropped_doorbells: AtomicU64,
+    other_msr_writes: AtomicU64,
     /// Bumped by every restart request; each core compares it with the last it saw.
     generation: AtomicU32,
     /// Cores that have parked for the restart of the current generation.
@@ -47,6 +48,7 @@ impl Runtime {
             refused_ioapic_writes: AtomicU64::new(0),
             refused_user_hypercalls: AtomicU64::new(0),
             dropped_doorbells: AtomicU64::new(0),
+            other_msr_writes: AtomicU64::new(0),
             generation: AtomicU32::new(0),
             parked: AtomicU32::new(0),
             released: AtomicU32::new(0),
@@ -104,6 +106,7 @@ pub fn count(partition: PartitionIndex, counter: Counter, amount: u64) {
         Counter::RefusedIoapicWrite => &runtime.refused_ioapic_writes,
         Counter::RefusedUserHypercall => &runtime.refused_user_hypercalls,
         Counter::DroppedDoorbell => &runtime.dropped_doorbells,
+        Counter::OtherMsrWrite => &runtime.other_msr_writes,
     };
     slot.fetch_add(amount, Ordering::Relaxed);
 }
@@ -476,7 +479,7 @@ pub fn print_counters() {
         let _ = core::fmt::write(
             &mut line,
             format_args!(
-                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={} suppressed-log-lines={} refused-user-hypercalls={} dropped-doorbells={}",
+                " total={} unassigned-port-accesses={} dropped-ipis={} refused-ioapic-writes={} restarts={} suppressed-log-lines={} refused-user-hypercalls={} dropped-doorbells={} icr-writes={}",
                 total,
                 runtime.unassigned_ports.load(Ordering::Relaxed),
                 runtime.dropped_ipis.load(Ordering::Relaxed),
@@ -484,7 +487,12 @@ pub fn print_counters() {
                 runtime.restarts.load(Ordering::Relaxed),
                 runtime.suppressed_log_lines.load(Ordering::Relaxed),
                 runtime.refused_user_hypercalls.load(Ordering::Relaxed),
-                runtime.dropped_doorbells.load(Ordering::Relaxed)
+                runtime.dropped_doorbells.load(Ordering::Relaxed),
+                // Every MSR-write exit that is not another MSR's is an ICR write (the
+                // ICR's fast path counts nothing of its own, see `Counter::OtherMsrWrite`).
+                runtime.exits[ExitReason::MsrWrite as usize]
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(runtime.other_msr_writes.load(Ordering::Relaxed))
             ),
         );
         log::info!("{}", line);

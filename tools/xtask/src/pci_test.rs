@@ -384,6 +384,44 @@ fn check_linux(transcript: &Transcript) -> Result<(), Vec<String>> {
     crate::outcome(failures)
 }
 
+/// The NIC's extended capabilities (configuration space from 0x100, reached through the
+/// ECAM window): Linux's walk of the list (`TESSERA-LINUX: extended-capabilities
+/// 0x0001@0x100 …`) must show exactly the ones the hypervisor kept, all Advanced Error
+/// Reporting (0x0001, the one kept ID), and the hypervisor's boot line (`extended=K of W`)
+/// must say it walked more than it kept (QEMU's e1000e also has a Device Serial Number
+/// capability), so the run shows the filter at work, not an empty list.
+fn check_extended_capabilities(linux: &[&str], hypervisor: &[&str]) -> Result<(), String> {
+    let chain = linux
+        .iter()
+        .find_map(|line| line.strip_prefix("TESSERA-LINUX: extended-capabilities"))
+        .ok_or("linux: no `TESSERA-LINUX: extended-capabilities` line")?;
+    let ids: Vec<&str> = chain
+        .split_whitespace()
+        .filter_map(|entry| entry.split_once('@').map(|(id, _)| id))
+        .collect();
+    let (kept, walked) = hypervisor
+        .iter()
+        .filter(|line| line.starts_with("pci: partition=linux device=nic function=00:02.0 id="))
+        .find_map(|line| {
+            let (_, extended) = line.split_once(" extended=")?;
+            let (kept, rest) = extended.split_once(" of ")?;
+            let walked = rest.split(';').next()?;
+            Some((kept.parse::<usize>().ok()?, walked.parse::<usize>().ok()?))
+        })
+        .ok_or("the hypervisor printed no `extended=K of W` for the NIC")?;
+    if ids.is_empty() || ids.len() != kept || ids.iter().any(|id| *id != "0x0001") {
+        return Err(format!(
+            "linux sees the NIC's extended capabilities{chain}; expected the {kept} the hypervisor kept, all AER (0x0001)"
+        ));
+    }
+    if walked <= kept {
+        return Err(format!(
+            "the hypervisor walked {walked} extended capabilities of the NIC and kept {kept}: nothing hidden to show"
+        ));
+    }
+    Ok(())
+}
+
 /// Linux driving its e1000e through MSI-X (partitions/linux-e1000e.toml), `rt` beside it.
 fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
     let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
@@ -458,6 +496,9 @@ fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
         failures.push(format!(
             "no trapped MSI-X table access by linux ({table_accesses:?})"
         ));
+    }
+    if let Err(failure) = check_extended_capabilities(&linux, &hypervisor) {
+        failures.push(failure);
     }
     // QEMU's e1000e has a PCI Express capability without FLR and a Power Management
     // capability with No_Soft_Reset clear: the D3hot→D0 reset, before Linux drives it.
@@ -820,7 +861,9 @@ mod tests {
             ("linux", "msi-irqs: 25 msix"),
             ("linux", "msi-irqs: 26 msix"),
             ("linux", "msi-irqs: 27 msix"),
+            ("linux", "TESSERA-LINUX: extended-capabilities 0x0001@0x100"),
             ("linux", "TESSERA-LINUX: net-test done"),
+            (HYPERVISOR, "pci: partition=linux device=nic function=00:02.0 id=8086:10d3 at virtual 00:02.0 capabilities=3 of 4 extended=1 of 2; quiesced"),
             (HYPERVISOR, "pci: partition=linux device=nic function=00:02.0 dropped-config-writes=4 refused-msi=0"),
             (HYPERVISOR, "pci: partition=linux device=nic msix-table-accesses=47"),
         ]
@@ -847,6 +890,19 @@ mod tests {
             (
                 "reset=d3hot-d0",
                 "pci: partition=linux device=nic function=00:02.0 reset=none",
+            ),
+            // Extended space out of reach, a hidden capability showing, nothing hidden.
+            (
+                "extended-capabilities",
+                "TESSERA-LINUX: extended-capabilities none",
+            ),
+            (
+                "extended-capabilities",
+                "TESSERA-LINUX: extended-capabilities 0x0001@0x100 0x0003@0x140",
+            ),
+            (
+                "extended=1 of 2",
+                "pci: partition=linux device=nic function=00:02.0 id=8086:10d3 at virtual 00:02.0 capabilities=3 of 4 extended=1 of 1; quiesced",
             ),
         ] {
             let lines = replaced(e1000e_lines(), old, new);

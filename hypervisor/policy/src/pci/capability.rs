@@ -17,7 +17,9 @@ pub const MSI_X: u8 = 0x11;
 /// Extended capability IDs kept: Advanced Error Reporting (0x0001). SR-IOV (0x0010),
 /// resizable BAR (0x0015), ACS, ATS, PASID, vendor-specific (0x000B) and the rest are
 /// hidden.
-pub const KEPT_EXTENDED: [u16; 1] = [0x0001];
+pub const KEPT_EXTENDED: [u16; 1] = [EXTENDED_AER];
+/// The Advanced Error Reporting extended capability's ID (PCIe Base 4.0 §7.8.4).
+pub const EXTENDED_AER: u16 = 0x0001;
 
 /// The most capabilities a list may hold: 192 bytes of capability space at 4 bytes each
 /// (48 entries) bounds any loop-free list (docs/pci-iommu.md).

@@ -371,6 +371,11 @@ impl VirtualFunction {
         &self.capabilities
     }
 
+    /// The kept extended capabilities (for the boot log; empty without extended space).
+    pub fn extended_capabilities(&self) -> &CapabilityList {
+        &self.extended
+    }
+
     /// What the guest reads: `size` bytes at `offset`, in the low bits.
     pub fn read(&self, space: &mut impl ConfigSpace, offset: u16, size: u8) -> u32 {
         let dword = offset & !3;
@@ -488,13 +493,28 @@ impl VirtualFunction {
             if let Some(effect) = self.write_capability(space, dword, lanes, shifted) {
                 return effect;
             }
+        } else if space.extended() && self.is_error_status(dword) {
+            // Write-1-to-clear: only the bits the guest writes as 1 clear, so the bytes it
+            // did not write go out as 0 rather than merged with what the register holds.
+            space.write(dword, shifted);
+            return WriteEffect::default();
         }
-        // Everything else (hidden capabilities, the rest of kept ones, extended space):
-        // dropped.
+        // Everything else (hidden capabilities, the rest of kept ones and of extended
+        // space, among it AER's masks, severities and control, which decide how errors
+        // escalate beyond the function): dropped.
         WriteEffect {
             dropped: true,
             ..WriteEffect::default()
         }
+    }
+
+    /// Whether `dword` is one of the kept AER capability's error status registers, both
+    /// RW1CS (PCIe Base 4.0 §7.8.4.2 Uncorrectable Error Status at +04h, §7.8.4.5
+    /// Correctable Error Status at +10h): a driver clears what it has handled there.
+    fn is_error_status(&self, dword: u16) -> bool {
+        self.extended
+            .find(capability::EXTENDED_AER)
+            .is_some_and(|aer| dword == aer.offset + 0x04 || dword == aer.offset + 0x10)
     }
 
     /// Writes to the whitelisted registers of PM, PCI Express and MSI-X capabilities.

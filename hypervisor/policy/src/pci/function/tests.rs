@@ -190,6 +190,47 @@ fn header_writes_are_filtered() {
 }
 
 #[test]
+fn only_aer_error_status_writes_reach_extended_space() {
+    let mut model = Model::edu();
+    let mut function = discover(&mut model, MSI_ONE).unwrap();
+    model.writes.clear();
+    // AER (kept, at 0x140): the guest sees it first, SR-IOV before it hidden.
+    assert_eq!(function.read(&mut model, 0x100, 4), 0x140 << 20);
+    assert_eq!(function.read(&mut model, 0x140, 4) & 0xffff, 0x0001);
+    // Uncorrectable (+04h) and correctable (+10h) error status: write-1-to-clear passes,
+    // with only the bytes the guest wrote (a byte write clears nothing in the others).
+    assert!(
+        !function
+            .write(&mut model, 0x144, 4, 0x0000_1010, &[0])
+            .dropped
+    );
+    assert!(!function.write(&mut model, 0x151, 1, 0x20, &[0]).dropped);
+    assert_eq!(
+        model.writes,
+        vec![(0x144, 0x0000_1010), (0x150, 0x0000_2000)]
+    );
+    // Masks (+08h, +14h), severity (+0Ch), control (+18h) and SR-IOV: dropped.
+    model.writes.clear();
+    for offset in [0x148, 0x14c, 0x154, 0x158, 0x104, 0x100] {
+        assert!(
+            function
+                .write(&mut model, offset, 4, 0xffff_ffff, &[0])
+                .dropped,
+            "{offset:#x}"
+        );
+    }
+    assert!(model.writes.is_empty());
+    // Without extended space (mechanism #1 only) nothing there is reached.
+    let mut model = Model::edu();
+    model.extended = false;
+    let mut function = discover(&mut model, MSI_ONE).unwrap();
+    model.writes.clear();
+    assert_eq!(function.read(&mut model, 0x140, 4), 0);
+    assert!(function.write(&mut model, 0x144, 4, 1, &[0]).dropped);
+    assert!(model.writes.is_empty());
+}
+
+#[test]
 fn msi_is_shadowed_and_checked() {
     let mut model = Model::edu();
     let mut function = discover(&mut model, MSI_ONE).unwrap();
