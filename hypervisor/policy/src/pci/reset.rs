@@ -123,7 +123,16 @@ pub fn reset(
     space: &mut impl ConfigSpace,
     wait_microseconds: impl FnMut(u64),
 ) -> Result<ResetKind, ResetError> {
-    reset_behind(space, None::<&mut NoBridge>, wait_microseconds)
+    reset_behind(space, None::<&mut NoBridge>, wait_microseconds).map(|outcome| outcome.kind)
+}
+
+/// What a reset did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub kind: ResetKind,
+    /// How many of the saved header dwords read back different after the reset (before
+    /// they were written back): evidence that the reset reached the function.
+    pub changed_registers: u8,
 }
 
 /// No upstream bridge to reset through (the function is on bus 0, or not alone below its
@@ -150,14 +159,19 @@ pub fn reset_behind<B: ConfigSpace>(
     space: &mut impl ConfigSpace,
     bridge: Option<&mut B>,
     mut wait_microseconds: impl FnMut(u64),
-) -> Result<ResetKind, ResetError> {
+) -> Result<Outcome, ResetError> {
     // Bus mastering off before anything else (PCIe 4.0 §6.6.2: software stops new
     // requests before an FLR).
     let command = space.read(header::COMMAND) & 0xffff;
     space.write(header::COMMAND, (command & !0b111) | (1 << 10));
     let (kind, offset, bridge) = match (available(space), bridge) {
         ((ResetKind::None, _), Some(bridge)) => (ResetKind::SecondaryBus, 0, Some(bridge)),
-        ((_, None), _) => return Ok(ResetKind::None),
+        ((_, None), _) => {
+            return Ok(Outcome {
+                kind: ResetKind::None,
+                changed_registers: 0,
+            })
+        }
         ((kind, Some(offset)), _) => (kind, offset, None),
     };
     let mut saved = [0u32; SAVED.len()];
@@ -212,12 +226,19 @@ pub fn reset_behind<B: ConfigSpace>(
         wait_microseconds(ANSWER_POLL_MICROSECONDS);
         polls += 1;
     }
+    let mut changed_registers = 0;
     for (&value, &register) in saved.iter().zip(SAVED.iter()) {
+        if space.read(register) != value {
+            changed_registers += 1;
+        }
         space.write(register, value);
     }
     let command = space.read(header::COMMAND) & 0xffff;
     space.write(header::COMMAND, (command & !0b111) | (1 << 10));
-    Ok(kind)
+    Ok(Outcome {
+        kind,
+        changed_registers,
+    })
 }
 
 #[cfg(test)]
@@ -436,6 +457,11 @@ mod tests {
     }
 
     fn behind_bridge(model: Model) -> (Result<ResetKind, ResetError>, Model, Vec<u64>, u64) {
+        let (outcome, model, held, waited) = behind_bridge_outcome(model);
+        (outcome.map(|outcome| outcome.kind), model, held, waited)
+    }
+
+    fn behind_bridge_outcome(model: Model) -> (Result<Outcome, ResetError>, Model, Vec<u64>, u64) {
         let cell = std::cell::RefCell::new(model);
         let clock = std::cell::Cell::new(0u64);
         let mut bridge = Bridge {
@@ -468,6 +494,10 @@ mod tests {
         assert_eq!(model.registers[4], 0xfeb8_0000, "BAR restored");
         assert_eq!(model.registers[15], 0x0000_010b, "interrupt line restored");
         assert_eq!(model.registers[1] & 0x407, 0x400);
+        // The model clears the cache line/latency dword, BAR0 and the interrupt line (the
+        // other saved dwords were 0 already).
+        let (outcome, _, _, _) = behind_bridge_outcome(Model::new(false, false, false));
+        assert_eq!(outcome.map(|outcome| outcome.changed_registers), Ok(3));
     }
 
     #[test]
