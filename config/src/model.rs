@@ -248,7 +248,10 @@ pub struct PciBridge {
 impl PciBridge {
     /// The buses below the bridge, secondary to subordinate.
     pub fn buses(&self) -> std::ops::RangeInclusive<u32> {
-        let subordinate = self.subordinate.as_ref().map_or(*self.secondary, |bus| **bus);
+        let subordinate = self
+            .subordinate
+            .as_ref()
+            .map_or(*self.secondary, |bus| **bus);
         *self.secondary..=subordinate
     }
 }

@@ -77,11 +77,23 @@ fn check_bridges(table: &Table, findings: &mut Vec<Finding>) {
     let mut well_formed: Vec<&Located<PciBridge>> = Vec::new();
     for bridge in bridges {
         let address = *bridge.pci;
-        let subordinate = bridge.subordinate.as_ref().map_or(*bridge.secondary, |bus| **bus);
+        let subordinate = bridge
+            .subordinate
+            .as_ref()
+            .map_or(*bridge.secondary, |bus| **bus);
         let problem = if address.bus != 0 {
-            Some((bridge.pci.span, format!("bridge {address} is on bus {:02x}; only bridges on bus 0 are checked at boot", address.bus)))
+            Some((
+                bridge.pci.span,
+                format!(
+                    "bridge {address} is on bus {:02x}; only bridges on bus 0 are checked at boot",
+                    address.bus
+                ),
+            ))
         } else if *bridge.secondary == 0 {
-            Some((bridge.secondary.span, format!("bridge {address} has secondary bus 0, which is the bus it is on")))
+            Some((
+                bridge.secondary.span,
+                format!("bridge {address} has secondary bus 0, which is the bus it is on"),
+            ))
         } else if subordinate < *bridge.secondary {
             Some((
                 bridge.subordinate.as_ref().map_or(bridge.span, |bus| bus.span),
@@ -100,7 +112,10 @@ fn check_bridges(table: &Table, findings: &mut Vec<Finding>) {
         }
         for other in &well_formed {
             let same_address = *other.pci == address;
-            if same_address || (other.buses().contains(&*bridge.secondary) || bridge.buses().contains(&*other.secondary)) {
+            if same_address
+                || (other.buses().contains(&*bridge.secondary)
+                    || bridge.buses().contains(&*other.secondary))
+            {
                 let what = if same_address { "address" } else { "buses" };
                 findings.push(
                     Finding::new(
@@ -108,7 +123,9 @@ fn check_bridges(table: &Table, findings: &mut Vec<Finding>) {
                         bridge.span,
                         format!(
                             "bridges {address} ({}) and {} ({}) share their {what}",
-                            show_buses(bridge), *other.pci, show_buses(other)
+                            show_buses(bridge),
+                            *other.pci,
+                            show_buses(other)
                         ),
                     )
                     .label(format!("bridge {address}"))
@@ -150,7 +167,9 @@ fn check_bridges(table: &Table, findings: &mut Vec<Finding>) {
             continue;
         }
         let Some(bridge) = bridge_above(table, address.bus) else {
-            let below = bridges.iter().find(|bridge| bridge.buses().contains(&u32::from(address.bus)));
+            let below = bridges
+                .iter()
+                .find(|bridge| bridge.buses().contains(&u32::from(address.bus)));
             let mut finding = Finding::new(
                 Rule::PciBehindBridge,
                 address.span,
@@ -610,10 +629,16 @@ on-fault = "halt"
         let conventional = r#"pci-bridges = [ { pci = "00:05.0", secondary = 1, subordinate = 2, kind = "pci" } ]"#;
         let unconfined = r#"{ pci = "01:00.0", dma = "unconfined" }"#;
         let confined = r#"{ pci = "01:00.0" }"#;
-        assert_eq!(findings(&with_function("", unconfined)), [Rule::PciBehindBridge]);
+        assert_eq!(
+            findings(&with_function("", unconfined)),
+            [Rule::PciBehindBridge]
+        );
         assert!(findings(&with_function(port, unconfined)).is_empty());
         // Behind a root port the function keeps its requester ID: confinable.
-        assert_eq!(findings(&with_function(port, confined)), [Rule::PciDmaUncovered]);
+        assert_eq!(
+            findings(&with_function(port, confined)),
+            [Rule::PciDmaUncovered]
+        );
         // Behind a conventional bridge it has the bridge's.
         assert!(findings(&with_function(conventional, unconfined)).is_empty());
         assert_eq!(
@@ -622,7 +647,10 @@ on-fault = "halt"
         );
         // Bus 2 is below the bridge but behind a second, undeclared one.
         assert_eq!(
-            findings(&with_function(conventional, r#"{ pci = "02:00.0", dma = "unconfined" }"#)),
+            findings(&with_function(
+                conventional,
+                r#"{ pci = "02:00.0", dma = "unconfined" }"#
+            )),
             [Rule::PciBehindBridge]
         );
     }
@@ -637,7 +665,11 @@ on-fault = "halt"
             r#"pci-bridges = [ { pci = "00:05.0", secondary = 1, subordinate = 3, kind = "pci" }, { pci = "00:06.0", secondary = 3, kind = "pcie-port" } ]"#,
             r#"pci-bridges = [ { pci = "00:04.0", secondary = 1, kind = "pcie-port" } ]"#,
         ] {
-            assert_eq!(findings(&with_function(bad, unconfined)), [Rule::PciBridge], "{bad}");
+            assert_eq!(
+                findings(&with_function(bad, unconfined)),
+                [Rule::PciBridge],
+                "{bad}"
+            );
         }
     }
 

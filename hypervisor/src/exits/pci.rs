@@ -353,12 +353,10 @@ pub fn discover() -> Result<(), Refusal> {
             {
                 ResetKind::None
             } else {
-                reset_function(&bridges, partition, function).map_err(|error| {
-                    Refusal {
-                        partition: partition.name,
-                        function,
-                        error: DiscoveryError::Reset(error),
-                    }
+                reset_function(&bridges, partition, function).map_err(|error| Refusal {
+                    partition: partition.name,
+                    function,
+                    error: DiscoveryError::Reset(error),
                 })?
             };
             log::info!(

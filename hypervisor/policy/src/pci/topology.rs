@@ -131,7 +131,9 @@ impl Bus0Bridges {
                 let list = CapabilityList::walk(status_has_list, |offset| read(address, offset));
                 let port_type = list
                     .find(u16::from(capability::PCI_EXPRESS))
-                    .map(|express| ((read(address, express.offset) >> PORT_TYPE_SHIFT) & 0xf) as u8);
+                    .map(|express| {
+                        ((read(address, express.offset) >> PORT_TYPE_SHIFT) & 0xf) as u8
+                    });
                 let kind = match port_type {
                     None => Some(PciBridgeKind::Pci),
                     Some(ROOT_PORT | DOWNSTREAM_SWITCH_PORT) => Some(PciBridgeKind::PciePort),
@@ -185,7 +187,10 @@ impl Bus0Bridges {
                 TopologyError::NoBridge { bus }
             });
         };
-        let declared = declared.iter().copied().find(|bridge| bridge.secondary == bus);
+        let declared = declared
+            .iter()
+            .copied()
+            .find(|bridge| bridge.secondary == bus);
         let Some(declared) = declared.filter(|bridge| bridge.physical == found.address) else {
             return Err(TopologyError::UndeclaredBridge { found, declared });
         };
@@ -214,7 +219,8 @@ impl Bus0Bridges {
             };
             for (other, other_owner) in functions.clone().take(index) {
                 if other_owner != owner
-                    && aliasing(other).map(|other_bridge| other_bridge.address) == Some(bridge.address)
+                    && aliasing(other).map(|other_bridge| other_bridge.address)
+                        == Some(bridge.address)
                 {
                     return Some((function, other, bridge));
                 }
@@ -331,7 +337,10 @@ mod tests {
         assert_eq!(found[1].kind, Some(PciBridgeKind::PciePort));
         assert_eq!(found[2].kind, None);
         assert_eq!(found[2].kind_name(), "PCIe upstream switch port");
-        assert_eq!(bridges.above(4).map(|bridge| bridge.address), Some(Bdf::new(0, 7, 0)));
+        assert_eq!(
+            bridges.above(4).map(|bridge| bridge.address),
+            Some(Bdf::new(0, 7, 0))
+        );
         assert_eq!(bridges.above(9), None);
     }
 
@@ -359,7 +368,10 @@ mod tests {
         let elsewhere = [declared(Bdf::new(0, 8, 0), 1, PciBridgeKind::Pci)];
         assert!(matches!(
             bridges.check_function(&elsewhere, Bdf::new(1, 1, 0)),
-            Err(TopologyError::UndeclaredBridge { declared: Some(_), .. })
+            Err(TopologyError::UndeclaredBridge {
+                declared: Some(_),
+                ..
+            })
         ));
         assert!(matches!(
             bridges.check_function(&[], Bdf::new(1, 1, 0)),
@@ -384,12 +396,20 @@ mod tests {
         let behind_conventional = [(Bdf::new(1, 1, 0), 0), (Bdf::new(1, 2, 0), 1)];
         assert_eq!(
             bridges.first_split(behind_conventional.iter().copied()),
-            Some((Bdf::new(1, 2, 0), Bdf::new(1, 1, 0), bridges.above(1).unwrap()))
+            Some((
+                Bdf::new(1, 2, 0),
+                Bdf::new(1, 1, 0),
+                bridges.above(1).unwrap()
+            ))
         );
         let same_owner = [(Bdf::new(1, 1, 0), 1), (Bdf::new(1, 2, 0), 1)];
         assert_eq!(bridges.first_split(same_owner.iter().copied()), None);
         // Behind a root port each function has its own requester ID.
-        let split_port = [(Bdf::new(2, 0, 0), 0), (Bdf::new(2, 0, 1), 1), (Bdf::new(0, 4, 0), 2)];
+        let split_port = [
+            (Bdf::new(2, 0, 0), 0),
+            (Bdf::new(2, 0, 1), 1),
+            (Bdf::new(0, 4, 0), 2),
+        ];
         assert_eq!(bridges.first_split(split_port.iter().copied()), None);
     }
 
@@ -410,7 +430,8 @@ mod tests {
             endpoints: &[Bdf::new(2, 0, 0), Bdf::new(2, 0, 3)],
         };
         let two = TWO;
-        assert!(!alone_below(&port, Bdf::new(2, 0, 0), |address, offset| two
-            .read(address, offset)));
+        assert!(!alone_below(&port, Bdf::new(2, 0, 0), |address, offset| {
+            two.read(address, offset)
+        }));
     }
 }
