@@ -778,6 +778,66 @@ mod tests {
         crate::transcript::test_lines::transcript("QEMU", lines, EmulatorExit::Exited(0))
     }
 
+    /// The lines of a passing pci-bridge-qemu run (abridged to what the checks read).
+    fn bridge_lines() -> Vec<(&'static str, &'static str)> {
+        let mut lines = Vec::new();
+        for (partition, virtual_address) in [("alpha", "00:03.0"), ("beta", "00:06.0")] {
+            for scan in ["conf1", "ecam"] {
+                lines.push((partition, format!("pci: {scan} {HOST_BRIDGE}")));
+                lines.push((
+                    partition,
+                    format!("pci: {scan} {virtual_address} id=1234:11e8 class=00ff00 header=00"),
+                ));
+                lines.push((partition, format!("pci: {scan} scan found 2")));
+            }
+        }
+        let mut lines: Vec<(&'static str, &'static str)> = lines
+            .into_iter()
+            .map(|(partition, line)| (partition, &*Box::leak(line.into_boxed_str())))
+            .collect();
+        lines.extend([
+            ("alpha", "pci: edu 00:03.0 bar0=0xfe600000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("beta", "pci: edu 00:06.0 bar0=0xfe800000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("beta", "pci: command 00:06.0 restarts=1 at-start=0x0400"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 bridge=00:06.0 kind=pcie-port buses=02-02"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 bridge=00:05.0 kind=pci buses=01-01"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 secondary-bus reset through bridge 00:06.0: 2 of 8 saved header registers changed, restored"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 reset=secondary-bus"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 secondary-bus reset through bridge 00:05.0: 2 of 8 saved header registers changed, restored"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 reset=secondary-bus"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 secondary-bus reset through bridge 00:05.0: 1 of 8 saved header registers changed, restored"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 reset at restart: Ok(\"secondary-bus\")"),
+            (HYPERVISOR, "restarted: partition=beta restarts=1 core=1"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 dropped-config-writes=0 refused-msi=0"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 dropped-config-writes=0 refused-msi=0"),
+        ]);
+        lines
+    }
+
+    #[test]
+    fn bridge_checks() {
+        assert_eq!(check_bridge(&transcript(&bridge_lines())), Ok(()));
+        for (old, new) in [
+            // A bus reset that changed nothing did not reach the function.
+            (
+                "through bridge 00:06.0: 2 of 8",
+                "pci: partition=alpha device=edu-port function=02:00.0 secondary-bus reset through bridge 00:06.0: 0 of 8 saved header registers changed, restored",
+            ),
+            (
+                "edu-port function=02:00.0 reset=secondary-bus",
+                "pci: partition=alpha device=edu-port function=02:00.0 reset=none",
+            ),
+            (
+                "kind=pci buses",
+                "pci: partition=beta device=edu-bridge function=01:01.0 bridge=00:05.0 kind=pcie-port buses=01-01",
+            ),
+            ("factorial", "pci: edu 00:03.0 bar0=0xfe600000 id=0xffffffff"),
+        ] {
+            let lines = replaced(bridge_lines(), old, new);
+            assert!(check_bridge(&transcript(&lines)).is_err(), "{new}");
+        }
+    }
+
     /// The lines of a passing QEMU run (abridged to what the checks read).
     fn passing() -> Vec<(&'static str, &'static str)> {
         vec![
