@@ -92,6 +92,7 @@ pub fn generate_rust(lowered: &Lowered) -> String {
     let _ = writeln!(out, "    ioapic: {},", lowered.ioapic.literal());
     let _ = writeln!(out, "    ecam: {},", lowered.ecam.literal());
     let _ = writeln!(out, "    iommu: &[{}],", list(&lowered.iommu));
+    let _ = writeln!(out, "    pci_bridges: &[{}],", list(&lowered.pci_bridges));
     let _ = writeln!(out, "    partitions: &[");
     for partition in &lowered.partitions {
         write_partition(&mut out, partition, &blobs);
@@ -484,6 +485,15 @@ impl Literal for PciFunction {
             list(&self.bar_windows),
             self.interrupt,
             self.dma_confined
+        )
+    }
+}
+
+impl Literal for tessera_abi::table::PciBridge {
+    fn literal(&self) -> String {
+        format!(
+            "{TABLE}::PciBridge {{ physical: {TABLE}::Bdf({:#06x}), secondary: {:#04x}, subordinate: {:#04x}, kind: {TABLE}::PciBridgeKind::{:?} }}",
+            self.physical.0, self.secondary, self.subordinate, self.kind
         )
     }
 }

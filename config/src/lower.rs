@@ -37,6 +37,7 @@ pub struct Lowered {
     pub ioapic: Option<Ioapic>,
     pub ecam: Option<Range>,
     pub iommu: Vec<Range>,
+    pub pci_bridges: Vec<tessera_abi::table::PciBridge>,
     pub partitions: Vec<LoweredPartition>,
     pub channels: Vec<LoweredChannel>,
     /// Every file the result depends on (the table and the boot files).
@@ -425,6 +426,28 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
             .iommu
             .iter()
             .map(|unit| unit.to_abi())
+            .collect(),
+        pci_bridges: table
+            .platform
+            .pci_bridges
+            .iter()
+            .map(|bridge| {
+                let buses = bridge.buses();
+                tessera_abi::table::PciBridge {
+                    physical: Bdf::new(bridge.pci.bus, bridge.pci.device, bridge.pci.function),
+                    secondary: u8::try_from(*buses.start()).unwrap_or(u8::MAX),
+                    subordinate: u8::try_from(*buses.end()).unwrap_or(u8::MAX),
+                    kind: match *bridge.kind {
+                        crate::model::PciBridgeKind::Pci => tessera_abi::table::PciBridgeKind::Pci,
+                        crate::model::PciBridgeKind::PcieToPci => {
+                            tessera_abi::table::PciBridgeKind::PcieToPci
+                        }
+                        crate::model::PciBridgeKind::PciePort => {
+                            tessera_abi::table::PciBridgeKind::PciePort
+                        }
+                    },
+                }
+            })
             .collect(),
         partitions,
         channels: table

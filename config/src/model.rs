@@ -185,6 +185,11 @@ pub struct Platform {
     /// one translates.
     #[serde(default)]
     pub iommu: Vec<Located<IommuUnit>>,
+    /// The PCI bridges on bus 0 that lead to the table's functions on other buses
+    /// (docs/pci-iommu.md, "The table"): the hypervisor checks them against the hardware
+    /// at boot, the validator checks who owns the functions behind each.
+    #[serde(default)]
+    pub pci_bridges: Vec<Located<PciBridge>>,
     /// `[platform.devices]`, in table order.
     #[serde(default)]
     pub devices: Devices,
@@ -222,6 +227,65 @@ impl IommuUnit {
         self.covers
             .as_ref()
             .is_none_or(|covered| covered.iter().any(|function| **function == address))
+    }
+}
+
+/// One bridge of `platform.pci-bridges`: `{ pci = "00:05.0", secondary = 1,
+/// subordinate = 1, kind = "pcie-port" }`, the numbers as the bridge's Bus Number
+/// registers hold them (PCI-to-PCI Bridge 1.2 §3.2.5.3–5; `lspci -v`: "Bus: primary=00,
+/// secondary=01, subordinate=01").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PciBridge {
+    pub pci: Located<PciAddress>,
+    pub secondary: Located<u32>,
+    /// The highest bus below the bridge; the secondary bus when absent.
+    #[serde(default)]
+    pub subordinate: Option<Located<u32>>,
+    pub kind: Located<PciBridgeKind>,
+}
+
+impl PciBridge {
+    /// The buses below the bridge, secondary to subordinate.
+    pub fn buses(&self) -> std::ops::RangeInclusive<u32> {
+        let subordinate = self
+            .subordinate
+            .as_ref()
+            .map_or(*self.secondary, |bus| **bus);
+        *self.secondary..=subordinate
+    }
+}
+
+/// What kind of bridge, which decides whether the functions below it have requester IDs of
+/// their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PciBridgeKind {
+    /// A conventional PCI-to-PCI bridge (no PCI Express capability): the functions below
+    /// it share its requester ID.
+    Pci,
+    /// A PCI Express to PCI/PCI-X bridge (PCIe device/port type 0111b): the functions
+    /// below it share the alias requester ID (secondary bus, 00.0).
+    PcieToPci,
+    /// A PCI Express root port or switch downstream port (type 0100b, 0110b): each function
+    /// below it keeps its own requester ID.
+    PciePort,
+}
+
+impl PciBridgeKind {
+    /// The word the table uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            PciBridgeKind::Pci => "pci",
+            PciBridgeKind::PcieToPci => "pcie-to-pci",
+            PciBridgeKind::PciePort => "pcie-port",
+        }
+    }
+
+    /// Whether the functions below share one requester ID, so no IOMMU can tell their DMA
+    /// apart.
+    pub fn aliases_requesters(self) -> bool {
+        self != PciBridgeKind::PciePort
     }
 }
 

@@ -99,6 +99,12 @@ const IOMMU: Shape = Shape::Table(&[
     required("size", Shape::Size),
     optional("covers", Shape::Array(&Shape::Pci)),
 ]);
+const PCI_BRIDGE: Shape = Shape::Table(&[
+    required("pci", Shape::Pci),
+    required("secondary", Shape::Integer { max: 255 }),
+    optional("subordinate", Shape::Integer { max: 255 }),
+    required("kind", Shape::Choice(&["pci", "pcie-to-pci", "pcie-port"])),
+]);
 const PLATFORM: Shape = Shape::Table(&[
     required("name", Shape::String),
     required("cpus", U32_LIST),
@@ -106,6 +112,7 @@ const PLATFORM: Shape = Shape::Table(&[
     optional("ioapic", IOAPIC),
     optional("ecam", RANGE),
     optional("iommu", Shape::Array(&IOMMU)),
+    optional("pci-bridges", Shape::Array(&PCI_BRIDGE)),
     optional("devices", Shape::Map(&DEVICE)),
 ]);
 const HYPERVISOR: Shape = Shape::Table(&[

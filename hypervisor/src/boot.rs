@@ -538,7 +538,7 @@ fn discover_pci_functions() {
 
 fn describe_discovery_error(
     error: tessera_policy::pci::function::DiscoveryError,
-) -> heapless::String<160> {
+) -> heapless::String<256> {
     use tessera_policy::pci::function::DiscoveryError;
     let mut text = heapless::String::new();
     let _ = match error {
@@ -575,8 +575,100 @@ fn describe_discovery_error(
             &mut text,
             format_args!("its MSI-X table cannot be trapped: {error:?}"),
         ),
+        DiscoveryError::Topology(error) => describe_topology_error(&mut text, error),
     };
     text
+}
+
+/// The bridge the table declares for a bus instead of the hardware's, for a refusal.
+struct DeclaredInstead(Option<tessera_abi::table::PciBridge>);
+
+impl core::fmt::Display for DeclaredInstead {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self.0 {
+            Some(bridge) => write!(
+                formatter,
+                " (it puts bus {:02x} behind {})",
+                bridge.secondary,
+                exits::pci::ShowBdf(bridge.physical)
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A bridge disagreement (docs/pci-iommu.md, "Discovery at boot", step 2), in words.
+fn describe_topology_error(
+    text: &mut heapless::String<256>,
+    error: tessera_policy::pci::topology::TopologyError,
+) -> core::fmt::Result {
+    use exits::pci::ShowBdf;
+    use tessera_policy::pci::topology::TopologyError;
+    match error {
+        TopologyError::NoBridge { bus } => core::fmt::write(
+            text,
+            format_args!("no bridge on bus 0 leads to its bus {bus:02x}"),
+        ),
+        TopologyError::UndeclaredBridge { found, declared } => core::fmt::write(
+            text,
+            format_args!(
+                "it is behind bridge {} ({}, buses {:02x}-{:02x}), which `platform.pci-bridges` does not declare{}",
+                ShowBdf(found.address),
+                found.kind_name(),
+                found.secondary,
+                found.subordinate,
+                DeclaredInstead(declared)
+            ),
+        ),
+        TopologyError::KindMismatch { found, declared } => core::fmt::write(
+            text,
+            format_args!(
+                "its bridge {} is `{}`, but `platform.pci-bridges` declares `{}`",
+                ShowBdf(found.address),
+                found.kind_name(),
+                declared.kind.name()
+            ),
+        ),
+        TopologyError::BusesMismatch { found, declared } => core::fmt::write(
+            text,
+            format_args!(
+                "its bridge {} has buses {:02x}-{:02x}, but `platform.pci-bridges` declares {:02x}-{:02x}",
+                ShowBdf(found.address),
+                found.secondary,
+                found.subordinate,
+                declared.secondary,
+                declared.subordinate
+            ),
+        ),
+        TopologyError::TooManyBridges => core::fmt::write(
+            text,
+            format_args!(
+                "bus 0 has more than {} bridges, more than the boot check records",
+                tessera_policy::pci::topology::MAX_BRIDGES
+            ),
+        ),
+        TopologyError::SharedRequester { other, bridge } => {
+            let owner = MACHINE.partitions.iter().find_map(|partition| {
+                partition
+                    .pci_functions
+                    .iter()
+                    .find(|function| function.physical == other)
+                    .map(|function| (partition.name, function.name))
+            });
+            let (partition, device) = owner.unwrap_or(("?", "?"));
+            core::fmt::write(
+                text,
+                format_args!(
+                    "it shares the requester ID of `{}` bridge {} with function {} (device `{}` of partition `{}`), so no IOMMU can tell their DMA apart",
+                    bridge.kind_name(),
+                    ShowBdf(bridge.address),
+                    ShowBdf(other),
+                    device,
+                    partition
+                ),
+            )
+        }
+    }
 }
 
 /// The bootstrap core's work: check the machine against the table, build every partition's

@@ -12,8 +12,10 @@ use tessera_abi::table::MappingKind;
 
 use crate::diagnostics::Finding;
 use crate::layout::plan_partition;
-use crate::model::{Dma, NamedDevice, PciAddress, PciConfig, PciInterruptKind, Table};
-use crate::source::Span;
+use crate::model::{
+    Dma, NamedDevice, PciAddress, PciBridge, PciBridgeKind, PciConfig, PciInterruptKind, Table,
+};
+use crate::source::{Located, Span};
 
 /// ECAM gives each bus 1 MiB of configuration space (PCIe Base 4.0 §7.2.2); a partition's
 /// virtual ECAM window covers its one virtual bus.
@@ -51,6 +53,201 @@ pub fn virtual_ecam_window(table: &Table) -> Option<(u64, u64)> {
 pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
     check_device_keys(table, findings);
     check_partitions(table, findings);
+    check_bridges(table, findings);
+}
+
+/// The bridge of `platform.pci-bridges` whose secondary bus `bus` is, if any.
+pub fn bridge_above(table: &Table, bus: u8) -> Option<&Located<PciBridge>> {
+    table
+        .platform
+        .pci_bridges
+        .iter()
+        .find(|bridge| *bridge.secondary == u32::from(bus))
+}
+
+/// `platform.pci-bridges` and the functions behind them (docs/pci-iommu.md, "The table"):
+/// each bridge on bus 0 with its own buses; every function off bus 0 on the secondary bus
+/// of a declared bridge; behind a bridge whose functions share a requester ID (a
+/// conventional or PCIe-to-PCI bridge: PCI Express to PCI/PCI-X Bridge 1.0 §2.3, the
+/// requester ID of transactions forwarded from the secondary side), one owner and no
+/// confined DMA.
+fn check_bridges(table: &Table, findings: &mut Vec<Finding>) {
+    let bridges = &table.platform.pci_bridges;
+    // Bridges already found well-formed, which later ones are compared with.
+    let mut well_formed: Vec<&Located<PciBridge>> = Vec::new();
+    for bridge in bridges {
+        let address = *bridge.pci;
+        let subordinate = bridge
+            .subordinate
+            .as_ref()
+            .map_or(*bridge.secondary, |bus| **bus);
+        let problem = if address.bus != 0 {
+            Some((
+                bridge.pci.span,
+                format!(
+                    "bridge {address} is on bus {:02x}; only bridges on bus 0 are checked at boot",
+                    address.bus
+                ),
+            ))
+        } else if *bridge.secondary == 0 {
+            Some((
+                bridge.secondary.span,
+                format!("bridge {address} has secondary bus 0, which is the bus it is on"),
+            ))
+        } else if subordinate < *bridge.secondary {
+            Some((
+                bridge.subordinate.as_ref().map_or(bridge.span, |bus| bus.span),
+                format!("bridge {address} has subordinate bus {subordinate:02x} below its secondary bus {:02x}", *bridge.secondary),
+            ))
+        } else {
+            None
+        };
+        if let Some((span, message)) = problem {
+            findings.push(
+                Finding::new(Rule::PciBridge, span, message)
+                    .label("not a bridge the boot check can match")
+                    .hint("copy the bridge's address and `Bus: secondary=…, subordinate=…` from the hardware (e.g. `lspci -v`)"),
+            );
+            continue;
+        }
+        for other in &well_formed {
+            let same_address = *other.pci == address;
+            if same_address
+                || (other.buses().contains(&*bridge.secondary)
+                    || bridge.buses().contains(&*other.secondary))
+            {
+                let what = if same_address { "address" } else { "buses" };
+                findings.push(
+                    Finding::new(
+                        Rule::PciBridge,
+                        bridge.span,
+                        format!(
+                            "bridges {address} ({}) and {} ({}) share their {what}",
+                            show_buses(bridge),
+                            *other.pci,
+                            show_buses(other)
+                        ),
+                    )
+                    .label(format!("bridge {address}"))
+                    .related(other.span, format!("bridge {}", *other.pci))
+                    .hint("one bridge per address, each bus below one bridge"),
+                );
+            }
+        }
+        well_formed.push(bridge);
+        if let Some(device) = table
+            .platform
+            .devices
+            .iter()
+            .find(|device| device.device.pci.as_deref() == Some(&address))
+        {
+            findings.push(
+                Finding::new(
+                    Rule::PciBridge,
+                    bridge.pci.span,
+                    format!("{address} is declared a bridge and is device `{}`'s function; a bridge is not passed through", *device.name),
+                )
+                .label("bridge")
+                .related(device.device.pci.as_ref().map_or(device.name.span, |pci| pci.span), format!("device `{}`", *device.name)),
+            );
+        }
+    }
+    let owners = super::device_owners(table);
+    // Per aliasing bridge: the first owned function behind it and its owner.
+    let mut first_owner: HashMap<PciAddress, (&NamedDevice, usize)> = HashMap::new();
+    for device in table.platform.devices.iter() {
+        let Some(address) = &device.device.pci else {
+            continue;
+        };
+        // Only functions a partition owns are read at boot; an unowned name is inert.
+        let Some(&super::Owner::Partition(owner)) = owners.get(device.name.as_str()) else {
+            continue;
+        };
+        if address.bus == 0 {
+            continue;
+        }
+        let Some(bridge) = bridge_above(table, address.bus) else {
+            let below = bridges
+                .iter()
+                .find(|bridge| bridge.buses().contains(&u32::from(address.bus)));
+            let mut finding = Finding::new(
+                Rule::PciBehindBridge,
+                address.span,
+                match below {
+                    Some(bridge) => format!(
+                        "PCI function {} (device `{}`) is on bus {:02x}, below bridge {} but not on its secondary bus {:02x}: the bridges between are not declared",
+                        **address, *device.name, address.bus, *bridge.pci, *bridge.secondary
+                    ),
+                    None => format!(
+                        "PCI function {} (device `{}`) is on bus {:02x}, but no bridge of `platform.pci-bridges` has it as its secondary bus",
+                        **address, *device.name, address.bus
+                    ),
+                },
+            )
+            .label("behind an undeclared bridge")
+            .hint("declare the bridge on bus 0 above it in `platform.pci-bridges` (`{ pci, secondary, kind }`)");
+            if let Some(bridge) = below {
+                finding = finding.related(bridge.span, "this bridge's buses include it");
+            }
+            findings.push(finding);
+            continue;
+        };
+        if !bridge.kind.aliases_requesters() {
+            continue;
+        }
+        if device.device.dma_policy() == Dma::Confined {
+            findings.push(
+                Finding::new(
+                    Rule::PciDmaAlias,
+                    address.span,
+                    format!(
+                        "PCI function {} (device `{}` of partition `{}`) is behind {} bridge {}, so its DMA reaches the IOMMU under the bridge's alias requester ID; confined DMA through an alias is not built",
+                        **address, *device.name, *table.partitions[owner].name,
+                        if *bridge.kind == PciBridgeKind::Pci { "conventional PCI" } else { "PCIe-to-PCI" },
+                        *bridge.pci
+                    ),
+                )
+                .label("DMA not confinable")
+                .related(bridge.kind.span, format!("bridge {} is `{}`", *bridge.pci, bridge.kind.name()))
+                .hint("accept DMA to all memory with `dma = \"unconfined\"`, or move the card behind a PCIe port"),
+            );
+        }
+        match first_owner.get(&*bridge.pci) {
+            Some(&(other, other_owner)) if other_owner != owner => findings.push(
+                Finding::new(
+                    Rule::PciBridgeSplit,
+                    address.span,
+                    format!(
+                        "PCI functions {} (device `{}` of partition `{}`) and {} (device `{}` of partition `{}`) are behind one `{}` bridge {}: they share its requester ID, so no IOMMU can tell their DMA apart",
+                        **address, *device.name, *table.partitions[owner].name,
+                        other.device.pci.as_deref().map_or(String::new(), ToString::to_string),
+                        *other.name, *table.partitions[other_owner].name,
+                        bridge.kind.name(), *bridge.pci
+                    ),
+                )
+                .label(format!("`{}`'s", *table.partitions[owner].name))
+                .related(
+                    other.device.pci.as_ref().map_or(other.name.span, |pci| pci.span),
+                    format!("`{}`'s", *table.partitions[other_owner].name),
+                )
+                .hint("give every function behind the bridge to one partition"),
+            ),
+            Some(_) => {}
+            None => {
+                first_owner.insert(*bridge.pci, (device, owner));
+            }
+        }
+    }
+}
+
+/// `buses 01–03`, or `bus 01`.
+fn show_buses(bridge: &PciBridge) -> String {
+    let buses = bridge.buses();
+    if buses.start() == buses.end() {
+        format!("bus {:02x}", buses.start())
+    } else {
+        format!("buses {:02x}–{:02x}", buses.start(), buses.end())
+    }
 }
 
 /// Keys each device has on its own: PCI-only keys on a device with `pci`, the interrupt
@@ -427,11 +624,61 @@ on-fault = "halt"
     }
 
     #[test]
+    fn functions_off_bus_0_need_their_bridge() {
+        let port = r#"pci-bridges = [ { pci = "00:06.0", secondary = 1, kind = "pcie-port" } ]"#;
+        let conventional = r#"pci-bridges = [ { pci = "00:05.0", secondary = 1, subordinate = 2, kind = "pci" } ]"#;
+        let unconfined = r#"{ pci = "01:00.0", dma = "unconfined" }"#;
+        let confined = r#"{ pci = "01:00.0" }"#;
+        assert_eq!(
+            findings(&with_function("", unconfined)),
+            [Rule::PciBehindBridge]
+        );
+        assert!(findings(&with_function(port, unconfined)).is_empty());
+        // Behind a root port the function keeps its requester ID: confinable.
+        assert_eq!(
+            findings(&with_function(port, confined)),
+            [Rule::PciDmaUncovered]
+        );
+        // Behind a conventional bridge it has the bridge's.
+        assert!(findings(&with_function(conventional, unconfined)).is_empty());
+        assert_eq!(
+            findings(&with_function(conventional, confined)),
+            [Rule::PciDmaUncovered, Rule::PciDmaAlias]
+        );
+        // Bus 2 is below the bridge but behind a second, undeclared one.
+        assert_eq!(
+            findings(&with_function(
+                conventional,
+                r#"{ pci = "02:00.0", dma = "unconfined" }"#
+            )),
+            [Rule::PciBehindBridge]
+        );
+    }
+
+    #[test]
+    fn bridges_are_on_bus_0_with_buses_of_their_own() {
+        let unconfined = r#"{ pci = "00:04.0", dma = "unconfined" }"#;
+        for bad in [
+            r#"pci-bridges = [ { pci = "01:05.0", secondary = 2, kind = "pci" } ]"#,
+            r#"pci-bridges = [ { pci = "00:05.0", secondary = 0, kind = "pci" } ]"#,
+            r#"pci-bridges = [ { pci = "00:05.0", secondary = 3, subordinate = 2, kind = "pci" } ]"#,
+            r#"pci-bridges = [ { pci = "00:05.0", secondary = 1, subordinate = 3, kind = "pci" }, { pci = "00:06.0", secondary = 3, kind = "pcie-port" } ]"#,
+            r#"pci-bridges = [ { pci = "00:04.0", secondary = 1, kind = "pcie-port" } ]"#,
+        ] {
+            assert_eq!(
+                findings(&with_function(bad, unconfined)),
+                [Rule::PciBridge],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn iommu_coverage_follows_covers() {
         let every = r#"iommu = [ { base = 0xfed90000, size = "4 KiB" } ]"#;
-        let listed = r#"iommu = [ { base = 0xfed90000, size = "4 KiB", covers = ["07:00.0"] } ]"#;
-        let other = r#"iommu = [ { base = 0xfed90000, size = "4 KiB", covers = ["07:00.1"] } ]"#;
-        let function = r#"{ pci = "07:00.0" }"#;
+        let listed = r#"iommu = [ { base = 0xfed90000, size = "4 KiB", covers = ["00:07.0"] } ]"#;
+        let other = r#"iommu = [ { base = 0xfed90000, size = "4 KiB", covers = ["00:07.1"] } ]"#;
+        let function = r#"{ pci = "00:07.0" }"#;
         assert!(findings(&with_function(every, function)).is_empty());
         assert!(findings(&with_function(listed, function)).is_empty());
         assert_eq!(

@@ -102,6 +102,14 @@ pub enum Rule {
     PciDmaUncovered,
     /// `pci-config = "ecam-only"` on a partition that owns no PCI function, or on a platform without `ecam` (no window to reach the bus through).
     PciConfig,
+    /// A `platform.pci-bridges` entry is not on bus 0, has secondary bus 0 or a subordinate bus below its secondary, shares its address or buses with another bridge, or is also a device's `pci` function.
+    PciBridge,
+    /// A PCI function on a bus other than 0 is not on the secondary bus of a bridge of `platform.pci-bridges`.
+    PciBehindBridge,
+    /// Functions behind one conventional (`pci`) or PCIe-to-PCI (`pcie-to-pci`) bridge belong to different partitions: they share a requester ID, so no IOMMU tells their DMA apart.
+    PciBridgeSplit,
+    /// A partition's function behind a `pci` or `pcie-to-pci` bridge has confined DMA: the IOMMU sees the bridge's requester ID, and confinement by an alias is not built; `dma = \"unconfined\"` accepts it with a warning.
+    PciDmaAlias,
     /// A device's IRQ pin is not below the IOAPIC's pin count.
     IrqPin,
     /// One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.
@@ -262,6 +270,10 @@ impl Rule {
         Rule::PciKeyWithoutFunction,
         Rule::PciDmaUncovered,
         Rule::PciConfig,
+        Rule::PciBridge,
+        Rule::PciBehindBridge,
+        Rule::PciBridgeSplit,
+        Rule::PciDmaAlias,
         Rule::IrqPin,
         Rule::IrqShared,
         Rule::IrqNoIoapic,
@@ -370,6 +382,10 @@ impl Rule {
             Rule::PciKeyWithoutFunction => "pci-key-without-function",
             Rule::PciDmaUncovered => "pci-dma-uncovered",
             Rule::PciConfig => "pci-config",
+            Rule::PciBridge => "pci-bridge",
+            Rule::PciBehindBridge => "pci-behind-bridge",
+            Rule::PciBridgeSplit => "pci-bridge-split",
+            Rule::PciDmaAlias => "pci-dma-alias",
             Rule::IrqPin => "irq-pin",
             Rule::IrqShared => "irq-shared",
             Rule::IrqNoIoapic => "irq-no-ioapic",
@@ -472,6 +488,10 @@ impl Rule {
             Rule::PciKeyWithoutFunction => "devices",
             Rule::PciDmaUncovered => "devices",
             Rule::PciConfig => "devices",
+            Rule::PciBridge => "devices",
+            Rule::PciBehindBridge => "devices",
+            Rule::PciBridgeSplit => "devices",
+            Rule::PciDmaAlias => "devices",
             Rule::IrqPin => "devices",
             Rule::IrqShared => "devices",
             Rule::IrqNoIoapic => "devices",
@@ -573,6 +593,10 @@ impl Rule {
             Rule::PciInterrupt => "A PCI function's interrupt is inconsistent: `intx` without an `irq` pin or with `vectors`, MSI vectors not a power of two from 1 to 32, MSI-X vectors not from 1 to 2048.",
             Rule::PciKeyWithoutFunction => "`virtual-pci`, `interrupt` or `dma` is given to a device without `pci`.",
             Rule::PciDmaUncovered => "A partition's PCI function with confined DMA (the default) is covered by no IOMMU unit of `platform.iommu`; `dma = \"unconfined\"` accepts it with a warning.",
+            Rule::PciBridge => "A `platform.pci-bridges` entry is not on bus 0, has secondary bus 0 or a subordinate bus below its secondary, shares its address or buses with another bridge, or is also a device's `pci` function.",
+            Rule::PciBehindBridge => "A PCI function on a bus other than 0 is not on the secondary bus of a bridge of `platform.pci-bridges`.",
+            Rule::PciBridgeSplit => "Functions behind one conventional (`pci`) or PCIe-to-PCI (`pcie-to-pci`) bridge belong to different partitions: they share a requester ID, so no IOMMU tells their DMA apart.",
+            Rule::PciDmaAlias => "A partition's function behind a `pci` or `pcie-to-pci` bridge has confined DMA: the IOMMU sees the bridge's requester ID, and confinement through an alias is not built; `dma = \"unconfined\"` accepts it with a warning.",
             Rule::PciConfig => "`pci-config = \"ecam-only\"` on a partition that owns no PCI function, or on a platform without `ecam` (no window to reach the bus through).",
             Rule::IrqPin => "A device's IRQ pin is not below the IOAPIC's pin count.",
             Rule::IrqShared => "One IOAPIC pin is used by devices of different owners; a pin is routed only by its owner.",

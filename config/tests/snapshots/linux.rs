@@ -25,6 +25,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
     ioapic: Some(::tessera_abi::table::Ioapic { base: 0xfec00000, pins: 24 }),
     ecam: None,
     iommu: &[],
+    pci_bridges: &[],
     partitions: &[
         ::tessera_abi::table::Partition {
             name: "linux",

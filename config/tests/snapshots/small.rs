@@ -21,6 +21,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
     ioapic: Some(::tessera_abi::table::Ioapic { base: 0xfec00000, pins: 24 }),
     ecam: None,
     iommu: &[],
+    pci_bridges: &[],
     partitions: &[
         ::tessera_abi::table::Partition {
             name: "alpha",

@@ -445,6 +445,47 @@ impl Bdf {
     }
 }
 
+/// A PCI bridge on bus 0 of the table (`platform.pci-bridges`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciBridge {
+    pub physical: Bdf,
+    /// The Bus Number registers (PCI-to-PCI Bridge 1.2 §3.2.5.3–5): the bus right below
+    /// and the highest bus below.
+    pub secondary: u8,
+    pub subordinate: u8,
+    pub kind: PciBridgeKind,
+}
+
+/// What a bridge does to the requester IDs of the functions below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciBridgeKind {
+    /// A conventional PCI-to-PCI bridge (header type 1, no PCI Express capability): the
+    /// functions below share one requester ID.
+    Pci,
+    /// A PCI Express to PCI/PCI-X bridge (device/port type 0111b, PCIe Base 4.0
+    /// §7.5.3.2): the functions below share one requester ID.
+    PcieToPci,
+    /// A root port or switch downstream port (0100b, 0110b): each function below keeps its
+    /// own requester ID.
+    PciePort,
+}
+
+impl PciBridgeKind {
+    /// The word the table and the boot log use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PciBridgeKind::Pci => "pci",
+            PciBridgeKind::PcieToPci => "pcie-to-pci",
+            PciBridgeKind::PciePort => "pcie-port",
+        }
+    }
+
+    /// Whether the functions below share one requester ID.
+    pub const fn aliases_requesters(self) -> bool {
+        !matches!(self, PciBridgeKind::PciePort)
+    }
+}
+
 /// The interrupt a passed-through PCI function may use (`interrupt` in the table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PciInterrupt {
@@ -521,6 +562,10 @@ pub struct Machine {
     /// the hypervisor checks them against the firmware's units at boot (docs/pci-iommu.md,
     /// "Discovery at boot").
     pub iommu: &'static [Range],
+    /// The bridges on bus 0 the table declares (`platform.pci-bridges`); the hypervisor
+    /// checks each table function's upstream bridge against them at boot (docs/pci-iommu.md,
+    /// "Discovery at boot").
+    pub pci_bridges: &'static [PciBridge],
     pub partitions: &'static [Partition],
     pub channels: &'static [Channel],
 }

@@ -134,7 +134,10 @@ impl ConfigSpace for Conf1Function {
         }
         let _guard = CONF1.lock();
         // SAFETY: as for `read`; the function is one the table gives a partition, and what
-        // is written has passed the configuration-space filter (tessera_policy::pci).
+        // is written has passed the configuration-space filter (tessera_policy::pci), or it
+        // is the bus-0 bridge above such a function alone below it, whose Bridge Control
+        // the reset policy sets and clears (Secondary Bus Reset reaches only that function:
+        // `tessera_policy::pci::topology::alone_below`).
         unsafe {
             core::arch::asm!("out dx, eax", in("dx") CONF1_ADDRESS_PORT, in("eax") select(self.0, offset), options(nomem, nostack, preserves_flags));
             core::arch::asm!("out dx, eax", in("dx") CONF1_DATA_PORT, in("eax") value, options(nomem, nostack, preserves_flags));

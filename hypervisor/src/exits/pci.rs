@@ -18,7 +18,7 @@ use super::mmio::{self, TrapDetails};
 use super::{CoreContext, Flow, PartitionControl};
 use crate::arch;
 use crate::arch::iommu::FunctionView;
-use crate::arch::pci::config_space;
+use crate::arch::pci::{config_space, FunctionConfig};
 use crate::table::{PartitionIndex, MACHINE, PARTITION_COUNT};
 use crate::virt::VirtualCpu;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,7 @@ use tessera_policy::pci::function::{ConfigSpace, DiscoveryError, MsixTrap, Virtu
 use tessera_policy::pci::header;
 use tessera_policy::pci::msix::{self, MsixEntry, MsixLayoutError, TrappedAccess};
 use tessera_policy::pci::reset::{self, ResetKind};
+use tessera_policy::pci::topology::{self, Bus0Bridges, TopologyError};
 
 /// The most functions one partition owns (sizes the static state).
 const MAX_FUNCTIONS: usize = {
@@ -238,9 +239,110 @@ impl core::fmt::Display for ShowBdf {
     }
 }
 
+/// Bus 0's bridges, read through mechanism #1 (docs/pci-iommu.md, "Discovery at boot").
+fn bus0_bridges() -> Bus0Bridges {
+    Bus0Bridges::walk(|address, offset| config_space(address).read(offset))
+}
+
+/// The upstream bridge whose Secondary Bus Reset resets `function` and nothing else: the
+/// bridge on bus 0 above its bus, when the function is alone below it.
+fn reset_bridge(bridges: &Bus0Bridges, function: Bdf) -> Option<(Bdf, FunctionConfig)> {
+    let bridge = bridges.above(function.bus())?;
+    topology::alone_below(&bridge, function, |address, offset| {
+        config_space(address).read(offset)
+    })
+    .then(|| (bridge.address, config_space(bridge.address)))
+}
+
+/// Resets `function` as at boot: FLR, else D3hot→D0, else the Secondary Bus Reset of its
+/// bridge when it is alone below it, else none (docs/pci-iommu.md, "Reset").
+fn reset_function(
+    bridges: &Bus0Bridges,
+    partition: &Partition,
+    function: &PciFunction,
+) -> Result<ResetKind, reset::ResetError> {
+    let mut bridge = reset_bridge(bridges, function.physical);
+    let outcome = reset::reset_behind(
+        &mut config_space(function.physical),
+        bridge.as_mut().map(|(_, space)| space),
+        arch::tsc::delay_microseconds,
+    )?;
+    if let (ResetKind::SecondaryBus, Some((bridge, _))) = (outcome.kind, bridge) {
+        // Evidence that the bus reset reached the function: the header registers it
+        // returned to their defaults, which the policy then wrote back.
+        log::info!(
+            "pci: partition={} device={} function={} secondary-bus reset through bridge {}: {} of 8 saved header registers changed, restored",
+            partition.name,
+            function.name,
+            ShowBdf(function.physical),
+            ShowBdf(bridge),
+            outcome.changed_registers
+        );
+    }
+    Ok(outcome.kind)
+}
+
+/// The partitions that hold their functions at boot, with each function (a table
+/// standby's list is its primary's).
+fn held_at_boot() -> impl Iterator<Item = (usize, &'static Partition, &'static PciFunction)> + Clone
+{
+    MACHINE
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, partition)| crate::table::holds_pci_functions_at_boot(partition))
+        .flat_map(|(index, partition)| {
+            partition
+                .pci_functions
+                .iter()
+                .map(move |function| (index, partition, function))
+        })
+}
+
+/// Each held function's bridge against `platform.pci-bridges`, and functions that share a
+/// requester ID behind one conventional or PCIe-to-PCI bridge with one owner.
+fn check_topology(bridges: &Bus0Bridges) -> Result<(), Refusal> {
+    for (_, partition, function) in held_at_boot() {
+        let found = bridges
+            .check_function(MACHINE.pci_bridges, function.physical)
+            .map_err(|error| Refusal {
+                partition: partition.name,
+                function,
+                error: DiscoveryError::Topology(error),
+            })?;
+        if let Some(bridge) = found {
+            log::info!(
+                "pci: partition={} device={} function={} bridge={} kind={} buses={:02x}-{:02x}",
+                partition.name,
+                function.name,
+                ShowBdf(function.physical),
+                ShowBdf(bridge.address),
+                bridge.kind_name(),
+                bridge.secondary,
+                bridge.subordinate
+            );
+        }
+    }
+    let owners = held_at_boot().map(|(index, _, function)| (function.physical, index));
+    if let Some((later, other, bridge)) = bridges.first_split(owners) {
+        if let Some((_, partition, function)) =
+            held_at_boot().find(|(_, _, function)| function.physical == later)
+        {
+            return Err(Refusal {
+                partition: partition.name,
+                function,
+                error: DiscoveryError::Topology(TopologyError::SharedRequester { other, bridge }),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Discovers, checks and quiesces every function the table passes through (bootstrap
 /// core, before any partition runs). Logs each function and BAR found.
 pub fn discover() -> Result<(), Refusal> {
+    let bridges = bus0_bridges();
+    check_topology(&bridges)?;
     for (partition_index, partition) in MACHINE.partitions.iter().enumerate() {
         for (slot, function) in partition.pci_functions.iter().enumerate() {
             let mut space = config_space(function.physical);
@@ -251,12 +353,10 @@ pub fn discover() -> Result<(), Refusal> {
             {
                 ResetKind::None
             } else {
-                reset::reset(&mut space, arch::tsc::delay_microseconds).map_err(|error| {
-                    Refusal {
-                        partition: partition.name,
-                        function,
-                        error: DiscoveryError::Reset(error),
-                    }
+                reset_function(&bridges, partition, function).map_err(|error| Refusal {
+                    partition: partition.name,
+                    function,
+                    error: DiscoveryError::Reset(error),
                 })?
             };
             log::info!(
@@ -343,18 +443,20 @@ pub fn discover() -> Result<(), Refusal> {
 /// as the guest wrote them, the interrupt line, the MSI shadow, the 0xCF8 register)
 /// back to what the partition saw at boot, so a restarted guest never meets a function
 /// still running for its previous life; before that, the function is reset as at boot
-/// (FLR, else D3hot→D0, else none: docs/pci-iommu.md, "Reset").
+/// (FLR, else D3hot→D0, else a Secondary Bus Reset, else none: docs/pci-iommu.md,
+/// "Reset").
 pub fn quiesce_partition(partition_index: PartitionIndex) {
     let partition = partition_index.partition();
     let bus = &BUSES[partition_index.0];
     *bus.address.lock() = 0;
     // A partition that does not hold its functions (a waiting standby) must not touch
     // them: its partner may be driving them.
+    let bridges = bus0_bridges();
     for (slot, function) in held_functions(partition_index).iter().enumerate() {
         let mut state = bus.functions[slot].function.lock();
         // The same reset as at boot (docs/pci-iommu.md, "Reset").
         let mut space = config_space(function.physical);
-        let reset = reset::reset(&mut space, arch::tsc::delay_microseconds);
+        let reset = reset_function(&bridges, partition, function);
         log::info!(
             "pci: partition={} device={} function={} reset at restart: {:?}",
             partition.name,

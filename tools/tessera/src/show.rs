@@ -245,7 +245,17 @@ pub fn describe(table: &Table) -> String {
                 resources.push(format!("mmio {}", range_text(window.to_abi())));
             }
             if let Some(pci) = &device.device.pci {
-                resources.push(format!("pci {}", **pci));
+                // Behind a bridge: which one, and whether its functions share its
+                // requester ID (docs/pci-iommu.md, "The table").
+                match tessera_config::validate::pci::bridge_above(table, pci.bus) {
+                    Some(bridge) if pci.bus != 0 => resources.push(format!(
+                        "pci {} behind {} bridge {}",
+                        **pci,
+                        bridge.kind.name(),
+                        *bridge.pci
+                    )),
+                    _ => resources.push(format!("pci {}", **pci)),
+                }
             }
             if let Some(irq) = &device.device.irq {
                 resources.push(format!("irq {}", **irq));

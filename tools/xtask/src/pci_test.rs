@@ -37,6 +37,16 @@
 //! * `pci-refusal-absent-qemu`, `pci-refusal-bar-qemu`, `pci-refusal-ecam-qemu`: a table
 //!   function with nothing at its address, a BAR outside the table's window, and an ECAM
 //!   window the firmware's MCFG disagrees with, refused before any partition starts.
+//! * `pci-bridge-qemu` (partitions/pci-bridge.toml): an `edu` behind a PCIe root port
+//!   (bus 2) and one behind a conventional PCI-to-PCI bridge (bus 1), each passed through
+//!   and driven; the hypervisor logs each function's bridge as the table declares it and
+//!   resets each with its bridge's Secondary Bus Reset (neither has FLR or a PM
+//!   capability), at boot and at `beta`'s restart, and the reset must have changed at
+//!   least one of the function's header registers (which it restores).
+//! * `pci-refusal-bridge-kind-qemu`, `pci-refusal-bridge-undeclared-qemu`,
+//!   `pci-refusal-bridge-buses-qemu`: the same machine with a table that declares the
+//!   conventional bridge a PCIe port, the root port at another address, or the root port
+//!   with other buses, refused before any partition starts.
 
 use std::collections::BTreeSet;
 
@@ -79,6 +89,7 @@ const LINUX_CONF1: &str = "PCI: Using configuration type 1";
 /// vendor ID for each of the bus's 32 device numbers, at least.
 const LINUX_MIN_ECAM_EXITS: u64 = 32;
 pub const BOCHS_TABLE: &str = "partitions/pci-bochs.toml";
+pub const BRIDGE_TABLE: &str = "partitions/pci-bridge.toml";
 const QEMU_SECONDS: u64 = 60;
 const BOCHS_SECONDS: u64 = 300;
 
@@ -131,6 +142,59 @@ const QEMU_EXPECTED: [Expected; 2] = [
         hypervisor_lines: &["restarted: partition=beta restarts=1 core=1"],
     },
 ];
+
+const BRIDGE_EXPECTED: [Expected; 2] = [
+    Expected {
+        partition: "alpha",
+        functions: [HOST_BRIDGE, "00:03.0 id=1234:11e8 class=00ff00 header=00"],
+        scans: &["conf1", "ecam"],
+        lines: &["pci: edu 00:03.0 bar0=0xfe600000 id=0x010000ed liveness=ok factorial(5)=120"],
+        counter: "pci: partition=alpha device=edu-port function=02:00.0 dropped-config-writes=0 refused-msi=0",
+        hypervisor_lines: &[
+            "pci: partition=alpha device=edu-port function=02:00.0 bridge=00:06.0 kind=pcie-port buses=02-02",
+            "pci: partition=alpha device=edu-port function=02:00.0 reset=secondary-bus",
+        ],
+    },
+    Expected {
+        partition: "beta",
+        functions: [HOST_BRIDGE, "00:06.0 id=1234:11e8 class=00ff00 header=00"],
+        scans: &["conf1", "ecam"],
+        lines: &[
+            "pci: edu 00:06.0 bar0=0xfe800000 id=0x010000ed liveness=ok factorial(5)=120",
+            "pci: command 00:06.0 restarts=1 at-start=",
+        ],
+        counter: "pci: partition=beta device=edu-bridge function=01:01.0 dropped-config-writes=0 refused-msi=0",
+        hypervisor_lines: &[
+            "pci: partition=beta device=edu-bridge function=01:01.0 bridge=00:05.0 kind=pci buses=01-01",
+            "pci: partition=beta device=edu-bridge function=01:01.0 reset=secondary-bus",
+            "pci: partition=beta device=edu-bridge function=01:01.0 reset at restart: Ok(\"secondary-bus\")",
+            "restarted: partition=beta restarts=1 core=1",
+        ],
+    },
+];
+
+/// The bus resets of pci-bridge-qemu: each function's Secondary Bus Reset (two at boot,
+/// one at `beta`'s restart) must have changed at least one header register it then
+/// restored, or the reset did not reach the function.
+fn check_bridge(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = match check(transcript, &BRIDGE_EXPECTED) {
+        Ok(()) => Vec::new(),
+        Err(failures) => failures,
+    };
+    let changed: Vec<u32> = transcript
+        .lines_of(HYPERVISOR)
+        .filter_map(|line| line.split_once(" secondary-bus reset through bridge "))
+        .filter_map(|(_, rest)| rest.split_once(": "))
+        .filter_map(|(_, rest)| rest.split(' ').next())
+        .filter_map(|count| count.parse().ok())
+        .collect();
+    if changed.len() != 3 || changed.contains(&0) {
+        failures.push(format!(
+            "header registers each Secondary Bus Reset changed: {changed:?}, expected three resets that each changed at least one"
+        ));
+    }
+    crate::outcome(failures)
+}
 
 const BOCHS_EXPECTED: [Expected; 2] = [
     Expected {
@@ -249,6 +313,43 @@ pub fn tests() -> Vec<SystemTest> {
                     systems,
                     "partitions/pci-refusal-bar.toml",
                     "PCI function 00:04.0 (device `edu-a` of partition `alpha`): BAR0 at 0xfe900000 (size 0x100000) lies outside the table's mmio windows",
+                )
+            }),
+        ),
+        (
+            "pci-bridge-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let transcript = build_and_boot(systems, BRIDGE_TABLE, &qemu(), QEMU_SECONDS)?;
+                check_bridge(&transcript)
+            }),
+        ),
+        (
+            "pci-refusal-bridge-kind-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-bridge-kind.toml",
+                    "PCI function 01:01.0 (device `edu` of partition `alpha`): its bridge 00:05.0 is `pci`, but `platform.pci-bridges` declares `pcie-port`",
+                )
+            }),
+        ),
+        (
+            "pci-refusal-bridge-undeclared-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-bridge-undeclared.toml",
+                    "PCI function 02:00.0 (device `edu` of partition `alpha`): it is behind bridge 00:06.0 (pcie-port, buses 02-02), which `platform.pci-bridges` does not declare (it puts bus 02 behind 00:07.0)",
+                )
+            }),
+        ),
+        (
+            "pci-refusal-bridge-buses-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                refusal(
+                    systems,
+                    "partitions/pci-refusal-bridge-buses.toml",
+                    "PCI function 02:00.0 (device `edu` of partition `alpha`): its bridge 00:06.0 has buses 02-02, but `platform.pci-bridges` declares 02-03",
                 )
             }),
         ),
@@ -716,6 +817,66 @@ mod tests {
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
         crate::transcript::test_lines::transcript("QEMU", lines, EmulatorExit::Exited(0))
+    }
+
+    /// The lines of a passing pci-bridge-qemu run (abridged to what the checks read).
+    fn bridge_lines() -> Vec<(&'static str, &'static str)> {
+        let mut lines = Vec::new();
+        for (partition, virtual_address) in [("alpha", "00:03.0"), ("beta", "00:06.0")] {
+            for scan in ["conf1", "ecam"] {
+                lines.push((partition, format!("pci: {scan} {HOST_BRIDGE}")));
+                lines.push((
+                    partition,
+                    format!("pci: {scan} {virtual_address} id=1234:11e8 class=00ff00 header=00"),
+                ));
+                lines.push((partition, format!("pci: {scan} scan found 2")));
+            }
+        }
+        let mut lines: Vec<(&'static str, &'static str)> = lines
+            .into_iter()
+            .map(|(partition, line)| (partition, &*Box::leak(line.into_boxed_str())))
+            .collect();
+        lines.extend([
+            ("alpha", "pci: edu 00:03.0 bar0=0xfe600000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("beta", "pci: edu 00:06.0 bar0=0xfe800000 id=0x010000ed liveness=ok factorial(5)=120"),
+            ("beta", "pci: command 00:06.0 restarts=1 at-start=0x0400"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 bridge=00:06.0 kind=pcie-port buses=02-02"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 bridge=00:05.0 kind=pci buses=01-01"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 secondary-bus reset through bridge 00:06.0: 2 of 8 saved header registers changed, restored"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 reset=secondary-bus"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 secondary-bus reset through bridge 00:05.0: 2 of 8 saved header registers changed, restored"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 reset=secondary-bus"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 secondary-bus reset through bridge 00:05.0: 1 of 8 saved header registers changed, restored"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 reset at restart: Ok(\"secondary-bus\")"),
+            (HYPERVISOR, "restarted: partition=beta restarts=1 core=1"),
+            (HYPERVISOR, "pci: partition=alpha device=edu-port function=02:00.0 dropped-config-writes=0 refused-msi=0"),
+            (HYPERVISOR, "pci: partition=beta device=edu-bridge function=01:01.0 dropped-config-writes=0 refused-msi=0"),
+        ]);
+        lines
+    }
+
+    #[test]
+    fn bridge_checks() {
+        assert_eq!(check_bridge(&transcript(&bridge_lines())), Ok(()));
+        for (old, new) in [
+            // A bus reset that changed nothing did not reach the function.
+            (
+                "through bridge 00:06.0: 2 of 8",
+                "pci: partition=alpha device=edu-port function=02:00.0 secondary-bus reset through bridge 00:06.0: 0 of 8 saved header registers changed, restored",
+            ),
+            (
+                "edu-port function=02:00.0 reset=secondary-bus",
+                "pci: partition=alpha device=edu-port function=02:00.0 reset=none",
+            ),
+            (
+                "kind=pci buses",
+                "pci: partition=beta device=edu-bridge function=01:01.0 bridge=00:05.0 kind=pcie-port buses=01-01",
+            ),
+            ("factorial", "pci: edu 00:03.0 bar0=0xfe600000 id=0xffffffff"),
+        ] {
+            let lines = replaced(bridge_lines(), old, new);
+            assert!(check_bridge(&transcript(&lines)).is_err(), "{new}");
+        }
     }
 
     /// The lines of a passing QEMU run (abridged to what the checks read).

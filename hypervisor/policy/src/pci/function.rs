@@ -57,6 +57,9 @@ pub enum DiscoveryError {
     MsixTable(MsixLayoutError),
     /// The reset before the partition starts did not complete (`super::reset`).
     Reset(super::reset::ResetError),
+    /// The bridges between bus 0 and the function disagree with `platform.pci-bridges`
+    /// (`super::topology`).
+    Topology(super::topology::TopologyError),
 }
 
 /// A function's MSI-X table as the hypervisor traps it: the layout, the host-physical

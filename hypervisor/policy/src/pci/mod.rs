@@ -12,3 +12,4 @@ pub mod mcfg;
 pub mod msi;
 pub mod msix;
 pub mod reset;
+pub mod topology;

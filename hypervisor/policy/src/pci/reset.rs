@@ -1,7 +1,8 @@
 //! The reset of a passed-through function before its partition starts and when it
 //! restarts (docs/pci-iommu.md, "Reset"): Function Level Reset where the PCI Express
 //! capability offers it, else a D3hot→D0 transition through the Power Management
-//! capability where that resets the function (No_Soft_Reset clear), else none. The header
+//! capability where that resets the function (No_Soft_Reset clear), else a Secondary Bus
+//! Reset of its upstream bridge when the function is alone below it, else none. The header
 //! registers the firmware programmed (BARs, cache line size, latency timer, interrupt
 //! line) are saved before and written back after, because both resets return them to
 //! their defaults (PCIe 4.0 §6.6.2; PCI PM 1.2 §5.4.1) and the table's BAR windows are
@@ -19,6 +20,9 @@ pub enum ResetKind {
     FunctionLevel,
     /// D3hot then D0 with No_Soft_Reset clear (PCI PM 1.2 §5.4.1, §5.6.1).
     PowerStateCycle,
+    /// The upstream bridge's Secondary Bus Reset (PCI-to-PCI Bridge 1.2 §3.2.5.17), for a
+    /// function alone below it.
+    SecondaryBus,
     /// Neither is offered: only the quiesce (command register, MSI and MSI-X enables).
     None,
 }
@@ -29,6 +33,7 @@ impl ResetKind {
         match self {
             ResetKind::FunctionLevel => "flr",
             ResetKind::PowerStateCycle => "d3hot-d0",
+            ResetKind::SecondaryBus => "secondary-bus",
             ResetKind::None => "none",
         }
     }
@@ -64,6 +69,18 @@ const NO_SOFT_RESET: u32 = 1 << 3;
 /// PMCSR's PME_Status (bit 15) is write-1-to-clear: never written back as read.
 const PME_STATUS: u32 = 1 << 15;
 
+/// Type 1 header dword 0x3C: Bridge Control in bits 31:16, Secondary Bus Reset its bit 6
+/// (PCI-to-PCI Bridge 1.2 §3.2.5.17); Discard Timer Status (bit 10) is write-1-to-clear
+/// and never written back as read.
+const BRIDGE_CONTROL: u16 = 0x3c;
+const SECONDARY_BUS_RESET: u32 = 1 << (16 + 6);
+const DISCARD_TIMER_STATUS: u32 = 1 << (16 + 10);
+/// Secondary Bus Reset held at least 1 ms (Trst, PCI Local Bus 3.0 Table 4-6; the bit in a
+/// PCI Express bridge: PCIe Base 4.0 §7.5.1.3.13), then 100 ms before the first
+/// configuration request below the bridge (PCIe Base 4.0 §6.6.1).
+pub const SECONDARY_BUS_RESET_HOLD_MICROSECONDS: u64 = 1_000;
+pub const SECONDARY_BUS_RESET_WAIT_MICROSECONDS: u64 = 100_000;
+
 /// After FLR: 100 ms before the function must answer (PCIe 4.0 §6.6.2).
 pub const FLR_WAIT_MICROSECONDS: u64 = 100_000;
 /// Before FLR: how long pending transactions may take to drain (the completion timeout's
@@ -80,7 +97,8 @@ const ANSWER_POLL_MICROSECONDS: u64 = 10_000;
 /// latency timer (0x0C), the six BARs (0x10–0x24) and the interrupt line (0x3C).
 const SAVED: [u16; 8] = [0x0c, 0x10, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x3c];
 
-/// Which reset `space` offers, from its capability list.
+/// Which reset `space` offers, from its capability list (FLR, else D3hot→D0; a Secondary
+/// Bus Reset is the caller's to offer, [`reset_behind`]).
 pub fn available(space: &mut impl ConfigSpace) -> (ResetKind, Option<u16>) {
     let status_has_list = space.read(header::COMMAND) & CAPABILITIES_LIST != 0;
     let list = CapabilityList::walk(status_has_list, |offset| space.read(offset));
@@ -103,15 +121,58 @@ pub fn available(space: &mut impl ConfigSpace) -> (ResetKind, Option<u16>) {
 /// function that gets a reset costs any wait.
 pub fn reset(
     space: &mut impl ConfigSpace,
-    mut wait_microseconds: impl FnMut(u64),
+    wait_microseconds: impl FnMut(u64),
 ) -> Result<ResetKind, ResetError> {
+    reset_behind(space, None::<&mut NoBridge>, wait_microseconds).map(|outcome| outcome.kind)
+}
+
+/// What a reset did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub kind: ResetKind,
+    /// How many of the saved header dwords read back different after the reset (before
+    /// they were written back): evidence that the reset reached the function.
+    pub changed_registers: u8,
+}
+
+/// No upstream bridge to reset through (the function is on bus 0, or not alone below its
+/// bridge).
+pub struct NoBridge;
+
+impl ConfigSpace for NoBridge {
+    fn read(&mut self, _offset: u16) -> u32 {
+        u32::MAX
+    }
+    fn write(&mut self, _offset: u16, _value: u32) {}
+    fn extended(&self) -> bool {
+        false
+    }
+}
+
+/// As [`reset`], with `bridge` the configuration space of the function's upstream bridge
+/// when the function is alone below it (`topology::alone_below`): a function with neither
+/// FLR nor a D3hot→D0 that resets gets the bridge's Secondary Bus Reset. The function-local
+/// resets come first because a Secondary Bus Reset also retrains the link and resets
+/// whatever else is below the bridge; with the function alone there, it is the last
+/// resort rather than the first.
+pub fn reset_behind<B: ConfigSpace>(
+    space: &mut impl ConfigSpace,
+    bridge: Option<&mut B>,
+    mut wait_microseconds: impl FnMut(u64),
+) -> Result<Outcome, ResetError> {
     // Bus mastering off before anything else (PCIe 4.0 §6.6.2: software stops new
     // requests before an FLR).
     let command = space.read(header::COMMAND) & 0xffff;
     space.write(header::COMMAND, (command & !0b111) | (1 << 10));
-    let (kind, offset) = available(space);
-    let Some(offset) = offset else {
-        return Ok(ResetKind::None);
+    let (kind, offset, bridge) = match (available(space), bridge) {
+        ((ResetKind::None, _), Some(bridge)) => (ResetKind::SecondaryBus, 0, Some(bridge)),
+        ((_, None), _) => {
+            return Ok(Outcome {
+                kind: ResetKind::None,
+                changed_registers: 0,
+            })
+        }
+        ((kind, Some(offset)), _) => (kind, offset, None),
     };
     let mut saved = [0u32; SAVED.len()];
     for (value, &register) in saved.iter_mut().zip(SAVED.iter()) {
@@ -142,6 +203,15 @@ pub fn reset(
             space.write(pmcsr, value & !POWER_STATE);
             wait_microseconds(POWER_STATE_WAIT_MICROSECONDS);
         }
+        ResetKind::SecondaryBus => {
+            if let Some(bridge) = bridge {
+                let control = bridge.read(BRIDGE_CONTROL) & !DISCARD_TIMER_STATUS;
+                bridge.write(BRIDGE_CONTROL, control | SECONDARY_BUS_RESET);
+                wait_microseconds(SECONDARY_BUS_RESET_HOLD_MICROSECONDS);
+                bridge.write(BRIDGE_CONTROL, control & !SECONDARY_BUS_RESET);
+                wait_microseconds(SECONDARY_BUS_RESET_WAIT_MICROSECONDS);
+            }
+        }
         ResetKind::None => {}
     }
     let mut polls = 0;
@@ -156,12 +226,19 @@ pub fn reset(
         wait_microseconds(ANSWER_POLL_MICROSECONDS);
         polls += 1;
     }
+    let mut changed_registers = 0;
     for (&value, &register) in saved.iter().zip(SAVED.iter()) {
+        if space.read(register) != value {
+            changed_registers += 1;
+        }
         space.write(register, value);
     }
     let command = space.read(header::COMMAND) & 0xffff;
     space.write(header::COMMAND, (command & !0b111) | (1 << 10));
-    Ok(kind)
+    Ok(Outcome {
+        kind,
+        changed_registers,
+    })
 }
 
 #[cfg(test)]
@@ -321,6 +398,120 @@ mod tests {
         });
         assert_eq!(result, Err(ResetError::NotResponding));
         assert_eq!(waited, 100_000 + 1_000_000);
+    }
+
+    /// The function's upstream bridge: its Bridge Control dword, and the function below it,
+    /// which a Secondary Bus Reset (set, held, cleared) resets.
+    struct Bridge<'a> {
+        control: u32,
+        below: &'a std::cell::RefCell<Model>,
+        clock: &'a std::cell::Cell<u64>,
+        asserted_at: Option<u64>,
+        held: Vec<u64>,
+    }
+
+    impl ConfigSpace for Bridge<'_> {
+        fn read(&mut self, offset: u16) -> u32 {
+            if offset == BRIDGE_CONTROL {
+                // Interrupt pin 1, Discard Timer Status set (write-1-to-clear).
+                self.control | 0x0100 | DISCARD_TIMER_STATUS
+            } else {
+                0
+            }
+        }
+        fn write(&mut self, offset: u16, value: u32) {
+            assert_eq!(offset, BRIDGE_CONTROL);
+            assert_eq!(value & DISCARD_TIMER_STATUS, 0, "a W1C bit written back");
+            match (self.asserted_at, value & SECONDARY_BUS_RESET != 0) {
+                (None, true) => self.asserted_at = Some(self.clock.get()),
+                (Some(at), false) => {
+                    self.held.push(self.clock.get() - at);
+                    self.asserted_at = None;
+                    let mut model = self.below.borrow_mut();
+                    model.resets.push(ResetKind::SecondaryBus);
+                    model.clear_header();
+                    model.silent_reads = 2;
+                }
+                _ => {}
+            }
+            self.control = value & !0x0100;
+        }
+        fn extended(&self) -> bool {
+            false
+        }
+    }
+
+    /// The function through the shared cell the bridge resets.
+    struct Shared<'a>(&'a std::cell::RefCell<Model>);
+
+    impl ConfigSpace for Shared<'_> {
+        fn read(&mut self, offset: u16) -> u32 {
+            self.0.borrow_mut().read(offset)
+        }
+        fn write(&mut self, offset: u16, value: u32) {
+            self.0.borrow_mut().write(offset, value)
+        }
+        fn extended(&self) -> bool {
+            false
+        }
+    }
+
+    fn behind_bridge(model: Model) -> (Result<ResetKind, ResetError>, Model, Vec<u64>, u64) {
+        let (outcome, model, held, waited) = behind_bridge_outcome(model);
+        (outcome.map(|outcome| outcome.kind), model, held, waited)
+    }
+
+    fn behind_bridge_outcome(model: Model) -> (Result<Outcome, ResetError>, Model, Vec<u64>, u64) {
+        let cell = std::cell::RefCell::new(model);
+        let clock = std::cell::Cell::new(0u64);
+        let mut bridge = Bridge {
+            control: 0,
+            below: &cell,
+            clock: &clock,
+            asserted_at: None,
+            held: Vec::new(),
+        };
+        let result = reset_behind(&mut Shared(&cell), Some(&mut bridge), |microseconds| {
+            clock.set(clock.get() + microseconds)
+        });
+        assert_eq!(bridge.control & SECONDARY_BUS_RESET, 0, "reset released");
+        let held = core::mem::take(&mut bridge.held);
+        drop(bridge);
+        (result, cell.into_inner(), held, clock.get())
+    }
+
+    #[test]
+    fn secondary_bus_reset_for_a_function_without_its_own_reset() {
+        // No PM capability, no FLR: like QEMU's `edu`.
+        let (result, model, held, waited) = behind_bridge(Model::new(false, false, false));
+        assert_eq!(result, Ok(ResetKind::SecondaryBus));
+        assert_eq!(model.resets, [ResetKind::SecondaryBus]);
+        assert!(held.iter().all(|&held| held >= 1_000), "{held:?}");
+        assert_eq!(held.len(), 1);
+        // 1 ms held, 100 ms before configuration requests, two 10 ms polls while the
+        // function did not answer.
+        assert_eq!(waited, 1_000 + 100_000 + 20_000);
+        assert_eq!(model.registers[4], 0xfeb8_0000, "BAR restored");
+        assert_eq!(model.registers[15], 0x0000_010b, "interrupt line restored");
+        assert_eq!(model.registers[1] & 0x407, 0x400);
+        // The model clears the cache line/latency dword, BAR0 and the interrupt line (the
+        // other saved dwords were 0 already).
+        let (outcome, _, _, _) = behind_bridge_outcome(Model::new(false, false, false));
+        assert_eq!(outcome.map(|outcome| outcome.changed_registers), Ok(3));
+    }
+
+    #[test]
+    fn a_function_reset_of_its_own_comes_before_the_bus_reset() {
+        let (result, model, held, _) = behind_bridge(Model::new(true, true, false));
+        assert_eq!(result, Ok(ResetKind::FunctionLevel));
+        assert!(held.is_empty());
+        assert_eq!(model.resets, [ResetKind::FunctionLevel]);
+        let (result, _, held, _) = behind_bridge(Model::new(true, false, false));
+        assert_eq!(result, Ok(ResetKind::PowerStateCycle));
+        assert!(held.is_empty());
+        // Without a bridge to reset through, such a function gets none.
+        let mut alone = Model::new(false, false, false);
+        assert_eq!(run(&mut alone), Ok(ResetKind::None));
     }
 
     /// Answers all-ones from the vendor ID once FLR was initiated.
