@@ -463,7 +463,10 @@ const NIC_SEQUENCE: &[(&str, &str)] = &[
         "health: partition=net event=reset-request count=1 action=standby",
         "",
     ),
-    ("contained: partition=net ", "; halted; standby spare takes over"),
+    (
+        "contained: partition=net ",
+        "; halted; standby spare takes over",
+    ),
     (
         "takeover: partition=spare from=net ports=2 pins=1 functions=1 vector=0xfd ",
         "",
