@@ -775,4 +775,85 @@ mod tests {
         wrong[7].1 = "spare";
         assert!(check_rejoin(&rejoin_run(&wrong)).is_err());
     }
+
+    /// The lines of a passing failover-nic run (abridged), with the standby's lines `spare`.
+    fn nic_run(spare: &[&str]) -> Transcript {
+        let traffic = [
+            "TESSERA-LINUX: e1000e loaded",
+            "udhcpc: TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0",
+            "ping: 5 packets transmitted, 5 packets received, 0% packet loss",
+            "net-interrupts:  25:         21   PCI-MSI 32768-edge      eth0-rx-0",
+            "net-interrupts:  26:         26   PCI-MSI 32769-edge      eth0-tx-0",
+            "net-interrupts:  27:          3   PCI-MSI 32770-edge      eth0",
+            "nic-function: 0000:00:02.0 driver=e1000e",
+            "msi-irqs: 25 msix",
+            "msi-irqs: 26 msix",
+            "msi-irqs: 27 msix",
+        ];
+        let mut lines = vec![line("rt", "beat 1 tsc=50")];
+        lines.extend(traffic.iter().map(|text| line("net", text)));
+        lines.extend([
+            line("net", "TESSERA-LINUX: nic-primary done"),
+            line("net", "[   31.880577] Kernel panic - not syncing: sysrq triggered crash"),
+            line(HYPERVISOR, "health: partition=net event=reset-request count=1 action=standby core=1"),
+            line(HYPERVISOR, "contained: partition=net core=1 reason=reset-request address=0x0 access=reset register rip=0x0; halted; standby spare takes over"),
+            line(HYPERVISOR, "takeover: partition=spare from=net ports=2 pins=1 functions=1 vector=0xfd held-cores=0 asked-tsc=100 ticks-since-asked=1 core=2"),
+        ]);
+        lines.extend(spare.iter().map(|text| line("spare", text)));
+        lines.extend([
+            line("rt", "beat 9 tsc=300"),
+            line(
+                HYPERVISOR,
+                "stopped: partition=spare status=0 reason=acpi-power-off core=2",
+            ),
+            line("rt", "heartbeats: 9 sent, every other partition done"),
+            line(HYPERVISOR, "power-off: requested by rt"),
+            line(HYPERVISOR, "iommu: blocked-dma=0 other-events=0"),
+            line(HYPERVISOR, "Tessera: power off"),
+        ]);
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
+    fn standby_lines(found: &str) -> Vec<String> {
+        let mut lines = vec![
+            "TESSERA-LINUX: e1000e loaded".to_owned(),
+            "TESSERA-LINUX: standby waiting for a NIC tsc=40".to_owned(),
+            found.to_owned(),
+            "udhcpc: TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0".to_owned(),
+            "ping: 5 packets transmitted, 5 packets received, 0% packet loss".to_owned(),
+            "net-interrupts:   1:         22   PCI-MSI 32768-edge      eth0-rx-0".to_owned(),
+            "net-interrupts:   2:         21   PCI-MSI 32769-edge      eth0-tx-0".to_owned(),
+            "nic-function: 0000:00:02.0 driver=e1000e".to_owned(),
+        ];
+        lines
+            .extend(["msi-irqs: 1 msix", "msi-irqs: 2 msix", "msi-irqs: 3 msix"].map(String::from));
+        lines.push("TESSERA-LINUX: nic-standby done".to_owned());
+        lines
+    }
+
+    #[test]
+    fn a_linux_standby_that_finds_the_nic_after_the_takeover_passes() {
+        let lines = standby_lines("TESSERA-LINUX: standby found eth0 after 28 rescans tsc=200");
+        let spare: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(check_nic(&nic_run(&spare)), Ok(()));
+    }
+
+    #[test]
+    fn a_linux_standby_without_the_nic_or_finding_it_too_early_fails() {
+        // Found before the takeover was asked: the function was not absent while it waited.
+        let early = standby_lines("TESSERA-LINUX: standby found eth0 after 1 rescans tsc=60");
+        let spare: Vec<&str> = early.iter().map(String::as_str).collect();
+        assert!(check_nic(&nic_run(&spare)).is_err());
+        let none = [
+            "TESSERA-LINUX: e1000e loaded",
+            "TESSERA-LINUX: standby waiting for a NIC tsc=40",
+            "TESSERA-LINUX: standby found no NIC after 60 rescans",
+        ];
+        assert!(check_nic(&nic_run(&none)).is_err());
+    }
 }
