@@ -93,6 +93,90 @@ SCRIPT
         echo "TESSERA-LINUX: net-test done"
         ;;
 esac
+# Hot standby of the NIC (docs/health.md, "A Linux standby takes over a NIC"): the same
+# driver, lease and ping as net-test, on the interface `$1`.
+nic_traffic() {
+    ip link set "$1" up
+    cat > /tmp/udhcpc.sh <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr add "$ip/$mask" dev "$interface"
+        [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
+        echo "TESSERA-LINUX: lease $ip/$mask router $router dev $interface"
+        ;;
+esac
+SCRIPT
+    chmod 755 /tmp/udhcpc.sh
+    udhcpc -i "$1" -s /tmp/udhcpc.sh -n -q -t 10 -T 3 2>&1 | sed 's/^/udhcpc: /'
+    ping -c 5 -W 3 10.0.2.2 2>&1 | sed 's/^/ping: /'
+    grep -e "$1" /proc/interrupts | sed 's/^/net-interrupts: /'
+    for function in /sys/class/net/"$1"/device; do
+        echo "nic-function: $(basename "$(readlink "$function")") driver=$(basename "$(readlink "$function/driver")")"
+        for irq in "$function"/msi_irqs/*; do
+            [ -e "$irq" ] && echo "msi-irqs: ${irq##*/} $(cat "$irq")"
+        done
+    done
+}
+# The first interface other than `lo`, or nothing.
+nic_name() {
+    for interface in /sys/class/net/*; do
+        [ "${interface##*/}" != lo ] && [ -e "$interface" ] && echo "${interface##*/}" && return
+    done
+}
+case " $(cat /proc/cmdline) " in
+    *" tessera.nic-primary "*)
+        # The primary: traffic, then a kernel crash (sysrq `c`); `panic=-1 reboot=acpi`
+        # make the panic write the ACPI reset register, which the hypervisor reports as
+        # `reset-request`.
+        insmod /lib/modules/e1000e.ko && echo "TESSERA-LINUX: e1000e loaded"
+        tries=0
+        while [ -z "$(nic_name)" ] && [ "$tries" -lt 20 ]; do
+            sleep 1
+            tries=$((tries + 1))
+        done
+        nic_traffic "$(nic_name)"
+        echo "TESSERA-LINUX: nic-primary done"
+        echo "TESSERA-LINUX: crashing"
+        # A write to the console returns once the bytes are in the tty's buffer, not on
+        # the wire; the panic would cut off what the UART has not sent yet.
+        sleep 1
+        echo c > /proc/sysrq-trigger
+        echo "TESSERA-LINUX: still running after the crash"
+        ;;
+    *" tessera.nic-standby "*)
+        # The standby: the driver is loaded with no device to bind; the function appears
+        # on the bus only at the takeover, so ask the kernel to rescan four times a second
+        # (at most `tessera.nic-wait` seconds, default 240) until an interface shows up.
+        insmod /lib/modules/e1000e.ko && echo "TESSERA-LINUX: e1000e loaded"
+        wait_seconds=240
+        for word in $(cat /proc/cmdline); do
+            case "$word" in
+                tessera.nic-wait=*) wait_seconds="${word#tessera.nic-wait=}" ;;
+            esac
+        done
+        echo "TESSERA-LINUX: standby waiting for a NIC tsc=$(/bin/tessera-tsc)"
+        rescans=0
+        while [ -z "$(nic_name)" ] && [ "$rescans" -lt $((wait_seconds * 4)) ]; do
+            echo 1 > /sys/bus/pci/rescan
+            rescans=$((rescans + 1))
+            [ -z "$(nic_name)" ] && sleep 0.25
+        done
+        interface=$(nic_name)
+        if [ -n "$interface" ]; then
+            echo "TESSERA-LINUX: standby found $interface after $rescans rescans tsc=$(/bin/tessera-tsc)"
+            nic_traffic "$interface"
+            echo "TESSERA-LINUX: nic-standby done"
+        else
+            echo "TESSERA-LINUX: standby found no NIC after $rescans rescans"
+        fi
+        echo "TESSERA-LINUX: powering off"
+        # As before the primary's crash: let the UART (polled: the standby's console has
+        # no interrupt pin) send what is in the tty's buffer before the power goes.
+        sleep 1
+        poweroff -f
+        ;;
+esac
 # The NVMe driver and its module chain (tools/xtask/src/linux/images.rs, MODULES: each
 # module's dependencies come before it), then /dev/nvme0n1.
 nvme_up() {

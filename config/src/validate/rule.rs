@@ -205,7 +205,7 @@ pub enum Rule {
     HealthWatchdogCore,
     /// `standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.
     StandbyTarget,
-    /// A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.
+    /// A standby partition (`standby-for`) lists a device of its own with an interrupt pin or a PCI function; its own devices may have only ports and MMIO windows, the rest it takes over from its primary.
     StandbyDevices,
     /// `takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.
     StandbyVector,
@@ -645,7 +645,7 @@ impl Rule {
             Rule::HealthStandby => "A health action is `standby`, but no partition is the standby of this one (`standby-for`).",
             Rule::HealthWatchdogCore => "A partition has a watchdog, but every core of the platform belongs to a partition: the watchdog runs on a core no partition owns.",
             Rule::StandbyTarget => "`standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.",
-            Rule::StandbyDevices => "A standby partition (`standby-for`) lists devices of its own; it holds only what it takes over from its primary.",
+            Rule::StandbyDevices => "A standby partition (`standby-for`) lists a device of its own with an interrupt pin or a PCI function; its own devices may have only ports and MMIO windows (say, a console), the rest it takes over from its primary.",
             Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
             Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
             Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.",

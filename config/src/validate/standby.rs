@@ -1,6 +1,6 @@
 //! Hot standby (`standby-for`, docs/health.md): a standby names an existing partition other
-//! than itself that is no standby; each primary has at most one standby; the standby holds
-//! no devices and names its takeover vector; the primary holds nothing the
+//! than itself that is no standby; each primary has at most one standby; the standby's own
+//! devices have no pin and no PCI function, and it names its takeover vector; the primary holds nothing the
 //! takeover cannot move (PCI functions) and shares every channel with its standby; a primary
 //! that rejoins as its standby's standby (`rejoin-as-standby`) can be one.
 
@@ -219,19 +219,33 @@ fn check_pair(
 ) {
     let standby = &table.partitions[standby_index];
     let primary = &table.partitions[primary_index];
-    if let Some(device) = standby.devices.first() {
+    // A standby's own devices stay with it at a takeover: only ports and MMIO windows,
+    // whose maps the takeover changes bit by bit for the moved ranges. An IOAPIC pin or a
+    // PCI function of its own would collide with the ownership words the takeover
+    // replaces (the pins and functions the standby holds are then exactly the primary's).
+    for name in &standby.devices {
+        let Some(device) = table.device(name) else {
+            continue;
+        };
+        let what = if device.device.pci.is_some() {
+            "is a PCI function"
+        } else if device.device.irq.is_some() {
+            "has an interrupt pin"
+        } else {
+            continue;
+        };
         findings.push(
             Finding::new(
                 Rule::StandbyDevices,
-                device.span,
+                name.span,
                 format!(
-                    "standby partition `{}` lists device `{}` of its own",
-                    *standby.name, **device
+                    "standby partition `{}` lists device `{}` of its own, which {what}",
+                    *standby.name, **name
                 ),
             )
-            .label("a standby holds no devices")
+            .label("a standby's own devices are ports and MMIO only")
             .hint(format!(
-                "give the device to `{}`: the standby takes it over",
+                "give the device to `{}` (the standby takes it over), or drop its `irq`",
                 *primary.name
             )),
         );

@@ -411,8 +411,8 @@ pub fn take_over_if_asked(context: &CoreContext) {
         REJOIN[partner.0].store(REJOIN_NONE, Ordering::Release);
         return;
     }
-    // The pair's devices are the table primary's (a standby lists none: `standby-devices`);
-    // only the moved ranges' bits change.
+    // The pair's devices are the table primary's (a standby's own devices have no pin and no
+    // PCI function and stay with it: `standby-devices`); only the moved ranges' bits change.
     let ports = pair.primary.partition().ports;
     cores::set_ports(partner, ports, false);
     cores::set_ports(context.partition_index, ports, true);

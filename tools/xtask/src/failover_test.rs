@@ -320,21 +320,7 @@ pub fn check_rejoin_pci(transcript: &Transcript) -> Result<(), Vec<String>> {
             ));
         }
     }
-    for line in transcript.lines_of(HYPERVISOR) {
-        let line = line.trim_end();
-        let fault = line.starts_with("iommu: DMA blocked")
-            || line.starts_with("iommu: interrupt blocked")
-            || (line.starts_with("iommu: partition=") && !line.ends_with(" faults=0"))
-            || (line.starts_with("iommu: blocked-dma=")
-                && !matches!(
-                    line,
-                    "iommu: blocked-dma=0 other-events=0"
-                        | "iommu: blocked-dma=0 other-events=0 blocked-interrupts=0"
-                ));
-        if fault {
-            failures.push(format!("an IOMMU fault: `{line}`"));
-        }
-    }
+    iommu_faults(transcript, &mut failures);
     crate::outcome(failures)
 }
 
@@ -442,6 +428,196 @@ fn rejoin_failures(transcript: &Transcript, functions: u32) -> Vec<String> {
         ));
     }
     failures
+}
+
+/// Every IOMMU fault the hypervisor reported (a blocked DMA or interrupt, a partition's
+/// fault count, the power-off summary), as a failure.
+fn iommu_faults(transcript: &Transcript, failures: &mut Vec<String>) {
+    for line in transcript.lines_of(HYPERVISOR) {
+        let line = line.trim_end();
+        let fault = line.starts_with("iommu: DMA blocked")
+            || line.starts_with("iommu: interrupt blocked")
+            || (line.starts_with("iommu: partition=") && !line.ends_with(" faults=0"))
+            || (line.starts_with("iommu: blocked-dma=")
+                && !matches!(
+                    line,
+                    "iommu: blocked-dma=0 other-events=0"
+                        | "iommu: blocked-dma=0 other-events=0 blocked-interrupts=0"
+                ));
+        if fault {
+            failures.push(format!("an IOMMU fault: `{line}`"));
+        }
+    }
+}
+
+/// partitions/failover-nic.toml: a stock Linux primary driving QEMU's e1000e crashes, a
+/// stock Linux standby rescans its bus, finds the moved NIC and continues the traffic.
+pub const NIC_TABLE: &str = "partitions/failover-nic.toml";
+
+/// The hypervisor's lines of the NIC failover, in order: the primary's kernel panic writes
+/// the reset register, the health table says `standby`, the takeover moves the UART's
+/// and the NIC's ports, com1's pin and the NIC; the standby powers its partition off and
+/// `rt` the machine.
+const NIC_SEQUENCE: &[(&str, &str)] = &[
+    (
+        "health: partition=net event=reset-request count=1 action=standby",
+        "",
+    ),
+    (
+        "contained: partition=net ",
+        "; halted; standby spare takes over",
+    ),
+    (
+        "takeover: partition=spare from=net ports=2 pins=1 functions=1 vector=0xfd ",
+        "",
+    ),
+    (
+        "stopped: partition=spare status=0 ",
+        "reason=acpi-power-off",
+    ),
+    POWER_OFF,
+];
+
+/// What one Linux member printed about its traffic on the NIC (init.sh, `nic_traffic`):
+/// the lease, 5 of 5 ICMP replies, the driver bound to 00:02.0 and its MSI-X vectors, the
+/// receive and transmit ones having counted interrupts.
+fn nic_traffic_failures(name: &str, lines: &[&str], failures: &mut Vec<String>) {
+    for wanted in [
+        "TESSERA-LINUX: e1000e loaded",
+        "TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0",
+        "nic-function: 0000:00:02.0 driver=e1000e",
+    ] {
+        if !lines.iter().any(|line| line.contains(wanted)) {
+            failures.push(format!("{name}: no `{wanted}`"));
+        }
+    }
+    let received = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("ping: 5 packets transmitted, "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse::<u32>().ok());
+    if received != Some(5) {
+        failures.push(format!(
+            "{name}: expected 5 of 5 ICMP replies from 10.0.2.2, got {received:?}"
+        ));
+    }
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("msi-irqs: "))
+        .collect();
+    let msix_irqs: Vec<&str> = kinds
+        .iter()
+        .filter_map(|line| line.strip_suffix(" msix"))
+        .collect();
+    if msix_irqs.len() < 3 || msix_irqs.len() != kinds.len() {
+        failures.push(format!(
+            "{name}: the NIC's interrupts are {kinds:?}, expected three or more, all msix"
+        ));
+    }
+    for queue in ["eth0-rx-0", "eth0-tx-0"] {
+        let counted: Option<u64> = lines
+            .iter()
+            .filter_map(|line| line.strip_prefix("net-interrupts:"))
+            .find(|line| line.ends_with(queue))
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let irq = words.next().unwrap_or_default().trim_end_matches(':');
+                if !msix_irqs.contains(&irq) {
+                    return 0;
+                }
+                words.map_while(|word| word.parse::<u64>().ok()).sum()
+            });
+        if counted.is_none_or(|count| count == 0) {
+            failures.push(format!(
+                "{name}: the MSI-X vector {queue} counted no interrupts ({counted:?})"
+            ));
+        }
+    }
+}
+
+/// Checks a run of partitions/failover-nic.toml: the hypervisor's decision, takeover and
+/// power-off lines in order, no health event for `spare` or `rt`, no IOMMU fault; `net`'s
+/// traffic done before its kernel panicked; `spare` waiting before the takeover, finding
+/// the NIC by a rescan only after it, and its traffic done with the same driver on the
+/// moved function; `rt`'s heartbeats (watched by the hypervisor) from before the crash to
+/// after the standby found the NIC; a clean power-off.
+pub fn check_nic(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    for marker in transcript.markers() {
+        if let Marker::Panic { message } = marker {
+            failures.push(format!("hypervisor panic: {message}"));
+        }
+    }
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    expect_in_order(&hypervisor, NIC_SEQUENCE, &mut failures);
+    no_health_event(&hypervisor, &["rt", "spare"], &mut failures);
+    iommu_faults(transcript, &mut failures);
+    let asked = hypervisor
+        .iter()
+        .find(|line| line.starts_with("takeover: partition=spare from=net "))
+        .and_then(|line| number_after(line, "asked-tsc="));
+
+    let net: Vec<&str> = transcript.lines_of("net").map(str::trim_end).collect();
+    nic_traffic_failures("net", &net, &mut failures);
+    let done = net
+        .iter()
+        .position(|line| *line == "TESSERA-LINUX: nic-primary done");
+    let panicked = net
+        .iter()
+        .position(|line| line.contains("Kernel panic - not syncing: sysrq triggered crash"));
+    if !matches!((done, panicked), (Some(done), Some(panicked)) if done < panicked) {
+        failures.push(format!(
+            "net: `TESSERA-LINUX: nic-primary done` (line {done:?}) must come before its \
+             kernel panic (line {panicked:?})"
+        ));
+    }
+
+    let spare: Vec<&str> = transcript.lines_of("spare").map(str::trim_end).collect();
+    nic_traffic_failures("spare", &spare, &mut failures);
+    if !spare.contains(&"TESSERA-LINUX: nic-standby done") {
+        failures.push("spare: no `TESSERA-LINUX: nic-standby done`".into());
+    }
+    let waiting = spare
+        .iter()
+        .find(|line| line.starts_with("TESSERA-LINUX: standby waiting for a NIC "))
+        .and_then(|line| number_after(line, "tsc="));
+    let found = spare
+        .iter()
+        .find(|line| line.starts_with("TESSERA-LINUX: standby found eth0 after "))
+        .and_then(|line| number_after(line, "tsc="));
+    match (waiting, asked, found) {
+        (Some(waiting), Some(asked), Some(found)) if waiting < asked && asked < found => {}
+        other => failures.push(format!(
+            "spare must wait (tsc) before the takeover was asked and find eth0 after it: \
+             (waiting, asked, found) = {other:?}"
+        )),
+    }
+    let beats: Vec<u64> = transcript
+        .lines_of("rt")
+        .filter(|line| line.starts_with("beat "))
+        .filter_map(|line| number_after(line, "tsc="))
+        .collect();
+    if let (Some(asked), Some(found)) = (asked, found) {
+        if !beats.iter().any(|&tsc| tsc < asked) || !beats.iter().any(|&tsc| tsc > found) {
+            failures.push(format!(
+                "rt's {} heartbeats do not span the failover (asked at tsc={asked}, the \
+                 standby found the NIC at tsc={found})",
+                beats.len()
+            ));
+        }
+    }
+    if !transcript.lines_of("rt").any(|line| {
+        line.starts_with("heartbeats: ") && line.ends_with("sent, every other partition done")
+    }) {
+        failures.push("rt did not report its heartbeats".into());
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    crate::outcome(failures)
 }
 
 #[cfg(test)]
@@ -598,5 +774,86 @@ mod tests {
         let mut wrong = rejoin_lines();
         wrong[7].1 = "spare";
         assert!(check_rejoin(&rejoin_run(&wrong)).is_err());
+    }
+
+    /// The lines of a passing failover-nic run (abridged), with the standby's lines `spare`.
+    fn nic_run(spare: &[&str]) -> Transcript {
+        let traffic = [
+            "TESSERA-LINUX: e1000e loaded",
+            "udhcpc: TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0",
+            "ping: 5 packets transmitted, 5 packets received, 0% packet loss",
+            "net-interrupts:  25:         21   PCI-MSI 32768-edge      eth0-rx-0",
+            "net-interrupts:  26:         26   PCI-MSI 32769-edge      eth0-tx-0",
+            "net-interrupts:  27:          3   PCI-MSI 32770-edge      eth0",
+            "nic-function: 0000:00:02.0 driver=e1000e",
+            "msi-irqs: 25 msix",
+            "msi-irqs: 26 msix",
+            "msi-irqs: 27 msix",
+        ];
+        let mut lines = vec![line("rt", "beat 1 tsc=50")];
+        lines.extend(traffic.iter().map(|text| line("net", text)));
+        lines.extend([
+            line("net", "TESSERA-LINUX: nic-primary done"),
+            line("net", "[   31.880577] Kernel panic - not syncing: sysrq triggered crash"),
+            line(HYPERVISOR, "health: partition=net event=reset-request count=1 action=standby core=1"),
+            line(HYPERVISOR, "contained: partition=net core=1 reason=reset-request address=0x0 access=reset register rip=0x0; halted; standby spare takes over"),
+            line(HYPERVISOR, "takeover: partition=spare from=net ports=2 pins=1 functions=1 vector=0xfd held-cores=0 asked-tsc=100 ticks-since-asked=1 core=2"),
+        ]);
+        lines.extend(spare.iter().map(|text| line("spare", text)));
+        lines.extend([
+            line("rt", "beat 9 tsc=300"),
+            line(
+                HYPERVISOR,
+                "stopped: partition=spare status=0 reason=acpi-power-off core=2",
+            ),
+            line("rt", "heartbeats: 9 sent, every other partition done"),
+            line(HYPERVISOR, "power-off: requested by rt"),
+            line(HYPERVISOR, "iommu: blocked-dma=0 other-events=0"),
+            line(HYPERVISOR, "Tessera: power off"),
+        ]);
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
+    fn standby_lines(found: &str) -> Vec<String> {
+        let mut lines = vec![
+            "TESSERA-LINUX: e1000e loaded".to_owned(),
+            "TESSERA-LINUX: standby waiting for a NIC tsc=40".to_owned(),
+            found.to_owned(),
+            "udhcpc: TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0".to_owned(),
+            "ping: 5 packets transmitted, 5 packets received, 0% packet loss".to_owned(),
+            "net-interrupts:   1:         22   PCI-MSI 32768-edge      eth0-rx-0".to_owned(),
+            "net-interrupts:   2:         21   PCI-MSI 32769-edge      eth0-tx-0".to_owned(),
+            "nic-function: 0000:00:02.0 driver=e1000e".to_owned(),
+        ];
+        lines
+            .extend(["msi-irqs: 1 msix", "msi-irqs: 2 msix", "msi-irqs: 3 msix"].map(String::from));
+        lines.push("TESSERA-LINUX: nic-standby done".to_owned());
+        lines
+    }
+
+    #[test]
+    fn a_linux_standby_that_finds_the_nic_after_the_takeover_passes() {
+        let lines = standby_lines("TESSERA-LINUX: standby found eth0 after 28 rescans tsc=200");
+        let spare: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(check_nic(&nic_run(&spare)), Ok(()));
+    }
+
+    #[test]
+    fn a_linux_standby_without_the_nic_or_finding_it_too_early_fails() {
+        // Found before the takeover was asked: the function was not absent while it waited.
+        let early = standby_lines("TESSERA-LINUX: standby found eth0 after 1 rescans tsc=60");
+        let spare: Vec<&str> = early.iter().map(String::as_str).collect();
+        assert!(check_nic(&nic_run(&spare)).is_err());
+        let none = [
+            "TESSERA-LINUX: e1000e loaded",
+            "TESSERA-LINUX: standby waiting for a NIC tsc=40",
+            "TESSERA-LINUX: standby found no NIC after 60 rescans",
+        ];
+        assert!(check_nic(&nic_run(&none)).is_err());
     }
 }

@@ -844,6 +844,14 @@ pub fn parity_tests() -> Vec<SystemTest> {
             "failover-pci-vtd-qemu".into(),
             Box::new(|systems: &SystemTests| failover_pci(systems, true)),
         ),
+        (
+            "failover-nic-qemu".into(),
+            Box::new(|systems: &SystemTests| failover_nic(systems, false)),
+        ),
+        (
+            "failover-nic-vtd-qemu".into(),
+            Box::new(|systems: &SystemTests| failover_nic(systems, true)),
+        ),
     ];
     for (name, cpu, missing) in QEMU_REFUSING_CPUS {
         tests.push((
@@ -888,6 +896,26 @@ fn failover_pci(systems: &SystemTests, vtd: bool) -> Outcome {
     };
     let transcript = boot_qemu_variant(systems, crate::failover_test::PCI_TABLE, adapt, seconds)?;
     crate::failover_test::check_rejoin_pci(&transcript)
+}
+
+/// The time bound of the NIC failover (two Linux boots under TCG, docs/health.md).
+const FAILOVER_NIC_SECONDS: u64 = 300;
+
+/// A stock Linux standby takes over the NIC of a stock Linux primary
+/// (partitions/failover-nic.toml) on QEMU, with its AMD IOMMU or, for `vtd`, a copy with
+/// VT-d in its place; checked. QEMU only: Bochs has no e1000e and no IOMMU.
+fn failover_nic(systems: &SystemTests, vtd: bool) -> Outcome {
+    let adapt = |table: &mut TableInfo| match vtd {
+        true => use_intel_iommu(table),
+        false => Ok(()),
+    };
+    let transcript = boot_qemu_variant(
+        systems,
+        crate::failover_test::NIC_TABLE,
+        adapt,
+        FAILOVER_NIC_SECONDS,
+    )?;
+    crate::failover_test::check_nic(&transcript)
 }
 
 /// Boots the table at `path` (from the repository root), changed by `adapt` (say, to

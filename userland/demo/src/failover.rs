@@ -378,8 +378,10 @@ pub fn pair(info: &BootInfo, name: &str, restarts: u64, text: &str, pci: Option<
 /// leaves this core unscheduled for most of a period does not look like a hang) until every other partition
 /// has stopped or faulted, each printed as `beat <n> tsc=<t>`, then `heartbeats: <n>
 /// sent, every other partition done`. The hypervisor's watchdog sees any gap longer than a
-/// period.
-pub fn beat_until_others() {
+/// period. `wait_seconds` (from `beat-wait=<s>`) replaces the default time bound
+/// ([`crate::WAIT_TIMEOUT_TICKS`], a few seconds) for partners that take long, such as
+/// Linux guests booting under an emulator.
+pub fn beat_until_others(wait_seconds: Option<u64>) {
     let period = hypercall::hypercall(Call::Heartbeat, 0, 0, 0);
     if period <= 0 {
         println!("beat-until-others: no watchdog ({period})");
@@ -387,6 +389,9 @@ pub fn beat_until_others() {
     }
     let interval = period as u64 / 8;
     let count = hypercall::partition_count().max(0) as u64;
+    let timeout_ticks = wait_seconds.map_or(crate::WAIT_TIMEOUT_TICKS, |seconds| {
+        seconds.saturating_mul(time::tsc_hz())
+    });
     let mut beats: u64 = 1;
     let started = processor::rdtsc();
     println!("beat 1 tsc={started}");
@@ -402,7 +407,7 @@ pub fn beat_until_others() {
         if not_final <= 1 {
             break;
         }
-        if processor::rdtsc().wrapping_sub(started) > crate::WAIT_TIMEOUT_TICKS {
+        if processor::rdtsc().wrapping_sub(started) > timeout_ticks {
             println!("beat-until-others: timed out");
             hypercall::stop_self(crate::EXIT_WAIT_TIMED_OUT);
         }

@@ -97,6 +97,7 @@
 //!   status 0 after ringing the doorbell if it wrote `<last>` (see `failover.rs`);
 //! * `beat-until-others`: heartbeats, eight per watchdog period, until every other partition
 //!   has stopped or faulted; print `heartbeats: <n> sent, every other partition done`;
+//!   `beat-wait=<s>` bounds that wait to `<s>` seconds instead of about seven;
 //! * `fault-by-boot=<kind>[,<kind>…]` (first of all): on boot `n` cause the `n`-th event,
 //!   `ins` (INS from an unassigned port), `triple` (a triple fault), `npf` (a read outside
 //!   its memory), `reset` (the reset register), `fatal` (`declare-fatal`) or `hang` (one
@@ -247,7 +248,7 @@ fn main(info: &BootInfo) {
         request_reset();
     }
     if command_line.has_flag("beat-until-others") {
-        failover::beat_until_others();
+        failover::beat_until_others(command_line.number("beat-wait"));
     }
     if let Some(text) = command_line.value("read-health-log") {
         failover::read_health_log(text);
