@@ -118,6 +118,38 @@ SCRIPT
         done
     done
 }
+# The numbered record stream through the NIC (docs/health.md, "A Linux standby takes over
+# a NIC"): record N is an HTTP GET of /record/N from the collector the system test runs
+# on the host at 10.0.2.2:PORT (QEMU's user network forwards 10.0.2.2 to the host's
+# loopback); the answer `ack N` acknowledges it. PORT is `tessera.stream=PORT`; without it
+# there is no stream. Requests go through `nc` (busybox's static `wget` crashes).
+stream_get() {
+    printf 'GET %s HTTP/1.0\r\n\r\n' "$2" | nc -w 5 10.0.2.2 "$1" 2>&1 | tail -n 1
+}
+stream_port() {
+    for word in $(cat /proc/cmdline); do
+        case "$word" in
+            tessera.stream=*) echo "${word#tessera.stream=}" ;;
+        esac
+    done
+}
+# stream_records FIRST COUNT: records FIRST to FIRST+COUNT-1, one at a time, each printed
+# once acknowledged; the first one without its acknowledgement ends the stream.
+stream_records() {
+    port=$(stream_port)
+    [ -n "$port" ] || return 0
+    record=$1
+    last=$(($1 + $2 - 1))
+    while [ "$record" -le "$last" ]; do
+        answer=$(stream_get "$port" "/record/$record")
+        if [ "$answer" != "ack $record" ]; then
+            echo "TESSERA-LINUX: stream no ack for $record: $answer"
+            return 1
+        fi
+        echo "TESSERA-LINUX: stream acked $record"
+        record=$((record + 1))
+    done
+}
 # The first interface other than `lo`, or nothing.
 nic_name() {
     for interface in /sys/class/net/*; do
@@ -137,6 +169,12 @@ case " $(cat /proc/cmdline) " in
         done
         nic_traffic "$(nic_name)"
         echo "TESSERA-LINUX: nic-primary done"
+        # The stream runs on while the kernel crashes: the crash falls between two
+        # records, or between a record and its acknowledgement.
+        if [ -n "$(stream_port)" ]; then
+            stream_records 1 100000 &
+            sleep 3
+        fi
         echo "TESSERA-LINUX: crashing"
         # A write to the console returns once the bytes are in the tty's buffer, not on
         # the wire; the panic would cut off what the UART has not sent yet.
@@ -166,6 +204,13 @@ case " $(cat /proc/cmdline) " in
         if [ -n "$interface" ]; then
             echo "TESSERA-LINUX: standby found $interface after $rescans rescans tsc=$(/bin/tessera-tsc)"
             nic_traffic "$interface"
+            port=$(stream_port)
+            if [ -n "$port" ]; then
+                # Resume after the last record the collector holds, acknowledged or not.
+                answer=$(stream_get "$port" /last)
+                echo "TESSERA-LINUX: stream resumes after ${answer#last }"
+                stream_records $((${answer#last } + 1)) 10
+            fi
             echo "TESSERA-LINUX: nic-standby done"
         else
             echo "TESSERA-LINUX: standby found no NIC after $rescans rescans"

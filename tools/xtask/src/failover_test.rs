@@ -620,6 +620,178 @@ pub fn check_nic(transcript: &Transcript) -> Result<(), Vec<String>> {
     crate::outcome(failures)
 }
 
+/// The host's end of the NIC failover's record stream (docs/health.md, "A Linux standby
+/// takes over a NIC"): a minimal HTTP server on the loopback, which QEMU's user network
+/// reaches as 10.0.2.2. `GET /record/N` appends N if it is the next record (answer `ack N`;
+/// a repeat of the last one is answered `ack N` too and counted; anything else is counted
+/// as out of order and gets no acknowledgement); `GET /last` answers `last M`, the last
+/// record held. What it received is checked after the run ([`check_stream`]).
+pub struct StreamCollector {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<StreamState>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the collector has received.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamState {
+    /// The records, in the order they were appended.
+    pub records: Vec<u64>,
+    /// Requests for a record it already held (the sender did not see the acknowledgement).
+    pub repeats: u64,
+    /// Requests for a record that was not the next one.
+    pub out_of_order: Vec<u64>,
+}
+
+impl StreamState {
+    /// The answer to one request line (`GET <path> HTTP/1.x`); `None` for an unknown path.
+    fn answer(&mut self, request_line: &str) -> Option<String> {
+        let path = request_line.split_whitespace().nth(1)?;
+        let last = self.records.last().copied().unwrap_or(0);
+        if path == "/last" {
+            return Some(format!("last {last}"));
+        }
+        let record: u64 = path.strip_prefix("/record/")?.parse().ok()?;
+        if record == last + 1 {
+            self.records.push(record);
+        } else if record == last && last != 0 {
+            self.repeats += 1;
+        } else {
+            self.out_of_order.push(record);
+            return Some(format!("out of order: last {last}"));
+        }
+        Some(format!("ack {record}"))
+    }
+}
+
+impl StreamCollector {
+    /// Listens on an ephemeral loopback port.
+    pub fn start() -> anyhow::Result<Self> {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(StreamState::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    };
+                    // A sender that crashed mid-request must not hold the collector.
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                    let mut reader = BufReader::new(&stream);
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        continue;
+                    }
+                    let answer = match state.lock() {
+                        Ok(mut state) => state.answer(&request_line),
+                        Err(_) => None,
+                    };
+                    let (status, body) = match answer {
+                        Some(body) => ("200 OK", body),
+                        None => ("404 Not Found", String::from("unknown")),
+                    };
+                    let _ = write!(
+                        &stream,
+                        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            })
+        };
+        Ok(Self {
+            port,
+            state,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops listening and returns what was received.
+    pub fn finish(mut self) -> StreamState {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.state
+            .lock()
+            .map(|state| state.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Records the standby sends after it resumes (userland/linux/init.sh).
+const STANDBY_RECORDS: u64 = 10;
+
+/// Checks the record stream across the failover: the collector holds 1…N with no gap and
+/// nothing out of order; `net` had at least one record acknowledged before its crash, and
+/// every record it saw acknowledged is at or below the point where `spare` resumed (no
+/// acknowledged record lost); `spare` resumed right after the collector's last record and
+/// had its records acknowledged up to N.
+pub fn check_stream(transcript: &Transcript, collected: &StreamState) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let acked = |partition: &str| -> Vec<u64> {
+        transcript
+            .lines_of(partition)
+            .filter_map(|line| line.trim_end().strip_prefix("TESSERA-LINUX: stream acked "))
+            .filter_map(|record| record.parse().ok())
+            .collect()
+    };
+    let (net_acked, spare_acked) = (acked("net"), acked("spare"));
+    let resumed_after: Option<u64> = transcript
+        .lines_of("spare")
+        .find_map(|line| {
+            line.trim_end()
+                .strip_prefix("TESSERA-LINUX: stream resumes after ")
+        })
+        .and_then(|last| last.parse().ok());
+    let expected: Vec<u64> = (1..=collected.records.len() as u64).collect();
+    if collected.records != expected || !collected.out_of_order.is_empty() {
+        failures.push(format!(
+            "the collector's records are not 1…N in order: {:?}, out of order {:?}",
+            collected.records, collected.out_of_order
+        ));
+    }
+    let Some(resumed_after) = resumed_after else {
+        failures.push("spare: no `TESSERA-LINUX: stream resumes after M`".into());
+        return crate::outcome(failures);
+    };
+    let net_last = net_acked.iter().copied().max();
+    match net_last {
+        None => failures.push("net: no record acknowledged before its crash".into()),
+        Some(last) if last > resumed_after => failures.push(format!(
+            "net had record {last} acknowledged, but spare resumed after {resumed_after}: lost"
+        )),
+        Some(_) => {}
+    }
+    let wanted: Vec<u64> = (resumed_after + 1..=resumed_after + STANDBY_RECORDS).collect();
+    if spare_acked != wanted {
+        failures.push(format!(
+            "spare's acknowledged records are {spare_acked:?}, expected {wanted:?}"
+        ));
+    }
+    if collected.records.len() as u64 != resumed_after + STANDBY_RECORDS {
+        failures.push(format!(
+            "the collector holds {} records, expected {} (resumed after {resumed_after}, then {STANDBY_RECORDS})",
+            collected.records.len(),
+            resumed_after + STANDBY_RECORDS
+        ));
+    }
+    crate::outcome(failures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,5 +1027,98 @@ mod tests {
             "TESSERA-LINUX: standby found no NIC after 60 rescans",
         ];
         assert!(check_nic(&nic_run(&none)).is_err());
+    }
+
+    #[test]
+    fn the_collector_acknowledges_only_the_next_record() {
+        let mut state = StreamState::default();
+        assert_eq!(
+            state.answer("GET /last HTTP/1.1\r\n").as_deref(),
+            Some("last 0")
+        );
+        assert_eq!(
+            state.answer("GET /record/1 HTTP/1.1\r\n").as_deref(),
+            Some("ack 1")
+        );
+        assert_eq!(
+            state.answer("GET /record/2 HTTP/1.1\r\n").as_deref(),
+            Some("ack 2")
+        );
+        // A repeat of the last (its acknowledgement was lost) is acknowledged again.
+        assert_eq!(
+            state.answer("GET /record/2 HTTP/1.1\r\n").as_deref(),
+            Some("ack 2")
+        );
+        assert_eq!(
+            state.answer("GET /record/5 HTTP/1.1\r\n").as_deref(),
+            Some("out of order: last 2")
+        );
+        assert_eq!(state.answer("GET /other HTTP/1.1\r\n"), None);
+        assert_eq!(state.records, vec![1, 2]);
+        assert_eq!((state.repeats, state.out_of_order.clone()), (1, vec![5]));
+    }
+
+    #[test]
+    fn the_collector_answers_over_http() {
+        use std::io::{Read, Write};
+        let collector = StreamCollector::start().unwrap();
+        let ask = |path: &str| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", collector.port())).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: 10.0.2.2\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        };
+        assert!(ask("/record/1").ends_with("\r\n\r\nack 1"));
+        assert!(ask("/last").ends_with("\r\n\r\nlast 1"));
+        assert_eq!(collector.finish().records, vec![1]);
+    }
+
+    /// A run's stream lines: `net` acknowledged 1…`net_acked`, `spare` resumed after
+    /// `resumed` and had `spare_acked` acknowledged.
+    fn stream_run(net_acked: u64, resumed: u64, spare_acked: &[u64]) -> Transcript {
+        let mut lines: Vec<TranscriptLine> = (1..=net_acked)
+            .map(|record| line("net", &format!("TESSERA-LINUX: stream acked {record}")))
+            .collect();
+        lines.push(line(
+            "spare",
+            &format!("TESSERA-LINUX: stream resumes after {resumed}"),
+        ));
+        lines.extend(
+            spare_acked
+                .iter()
+                .map(|record| line("spare", &format!("TESSERA-LINUX: stream acked {record}"))),
+        );
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_stream_check_finds_lost_and_repeated_records() {
+        let collected = |count: u64| StreamState {
+            records: (1..=count).collect(),
+            ..StreamState::default()
+        };
+        // net's 7th record reached the collector, its acknowledgement not net.
+        let good = stream_run(6, 7, &(8..=17).collect::<Vec<_>>());
+        assert_eq!(check_stream(&good, &collected(17)), Ok(()));
+        // spare resumed too early: net's acknowledged 7 would be sent again.
+        let early = stream_run(7, 6, &(7..=16).collect::<Vec<_>>());
+        assert!(check_stream(&early, &collected(16)).is_err());
+        // A gap in what the collector holds.
+        let mut gap = collected(17);
+        gap.records.remove(3);
+        assert!(check_stream(&good, &gap).is_err());
+        // No record of net's before the crash, or spare's stream cut short.
+        assert!(check_stream(
+            &stream_run(0, 0, &(1..=10).collect::<Vec<_>>()),
+            &collected(10)
+        )
+        .is_err());
+        assert!(check_stream(&stream_run(6, 7, &[8, 9]), &collected(9)).is_err());
     }
 }

@@ -905,17 +905,43 @@ const FAILOVER_NIC_SECONDS: u64 = 300;
 /// (partitions/failover-nic.toml) on QEMU, with its AMD IOMMU or, for `vtd`, a copy with
 /// VT-d in its place; checked. QEMU only: Bochs has no e1000e and no IOMMU.
 fn failover_nic(systems: &SystemTests, vtd: bool) -> Outcome {
-    let adapt = |table: &mut TableInfo| match vtd {
-        true => use_intel_iommu(table),
-        false => Ok(()),
+    use crate::failover_test::{check_nic, check_stream, StreamCollector, NIC_TABLE};
+    // The host's end of the record stream; both members learn its port from their
+    // command lines (`tessera.stream=PORT`).
+    let collector = StreamCollector::start().map_err(|error| vec![format!("{error:#}")])?;
+    let port = collector.port();
+    let adapt = |table: &mut TableInfo| {
+        let primary = format!("tessera.nic-primary tessera.stream={port}\"");
+        let standby = format!("tessera.nic-standby tessera.stream={port}\"");
+        let mut replacements = vec![
+            ("tessera.nic-primary\"", primary.as_str()),
+            ("tessera.nic-standby\"", standby.as_str()),
+        ];
+        if vtd {
+            replacements.push((AMD_VI_WINDOW, VT_D_WINDOW));
+        }
+        let suffix = if vtd { "vtd-stream" } else { "stream" };
+        *table = table_variant(table, suffix, &replacements)?;
+        if vtd {
+            // The window is replaced above; this switches QEMU's IOMMU model.
+            use_intel_iommu(table)?;
+        }
+        Ok(())
     };
-    let transcript = boot_qemu_variant(
-        systems,
-        crate::failover_test::NIC_TABLE,
-        adapt,
-        FAILOVER_NIC_SECONDS,
-    )?;
-    crate::failover_test::check_nic(&transcript)
+    let transcript = boot_qemu_variant(systems, NIC_TABLE, adapt, FAILOVER_NIC_SECONDS);
+    let collected = collector.finish();
+    let transcript = transcript?;
+    let nic = check_nic(&transcript);
+    let stream = check_stream(&transcript, &collected);
+    match (nic, stream) {
+        (Ok(()), Ok(())) => Ok(()),
+        (nic, stream) => Err(nic
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(stream.err().unwrap_or_default())
+            .collect()),
+    }
 }
 
 /// Boots the table at `path` (from the repository root), changed by `adapt` (say, to
