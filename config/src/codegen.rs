@@ -310,6 +310,11 @@ fn write_channel(out: &mut String, channel: &LoweredChannel) {
     let _ = writeln!(out, "            members: &{:?},", channel.members);
     let _ = writeln!(
         out,
+        "            takeover_standbys: &{:?},",
+        channel.takeover_standbys
+    );
+    let _ = writeln!(
+        out,
         "            doorbell_vector: {:#x},",
         channel.doorbell_vector
     );

@@ -1,7 +1,8 @@
 //! The guest-physical layout of a partition, shared by validation (which checks it) and
 //! lowering (which emits it): RAM regions packed from guest-physical 0 in table order unless
 //! a region says `guest = …`; channel memory after the highest RAM end, each channel at the
-//! next 2 MiB boundary; device MMIO identity-mapped.
+//! next 2 MiB boundary (a channel a standby takes over: where its primary has it); device
+//! MMIO identity-mapped.
 
 use tessera_abi::table::{MappingKind, MemoryMapping, Range, Rights};
 
@@ -73,24 +74,33 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
             ),
         });
     }
-    let mut cursor = align_up(ram_end, CHANNEL_ALIGNMENT);
-    for &channel_index in table.channels_of(&partition.name) {
+    for (channel_index, guest) in own_channel_bases(table, partition, ram_end) {
         let channel = &table.channels[channel_index];
-        let Some(guest) = cursor else { break };
-        let size = channel.memory.size.0;
-        cursor = guest
-            .checked_add(size)
-            .and_then(|end| align_up(end, CHANNEL_ALIGNMENT));
-        planned.push(PlannedMapping {
-            mapping: MemoryMapping {
-                guest,
-                host: channel.memory.to_abi(),
-                rights: Rights::RW,
-                kind: MappingKind::Channel(channel_index as u16),
-            },
-            span: channel.memory.span,
-            description: format!("memory of channel `{}`", *channel.name),
-        });
+        planned.push(planned_channel(channel_index, channel, guest, None));
+    }
+    // Channels a standby takes over sit where its primary has them (the same guest address
+    // in both members), so a guest finds its primary's channel where the primary left it.
+    if let Some(primary) = partition.standby_for.as_ref() {
+        if let Some(primary_index) = table.partition_index(primary) {
+            let bases = own_channel_bases(
+                table,
+                &table.partitions[primary_index],
+                ram_end_of(&table.partitions[primary_index]),
+            );
+            for channel_index in table.takeover_channels(partition) {
+                let Some(&(_, guest)) = bases.iter().find(|(index, _)| *index == channel_index)
+                else {
+                    continue;
+                };
+                let channel = &table.channels[channel_index];
+                planned.push(planned_channel(
+                    channel_index,
+                    channel,
+                    guest,
+                    Some(primary.as_str()),
+                ));
+            }
+        }
     }
     let own = table
         .partition_devices(partition)
@@ -119,6 +129,59 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
         }
     }
     planned
+}
+
+/// The end of a partition's highest RAM region in guest-physical space.
+fn ram_end_of(partition: &Partition) -> u64 {
+    partition
+        .memory
+        .iter()
+        .zip(ram_guest_bases(partition))
+        .filter_map(|(region, guest)| guest?.checked_add(region.size.0))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Where each channel `partition` is a member of appears to it: from the first 2 MiB
+/// boundary at or after `ram_end`, in channel order, each at the next 2 MiB boundary.
+/// Channels whose address cannot be computed are left out.
+fn own_channel_bases(table: &Table, partition: &Partition, ram_end: u64) -> Vec<(usize, u64)> {
+    let mut bases = Vec::new();
+    let mut cursor = align_up(ram_end, CHANNEL_ALIGNMENT);
+    for &channel_index in table.channels_of(&partition.name) {
+        let Some(guest) = cursor else { break };
+        cursor = guest
+            .checked_add(table.channels[channel_index].memory.size.0)
+            .and_then(|end| align_up(end, CHANNEL_ALIGNMENT));
+        bases.push((channel_index, guest));
+    }
+    bases
+}
+
+/// The planned mapping of a channel's memory at `guest`; `from`: the primary a standby
+/// takes it over from.
+fn planned_channel(
+    channel_index: usize,
+    channel: &crate::model::Channel,
+    guest: u64,
+    from: Option<&str>,
+) -> PlannedMapping {
+    PlannedMapping {
+        mapping: MemoryMapping {
+            guest,
+            host: channel.memory.to_abi(),
+            rights: Rights::RW,
+            kind: MappingKind::Channel(channel_index as u16),
+        },
+        span: channel.memory.span,
+        description: match from {
+            None => format!("memory of channel `{}`", *channel.name),
+            Some(primary) => format!(
+                "memory of channel `{}`, taken over from `{primary}`",
+                *channel.name
+            ),
+        },
+    }
 }
 
 /// The guest-physical RAM of a partition as sorted, merged ranges.
@@ -179,6 +242,54 @@ mod tests {
         assert!(covered(&ranges, 0x3000, 0x1000));
         assert!(!covered(&ranges, 0x3800, 0x1000));
         assert!(!covered(&ranges, u64::MAX, 2));
+    }
+
+    fn corpus_table(name: &str) -> Table {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus/valid")
+            .join(name);
+        crate::load_without_files(&path).expect("a valid corpus table")
+    }
+
+    fn channel_guest(table: &Table, partition: &str, channel: u16) -> Option<u64> {
+        let index = table.partition_index(partition).unwrap();
+        plan_partition(table, index)
+            .into_iter()
+            .find(|planned| planned.mapping.kind == MappingKind::Channel(channel))
+            .map(|planned| planned.mapping.guest)
+    }
+
+    #[test]
+    fn a_standby_takes_over_the_channels_only_its_primary_is_in() {
+        let table = corpus_table("standby-takeover-channel.toml");
+        let partition = |name: &str| &table.partitions[table.partition_index(name).unwrap()];
+        let taken: Vec<usize> = table.takeover_channels(partition("spare")).collect();
+        assert_eq!(taken, vec![0]);
+        assert_eq!(table.takeover_channels(partition("io")).count(), 0);
+        assert_eq!(table.takeover_channels(partition("rt")).count(), 0);
+        assert_eq!(
+            table.channel_takers(0),
+            vec![table.partition_index("spare").unwrap()]
+        );
+        // At io's guest address (after io's 16 MiB of RAM), not packed after spare's RAM.
+        assert_eq!(channel_guest(&table, "io", 0), Some(16 << 20));
+        assert_eq!(channel_guest(&table, "spare", 0), Some(16 << 20));
+        let spare = table.partition_index("spare").unwrap();
+        assert!(plan_partition(&table, spare)
+            .iter()
+            .any(|planned| planned.description
+                == "memory of channel `telemetry`, taken over from `io`"));
+    }
+
+    #[test]
+    fn a_channel_both_members_list_is_not_taken_over() {
+        let table = corpus_table("standby.toml");
+        for partition in &table.partitions {
+            assert_eq!(table.takeover_channels(partition).count(), 0);
+        }
+        for channel in 0..table.channels.len() {
+            assert!(table.channel_takers(channel).is_empty());
+        }
     }
 
     #[test]

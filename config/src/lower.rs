@@ -266,6 +266,8 @@ pub struct LoweredChannel {
     pub name: String,
     pub memory: Range,
     pub members: Vec<u16>,
+    /// The standbys that take the channel over (`Table::channel_takers`), also in `members`.
+    pub takeover_standbys: Vec<u16>,
     pub doorbell_vector: u8,
     pub doorbell_rings_per_second: u32,
 }
@@ -453,13 +455,20 @@ pub fn lower(validated: &Validated) -> Result<Lowered, Diagnostics> {
         channels: table
             .channels
             .iter()
-            .map(|channel| LoweredChannel {
+            .enumerate()
+            .map(|(position, channel)| LoweredChannel {
                 name: channel.name.value.clone(),
                 memory: channel.memory.to_abi(),
                 members: channel
                     .partitions
                     .iter()
                     .filter_map(|member| table.partition_index(member))
+                    .chain(table.channel_takers(position))
+                    .map(|index| index as u16)
+                    .collect(),
+                takeover_standbys: table
+                    .channel_takers(position)
+                    .into_iter()
                     .map(|index| index as u16)
                     .collect(),
                 doorbell_vector: u8::try_from(*channel.doorbell.vector).unwrap_or_default(),

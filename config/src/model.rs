@@ -142,6 +142,37 @@ impl Table {
             .filter(|device| device.device.pci.is_some())
     }
 
+    /// The channels a standby takes over from its primary (`standby-for`): those the
+    /// primary is a member of and the standby is not, in channel order. The standby's
+    /// stage-2 tables are built with their memory, at the primary's guest address, and the
+    /// hypervisor makes it present only while the standby holds the pair's devices
+    /// (docs/health.md, "Channels at a takeover"). None for other partitions; a channel
+    /// both members list is an ordinary channel of both.
+    pub fn takeover_channels<'table>(
+        &'table self,
+        partition: &'table Partition,
+    ) -> impl Iterator<Item = usize> + 'table {
+        let own = self.channels_of(&partition.name);
+        partition
+            .standby_for
+            .as_ref()
+            .filter(|primary| ***primary != *partition.name)
+            .into_iter()
+            .flat_map(move |primary| self.channels_of(primary).iter().copied())
+            .filter(move |channel| !own.contains(channel))
+    }
+
+    /// The standbys that take channel `channel` over (`takeover_channels`), as partition
+    /// indices in table order.
+    pub fn channel_takers(&self, channel: usize) -> Vec<usize> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, partition)| self.takeover_channels(partition).any(|c| c == channel))
+            .map(|(index, _)| index)
+            .collect()
+    }
+
     /// The devices whose PCI functions, MMIO windows and ACPI description a partition's
     /// static state is built with: its own, then those it may take over.
     pub fn partition_devices_with_takeover<'table>(

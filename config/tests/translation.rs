@@ -48,12 +48,9 @@ fn normalize(mut runs: Vec<Run>) -> Vec<Run> {
     merged
 }
 
-/// The guest map partition `index` must see, from the table and the documented layout:
-/// RAM packed from 0 in table order unless `guest` is given (RWX); each channel it is a
-/// member of after the highest RAM end at the next 2 MiB boundary (RW); its devices' MMIO
-/// identity-mapped (RW).
-fn expected_map(table: &Table, index: usize) -> Vec<Run> {
-    let partition = &table.partitions[index];
+/// A partition's RAM (RWX) and the channels it is a member of (RW), as the documented layout
+/// places them.
+fn own_ram_and_channels(table: &Table, partition: &tessera_config::model::Partition) -> Vec<Run> {
     let mut runs = Vec::new();
     let mut cursor = 0;
     let mut ram_end = 0;
@@ -77,6 +74,39 @@ fn expected_map(table: &Table, index: usize) -> Vec<Run> {
                 Rights::RW,
             ));
             cursor = align_up(cursor + channel.memory.size.0, 2 << 20);
+        }
+    }
+    runs
+}
+
+/// The guest map partition `index` must see, from the table and the documented layout:
+/// RAM packed from 0 in table order unless `guest` is given (RWX); each channel it is a
+/// member of after the highest RAM end at the next 2 MiB boundary (RW); its devices' MMIO
+/// identity-mapped (RW).
+fn expected_map(table: &Table, index: usize) -> Vec<Run> {
+    let partition = &table.partitions[index];
+    let mut runs = own_ram_and_channels(table, partition);
+    // A standby's tables also hold each channel of its primary it is not a member of, at
+    // the primary's guest address: the hypervisor takes it out at boot and puts it back
+    // only when the standby takes the devices over.
+    if let Some(primary) = partition.standby_for.as_ref().and_then(|primary| {
+        table
+            .partitions
+            .iter()
+            .find(|other| other.name.value == primary.value)
+    }) {
+        let member = |channel: &tessera_config::model::Channel, name: &str| {
+            channel.partitions.iter().any(|member| member.value == name)
+        };
+        for run in own_ram_and_channels(table, primary) {
+            let is_taken_over = table.channels.iter().any(|channel| {
+                *channel.memory.base == run.1
+                    && member(channel, &primary.name)
+                    && !member(channel, &partition.name)
+            });
+            if run.3 == Rights::RW && is_taken_over {
+                runs.push(run);
+            }
         }
     }
     let device_named = |name: &str| {

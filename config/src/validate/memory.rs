@@ -501,7 +501,16 @@ fn check_guest_maps(table: &Table, findings: &mut Vec<Finding>) {
                         show_range(first.start, first.end - first.start)
                     ),
                 )
-                .hint("regions are packed from guest-physical 0 in table order; set `guest = …` to place one elsewhere"),
+                .hint(
+                    if [first_mapping, second_mapping]
+                        .iter()
+                        .any(|mapping| mapping.description.contains(", taken over from"))
+                    {
+                        "a channel a standby takes over sits at its primary's guest address; keep the standby's RAM and own channels clear of it, or list the standby in the channel"
+                    } else {
+                        "regions are packed from guest-physical 0 in table order; set `guest = …` to place one elsewhere"
+                    },
+                ),
             );
         }
     }

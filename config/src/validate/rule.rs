@@ -209,8 +209,6 @@ pub enum Rule {
     StandbyDevices,
     /// `takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.
     StandbyVector,
-    /// A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.
-    StandbyChannels,
     /// `rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.
     StandbyRejoin,
     // run
@@ -321,7 +319,6 @@ impl Rule {
         Rule::StandbyTarget,
         Rule::StandbyDevices,
         Rule::StandbyVector,
-        Rule::StandbyChannels,
         Rule::StandbyRejoin,
         Rule::RunUnknownPartition,
         Rule::RunSeconds,
@@ -331,10 +328,15 @@ impl Rule {
     /// Identifiers of rules that no longer exist, never to be given to a new rule:
     /// `boot-unsupported` (linux partitions could not be started before issue 6),
     /// `standby-cores` (a standby had to have one core before takeovers held its other
-    /// cores) and `standby-pci` (PCI functions could not move at a takeover before they
-    /// moved with their IOMMU domain).
-    pub const RETIRED: &'static [&'static str] =
-        &["boot-unsupported", "standby-cores", "standby-pci"];
+    /// cores), `standby-pci` (PCI functions could not move at a takeover before they
+    /// moved with their IOMMU domain) and `standby-channels` (a standby had to be a member
+    /// of each of its primary's channels before channels moved at a takeover).
+    pub const RETIRED: &'static [&'static str] = &[
+        "boot-unsupported",
+        "standby-cores",
+        "standby-pci",
+        "standby-channels",
+    ];
 
     /// The stable identifier, e.g. `memory-overlap`.
     pub const fn id(self) -> &'static str {
@@ -435,7 +437,6 @@ impl Rule {
             Rule::StandbyTarget => "standby-target",
             Rule::StandbyDevices => "standby-devices",
             Rule::StandbyVector => "standby-vector",
-            Rule::StandbyChannels => "standby-channels",
             Rule::StandbyRejoin => "standby-rejoin",
             Rule::RunSeconds => "run-seconds",
             Rule::RunDisk => "run-disk",
@@ -541,7 +542,6 @@ impl Rule {
             Rule::StandbyTarget => "health",
             Rule::StandbyDevices => "health",
             Rule::StandbyVector => "health",
-            Rule::StandbyChannels => "health",
             Rule::StandbyRejoin => "health",
             Rule::RunSeconds => "run",
             Rule::RunDisk => "run",
@@ -647,7 +647,6 @@ impl Rule {
             Rule::StandbyTarget => "`standby-for` names a partition that does not exist, the partition itself, a partition that is itself a standby (no chains or cycles), or a primary that already has a standby.",
             Rule::StandbyDevices => "A standby partition (`standby-for`) lists a device of its own with an interrupt pin or a PCI function; its own devices may have only ports and MMIO windows (say, a console), the rest it takes over from its primary.",
             Rule::StandbyVector => "`takeover-vector` is missing from a standby, given to a partition without `standby-for`, or outside 32–255.",
-            Rule::StandbyChannels => "A channel of a partition with a standby does not have the standby as a member: channel memberships do not move at takeover, the standby must already be in each.",
             Rule::StandbyRejoin => "`rejoin-as-standby` is given to a partition without a standby, or to one that could not be a standby: no `takeover-vector`, or not a member of a channel of its standby.",
             Rule::RunSeconds => "`run.seconds` is zero.",
             Rule::RunDisk => "A `run.qemu-disks` entry's `file` is not a plain file name (empty, `.`, `..` or with a `/`), its `size` is not a positive multiple of 512 bytes, or two entries name one file.",

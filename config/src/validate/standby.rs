@@ -1,8 +1,9 @@
 //! Hot standby (`standby-for`, docs/health.md): a standby names an existing partition other
 //! than itself that is no standby; each primary has at most one standby; the standby's own
-//! devices have no pin and no PCI function, and it names its takeover vector; the primary holds nothing the
-//! takeover cannot move (PCI functions) and shares every channel with its standby; a primary
-//! that rejoins as its standby's standby (`rejoin-as-standby`) can be one.
+//! devices have no pin and no PCI function (it may have ports and windows of its own, a
+//! console say) and it names its takeover vector (its primary's devices, PCI functions and
+//! channels move to it at a takeover); a primary that rejoins as its standby's standby
+//! (`rejoin-as-standby`) can be one.
 
 use std::collections::HashMap;
 
@@ -250,27 +251,11 @@ fn check_pair(
             )),
         );
     }
-    for channel in channels_without(table, &primary.name, &standby.name) {
-        findings.push(
-            Finding::new(
-                Rule::StandbyChannels,
-                channel.name.span,
-                format!(
-                    "channel `{}` has partition `{}` but not its standby `{}`",
-                    *channel.name, *primary.name, *standby.name
-                ),
-            )
-            .label("standby missing")
-            .hint(format!(
-                "add `{}` to the channel's partitions: memberships do not move at takeover",
-                *standby.name
-            )),
-        );
-    }
 }
 
-/// The channels that have partition `member` but not partition `missing`: memberships do
-/// not move at a takeover, so a pair's members must share them.
+/// The channels that have partition `member` but not partition `missing`. A standby takes
+/// over its primary's channels, but a rejoining primary must already be a member of its
+/// standby's: only the table primary's channels move.
 fn channels_without<'table>(
     table: &'table Table,
     member: &'table str,

@@ -155,6 +155,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             name: "ring",
             memory: ::tessera_abi::table::Range { base: 0x5000000, size: 0x10000 },
             members: &[0, 1],
+            takeover_standbys: &[],
             doorbell_vector: 0x40,
             doorbell_rings_per_second: 10000,
         },

@@ -121,6 +121,7 @@ pub static MACHINE: ::tessera_abi::table::Machine = ::tessera_abi::table::Machin
             name: "ring",
             memory: ::tessera_abi::table::Range { base: 0x3000000, size: 0x10000 },
             members: &[1, 0],
+            takeover_standbys: &[],
             doorbell_vector: 0x40,
             doorbell_rings_per_second: 500,
         },

@@ -520,8 +520,12 @@ pub struct PciFunction {
 pub struct Channel {
     pub name: &'static str,
     pub memory: Range,
-    /// Partition indices of its members.
+    /// Partition indices of its members (the table's, then the standbys that take it over).
     pub members: &'static [u16],
+    /// Standbys (partition indices, also in `members`) that the table does not list but that
+    /// take the channel over from their primary: such a standby and its primary may use the
+    /// channel (memory and doorbell) only while they hold the pair's devices.
+    pub takeover_standbys: &'static [u16],
     pub doorbell_vector: u8,
     /// The most rings per second the hypervisor accepts from each member (1–1,000,000;
     /// `doorbell-budget` in the table, 10,000 by default).

@@ -682,6 +682,54 @@ pub fn map_page<F: EntryFormat>(
     Ok(())
 }
 
+/// Makes `leaf` — one of the leaves [`build`] wrote for a mapping (as [`leaves`] splits it,
+/// so of the same size) — present or not present in the tree rooted at `root`: a channel a
+/// standby takes over leaves its tables at boot and comes back at the takeover, and leaves
+/// the failed member's then. Works for leaves of any size, since the path of tables down to
+/// the leaf's level stays as built. Returns whether the leaf was present before.
+/// `NotMapped` when the path of tables does not reach the leaf's level; `LargePage` when a
+/// larger leaf sits above it. Making a leaf present needs no invalidation (as for
+/// [`map_page`]); taking one out needs the caller to flush cached translations of every
+/// processor that runs with the tree before it runs the guest again.
+pub fn set_leaf_present<F: EntryFormat>(
+    pool_pages: &mut [[u64; ENTRIES]],
+    phys_base: u64,
+    root: u64,
+    leaf: &Leaf,
+    present: bool,
+) -> Result<bool, UnmapError> {
+    let target = leaf.size.level();
+    if leaf.guest >= GUEST_ADDRESS_LIMIT || !leaf.guest.is_multiple_of(leaf.size.bytes()) {
+        return Err(UnmapError::NotMapped);
+    }
+    let mut table = page_index(pool_pages.len(), phys_base, root).ok_or(UnmapError::NotMapped)?;
+    for level in (target + 1..=4).rev() {
+        let slot = entry_index(leaf.guest, level);
+        match F::decode(pool_pages[table][slot], level) {
+            Decoded::NotPresent => return Err(UnmapError::NotMapped),
+            Decoded::Table { next } => {
+                table =
+                    page_index(pool_pages.len(), phys_base, next).ok_or(UnmapError::NotMapped)?;
+            }
+            Decoded::Leaf { .. } => {
+                let size = PageSize::at_level(level).ok_or(UnmapError::NotMapped)?;
+                return Err(UnmapError::LargePage(size));
+            }
+        }
+    }
+    let slot = entry_index(leaf.guest, target);
+    let was_present = !matches!(
+        F::decode(pool_pages[table][slot], target),
+        Decoded::NotPresent
+    );
+    pool_pages[table][slot] = if present {
+        F::leaf(leaf.host, leaf.size, leaf.rights, leaf.kind)
+    } else {
+        0
+    };
+    Ok(was_present)
+}
+
 /// The level-1 table (pool index) and slot that hold the 4 KiB page at `guest`, whether
 /// that slot is present or not.
 fn small_page_slot<F: EntryFormat>(
@@ -1281,6 +1329,75 @@ mod tests {
         assert_eq!(
             map_back(&mut pages, 0x1000),
             Err(UnmapError::LargePage(PageSize::Size1GiB))
+        );
+    }
+
+    #[test]
+    fn set_leaf_present_takes_out_and_puts_back_leaves_of_any_size() {
+        leaf_round_trip::<Npt>();
+        leaf_round_trip::<Ept>();
+    }
+
+    fn leaf_round_trip<F: EntryFormat>() {
+        // RAM, then a channel of 2 MiB + 8 KiB: one 2 MiB leaf and two 4 KiB leaves.
+        let channel = MemoryMapping {
+            guest: 0x40_0000,
+            host: Range::new(0x800_0000, 0x20_2000),
+            rights: Rights::RW,
+            kind: MappingKind::Channel(0),
+        };
+        let map = [ram(0, 0x100_0000, 0x40_0000), channel];
+        let mut pages = pool_pages(8);
+        let root = build::<F>(&map, false, &mut TablePool::new(&mut pages, POOL_BASE)).unwrap();
+        let channel_leaves: Vec<Leaf> = leaves(&[channel], false).collect();
+        assert_eq!(channel_leaves.len(), 3);
+        assert_eq!(channel_leaves[0].size, PageSize::Size2MiB);
+        let before: Vec<_> = [0x40_0000, 0x5f_ffff, 0x60_0000, 0x60_1fff]
+            .iter()
+            .map(|&guest| walk::<F>(&pages, POOL_BASE, root, guest))
+            .collect();
+        assert!(before.iter().all(Option::is_some));
+        for leaf in &channel_leaves {
+            assert_eq!(
+                set_leaf_present::<F>(&mut pages, POOL_BASE, root, leaf, false),
+                Ok(true)
+            );
+        }
+        for guest in [0x40_0000, 0x5f_ffff, 0x60_0000, 0x60_1fff] {
+            assert_eq!(walk::<F>(&pages, POOL_BASE, root, guest), None);
+        }
+        // The RAM below stays.
+        assert!(walk::<F>(&pages, POOL_BASE, root, 0x3f_ffff).is_some());
+        for leaf in &channel_leaves {
+            assert_eq!(
+                set_leaf_present::<F>(&mut pages, POOL_BASE, root, leaf, true),
+                Ok(false)
+            );
+        }
+        let after: Vec<_> = [0x40_0000, 0x5f_ffff, 0x60_0000, 0x60_1fff]
+            .iter()
+            .map(|&guest| walk::<F>(&pages, POOL_BASE, root, guest))
+            .collect();
+        assert_eq!(after, before);
+        // A leaf below a larger one, or where no tables lead, is refused.
+        let small_in_ram = Leaf {
+            guest: 0x20_1000,
+            host: 0x120_1000,
+            size: PageSize::Size4KiB,
+            rights: Rights::RWX,
+            kind: MappingKind::Ram,
+        };
+        assert_eq!(
+            set_leaf_present::<F>(&mut pages, POOL_BASE, root, &small_in_ram, false),
+            Err(UnmapError::LargePage(PageSize::Size2MiB))
+        );
+        let nowhere = Leaf {
+            guest: 0x80_0000_0000,
+            ..small_in_ram
+        };
+        assert_eq!(
+            set_leaf_present::<F>(&mut pages, POOL_BASE, root, &nowhere, true),
+            Err(UnmapError::NotMapped)
         );
     }
 

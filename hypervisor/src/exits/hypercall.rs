@@ -65,6 +65,11 @@ pub fn handle(
             _ => Error::InvalidArgument as i64,
         },
         Some(Call::RingDoorbell) => match member_channel(context, argument) {
+            // A waiting standby (or a failed member after the takeover) does not hold a
+            // channel that moves with its pair's devices.
+            Some(channel) if !control.holds_channel(context.partition_index, channel) => {
+                Error::Denied as i64
+            }
             Some(channel) if control.doorbell_allowed(context, channel) => {
                 ring_doorbell(context, control, channel)
             }
@@ -137,17 +142,19 @@ fn member_channel(context: &CoreContext, argument: u64) -> Option<usize> {
         .then_some(index)
 }
 
-/// Raises the channel's vector on the boot core of every other member that runs: one
+/// Raises the channel's vector on the boot core of every other member that runs and holds
+/// the channel (of a pair that moves it, only the member holding the pair's devices): one
 /// fixed, physical-destination IPI each (Intel SDM vol. 3 §11.12.9). The destination is
 /// chosen here, from the table, never by the guest.
 #[inline(always)]
-fn ring_doorbell(context: &CoreContext, control: &impl PartitionControl, channel: usize) -> i64 {
-    let channel = &MACHINE.channels[channel];
+fn ring_doorbell(context: &CoreContext, control: &impl PartitionControl, index: usize) -> i64 {
+    let channel = &MACHINE.channels[index];
     let mut signalled = 0;
     for &member in channel.members {
         let member = PartitionIndex(usize::from(member));
         if member == context.partition_index
             || control.partition_state(member) != PartitionState::Running
+            || !control.holds_channel(member, index)
         {
             continue;
         }

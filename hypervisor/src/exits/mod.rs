@@ -114,6 +114,10 @@ pub trait PartitionControl {
     /// Whether the core's partition may ring channel `channel` once more within the
     /// channel's `doorbell-budget` (rings per second per member).
     fn doorbell_allowed(&self, context: &CoreContext, channel: usize) -> bool;
+    /// Whether `partition` holds channel `channel` now: a member of a channel a standby
+    /// takes over uses it only while it holds its pair's devices (docs/health.md,
+    /// "Channels at a takeover"); every member of any other channel always.
+    fn holds_channel(&self, partition: PartitionIndex, channel: usize) -> bool;
     /// Whether a console line the guest caused (a refusal, a start-up) may be written: a
     /// rate limit per partition, so no guest can flood the shared console.
     fn may_log(&self, context: &CoreContext) -> bool;

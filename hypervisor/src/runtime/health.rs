@@ -330,6 +330,21 @@ pub fn is_waiting_standby(partition: PartitionIndex) -> bool {
     Pair::of(partition).is_some_and(|pair| pair.is_waiting(partition))
 }
 
+/// Whether `partition` holds channel `channel` now. A member of a channel that a standby
+/// takes over (`takeover_standbys`: the standby and its primary) holds it only while it
+/// holds the pair's devices; every member of any other channel always.
+#[inline(always)]
+pub fn holds_channel(partition: PartitionIndex, channel: usize) -> bool {
+    let takers = MACHINE.channels[channel].takeover_standbys;
+    if takers.is_empty() {
+        return true;
+    }
+    match Pair::of(partition) {
+        Some(pair) if takers.contains(&(pair.standby.0 as u16)) => !pair.is_waiting(partition),
+        _ => true,
+    }
+}
+
 /// On a core of `partition`, which has stopped: returns once the partition has been
 /// brought back by a rejoin (its new restart generation is then carried out as any
 /// restart's), or halts this core for good if no rejoin is coming or none came within
@@ -428,17 +443,19 @@ pub fn take_over_if_asked(context: &CoreContext) {
             page
         );
     }
+    let channels = move_channels(&pair, partner, context);
     DEVICES_WITH_STANDBY[pair.primary.0]
         .store(context.partition_index == pair.standby, Ordering::Release);
     let now = tsc::read();
     let vector = pair.vector_of(context.partition_index);
     log::info!(
-        "takeover: partition={} from={} ports={} pins={} functions={} vector={:#x} held-cores={} asked-tsc={} ticks-since-asked={} core={}",
+        "takeover: partition={} from={} ports={} pins={} functions={} channels={} vector={:#x} held-cores={} asked-tsc={} ticks-since-asked={} core={}",
         context.partition.name,
         partner_name,
         ports.len(),
         pins,
         functions,
+        channels,
         vector,
         context.partition.cpus.len() - 1,
         asked,
@@ -468,6 +485,42 @@ pub fn take_over_if_asked(context: &CoreContext) {
         );
         REJOIN[partner.0].store(REJOIN_NONE, Ordering::Release);
     }
+}
+
+/// At a takeover, on the taker's boot core with every core of both members out of its
+/// guest: the memory of each channel that moves with the pair (`takeover_standbys` names
+/// its standby) leaves the failed member's stage-2 tables and enters the taker's; the
+/// doorbell follows the pair's word, set after this. Logs one line per channel with the
+/// leaves moved and how many of them the taker had mapped before (none: a waiting member
+/// cannot reach the channel). Returns the channels moved.
+fn move_channels(pair: &Pair, from: PartitionIndex, context: &CoreContext) -> usize {
+    let mut moved = 0;
+    for (index, channel) in MACHINE.channels.iter().enumerate() {
+        if !channel.takeover_standbys.contains(&(pair.standby.0 as u16)) {
+            continue;
+        }
+        match memory::move_channel(from, context.partition_index, index) {
+            Ok(leaves) => {
+                moved += 1;
+                log::info!(
+                    "takeover: partition={} channel={} from={} leaves={} mapped-before-in-taker={} unmapped-from-failed={}",
+                    context.partition.name,
+                    channel.name,
+                    from.partition().name,
+                    leaves.taker,
+                    leaves.taker_present_before,
+                    leaves.failed_present_before
+                );
+            }
+            Err(guest) => log::info!(
+                "takeover: partition={} channel={} page {:#x} could not be moved; it stays unmapped",
+                context.partition.name,
+                channel.name,
+                guest
+            ),
+        }
+    }
+    moved
 }
 
 /// Whether the restart being carried out for `partition` is a cold one (and forgets it).

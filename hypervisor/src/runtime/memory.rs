@@ -27,8 +27,8 @@ static STAGE2_POOL: ConstStaticCell<Stage2Pool> =
     ConstStaticCell::new(Stage2Pool([[0; 512]; STAGE2_TABLE_PAGES]));
 
 /// The built stage-2 tables, kept for the one change made after boot: a hot-standby
-/// takeover moves PCI functions' BAR windows from one member's tables to the other's
-/// (`move_function_windows`).
+/// takeover moves PCI functions' BAR windows (`move_function_windows`) and channel memory
+/// (`move_channel`) from one member's tables to the other's.
 struct BuiltTables {
     pool: &'static mut [[u64; 512]; STAGE2_TABLE_PAGES],
     phys_base: u64,
@@ -36,6 +36,8 @@ struct BuiltTables {
     first_page: [usize; PARTITION_COUNT],
     roots: [u64; PARTITION_COUNT],
     nested_paging: bool,
+    /// Whether the build used 1 GiB leaves (so that a channel's leaves are found again).
+    allow_1gib: bool,
 }
 
 static BUILT: spin::Mutex<Option<BuiltTables>> = spin::Mutex::new(None);
@@ -88,6 +90,11 @@ pub enum SetupError {
         page: u64,
         error: stage2::UnmapError,
     },
+    /// A leaf of a channel a standby takes over could not be taken out of its tables.
+    MovingChannel {
+        guest: u64,
+        error: stage2::UnmapError,
+    },
 }
 
 impl core::fmt::Display for SetupError {
@@ -111,6 +118,10 @@ impl core::fmt::Display for SetupError {
             SetupError::MsixTrap { page, error } => write!(
                 formatter,
                 "the MSI-X table page {page:#x} cannot be trapped: {error:?} (a BAR window mapped with large pages)"
+            ),
+            SetupError::MovingChannel { guest, error } => write!(
+                formatter,
+                "the channel leaf at guest {guest:#x} the standby takes over cannot be left out until then: {error:?}"
             ),
             SetupError::MovingWindow { page, error } => write!(
                 formatter,
@@ -178,6 +189,27 @@ pub fn build_stage2_tables(
                 return Err((index, error));
             }
         }
+        // A table standby's tables hold the channels it takes over from its primary (at the
+        // primary's guest address), taken out until a takeover gives it the pair's devices.
+        for (channel, _) in MACHINE
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(_, channel)| channel.takeover_standbys.contains(&(index as u16)))
+        {
+            let result = set_channel_present(
+                pages,
+                phys_base,
+                root,
+                partition,
+                channel,
+                false,
+                (nested_paging, allow_1gib),
+            );
+            if let Err((guest, error)) = result {
+                return Err((index, SetupError::MovingChannel { guest, error }));
+            }
+        }
         first_pages[index] = offset;
         raw_roots[index] = root;
         roots[index] = match backend {
@@ -192,6 +224,7 @@ pub fn build_stage2_tables(
         first_page: first_pages,
         roots: raw_roots,
         nested_paging: matches!(backend, Backend::Svm),
+        allow_1gib,
     });
     Ok(roots)
 }
@@ -263,6 +296,93 @@ pub fn move_function_windows(from: PartitionIndex, to: PartitionIndex) -> Result
         });
     }
     failed.map_or(Ok(moved), Err)
+}
+
+/// Makes every leaf of channel `channel`'s mapping in `partition`'s tree (at `root`)
+/// present or not. `format`: (nested paging, 1 GiB leaves allowed), as the tree was built.
+/// Returns how many leaves the mapping has and how many were present before, or the guest
+/// address of the first leaf that could not be set.
+fn set_channel_present(
+    pages: &mut [[u64; 512]],
+    phys_base: u64,
+    root: u64,
+    partition: &Partition,
+    channel: usize,
+    present: bool,
+    (nested_paging, allow_1gib): (bool, bool),
+) -> Result<(usize, usize), (u64, UnmapError)> {
+    let Some(mapping) = partition
+        .memory
+        .iter()
+        .find(|mapping| mapping.kind == MappingKind::Channel(channel as u16))
+    else {
+        return Ok((0, 0));
+    };
+    let (mut leaves, mut present_before) = (0, 0);
+    for leaf in stage2::leaves(core::slice::from_ref(mapping), allow_1gib) {
+        let result = if nested_paging {
+            stage2::set_leaf_present::<Npt>(pages, phys_base, root, &leaf, present)
+        } else {
+            stage2::set_leaf_present::<Ept>(pages, phys_base, root, &leaf, present)
+        };
+        match result {
+            Ok(was_present) => {
+                leaves += 1;
+                present_before += usize::from(was_present);
+            }
+            Err(error) => return Err((leaf.guest, error)),
+        }
+    }
+    Ok((leaves, present_before))
+}
+
+/// What [`move_channel`] changed.
+pub struct MovedChannel {
+    /// Leaves made present in the taker's tables.
+    pub taker: usize,
+    /// Of those, how many were present already (0 unless the boot or an earlier takeover
+    /// failed to take them out).
+    pub taker_present_before: usize,
+    /// Leaves of the failed member's tables that were present and are now out.
+    pub failed_present_before: usize,
+}
+
+/// At a hot-standby takeover (every core of both members out of its guest): the memory of
+/// channel `channel` leaves `from`'s stage-2 tables and enters `to`'s (both map it at the
+/// same guest address). Mapping needs no invalidation (`stage2::set_leaf_present`); `from`'s
+/// cores drop their cached translations when they next start a guest (every start
+/// flushes: `VirtualCpu::reset`). Returns what changed, or the guest address of the first
+/// leaf that could not be set.
+pub fn move_channel(
+    from: PartitionIndex,
+    to: PartitionIndex,
+    channel: usize,
+) -> Result<MovedChannel, u64> {
+    let mut guard = BUILT.lock();
+    let Some(built) = guard.as_mut() else {
+        return Err(0);
+    };
+    let mut set = |index: PartitionIndex, present: bool| {
+        let first = built.first_page[index.0];
+        let count = index.partition().stage2_table_pages;
+        set_channel_present(
+            &mut built.pool[first..first + count],
+            built.phys_base + first as u64 * 4096,
+            built.roots[index.0],
+            index.partition(),
+            channel,
+            present,
+            (built.nested_paging, built.allow_1gib),
+        )
+        .map_err(|(guest, _)| guest)
+    };
+    let (_, failed_present_before) = set(from, false)?;
+    let (taker, taker_present_before) = set(to, true)?;
+    Ok(MovedChannel {
+        taker,
+        taker_present_before,
+        failed_present_before,
+    })
 }
 
 /// Clears a partition's RAM, checks every blob against its build-time SHA-256, copies the

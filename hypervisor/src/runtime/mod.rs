@@ -51,6 +51,10 @@ impl PartitionControl for PartitionRuntime {
     fn doorbell_allowed(&self, context: &CoreContext, channel: usize) -> bool {
         partition::doorbell_allowed(context.partition_index, channel)
     }
+    #[inline(always)]
+    fn holds_channel(&self, partition: PartitionIndex, channel: usize) -> bool {
+        health::holds_channel(partition, channel)
+    }
     fn may_log(&self, context: &CoreContext) -> bool {
         partition::may_log(context.partition_index)
     }

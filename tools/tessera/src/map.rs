@@ -67,9 +67,21 @@ pub fn memory_map(table: &Table) -> Vec<Band> {
             range: channel.memory.to_abi(),
             owner: Owner::Channel(index),
             label: format!(
-                "channel `{}`, shared by {}",
+                "channel `{}`, shared by {}{}",
                 *channel.name,
-                members.join(", ")
+                members.join(", "),
+                table
+                    .channel_takers(index)
+                    .into_iter()
+                    .map(|standby| {
+                        let standby = &table.partitions[standby];
+                        format!(
+                            "; taken over by standby `{}` from `{}`",
+                            *standby.name,
+                            standby.standby_for.as_deref().map_or("", String::as_str)
+                        )
+                    })
+                    .collect::<String>()
             ),
         });
     }

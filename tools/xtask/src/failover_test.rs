@@ -30,7 +30,7 @@ const LAST_LINE: u64 = 10;
 
 /// The takeover and the end of the run, common to both scenarios.
 const TAKEOVER: (&str, &str) = (
-    "takeover: partition=spare from=io ports=1 pins=1 functions=0 vector=0xf0 ",
+    "takeover: partition=spare from=io ports=1 pins=1 functions=0 channels=0 vector=0xf0 ",
     "",
 );
 const STANDBY_STOPPED: (&str, &str) = ("stopped: partition=spare status=0 ", "");
@@ -264,7 +264,7 @@ fn rejoin_failover(
         ),
         (
             format!(
-                "takeover: partition={to} from={from} ports=1 pins=1 functions={functions} vector={vector} held-cores=1 "
+                "takeover: partition={to} from={from} ports=1 pins=1 functions={functions} channels=0 vector={vector} held-cores=1 "
             ),
             String::new(),
         ),
@@ -811,7 +811,7 @@ mod tests {
             line(HYPERVISOR, "restarted: partition=io restarts=1 core=0"),
             line(HYPERVISOR, "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart core=0"),
             line(HYPERVISOR, "contained: partition=io core=0 reason=npf address=0x8000000 access=read rip=0x1011aa; halted; standby spare takes over"),
-            line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 functions=0 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
+            line(HYPERVISOR, "takeover: partition=spare from=io ports=1 pins=1 functions=0 channels=0 vector=0xf0 asked-tsc=1 ticks-since-asked=1 core=1"),
             line(HYPERVISOR, "stopped: partition=spare status=0 reason=stop-self core=1"),
             line(HYPERVISOR, "power-off: requested by rt"),
             line(HYPERVISOR, "exits: partition=spare state=Stopped total=14 unassigned-port-accesses=0 restarts=0"),
@@ -874,7 +874,7 @@ mod tests {
         ] {
             lines.push(line(HYPERVISOR, &format!("health: partition={from} event=memory-violation count={count} action=standby core=0")));
             lines.push(line(HYPERVISOR, &format!("contained: partition={from} core=0 reason=npf address=0x8000000 access=read rip=0x1; halted; standby {to} takes over, then this one rejoins as its standby")));
-            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 functions=0 vector={vector} held-cores=1 asked-tsc=1 ticks-since-asked=1 core=1")));
+            lines.push(line(HYPERVISOR, &format!("takeover: partition={to} from={from} ports=1 pins=1 functions=0 channels=0 vector={vector} held-cores=1 asked-tsc=1 ticks-since-asked=1 core=1")));
             lines.push(line(
                 HYPERVISOR,
                 &format!("rejoin: partition={from} restarts as the standby of {to}"),
