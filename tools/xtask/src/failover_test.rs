@@ -37,6 +37,40 @@ const STANDBY_STOPPED: (&str, &str) = ("stopped: partition=spare status=0 ", "")
 const POWER_OFF: (&str, &str) = ("power-off: requested by rt", "");
 const STANDBY_TAKES_OVER: &str = "; halted; standby spare takes over";
 
+/// partitions/failover-channel.toml: the crash of [`CRASH`], with the channel `progress`
+/// shared by the primary and `rt`, not by the standby: it moves at the takeover (its 16
+/// leaves out of the failed primary's stage-2 tables, into the standby's, where they were
+/// absent while it waited), and the standby reads the primary's last line number there.
+/// With the move switched off the standby's first read of the channel is a stage-2 fault
+/// (it is contained, and lines 7–10 never come).
+pub const CHANNEL: Scenario = Scenario {
+    table: "partitions/failover-channel.toml",
+    primary_lines: 6,
+    sequence: &[
+        (
+            "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
+            "",
+        ),
+        ("restarted: partition=io restarts=1 ", ""),
+        (
+            "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
+            "",
+        ),
+        ("contained: partition=io ", STANDBY_TAKES_OVER),
+        (
+            "takeover: partition=spare channel=progress from=io leaves=16 mapped-before-in-taker=0 unmapped-from-failed=16",
+            "",
+        ),
+        (
+            "takeover: partition=spare from=io ports=1 pins=1 functions=0 channels=1 vector=0xf0 ",
+            "",
+        ),
+        STANDBY_STOPPED,
+        POWER_OFF,
+    ],
+    primary_stopped_by_nmi: false,
+};
+
 /// partitions/failover.toml: the primary faults (two boots of 3 lines), the first fault
 /// restarts it, the second escalates to standby.
 pub const CRASH: Scenario = Scenario {
@@ -468,7 +502,7 @@ const NIC_SEQUENCE: &[(&str, &str)] = &[
         "; halted; standby spare takes over",
     ),
     (
-        "takeover: partition=spare from=net ports=2 pins=1 functions=1 vector=0xfd ",
+        "takeover: partition=spare from=net ports=2 pins=1 functions=1 channels=0 vector=0xfd ",
         "",
     ),
     (
@@ -969,7 +1003,7 @@ mod tests {
             line("net", "[   31.880577] Kernel panic - not syncing: sysrq triggered crash"),
             line(HYPERVISOR, "health: partition=net event=reset-request count=1 action=standby core=1"),
             line(HYPERVISOR, "contained: partition=net core=1 reason=reset-request address=0x0 access=reset register rip=0x0; halted; standby spare takes over"),
-            line(HYPERVISOR, "takeover: partition=spare from=net ports=2 pins=1 functions=1 vector=0xfd held-cores=0 asked-tsc=100 ticks-since-asked=1 core=2"),
+            line(HYPERVISOR, "takeover: partition=spare from=net ports=2 pins=1 functions=1 channels=0 vector=0xfd held-cores=0 asked-tsc=100 ticks-since-asked=1 core=2"),
         ]);
         lines.extend(spare.iter().map(|text| line("spare", text)));
         lines.extend([

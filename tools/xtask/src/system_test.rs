@@ -821,6 +821,18 @@ pub fn parity_tests() -> Vec<SystemTest> {
             Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::CRASH, true)),
         ),
         (
+            "failover-channel-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                failover(systems, &crate::failover_test::CHANNEL, false)
+            }),
+        ),
+        (
+            "failover-channel-bochs".into(),
+            Box::new(|systems: &SystemTests| {
+                failover(systems, &crate::failover_test::CHANNEL, true)
+            }),
+        ),
+        (
             "failover-hang-qemu".into(),
             Box::new(|systems: &SystemTests| failover(systems, &crate::failover_test::HANG, false)),
         ),
