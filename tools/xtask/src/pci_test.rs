@@ -173,6 +173,44 @@ const BRIDGE_EXPECTED: [Expected; 2] = [
     },
 ];
 
+/// partitions/pci-flr.toml: QEMU's `igb` offers Function Level Reset.
+const FLR_TABLE: &str = "partitions/pci-flr.toml";
+
+/// pci-flr-qemu: the `igb` is reset with FLR before `alpha` starts and again when it
+/// restarts (its reset request, after it enabled memory decoding and bus mastering);
+/// `alpha` finds it on its virtual bus and, after the restart, sees the command register
+/// quiesced again (only Interrupt Disable set).
+fn check_flr(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
+    for wanted in [
+        "pci: partition=alpha device=igb function=00:06.0 reset=flr",
+        "pci: partition=alpha device=igb function=00:06.0 reset at restart: Ok(\"flr\")",
+        "restarted: partition=alpha restarts=1 core=0",
+    ] {
+        if !hypervisor.contains(&wanted) {
+            failures.push(format!("the hypervisor did not print `{wanted}`"));
+        }
+    }
+    let alpha: Vec<&str> = transcript.lines_of("alpha").map(str::trim_end).collect();
+    for wanted in [
+        "pci: ecam 00:03.0 id=8086:10c9 class=020000 header=00",
+        "pci: command 00:03.0 enabled=0x0406",
+        "pci: command 00:03.0 restarts=1 at-start=0x0400",
+    ] {
+        if !alpha.contains(&wanted) {
+            failures.push(format!("alpha did not print `{wanted}`"));
+        }
+    }
+    if !transcript.emulator_exit.is_clean_power_off() {
+        failures.push(format!(
+            "{}, expected a clean power-off",
+            transcript.describe_exit()
+        ));
+    }
+    crate::outcome(failures)
+}
+
 /// The bus resets of pci-bridge-qemu: each function's Secondary Bus Reset (two at boot,
 /// one at `beta`'s restart) must have changed at least one header register it then
 /// restored, or the reset did not reach the function.
@@ -314,6 +352,13 @@ pub fn tests() -> Vec<SystemTest> {
                     "partitions/pci-refusal-bar.toml",
                     "PCI function 00:04.0 (device `edu-a` of partition `alpha`): BAR0 at 0xfe900000 (size 0x100000) lies outside the table's mmio windows",
                 )
+            }),
+        ),
+        (
+            "pci-flr-qemu".into(),
+            Box::new(|systems: &SystemTests| {
+                let transcript = build_and_boot(systems, FLR_TABLE, &qemu(), QEMU_SECONDS)?;
+                check_flr(&transcript)
             }),
         ),
         (
@@ -817,6 +862,37 @@ mod tests {
 
     fn transcript(lines: &[(&str, &str)]) -> Transcript {
         crate::transcript::test_lines::transcript("QEMU", lines, EmulatorExit::Exited(0))
+    }
+
+    #[test]
+    fn flr_checks() {
+        let lines = [
+            (
+                HYPERVISOR,
+                "pci: partition=alpha device=igb function=00:06.0 reset=flr",
+            ),
+            (
+                "alpha",
+                "pci: ecam 00:03.0 id=8086:10c9 class=020000 header=00",
+            ),
+            ("alpha", "pci: command 00:03.0 enabled=0x0406"),
+            (
+                HYPERVISOR,
+                "pci: partition=alpha device=igb function=00:06.0 reset at restart: Ok(\"flr\")",
+            ),
+            (HYPERVISOR, "restarted: partition=alpha restarts=1 core=0"),
+            ("alpha", "pci: command 00:03.0 restarts=1 at-start=0x0400"),
+        ];
+        assert_eq!(check_flr(&transcript(&lines)), Ok(()));
+        for (index, other) in [
+            (0, "pci: partition=alpha device=igb function=00:06.0 reset=none"),
+            (3, "pci: partition=alpha device=igb function=00:06.0 reset at restart: Ok(\"d3hot-d0\")"),
+            (5, "pci: command 00:03.0 restarts=1 at-start=0x0406"),
+        ] {
+            let mut changed = lines;
+            changed[index].1 = other;
+            assert!(check_flr(&transcript(&changed)).is_err(), "{other}");
+        }
     }
 
     /// The lines of a passing pci-bridge-qemu run (abridged to what the checks read).
