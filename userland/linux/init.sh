@@ -29,6 +29,23 @@ case " $(cat /proc/cmdline) " in
         fi
         ;;
 esac
+# Brings interface `$1` up and takes a DHCP lease from QEMU's user network (udhcpc's
+# script adds the address and the default route and prints `TESSERA-LINUX: lease …`).
+dhcp_lease() {
+    ip link set "$1" up
+    cat > /tmp/udhcpc.sh <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr add "$ip/$mask" dev "$interface"
+        [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
+        echo "TESSERA-LINUX: lease $ip/$mask router $router dev $interface"
+        ;;
+esac
+SCRIPT
+    chmod 755 /tmp/udhcpc.sh
+    udhcpc -i "$1" -s /tmp/udhcpc.sh -n -q -t 10 -T 3 2>&1 | sed 's/^/udhcpc: /'
+}
 case " $(cat /proc/cmdline) " in
     *" tessera.net-test "*)
         # A passed-through e1000e (docs/pci-iommu.md): the in-tree driver, a DHCP lease from
@@ -43,19 +60,7 @@ case " $(cat /proc/cmdline) " in
             sleep 1
             tries=$((tries + 1))
         done
-        ip link set eth0 up
-        cat > /tmp/udhcpc.sh <<'SCRIPT'
-#!/bin/sh
-case "$1" in
-    bound|renew)
-        ip addr add "$ip/$mask" dev "$interface"
-        [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
-        echo "TESSERA-LINUX: lease $ip/$mask router $router dev $interface"
-        ;;
-esac
-SCRIPT
-        chmod 755 /tmp/udhcpc.sh
-        udhcpc -i eth0 -s /tmp/udhcpc.sh -n -q -t 10 -T 3 2>&1 | sed 's/^/udhcpc: /'
+        dhcp_lease eth0
         # `tessera.ping-count=N`: N pings back to back (`-A`: the next when the reply is
         # in), for the exits-per-packet measurement of docs/pci-iommu.md; default 5, 1/s.
         ping_count=
@@ -96,19 +101,7 @@ esac
 # Hot standby of the NIC (docs/health.md, "A Linux standby takes over a NIC"): the same
 # driver, lease and ping as net-test, on the interface `$1`.
 nic_traffic() {
-    ip link set "$1" up
-    cat > /tmp/udhcpc.sh <<'SCRIPT'
-#!/bin/sh
-case "$1" in
-    bound|renew)
-        ip addr add "$ip/$mask" dev "$interface"
-        [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
-        echo "TESSERA-LINUX: lease $ip/$mask router $router dev $interface"
-        ;;
-esac
-SCRIPT
-    chmod 755 /tmp/udhcpc.sh
-    udhcpc -i "$1" -s /tmp/udhcpc.sh -n -q -t 10 -T 3 2>&1 | sed 's/^/udhcpc: /'
+    dhcp_lease "$1"
     ping -c 5 -W 3 10.0.2.2 2>&1 | sed 's/^/ping: /'
     grep -e "$1" /proc/interrupts | sed 's/^/net-interrupts: /'
     for function in /sys/class/net/"$1"/device; do

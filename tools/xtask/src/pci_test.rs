@@ -568,38 +568,33 @@ fn check_extended_capabilities(linux: &[&str], hypervisor: &[&str]) -> Result<()
     Ok(())
 }
 
-/// Linux driving its e1000e through MSI-X (partitions/linux-e1000e.toml), `rt` beside it.
-fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
-    let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
-        Ok(()) => Vec::new(),
-        Err(failures) => failures,
-    };
-    let linux: Vec<&str> = transcript.lines_of("linux").map(str::trim_end).collect();
-    // The lease line comes through udhcpc's output (`udhcpc: TESSERA-LINUX: lease …`).
+/// What a Linux partition printed about its traffic on a passed-through e1000e
+/// (userland/linux/init.sh), `lines` trimmed: the driver loaded, a DHCP lease from QEMU's
+/// user network (through udhcpc's output, `udhcpc: TESSERA-LINUX: lease …`), 5 of 5 ICMP
+/// replies, three or more message interrupts all MSI-X (e1000e asks for receive,
+/// transmit, other), and the receive and transmit vectors having counted interrupts
+/// (`net-interrupts:  25:   0   21   PCI-MSI 32768-edge   eth0-rx-0`: 6.1 names the MSI
+/// domain `PCI-MSI` for MSI-X too). Each miss is pushed to `failures`, named `name`.
+pub fn e1000e_traffic_failures(name: &str, lines: &[&str], failures: &mut Vec<String>) {
     for wanted in [
-        "TESSERA-LINUX: init reached",
         "TESSERA-LINUX: e1000e loaded",
         "TESSERA-LINUX: lease 10.0.2.15/24 router 10.0.2.2 dev eth0",
-        "TESSERA-LINUX: net-test done",
     ] {
-        if !linux.iter().any(|line| line.contains(wanted)) {
-            failures.push(format!("linux: no `{wanted}`"));
+        if !lines.iter().any(|line| line.contains(wanted)) {
+            failures.push(format!("{name}: no `{wanted}`"));
         }
     }
-    // `ping: 5 packets transmitted, 5 packets received, 0% packet loss`
-    let received = linux
+    let received = lines
         .iter()
         .find_map(|line| line.strip_prefix("ping: 5 packets transmitted, "))
         .and_then(|rest| rest.split(' ').next())
         .and_then(|count| count.parse::<u32>().ok());
     if received != Some(5) {
         failures.push(format!(
-            "linux: expected 5 of 5 ICMP replies from 10.0.2.2, got {received:?}"
+            "{name}: expected 5 of 5 ICMP replies from 10.0.2.2, got {received:?}"
         ));
     }
-    // `msi-irqs: 25 msix`: the NIC's message interrupts, each MSI-X (e1000e asks for three:
-    // receive, transmit, other).
-    let kinds: Vec<&str> = linux
+    let kinds: Vec<&str> = lines
         .iter()
         .filter_map(|line| line.strip_prefix("msi-irqs: "))
         .collect();
@@ -609,16 +604,14 @@ fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
         .collect();
     if msix_irqs.len() < 3 || msix_irqs.len() != kinds.len() {
         failures.push(format!(
-            "linux: the NIC's interrupts are {kinds:?}, expected three or more, all msix"
+            "{name}: the NIC's interrupts are {kinds:?}, expected three or more, all msix"
         ));
     }
-    // `net-interrupts:  25:   0   21   PCI-MSI 32768-edge   eth0-rx-0` (6.1 names the MSI
-    // domain `PCI-MSI` for MSI-X too): the receive and transmit vectors counted interrupts.
     for queue in ["eth0-rx-0", "eth0-tx-0"] {
-        let counted: Option<u64> = linux
+        let counted: Option<u64> = lines
             .iter()
             .filter_map(|line| line.strip_prefix("net-interrupts:"))
-            .find(|line| line.trim_end().ends_with(queue))
+            .find(|line| line.ends_with(queue))
             .map(|line| {
                 let mut words = line.split_whitespace();
                 let irq = words.next().unwrap_or_default().trim_end_matches(':');
@@ -629,10 +622,28 @@ fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
             });
         if counted.is_none_or(|count| count == 0) {
             failures.push(format!(
-                "linux: the MSI-X vector {queue} counted no interrupts ({counted:?})"
+                "{name}: the MSI-X vector {queue} counted no interrupts ({counted:?})"
             ));
         }
     }
+}
+
+/// Linux driving its e1000e through MSI-X (partitions/linux-e1000e.toml), `rt` beside it.
+fn check_e1000e(transcript: &Transcript) -> Result<(), Vec<String>> {
+    let mut failures = match check(transcript, &LINUX_RT_EXPECTED) {
+        Ok(()) => Vec::new(),
+        Err(failures) => failures,
+    };
+    let linux: Vec<&str> = transcript.lines_of("linux").map(str::trim_end).collect();
+    for wanted in [
+        "TESSERA-LINUX: init reached",
+        "TESSERA-LINUX: net-test done",
+    ] {
+        if !linux.iter().any(|line| line.contains(wanted)) {
+            failures.push(format!("linux: no `{wanted}`"));
+        }
+    }
+    e1000e_traffic_failures("linux", &linux, &mut failures);
     let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).map(str::trim_end).collect();
     let table_accesses = hypervisor
         .iter()
