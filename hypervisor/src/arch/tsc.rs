@@ -1,6 +1,6 @@
 //! The time-stamp counter: its rate from CPUID 15H/16H when the processor reports it, else
-//! calibrated once at boot against the HPET when the ACPI tables describe one, else against
-//! PIT channel 2.
+//! calibrated once at boot against the HPET when the ACPI tables describe one (over a window
+//! the boot core fills with work that needs no rate), else against PIT channel 2.
 //!
 //! The HPET's main counter (IA-PC HPET specification 1.0a) runs at 10–100 MHz (QEMU's at
 //! 100 MHz, many chipsets' at 14.318 MHz) and is read without side effects, so a 1 ms
@@ -43,11 +43,24 @@ impl RateSource {
     }
 }
 
-/// Sets the TSC rate: from CPUID 15H/16H when the processor reports it
-/// (tessera_policy::boot_timing::tsc_khz_from_cpuid), else measured against the HPET the
-/// ACPI tables describe, else against the PIT. Runs once, on the bootstrap core, before any
-/// partition runs (none owns the PIT ports or the HPET yet). Returns the rate and its source.
-pub fn determine_rate() -> (u64, RateSource) {
+/// A TSC rate being determined: started by [`begin_rate`], read by [`finish_rate`]. In
+/// between, the bootstrap core can do work that needs no rate (the blob digests): an HPET
+/// window only needs its two ends to lie at least [`HPET_WINDOW_MICROSECONDS`] apart, so
+/// work done inside it costs the calibration nothing.
+pub enum RateMeasurement {
+    /// CPUID 15H/16H reported the rate (kHz); nothing to measure.
+    Reported(u64),
+    /// An HPET window is open.
+    Hpet(HpetWindow),
+    /// No usable HPET: the PIT is measured at [`finish_rate`].
+    Pit,
+}
+
+/// Starts determining the TSC rate: from CPUID 15H/16H when the processor reports it
+/// (tessera_policy::boot_timing::tsc_khz_from_cpuid), else by opening a window on the HPET
+/// the ACPI tables describe, else (at [`finish_rate`]) against the PIT. Runs once, on the
+/// bootstrap core, before any partition runs (none owns the PIT ports or the HPET yet).
+pub fn begin_rate() -> RateMeasurement {
     let max_leaf = super::cpuid::max_basic_leaf();
     let leaf = |number: u32| {
         if max_leaf >= number {
@@ -57,18 +70,25 @@ pub fn determine_rate() -> (u64, RateSource) {
         }
     };
     match tessera_policy::boot_timing::tsc_khz_from_cpuid(max_leaf, leaf(0x15), leaf(0x16)) {
-        Some(khz) => {
-            TSC_KHZ.store(khz, Ordering::Relaxed);
-            (khz, RateSource::Cpuid)
-        }
-        None => match calibrate_against_hpet() {
-            Some(khz) => {
-                TSC_KHZ.store(khz, Ordering::Relaxed);
-                (khz, RateSource::Hpet)
-            }
+        Some(khz) => RateMeasurement::Reported(khz),
+        None => open_hpet_window().map_or(RateMeasurement::Pit, RateMeasurement::Hpet),
+    }
+}
+
+/// Ends what [`begin_rate`] started and sets the rate: waits for the rest of the HPET window
+/// (none when the work in between took longer), falling back to the PIT when the HPET's
+/// counter did not move. Returns the rate and its source.
+pub fn finish_rate(measurement: RateMeasurement) -> (u64, RateSource) {
+    let (khz, source) = match measurement {
+        RateMeasurement::Reported(khz) => (khz, RateSource::Cpuid),
+        RateMeasurement::Hpet(window) => match close_hpet_window(window) {
+            Some(khz) => (khz, RateSource::Hpet),
             None => (calibrate(), RateSource::Pit),
         },
-    }
+        RateMeasurement::Pit => (calibrate(), RateSource::Pit),
+    };
+    TSC_KHZ.store(khz, Ordering::Relaxed);
+    (khz, source)
 }
 
 /// HPET register offsets in bytes (IA-PC HPET specification 1.0a §2.3.1).
@@ -84,12 +104,36 @@ const HPET_BLOCK_BYTES: u64 = 0x400;
 /// The calibration window.
 const HPET_WINDOW_MICROSECONDS: u64 = 1000;
 
-/// Measures the TSC over 1 ms of the HPET's main counter; `None` when the ACPI tables name
-/// no HPET in the MMIO window the hypervisor maps uncached, its tick is out of range, or its
-/// counter does not advance. A counter the firmware left stopped is started for the window
-/// and stopped again after it, so the hardware is left as it was found (but for the count).
-fn calibrate_against_hpet() -> Option<u64> {
-    use tessera_policy::boot_timing::{hpet_period_femtoseconds, hpet_ticks_in, tsc_khz_from_hpet};
+/// An open calibration window on the HPET's main counter: where it started.
+pub struct HpetWindow {
+    base: u64,
+    period_femtoseconds: u64,
+    counter_mask: u64,
+    /// The General Configuration register as the firmware left it, restored at the end.
+    configuration: u64,
+    first_count: u64,
+    first_tsc: u64,
+}
+
+impl HpetWindow {
+    fn register(&self, offset: usize) -> *mut u64 {
+        (self.base as usize + offset) as *mut u64
+    }
+
+    fn count(&self) -> u64 {
+        // SAFETY: `base` is the HPET's register block, checked by `open_hpet_window` to lie
+        // in the MMIO window the host page tables map uncached; the main counter is read
+        // without side effects (§2.3.7).
+        unsafe { core::ptr::read_volatile(self.register(HPET_MAIN_COUNTER)) & self.counter_mask }
+    }
+}
+
+/// Opens a window on the HPET's main counter; `None` when the ACPI tables name no HPET in
+/// the MMIO window the hypervisor maps uncached, or its tick is out of range. A counter the
+/// firmware left stopped is started for the window and stopped again at its end, so the
+/// hardware is left as it was found (but for the count).
+fn open_hpet_window() -> Option<HpetWindow> {
+    use tessera_policy::boot_timing::hpet_period_femtoseconds;
     let base = super::acpi::tables()
         .and_then(|tables| tables.hpet_base())
         .ok()?;
@@ -101,42 +145,66 @@ fn calibrate_against_hpet() -> Option<u64> {
     // window the host page tables map uncached for the hypervisor; the capabilities
     // register is read-only, and no partition runs yet that could own the device.
     let capabilities = unsafe { core::ptr::read_volatile(register(HPET_CAPABILITIES)) };
-    let period = hpet_period_femtoseconds(capabilities)?;
+    let period_femtoseconds = hpet_period_femtoseconds(capabilities)?;
     let counter_mask = if capabilities & HPET_COUNTER_64_BITS != 0 {
         u64::MAX
     } else {
         u64::from(u32::MAX)
     };
-    let window = hpet_ticks_in(HPET_WINDOW_MICROSECONDS, period);
     // SAFETY: as above; the configuration write only sets ENABLE_CNF, which starts the main
-    // counter (its interrupt routing bits are written back as read), and the main counter
-    // is read without side effects (§2.3.5, §2.3.7).
-    let (hpet_ticks, tsc_ticks) = unsafe {
+    // counter (its interrupt routing bits are written back as read) (§2.3.5).
+    let configuration = unsafe {
         let configuration = core::ptr::read_volatile(register(HPET_CONFIGURATION));
         if configuration & HPET_ENABLE == 0 {
             core::ptr::write_volatile(register(HPET_CONFIGURATION), configuration | HPET_ENABLE);
         }
-        let counter = || core::ptr::read_volatile(register(HPET_MAIN_COUNTER)) & counter_mask;
-        let first = counter();
-        let start = read();
-        let mut spins: u64 = 0;
-        let mut last = first;
-        // A counter that does not move (a broken or absent device) is given up on after a
-        // spin budget far beyond the window, and the PIT is used instead.
-        while last.wrapping_sub(first) & counter_mask < window && spins < 100_000_000 {
-            last = counter();
-            spins += 1;
-        }
-        let end = read();
-        if configuration & HPET_ENABLE == 0 {
-            core::ptr::write_volatile(register(HPET_CONFIGURATION), configuration);
-        }
-        (last.wrapping_sub(first) & counter_mask, end - start)
+        configuration
     };
-    if hpet_ticks < window {
+    let mut window = HpetWindow {
+        base,
+        period_femtoseconds,
+        counter_mask,
+        configuration,
+        first_count: 0,
+        first_tsc: 0,
+    };
+    window.first_count = window.count();
+    window.first_tsc = read();
+    Some(window)
+}
+
+/// Waits until the window spans [`HPET_WINDOW_MICROSECONDS`] of HPET time, restores the
+/// configuration and returns the TSC rate over the whole window (±10 ppm and better: one
+/// HPET tick in at least 1 ms). `None` when the counter does not move.
+fn close_hpet_window(window: HpetWindow) -> Option<u64> {
+    use tessera_policy::boot_timing::{hpet_ticks_in, tsc_khz_from_hpet};
+    let needed = hpet_ticks_in(HPET_WINDOW_MICROSECONDS, window.period_femtoseconds);
+    let elapsed = |count: u64| count.wrapping_sub(window.first_count) & window.counter_mask;
+    let mut spins: u64 = 0;
+    let mut last = window.count();
+    // A counter that does not move (a broken or absent device) is given up on after a spin
+    // budget far beyond the window, and the PIT is used instead.
+    while elapsed(last) < needed && spins < 100_000_000 {
+        last = window.count();
+        spins += 1;
+    }
+    let end = read();
+    if window.configuration & HPET_ENABLE == 0 {
+        // SAFETY: as in `open_hpet_window`: the configuration as the firmware left it.
+        unsafe {
+            core::ptr::write_volatile(window.register(HPET_CONFIGURATION), window.configuration)
+        };
+    }
+    let hpet_ticks = elapsed(last);
+    if hpet_ticks < needed {
         return None;
     }
-    tsc_khz_from_hpet(tsc_ticks, hpet_ticks, period).filter(|&khz| khz != 0)
+    tsc_khz_from_hpet(
+        end - window.first_tsc,
+        hpet_ticks,
+        window.period_femtoseconds,
+    )
+    .filter(|&khz| khz != 0)
 }
 
 /// Measures the TSC over 10 ms of PIT channel 2 time.
@@ -172,14 +240,20 @@ fn calibrate() -> u64 {
     khz
 }
 
-/// Busy-waits about `microseconds` (at least; at most a spin budget when uncalibrated).
-pub fn delay_microseconds(microseconds: u64) {
+/// TSC ticks in `microseconds`: at the calibrated rate, or at 3 GHz (more than most cores
+/// run at, so a wait is at least as long) while the rate is unknown.
+pub fn ticks_in_microseconds(microseconds: u64) -> u64 {
     let khz = khz();
-    let cycles = if khz == 0 {
+    if khz == 0 {
         microseconds * 3000
     } else {
         microseconds * khz / 1000
-    };
+    }
+}
+
+/// Busy-waits about `microseconds` (at least; at most a spin budget when uncalibrated).
+pub fn delay_microseconds(microseconds: u64) {
+    let cycles = ticks_in_microseconds(microseconds);
     let start = read();
     while read().wrapping_sub(start) < cycles {
         super::pause();
