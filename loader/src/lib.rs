@@ -41,7 +41,8 @@ pub struct ApStartParameters {
     pub stack_top: u64,
     /// Index of the AP in the table's core list.
     pub cpu_index: u64,
-    /// Set to 1 by the AP once it runs 64-bit code on its own stack.
+    /// Set by the AP once it runs 64-bit code on its own stack: its TSC then, with bit 0
+    /// set so that it is never 0.
     pub started: u64,
 }
 
@@ -301,7 +302,11 @@ tessera_ap_long:
     mov gs, ax
     mov rsp, [AP_PARAMETERS]
     mov rdi, [AP_PARAMETERS + 8]
-    mov qword ptr [AP_PARAMETERS + 16], 1
+    rdtsc                                /* report with the time: never 0 (bit 0 set) */
+    shl rdx, 32
+    or rax, rdx
+    or rax, 1
+    mov qword ptr [AP_PARAMETERS + 16], rax
     movabs rax, offset tessera_ap_entry
     call rax
 5:

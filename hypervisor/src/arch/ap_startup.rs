@@ -47,14 +47,15 @@ pub fn send_init_to_all(cores: impl Iterator<Item = ApicId>) {
 /// Starts one core (already INITed) on `stack_top` with table index `index`: a start-up IPI,
 /// then up to 200 µs for the trampoline to report; only a core that has not reported by
 /// then gets the second start-up IPI and about a second more. Cores start one at a time
-/// because they share the parameter block. Returns whether the core reported.
+/// because they share the parameter block. Returns the TSC at which the core reported, or
+/// `None` if it did not.
 ///
 /// The universal start-up algorithm (Intel SDM vol. 3A §9.4.4.1) sends the second SIPI
 /// after 200 µs in case the first was lost; a processor that has left wait-for-SIPI ignores
 /// it (§9.4.3), so a core seen running needs neither the rest of the wait nor the second
 /// IPI. Linux (`wakeup_secondary_cpu_via_init`) also sends both; this saves the wait, not
 /// the robustness.
-pub fn start(apic_id: ApicId, index: CoreIndex, stack_top: u64) -> bool {
+pub fn start(apic_id: ApicId, index: CoreIndex, stack_top: u64) -> Option<u64> {
     let parameters = parameters();
     // SAFETY: the parameter block lies inside the trampoline page installed above; the
     // previous AP has finished reading it (its `started` was seen before this call).
@@ -66,24 +67,27 @@ pub fn start(apic_id: ApicId, index: CoreIndex, stack_top: u64) -> bool {
         });
     }
     // SAFETY: as above; `started` is written by the AP, hence the volatile read.
-    let reported = || unsafe { core::ptr::addr_of!((*parameters).started).read_volatile() } != 0;
+    let report = || unsafe { core::ptr::addr_of!((*parameters).started).read_volatile() };
     let vector = (AP_TRAMPOLINE_ADDRESS >> 12) as u8;
     x2apic::send_startup(apic_id, vector);
-    if wait_until(reported, tsc::ticks_in_microseconds(200)) {
-        return true;
+    if let Some(reported) = wait_for_report(report, tsc::ticks_in_microseconds(200)) {
+        return Some(reported);
     }
     x2apic::send_startup(apic_id, vector);
-    wait_until(reported, tsc::ticks_in_microseconds(1_000_000))
+    wait_for_report(report, tsc::ticks_in_microseconds(1_000_000))
 }
 
-/// Spins until `done` or `ticks` TSC ticks have passed; returns `done()`.
-fn wait_until(done: impl Fn() -> bool, ticks: u64) -> bool {
+/// Spins until `report` gives a non-zero value or `ticks` TSC ticks have passed.
+fn wait_for_report(report: impl Fn() -> u64, ticks: u64) -> Option<u64> {
     let start = tsc::read();
-    while !done() {
+    loop {
+        let reported = report();
+        if reported != 0 {
+            return Some(reported);
+        }
         if tsc::read().wrapping_sub(start) > ticks {
-            return done();
+            return None;
         }
         pause();
     }
-    true
 }

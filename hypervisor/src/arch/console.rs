@@ -104,6 +104,21 @@ pub fn init(port: u16) {
     log::set_max_level(log::LevelFilter::Info);
 }
 
+/// Runs `decide` with the console held and writes `line` if it returns true; returns what
+/// it returned. A change `decide` makes that another core may act on (a partition's state
+/// that lets a waiting partition power the machine off) is then never logged by that core
+/// before `line`: its own log waits for the console.
+pub fn log_if(decide: impl FnOnce() -> bool, line: core::fmt::Arguments) -> bool {
+    let mut console = CONSOLE.lock();
+    let decided = decide();
+    if decided {
+        if let Some(uart) = console.as_mut() {
+            let _ = writeln!(uart, "{line}");
+        }
+    }
+    decided
+}
+
 /// Writes a whole line even if another core holds the lock forever (panic path): the
 /// lock is taken if it can be, else the line is written without it.
 pub fn write_line_unlocked(args: core::fmt::Arguments) {

@@ -122,18 +122,18 @@ fn log_decision(
 fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
     let name = partition.partition().name;
     let core = report.core.map_or(0, |core| core.0);
-    let contained = |outcome: &str| {
-        log::info!(
-            "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
-            name,
-            core,
-            report.reason,
-            report.address,
-            report.detail,
-            report.rip,
-            outcome
-        )
+    let contained_line = |outcome: &str| {
+        let mut line = heapless::String::<256>::new();
+        let _ = core::fmt::write(
+            &mut line,
+            format_args!(
+                "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
+                name, core, report.reason, report.address, report.detail, report.rip, outcome
+            ),
+        );
+        line
     };
+    let contained = |outcome: &str| log::info!("{}", contained_line(outcome));
     let reset_request = report.reason == "reset-request";
     match decision.action {
         HealthAction::Log => {
@@ -146,12 +146,19 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             // A reset request the partition may not have is a stop it asked for.
             if reset_request {
                 partition::stop(partition, report.core, 0, "reset-request");
-            } else if partition::fault(partition, report.core) {
-                contained(if decision.event == HealthEvent::RestartBudgetExhausted {
-                    "halted (restart limit reached)"
-                } else {
-                    "halted"
-                });
+            } else {
+                let line =
+                    contained_line(if decision.event == HealthEvent::RestartBudgetExhausted {
+                        "halted (restart limit reached)"
+                    } else {
+                        "halted"
+                    });
+                // The line is out before another core can see the partition faulted: a
+                // partition waiting for the others to stop powers the machine off then.
+                crate::arch::console::log_if(
+                    || partition::fault(partition, report.core),
+                    format_args!("{}", line),
+                );
             }
         }
         HealthAction::SwitchToStandby => {

@@ -353,6 +353,8 @@ mod tests {
             "hypervisor memory: 812 KiB used of 15360 KiB (image 144 KiB, static state 667 KiB)",
             "started: partition=worker core=1 entry=0x100000 tsc=84395658 (first guest instruction)\r",
             "started: partition=intruder core=2 entry=0x100000 tsc=99416832",
+            "boot: core 1 ran its first 64-bit instruction 7046260 TSC ticks after its start-up IPI",
+            "boot: core 2 ran its first 64-bit instruction 9744501 TSC ticks after its start-up IPI",
             "exits: partition=control state=Running cpuid=7 msr-write=1 hypercall=5 total=13 unassigned-port-accesses=0",
             "exits: partition=worker state=Stopped cpuid=7 msr-write=1 hypercall=1 total=9 unassigned-port-accesses=0",
             "exits: partition=intruder state=Faulted cpuid=6 msr-write=1 npf=1 total=8 dropped-ipis=0",
@@ -369,6 +371,10 @@ mod tests {
                 "boot_to_first_guest_instructions".into(),
                 84_395_658.0
             )])
+        );
+        assert_eq!(
+            read("ap_start_instructions"),
+            Ok(vec![("ap_start_instructions".into(), 7_046_260.0)])
         );
         assert_eq!(
             read("demo_exits_{partition}"),
