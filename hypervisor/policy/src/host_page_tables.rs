@@ -586,6 +586,11 @@ impl<'layout, 'partitions> RightsCursor<'layout, 'partitions> {
         }
     }
 
+    /// The end of the run the last answer holds for.
+    pub fn run_end(&self) -> u64 {
+        self.run.end()
+    }
+
     /// The rights of the page at `address` (any order works; ascending is the fast one).
     pub fn rights(&mut self, address: u64) -> Option<PageRights> {
         if !self.run.contains(address) {
@@ -821,42 +826,157 @@ pub fn translate(pages: &[Table], phys_base: u64, root: u64, address: u64) -> Op
         return None;
     }
     let mut table = table_index(pages, phys_base, root)?;
-    let (mut writable, mut executable, mut user, mut user_bit) = (true, true, true, false);
+    let mut rights = WalkRights::TOP;
     for level in (1..=4u32).rev() {
         let shift = 12 + 9 * (level - 1);
-        let entry = EntryFlags::from_bits_retain(pages[table][(address >> shift) as usize & 511]);
-        if !entry.contains(EntryFlags::PRESENT) {
-            return None;
+        let entry = pages[table][(address >> shift) as usize & 511];
+        match walk_step(
+            pages,
+            phys_base,
+            entry,
+            level,
+            rights,
+            address & !((1 << shift) - 1),
+        ) {
+            WalkStep::Absent => return None,
+            WalkStep::Leaf(translation) => return Some(translation),
+            WalkStep::Table(next, accumulated) => (table, rights) = (next, accumulated),
         }
-        writable &= entry.contains(EntryFlags::WRITABLE);
-        executable &= !entry.contains(EntryFlags::NO_EXECUTE);
-        user &= entry.contains(EntryFlags::USER);
-        user_bit |= entry.contains(EntryFlags::USER);
-        let is_leaf = level == 1 || (level <= 3 && entry.contains(EntryFlags::PAGE_SIZE));
-        if is_leaf {
-            let size = 1u64 << shift;
-            let (pat_bit, mask) = if level == 1 {
-                (EntryFlags::PAGE_SIZE, ADDRESS_MASK)
-            } else {
-                (EntryFlags::LARGE_PAT, ADDRESS_MASK & !(size - 1))
-            };
-            let pat_index = u8::from(entry.contains(EntryFlags::WRITE_THROUGH))
-                | u8::from(entry.contains(EntryFlags::CACHE_DISABLE)) << 1
-                | u8::from(entry.contains(pat_bit)) << 2;
-            return Some(Translation {
-                page: address & !(size - 1),
-                physical: entry.bits() & mask,
-                size,
-                writable,
-                executable,
-                user,
-                user_bit,
-                pat_index,
-            });
-        }
-        table = table_index(pages, phys_base, entry.bits() & ADDRESS_MASK)?;
     }
     None
+}
+
+/// The rights accumulated over the levels walked so far (SDM vol. 3 §4.6.1).
+#[derive(Clone, Copy)]
+struct WalkRights {
+    writable: bool,
+    executable: bool,
+    user: bool,
+    user_bit: bool,
+}
+
+impl WalkRights {
+    /// Before the first level: everything allowed, no U/S bit seen.
+    const TOP: WalkRights = WalkRights {
+        writable: true,
+        executable: true,
+        user: true,
+        user_bit: false,
+    };
+}
+
+/// What one entry of a walk leads to.
+enum WalkStep {
+    /// Not present, or a table outside the pool: nothing is mapped there.
+    Absent,
+    Leaf(Translation),
+    /// The next level's table (its index in the pool) and the rights so far.
+    Table(usize, WalkRights),
+}
+
+/// One step of a walk: `entry` at `level` (4 = PML4 … 1 = page table), reached with
+/// `rights`, for the region that starts at `base` (aligned to the entry's size).
+fn walk_step(
+    pages: &[Table],
+    phys_base: u64,
+    entry: u64,
+    level: u32,
+    rights: WalkRights,
+    base: u64,
+) -> WalkStep {
+    let shift = 12 + 9 * (level - 1);
+    let entry = EntryFlags::from_bits_retain(entry);
+    if !entry.contains(EntryFlags::PRESENT) {
+        return WalkStep::Absent;
+    }
+    let rights = WalkRights {
+        writable: rights.writable && entry.contains(EntryFlags::WRITABLE),
+        executable: rights.executable && !entry.contains(EntryFlags::NO_EXECUTE),
+        user: rights.user && entry.contains(EntryFlags::USER),
+        user_bit: rights.user_bit || entry.contains(EntryFlags::USER),
+    };
+    let is_leaf = level == 1 || (level <= 3 && entry.contains(EntryFlags::PAGE_SIZE));
+    if !is_leaf {
+        return match table_index(pages, phys_base, entry.bits() & ADDRESS_MASK) {
+            Some(table) => WalkStep::Table(table, rights),
+            None => WalkStep::Absent,
+        };
+    }
+    let size = 1u64 << shift;
+    let (pat_bit, mask) = if level == 1 {
+        (EntryFlags::PAGE_SIZE, ADDRESS_MASK)
+    } else {
+        (EntryFlags::LARGE_PAT, ADDRESS_MASK & !(size - 1))
+    };
+    let pat_index = u8::from(entry.contains(EntryFlags::WRITE_THROUGH))
+        | u8::from(entry.contains(EntryFlags::CACHE_DISABLE)) << 1
+        | u8::from(entry.contains(pat_bit)) << 2;
+    WalkStep::Leaf(Translation {
+        page: base,
+        physical: entry.bits() & mask,
+        size,
+        writable: rights.writable,
+        executable: rights.executable,
+        user: rights.user,
+        user_bit: rights.user_bit,
+        pat_index,
+    })
+}
+
+/// Every region of `[0, MAPPED_END)` the tables under `root` map or leave unmapped, in
+/// ascending order and each once: `visit(base, size, translation)` for each leaf, and with
+/// `None` for each absent entry (its whole region). The same steps as [`translate`], taken
+/// once per entry instead of once per level per page.
+fn walk_mapped(
+    pages: &[Table],
+    phys_base: u64,
+    root: usize,
+    visit: &mut impl FnMut(u64, u64, Option<Translation>) -> Result<(), Mismatch>,
+) -> Result<(), Mismatch> {
+    struct Walk<'a, V> {
+        pages: &'a [Table],
+        phys_base: u64,
+        visit: &'a mut V,
+    }
+    impl<V: FnMut(u64, u64, Option<Translation>) -> Result<(), Mismatch>> Walk<'_, V> {
+        /// The first `entries` entries of `table`, at `level`, for the region at `base`.
+        fn table(
+            &mut self,
+            table: usize,
+            level: u32,
+            rights: WalkRights,
+            base: u64,
+            entries: usize,
+        ) -> Result<(), Mismatch> {
+            let size = 1u64 << (12 + 9 * (level - 1));
+            for index in 0..entries {
+                let region = base + index as u64 * size;
+                let entry = self.pages[table][index];
+                match walk_step(self.pages, self.phys_base, entry, level, rights, region) {
+                    WalkStep::Absent => (self.visit)(region, size, None)?,
+                    WalkStep::Leaf(translation) => (self.visit)(region, size, Some(translation))?,
+                    WalkStep::Table(next, accumulated) => {
+                        self.table(next, level - 1, accumulated, region, ENTRIES)?
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    // The PML4's first entry covers the first 512 GiB, of which the mapped space is the
+    // first DIRECTORIES GiB: its PDPT is walked that far.
+    match walk_step(pages, phys_base, pages[root][0], 4, WalkRights::TOP, 0) {
+        WalkStep::Absent => visit(0, MAPPED_END, None),
+        // A 512 GiB leaf cannot be (PS is reserved in a PML4 entry); were it one, the
+        // translation of the first page says what it maps.
+        WalkStep::Leaf(translation) => visit(0, MAPPED_END, Some(translation)),
+        WalkStep::Table(pdpt, rights) => Walk {
+            pages,
+            phys_base,
+            visit,
+        }
+        .table(pdpt, 3, rights, 0, DIRECTORIES),
+    }
 }
 
 /// Where built tables differ from the plan (found by [`verify`]).
@@ -934,33 +1054,41 @@ pub fn verify(
         }
     };
     let mut cursor = RightsCursor::new(layout);
-    let mut address = 0;
-    while address < MAPPED_END {
-        let planned = cursor.rights(address);
-        let found = translate(pages, phys_base, root, address);
-        let step = match found {
-            None => PAGE_BYTES,
-            Some(translation) => {
-                if translation.physical != translation.page {
-                    return Err(Mismatch::NotIdentity { address });
+    walk_mapped(pages, phys_base, root_table, &mut |base, size, found| {
+        let Some(translation) = found else {
+            // Nothing mapped here: the plan must map none of these pages either. Pages of
+            // one run of the plan share its answer, so each run is asked once.
+            let mut address = base;
+            while address < base + size {
+                let planned = cursor.rights(address);
+                if planned.is_some() {
+                    return Err(Mismatch::Rights {
+                        address,
+                        planned,
+                        found: None,
+                    });
                 }
-                if translation.size > PAGE_BYTES && !uniform(translation.page, translation.size) {
-                    return Err(Mismatch::LargePageNotUniform { address });
-                }
-                translation.page + translation.size - address
+                address = cursor.run_end().max(address + PAGE_BYTES);
             }
+            return Ok(());
         };
-        if found.and_then(|translation| translation.rights()) != planned
-            || (found.is_some() && planned.is_none())
-        {
+        let address = base;
+        if translation.physical != translation.page {
+            return Err(Mismatch::NotIdentity { address });
+        }
+        if translation.size > PAGE_BYTES && !uniform(translation.page, translation.size) {
+            return Err(Mismatch::LargePageNotUniform { address });
+        }
+        let planned = cursor.rights(address);
+        if translation.rights() != planned || planned.is_none() {
             return Err(Mismatch::Rights {
                 address,
                 planned,
-                found,
+                found: Some(translation),
             });
         }
-        address += step;
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -1403,6 +1531,35 @@ mod tests {
             pages[text_table][guard_slot] = leaf_entry(GUARDS[0], RW.unwrap(), false);
             assert!(verify(&layout, &pages, phys_base, built.root).is_err());
             pages[text_table][guard_slot] = 0;
+            verify(&layout, &pages, phys_base, built.root).unwrap();
+            // A planned page left out, alone and with its whole 2 MiB piece.
+            pages[text_table][slot] = 0;
+            assert_eq!(
+                verify(&layout, &pages, phys_base, built.root),
+                Err(Mismatch::Rights {
+                    address: TEXT.base,
+                    planned: RX,
+                    found: None
+                })
+            );
+            pages[text_table][slot] = original;
+            let directory_entry = pages[2][0];
+            pages[2][0] = 0;
+            assert!(matches!(
+                verify(&layout, &pages, phys_base, built.root),
+                Err(Mismatch::Rights {
+                    address: 0,
+                    found: None,
+                    ..
+                })
+            ));
+            // A table pointer outside the pool maps nothing.
+            pages[2][0] = table_entry(phys_base + 4096 * pages.len() as u64);
+            assert!(matches!(
+                verify(&layout, &pages, phys_base, built.root),
+                Err(Mismatch::Rights { found: None, .. })
+            ));
+            pages[2][0] = directory_entry;
             verify(&layout, &pages, phys_base, built.root).unwrap();
             pages[0][1] = pages[0][0];
             assert_eq!(
