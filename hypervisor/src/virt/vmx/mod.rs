@@ -98,8 +98,19 @@ pub struct VmxCore {
     vmxon_region: Page,
     vmcs: Page,
     registers: GeneralRegisters,
+    /// Whether the VMCS has been launched (VMRESUME from then on, SDM §25.11.3): read by
+    /// `vmx_run` to choose VMLAUNCH or VMRESUME and set by `vmx_exit` at every exit, at
+    /// [`LAUNCHED_OFFSET`] from the register block.
     launched: bool,
 }
+
+/// Where `launched` lies from the start of the register block, as the assembly addresses
+/// it (`[rdi + 128]`).
+const LAUNCHED_OFFSET: usize = 128;
+const _: () = assert!(
+    core::mem::offset_of!(VmxCore, launched) - core::mem::offset_of!(VmxCore, registers)
+        == LAUNCHED_OFFSET
+);
 
 impl VmxCore {
     pub const fn new() -> Self {
@@ -133,9 +144,10 @@ pub struct VmxVcpu {
 }
 
 extern "C" {
-    /// Enters the guest (VMLAUNCH when `launched` is 0, else VMRESUME) and returns 0 after a
-    /// VM exit or 1 when the instruction itself failed. See the assembly below.
-    fn vmx_run(registers: *mut GeneralRegisters, launched: u64) -> u64;
+    /// Enters the guest (VMLAUNCH while the `launched` byte after the register block is 0,
+    /// else VMRESUME) and returns 0 after a VM exit, having set that byte, or 1 when the
+    /// instruction itself failed. See the assembly below.
+    fn vmx_run(registers: *mut GeneralRegisters) -> u64;
     fn vmx_exit();
 }
 
@@ -311,9 +323,30 @@ impl VmxVcpu {
         };
     }
 
+    /// A WRMSR exit: ECX names the MSR, EDX:EAX hold the value.
+    #[inline(always)]
+    fn msr_write_exit(&self) -> Exit {
+        Exit::MsrWrite {
+            msr: self.register(Register::Rcx) as u32,
+            value: (self.register(Register::Rdx) << 32)
+                | (self.register(Register::Rax) & 0xFFFF_FFFF),
+        }
+    }
+
     #[inline(always)]
     fn decode_exit(&mut self) -> Option<Exit> {
         let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
+        // The three frequent exits first, each compared as the whole field (so a failed entry,
+        // bit 31, or any other flag bit falls through to the full decode below): VMCALL (the
+        // doorbell's path, whose length to its ICR write matters most), WRMSR (the ICR
+        // filter's), CPUID. A compare each is shorter than the two-level jump table the
+        // dispatch below compiles to.
+        match reason {
+            exit_reason::VMCALL => return Some(Exit::Hypercall),
+            exit_reason::WRMSR => return Some(self.msr_write_exit()),
+            exit_reason::CPUID => return Some(Exit::Cpuid),
+            _ => {}
+        }
         if reason & (1 << 31) != 0 {
             return Some(Exit::InvalidGuestState);
         }
@@ -338,11 +371,7 @@ impl VmxVcpu {
             exit_reason::RDMSR => Exit::MsrRead {
                 msr: self.register(Register::Rcx) as u32,
             },
-            exit_reason::WRMSR => Exit::MsrWrite {
-                msr: self.register(Register::Rcx) as u32,
-                value: (self.register(Register::Rdx) << 32)
-                    | (self.register(Register::Rax) & 0xFFFF_FFFF),
-            },
+            exit_reason::WRMSR => self.msr_write_exit(),
             exit_reason::VMCALL => Exit::Hypercall,
             // SDM §28.2.1 table 28-7: bit 0 read, bit 1 write, bit 2 instruction fetch.
             exit_reason::EPT_VIOLATION => {
@@ -451,10 +480,17 @@ impl VirtualCpu for VmxVcpu {
     #[inline(always)]
     fn run(&mut self) -> Exit {
         loop {
+            // Derived from the whole VmxCore: the assembly also reaches `launched` past the
+            // register block.
+            let registers = core::ptr::from_mut::<VmxCore>(self.core)
+                .cast::<u8>()
+                .wrapping_add(core::mem::offset_of!(VmxCore, registers))
+                .cast::<GeneralRegisters>();
             // SAFETY: this core's VMCS is current and complete (controls, host and guest
-            // state written in `new`); the register block is this core's own.
-            let failed =
-                unsafe { vmx_run(&mut self.core.registers, u64::from(self.core.launched)) };
+            // state written in `new`); the register block is this core's own, and so is the
+            // `launched` byte at LAUNCHED_OFFSET after it (checked at compile time), which
+            // the assembly reads and sets.
+            let failed = unsafe { vmx_run(registers) };
             if failed != 0 {
                 let error = vmread(vmcs::ro::VM_INSTRUCTION_ERROR) as u32;
                 log::info!(
@@ -464,7 +500,6 @@ impl VirtualCpu for VmxVcpu {
                 );
                 return Exit::InvalidGuestState;
             }
-            self.core.launched = true;
             // No VMWRITE of the VM-entry interruption-information field here: every VM exit
             // clears its valid bit (SDM vol. 3C §28.2, "Recording VM-Exit Information and
             // Updating VM-Entry Control Fields"), so an event injected at this entry is not
@@ -496,7 +531,8 @@ impl VirtualCpu for VmxVcpu {
     }
 
     /// VMX reports the exiting instruction's length (SDM §28.2.5); `length` is ignored.
-    #[inline]
+    /// Inlined: it follows every hypercall, the doorbell's included.
+    #[inline(always)]
     fn skip_instruction(&mut self, _length: u64) {
         let length = vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN);
         self.set_rip(self.rip() + length);
@@ -758,8 +794,10 @@ impl VirtualCpu for VmxVcpu {
     }
 }
 
-// vmx_run(registers: rdi, launched: rsi) -> rax (0 = exited, 1 = VMLAUNCH/VMRESUME failed)
-// The register block is a GeneralRegisters: register n at offset n × 8 (RSP is in the VMCS).
+// vmx_run(registers: rdi) -> rax (0 = exited, 1 = VMLAUNCH/VMRESUME failed)
+// The register block is a GeneralRegisters: register n at offset n × 8 (RSP is in the VMCS);
+// the byte at offset 128 is VmxCore::launched: VMLAUNCH while it is 0, VMRESUME after (SDM
+// §25.11.3), set at every exit (a successful VMLAUNCH makes the VMCS launched).
 // HOST_RSP is written here so that at vmx_exit the stack holds, from the top: the register
 // block pointer, then the host's callee-saved registers.
 global_asm!(
@@ -777,7 +815,7 @@ vmx_run:
     push rdi
     mov rax, 0x6C14
     vmwrite rax, rsp
-    test rsi, rsi
+    cmp byte ptr [rdi + 128], 0
     mov rax, [rdi + 0]
     mov rcx, [rdi + 8]
     mov rdx, [rdi + 16]
@@ -829,6 +867,7 @@ vmx_exit:
     mov [rdi + 120], r15
     pop rax
     mov [rdi + 56], rax
+    mov byte ptr [rdi + 128], 1
     add rsp, 8
     pop r15
     pop r14
