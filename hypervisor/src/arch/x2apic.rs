@@ -32,12 +32,18 @@ pub fn current_id() -> ApicId {
     ApicId(unsafe { msr::read(x86::msr::IA32_X2APIC_APICID) as u32 })
 }
 
-/// Writes the ICR: in x2APIC mode one 64-bit WRMSR sends the IPI (SDM §11.12.9). Inlined:
-/// the doorbell's fast path writes precomputed ICR values ([`fixed_icr`]) with it.
-#[inline(always)]
+/// Writes the ICR: in x2APIC mode one 64-bit WRMSR sends the IPI (SDM §11.12.9).
 pub fn send_raw(icr: u64) {
     // SAFETY: in x2APIC mode the ICR MSR exists; an IPI has no memory effect on this core.
     // Callers pass destinations the hypervisor or the sending partition owns.
+    unsafe { msr::write(msr::X2APIC_ICR, icr) };
+}
+
+/// [`send_raw`] inlined: the doorbell's fast path writes its precomputed ICR values
+/// ([`fixed_icr`]) with it.
+#[inline(always)]
+pub fn send_raw_inline(icr: u64) {
+    // SAFETY: as for `send_raw`; the doorbell's destinations come from the table.
     unsafe { msr::write(msr::X2APIC_ICR, icr) };
 }
 

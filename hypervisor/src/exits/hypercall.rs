@@ -281,7 +281,7 @@ fn ring_doorbell(context: &CoreContext, control: &impl PartitionControl, argumen
         {
             continue;
         }
-        x2apic::send_raw(target.icr);
+        x2apic::send_raw_inline(target.icr);
         signalled += 1;
     }
     signalled
