@@ -171,27 +171,33 @@ static DOORBELL_ALLOWANCE: [[AtomicU64; PARTITION_COUNT]; CHANNEL_COUNT] =
 /// no member can storm its peers with interrupts.
 ///
 /// On the doorbell fast path: inlined into the hypercall handler, and the channel's ring
-/// interval (TSC ticks per allowed ring, fixed once the TSC rate is known at boot) is
-/// computed at the first ring instead of divided out at every ring.
+/// interval (TSC ticks per allowed ring) is read, not divided out at every ring: the boot
+/// computes it once the TSC rate is known, before any guest runs
+/// ([`prepare_doorbell_budgets`]).
 #[inline(always)]
 pub fn doorbell_allowed(partition: PartitionIndex, channel: usize) -> bool {
     let budget = u64::from(MACHINE.channels[channel].doorbell_rings_per_second);
-    let mut interval = DOORBELL_INTERVAL[channel].load(Ordering::Relaxed);
-    if interval == 0 {
-        interval = rate_interval(budget);
-        // Kept only once the boot has measured the TSC rate (it has before any guest runs).
-        if tsc::khz() != 0 {
-            DOORBELL_INTERVAL[channel].store(interval, Ordering::Relaxed);
-        }
-    }
     within_interval(
         &DOORBELL_ALLOWANCE[channel][partition.0],
-        interval,
+        DOORBELL_INTERVAL[channel].load(Ordering::Relaxed),
         (budget / 10).max(1),
     )
 }
 
-/// Per channel: TSC ticks between two allowed rings of one member (0 until the first ring).
+/// Computes every channel's ring interval from its budget and the TSC rate. Called by the
+/// boot core once it has determined the rate and before it starts any partition (the other
+/// cores read the intervals only after they have taken the boot plan, which the boot core
+/// publishes later with release ordering).
+pub fn prepare_doorbell_budgets() {
+    for (channel, interval) in MACHINE.channels.iter().zip(&DOORBELL_INTERVAL) {
+        interval.store(
+            rate_interval(u64::from(channel.doorbell_rings_per_second)),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Per channel: TSC ticks between two allowed rings of one member, set at boot.
 static DOORBELL_INTERVAL: [AtomicU64; CHANNEL_COUNT] = [const { AtomicU64::new(0) }; CHANNEL_COUNT];
 
 /// The health event a contained fault is (by the stable reason names of

@@ -480,17 +480,15 @@ impl VirtualCpu for VmxVcpu {
     #[inline(always)]
     fn run(&mut self) -> Exit {
         loop {
-            // Derived from the whole VmxCore: the assembly also reaches `launched` past the
-            // register block.
-            let registers = core::ptr::from_mut::<VmxCore>(self.core)
-                .cast::<u8>()
-                .wrapping_add(core::mem::offset_of!(VmxCore, registers))
-                .cast::<GeneralRegisters>();
+            // Derived from a pointer to the whole VmxCore: the assembly also reaches
+            // `launched` past the register block.
+            let core = core::ptr::from_mut::<VmxCore>(self.core);
             // SAFETY: this core's VMCS is current and complete (controls, host and guest
-            // state written in `new`); the register block is this core's own, and so is the
-            // `launched` byte at LAUNCHED_OFFSET after it (checked at compile time), which
-            // the assembly reads and sets.
-            let failed = unsafe { vmx_run(registers) };
+            // state written in `new`); `core` points to this core's own VmxCore (a live
+            // exclusive borrow), whose register block and the `launched` byte at
+            // LAUNCHED_OFFSET after it (checked at compile time) the assembly reads and
+            // sets.
+            let failed = unsafe { vmx_run(&raw mut (*core).registers) };
             if failed != 0 {
                 let error = vmread(vmcs::ro::VM_INSTRUCTION_ERROR) as u32;
                 log::info!(
