@@ -24,8 +24,7 @@ pub fn handle(
     context: &CoreContext,
     control: &impl PartitionControl,
 ) -> Flow {
-    if vcpu.register(Register::Rax) == Call::RingDoorbell as u64 && vcpu.privilege_level() == 0
-    {
+    if vcpu.register(Register::Rax) == Call::RingDoorbell as u64 && vcpu.privilege_level() == 0 {
         return ring_doorbell_first(vcpu, context, control);
     }
     handle_call(vcpu, context, control)
@@ -197,7 +196,7 @@ const NOT_A_MEMBER: u16 = u16::MAX;
 const CHANNEL_MEMBERS_MAX: usize = {
     let mut most = 0;
     let mut channel = 0;
-    while channel < CHANNEL_COUNT {
+    while channel < MACHINE.channels.len() {
         let count = MACHINE.channels[channel].members.len();
         if count > most {
             most = count;
@@ -221,7 +220,7 @@ static DOORBELL_ROUTES: [DoorbellRoute; CHANNEL_COUNT] = {
         }
     }; CHANNEL_COUNT];
     let mut channel = 0;
-    while channel < CHANNEL_COUNT {
+    while channel < MACHINE.channels.len() {
         let description = &MACHINE.channels[channel];
         let route = &mut routes[channel];
         let count = description.members.len();

@@ -133,7 +133,11 @@ fn rate_interval(per_second: u64) -> u64 {
 /// [`within_rate`] with its interval in TSC ticks (`burst` at least 1).
 #[inline(always)]
 fn within_interval(allowance_until: &AtomicU64, interval: u64, burst: u64) -> bool {
-    within_allowance(allowance_until, interval, burst.saturating_sub(1) * interval)
+    within_allowance(
+        allowance_until,
+        interval,
+        burst.saturating_sub(1) * interval,
+    )
 }
 
 /// The leaky bucket of [`within_rate`] with its interval and its slack in TSC ticks, the

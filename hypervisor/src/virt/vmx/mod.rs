@@ -350,11 +350,11 @@ impl VmxVcpu {
     #[inline(always)]
     fn decode_exit(&mut self) -> Option<Exit> {
         let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
-        // The three frequent exits first, each compared as the whole field (so a failed entry,
-        // bit 31, or any other flag bit falls through to the full decode below): VMCALL (the
-        // doorbell's path, whose length to its ICR write matters most) before the others,
-        // then WRMSR (the ICR filter's) and CPUID. A compare each is shorter than the
-        // two-level jump table the dispatch below compiles to.
+        // The three frequent exits first — VMCALL (the doorbell's path, whose length to its
+        // ICR write matters most), WRMSR (the ICR filter's), CPUID — each compared as the
+        // whole field, so a failed entry (bit 31) or any other flag bit falls through to the
+        // full decode below. A compare and a branch each (the compiler orders the three) are
+        // shorter than the two-level jump table the dispatch below compiles to.
         if reason == exit_reason::VMCALL {
             return Some(Exit::Hypercall);
         }
