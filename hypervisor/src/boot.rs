@@ -728,6 +728,9 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     let digested = tsc::read();
     let (_, rate_source) = tsc::finish_rate(rate);
     let rated = tsc::read();
+    // The doorbells' rate limits are in TSC ticks: fixed now, before any partition starts
+    // (the other cores see them through the boot plan, published after them).
+    runtime::partition::prepare_doorbell_budgets();
     if let Err((table_pins, hardware_pins)) = exits::ioapic::init() {
         refuse(format_args!(
             "the table gives the IOAPIC {table_pins} pins; the hardware has {hardware_pins}"

@@ -232,6 +232,8 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
     // back to the guest: the frequent exits (ICR writes, doorbells, CPUID) do not re-read
     // the partition's state each time.
     let mut look_at_signals = true;
+    // Fixed for the core's life: read once, not after every exit.
+    let signals_always_exit = vcpu.signals_always_exit();
     loop {
         if look_at_signals {
             if partition::is_stopping(context.partition_index) {
@@ -298,7 +300,7 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
         let signalled = matches!(exit, Exit::Nmi);
         // Resume or Stop: a stop or a restart request is seen at the top of the loop.
         let flow = handle_exit(vcpu, exit, context, &PartitionRuntime);
-        look_at_signals = signalled || matches!(flow, Flow::Stop) || !vcpu.signals_always_exit();
+        look_at_signals = signalled || matches!(flow, Flow::Stop) || !signals_always_exit;
     }
 }
 

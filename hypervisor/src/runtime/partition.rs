@@ -130,16 +130,32 @@ fn rate_interval(per_second: u64) -> u64 {
     (tsc::khz().max(1) * 1000 / per_second.max(1)).max(1)
 }
 
-/// [`within_rate`] with its interval in TSC ticks.
+/// [`within_rate`] with its interval in TSC ticks (`burst` at least 1).
 #[inline(always)]
 fn within_interval(allowance_until: &AtomicU64, interval: u64, burst: u64) -> bool {
+    within_allowance(
+        allowance_until,
+        interval,
+        burst.saturating_sub(1) * interval,
+    )
+}
+
+/// The leaky bucket of [`within_rate`] with its interval and its slack in TSC ticks, the
+/// slack being (burst − 1) intervals: the event moves the end of the allowance to
+/// `max(end, now) + interval` and is allowed while that stays within `burst` intervals of
+/// now — that is, while the end before the event lies at most `slack` after now (for an
+/// end in the past the new end is one interval ahead, always allowed). Compared in that
+/// form, the doorbell's path (which keeps each channel's slack) needs no multiplication.
+#[inline(always)]
+fn within_allowance(allowance_until: &AtomicU64, interval: u64, slack: u64) -> bool {
     let now = tsc::read();
+    let latest = now + slack;
     let mut until = allowance_until.load(Ordering::Acquire);
     loop {
-        let next = until.max(now) + interval;
-        if next - now > burst * interval {
+        if until > latest {
             return false;
         }
+        let next = until.max(now) + interval;
         match allowance_until.compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return true,
             Err(actual) => until = actual,
@@ -171,28 +187,37 @@ static DOORBELL_ALLOWANCE: [[AtomicU64; PARTITION_COUNT]; CHANNEL_COUNT] =
 /// no member can storm its peers with interrupts.
 ///
 /// On the doorbell fast path: inlined into the hypercall handler, and the channel's ring
-/// interval (TSC ticks per allowed ring, fixed once the TSC rate is known at boot) is
-/// computed at the first ring instead of divided out at every ring.
+/// interval (TSC ticks per allowed ring) is read, not divided out at every ring: the boot
+/// computes it once the TSC rate is known, before any guest runs
+/// ([`prepare_doorbell_budgets`]).
 #[inline(always)]
 pub fn doorbell_allowed(partition: PartitionIndex, channel: usize) -> bool {
-    let budget = u64::from(MACHINE.channels[channel].doorbell_rings_per_second);
-    let mut interval = DOORBELL_INTERVAL[channel].load(Ordering::Relaxed);
-    if interval == 0 {
-        interval = rate_interval(budget);
-        // Kept only once the boot has measured the TSC rate (it has before any guest runs).
-        if tsc::khz() != 0 {
-            DOORBELL_INTERVAL[channel].store(interval, Ordering::Relaxed);
-        }
-    }
-    within_interval(
+    within_allowance(
         &DOORBELL_ALLOWANCE[channel][partition.0],
-        interval,
-        (budget / 10).max(1),
+        DOORBELL_INTERVAL[channel].load(Ordering::Relaxed),
+        DOORBELL_SLACK[channel].load(Ordering::Relaxed),
     )
 }
 
-/// Per channel: TSC ticks between two allowed rings of one member (0 until the first ring).
+/// Computes every channel's ring interval from its budget and the TSC rate. Called by the
+/// boot core once it has determined the rate and before it starts any partition (the other
+/// cores read the intervals only after they have taken the boot plan, which the boot core
+/// publishes later with release ordering).
+pub fn prepare_doorbell_budgets() {
+    for (index, channel) in MACHINE.channels.iter().enumerate() {
+        let budget = u64::from(channel.doorbell_rings_per_second);
+        let interval = rate_interval(budget);
+        // A burst of a tenth of a second's worth of rings, at least one.
+        let burst = (budget / 10).max(1);
+        DOORBELL_INTERVAL[index].store(interval, Ordering::Relaxed);
+        DOORBELL_SLACK[index].store((burst - 1) * interval, Ordering::Relaxed);
+    }
+}
+
+/// Per channel: TSC ticks between two allowed rings of one member, set at boot.
 static DOORBELL_INTERVAL: [AtomicU64; CHANNEL_COUNT] = [const { AtomicU64::new(0) }; CHANNEL_COUNT];
+/// Per channel: the slack of its members' allowances ([`within_allowance`]), set at boot.
+static DOORBELL_SLACK: [AtomicU64; CHANNEL_COUNT] = [const { AtomicU64::new(0) }; CHANNEL_COUNT];
 
 /// The health event a contained fault is (by the stable reason names of
 /// [`Containment::reason`]).

@@ -330,9 +330,8 @@ impl SvmVcpu {
     }
 
     #[inline(always)]
-    fn decode_exit(&self) -> Exit {
+    fn decode_exit(&self, code: u64) -> Exit {
         let vmcb = &self.core.guest;
-        let code = vmcb.read_u64(control::EXIT_CODE);
         let info1 = vmcb.read_u64(control::EXIT_INFO_1);
         let info2 = vmcb.read_u64(control::EXIT_INFO_2);
         if code & 0xFFFF_FFFF == exit_code::INVALID_LOW {
@@ -416,9 +415,12 @@ impl VirtualCpu for SvmVcpu {
             // host's were saved in `new`) sets to the guest VMCB, as a relaxed atomic store.
             // VMRUN returns here on every exit.
             unsafe { svm_run(&mut self.core.registers, guest, self.guest_context_live) };
-            self.core.guest.write_u8(control::TLB_CONTROL, 0);
-            self.core.guest.write_u64(control::EVENT_INJECTION, 0);
-            let code = self.core.guest.read_u64(control::EXIT_CODE);
+            // One borrow of the VMCB for the three accesses: the core's pointer is loaded
+            // once, not again for each (every exit passes here).
+            let vmcb = &mut self.core.guest;
+            vmcb.write_u8(control::TLB_CONTROL, 0);
+            vmcb.write_u64(control::EVENT_INJECTION, 0);
+            let code = vmcb.read_u64(control::EXIT_CODE);
             // The software NMI blocking's IRET and #DB exits read and write only RFLAGS, DR6,
             // EVENTINJ and the intercepts (which #VMEXIT saves and VMRUN loads), and may send
             // an NMI to this core (held: GIF is clear): they run with the guest's FS/GS/TR/…
@@ -429,7 +431,7 @@ impl VirtualCpu for SvmVcpu {
                     None => continue,
                 }
             }
-            break self.decode_exit();
+            break self.decode_exit(code);
         };
         // The exits handled with the guest's FS/GS/TR/… still loaded: CPUID, VMMCALL and a
         // WRMSR to the x2APIC ICR (see GUEST_CONTEXT_LIVE). Every other exit switches back

@@ -48,11 +48,21 @@ pub(super) fn vmwrite(field: u32, value: u64) {
     unsafe {
         core::arch::asm!("vmwrite {}, {}", "setna {}", in(reg) u64::from(field), in(reg) value, out(reg_byte) failed, options(nostack))
     };
-    assert!(
-        failed == 0,
+    if failed != 0 {
+        vmwrite_failed(field);
+    }
+}
+
+/// A VMWRITE failed: a bug in the hypervisor (the fields it writes are defined and the VMCS
+/// is current). Out of line and cold, so that the exit paths' VMWRITEs carry only the test
+/// of the flags, not the panic's arguments.
+#[cold]
+#[inline(never)]
+fn vmwrite_failed(field: u32) -> ! {
+    panic!(
         "VMWRITE of field {field:#x} failed: {}",
         policy::instruction_error_name(vmread(vmcs::ro::VM_INSTRUCTION_ERROR) as u32)
-    );
+    )
 }
 
 /// Per core: whether its VMCS is current and whether the preemption timer may be armed

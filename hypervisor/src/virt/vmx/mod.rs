@@ -98,8 +98,27 @@ pub struct VmxCore {
     vmxon_region: Page,
     vmcs: Page,
     registers: GeneralRegisters,
+    /// Whether the VMCS has been launched (VMRESUME from then on, SDM §25.11.3): read by
+    /// `vmx_run` to choose VMLAUNCH or VMRESUME and set by `vmx_exit` at every exit, at
+    /// [`LAUNCHED_OFFSET`] from the register block.
     launched: bool,
+    /// The host's stack pointer while the guest runs, left here by `vmx_run` and taken
+    /// back by `vmx_exit` (at [`HOST_RSP_OFFSET`] from the register block).
+    host_rsp: u64,
 }
+
+/// Where `launched` and `host_rsp` lie from the start of the register block, as the
+/// assembly addresses them (`[rdi + 128]`, `[rdi + 136]`); the block itself is 128 bytes,
+/// so HOST_RSP, its end, is the launched flag's address.
+const LAUNCHED_OFFSET: usize = 128;
+const HOST_RSP_OFFSET: usize = 136;
+const _: () = assert!(
+    core::mem::size_of::<GeneralRegisters>() == LAUNCHED_OFFSET
+        && core::mem::offset_of!(VmxCore, launched) - core::mem::offset_of!(VmxCore, registers)
+            == LAUNCHED_OFFSET
+        && core::mem::offset_of!(VmxCore, host_rsp) - core::mem::offset_of!(VmxCore, registers)
+            == HOST_RSP_OFFSET
+);
 
 impl VmxCore {
     pub const fn new() -> Self {
@@ -108,6 +127,7 @@ impl VmxCore {
             vmcs: Page::new(),
             registers: GeneralRegisters([0; 16]),
             launched: false,
+            host_rsp: 0,
         }
     }
 }
@@ -133,9 +153,10 @@ pub struct VmxVcpu {
 }
 
 extern "C" {
-    /// Enters the guest (VMLAUNCH when `launched` is 0, else VMRESUME) and returns 0 after a
-    /// VM exit or 1 when the instruction itself failed. See the assembly below.
-    fn vmx_run(registers: *mut GeneralRegisters, launched: u64) -> u64;
+    /// Enters the guest (VMLAUNCH while the `launched` byte after the register block is 0,
+    /// else VMRESUME) and returns 0 after a VM exit, having set that byte, or 1 when the
+    /// instruction itself failed. See the assembly below.
+    fn vmx_run(registers: *mut GeneralRegisters) -> u64;
     fn vmx_exit();
 }
 
@@ -272,6 +293,11 @@ impl VmxVcpu {
         vmwrite(vmcs::host::IA32_EFER_FULL, efer);
         vmwrite(vmcs::host::IA32_PAT_FULL, pat);
         vmwrite(vmcs::host::RIP, vmx_exit as *const () as u64);
+        // The end of this core's register block: `vmx_exit` pushes the guest's registers
+        // into it (see the assembly). The block is part of the core's static state, so the
+        // address never changes.
+        let registers = core::ptr::addr_of!(self.core.registers) as u64;
+        vmwrite(vmcs::host::RSP, registers + LAUNCHED_OFFSET as u64);
     }
 
     /// Turns NMI-window exiting on (an NMI is held for the guest) or off.
@@ -311,9 +337,32 @@ impl VmxVcpu {
         };
     }
 
+    /// A WRMSR exit: ECX names the MSR, EDX:EAX hold the value.
+    #[inline(always)]
+    fn msr_write_exit(&self) -> Exit {
+        Exit::MsrWrite {
+            msr: self.register(Register::Rcx) as u32,
+            value: (self.register(Register::Rdx) << 32)
+                | (self.register(Register::Rax) & 0xFFFF_FFFF),
+        }
+    }
+
     #[inline(always)]
     fn decode_exit(&mut self) -> Option<Exit> {
         let reason = vmread(vmcs::ro::EXIT_REASON) as u32;
+        // The three frequent exits first — VMCALL (the doorbell's path, whose length to its
+        // ICR write matters most), WRMSR (the ICR filter's), CPUID — each compared as the
+        // whole field, so a failed entry (bit 31) or any other flag bit falls through to the
+        // full decode below. A compare and a branch each (the compiler orders the three) are
+        // shorter than the two-level jump table the dispatch below compiles to.
+        if reason == exit_reason::VMCALL {
+            return Some(Exit::Hypercall);
+        }
+        match reason {
+            exit_reason::WRMSR => return Some(self.msr_write_exit()),
+            exit_reason::CPUID => return Some(Exit::Cpuid),
+            _ => {}
+        }
         if reason & (1 << 31) != 0 {
             return Some(Exit::InvalidGuestState);
         }
@@ -338,11 +387,7 @@ impl VmxVcpu {
             exit_reason::RDMSR => Exit::MsrRead {
                 msr: self.register(Register::Rcx) as u32,
             },
-            exit_reason::WRMSR => Exit::MsrWrite {
-                msr: self.register(Register::Rcx) as u32,
-                value: (self.register(Register::Rdx) << 32)
-                    | (self.register(Register::Rax) & 0xFFFF_FFFF),
-            },
+            exit_reason::WRMSR => self.msr_write_exit(),
             exit_reason::VMCALL => Exit::Hypercall,
             // SDM §28.2.1 table 28-7: bit 0 read, bit 1 write, bit 2 instruction fetch.
             exit_reason::EPT_VIOLATION => {
@@ -451,10 +496,15 @@ impl VirtualCpu for VmxVcpu {
     #[inline(always)]
     fn run(&mut self) -> Exit {
         loop {
+            // Derived from a pointer to the whole VmxCore: the assembly also reaches
+            // `launched` and `host_rsp` past the register block.
+            let core = core::ptr::from_mut::<VmxCore>(self.core);
             // SAFETY: this core's VMCS is current and complete (controls, host and guest
-            // state written in `new`); the register block is this core's own.
-            let failed =
-                unsafe { vmx_run(&mut self.core.registers, u64::from(self.core.launched)) };
+            // state written in `new`, HOST_RSP the end of this register block); `core`
+            // points to this core's own VmxCore (a live exclusive borrow), whose register
+            // block, `launched` byte and `host_rsp` word after it (offsets checked at compile
+            // time) the assembly reads and writes.
+            let failed = unsafe { vmx_run(&raw mut (*core).registers) };
             if failed != 0 {
                 let error = vmread(vmcs::ro::VM_INSTRUCTION_ERROR) as u32;
                 log::info!(
@@ -464,7 +514,6 @@ impl VirtualCpu for VmxVcpu {
                 );
                 return Exit::InvalidGuestState;
             }
-            self.core.launched = true;
             // No VMWRITE of the VM-entry interruption-information field here: every VM exit
             // clears its valid bit (SDM vol. 3C §28.2, "Recording VM-Exit Information and
             // Updating VM-Entry Control Fields"), so an event injected at this entry is not
@@ -496,7 +545,8 @@ impl VirtualCpu for VmxVcpu {
     }
 
     /// VMX reports the exiting instruction's length (SDM §28.2.5); `length` is ignored.
-    #[inline]
+    /// Inlined: it follows every hypercall, the doorbell's included.
+    #[inline(always)]
     fn skip_instruction(&mut self, _length: u64) {
         let length = vmread(vmcs::ro::VMEXIT_INSTRUCTION_LEN);
         self.set_rip(self.rip() + length);
@@ -758,10 +808,19 @@ impl VirtualCpu for VmxVcpu {
     }
 }
 
-// vmx_run(registers: rdi, launched: rsi) -> rax (0 = exited, 1 = VMLAUNCH/VMRESUME failed)
-// The register block is a GeneralRegisters: register n at offset n × 8 (RSP is in the VMCS).
-// HOST_RSP is written here so that at vmx_exit the stack holds, from the top: the register
-// block pointer, then the host's callee-saved registers.
+// vmx_run(registers: rdi) -> rax (0 = exited, 1 = VMLAUNCH/VMRESUME failed)
+// The register block is a GeneralRegisters: register n at offset n × 8 (RSP is in the VMCS);
+// the byte at offset 128 is VmxCore::launched: VMLAUNCH while it is 0, VMRESUME after (SDM
+// §25.11.3), set at every exit (a successful VMLAUNCH makes the VMCS launched); the word at
+// offset 136 is VmxCore::host_rsp, where vmx_run leaves the host's stack pointer.
+//
+// HOST_RSP is the end of the register block (written once, `write_host_state`): at vmx_exit
+// the guest's registers are pushed straight into their slots, from r15 (slot 15) down to
+// rax (slot 0), RSP's slot skipped, and only then is the host's stack taken back — no
+// register has to be freed first to hold the block's address. Nothing else can use that
+// stack in between: VM exit clears RFLAGS.IF (SDM vol. 3C §28.5.3), and the two events
+// that could still arrive, NMI and machine check, switch to their own IST stacks (the
+// hypervisor's IDT, `arch::cpu`; SDM vol. 3A §6.14.5).
 global_asm!(
     r#"
     .section .text
@@ -774,10 +833,8 @@ vmx_run:
     push r13
     push r14
     push r15
-    push rdi
-    mov rax, 0x6C14
-    vmwrite rax, rsp
-    test rsi, rsi
+    mov [rdi + 136], rsp
+    cmp byte ptr [rdi + 128], 0
     mov rax, [rdi + 0]
     mov rcx, [rdi + 8]
     mov rdx, [rdi + 16]
@@ -799,8 +856,7 @@ vmx_run:
 2:
     vmresume
 3:
-    /* Only reached when the instruction failed (CF or ZF set). */
-    add rsp, 8
+    /* Only reached when the instruction failed (CF or ZF set); RSP is still the host's. */
     pop r15
     pop r14
     pop r13
@@ -811,25 +867,24 @@ vmx_run:
     ret
 
 vmx_exit:
+    push r15
+    push r14
+    push r13
+    push r12
+    push r11
+    push r10
+    push r9
+    push r8
     push rdi
-    mov rdi, [rsp + 8]
-    mov [rdi + 0], rax
-    mov [rdi + 8], rcx
-    mov [rdi + 16], rdx
-    mov [rdi + 24], rbx
-    mov [rdi + 40], rbp
-    mov [rdi + 48], rsi
-    mov [rdi + 64], r8
-    mov [rdi + 72], r9
-    mov [rdi + 80], r10
-    mov [rdi + 88], r11
-    mov [rdi + 96], r12
-    mov [rdi + 104], r13
-    mov [rdi + 112], r14
-    mov [rdi + 120], r15
-    pop rax
-    mov [rdi + 56], rax
-    add rsp, 8
+    push rsi
+    push rbp
+    sub rsp, 8
+    push rbx
+    push rdx
+    push rcx
+    push rax
+    mov byte ptr [rsp + 128], 1
+    mov rsp, [rsp + 136]
     pop r15
     pop r14
     pop r13
