@@ -117,23 +117,46 @@ fn log_decision(
     log::info!("{}", line);
 }
 
+/// The `contained:` line of a decision, written straight to the console (no buffer).
+struct ContainedLine<'a> {
+    name: &'a str,
+    core: u32,
+    report: &'a Report,
+    outcome: &'a str,
+}
+
+impl core::fmt::Display for ContainedLine<'_> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter) -> core::fmt::Result {
+        write!(
+            formatter,
+            "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
+            self.name,
+            self.core,
+            self.report.reason,
+            self.report.address,
+            self.report.detail,
+            self.report.rip,
+            self.outcome
+        )
+    }
+}
+
 /// Carries out a decision. The lines `contained:`, `restarting:` and `stopped:` keep the
 /// form they had before the health monitor, which the red-team and system tests read.
 fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
     let name = partition.partition().name;
     let core = report.core.map_or(0, |core| core.0);
-    let contained_line = |outcome: &str| {
-        let mut line = heapless::String::<256>::new();
-        let _ = core::fmt::write(
-            &mut line,
-            format_args!(
-                "contained: partition={} core={} reason={} address={:#x} access={} rip={:#x}; {}",
-                name, core, report.reason, report.address, report.detail, report.rip, outcome
-            ),
-        );
-        line
+    let contained = |outcome: &str| {
+        log::info!(
+            "{}",
+            ContainedLine {
+                name,
+                core,
+                report,
+                outcome
+            }
+        )
     };
-    let contained = |outcome: &str| log::info!("{}", contained_line(outcome));
     let reset_request = report.reason == "reset-request";
     match decision.action {
         HealthAction::Log => {
@@ -147,17 +170,21 @@ fn act(partition: PartitionIndex, decision: &Decision, report: &Report) {
             if reset_request {
                 partition::stop(partition, report.core, 0, "reset-request");
             } else {
-                let line =
-                    contained_line(if decision.event == HealthEvent::RestartBudgetExhausted {
+                let line = ContainedLine {
+                    name,
+                    core,
+                    report,
+                    outcome: if decision.event == HealthEvent::RestartBudgetExhausted {
                         "halted (restart limit reached)"
                     } else {
                         "halted"
-                    });
+                    },
+                };
                 // The line is out before another core can see the partition faulted: a
                 // partition waiting for the others to stop powers the machine off then.
                 crate::arch::console::log_if(
                     || partition::fault(partition, report.core),
-                    format_args!("{}", line),
+                    format_args!("{line}"),
                 );
             }
         }
