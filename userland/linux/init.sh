@@ -281,6 +281,15 @@ case " $(cat /proc/cmdline) " in
         echo "TESSERA-LINUX: nvme-bench done"
         ;;
 esac
+# The bench's Linux boot (partitions/linux-bench.toml): power off once /init has printed
+# its lines, so that the hypervisor prints the partition's exit counters
+# (`linux_unassigned_port_exits`, docs/benchmarks.md).
+case " $(cat /proc/cmdline) " in
+    *" tessera.power-off "*)
+        echo "TESSERA-LINUX: powering off"
+        poweroff -f
+        ;;
+esac
 n=0
 while true; do
     n=$((n + 1))

@@ -5,6 +5,7 @@
 
 use super::{pci, Containment, CoreContext, Counter, Flow, PartitionControl};
 use crate::virt::{IoAccess, Register, VirtualCpu};
+use tessera_abi::table::Capability;
 use tessera_policy::virtual_platform::{self, PlatformRequest};
 
 /// RFLAGS.DF: string instructions walk downwards.
@@ -56,7 +57,12 @@ pub fn handle(
         } else {
             let value = (vcpu.register(Register::Rax) & mask) as u32;
             match virtual_platform::classify_write(port, value, size) {
+                // The guest's power-off (S5) stops the partition; a partition that holds the
+                // `power` capability (the PowerOff hypercall's) powers the machine off.
                 Some(PlatformRequest::PowerOff) => {
+                    if context.partition.capabilities.contains(&Capability::Power) {
+                        control.power_off(context.partition.name);
+                    }
                     control.stop_by_request(context, 0, "acpi-power-off");
                     return Flow::Stop;
                 }

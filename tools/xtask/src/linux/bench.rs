@@ -56,6 +56,7 @@ pub const WITH_HYPERVISOR: &str = "linux_boot_slowdown_with_hypervisor_boot";
 pub const BESIDE_RT: &str = "linux_boot_slowdown_beside_rt";
 pub const BESIDE_RT_SECONDS: &str = "linux_boot_seconds_partition_beside_rt";
 pub const CPU_RATIO: &str = "linux_boot_cpu_ratio";
+pub const UNASSIGNED_PORT_EXITS: &str = "linux_unassigned_port_exits";
 /// Every figure name: the ones above and `linux_phase_<phase>_<setup>_s` per phase and setup.
 pub const NAMES: &[&str] = &[
     FIGURE,
@@ -65,6 +66,7 @@ pub const NAMES: &[&str] = &[
     BESIDE_RT,
     BESIDE_RT_SECONDS,
     CPU_RATIO,
+    UNASSIGNED_PORT_EXITS,
 ];
 /// The table of the figure: the Linux partition alone on two cores.
 pub const LINUX_BENCH_TABLE: &str = "partitions/linux-bench.toml";
@@ -155,6 +157,19 @@ pub fn banner_khz(line: &str) -> Option<u64> {
         .ok()
 }
 
+/// The `unassigned-port-accesses=` of `partition`'s `exits:` line (printed at power-off).
+pub fn unassigned_port_accesses(hypervisor_line: &str, partition: &str) -> Option<u64> {
+    let rest = hypervisor_line.strip_prefix("exits: partition=")?;
+    let rest = rest.strip_prefix(partition)?.strip_prefix(' ')?;
+    let value =
+        &rest[rest.find("unassigned-port-accesses=")? + "unassigned-port-accesses=".len()..];
+    value
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// User plus system CPU seconds of a process from the text of `/proc/<pid>/stat` (fields
 /// 14 and 15, in clock ticks of `ticks_per_second`).
 pub fn cpu_seconds(stat: &str, ticks_per_second: f64) -> Option<f64> {
@@ -195,6 +210,8 @@ struct Reading {
     start: u64,
     /// The hypervisor's TSC rate, kHz (0 bare).
     khz: u64,
+    /// The partition's `unassigned-port-accesses=` at power-off, when the run waits for it.
+    unassigned_port_accesses: Option<u64>,
     /// Host seconds since QEMU's start when the run's start was seen (0 bare; partition: the
     /// `started:` line) and when each phase's line was.
     start_seconds: f64,
@@ -333,10 +350,18 @@ struct PartitionSetup {
     table: table::TableInfo,
     medium: BootMedium,
     directory: &'static str,
+    /// Whether Linux powers the machine off after /init (`tessera.power-off`): the run
+    /// then goes on to the partition's exit counters.
+    powers_off: bool,
 }
 
 impl PartitionSetup {
-    fn prepare(root: &Path, table: &str, directory: &'static str) -> Result<Self> {
+    fn prepare(
+        root: &Path,
+        table: &str,
+        directory: &'static str,
+        powers_off: bool,
+    ) -> Result<Self> {
         let table = table::load(&root.join(table))?;
         let emulator = Emulator::Qemu {
             boot: BootMethod::Kernel,
@@ -347,6 +372,7 @@ impl PartitionSetup {
             table,
             medium,
             directory,
+            powers_off,
         })
     }
 
@@ -376,9 +402,19 @@ impl PartitionSetup {
                         reading.start_cpu = process_cpu_seconds(pid);
                     }
                 }
-            } else if label == LINUX && reading.start != 0 && reading.linux_line(line, seconds) {
+                if reading.init != 0 {
+                    if let Some(count) = unassigned_port_accesses(line, LINUX) {
+                        reading.unassigned_port_accesses = Some(count);
+                        return true;
+                    }
+                }
+            } else if label == LINUX
+                && reading.start != 0
+                && reading.init == 0
+                && reading.linux_line(line, seconds)
+            {
                 reading.end_cpu = process_cpu_seconds(pid);
-                return true;
+                return !self.powers_off;
             }
             false
         })?;
@@ -475,8 +511,8 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
         .find(|partition| partition.name.as_str() == LINUX)
         .and_then(|partition| partition.boot.cmdline.as_deref().cloned())
         .unwrap_or_default();
-    let alone = PartitionSetup::prepare(root, LINUX_BENCH_TABLE, "linux-bench")?;
-    let beside_rt = PartitionSetup::prepare(root, LINUX_RT_TABLE, "linux-rt-bench")?;
+    let alone = PartitionSetup::prepare(root, LINUX_BENCH_TABLE, "linux-bench", true)?;
+    let beside_rt = PartitionSetup::prepare(root, LINUX_RT_TABLE, "linux-rt-bench", false)?;
 
     let mut bare = Series::default();
     let mut partition = Series::default();
@@ -601,6 +637,29 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
             },
         ),
     ];
+    let unassigned: Vec<f64> = partition
+        .readings
+        .iter()
+        .filter_map(|reading| reading.unassigned_port_accesses)
+        .map(|count| count as f64)
+        .collect();
+    if unassigned.len() == partition.readings.len() {
+        figures.push((
+            UNASSIGNED_PORT_EXITS.to_string(),
+            Figure {
+                value: median(&unassigned).unwrap_or(f64::NAN),
+                unit: "exits".into(),
+                method: format!(
+                    "the linux partition's `unassigned-port-accesses=` (one I/O exit each: \
+                     accesses to ports the partition does not own, PIT, RTC, PIC, legacy \
+                     probes) over the whole boot, read from its `exits:` line at power-off \
+                     ({LINUX_BENCH_TABLE}: /init powers the machine off after printing its \
+                     lines, `tessera.power-off`); median of {RUNS} runs ({:?})",
+                    unassigned
+                ),
+            },
+        ));
+    }
     for (index, (phase, text)) in PHASES.iter().enumerate() {
         for (setup, series, from) in [
             ("bare", &bare, "QEMU's start"),
@@ -655,6 +714,25 @@ mod tests {
         assert_eq!(
             banner_khz("Tessera 0.1.0 backend=svm table=linux-rt.toml platform=qemu-q35 cores=[0, 1, 2, 3] tsc=2600111kHz"),
             Some(2_600_111)
+        );
+    }
+
+    #[test]
+    fn reads_the_unassigned_port_accesses_at_power_off() {
+        let line = "exits: partition=linux state=Running cpuid=10114 io=158 msr-read=44 \
+                    total=6766 unassigned-port-accesses=158 dropped-ipis=0";
+        assert_eq!(unassigned_port_accesses(line, "linux"), Some(158));
+        assert_eq!(unassigned_port_accesses(line, "rt"), None);
+        assert_eq!(
+            unassigned_port_accesses(
+                "exits: partition=linux-2 state=Running unassigned-port-accesses=3",
+                "linux"
+            ),
+            None
+        );
+        assert_eq!(
+            unassigned_port_accesses("started: partition=linux core=0", "linux"),
+            None
         );
     }
 
