@@ -323,11 +323,11 @@ fn check_item<'t>(
         return None;
     }
     let Some(end) = base.checked_add(size) else {
-        findings.push(wrap_finding(item.span, &item.description));
+        findings.push(wrap_finding(item.span, item.description));
         return None;
     };
     if end > HOST_ADDRESS_LIMIT {
-        findings.push(width_finding(item.span, &item.description, base, size));
+        findings.push(width_finding(item.span, item.description, base, size));
     }
     if is_channel && !size.is_multiple_of(PAGE_SIZE) {
         findings.push(
@@ -501,7 +501,7 @@ fn check_guest_maps(table: &Table, findings: &mut Vec<Finding>) {
             match start.checked_add(size) {
                 None => findings.push(wrap_finding(
                     mapping.span,
-                    &format!("guest range of {}", mapping.description),
+                    format!("guest range of {}", mapping.description),
                 )),
                 Some(end) => {
                     if end > GUEST_ADDRESS_LIMIT {
