@@ -744,27 +744,31 @@ impl LightChecker<'_> {
                 .iter()
                 .all(|element_node| self.node(element_node, *element)),
             (Shape::Table(fields), DeValue::Table(table)) => {
-                self.toml_1_0_inline(node) && self.entries(table, fields)
+                self.written_as_toml_1_0(node) && self.entries(table, fields)
             }
             (Shape::Map(value_shape), DeValue::Table(table)) => {
-                self.toml_1_0_inline(node)
+                self.written_as_toml_1_0(node)
                     && table.values().all(|value| self.node(value, *value_shape))
             }
             _ => false,
         }
     }
 
-    /// Whether `table`, if written inline (`{ … }`), is on one line without a trailing
-    /// comma, as TOML 1.0 wants it (a comment cannot be inside: it would run to the end of
-    /// the line, past the closing brace).
-    fn toml_1_0_inline(&self, node: &toml::Spanned<toml::de::DeValue<'_>>) -> bool {
-        // The tree does not say whether a table was inline; its span does: `{ … }` for an
-        // inline table, the header or the first key for the others.
+    /// Whether a table is written in a way the fast path takes: with a `[header]` (or
+    /// `[[header]]`), or inline (`{ … }`) on one line without a trailing comma, as TOML 1.0
+    /// wants it (a comment cannot be inside: it would run to the end of the line, past the
+    /// closing brace). A table made by dotted keys (`boot.kind = "elf"`) goes to the
+    /// reference parse: toml_edit gives such a table no span, and the model's `Located`
+    /// tables then fail to deserialize there; the fast path must not accept what the
+    /// reference parse refuses.
+    fn written_as_toml_1_0(&self, node: &toml::Spanned<toml::de::DeValue<'_>>) -> bool {
+        // The tree does not say how a table was written; its span does: `{ … }` for an
+        // inline table, the header for a `[table]`, the first key for a dotted one.
         let Some(written) = self.text.get(node.span()) else {
             return false;
         };
         let Some(after_brace) = written.strip_prefix('{') else {
-            return true;
+            return written.starts_with('[');
         };
         after_brace
             .strip_suffix('}')

@@ -218,3 +218,43 @@ fn both_parses_agree_on_broken_tables() {
         assert_same(&format!("without line {}", end + 1), &without.join("\n"));
     }
 }
+
+/// The same table written in the other ways TOML 1.0 allows (and a few it does not): each
+/// way, both parses agree, and the fast path takes the ones it should.
+#[test]
+fn both_parses_agree_on_other_spellings() {
+    // (what, from, to, whether the fast path should accept it)
+    let spellings = [
+        ("a hexadecimal core", "cpus = [1]", "cpus = [0x1]", true),
+        ("an octal core", "cpus = [1]", "cpus = [0o1]", true),
+        ("a binary core", "cpus = [1]", "cpus = [0b1]", true),
+        ("a plus sign", "cpus = [1]", "cpus = [+1]", true),
+        ("an underscore", "cpus = [1]", "cpus = [0_1]", false),
+        ("a leading zero", "cpus = [1]", "cpus = [01]", false),
+        ("a literal string", "name = \"p1\"", "name = 'p1'", true),
+        ("a quoted key", "name = \"p1\"", "\"name\" = \"p1\"", true),
+        ("an escaped name", "name = \"p1\"", "name = \"\\u0070\\u0031\"", true),
+        ("a surrogate escape", "name = \"p1\"", "name = \"\\uD800\"", false),
+        ("a dotted key", "boot = { kind = \"elf\", image = \"guest.elf\" }\non-fault = \"halt\"\n\n[[partition]]\nname = \"p2\"", "boot.kind = \"elf\"\nboot.image = \"guest.elf\"\non-fault = \"halt\"\n\n[[partition]]\nname = \"p2\"", false),
+        ("a boot sub-table", "boot = { kind = \"elf\", image = \"guest.elf\" }\non-fault = \"halt\"\n\n[[partition]]\nname = \"p2\"", "on-fault = \"halt\"\n[partition.boot]\nkind = \"elf\"\nimage = \"guest.elf\"\n\n[[partition]]\nname = \"p2\"", true),
+        ("an implicit health table", "capabilities = [\"power\", \"stats:*\"]\n", "capabilities = [\"power\", \"stats:*\"]\n[partition.health.watchdog]\nperiod = \"100 ms\"\n", false),
+        ("a health table", "capabilities = [\"power\", \"stats:*\"]\n", "capabilities = [\"power\", \"stats:*\"]\n[partition.health]\nrestart-limit = 3\n[partition.health.watchdog]\nperiod = \"100 ms\"\n", true),
+        ("a comment after a value", "cpus = [1]", "cpus = [1] # core one", true),
+        ("no spaces", "cpus = [1]", "cpus=[1]", true),
+        ("a key twice", "cpus = [1]", "cpus = [1]\ncpus = [1]", false),
+        ("a size as a float", "size = \"64 KiB\" },", "size = 65536.0 },", false),
+        ("a negative size", "size = \"64 KiB\" },", "size = -65536 },", false),
+        ("an integer beyond 64 bits", "cpus = [1]", "cpus = [99999999999999999999]", false),
+        ("a date", "cpus = [1]", "cpus = [1979-05-27]", false),
+    ];
+    for (what, from, to, fast) in spellings {
+        let text = edited(|text| text.replacen(from, to, 1));
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(assert_same(what, &text), fast, "{what}: the fast path");
+        assert_eq!(
+            assert_same(what, &crlf),
+            fast,
+            "{what} (CRLF): the fast path"
+        );
+    }
+}
