@@ -239,6 +239,7 @@ fn both_parses_agree_on_other_spellings() {
         ("a boot sub-table", "boot = { kind = \"elf\", image = \"guest.elf\" }\non-fault = \"halt\"\n\n[[partition]]\nname = \"p2\"", "on-fault = \"halt\"\n[partition.boot]\nkind = \"elf\"\nimage = \"guest.elf\"\n\n[[partition]]\nname = \"p2\"", true),
         ("an implicit health table", "capabilities = [\"power\", \"stats:*\"]\n", "capabilities = [\"power\", \"stats:*\"]\n[partition.health.watchdog]\nperiod = \"100 ms\"\n", false),
         ("a health table", "capabilities = [\"power\", \"stats:*\"]\n", "capabilities = [\"power\", \"stats:*\"]\n[partition.health]\nrestart-limit = 3\n[partition.health.watchdog]\nperiod = \"100 ms\"\n", true),
+        ("memory as an array of tables", "memory = [\n    { base = 0x1020000, size = \"64 KiB\" },\n]\ndevices = [\"uart1\"]\nboot = { kind = \"elf\", image = \"guest.elf\" }\non-fault = \"halt\"\n", "devices = [\"uart1\"]\nboot = { kind = \"elf\", image = \"guest.elf\" }\non-fault = \"halt\"\n[[partition.memory]]\nbase = 0x1020000\nsize = \"64 KiB\"\n", true),
         ("a comment after a value", "cpus = [1]", "cpus = [1] # core one", true),
         ("no spaces", "cpus = [1]", "cpus=[1]", true),
         ("a key twice", "cpus = [1]", "cpus = [1]\ncpus = [1]", false),
@@ -247,6 +248,15 @@ fn both_parses_agree_on_other_spellings() {
         ("an integer beyond 64 bits", "cpus = [1]", "cpus = [99999999999999999999]", false),
         ("a date", "cpus = [1]", "cpus = [1979-05-27]", false),
     ];
+    let device_header = edited(|text| {
+        let without = text.replacen(
+            "console = { ports = [ { base = 0x3f8, size = 8 } ] }\n",
+            "",
+            1,
+        );
+        format!("{without}\n[platform.devices.console]\nports = [ {{ base = 0x3f8, size = 8 }} ]\n")
+    });
+    assert!(assert_same("a device under its own header", &device_header));
     for (what, from, to, fast) in spellings {
         let text = edited(|text| text.replacen(from, to, 1));
         let crlf = text.replace('\n', "\r\n");
