@@ -136,10 +136,46 @@ pub fn warnings(table: &Table) -> Vec<String> {
 /// Parses table text (no validation): the schema pass reports every unknown key, missing
 /// key and mistyped value; then the text is deserialized into the model. `path` is where
 /// it came from: relative boot paths are resolved against its directory.
+///
+/// Parsing is most of the cost of checking a large table (docs/benchmarks.md), so a table
+/// is parsed once, into `toml`'s light tree that borrows the text, checked against the
+/// schema with a yes-or-no walk and deserialized from that same tree. A table any of these
+/// steps refuses goes to [`parse_reference`], whose findings are the diagnostics: the fast
+/// path only ever decides that a table is well formed, never what is wrong with one.
 pub fn parse(path: &Path, text: String) -> Result<Table, Diagnostics> {
-    // One parse serves both passes: the schema pass walks the document, then the model is
-    // deserialized from the same document (parsing is most of the cost of checking a large
-    // table; see docs/benchmarks.md).
+    match parse_fast(&text) {
+        Some(document) => Ok(table(path, text, document)),
+        None => parse_reference(path, text),
+    }
+}
+
+/// [`parse`] without its fallback: the table if the fast path accepts `text`, `None` where
+/// [`parse`] would ask [`parse_reference`]. Tests and the fuzz target check that whatever
+/// this accepts, [`parse_reference`] accepts as the same model.
+pub fn parse_fast_only(path: &Path, text: String) -> Option<Table> {
+    let document = parse_fast(&text)?;
+    Some(table(path, text, document))
+}
+
+/// The model of `text` if it is TOML 1.0 with the table's shape, from one parse with `toml`;
+/// `None` if anything is off (the caller asks [`parse_reference`] what).
+fn parse_fast(text: &str) -> Option<model::Document> {
+    if !schema::toml_1_0_bytes(text) {
+        return None;
+    }
+    let mut root = toml::de::DeTable::parse(text).ok()?;
+    if !schema::conforms(root.get_ref(), text) {
+        return None;
+    }
+    schema::align_table_spans(root.get_mut(), text);
+    <model::Document as serde::Deserialize>::deserialize(toml::de::Deserializer::from(root)).ok()
+}
+
+/// [`parse`] with toml_edit's full document: the schema pass walks the document, reporting
+/// every finding, then the model is deserialized from the same document. [`parse`] comes
+/// here for every table it does not accept itself; tests and the fuzz target compare the
+/// two on tables the fast path accepts.
+pub fn parse_reference(path: &Path, text: String) -> Result<Table, Diagnostics> {
     let parsed = schema::parse_document(&text).map_err(|finding| vec![*finding]);
     let parsed = parsed.and_then(|document| {
         let findings = schema::check_document(&document, &text);
@@ -163,20 +199,7 @@ pub fn parse(path: &Path, text: String) -> Result<Table, Diagnostics> {
         toml_edit::de::Deserializer::from(document),
     );
     match deserialized {
-        Ok(document) => Ok(Table {
-            path: path.to_path_buf(),
-            text,
-            names: model::NameIndex::build(
-                &document.platform,
-                &document.partitions,
-                &document.channels,
-            ),
-            platform: document.platform,
-            hypervisor: document.hypervisor,
-            partitions: document.partitions,
-            channels: document.channels,
-            run: document.run,
-        }),
+        Ok(document) => Ok(table(path, text, document)),
         Err(error) => {
             // The schema pass accepted the document, so this is a gap between the schema
             // and the model: still a finding, never a panic.
@@ -192,6 +215,24 @@ pub fn parse(path: &Path, text: String) -> Result<Table, Diagnostics> {
                 findings: vec![finding],
             })
         }
+    }
+}
+
+/// The [`Table`] of a deserialized document.
+fn table(path: &Path, text: String, document: model::Document) -> Table {
+    Table {
+        path: path.to_path_buf(),
+        text,
+        names: model::NameIndex::build(
+            &document.platform,
+            &document.partitions,
+            &document.channels,
+        ),
+        platform: document.platform,
+        hypervisor: document.hypervisor,
+        partitions: document.partitions,
+        channels: document.channels,
+        run: document.run,
     }
 }
 

@@ -61,11 +61,21 @@ pub(crate) fn split_quantity(text: &str) -> Result<(u64, &str), QuantityNumberEr
     let digits_end = text
         .find(|character: char| !character.is_ascii_digit() && character != '_')
         .unwrap_or(text.len());
-    let digits: String = text[..digits_end].chars().filter(|c| *c != '_').collect();
-    if digits.is_empty() {
+    // The digits without their underscores, read in place (a table has one of these per
+    // memory region: no allocation per value).
+    let mut digits = text[..digits_end]
+        .bytes()
+        .filter(|byte| *byte != b'_')
+        .peekable();
+    if digits.peek().is_none() {
         return Err(QuantityNumberError::Missing);
     }
-    let number = digits.parse().map_err(|_| QuantityNumberError::TooLarge)?;
+    let number = digits.try_fold(0u64, |number, digit| {
+        number
+            .checked_mul(10)
+            .and_then(|number| number.checked_add(u64::from(digit - b'0')))
+            .ok_or(QuantityNumberError::TooLarge)
+    })?;
     Ok((number, text[digits_end..].trim()))
 }
 
@@ -160,6 +170,12 @@ mod tests {
             Err(SizeError::NumberTooLarge)
         );
         assert_eq!(parse_size("17000000 TiB"), Err(SizeError::Overflow));
+        assert_eq!(parse_size("___ MiB"), Err(SizeError::MissingNumber));
+        assert_eq!(
+            parse_size("18_446_744_073_709_551_616"),
+            Err(SizeError::NumberTooLarge)
+        );
+        assert_eq!(parse_size("18_446_744_073_709_551_615"), Ok(Size(u64::MAX)));
     }
 
     #[test]

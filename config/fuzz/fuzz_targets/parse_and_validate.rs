@@ -1,18 +1,31 @@
 //! Arbitrary bytes as partition-table text: parsing, validation, rendering and lowering must
 //! never panic; a table the validator accepts must give every partition a memory map the
-//! stage-2 planner accepts; and the schema pass must foresee every deserialization error.
+//! stage-2 planner accepts; the schema pass must foresee every deserialization error; and
+//! whatever the fast parse accepts on its own, the reference parse (toml_edit) accepts as
+//! the same model, spans included.
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tessera_config::{check_text, memory_map, FileChecks, SCHEMA_GAP};
+use tessera_config::{
+    check_text, memory_map, parse_fast_only, parse_reference, FileChecks, Table, SCHEMA_GAP,
+};
 use tessera_policy::stage2::check_mappings;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Some(fast) = parse_fast_only(Path::new("fuzz.toml"), text.to_owned()) {
+        match parse_reference(Path::new("fuzz.toml"), text.to_owned()) {
+            Ok(reference) => assert_eq!(model(&fast), model(&reference), "the parses differ"),
+            Err(diagnostics) => panic!(
+                "the fast parse accepts a table the reference parse refuses: {}",
+                diagnostics.summary()
+            ),
+        }
+    }
     match check_text(Path::new("fuzz.toml"), text.to_owned(), FileChecks::Skip) {
         Ok(table) => {
             for index in 0..table.partitions.len() {
@@ -35,3 +48,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The parsed model with its spans, as text (the name index prints in no fixed order).
+fn model(table: &Table) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        table.platform, table.hypervisor, table.partitions, table.channels, table.run
+    )
+}
