@@ -1629,6 +1629,25 @@ mod tests {
             })
     }
 
+    /// The layout an [`arbitrary_layout`] case describes.
+    fn layout_of<'a>(
+        guards: &'a [u64],
+        partitions: &'a [&'a [MemoryMapping]],
+        [text, rodata, data, boot_page_tables]: [Range; 4],
+        ap_trampoline: Range,
+    ) -> HostLayout<'a> {
+        HostLayout {
+            text,
+            rodata,
+            data,
+            boot_page_tables,
+            guard_pages: guards,
+            partitions,
+            ap_trampoline,
+            ecam: None,
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -1639,16 +1658,7 @@ mod tests {
             (guards, partitions, [text, rodata, data, boot_tables], trampoline) in arbitrary_layout()
         ) {
             let slices: Vec<&[MemoryMapping]> = partitions.iter().map(Vec::as_slice).collect();
-            let layout = HostLayout {
-                text,
-                rodata,
-                data,
-                boot_page_tables: boot_tables,
-                guard_pages: &guards,
-                partitions: &slices,
-                ap_trampoline: trampoline,
-                ecam: None,
-            };
+            let layout = layout_of(&guards, &slices, [text, rodata, data, boot_tables], trampoline);
             prop_assert_eq!(layout.check(), Ok(()));
             // The one-pass census of split pieces is the per-piece search.
             let split = layout.split_pieces();
@@ -1685,16 +1695,7 @@ mod tests {
             (guards, partitions, [text, rodata, data, boot_tables], trampoline) in arbitrary_layout()
         ) {
             let slices: Vec<&[MemoryMapping]> = partitions.iter().map(Vec::as_slice).collect();
-            let layout = HostLayout {
-                text,
-                rodata,
-                data,
-                boot_page_tables: boot_tables,
-                guard_pages: &guards,
-                partitions: &slices,
-                ap_trampoline: trampoline,
-                ecam: None,
-            };
+            let layout = layout_of(&guards, &slices, [text, rodata, data, boot_tables], trampoline);
             let split = layout.split_pieces();
             let mut pages = Vec::new();
             for large in 0..LARGE_PAGES as u64 {

@@ -207,7 +207,8 @@ fn close_hpet_window(window: HpetWindow) -> Option<u64> {
     .filter(|&khz| khz != 0)
 }
 
-/// Measures the TSC over 10 ms of PIT channel 2 time.
+/// Measures the TSC over 10 ms of PIT channel 2 time; 0 without a PIT ([`finish_rate`]
+/// keeps the result).
 fn calibrate() -> u64 {
     const PIT_HZ: u64 = 1_193_182;
     const MILLISECONDS: u64 = 10;
@@ -231,13 +232,11 @@ fn calibrate() -> u64 {
         }
     }
     let elapsed = read() - start;
-    let khz = if spins > 1_000_000_000 {
+    if spins > 1_000_000_000 {
         0
     } else {
         elapsed / MILLISECONDS
-    };
-    TSC_KHZ.store(khz, Ordering::Relaxed);
-    khz
+    }
 }
 
 /// TSC ticks in `microseconds`: at the calibrated rate, or at 3 GHz (more than most cores

@@ -32,18 +32,20 @@ pub fn current_id() -> ApicId {
     ApicId(unsafe { msr::read(x86::msr::IA32_X2APIC_APICID) as u32 })
 }
 
-/// Writes the ICR: in x2APIC mode one 64-bit WRMSR sends the IPI (SDM §11.12.9).
+/// Writes the ICR: in x2APIC mode one 64-bit WRMSR sends the IPI (SDM §11.12.9). Left to
+/// the compiler to inline or not (inlined into the ICR filter's path it made that path
+/// longer); the doorbell's fast path uses [`send_raw_inline`].
 pub fn send_raw(icr: u64) {
-    // SAFETY: in x2APIC mode the ICR MSR exists; an IPI has no memory effect on this core.
-    // Callers pass destinations the hypervisor or the sending partition owns.
-    unsafe { msr::write(msr::X2APIC_ICR, icr) };
+    send_raw_inline(icr)
 }
 
-/// [`send_raw`] inlined: the doorbell's fast path writes its precomputed ICR values
+/// [`send_raw`], always inlined: the doorbell's fast path writes its precomputed ICR values
 /// ([`fixed_icr`]) with it.
 #[inline(always)]
 pub fn send_raw_inline(icr: u64) {
-    // SAFETY: as for `send_raw`; the doorbell's destinations come from the table.
+    // SAFETY: in x2APIC mode the ICR MSR exists; an IPI has no memory effect on this core.
+    // Callers pass destinations the hypervisor or the sending partition owns (the
+    // doorbell's come from the table).
     unsafe { msr::write(msr::X2APIC_ICR, icr) };
 }
 

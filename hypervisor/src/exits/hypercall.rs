@@ -11,10 +11,6 @@ use tessera_abi::table::{Capability, MappingKind};
 /// VMMCALL and VMCALL are both three bytes long.
 const INSTRUCTION_LENGTH: u64 = 3;
 
-fn has(context: &CoreContext, capability: Capability) -> bool {
-    context.partition.capabilities.contains(&capability)
-}
-
 /// Handles a hypercall exit. Inlined into the exit dispatch: a RingDoorbell from guest
 /// kernel mode takes the doorbell's fast path ([`ring_doorbell_first`]), every other call
 /// the full handler.
@@ -77,7 +73,7 @@ fn handle_call(
             return Flow::Stop;
         }
         Some(Call::PowerOff) => {
-            if has(context, Capability::Power) {
+            if context.has(Capability::Power) {
                 control.power_off(context.partition.name);
             }
             if control.may_log(context) {
@@ -92,7 +88,7 @@ fn handle_call(
         Some(Call::PartitionState) => match u16::try_from(argument) {
             Ok(index) if usize::from(index) < MACHINE.partitions.len() => {
                 if PartitionIndex(usize::from(index)) == context.partition_index
-                    || has(context, Capability::Stats(index))
+                    || context.has(Capability::Stats(index))
                 {
                     control.partition_state(PartitionIndex(usize::from(index))) as i64
                 } else {
@@ -137,7 +133,7 @@ fn handle_call(
         Some(Call::HealthLog) => match u16::try_from(argument) {
             Ok(index) if usize::from(index) < MACHINE.partitions.len() => {
                 if PartitionIndex(usize::from(index)) == context.partition_index
-                    || has(context, Capability::Health(index))
+                    || context.has(Capability::Health(index))
                 {
                     control
                         .health_log(

@@ -60,7 +60,7 @@ pub fn handle(
                 // The guest's power-off (S5) stops the partition; a partition that holds the
                 // `power` capability (the PowerOff hypercall's) powers the machine off.
                 Some(PlatformRequest::PowerOff) => {
-                    if context.partition.capabilities.contains(&Capability::Power) {
+                    if context.has(Capability::Power) {
                         control.power_off(context.partition.name);
                     }
                     control.stop_by_request(context, 0, "acpi-power-off");

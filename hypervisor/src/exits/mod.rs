@@ -34,6 +34,11 @@ pub struct CoreContext {
 }
 
 impl CoreContext {
+    /// Whether the core's partition holds `capability` (its table's `capabilities`).
+    pub fn has(&self, capability: tessera_abi::table::Capability) -> bool {
+        self.partition.capabilities.contains(&capability)
+    }
+
     /// Whether the core's partition is a member of a hot-standby pair (`standby-for`), so
     /// may be asked to take over.
     pub fn in_standby_pair(&self) -> bool {

@@ -33,6 +33,18 @@ const TAKEOVER: (&str, &str) = (
     "takeover: partition=spare from=io ports=1 pins=1 functions=0 channels=0 vector=0xf0 ",
     "",
 );
+/// The crashing primary's escalation ladder: its first memory violation restarts it, the
+/// second escalates to the standby (the crash scenarios share it).
+const FIRST_FAULT_RESTARTS: (&str, &str) = (
+    "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
+    "",
+);
+const RESTARTED: (&str, &str) = ("restarted: partition=io restarts=1 ", "");
+const SECOND_FAULT_ESCALATES: (&str, &str) = (
+    "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
+    "",
+);
+const PRIMARY_CONTAINED: (&str, &str) = ("contained: partition=io ", STANDBY_TAKES_OVER);
 const STANDBY_STOPPED: (&str, &str) = ("stopped: partition=spare status=0 ", "");
 const POWER_OFF: (&str, &str) = ("power-off: requested by rt", "");
 const STANDBY_TAKES_OVER: &str = "; halted; standby spare takes over";
@@ -47,16 +59,10 @@ pub const CHANNEL: Scenario = Scenario {
     table: "partitions/failover-channel.toml",
     primary_lines: 6,
     sequence: &[
-        (
-            "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
-            "",
-        ),
-        ("restarted: partition=io restarts=1 ", ""),
-        (
-            "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
-            "",
-        ),
-        ("contained: partition=io ", STANDBY_TAKES_OVER),
+        FIRST_FAULT_RESTARTS,
+        RESTARTED,
+        SECOND_FAULT_ESCALATES,
+        PRIMARY_CONTAINED,
         (
             "takeover: partition=spare channel=progress from=io leaves=16 mapped-before-in-taker=0 unmapped-from-failed=16",
             "",
@@ -77,16 +83,10 @@ pub const CRASH: Scenario = Scenario {
     table: "partitions/failover.toml",
     primary_lines: 6,
     sequence: &[
-        (
-            "health: partition=io event=memory-violation count=1 action=warm-restart restart=1",
-            "",
-        ),
-        ("restarted: partition=io restarts=1 ", ""),
-        (
-            "health: partition=io event=memory-violation count=2 action=standby escalated-from=warm-restart",
-            "",
-        ),
-        ("contained: partition=io ", STANDBY_TAKES_OVER),
+        FIRST_FAULT_RESTARTS,
+        RESTARTED,
+        SECOND_FAULT_ESCALATES,
+        PRIMARY_CONTAINED,
         TAKEOVER,
         STANDBY_STOPPED,
         POWER_OFF,
@@ -782,13 +782,10 @@ pub fn check_stream(transcript: &Transcript, collected: &StreamState) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transcript::{EmulatorExit, TranscriptLine};
+    use crate::transcript::TranscriptLine;
 
     fn line(source: &str, text: &str) -> TranscriptLine {
-        TranscriptLine {
-            source: source.into(),
-            text: text.into(),
-        }
+        TranscriptLine::new(source, text)
     }
 
     /// A run as the failover table gives it, with com1's numbered lines `numbered`.
@@ -814,12 +811,7 @@ mod tests {
         for tsc in beats {
             lines.push(line("rt", &format!("beat 1 tsc={tsc}")));
         }
-        Transcript {
-            emulator: "QEMU",
-            lines,
-            emulator_exit: EmulatorExit::Exited(0),
-            uart_files: Vec::new(),
-        }
+        Transcript::qemu(lines)
     }
 
     const GOOD: [(u64, &str); 10] = [
@@ -897,12 +889,7 @@ mod tests {
             "rt",
             "heartbeats: 11 sent, every other partition done",
         ));
-        Transcript {
-            emulator: "QEMU",
-            lines,
-            emulator_exit: EmulatorExit::Exited(0),
-            uart_files: Vec::new(),
-        }
+        Transcript::qemu(lines)
     }
 
     fn rejoin_lines() -> Vec<(u64, &'static str)> {
@@ -970,12 +957,7 @@ mod tests {
             line(HYPERVISOR, "iommu: blocked-dma=0 other-events=0"),
             line(HYPERVISOR, "Tessera: power off"),
         ]);
-        Transcript {
-            emulator: "QEMU",
-            lines,
-            emulator_exit: EmulatorExit::Exited(0),
-            uart_files: Vec::new(),
-        }
+        Transcript::qemu(lines)
     }
 
     fn standby_lines(found: &str) -> Vec<String> {
@@ -1076,12 +1058,7 @@ mod tests {
                 .iter()
                 .map(|record| line("spare", &format!("TESSERA-LINUX: stream acked {record}"))),
         );
-        Transcript {
-            emulator: "QEMU",
-            lines,
-            emulator_exit: EmulatorExit::Exited(0),
-            uart_files: Vec::new(),
-        }
+        Transcript::qemu(lines)
     }
 
     #[test]

@@ -227,10 +227,7 @@ mod tests {
     use crate::transcript::{EmulatorExit, TranscriptLine};
 
     fn line(source: &str, text: &str) -> TranscriptLine {
-        TranscriptLine {
-            source: source.into(),
-            text: text.into(),
-        }
+        TranscriptLine::new(source, text)
     }
 
     /// A run as the matrix table gives it, without `skip` (a hypervisor line's start).
@@ -256,12 +253,7 @@ mod tests {
             "control",
             "heartbeats: 36 sent, every other partition done",
         ));
-        Transcript {
-            emulator: "QEMU",
-            lines,
-            emulator_exit: EmulatorExit::Exited(0),
-            uart_files: Vec::new(),
-        }
+        Transcript::qemu(lines)
     }
 
     #[test]

@@ -84,7 +84,29 @@ pub struct Transcript {
     pub uart_files: Vec<(String, PathBuf)>,
 }
 
+impl TranscriptLine {
+    /// A line `source` printed (test fixtures).
+    #[cfg(test)]
+    pub fn new(source: &str, text: &str) -> Self {
+        TranscriptLine {
+            source: source.into(),
+            text: text.into(),
+        }
+    }
+}
+
 impl Transcript {
+    /// A QEMU run that printed `lines` and exited cleanly (test fixtures).
+    #[cfg(test)]
+    pub fn qemu(lines: Vec<TranscriptLine>) -> Self {
+        Transcript {
+            emulator: "QEMU",
+            lines,
+            emulator_exit: EmulatorExit::Exited(0),
+            uart_files: Vec::new(),
+        }
+    }
+
     /// The lines one source printed, in order.
     pub fn lines_of<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.lines
