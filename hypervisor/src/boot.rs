@@ -690,6 +690,10 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         arch::acpi::use_root_pointer(rsdp);
     }
     cpuid::record_max_basic_leaf();
+    // The TSC calibration window opens as soon as the ACPI tables can name the HPET, and
+    // closes after the blob digests: the checks and digests in between need no TSC rate,
+    // and fill the window's millisecond instead of a wait (docs/benchmarks.md).
+    let rate = tsc::begin_rate();
     let backend = match cpuid::vendor() {
         cpuid::Vendor::Amd => match virt::svm::check_support() {
             Ok(()) => virt::Backend::Svm,
@@ -722,12 +726,14 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         refuse(format_args!("host page tables: {error}"));
     }
     let checked = tsc::read();
-    // The blob digests need no TSC rate: they run inside the calibration window.
-    let rate = tsc::begin_rate();
     memory::check_boot_digests();
     let digested = tsc::read();
     let (_, rate_source) = tsc::finish_rate(rate);
     let rated = tsc::read();
+    log::info!(
+        "boot: blob digests by {}",
+        arch::sha256::engine().describe()
+    );
     // The doorbells' rate limits are in TSC ticks: fixed now, before any partition starts
     // (the other cores see them through the boot plan, published after them).
     runtime::partition::prepare_doorbell_budgets();

@@ -56,6 +56,7 @@ pub mod pci;
 pub mod pvclock;
 pub mod pvh;
 pub mod range;
+pub mod sha256;
 pub mod stage2;
 pub mod virtual_platform;
 pub mod vmx;

@@ -3,7 +3,7 @@
 //! start-up page read-write and not executable, the rest of the first 4 GiB read-only, the
 //! fourth GiB and the ECAM window uncached, a guard page under every core's stack), checked against that plan,
 //! then loaded on every core with CR0.WP, and CR4.SMEP and CR4.SMAP where the processor has
-//! them.
+//! them (and with SSE enabled, for the SHA-256 of boot blobs).
 //!
 //! The tables live in a static sized at compile time from the partition table
 //! ([`TABLE_PAGES`]); the image's sections come from the linker script's page-aligned
@@ -217,14 +217,18 @@ pub fn enter() -> u64 {
         // translations (SDM vol. 3 §4.10.4.1); the loader set no global ones.
         unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
     }
-    let wanted_cr0 = cr0 | Cr0::WP.bits();
-    let wanted_cr4 = cr4 | protection;
+    let wanted_cr0 = (cr0 | Cr0::WP.bits() | Cr0::MP.bits()) & !(Cr0::EM | Cr0::TS).bits();
+    let wanted_cr4 = cr4 | protection | CR4_OSFXSR;
     // SAFETY: CR0.WP only makes the hypervisor's own writes honour read-only pages, which the
     // tables just loaded grant wherever it writes. CR4.SMEP and CR4.SMAP are set only where
     // CPUID reports them (else the MOV would #GP); they forbid supervisor fetches from and
     // accesses to user pages, and no entry of the host tables has the user bit (the plan
-    // never sets it, `verify` checked), so nothing the hypervisor does changes. Paging,
-    // protection and every other bit stay as they are.
+    // never sets it, `verify` checked), so nothing the hypervisor does changes. CR4.OSFXSR
+    // with CR0.EM and CR0.TS clear (and MP set, as every OS has it) lets SSE instructions
+    // run (Intel SDM vol. 1 §13.1.3), which only the SHA-256 of boot blobs uses
+    // (arch::sha256, which zeroes every XMM register it used); the compiler emits none for
+    // this soft-float target, and the guests' CR0 and CR4 are their own (VMCS guest-state
+    // fields, VMCB save area). Paging, protection and every other bit stay as they are.
     unsafe {
         core::arch::asm!(
             "mov cr0, {cr0}",
@@ -235,6 +239,26 @@ pub fn enter() -> u64 {
         )
     };
     protection
+}
+
+/// CR4.OSFXSR, bit 9: the OS supports FXSAVE/FXRSTOR, which enables SSE (SDM vol. 3 §2.5).
+const CR4_OSFXSR: u64 = 1 << 9;
+
+/// Whether SSE instructions can run on this core: CR4.OSFXSR set and CR0.EM, CR0.TS clear,
+/// as [`enter`] leaves every core.
+pub fn sse_enabled() -> bool {
+    let (cr0, cr4): (u64, u64);
+    // SAFETY: reading control registers has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {cr0}, cr0",
+            "mov {cr4}, cr4",
+            cr0 = out(reg) cr0,
+            cr4 = out(reg) cr4,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    cr4 & CR4_OSFXSR != 0 && cr0 & (Cr0::EM | Cr0::TS).bits() == 0
 }
 
 /// The 4 KiB page under each stack: never touched, and left unmapped by the host tables.

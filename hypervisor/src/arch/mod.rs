@@ -20,6 +20,7 @@ pub mod pci;
 pub mod pic;
 pub mod port;
 pub mod power;
+pub mod sha256;
 pub mod tsc;
 pub mod x2apic;
 

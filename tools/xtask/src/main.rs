@@ -183,7 +183,7 @@ struct RunArguments {
     #[arg(long, value_enum, default_value = "qemu")]
     emulator: EmulatorChoice,
     /// The CPU: a Bochs model [default: corei7_haswell_4770] or a QEMU `-cpu` value
-    /// [default: qemu64,+svm,+npt,+x2apic].
+    /// [default: qemu64,+svm,+npt,+x2apic,+sha-ni].
     #[arg(long, value_name = "MODEL")]
     cpu: Option<String>,
     /// How the image is booted: `kernel` (QEMU `-kernel`), `grub` (the GRUB ISO from a
@@ -811,7 +811,21 @@ impl SystemTests {
     /// The demo runs correctly and the banner names `backend`.
     fn demo(&self, emulator: &Emulator, backend: Backend) -> Outcome {
         let (transcript, table) = self.boot(emulator, Self::seconds(emulator), false)?;
-        system_test::check_demo_transcript(&transcript, &table, backend)
+        system_test::check_demo_transcript(&transcript, &table, backend)?;
+        // The blob digests' engine follows the CPU: QEMU's default CPU and Bochs' Tiger
+        // Lake have the SHA extensions (SVM backend and VMX backend), Bochs' default model
+        // (Haswell) has none; other CPUs only have to name one.
+        let engine = match emulator {
+            Emulator::Qemu { cpu: None, .. } => Some(system_test::DigestEngine::Extensions),
+            Emulator::Bochs { cpu } if cpu == "tigerlake" => {
+                Some(system_test::DigestEngine::Extensions)
+            }
+            Emulator::Bochs { cpu } if cpu == bochs::DEFAULT_CPU => {
+                Some(system_test::DigestEngine::Software)
+            }
+            _ => None,
+        };
+        system_test::check_digest_engine(&transcript, engine)
     }
 
     /// The demo on `model` ends in a clean refusal naming `missing`.

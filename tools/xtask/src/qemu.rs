@@ -12,7 +12,7 @@ use crate::table::TableInfo;
 
 pub const BINARY: &str = "qemu-system-x86_64";
 /// The CPU: AMD with SVM, nested paging and x2APIC (`--cpu` replaces it).
-pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt,+x2apic";
+pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt,+x2apic,+sha-ni";
 /// x2APIC under TCG arrived in QEMU 8.1.
 pub const MINIMUM_VERSION: (u32, u32) = (8, 1);
 /// How QEMU gets installed, as ci/install-deps.sh does it (Debian 12).
@@ -222,7 +222,7 @@ mod tests {
         let arguments = arguments(&table, &kernel, None, &captures, false);
         assert_eq!(
             arguments.join(" "),
-            "-machine q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic -smp 4 -m 512 \
+            "-machine q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic,+sha-ni -smp 4 -m 512 \
              -kernel /img/t.elf -display none -no-reboot -monitor none \
              -serial file:/run/com1.txt -serial file:/run/com2.txt \
              -serial file:/run/com3.txt -serial file:/run/com4.txt"
@@ -279,7 +279,7 @@ mod tests {
         let arguments = arguments(&table, &iso, None, &captures, false);
         assert_eq!(
             arguments.join(" "),
-            "-machine q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic -smp 4 -m 512 \
+            "-machine q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic,+sha-ni -smp 4 -m 512 \
              -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
              -drive if=pflash,format=raw,snapshot=on,file=/usr/share/OVMF/OVMF_VARS_4M.fd \
              -cdrom /img/t-multiboot2.iso -display none -no-reboot -monitor none \

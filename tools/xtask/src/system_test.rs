@@ -76,6 +76,40 @@ fn backend_name(backend: Backend) -> &'static str {
     }
 }
 
+/// How the hypervisor computes the boot blobs' SHA-256 (`boot: blob digests by …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestEngine {
+    Extensions,
+    Software,
+}
+
+/// The hypervisor named the engine of its blob digests, and it is `expected` (if given).
+pub fn check_digest_engine(
+    transcript: &Transcript,
+    expected: Option<DigestEngine>,
+) -> Result<(), Vec<String>> {
+    let line = transcript.lines_of(HYPERVISOR).find_map(|line| {
+        line.split_once("boot: blob digests by ")
+            .map(|(_, engine)| engine)
+    });
+    let Some(engine) = line else {
+        return Err(vec![
+            "no `boot: blob digests by …` line on the hypervisor console".into(),
+        ]);
+    };
+    let found = if engine.starts_with("the processor's SHA extensions") {
+        DigestEngine::Extensions
+    } else {
+        DigestEngine::Software
+    };
+    match expected {
+        Some(wanted) if wanted != found => Err(vec![format!(
+            "the blob digests ran by {engine}, expected {wanted:?} for this CPU"
+        )]),
+        _ => Ok(()),
+    }
+}
+
 /// Every way the demo run can be wrong, as messages; `Ok` when there is none. `expected`
 /// is the backend the boot banner must name (svm in QEMU, vmx on a Bochs Intel model).
 pub fn check_demo_transcript(
@@ -1650,6 +1684,19 @@ mod tests {
                 "exits: partition=intruder core=2 npf=1 io=7 msr=0",
             ),
         ]
+    }
+
+    #[test]
+    fn the_digest_engine_is_named_and_checked() {
+        let with = |line: &str| transcript(&[(HYPERVISOR, line)], EmulatorExit::Exited(0));
+        let extensions = with("boot: blob digests by the processor's SHA extensions");
+        let software = with("boot: blob digests by software (no SHA extensions reported by CPUID)");
+        assert!(check_digest_engine(&extensions, Some(DigestEngine::Extensions)).is_ok());
+        assert!(check_digest_engine(&software, Some(DigestEngine::Software)).is_ok());
+        assert!(check_digest_engine(&software, None).is_ok());
+        assert!(check_digest_engine(&software, Some(DigestEngine::Extensions)).is_err());
+        assert!(check_digest_engine(&extensions, Some(DigestEngine::Software)).is_err());
+        assert!(check_digest_engine(&with("boot: hypervisor entered at tsc=1"), None).is_err());
     }
 
     fn transcript(lines: &[(&str, &str)], emulator_exit: EmulatorExit) -> Transcript {

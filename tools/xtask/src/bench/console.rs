@@ -355,6 +355,7 @@ mod tests {
             "started: partition=intruder core=2 entry=0x100000 tsc=99416832",
             "boot: core 1 ran its first 64-bit instruction 7046260 TSC ticks after its start-up IPI",
             "boot: core 2 ran its first 64-bit instruction 9744501 TSC ticks after its start-up IPI",
+            "boot: phases (TSC ticks) checks=1057630 digests=228290 tsc-rate=105 (calibrated against the HPET) stage2-tables=48080 load-partitions=6017371 start-cores=30980667",
             "exits: partition=control state=Running cpuid=7 msr-write=1 hypercall=5 total=13 unassigned-port-accesses=0",
             "exits: partition=worker state=Stopped cpuid=7 msr-write=1 hypercall=1 total=9 unassigned-port-accesses=0",
             "exits: partition=intruder state=Faulted cpuid=6 msr-write=1 npf=1 total=8 dropped-ipis=0",
@@ -375,6 +376,13 @@ mod tests {
         assert_eq!(
             read("ap_start_instructions"),
             Ok(vec![("ap_start_instructions".into(), 7_046_260.0)])
+        );
+        assert_eq!(
+            read("hypervisor_boot_work_instructions"),
+            Ok(vec![(
+                "hypervisor_boot_work_instructions".into(),
+                (1_057_630 + 228_290 + 105 + 48_080 + 6_017_371) as f64
+            )])
         );
         assert_eq!(
             read("demo_exits_{partition}"),

@@ -103,6 +103,14 @@ fn max_jitter(captures: &regex::Captures) -> Option<f64> {
     captures.name("jitter")?.as_str().parse().ok()
 }
 
+/// The boot core's phases before it starts the other cores, summed.
+fn boot_core_work(captures: &regex::Captures) -> Option<f64> {
+    ["checks", "digests", "rate", "tables", "loads"]
+        .iter()
+        .map(|name| captures.name(name)?.as_str().parse::<f64>().ok())
+        .sum()
+}
+
 /// The pinger's exits over the exchange per doorbell it rang (one per round).
 fn exits_per_ring(captures: &regex::Captures) -> Option<f64> {
     let exits: f64 = captures.name("exits")?.as_str().parse().ok()?;
@@ -203,6 +211,19 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
                  its guest. The trampoline is about 40 instructions; the rest is QEMU's \
                  -icount charging the core's whole instruction budget (up to the next timer \
                  deadline) when it processes the INIT (docs/benchmarks.md)",
+    },
+    ConsoleFigure {
+        name: "hypervisor_boot_work_instructions",
+        boot: &SVM_DEMO,
+        console: Console::Hypervisor,
+        pattern: r"^boot: phases \(TSC ticks\) checks=(?P<checks>\d+) digests=(?P<digests>\d+) tsc-rate=(?P<rate>\d+) .*\bstage2-tables=(?P<tables>\d+) load-partitions=(?P<loads>\d+) ",
+        value: Value::Computed(boot_core_work),
+        unit: "instructions",
+        method: "the boot core's work before its first start-up IPI: the sum of the phases \
+                 checks, digests, tsc-rate, stage2-tables and load-partitions of `boot: \
+                 phases (TSC ticks) …`. hypervisor_boot_instructions is this, plus \
+                 ap_start_instructions, plus core 1's way from its trampoline to its guest; \
+                 TSC = instructions",
     },
     ConsoleFigure {
         name: "demo_exits_{partition}",

@@ -104,7 +104,7 @@ pub fn bare_arguments(
         "-accel",
         "tcg",
         "-cpu",
-        "qemu64,+x2apic",
+        "qemu64,+x2apic,+sha-ni",
         "-smp",
         "2",
         "-m",
@@ -554,7 +554,7 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
     let setup = format!(
         "kernel linux-image-6.1.0-56-amd64 6.1.192-2 and target/linux/initramfs.cpio.gz; \
          partition: {LINUX_BENCH_TABLE} (the Linux partition alone: 2 cores of a 2-core QEMU, \
-         256 MiB); bare: qemu-system-x86_64 -machine q35,hpet=off -cpu qemu64,+x2apic -smp 2 \
+         256 MiB); bare: qemu-system-x86_64 -machine q35,hpet=off -cpu qemu64,+x2apic,+sha-ni -smp 2 \
          -m 256 -kernel -initrd -append <the partition's command line> (SeaBIOS, PIT/PIC/RTC, \
          xAPIC)"
     );
@@ -796,7 +796,7 @@ mod tests {
         );
         assert_eq!(
             arguments.join(" "),
-            "-machine q35,hpet=off -accel tcg -cpu qemu64,+x2apic -smp 2 -m 256 \
+            "-machine q35,hpet=off -accel tcg -cpu qemu64,+x2apic,+sha-ni -smp 2 -m 256 \
              -kernel /t/vmlinuz -initrd /t/initramfs.cpio.gz -append console=ttyS0 pci=off \
              -display none -no-reboot -monitor none -serial file:/r/com1.txt"
         );

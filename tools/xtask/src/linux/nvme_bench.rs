@@ -182,7 +182,7 @@ pub fn measure(root: &Path) -> Result<Vec<(String, Figure)>> {
          TSC; QEMU `-device nvme,serial=tessera-nvme,addr=0x4` on a {mib} MiB raw image; \
          partition: {TABLE} (2 cores of a 2-core QEMU, 256 MiB, AMD-Vi `pt=off,intremap=on`: \
          DMA translated, MSI-X remapped); bare: qemu-system-x86_64 -machine q35,hpet=off -cpu \
-         qemu64,+x2apic -smp 2 -m 256 with the same kernel, initramfs, command line and disk, \
+         qemu64,+x2apic,+sha-ni -smp 2 -m 256 with the same kernel, initramfs, command line and disk, \
          no IOMMU"
     );
     Ok(vec![
