@@ -782,6 +782,13 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         }
     }
     let loaded = tsc::read();
+    // With no partition loaded the machine has nothing to run: say so once, plainly, rather
+    // than leave every core halted behind the `contained:` lines.
+    if entries.iter().all(Option::is_none) {
+        refuse(format_args!(
+            "no partition could be loaded (each one's reason is on its `contained:` line above)"
+        ));
+    }
     cores::set_boot_plan(cores::BootPlan {
         backend,
         roots,

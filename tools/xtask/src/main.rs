@@ -540,6 +540,21 @@ fn system_tests() -> Vec<SystemTest> {
             ));
         }
     }
+    // A guest image changed after the build: the boot digests refuse every partition, with
+    // the processor's SHA extensions (QEMU) and in software (Bochs' default model).
+    tests.push((
+        "tampered-image-qemu".into(),
+        Box::new(|systems: &SystemTests| {
+            systems.tampered_image(&Emulator::Qemu {
+                boot: BootMethod::Kernel,
+                cpu: None,
+            })
+        }),
+    ));
+    tests.push((
+        "tampered-image-bochs".into(),
+        Box::new(|systems: &SystemTests| systems.tampered_image(&bochs_model(bochs::DEFAULT_CPU))),
+    ));
     for (model, missing) in bochs::REFUSING_MODELS {
         tests.push((
             format!("matrix-bochs-{model}-refuses"),
@@ -826,6 +841,59 @@ impl SystemTests {
             _ => None,
         };
         system_test::check_digest_engine(&transcript, engine)
+    }
+
+    /// The demo's image with one byte of its embedded guest changed: every partition's load
+    /// is refused for its digest, then the boot (nothing left to run).
+    fn tampered_image(&self, emulator: &Emulator) -> Outcome {
+        let (table, image, _, _) = self.built.as_ref().map_err(|error| vec![error.clone()])?;
+        let target = image::target_directory(&self.root);
+        let guest = target
+            .join(image::TARGET)
+            .join("release")
+            .join("tessera-demo");
+        let tampered_table = TableInfo {
+            stem: format!("{}-tampered", table.stem),
+            ..table.clone()
+        };
+        let tampered = target
+            .join("tessera")
+            .join(format!("{}.elf", tampered_table.stem));
+        let changed = (|| -> anyhow::Result<PathBuf> {
+            let image_bytes = std::fs::read(image)?;
+            let guest_bytes = std::fs::read(&guest)?;
+            let bytes = system_test::tamper_with_guest(&image_bytes, &guest_bytes)
+                .map_err(|problem| anyhow::anyhow!("{problem}"))?;
+            std::fs::write(&tampered, bytes)?;
+            Ok(match emulator.boot_method() {
+                BootMethod::Kernel => tampered.clone(),
+                _ => iso::build(
+                    &self.root,
+                    &tampered_table,
+                    &tampered,
+                    iso::Protocol::Multiboot1,
+                )?,
+            })
+        })()
+        .map_err(|error| vec![format!("cannot make the tampered image: {error:#}")])?;
+        let medium = match emulator.boot_method() {
+            BootMethod::Kernel => BootMedium::Kernel(changed),
+            _ => BootMedium::Cdrom(changed),
+        };
+        if let Some(missing) = match emulator {
+            Emulator::Qemu { .. } => self.qemu_missing.as_ref(),
+            Emulator::Bochs { .. } => self.bochs_missing.as_ref(),
+        } {
+            return Err(vec![missing.clone()]);
+        }
+        let settings = RunSettings {
+            seconds: Self::seconds(emulator),
+            seconds_explicit: false,
+            deterministic: false,
+        };
+        let transcript = run::boot(&target, &tampered_table, emulator, &medium, settings)
+            .map_err(|error| vec![format!("{error:#}")])?;
+        system_test::check_tampered_image(&transcript, &tampered_table)
     }
 
     /// The demo on `model` ends in a clean refusal naming `missing`.

@@ -76,6 +76,75 @@ fn backend_name(backend: Backend) -> &'static str {
     }
 }
 
+/// `image` with one byte changed inside the first loadable segment of `guest` embedded in
+/// it: the segment's first 256 bytes must occur exactly once in the image; the byte 128
+/// further is inverted.
+pub fn tamper_with_guest(image: &[u8], guest: &[u8]) -> Result<Vec<u8>, String> {
+    use object::{Object, ObjectSegment};
+    let file = object::File::parse(guest).map_err(|error| format!("the guest ELF: {error}"))?;
+    let segment = file
+        .segments()
+        .filter_map(|segment| segment.data().ok())
+        .find(|data| data.len() >= 256)
+        .ok_or("the guest ELF has no loadable segment of 256 bytes or more")?;
+    let needle = &segment[..256];
+    let mut found = image
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, window)| *window == needle)
+        .map(|(offset, _)| offset);
+    let (Some(offset), None) = (found.next(), found.next()) else {
+        return Err("the guest's first segment is not in the image exactly once".into());
+    };
+    let mut bytes = image.to_vec();
+    bytes[offset + 128] ^= 0xff;
+    Ok(bytes)
+}
+
+/// The tampered demo: each partition's load refused for its blob's digest (a `contained:`
+/// line naming the SHA-256), then the boot refused with nothing to run, and no guest
+/// started.
+pub fn check_tampered_image(transcript: &Transcript, table: &TableInfo) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let hypervisor: Vec<&str> = transcript.lines_of(HYPERVISOR).collect();
+    for partition in &table.partitions {
+        let refused = hypervisor.iter().any(|line| {
+            line.contains(&format!("contained: partition={} ", partition.name))
+                && line.contains("reason=load")
+                && line.contains("SHA-256 differs")
+        });
+        if !refused {
+            failures.push(format!(
+                "no `contained: partition={} … reason=load … SHA-256 differs` line",
+                partition.name
+            ));
+        }
+    }
+    if hypervisor.iter().any(|line| line.starts_with(STARTED)) {
+        failures.push("a guest started from the tampered image".into());
+    }
+    let refusals: Vec<&str> = hypervisor
+        .iter()
+        .filter_map(|line| line.strip_prefix("REFUSED: "))
+        .collect();
+    if !matches!(refusals.as_slice(), [reason] if reason.contains("no partition could be loaded")) {
+        failures.push(format!(
+            "expected one `REFUSED: no partition could be loaded …`, found {refusals:?}"
+        ));
+    }
+    if transcript.emulator_exit != EmulatorExit::StoppedAfterPanic {
+        failures.push(format!(
+            "{}, expected the refusal to end the run",
+            transcript.describe_exit()
+        ));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
 /// How the hypervisor computes the boot blobs' SHA-256 (`boot: blob digests by …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DigestEngine {
@@ -1684,6 +1753,57 @@ mod tests {
                 "exits: partition=intruder core=2 npf=1 io=7 msr=0",
             ),
         ]
+    }
+
+    #[test]
+    fn a_tampered_image_must_be_refused_partition_by_partition() {
+        let table = demo_table();
+        let contained = |name: &'static str| {
+            (
+                HYPERVISOR,
+                match name {
+                    "control" => "contained: partition=control core=0 reason=load address=0x0 rip=0x0 (boot blob 0: SHA-256 differs from the build's); not started",
+                    "worker" => "contained: partition=worker core=1 reason=load address=0x0 rip=0x0 (boot blob 0: SHA-256 differs from the build's); not started",
+                    _ => "contained: partition=intruder core=2 reason=load address=0x0 rip=0x0 (boot blob 0: SHA-256 differs from the build's); not started",
+                },
+            )
+        };
+        let refused = (
+            HYPERVISOR,
+            "REFUSED: no partition could be loaded (each one's reason is on its `contained:` line above)",
+        );
+        let good = [
+            contained("control"),
+            contained("worker"),
+            contained("intruder"),
+            refused,
+        ];
+        let stopped = EmulatorExit::StoppedAfterPanic;
+        assert_eq!(
+            check_tampered_image(&transcript(&good, stopped), &table),
+            Ok(())
+        );
+        // One partition started anyway, or the boot did not end in the refusal.
+        let one_missing = [contained("control"), contained("intruder"), refused];
+        assert!(check_tampered_image(&transcript(&one_missing, stopped), &table).is_err());
+        let no_refusal = [
+            contained("control"),
+            contained("worker"),
+            contained("intruder"),
+        ];
+        assert!(check_tampered_image(&transcript(&no_refusal, stopped), &table).is_err());
+        let started = [
+            contained("control"),
+            contained("worker"),
+            contained("intruder"),
+            (
+                HYPERVISOR,
+                "started: partition=worker core=1 entry=0x100000 tsc=1",
+            ),
+            refused,
+        ];
+        assert!(check_tampered_image(&transcript(&started, stopped), &table).is_err());
+        assert!(check_tampered_image(&transcript(&good, EmulatorExit::Exited(0)), &table).is_err());
     }
 
     #[test]
