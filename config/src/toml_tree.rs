@@ -308,27 +308,15 @@ impl Tree {
     /// Whether two entries of the table at `index` have the same key (for tables too large
     /// to check at each insertion).
     fn has_duplicate_keys(&self, index: u32, text: &str) -> bool {
-        let mut keys: Vec<&str> = self
-            .root(text)
-            .with_index(index)
-            .entries_of()
-            .map(|entry| entry.key())
-            .collect();
+        let table = Value {
+            tree: self,
+            text,
+            index,
+        };
+        let children = self.children(index).unwrap_or(Children::EMPTY);
+        let mut keys: Vec<&str> = table.entries(children).map(|entry| entry.key()).collect();
         keys.sort_unstable();
         keys.windows(2).any(|pair| pair[0] == pair[1])
-    }
-}
-
-impl<'t, 'i: 't> Value<'t, 'i> {
-    fn with_index(self, index: u32) -> Self {
-        Value { index, ..self }
-    }
-
-    fn entries_of(self) -> Entries<'t, 'i> {
-        match self.tree.children(self.index) {
-            Some(children) => self.entries(children),
-            None => self.entries(Children::EMPTY),
-        }
     }
 }
 
@@ -400,10 +388,15 @@ impl Builder<'_> {
         )
     }
 
-    /// Where `part` (a slice of the text) lies in the text.
-    fn range_in_text(&self, part: &str) -> (u32, u32) {
-        let start = part.as_ptr() as usize - self.text.as_ptr() as usize;
-        (start as u32, (start + part.len()) as u32)
+    /// Where `part` lies in the text, if it is a slice of the text (an empty string is the
+    /// empty range at 0, wherever the decoder took it from).
+    fn range_in_text(&self, part: &str) -> Option<(u32, u32)> {
+        if part.is_empty() {
+            return Some((0, 0));
+        }
+        let start = (part.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= self.text.len()).then_some((start as u32, end as u32))
     }
 
     fn key_text(&self, key: (u32, u32)) -> &str {
@@ -497,12 +490,12 @@ impl Builder<'_> {
         }
         match kind {
             ScalarKind::String => match decoded {
-                Cow::Borrowed(text) => {
-                    let (start, end) = self.range_in_text(text);
+                Cow::Borrowed(text) if self.range_in_text(text).is_some() => {
+                    let (start, end) = self.range_in_text(text)?;
                     Some(NodeKind::String(start, end))
                 }
-                Cow::Owned(text) => {
-                    self.tree.owned.push(text);
+                decoded => {
+                    self.tree.owned.push(decoded.into_owned());
                     Some(NodeKind::OwnedString(self.tree.owned.len() as u32 - 1))
                 }
             },
@@ -683,10 +676,11 @@ impl EventReceiver for Builder<'_> {
         // takes them.
         let key = match decoded {
             Cow::Borrowed(key) if !failed => self.range_in_text(key),
-            _ => {
-                self.failed = true;
-                return;
-            }
+            _ => None,
+        };
+        let Some(key) = key else {
+            self.failed = true;
+            return;
         };
         if let Some(header) = &mut self.header {
             header.keys.push((key, key_span));
@@ -915,5 +909,92 @@ impl<'de> de::MapAccess<'de> for TableAccess<'_, 'de> {
 
     fn size_hint(&self) -> Option<usize> {
         Some(self.entries.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree of `text` as `path = value span` lines (array elements by position), or
+    /// `None` where the builder refuses it.
+    fn flat(text: &str, piece_bytes: usize) -> Option<Vec<String>> {
+        fn walk(value: Value<'_, '_>, path: &str, lines: &mut Vec<String>) {
+            let span = value.span();
+            match value.kind() {
+                Kind::String(text) => lines.push(format!("{path} = {text:?} {span:?}")),
+                Kind::Integer(integer) => lines.push(format!("{path} = {integer} {span:?}")),
+                Kind::Bool(boolean) => lines.push(format!("{path} = {boolean} {span:?}")),
+                Kind::Array(elements) => {
+                    lines.push(format!("{path} = array {span:?}"));
+                    for (number, element) in elements.enumerate() {
+                        walk(element, &format!("{path}[{number}]"), lines);
+                    }
+                }
+                Kind::Table { entries, inline } => {
+                    lines.push(format!("{path} = table inline={inline} {span:?}"));
+                    for entry in entries {
+                        walk(entry, &format!("{path}.{}", entry.key()), lines);
+                    }
+                }
+            }
+        }
+        let mut tree = Tree::default();
+        tree.parse(text, piece_bytes)?;
+        let mut lines = Vec::new();
+        walk(tree.root(text), "", &mut lines);
+        Some(lines)
+    }
+
+    #[test]
+    fn reads_strings_keys_and_headers() {
+        let text = "a = \"\"\n\"\" = 'x'\nb = \"\\u0041\"\n[t]\nc = [1, {d = true}]\n[[u]]\n[[u]]\ne = 0x10\n";
+        let lines = flat(text, 1 << 20).expect("accepted");
+        assert_eq!(
+            lines,
+            [
+                " = table inline=false 0..0",
+                ".a = \"\" 4..6",
+                ". = \"x\" 12..15",
+                ".b = \"A\" 20..28",
+                ".t = table inline=false 29..52",
+                ".t.c = array 37..52",
+                ".t.c[0] = 1 38..39",
+                ".t.c[1] = table inline=true 41..51",
+                ".t.c[1].d = true 46..50",
+                ".u = array 53..58",
+                ".u[0] = table inline=false 53..58",
+                ".u[1] = table inline=false 59..73",
+                ".u[1].e = 16 69..73",
+            ]
+        );
+        // Cut before every header: the same tree.
+        assert_eq!(flat(text, 1), Some(lines));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_model() {
+        for text in [
+            "a = 1.5",
+            "a = 1979-05-27",
+            "a = -1",
+            "a = 99999999999999999999",
+            "a.b = 1",
+            "a = { b.c = 1 }",
+            "[a.b]\nc = 1",
+            "[a]\n[a]",
+            "a = 1\na = 2",
+            "a = {}\n[a.b]",
+            "a = [{}]\n[[a]]",
+            "\"\\u0061\" = 1",
+            "a = ",
+            "[a",
+        ] {
+            assert_eq!(flat(text, 1 << 20), None, "{text:?}");
+        }
+        // Large tables are checked for duplicates at the end.
+        let many: String = (0..40).map(|key| format!("k{key} = 1\n")).collect();
+        assert!(flat(&many, 1 << 20).is_some());
+        assert_eq!(flat(&format!("{many}k7 = 2\n"), 1 << 20), None);
     }
 }
