@@ -179,13 +179,12 @@ fn parse_fast_in_pieces(text: &str, piece_bytes: usize) -> Option<model::Documen
     if !schema::toml_1_0_bytes(text) {
         return None;
     }
-    toml_tree::with_scratch(|tree| {
-        tree.parse(text, piece_bytes)?;
-        if !schema::conforms(tree.root(text), text) {
-            return None;
-        }
-        toml_tree::deserialize(tree, text).ok()
-    })
+    let mut tree = toml_tree::Tree::default();
+    tree.parse(text, piece_bytes)?;
+    if !schema::conforms(tree.root(text), text) {
+        return None;
+    }
+    toml_tree::deserialize(&tree, text).ok()
 }
 
 /// [`parse`] with toml_edit's full document: the schema pass walks the document, reporting

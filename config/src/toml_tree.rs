@@ -10,8 +10,7 @@
 //! faults) at the next; their cost grew faster than the table (docs/benchmarks.md,
 //! "Validator: the fast parse's own tree"). Here the text is lexed a piece at a time into
 //! one small token buffer, events go straight into the builder, and the nodes live in one
-//! vector that refers to the text by byte ranges, so it holds no borrow and the thread
-//! keeps it for its next parse ([`with_scratch`]).
+//! vector that refers to the text by byte ranges.
 //!
 //! The builder refuses (returns `None` for) everything the table format never accepts
 //! after parsing — floats, date-times, negative integers, integers beyond 64 bits, dotted
@@ -21,7 +20,6 @@
 //! says what is wrong. It never accepts what TOML refuses.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
 
@@ -98,32 +96,6 @@ impl Children {
         last: NONE,
         len: 0,
     };
-}
-
-/// The most nodes [`with_scratch`] keeps between parses (48 MiB; a 1,000-partition table
-/// has about 50,000).
-const KEPT_NODES: usize = 1 << 20;
-
-/// Runs `work` with the thread's tree, emptied (a parse reuses the vectors of the one
-/// before, so a check does not allocate and fault in a tree's worth of memory each time).
-pub fn with_scratch<R>(work: impl FnOnce(&mut Tree) -> R) -> R {
-    thread_local! {
-        static SCRATCH: RefCell<Tree> = RefCell::new(Tree::default());
-    }
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut tree) => {
-            let result = work(&mut tree);
-            tree.nodes.clear();
-            tree.owned.clear();
-            // A table far larger than any real one is not worth its memory afterwards.
-            if tree.nodes.capacity() > KEPT_NODES {
-                *tree = Tree::default();
-            }
-            result
-        }
-        // Only if `work` parsed again inside: that parse gets a tree of its own.
-        Err(_) => work(&mut Tree::default()),
-    })
 }
 
 /// A value of a parsed tree, for reading it.
