@@ -4,6 +4,8 @@
 //! next 2 MiB boundary (a channel a standby takes over: where its primary has it); device
 //! MMIO identity-mapped.
 
+use std::fmt;
+
 use tessera_abi::table::{MappingKind, MemoryMapping, Range, Rights};
 
 use crate::model::{Partition, Table};
@@ -14,12 +16,68 @@ pub const CHANNEL_ALIGNMENT: u64 = 2 << 20;
 
 /// One planned guest mapping with the table item it comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedMapping {
+pub struct PlannedMapping<'t> {
     pub mapping: MemoryMapping,
     /// The item in the table (memory region, channel memory, device MMIO window).
     pub span: Span,
-    /// What it is, for messages ("region 2 of partition `worker`").
-    pub description: String,
+    /// What it is, for messages ("memory region 2 of partition `worker`").
+    pub description: MappingDescription<'t>,
+}
+
+/// What a [`PlannedMapping`] is, written out only for a message (validation plans every
+/// partition, and formatting a description for each of a large table's regions up front
+/// was most of what planning cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingDescription<'t> {
+    /// Memory region `number` (1-based) of `partition`.
+    Region { number: usize, partition: &'t str },
+    /// The memory of channel `channel`; `from`: the primary a standby takes it over from.
+    Channel {
+        channel: &'t str,
+        from: Option<&'t str>,
+    },
+    /// An MMIO window of `device`; `from`: the primary a standby takes it over from.
+    DeviceMmio {
+        device: &'t str,
+        from: Option<&'t str>,
+    },
+}
+
+impl MappingDescription<'_> {
+    /// Whether the mapping is one a standby takes over from its primary.
+    pub fn taken_over(&self) -> bool {
+        matches!(
+            self,
+            Self::Channel { from: Some(_), .. } | Self::DeviceMmio { from: Some(_), .. }
+        )
+    }
+}
+
+impl fmt::Display for MappingDescription<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Region { number, partition } => {
+                write!(
+                    formatter,
+                    "memory region {number} of partition `{partition}`"
+                )
+            }
+            Self::Channel { channel, from } => {
+                write!(formatter, "memory of channel `{channel}`")?;
+                if let Some(primary) = from {
+                    write!(formatter, ", taken over from `{primary}`")?;
+                }
+                Ok(())
+            }
+            Self::DeviceMmio { device, from } => {
+                write!(formatter, "MMIO window of device `{device}`")?;
+                if let Some(primary) = from {
+                    write!(formatter, ", taken over from `{primary}`")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Where each RAM region of `partition` appears to the guest, or `None` where the packing
@@ -45,7 +103,7 @@ pub fn align_up(value: u64, alignment: u64) -> Option<u64> {
 /// Every mapping of partition `index`: RAM (table order), channels (channel order), device
 /// MMIO (device order). Not sorted; items whose address cannot be computed are left out
 /// (validation reports them as `memory-wrap`).
-pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
+pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping<'_>> {
     let partition = &table.partitions[index];
     let mut planned = Vec::new();
     let mut ram_end = 0u64;
@@ -67,11 +125,10 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
                 kind: MappingKind::Ram,
             },
             span: region.span,
-            description: format!(
-                "memory region {} of partition `{}`",
-                number + 1,
-                *partition.name
-            ),
+            description: MappingDescription::Region {
+                number: number + 1,
+                partition: partition.name.as_str(),
+            },
         });
     }
     for (channel_index, guest) in own_channel_bases(table, partition, ram_end) {
@@ -118,12 +175,9 @@ pub fn plan_partition(table: &Table, index: usize) -> Vec<PlannedMapping> {
                     kind: MappingKind::DeviceMmio,
                 },
                 span: window.span,
-                description: match from {
-                    None => format!("MMIO window of device `{}`", *device.name),
-                    Some(primary) => format!(
-                        "MMIO window of device `{}`, taken over from `{}`",
-                        *device.name, **primary
-                    ),
+                description: MappingDescription::DeviceMmio {
+                    device: device.name.as_str(),
+                    from: from.map(|primary| primary.as_str()),
                 },
             });
         }
@@ -160,12 +214,12 @@ fn own_channel_bases(table: &Table, partition: &Partition, ram_end: u64) -> Vec<
 
 /// The planned mapping of a channel's memory at `guest`; `from`: the primary a standby
 /// takes it over from.
-fn planned_channel(
+fn planned_channel<'t>(
     channel_index: usize,
-    channel: &crate::model::Channel,
+    channel: &'t crate::model::Channel,
     guest: u64,
-    from: Option<&str>,
-) -> PlannedMapping {
+    from: Option<&'t str>,
+) -> PlannedMapping<'t> {
     PlannedMapping {
         mapping: MemoryMapping {
             guest,
@@ -174,22 +228,25 @@ fn planned_channel(
             kind: MappingKind::Channel(channel_index as u16),
         },
         span: channel.memory.span,
-        description: match from {
-            None => format!("memory of channel `{}`", *channel.name),
-            Some(primary) => format!(
-                "memory of channel `{}`, taken over from `{primary}`",
-                *channel.name
-            ),
+        description: MappingDescription::Channel {
+            channel: channel.name.as_str(),
+            from,
         },
     }
 }
 
 /// The guest-physical RAM of a partition as sorted, merged ranges.
+///
+/// The RAM mappings of [`plan_partition`], without planning the channels and windows or
+/// describing every region for messages (validation asks this of every partition).
 pub fn guest_ram(table: &Table, index: usize) -> Vec<Range> {
-    let mut ranges: Vec<Range> = plan_partition(table, index)
-        .into_iter()
-        .filter(|planned| planned.mapping.kind == MappingKind::Ram && planned.mapping.host.size > 0)
-        .map(|planned| Range::new(planned.mapping.guest, planned.mapping.host.size))
+    let partition = &table.partitions[index];
+    let mut ranges: Vec<Range> = partition
+        .memory
+        .iter()
+        .zip(ram_guest_bases(partition))
+        .filter_map(|(region, guest)| Some(Range::new(guest?, region.size.0)))
+        .filter(|range| range.size > 0)
         .collect();
     merge_ranges(&mut ranges);
     ranges
@@ -277,8 +334,39 @@ mod tests {
         let spare = table.partition_index("spare").unwrap();
         assert!(plan_partition(&table, spare)
             .iter()
-            .any(|planned| planned.description
+            .any(|planned| planned.description.to_string()
                 == "memory of channel `telemetry`, taken over from `io`"));
+    }
+
+    #[test]
+    fn guest_ram_is_the_planned_ram() {
+        let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/valid");
+        let mut tables: Vec<Table> = std::fs::read_dir(&directory)
+            .expect("the valid corpus")
+            .filter_map(|entry| crate::load_without_files(&entry.ok()?.path()).ok())
+            .collect();
+        tables.push(
+            crate::check_text(
+                std::path::Path::new("synthetic.toml"),
+                crate::synthetic::table(17, 100),
+                crate::FileChecks::Skip,
+            )
+            .expect("a valid generated table"),
+        );
+        assert!(tables.len() > 10);
+        for table in &tables {
+            for index in 0..table.partitions.len() {
+                let mut planned: Vec<Range> = plan_partition(table, index)
+                    .into_iter()
+                    .filter(|planned| {
+                        planned.mapping.kind == MappingKind::Ram && planned.mapping.host.size > 0
+                    })
+                    .map(|planned| Range::new(planned.mapping.guest, planned.mapping.host.size))
+                    .collect();
+                merge_ranges(&mut planned);
+                assert_eq!(guest_ram(table, index), planned);
+            }
+        }
     }
 
     #[test]

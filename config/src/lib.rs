@@ -25,6 +25,7 @@ pub mod schema;
 pub mod size;
 pub mod source;
 pub mod synthetic;
+pub mod toml_tree;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -138,8 +139,9 @@ pub fn warnings(table: &Table) -> Vec<String> {
 /// it came from: relative boot paths are resolved against its directory.
 ///
 /// Parsing is most of the cost of checking a large table (docs/benchmarks.md), so a table
-/// is parsed once, into `toml`'s light tree that borrows the text, checked against the
-/// schema with a yes-or-no walk and deserialized from that same tree. A table any of these
+/// is parsed once, into the validator's own flat tree ([`toml_tree`], which refers to the
+/// text by byte ranges), checked against the schema with a yes-or-no walk and deserialized
+/// from that same tree. A table any of these
 /// steps refuses goes to [`parse_reference`], whose findings are the diagnostics: the fast
 /// path only ever decides that a table is well formed, never what is wrong with one.
 pub fn parse(path: &Path, text: String) -> Result<Table, Diagnostics> {
@@ -157,18 +159,32 @@ pub fn parse_fast_only(path: &Path, text: String) -> Option<Table> {
     Some(table(path, text, document))
 }
 
-/// The model of `text` if it is TOML 1.0 with the table's shape, from one parse with `toml`;
-/// `None` if anything is off (the caller asks [`parse_reference`] what).
+/// [`parse_fast_only`] with the text lexed in pieces of about `piece_bytes` bytes, each
+/// cut before a table header (the tests cut at every header to check that the pieces
+/// join as one parse would).
+pub fn parse_fast_only_in_pieces(path: &Path, text: String, piece_bytes: usize) -> Option<Table> {
+    let document = parse_fast_in_pieces(&text, piece_bytes)?;
+    Some(table(path, text, document))
+}
+
+/// The model of `text` if it is TOML 1.0 with the table's shape, from one parse into the
+/// fast path's own tree ([`toml_tree`]); `None` if anything is off (the caller asks
+/// [`parse_reference`] what).
 fn parse_fast(text: &str) -> Option<model::Document> {
+    parse_fast_in_pieces(text, toml_tree::PIECE_BYTES)
+}
+
+/// [`parse_fast`] lexing the text in pieces of about `piece_bytes` (tests cut smaller).
+fn parse_fast_in_pieces(text: &str, piece_bytes: usize) -> Option<model::Document> {
     if !schema::toml_1_0_bytes(text) {
         return None;
     }
-    let mut root = toml::de::DeTable::parse(text).ok()?;
-    if !schema::conforms(root.get_ref(), text) {
+    let mut tree = toml_tree::Tree::default();
+    tree.parse(text, piece_bytes)?;
+    if !schema::conforms(tree.root(text), text) {
         return None;
     }
-    schema::align_table_spans(root.get_mut(), text);
-    <model::Document as serde::Deserialize>::deserialize(toml::de::Deserializer::from(root)).ok()
+    toml_tree::deserialize(&tree, text).ok()
 }
 
 /// [`parse`] with toml_edit's full document: the schema pass walks the document, reporting

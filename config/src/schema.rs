@@ -16,6 +16,7 @@ use crate::duration::parse_duration;
 use crate::model::{PciAddress, NO_SPAN};
 use crate::size::parse_size;
 use crate::source::Span;
+use crate::toml_tree;
 use crate::validate::Rule;
 
 /// What a value must look like.
@@ -694,13 +695,14 @@ pub fn toml_1_0_bytes(text: &str) -> bool {
     })
 }
 
-/// Whether the tree `toml::de::DeTable::parse` gave for `text` has the table's shape: the
-/// yes-or-no form of [`check_document`], with no findings and no messages. A document it
-/// refuses (and one it accepts that serde then refuses) goes through [`parse_document`] and
-/// [`check_document`], which say what is wrong; it also refuses inline tables written the
-/// TOML 1.1 way (over several lines or with a trailing comma), which TOML 1.0 does not allow.
-pub fn conforms(root: &toml::de::DeTable<'_>, text: &str) -> bool {
-    LightChecker { text }.entries(root, DOCUMENT)
+/// Whether the fast parse's tree of `text` ([`crate::toml_tree`]) has the table's shape:
+/// the yes-or-no form of [`check_document`], with no findings and no messages. A document
+/// it refuses (and one it accepts that serde then refuses) goes through [`parse_document`]
+/// and [`check_document`], which say what is wrong; it also refuses inline tables written
+/// the TOML 1.1 way (over several lines or with a trailing comma), which TOML 1.0 does not
+/// allow.
+pub fn conforms(root: toml_tree::Value<'_, '_>, text: &str) -> bool {
+    LightChecker { text }.table(root, DOCUMENT)
 }
 
 /// The walk of [`conforms`].
@@ -709,46 +711,49 @@ struct LightChecker<'a> {
 }
 
 impl LightChecker<'_> {
-    fn entries(&self, table: &toml::de::DeTable<'_>, fields: &[Field]) -> bool {
-        let known = table.iter().all(|(key, value)| {
+    fn table(&self, table: toml_tree::Value<'_, '_>, fields: &[Field]) -> bool {
+        let toml_tree::Kind::Table { mut entries, .. } = table.kind() else {
+            return false;
+        };
+        let known = entries.all(|entry| {
             fields
                 .iter()
-                .find(|field| field.key == key.get_ref().as_ref())
-                .is_some_and(|field| self.node(value, field.shape))
+                .find(|field| field.key == entry.key())
+                .is_some_and(|field| self.node(entry, field.shape))
         });
         known
             && fields
                 .iter()
                 .filter(|field| field.required)
-                .all(|field| table.contains_key(field.key))
+                .all(|field| table.get(field.key).is_some())
     }
 
-    fn node(&self, node: &toml::Spanned<toml::de::DeValue<'_>>, shape: Shape) -> bool {
-        use toml::de::DeValue;
-        let integer = |value: &toml::de::DeInteger<'_>| {
-            i64::from_str_radix(value.as_str(), value.radix()).ok()
-        };
-        match (shape, node.get_ref()) {
-            (Shape::String, DeValue::String(_)) | (Shape::Bool, DeValue::Boolean(_)) => true,
-            (Shape::Integer { max }, DeValue::Integer(value)) => {
-                integer(value).is_some_and(|value| value >= 0 && value as u64 <= max)
+    fn node(&self, node: toml_tree::Value<'_, '_>, shape: Shape) -> bool {
+        use toml_tree::Kind;
+        // The tree holds only non-negative integers that fit in an `i64`.
+        match (shape, node.kind()) {
+            (Shape::String, Kind::String(_)) | (Shape::Bool, Kind::Bool(_)) => true,
+            (Shape::Integer { max }, Kind::Integer(value)) => value as u64 <= max,
+            (Shape::Size, Kind::Integer(_)) => true,
+            (Shape::Size, Kind::String(text)) => parse_size(text).is_ok(),
+            (Shape::Pci, Kind::String(text)) => text.parse::<PciAddress>().is_ok(),
+            (Shape::Duration, Kind::String(text)) => parse_duration(text).is_ok(),
+            (Shape::Choice(choices), Kind::String(text)) => choices.contains(&text),
+            (Shape::Array(element), Kind::Array(mut elements)) => {
+                elements.all(|element_node| self.node(element_node, *element))
             }
-            (Shape::Size, DeValue::Integer(value)) => {
-                integer(value).is_some_and(|value| value >= 0)
+            (Shape::Table(fields), Kind::Table { inline, .. }) => {
+                self.written_as_toml_1_0(node, inline) && self.table(node, fields)
             }
-            (Shape::Size, DeValue::String(text)) => parse_size(text).is_ok(),
-            (Shape::Pci, DeValue::String(text)) => text.parse::<PciAddress>().is_ok(),
-            (Shape::Duration, DeValue::String(text)) => parse_duration(text).is_ok(),
-            (Shape::Choice(choices), DeValue::String(text)) => choices.contains(&text.as_ref()),
-            (Shape::Array(element), DeValue::Array(elements)) => elements
-                .iter()
-                .all(|element_node| self.node(element_node, *element)),
-            (Shape::Table(fields), DeValue::Table(table)) => {
-                self.written_as_toml_1_0(node) && self.entries(table, fields)
-            }
-            (Shape::Map(value_shape), DeValue::Table(table)) => {
-                self.written_as_toml_1_0(node)
-                    && table.values().all(|value| self.node(value, *value_shape))
+            (
+                Shape::Map(value_shape),
+                Kind::Table {
+                    mut entries,
+                    inline,
+                },
+            ) => {
+                self.written_as_toml_1_0(node, inline)
+                    && entries.all(|entry| self.node(entry, *value_shape))
             }
             _ => false,
         }
@@ -757,85 +762,17 @@ impl LightChecker<'_> {
     /// Whether a table is written in a way the fast path takes: with a `[header]` (or
     /// `[[header]]`), or inline (`{ … }`) on one line without a trailing comma, as TOML 1.0
     /// wants it (a comment cannot be inside: it would run to the end of the line, past the
-    /// closing brace). A table made by dotted keys (`boot.kind = "elf"`) goes to the
-    /// reference parse: toml_edit gives such a table no span, and the model's `Located`
-    /// tables then fail to deserialize there; the fast path must not accept what the
-    /// reference parse refuses.
-    fn written_as_toml_1_0(&self, node: &toml::Spanned<toml::de::DeValue<'_>>) -> bool {
-        // The tree does not say how a table was written; its span does: `{ … }` for an
-        // inline table, the header for a `[table]`, the first key for a dotted one.
-        let Some(written) = self.text.get(node.span()) else {
-            return false;
-        };
-        let Some(after_brace) = written.strip_prefix('{') else {
-            return written.starts_with('[');
-        };
-        after_brace
-            .strip_suffix('}')
+    /// closing brace). (The tree has no tables made by dotted keys: it refuses them.)
+    fn written_as_toml_1_0(&self, node: toml_tree::Value<'_, '_>, inline: bool) -> bool {
+        if !inline {
+            return true;
+        }
+        self.text
+            .get(node.span())
+            .and_then(|written| written.strip_prefix('{'))
+            .and_then(|after_brace| after_brace.strip_suffix('}'))
             .is_some_and(|inside| !inside.contains('\n') && !inside.trim_end().ends_with(','))
     }
-}
-
-/// Gives every `[table]` and `[[array]]` element of the tree `toml::de::DeTable::parse` gave
-/// for `text` the span toml_edit gives it, which the diagnostics use: from its header to the
-/// end of the last value written under that header (`toml` spans only the header).
-pub fn align_table_spans(root: &mut toml::de::DeTable<'_>, text: &str) {
-    last_value_end(root, text);
-}
-
-/// Aligns the spans of the tables below `table` and returns where the last value written
-/// under `table`'s own header ends (values of dotted keys included, tables with their own
-/// header not).
-fn last_value_end(table: &mut toml::de::DeTable<'_>, text: &str) -> Option<usize> {
-    use toml::de::DeValue;
-    let mut end = None;
-    for (_, value) in table.iter_mut() {
-        let span = value.span();
-        let written = text.get(span.clone()).unwrap_or_default();
-        let value_end = match value.get_ref() {
-            DeValue::Table(_) if written.starts_with('[') => {
-                align_header_table(value, text);
-                None
-            }
-            DeValue::Table(_) if !written.starts_with('{') => match value.get_mut() {
-                DeValue::Table(dotted) => last_value_end(dotted, text),
-                _ => None,
-            },
-            DeValue::Array(elements) if is_array_of_tables(elements, text) => {
-                if let DeValue::Array(elements) = value.get_mut() {
-                    for element in elements.iter_mut() {
-                        align_header_table(element, text);
-                    }
-                }
-                None
-            }
-            _ => Some(span.end),
-        };
-        end = end.max(value_end);
-    }
-    end
-}
-
-/// Whether the elements of an array are `[[array]]` tables (each spans its own header).
-fn is_array_of_tables(elements: &toml::de::DeArray<'_>, text: &str) -> bool {
-    elements.iter().next().is_some_and(|first| {
-        matches!(first.get_ref(), toml::de::DeValue::Table(_))
-            && text
-                .get(first.span())
-                .is_some_and(|written| written.starts_with("[["))
-    })
-}
-
-/// Sets the span of a table with a header to run from the header to the end of its last
-/// value (or the header alone when it has none).
-fn align_header_table(node: &mut toml::Spanned<toml::de::DeValue<'_>>, text: &str) {
-    let header = node.span();
-    let toml::de::DeValue::Table(table) = node.get_mut() else {
-        return;
-    };
-    let end = last_value_end(table, text).map_or(header.end, |end| end.max(header.end));
-    let value = std::mem::replace(node.get_mut(), toml::de::DeValue::Boolean(false));
-    *node = toml::Spanned::new(header.start..end, value);
 }
 
 /// The known word closest to `word`, if it is close enough to be a likely typo.

@@ -53,7 +53,7 @@ impl<T: fmt::Display> fmt::Display for Located<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spanned = toml::Spanned::<T>::deserialize(deserializer)?;
+        let spanned = serde_spanned::Spanned::<T>::deserialize(deserializer)?;
         let span = Span::from(spanned.span());
         Ok(Self::new(spanned.into_inner(), span))
     }

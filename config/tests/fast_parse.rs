@@ -2,10 +2,15 @@
 //! full document with the reporting schema pass): for every corpus table, every partition
 //! table of the repository, generated tables and tables written the TOML 1.1 way, `parse`
 //! and `parse_reference` agree — the same model with the same spans, or the same findings.
+//! The fast path lexes a large text in pieces cut before table headers; every table is also
+//! parsed cut before every header, which must come out the same.
 
 use std::path::{Path, PathBuf};
 
-use tessera_config::{parse, parse_fast_only, parse_reference, synthetic, Diagnostics, Table};
+use tessera_config::{
+    parse, parse_fast_only, parse_fast_only_in_pieces, parse_reference, synthetic, Diagnostics,
+    Table,
+};
 
 fn config_directory() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +49,25 @@ fn assert_same(name: &str, text: &str) -> bool {
             verdict(&fast),
             verdict(&reference)
         ),
+    }
+    // Cut before every header: the pieces join into the same model. A cut inside a
+    // multi-line string or array makes the fast path refuse the table, never misread it.
+    let in_pieces = parse_fast_only_in_pieces(path, text.to_owned(), 1);
+    match (&in_pieces, &fast_only) {
+        (Some(in_pieces), Some(fast_only)) => {
+            assert_same_text(
+                name,
+                "models in pieces",
+                &model(in_pieces),
+                &model(fast_only),
+            );
+        }
+        (Some(_), None) => panic!("{name}: the fast path accepts the table only in pieces"),
+        (None, Some(_)) => assert!(
+            text.contains("\"\"\"") || text.contains("'''") || text.contains("[\n["),
+            "{name}: the fast path refuses the table in pieces"
+        ),
+        (None, None) => {}
     }
     match (&fast_only, &reference) {
         (Some(fast_only), Ok(reference)) => {
@@ -266,5 +290,36 @@ fn both_parses_agree_on_other_spellings() {
             fast,
             "{what} (CRLF): the fast path"
         );
+    }
+}
+
+/// A cut before a line that starts with `[` inside a multi-line string or array leaves the
+/// piece before it open: the fast path refuses such a table when cut there (the reference
+/// parse then reads it) and reads it whole otherwise.
+#[test]
+fn a_header_lookalike_inside_a_value_is_not_a_cut() {
+    for inside in [
+        "qemu-devices = [\"\"\"\n[[partition]]\nname = \"x\"\n\"\"\"]\n",
+        "qemu-devices = [\n[\"nested\"],\n]\n",
+    ] {
+        let text = format!("{}\n[run]\n{inside}", synthetic::table(3, 4));
+        let path = Path::new("agree.toml");
+        let whole = parse_fast_only(path, text.clone());
+        let in_pieces = parse_fast_only_in_pieces(path, text.clone(), 1);
+        assert!(
+            in_pieces.is_none(),
+            "{inside:?}: cut inside the value, yet accepted"
+        );
+        if inside.contains("\"\"\"") {
+            let whole = whole.expect("the table read whole");
+            assert_eq!(
+                whole.run.qemu_devices[0].value,
+                "[[partition]]\nname = \"x\"\n"
+            );
+            assert!(parse(path, text).is_ok());
+        } else {
+            // An array in an array of strings: TOML, but not the format; refused either way.
+            assert!(whole.is_none());
+        }
     }
 }

@@ -2,14 +2,16 @@
 //! never panic; a table the validator accepts must give every partition a memory map the
 //! stage-2 planner accepts; the schema pass must foresee every deserialization error; and
 //! whatever the fast parse accepts on its own, the reference parse (toml_edit) accepts as
-//! the same model, spans included.
+//! the same model, spans included; and lexed in pieces cut before every table header, the
+//! fast parse reads the same model or refuses the table.
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use tessera_config::{
-    check_text, memory_map, parse_fast_only, parse_reference, FileChecks, Table, SCHEMA_GAP,
+    check_text, memory_map, parse_fast_only, parse_fast_only_in_pieces, parse_reference, FileChecks,
+    Table, SCHEMA_GAP,
 };
 use tessera_policy::stage2::check_mappings;
 
@@ -17,7 +19,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Some(fast) = parse_fast_only(Path::new("fuzz.toml"), text.to_owned()) {
+    let fast_only = parse_fast_only(Path::new("fuzz.toml"), text.to_owned());
+    if let Some(in_pieces) = parse_fast_only_in_pieces(Path::new("fuzz.toml"), text.to_owned(), 1) {
+        match &fast_only {
+            Some(whole) => assert_eq!(model(&in_pieces), model(whole), "the pieces differ"),
+            None => panic!("the fast parse accepts a table only in pieces"),
+        }
+    }
+    if let Some(fast) = fast_only {
         match parse_reference(Path::new("fuzz.toml"), text.to_owned()) {
             Ok(reference) => assert_eq!(model(&fast), model(&reference), "the parses differ"),
             Err(diagnostics) => panic!(

@@ -222,12 +222,12 @@ pub(super) fn check(table: &Table, findings: &mut Vec<Finding>) {
         ));
     }
 
-    let mut intervals = Vec::new();
-    for (base, size, item) in items {
-        if let Some(interval) = check_item(base, size, item, &ram, findings) {
-            intervals.push(interval);
-        }
-    }
+    // Collected in place: an interval is an item with its end, so the items' allocation
+    // holds them (no second vector the size of the table).
+    let intervals: Vec<Interval<Item>> = items
+        .into_iter()
+        .filter_map(|(base, size, item)| check_item(base, size, item, &ram, findings))
+        .collect();
     for (first, second) in overlapping_pairs(&intervals) {
         if let Some(finding) = overlap_finding(table, &intervals[first], &intervals[second]) {
             findings.push(finding);
@@ -554,7 +554,7 @@ fn check_guest_maps(table: &Table, findings: &mut Vec<Finding>) {
                 .hint(
                     if [first_mapping, second_mapping]
                         .iter()
-                        .any(|mapping| mapping.description.contains(", taken over from"))
+                        .any(|mapping| mapping.description.taken_over())
                     {
                         "a channel a standby takes over sits at its primary's guest address; keep the standby's RAM and own channels clear of it, or list the standby in the channel"
                     } else {

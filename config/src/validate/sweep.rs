@@ -11,17 +11,22 @@ pub struct Interval<T> {
 /// Every pair of overlapping, non-empty intervals as `(earlier, later)` indices into
 /// `intervals`, where `earlier` starts first (ties: the shorter first, then table order).
 pub fn overlapping_pairs<T>(intervals: &[Interval<T>]) -> Vec<(usize, usize)> {
-    let mut order: Vec<usize> = (0..intervals.len())
-        .filter(|&index| intervals[index].start < intervals[index].end)
+    // Sorted as (start, end, index) triples side by side, not as indices looked up in
+    // `intervals` at every comparison: the items can be large, and a table's intervals
+    // mostly come in address order already, which the sort then only has to confirm.
+    let mut order: Vec<(u64, u64, usize)> = intervals
+        .iter()
+        .enumerate()
+        .filter(|(_, interval)| interval.start < interval.end)
+        .map(|(index, interval)| (interval.start, interval.end, index))
         .collect();
-    order.sort_by_key(|&index| (intervals[index].start, intervals[index].end, index));
-    let mut active: Vec<usize> = Vec::new();
+    order.sort();
+    let mut active: Vec<(u64, usize)> = Vec::new();
     let mut pairs = Vec::new();
-    for index in order {
-        let start = intervals[index].start;
-        active.retain(|&open| intervals[open].end > start);
-        pairs.extend(active.iter().map(|&open| (open, index)));
-        active.push(index);
+    for (start, end, index) in order {
+        active.retain(|&(open_end, _)| open_end > start);
+        pairs.extend(active.iter().map(|&(_, open)| (open, index)));
+        active.push((end, index));
     }
     pairs
 }
