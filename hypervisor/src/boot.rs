@@ -3,7 +3,7 @@
 //! table (cores, RAM, virtualization support, the IOAPIC), build and load every partition,
 //! start the other cores.
 
-use crate::arch::{self, boot_memory, console, cpuid, pic, tsc, x2apic};
+use crate::arch::{self, boot_memory, console, cpuid, guest_memory, pic, tsc, x2apic};
 use crate::exits;
 use crate::runtime::{self, cores, memory};
 use crate::table::{self, PartitionIndex, MACHINE};
@@ -770,7 +770,10 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     let mut permission_maps = [0; table::PARTITION_COUNT];
     for (index, partition) in MACHINE.partitions.iter().enumerate() {
         permission_maps[index] = cores::build_permission_maps(&backend, PartitionIndex(index));
-        match memory::load_partition(partition, 0) {
+        // Only the checks here: each partition's own boot core clears its RAM and copies its
+        // images in (`cores::core_main`), all partitions at once rather than one after the
+        // other on this core.
+        match memory::load_partition(partition, 0, memory::LoadStep::CheckOnly) {
             Ok(entry) => entries[index] = Some(entry),
             // One partition's broken image stops that partition, not the machine.
             Err(error) => log::info!(
@@ -781,7 +784,12 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
             ),
         }
     }
-    let loaded = tsc::read();
+    let partitions_set_up = tsc::read();
+    // Channels are shared: cleared here, before any member can run, not by a member's core.
+    for channel in MACHINE.channels {
+        guest_memory::clear_channel(channel);
+    }
+    let channels_cleared = tsc::read();
     // With no partition loaded the machine has nothing to run: say so once, plainly, rather
     // than leave every core halted behind the `contained:` lines.
     if entries.iter().all(Option::is_none) {
@@ -798,14 +806,15 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
     cores::start_application_processors(bsp_index);
     // The boot's phases in TSC ticks, for the boot-time figures (docs/benchmarks.md).
     log::info!(
-        "boot: phases (TSC ticks) checks={} digests={} tsc-rate={} ({}) stage2-tables={} load-partitions={} start-cores={}",
+        "boot: phases (TSC ticks) checks={} digests={} tsc-rate={} ({}) stage2-tables={} partition-setup={} clear-channels={} start-cores={}",
         checked.wrapping_sub(entered),
         digested.wrapping_sub(checked),
         rated.wrapping_sub(digested),
         rate_source.describe(),
         tables_built.wrapping_sub(rated),
-        loaded.wrapping_sub(tables_built),
-        tsc::read().wrapping_sub(loaded)
+        partitions_set_up.wrapping_sub(tables_built),
+        channels_cleared.wrapping_sub(partitions_set_up),
+        tsc::read().wrapping_sub(channels_cleared)
     );
     cores::core_main(bsp_index)
 }

@@ -9,7 +9,7 @@
 //! guest writing the same bytes concurrently can only make the data stale, never break the
 //! hypervisor's own memory safety.
 
-use tessera_abi::table::{MappingKind, MemoryMapping, Partition};
+use tessera_abi::table::{Channel, MappingKind, MemoryMapping, Partition};
 
 /// The host-physical address of guest range `[guest, guest + length)` if one mapping of an
 /// accepted kind covers it whole.
@@ -43,6 +43,23 @@ pub fn clear_ram(partition: &'static Partition) {
             )
         };
     }
+}
+
+/// Sets every byte of a channel's memory to zero. Called by the boot core before any member
+/// runs, so that what an earlier boot left there is not read by the members; never again
+/// (a restarted member's partner may be using the channel).
+pub fn clear_channel(channel: &Channel) {
+    // SAFETY: the channel's memory is a mapping of each of its members (kind Channel), so
+    // the module comment holds for it: validated disjoint from the hypervisor and from every
+    // other partition, present, identity-mapped. No member runs yet, and a raw fill forms no
+    // reference.
+    unsafe {
+        core::ptr::write_bytes(
+            channel.memory.base as usize as *mut u8,
+            0,
+            channel.memory.size as usize,
+        )
+    };
 }
 
 /// Copies `bytes` into the partition's RAM at guest-physical `guest`; `None` if no single

@@ -171,9 +171,19 @@ pub fn core_main(index: CoreIndex) -> ! {
         partition_index,
         partition: partition_index.partition(),
     };
-    // The boot core enters at the boot protocol's entry; the partition's other cores wait,
-    // as an application processor does, for the guest's INIT-SIPI-SIPI.
-    let start = (position == 0).then_some(entry);
+    // The boot core enters at the boot protocol's entry, once it has loaded the partition;
+    // the partition's other cores wait, as an application processor does, for the guest's
+    // INIT-SIPI-SIPI.
+    let start = if position == 0 {
+        let Some(loaded) = load_at_boot(&context) else {
+            partition::mark_failed(partition_index);
+            arch::halt_forever()
+        };
+        debug_assert!(loaded == entry, "the load and its check agree");
+        Some(loaded)
+    } else {
+        None
+    };
     let root = plan.roots[partition_index.0];
     let permission_maps = plan.permission_maps[partition_index.0];
     match plan.backend {
@@ -223,6 +233,7 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
         waiting_for_startup = false;
         partition::set_running(context.partition_index);
         super::note_guest_entry(context, start);
+        super::note_boot_entry(partitions_loaded_at_boot());
     }
     // Whether the last exit may have brought a signal: a stop, a restart, a message. Every
     // such change reaches a running core with an NMI (`signal`, `partition::signal_cores`),
@@ -304,6 +315,49 @@ fn run(vcpu: &mut impl VirtualCpu, context: &CoreContext, start: Option<StartSta
     }
 }
 
+/// How many partitions the bootstrap core found loadable (each enters its guest at boot).
+fn partitions_loaded_at_boot() -> usize {
+    BOOT_PLAN
+        .get()
+        .map_or(0, |plan| plan.entries.iter().flatten().count())
+}
+
+/// The first load of a partition, on its own boot core: its RAM cleared, its images copied
+/// in. The bootstrap core checked the same load (`LoadStep::CheckOnly`) before starting any
+/// core, so this fails only if the checks do not repeat, which is reported as for any
+/// failed load. None stops the partition.
+fn load_at_boot(context: &CoreContext) -> Option<StartState> {
+    let began = arch::tsc::read();
+    match memory::load_partition(context.partition, 0, memory::LoadStep::ClearAndCopy) {
+        Ok(start) => {
+            let ram_bytes: u64 = context
+                .partition
+                .memory
+                .iter()
+                .filter(|mapping| mapping.kind == tessera_abi::table::MappingKind::Ram)
+                .map(|mapping| mapping.host.size)
+                .sum();
+            log::info!(
+                "boot: partition={} loaded by core {} in {} TSC ticks ({} KiB of RAM cleared)",
+                context.partition.name,
+                context.apic_id,
+                arch::tsc::read().wrapping_sub(began),
+                ram_bytes / 1024
+            );
+            Some(start)
+        }
+        Err(error) => {
+            log::info!(
+                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not started",
+                context.partition.name,
+                context.apic_id,
+                error
+            );
+            None
+        }
+    }
+}
+
 /// Reloads a partition for a restart (its cores are parked): its IOAPIC pins masked (and,
 /// for a cold restart, reset), its
 /// memory cleared and its boot blobs checked and copied in again. None if that fails,
@@ -326,6 +380,7 @@ fn restart_partition(context: &CoreContext) -> Option<StartState> {
     match memory::load_partition(
         context.partition,
         partition::restarts(context.partition_index) + 1,
+        memory::LoadStep::ClearAndCopy,
     ) {
         Ok(start) => Some(start),
         Err(error) => {

@@ -397,15 +397,34 @@ pub fn move_channel(
     })
 }
 
+/// What [`load_partition`] does to the partition's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadStep {
+    /// Every check of a load (digests, each segment inside one RAM mapping and inside its
+    /// blob, the command line or start-info block fits) without touching guest memory: the
+    /// boot core runs this for every partition before any core starts, so that it knows
+    /// which partitions can run.
+    CheckOnly,
+    /// The checks, then the RAM cleared and the images copied in: run by the partition's
+    /// own boot core (at boot, in parallel with the other partitions' cores; at a restart,
+    /// with the partition's cores parked).
+    ClearAndCopy,
+}
+
 /// Clears a partition's RAM, checks every blob against its build-time SHA-256, copies the
 /// segments in and writes what the entry protocol needs at boot (PVH: the start-info
 /// block; Linux: the command line with the calibrated TSC frequency). Returns where the
-/// boot core starts.
+/// boot core starts. With [`LoadStep::CheckOnly`] the same checks, the same result, and no
+/// write to the partition's memory.
 pub fn load_partition(
     partition: &'static Partition,
     restarts: u32,
+    step: LoadStep,
 ) -> Result<StartState, SetupError> {
-    guest_memory::clear_ram(partition);
+    let copy = step == LoadStep::ClearAndCopy;
+    if copy {
+        guest_memory::clear_ram(partition);
+    }
     let boot = &partition.boot;
     for (index, blob) in boot.blobs.iter().enumerate() {
         if !digest_matches(blob, restarts == 0) {
@@ -431,7 +450,9 @@ pub fn load_partition(
             .get(start..start + segment.file_size as usize)
             .ok_or(outside)?;
         // The rest of the segment is already zero: the RAM was cleared above.
-        guest_memory::write(partition, segment.guest, source).ok_or(outside)?;
+        if copy {
+            guest_memory::write(partition, segment.guest, source).ok_or(outside)?;
+        }
     }
     match boot.entry {
         Entry::Pvh { entry } => {
@@ -451,7 +472,7 @@ pub fn load_partition(
                 partition.memory,
             )
             .map_err(|_| SetupError::StartInfo)?;
-            write_guest(partition, START_INFO_GUEST_ADDRESS, &block)?;
+            write_guest(partition, START_INFO_GUEST_ADDRESS, &block, step)?;
             Ok(StartState::Pvh {
                 entry,
                 start_info: START_INFO_GUEST_ADDRESS,
@@ -479,7 +500,7 @@ pub fn load_partition(
             if written.is_err() || line.len() as u64 > boot.cmdline_capacity {
                 return Err(SetupError::CommandLineTooLong);
             }
-            write_guest(partition, boot.cmdline_guest, line.as_bytes())?;
+            write_guest(partition, boot.cmdline_guest, line.as_bytes(), step)?;
             Ok(StartState::Linux64 {
                 entry,
                 boot_params,
@@ -490,7 +511,22 @@ pub fn load_partition(
     }
 }
 
-/// Copies `bytes` into the partition's RAM at guest-physical `guest`.
-fn write_guest(partition: &'static Partition, guest: u64, bytes: &[u8]) -> Result<(), SetupError> {
-    guest_memory::write(partition, guest, bytes).ok_or(SetupError::SegmentOutsideMemory { guest })
+/// Copies `bytes` into the partition's RAM at guest-physical `guest` (with
+/// [`LoadStep::CheckOnly`], only checks that one RAM mapping holds them).
+fn write_guest(
+    partition: &'static Partition,
+    guest: u64,
+    bytes: &[u8],
+    step: LoadStep,
+) -> Result<(), SetupError> {
+    let written = match step {
+        LoadStep::ClearAndCopy => guest_memory::write(partition, guest, bytes),
+        LoadStep::CheckOnly => {
+            guest_memory::host_address(partition.memory, guest, bytes.len() as u64, |kind| {
+                kind == tessera_abi::table::MappingKind::Ram
+            })
+            .map(|_| ())
+        }
+    };
+    written.ok_or(SetupError::SegmentOutsideMemory { guest })
 }

@@ -13,7 +13,7 @@ use crate::arch::tsc;
 use crate::exits::{Containment, CoreContext, Counter, ExitReason, Message, PartitionControl};
 use crate::table::{ApicId, PartitionIndex};
 use crate::virt::StartState;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tessera_abi::hypercall::PartitionState;
 
 /// The runtime as the exit handlers see it (a unit type: every call is static).
@@ -96,6 +96,22 @@ static HYPERVISOR_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
 /// hypervisor's own share of the boot (without the firmware and the boot loader before it).
 pub fn record_hypervisor_entry(tsc: u64) {
     HYPERVISOR_ENTRY_TSC.store(tsc, Ordering::Relaxed);
+}
+
+/// Partitions that have entered their guest at boot (restarts not counted).
+static PARTITIONS_ENTERED_AT_BOOT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one partition's first entry at boot; the last of the `loaded` partitions to enter
+/// reports the boot of the whole machine (each partition loaded by its own core, so this is
+/// not simply the first entry plus the others' loads).
+fn note_boot_entry(loaded: usize) {
+    if PARTITIONS_ENTERED_AT_BOOT.fetch_add(1, Ordering::AcqRel) + 1 == loaded {
+        let entered = HYPERVISOR_ENTRY_TSC.load(Ordering::Relaxed);
+        log::info!(
+            "boot: every partition entered its guest {} TSC ticks after the hypervisor's entry",
+            tsc::read().saturating_sub(entered)
+        );
+    }
 }
 
 /// Reports a vCPU (re)start, and records the first guest entry of the machine.

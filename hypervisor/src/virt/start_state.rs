@@ -19,7 +19,7 @@ impl Segment {
 }
 
 /// The architectural state a vCPU (re)starts in.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartState {
     /// The PVH entry (Xen docs/misc/pvh.pandoc): 32-bit protected mode, paging off, flat
     /// segments, EBX = guest-physical address of the start-info block.

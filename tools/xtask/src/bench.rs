@@ -597,6 +597,7 @@ mod tests {
                 "svm-bench",
                 "vmx-bench",
                 "svm-demo",
+                "vmx-demo",
                 "svm-irq-timer",
                 "svm-pingpong",
                 "vmx-pingpong",

@@ -355,7 +355,8 @@ mod tests {
             "started: partition=intruder core=2 entry=0x100000 tsc=99416832",
             "boot: core 1 ran its first 64-bit instruction 7046260 TSC ticks after its start-up IPI",
             "boot: core 2 ran its first 64-bit instruction 9744501 TSC ticks after its start-up IPI",
-            "boot: phases (TSC ticks) checks=1057630 digests=228290 tsc-rate=105 (calibrated against the HPET) stage2-tables=48080 load-partitions=6017371 start-cores=30980667",
+            "boot: phases (TSC ticks) checks=1057630 digests=228290 tsc-rate=105 (calibrated against the HPET) stage2-tables=48081 partition-setup=222273 clear-channels=4 start-cores=36639945",
+            "boot: every partition entered its guest 46761089 TSC ticks after the hypervisor's entry",
             "exits: partition=control state=Running cpuid=7 msr-write=1 hypercall=5 total=13 unassigned-port-accesses=0",
             "exits: partition=worker state=Stopped cpuid=7 msr-write=1 hypercall=1 total=9 unassigned-port-accesses=0",
             "exits: partition=intruder state=Faulted cpuid=6 msr-write=1 npf=1 total=8 dropped-ipis=0",
@@ -381,7 +382,14 @@ mod tests {
             read("hypervisor_boot_work_instructions"),
             Ok(vec![(
                 "hypervisor_boot_work_instructions".into(),
-                (1_057_630 + 228_290 + 105 + 48_080 + 6_017_371) as f64
+                (1_057_630 + 228_290 + 105 + 48_081 + 222_273 + 4) as f64
+            )])
+        );
+        assert_eq!(
+            read("hypervisor_boot_all_partitions_instructions"),
+            Ok(vec![(
+                "hypervisor_boot_all_partitions_instructions".into(),
+                46_761_089.0
             )])
         );
         assert_eq!(
