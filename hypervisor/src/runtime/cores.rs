@@ -175,12 +175,24 @@ pub fn core_main(index: CoreIndex) -> ! {
     // the partition's other cores wait, as an application processor does, for the guest's
     // INIT-SIPI-SIPI.
     let start = if position == 0 {
-        let Some(loaded) = load_at_boot(&context) else {
-            partition::mark_failed(partition_index);
-            arch::halt_forever()
-        };
-        debug_assert!(loaded == entry, "the load and its check agree");
-        Some(loaded)
+        match load_at_boot(&context) {
+            Some(loaded) if loaded == entry => Some(loaded),
+            // The load found another entry than its check did on the boot core: the image
+            // or the table changed in between, so start nothing.
+            Some(_) => {
+                log::info!(
+                    "contained: partition={} core={} reason=load address=0x0 rip=0x0 (the load's entry differs from the boot core's check of it); not started",
+                    context.partition.name,
+                    context.apic_id
+                );
+                partition::mark_failed(partition_index);
+                arch::halt_forever()
+            }
+            None => {
+                partition::mark_failed(partition_index);
+                arch::halt_forever()
+            }
+        }
     } else {
         None
     };
