@@ -465,12 +465,7 @@ fn print_banner(backend: &str) {
         (end - load_end) / 1024
     );
     for partition in MACHINE.partitions {
-        let ram: u64 = partition
-            .memory
-            .iter()
-            .filter(|mapping| mapping.kind == tessera_abi::table::MappingKind::Ram)
-            .map(|mapping| mapping.host.size)
-            .sum();
+        let ram = guest_memory::ram_bytes(partition);
         log::info!(
             "partition {}: cores={:?} ram={} KiB regions={} ports={} health: shutdown={} memory-violation={} restart-limit={} escalations={} watchdog-us={}",
             partition.name,
@@ -776,12 +771,9 @@ pub fn bootstrap(magic: u32, info: u32) -> ! {
         match memory::load_partition(partition, 0, memory::LoadStep::CheckOnly) {
             Ok(entry) => entries[index] = Some(entry),
             // One partition's broken image stops that partition, not the machine.
-            Err(error) => log::info!(
-                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not started",
-                partition.name,
-                partition.cpus[0],
-                error
-            ),
+            Err(error) => {
+                memory::report_load_failure(partition, partition.cpus[0], error, "started")
+            }
         }
     }
     let partitions_set_up = tsc::read();

@@ -62,12 +62,28 @@ pub fn clear_channel(channel: &Channel) {
     };
 }
 
+/// The host-physical address of guest range `[guest, guest + length)` if one of the
+/// partition's RAM mappings holds it whole.
+pub fn ram_address(partition: &Partition, guest: u64, length: u64) -> Option<u64> {
+    host_address(partition.memory, guest, length, |kind| {
+        kind == MappingKind::Ram
+    })
+}
+
+/// Bytes of RAM the partition has (channels and device windows not counted).
+pub fn ram_bytes(partition: &Partition) -> u64 {
+    partition
+        .memory
+        .iter()
+        .filter(|mapping| mapping.kind == MappingKind::Ram)
+        .map(|mapping| mapping.host.size)
+        .sum()
+}
+
 /// Copies `bytes` into the partition's RAM at guest-physical `guest`; `None` if no single
 /// RAM mapping holds the whole range.
 pub fn write(partition: &'static Partition, guest: u64, bytes: &[u8]) -> Option<()> {
-    let host = host_address(partition.memory, guest, bytes.len() as u64, |kind| {
-        kind == MappingKind::Ram
-    })?;
+    let host = ram_address(partition, guest, bytes.len() as u64)?;
     // SAFETY: the range lies inside one RAM mapping of the partition (checked above; module
     // comment for why that memory is the partition's and identity-mapped); the source is
     // hypervisor memory, which is disjoint from it.

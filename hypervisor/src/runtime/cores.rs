@@ -175,24 +175,11 @@ pub fn core_main(index: CoreIndex) -> ! {
     // the partition's other cores wait, as an application processor does, for the guest's
     // INIT-SIPI-SIPI.
     let start = if position == 0 {
-        match load_at_boot(&context) {
-            Some(loaded) if loaded == entry => Some(loaded),
-            // The load found another entry than its check did on the boot core: the image
-            // or the table changed in between, so start nothing.
-            Some(_) => {
-                log::info!(
-                    "contained: partition={} core={} reason=load address=0x0 rip=0x0 (the load's entry differs from the boot core's check of it); not started",
-                    context.partition.name,
-                    context.apic_id
-                );
-                partition::mark_failed(partition_index);
-                arch::halt_forever()
-            }
-            None => {
-                partition::mark_failed(partition_index);
-                arch::halt_forever()
-            }
-        }
+        let Some(loaded) = load_at_boot(&context, entry) else {
+            partition::mark_failed(partition_index);
+            arch::halt_forever()
+        };
+        Some(loaded)
     } else {
         None
     };
@@ -335,36 +322,32 @@ fn partitions_loaded_at_boot() -> usize {
 }
 
 /// The first load of a partition, on its own boot core: its RAM cleared, its images copied
-/// in. The bootstrap core checked the same load (`LoadStep::CheckOnly`) before starting any
-/// core, so this fails only if the checks do not repeat, which is reported as for any
-/// failed load. None stops the partition.
-fn load_at_boot(context: &CoreContext) -> Option<StartState> {
+/// in. The bootstrap core checked the same load (`LoadStep::CheckOnly`) and found `checked`
+/// before starting any core; a load that fails or finds another entry (the image or the
+/// table changed in between) is reported as for any failed load. None stops the partition.
+fn load_at_boot(context: &CoreContext, checked: StartState) -> Option<StartState> {
     let began = arch::tsc::read();
-    match memory::load_partition(context.partition, 0, memory::LoadStep::ClearAndCopy) {
+    let loaded = memory::load_partition(context.partition, 0, memory::LoadStep::ClearAndCopy)
+        .and_then(|start| {
+            if start == checked {
+                Ok(start)
+            } else {
+                Err(memory::SetupError::EntryChanged)
+            }
+        });
+    match loaded {
         Ok(start) => {
-            let ram_bytes: u64 = context
-                .partition
-                .memory
-                .iter()
-                .filter(|mapping| mapping.kind == tessera_abi::table::MappingKind::Ram)
-                .map(|mapping| mapping.host.size)
-                .sum();
             log::info!(
                 "boot: partition={} loaded by core {} in {} TSC ticks ({} KiB of RAM cleared)",
                 context.partition.name,
                 context.apic_id,
                 arch::tsc::read().wrapping_sub(began),
-                ram_bytes / 1024
+                arch::guest_memory::ram_bytes(context.partition) / 1024
             );
             Some(start)
         }
         Err(error) => {
-            log::info!(
-                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not started",
-                context.partition.name,
-                context.apic_id,
-                error
-            );
+            memory::report_load_failure(context.partition, context.apic_id, error, "started");
             None
         }
     }
@@ -396,12 +379,7 @@ fn restart_partition(context: &CoreContext) -> Option<StartState> {
     ) {
         Ok(start) => Some(start),
         Err(error) => {
-            log::info!(
-                "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not restarted",
-                context.partition.name,
-                context.apic_id,
-                error
-            );
+            memory::report_load_failure(context.partition, context.apic_id, error, "restarted");
             partition::mark_failed(context.partition_index);
             None
         }

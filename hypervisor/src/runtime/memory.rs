@@ -91,6 +91,9 @@ pub enum SetupError {
         guest: u64,
     },
     StartInfo,
+    /// The load on the partition's own core found another entry than the boot core's check
+    /// of the same load.
+    EntryChanged,
     /// An MSI-X table page could not be taken out of the stage-2 tables.
     MsixTrap {
         page: u64,
@@ -127,6 +130,9 @@ impl core::fmt::Display for SetupError {
                 )
             }
             SetupError::StartInfo => formatter.write_str("no room for the PVH start-info block"),
+            SetupError::EntryChanged => {
+                formatter.write_str("the load's entry differs from the boot core's check of it")
+            }
             SetupError::MsixTrap { page, error } => write!(
                 formatter,
                 "the MSI-X table page {page:#x} cannot be trapped: {error:?} (a BAR window mapped with large pages)"
@@ -436,13 +442,7 @@ pub fn load_partition(
             guest: segment.guest,
         };
         // The whole segment (file bytes and the zeroed rest) must lie in one RAM mapping.
-        guest_memory::host_address(
-            partition.memory,
-            segment.guest,
-            segment.memory_size,
-            |kind| kind == tessera_abi::table::MappingKind::Ram,
-        )
-        .ok_or(outside)?;
+        guest_memory::ram_address(partition, segment.guest, segment.memory_size).ok_or(outside)?;
         let blob = boot.blobs.get(usize::from(segment.blob)).ok_or(outside)?;
         let start = segment.file_offset as usize;
         let source = blob
@@ -511,6 +511,23 @@ pub fn load_partition(
     }
 }
 
+/// The `contained:` line of a partition whose load failed; `outcome` is what did not
+/// happen ("started", "restarted").
+pub fn report_load_failure(
+    partition: &Partition,
+    core: impl core::fmt::Display,
+    error: SetupError,
+    outcome: &str,
+) {
+    log::info!(
+        "contained: partition={} core={} reason=load address=0x0 rip=0x0 ({}); not {}",
+        partition.name,
+        core,
+        error,
+        outcome
+    );
+}
+
 /// Copies `bytes` into the partition's RAM at guest-physical `guest` (with
 /// [`LoadStep::CheckOnly`], only checks that one RAM mapping holds them).
 fn write_guest(
@@ -522,10 +539,7 @@ fn write_guest(
     let written = match step {
         LoadStep::ClearAndCopy => guest_memory::write(partition, guest, bytes),
         LoadStep::CheckOnly => {
-            guest_memory::host_address(partition.memory, guest, bytes.len() as u64, |kind| {
-                kind == tessera_abi::table::MappingKind::Ram
-            })
-            .map(|_| ())
+            guest_memory::ram_address(partition, guest, bytes.len() as u64).map(|_| ())
         }
     };
     written.ok_or(SetupError::SegmentOutsideMemory { guest })

@@ -121,6 +121,26 @@ const ALL_PARTITIONS_METHOD: &str = "the TSC when the last partition loaded at b
     entered its guest N TSC ticks after the hypervisor's entry`): the boot of the whole \
     machine, each partition's memory cleared by its own core; TSC = instructions";
 
+/// A figure read from the hypervisor's console of a demo boot, in instructions (the boot
+/// figures exist for both backends with the same pattern and method).
+const fn boot_figure(
+    name: &'static str,
+    boot: &'static Boot,
+    pattern: &'static str,
+    value: Value,
+    method: &'static str,
+) -> ConsoleFigure {
+    ConsoleFigure {
+        name,
+        boot,
+        console: Console::Hypervisor,
+        pattern,
+        value,
+        unit: "instructions",
+        method,
+    }
+}
+
 /// The loop's exits per second: it ticks at 1 kHz, so it lasted `ticks / 1000` s.
 fn exits_per_second(captures: &regex::Captures) -> Option<f64> {
     let exits: f64 = captures.name("exits")?.as_str().parse().ok()?;
@@ -216,24 +236,20 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
                  from machine reset, so this includes SeaBIOS and the Multiboot load, not \
                  only the hypervisor's boot",
     },
-    ConsoleFigure {
-        name: "hypervisor_boot_instructions",
-        boot: &SVM_DEMO,
-        console: Console::Hypervisor,
-        pattern: FIRST_GUEST_ENTRY,
-        value: Value::Group,
-        unit: "instructions",
-        method: HYPERVISOR_BOOT_METHOD,
-    },
-    ConsoleFigure {
-        name: "vmx_hypervisor_boot_instructions",
-        boot: &VMX_DEMO,
-        console: Console::Hypervisor,
-        pattern: FIRST_GUEST_ENTRY,
-        value: Value::Group,
-        unit: "instructions",
-        method: HYPERVISOR_BOOT_METHOD,
-    },
+    boot_figure(
+        "hypervisor_boot_instructions",
+        &SVM_DEMO,
+        FIRST_GUEST_ENTRY,
+        Value::Group,
+        HYPERVISOR_BOOT_METHOD,
+    ),
+    boot_figure(
+        "vmx_hypervisor_boot_instructions",
+        &VMX_DEMO,
+        FIRST_GUEST_ENTRY,
+        Value::Group,
+        HYPERVISOR_BOOT_METHOD,
+    ),
     ConsoleFigure {
         name: "ap_start_instructions",
         boot: &SVM_DEMO,
@@ -249,42 +265,34 @@ pub const CONSOLE_FIGURES: &[ConsoleFigure] = &[
                  -icount charging the core's whole instruction budget (up to the next timer \
                  deadline) when it processes the INIT (docs/benchmarks.md)",
     },
-    ConsoleFigure {
-        name: "hypervisor_boot_work_instructions",
-        boot: &SVM_DEMO,
-        console: Console::Hypervisor,
-        pattern: BOOT_PHASES,
-        value: Value::Computed(boot_core_work),
-        unit: "instructions",
-        method: BOOT_WORK_METHOD,
-    },
-    ConsoleFigure {
-        name: "vmx_hypervisor_boot_work_instructions",
-        boot: &VMX_DEMO,
-        console: Console::Hypervisor,
-        pattern: BOOT_PHASES,
-        value: Value::Computed(boot_core_work),
-        unit: "instructions",
-        method: BOOT_WORK_METHOD,
-    },
-    ConsoleFigure {
-        name: "hypervisor_boot_all_partitions_instructions",
-        boot: &SVM_DEMO,
-        console: Console::Hypervisor,
-        pattern: EVERY_PARTITION_ENTERED,
-        value: Value::Group,
-        unit: "instructions",
-        method: ALL_PARTITIONS_METHOD,
-    },
-    ConsoleFigure {
-        name: "vmx_hypervisor_boot_all_partitions_instructions",
-        boot: &VMX_DEMO,
-        console: Console::Hypervisor,
-        pattern: EVERY_PARTITION_ENTERED,
-        value: Value::Group,
-        unit: "instructions",
-        method: ALL_PARTITIONS_METHOD,
-    },
+    boot_figure(
+        "hypervisor_boot_work_instructions",
+        &SVM_DEMO,
+        BOOT_PHASES,
+        Value::Computed(boot_core_work),
+        BOOT_WORK_METHOD,
+    ),
+    boot_figure(
+        "vmx_hypervisor_boot_work_instructions",
+        &VMX_DEMO,
+        BOOT_PHASES,
+        Value::Computed(boot_core_work),
+        BOOT_WORK_METHOD,
+    ),
+    boot_figure(
+        "hypervisor_boot_all_partitions_instructions",
+        &SVM_DEMO,
+        EVERY_PARTITION_ENTERED,
+        Value::Group,
+        ALL_PARTITIONS_METHOD,
+    ),
+    boot_figure(
+        "vmx_hypervisor_boot_all_partitions_instructions",
+        &VMX_DEMO,
+        EVERY_PARTITION_ENTERED,
+        Value::Group,
+        ALL_PARTITIONS_METHOD,
+    ),
     ConsoleFigure {
         name: "demo_exits_{partition}",
         boot: &SVM_DEMO,
